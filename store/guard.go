@@ -1,0 +1,194 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// guard protects a store from a torn MANIFEST. Pebble v2.1.7 opens a
+// MANIFEST that lost its tail without error, rolled back to an older
+// version, and a read-write open then deletes the sstables the lost tail
+// referenced. So the store keeps, under .storekeeper/guard/, the set of
+// sstables its live version references and the highest table number it
+// has seen, updated on every flush, compaction and ingest (the events fire
+// after Pebble installs the new version). Before any read-write open the
+// guard opens the store read-only and compares:
+//
+//   - every recorded table is still referenced: fine;
+//   - some are not, but the version holds a table newer than any recorded:
+//     fine, Pebble moved on after the last record (a crash between its
+//     MANIFEST write and ours);
+//   - some are not and nothing is newer: the MANIFEST went back in time.
+//     That is corruption; the store is not opened read-write, so no file
+//     is deleted.
+type guard struct {
+	path string
+
+	mu  sync.Mutex
+	rec guardRecord
+	err error // last write failure, reported by Stats
+}
+
+type guardRecord struct {
+	Tables []uint64 `json:"tables"` // sorted table numbers of the live version
+	High   uint64   `json:"high"`   // highest table number ever seen
+}
+
+// check compares a read-only view of the store with the record. It returns
+// a CorruptionError for a rollback or a store that cannot be opened for
+// damaged files, other errors as they are, and nil when the store is safe
+// to open read-write (or is new, or has no record yet).
+func (g *guard) check(name, dir string, opts *pebble.Options) error {
+	rec, err := g.load()
+	if err != nil || rec == nil {
+		return err
+	}
+	desc, err := pebble.Peek(dir, opts.FS)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return fmt.Errorf("inspect store %s: %w", name, err)
+	}
+	if !desc.Exists {
+		if len(rec.Tables) > 0 {
+			return &CorruptionError{Store: name, Err: fmt.Errorf("store files are gone: %d sstables were recorded", len(rec.Tables))}
+		}
+		return nil
+	}
+	ro := opts.Clone()
+	ro.ReadOnly = true
+	db, err := pebble.Open(dir, ro)
+	if err != nil {
+		if cerr := classifyOpenError(name, err); cerr != nil {
+			return cerr
+		}
+		return fmt.Errorf("read-only open of store %s: %w", name, err)
+	}
+	view, err := liveTables(db)
+	_ = db.Close()
+	if err != nil {
+		return fmt.Errorf("read-only open of store %s: %w", name, err)
+	}
+	var missing []uint64
+	for _, t := range rec.Tables {
+		if _, ok := slices.BinarySearch(view, t); !ok {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) == 0 || (len(view) > 0 && view[len(view)-1] > rec.High) {
+		return nil
+	}
+	return &CorruptionError{
+		Store: name,
+		File:  filepath.Join(dir, desc.ManifestFilename),
+		Err: fmt.Errorf("MANIFEST rolled back: %d of %d recorded sstables are no longer referenced (first %06d.sst) and none is newer",
+			len(missing), len(rec.Tables), missing[0]),
+	}
+}
+
+// reset records the live version of a freshly opened database.
+func (g *guard) reset(db *pebble.DB) error {
+	tables, err := liveTables(db)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.rec.Tables = tables
+	if n := len(tables); n > 0 && tables[n-1] > g.rec.High {
+		g.rec.High = tables[n-1]
+	}
+	return g.saveLocked()
+}
+
+// apply records a version change: removed tables leave, added ones join.
+func (g *guard) apply(removed, added []pebble.TableInfo) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, t := range removed {
+		if i, ok := slices.BinarySearch(g.rec.Tables, uint64(t.FileNum)); ok {
+			g.rec.Tables = slices.Delete(g.rec.Tables, i, i+1)
+		}
+	}
+	for _, t := range added {
+		n := uint64(t.FileNum)
+		if i, ok := slices.BinarySearch(g.rec.Tables, n); !ok {
+			g.rec.Tables = slices.Insert(g.rec.Tables, i, n)
+		}
+		g.rec.High = max(g.rec.High, n)
+	}
+	g.err = g.saveLocked()
+}
+
+func (g *guard) load() (*guardRecord, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, err := os.ReadFile(g.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read guard record: %w", err)
+	}
+	var rec guardRecord
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("decode guard record %s: %w", g.path, err)
+	}
+	slices.Sort(rec.Tables)
+	g.rec = rec
+	return &rec, nil
+}
+
+func (g *guard) saveLocked() error {
+	b, err := json.Marshal(g.rec)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(g.path, b)
+}
+
+func liveTables(db *pebble.DB) ([]uint64, error) {
+	levels, err := db.SSTables()
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, level := range levels {
+		for _, t := range level {
+			out = append(out, uint64(t.FileNum))
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// writeFileAtomic writes b to path through a synced temporary file and a
+// rename, so a crash leaves the old content or the new, never a torn file.
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

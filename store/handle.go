@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Reads and writes for the application that owns the stores. They never
+// panic: while the store is fenced for a restore they return ErrUnavailable,
+// after Close ErrClosed. Writes are synced to the WAL unless the registry
+// was configured with NoSync.
+
+// Get returns a copy of the value stored under key, or ErrNotFound.
+func (s *Store) Get(key []byte) ([]byte, error) {
+	db, err := s.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer s.release()
+	v, closer, err := db.Get(key)
+	if err != nil {
+		if errors.Is(err, pebble.ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("store %s: get: %w", s.name, err)
+	}
+	out := append([]byte(nil), v...)
+	closer.Close()
+	return out, nil
+}
+
+// Set stores value under key.
+func (s *Store) Set(key, value []byte) error {
+	db, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer s.release()
+	return s.wrap("set", db.Set(key, value, s.reg.writeOpts))
+}
+
+// Delete removes key.
+func (s *Store) Delete(key []byte) error {
+	db, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer s.release()
+	return s.wrap("delete", db.Delete(key, s.reg.writeOpts))
+}
+
+// DeleteRange removes every key in [start, end).
+func (s *Store) DeleteRange(start, end []byte) error {
+	db, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer s.release()
+	return s.wrap("delete range", db.DeleteRange(start, end, s.reg.writeOpts))
+}
+
+// Batch collects writes that Update commits atomically.
+type Batch struct{ b *pebble.Batch }
+
+// Set adds a set of key to value to the batch.
+func (b *Batch) Set(key, value []byte) error { return b.b.Set(key, value, nil) }
+
+// Delete adds a deletion of key to the batch.
+func (b *Batch) Delete(key []byte) error { return b.b.Delete(key, nil) }
+
+// DeleteRange adds a deletion of [start, end) to the batch.
+func (b *Batch) DeleteRange(start, end []byte) error { return b.b.DeleteRange(start, end, nil) }
+
+// Len returns the number of operations in the batch.
+func (b *Batch) Len() int { return int(b.b.Count()) }
+
+// Update runs fn with a new batch and commits it atomically when fn
+// returns nil. The batch must not be used after fn returns.
+func (s *Store) Update(fn func(*Batch) error) error {
+	db, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer s.release()
+	pb := db.NewBatch()
+	defer pb.Close()
+	if err := fn(&Batch{b: pb}); err != nil {
+		return err
+	}
+	return s.wrap("commit batch", pb.Commit(s.reg.writeOpts))
+}
+
+func (s *Store) wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("store %s: %s: %w", s.name, op, err)
+}
+
+// Iterator walks keys in order. It holds the store open: a restore or Close
+// waits until every iterator is closed, so close them promptly.
+type Iterator struct {
+	s      *Store
+	it     *pebble.Iterator
+	closed bool
+}
+
+// NewIter returns an iterator over [lower, upper); nil bounds are open.
+func (s *Store) NewIter(lower, upper []byte) (*Iterator, error) {
+	db, err := s.acquire()
+	if err != nil {
+		return nil, err
+	}
+	it, err := db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		s.release()
+		return nil, s.wrap("new iterator", err)
+	}
+	return &Iterator{s: s, it: it}, nil
+}
+
+// First moves to the first key and reports whether there is one.
+func (it *Iterator) First() bool { return it.it.First() }
+
+// Last moves to the last key and reports whether there is one.
+func (it *Iterator) Last() bool { return it.it.Last() }
+
+// Next moves to the next key and reports whether there is one.
+func (it *Iterator) Next() bool { return it.it.Next() }
+
+// Prev moves to the previous key and reports whether there is one.
+func (it *Iterator) Prev() bool { return it.it.Prev() }
+
+// SeekGE moves to the first key >= key and reports whether there is one.
+func (it *Iterator) SeekGE(key []byte) bool { return it.it.SeekGE(key) }
+
+// Valid reports whether the iterator is at a key.
+func (it *Iterator) Valid() bool { return it.it.Valid() }
+
+// Key returns the current key, valid until the next move.
+func (it *Iterator) Key() []byte { return it.it.Key() }
+
+// Value returns the current value, valid until the next move.
+func (it *Iterator) Value() []byte { return it.it.Value() }
+
+// Error returns the error the iterator met, if any.
+func (it *Iterator) Error() error { return it.s.wrap("iterate", it.it.Error()) }
+
+// Close releases the iterator and lets a pending restore or Close proceed.
+// It is safe to call twice.
+func (it *Iterator) Close() error {
+	if it.closed {
+		return nil
+	}
+	it.closed = true
+	err := it.it.Close()
+	it.s.release()
+	return it.s.wrap("close iterator", err)
+}
+
+// Scan calls fn for every key in [lower, upper) in order, stopping at the
+// first error fn returns or when ctx is done. key and value are valid only
+// during the call.
+func (s *Store) Scan(ctx context.Context, lower, upper []byte, fn func(key, value []byte) error) error {
+	it, err := s.NewIter(lower, upper)
+	if err != nil {
+		return err
+	}
+	defer it.Close()
+	for ok := it.First(); ok; ok = it.Next() {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(it.Key(), it.Value()); err != nil {
+			return err
+		}
+	}
+	return it.Error()
+}

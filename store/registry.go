@@ -1,0 +1,314 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// MetaDir is the name, inside the data directory, of storekeeper's own
+// area: the instance lock, guard records and work areas that must share
+// the live stores' filesystem. It is never a store.
+const MetaDir = ".storekeeper"
+
+// Config configures a Registry. The zero value of every field but DataDir
+// is usable.
+type Config struct {
+	// DataDir holds one subdirectory per store.
+	DataDir string
+	// Stores are names to create when absent. Existing subdirectories of
+	// DataDir are stores too.
+	Stores []string
+	// PebbleOptions returns the Pebble options for one store: comparer,
+	// merger, cache, format version, FS. An embedding application supplies
+	// it; nil means Pebble's defaults. The registry clones what it gets and
+	// adds its own event listener and logger.
+	PebbleOptions func(store string) *pebble.Options
+	// OnCorrupt is called when a store is found corrupt, once per store
+	// until it is restored. It must not block: Pebble calls it from read
+	// paths.
+	OnCorrupt func(store string, err error)
+	// Rule decides whether a compaction is worth it.
+	Rule CompactionRule
+	// CompactTimeout bounds one compaction (default 1h). Pebble's Compact can
+	// run forever under a heavy writer.
+	CompactTimeout time.Duration
+	// NoSync makes handle writes return before the WAL is synced: faster,
+	// and a crash may lose the last writes. Default: every write is synced.
+	NoSync bool
+	// Logger receives the registry's logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+func (c *Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("store: data dir is required")
+	}
+	for _, n := range c.Stores {
+		if err := ValidateName(n); err != nil {
+			return err
+		}
+	}
+	if c.CompactTimeout < 0 {
+		return errors.New("store: compact timeout must not be negative")
+	}
+	if err := c.Rule.validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (c *Config) withDefaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.CompactTimeout == 0 {
+		c.CompactTimeout = time.Hour
+	}
+	c.Rule = c.Rule.withDefaults()
+}
+
+// Registry is the set of named stores in one data directory. One process
+// holds a data directory at a time.
+type Registry struct {
+	cfg  Config
+	log  *slog.Logger
+	meta string
+	lock *os.File
+
+	writeOpts *pebble.WriteOptions
+	freeSpace func(path string) (uint64, error) // statfs; tests replace it
+
+	mu     sync.RWMutex
+	stores map[string]*Store
+	closed bool
+}
+
+// Open opens every store in cfg.DataDir and those named in cfg.Stores,
+// creating the missing ones. A store that is damaged stays listed in
+// StateCorrupt with its error; Open fails only for invalid configuration,
+// a data directory held by another process, or an I/O error.
+func Open(cfg Config) (*Registry, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.withDefaults()
+	dataDir, err := filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DataDir = dataDir
+	r := &Registry{
+		cfg:    cfg,
+		log:    cfg.Logger.With("component", "store"),
+		meta:   filepath.Join(dataDir, MetaDir),
+		stores: make(map[string]*Store),
+
+		writeOpts: pebble.Sync,
+		freeSpace: freeBytes,
+	}
+	if cfg.NoSync {
+		r.writeOpts = pebble.NoSync
+	}
+	for _, d := range []string{dataDir, r.meta, filepath.Join(r.meta, "guard")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("store: create %s: %w", d, err)
+		}
+	}
+	if r.lock, err = lockInstance(filepath.Join(r.meta, "instance.lock")); err != nil {
+		return nil, err
+	}
+	names, err := r.discover()
+	if err != nil {
+		r.unlock()
+		return nil, err
+	}
+	for _, name := range names {
+		if _, err := r.openStore(name); err != nil {
+			_ = r.Close()
+			return nil, err
+		}
+	}
+	r.log.Info("stores opened", "data_dir", dataDir, "count", len(names))
+	return r, nil
+}
+
+// discover lists the stores: valid subdirectory names plus configured ones.
+func (r *Registry) discover() ([]string, error) {
+	entries, err := os.ReadDir(r.cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("store: list %s: %w", r.cfg.DataDir, err)
+	}
+	names := slices.Clone(r.cfg.Stores)
+	for _, e := range entries {
+		n := e.Name()
+		if !e.IsDir() || n[0] == '.' || n == "lost+found" {
+			continue
+		}
+		if err := ValidateName(n); err != nil {
+			r.log.Warn("ignoring directory that is not a valid store name", "dir", n)
+			continue
+		}
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return slices.Compact(names), nil
+}
+
+func (r *Registry) openStore(name string) (*Store, error) {
+	s := &Store{
+		name:  name,
+		dir:   filepath.Join(r.cfg.DataDir, name),
+		reg:   r,
+		log:   r.log.With("store", name),
+		state: StateClosed,
+		guard: guard{path: filepath.Join(r.meta, "guard", name+".json")},
+	}
+	if err := s.open(); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.stores[name] = s
+	r.mu.Unlock()
+	return s, nil
+}
+
+// Store returns the named store. The name is validated before anything
+// else, so hostile input never reaches the filesystem.
+func (r *Registry) Store(name string) (*Store, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return nil, fmt.Errorf("registry: %w", ErrClosed)
+	}
+	s, ok := r.stores[name]
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownStore, name)
+	}
+	return s, nil
+}
+
+// Names returns the store names, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.stores))
+	for n := range r.stores {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// DataDir returns the absolute data directory.
+func (r *Registry) DataDir() string { return r.cfg.DataDir }
+
+// Close closes every store (waiting for their iterators) and releases the
+// data directory.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	stores := make([]*Store, 0, len(r.stores))
+	for _, s := range r.stores {
+		stores = append(stores, s)
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, s := range stores {
+		errs = append(errs, s.Close())
+	}
+	r.unlock()
+	return errors.Join(errs...)
+}
+
+func (r *Registry) pebbleOptions(name string) *pebble.Options {
+	var opts *pebble.Options
+	if r.cfg.PebbleOptions != nil {
+		opts = r.cfg.PebbleOptions(name)
+	}
+	if opts == nil {
+		opts = &pebble.Options{}
+	} else {
+		opts = opts.Clone()
+	}
+	if opts.Logger == nil {
+		opts.Logger = pebbleLogger{r.log.With("store", name)}
+	}
+	return opts
+}
+
+func (r *Registry) notifyCorrupt(name string, err error) {
+	if r.cfg.OnCorrupt != nil {
+		r.cfg.OnCorrupt(name, err)
+	}
+}
+
+// lockInstance takes an exclusive, non-blocking flock on path. The lock
+// goes away with the process, so a crash never leaves a stale lock.
+func lockInstance(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("store: open instance lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		holder, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("%w: %s is locked (holder: %s)", ErrDataDirLocked, filepath.Dir(filepath.Dir(path)), holderString(holder))
+		}
+		return nil, fmt.Errorf("store: lock %s: %w", path, err)
+	}
+	host, _ := os.Hostname()
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte("pid "+strconv.Itoa(os.Getpid())+" on "+host+"\n"), 0)
+	return f, nil
+}
+
+func holderString(b []byte) string {
+	if s := strings.TrimSpace(string(b)); s != "" {
+		return s
+	}
+	return "unknown"
+}
+
+func (r *Registry) unlock() {
+	if r.lock != nil {
+		_ = syscall.Flock(int(r.lock.Fd()), syscall.LOCK_UN)
+		_ = r.lock.Close()
+		r.lock = nil
+	}
+}
+
+// pebbleLogger sends Pebble's log lines to slog. Pebble calls Fatalf on a
+// MANIFEST or WAL write error and expects it not to return.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...), "source", "pebble")
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...), "source", "pebble")
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	l.log.Error("fatal: "+fmt.Sprintf(format, args...), "source", "pebble")
+	os.Exit(1)
+}

@@ -1,0 +1,201 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/sstable"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"golang.org/x/sync/errgroup"
+)
+
+// VerifyOptions tune a verification.
+type VerifyOptions struct {
+	// Deep also opens the checkpoint and runs Pebble's CheckLevels: key
+	// order, range tombstones and merges across levels. It reads every key.
+	Deep bool
+}
+
+// VerifyResult reports a verification that found no damage.
+type VerifyResult struct {
+	Files    int           `json:"files"`
+	Bytes    uint64        `json:"bytes"`
+	Points   int64         `json:"points,omitempty"` // keys CheckLevels visited (deep only)
+	Deep     bool          `json:"deep"`
+	Duration time.Duration `json:"duration"`
+}
+
+// Verify checks the block checksums of every sstable of the live store.
+// It works on a hard-linked checkpoint, so files a concurrent compaction
+// deletes are never mistaken for corruption, and the checkpoint holds no
+// lock on the store while it is read. Damage returns a CorruptionError
+// naming the file and marks the store corrupt.
+func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
+	start := time.Now()
+	dir, err := s.checkpoint(ctx, "verify")
+	if err != nil {
+		return VerifyResult{}, err
+	}
+	defer os.RemoveAll(dir)
+
+	res, err := s.verifyDir(ctx, dir, opts)
+	if err != nil {
+		var cerr *CorruptionError
+		if errors.As(err, &cerr) {
+			if cerr.File != "" {
+				cerr.File = filepath.Join(s.dir, filepath.Base(cerr.File))
+			}
+			s.markCorrupt(cerr)
+		}
+		return res, err
+	}
+	s.lastVerify.Store(nowNano())
+	res.Duration = time.Since(start)
+	return res, nil
+}
+
+// checkpoint hard-links the live file set (with the WAL flushed) into a new
+// directory under the registry's work area and returns its path.
+func (s *Store) checkpoint(ctx context.Context, purpose string) (string, error) {
+	db, err := s.acquire()
+	if err != nil {
+		var cerr *CorruptionError
+		if errors.As(err, &cerr) {
+			return "", cerr
+		}
+		return "", err
+	}
+	defer s.release()
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	dir, err := s.reg.workDir(purpose + "-" + s.name)
+	if err != nil {
+		return "", err
+	}
+	if err := db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		os.RemoveAll(dir)
+		return "", s.wrap("checkpoint", err)
+	}
+	return dir, nil
+}
+
+// verifyDir validates every sstable in dir, in parallel, and with
+// opts.Deep runs CheckLevels over dir opened read-only.
+func (s *Store) verifyDir(ctx context.Context, dir string, opts VerifyOptions) (VerifyResult, error) {
+	res := VerifyResult{Deep: opts.Deep}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return res, err
+	}
+	var files []string
+	for _, e := range entries {
+		if strings.HasSuffix(e.Name(), ".sst") {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
+	}
+	slices.Sort(files)
+	res.Files = len(files)
+	var bytes atomic.Uint64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, f := range files {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			n, err := validateTable(s.opts, f)
+			bytes.Add(n)
+			if err != nil {
+				return &CorruptionError{Store: s.name, File: f, Err: err}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return res, err
+	}
+	res.Bytes = bytes.Load()
+	if !opts.Deep {
+		return res, nil
+	}
+	points, err := checkLevels(s.opts, dir)
+	res.Points = points
+	if err != nil {
+		return res, &CorruptionError{Store: s.name, Err: err}
+	}
+	return res, nil
+}
+
+// validateTable checks the block checksums of one sstable and returns its
+// size.
+func validateTable(opts *pebble.Options, path string) (uint64, error) {
+	f, err := vfs.Default.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	var size uint64
+	if info, err := f.Stat(); err == nil {
+		size = uint64(info.Size())
+	}
+	readable, err := sstable.NewSimpleReadable(f)
+	if err != nil {
+		f.Close()
+		return size, err
+	}
+	r, err := sstable.NewReader(context.Background(), readable, opts.MakeReaderOptions())
+	if err != nil {
+		readable.Close()
+		return size, err
+	}
+	defer r.Close()
+	return size, r.ValidateBlockChecksums()
+}
+
+// checkLevels opens dir read-only (never the live store) and runs Pebble's
+// CheckLevels.
+func checkLevels(opts *pebble.Options, dir string) (int64, error) {
+	ro := opts.Clone()
+	ro.ReadOnly = true
+	ro.FS = vfs.Default
+	var corrupt atomic.Pointer[pebble.DataCorruptionInfo]
+	ro.EventListener = &pebble.EventListener{
+		DataCorruption: func(info pebble.DataCorruptionInfo) { corrupt.CompareAndSwap(nil, &info) },
+	}
+	db, err := pebble.Open(dir, ro)
+	if err != nil {
+		return 0, err
+	}
+	defer db.Close()
+	var st pebble.CheckLevelsStats
+	if err := db.CheckLevels(&st); err != nil {
+		return st.NumPoints, err
+	}
+	if info := corrupt.Load(); info != nil {
+		return st.NumPoints, fmt.Errorf("%s: %w", info.Path, info.Details)
+	}
+	return st.NumPoints, nil
+}
+
+// workDir creates a fresh directory under the work area, on the data
+// directory's filesystem so that checkpoints can hard-link.
+func (r *Registry) workDir(prefix string) (string, error) {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	dir := filepath.Join(r.meta, "work", prefix+"-"+hex.EncodeToString(b[:]))
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
