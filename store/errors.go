@@ -27,6 +27,18 @@ var (
 	ErrNoSpace = errors.New("not enough free disk space")
 )
 
+// Backup and restore errors.
+var (
+	// ErrUnknownBackup: no complete backup with that id.
+	ErrUnknownBackup = errors.New("unknown backup")
+	// ErrNoBackup: the store has no usable backup.
+	ErrNoBackup = errors.New("no backup")
+	// ErrBadBackup: the backup is incomplete, malformed or damaged.
+	ErrBadBackup = errors.New("bad backup")
+	// ErrNoBackupDir: the registry was opened without a backup directory.
+	ErrNoBackupDir = errors.New("no backup directory configured")
+)
+
 // CorruptionError says which store is damaged and, where known, which file.
 type CorruptionError struct {
 	Store string

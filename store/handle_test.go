@@ -112,7 +112,7 @@ func TestHandlesUnderFenceAndClose(t *testing.T) {
 		}()
 	}
 	for range 20 {
-		db, err := s.fence(StateRestoring)
+		db, err := s.fence(t.Context(), StateRestoring)
 		if err != nil {
 			t.Fatalf("fence: %v", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // MetaDir is the name, inside the data directory, of storekeeper's own
@@ -29,6 +30,17 @@ type Config struct {
 	// Stores are names to create when absent. Existing subdirectories of
 	// DataDir are stores too.
 	Stores []string
+	// BackupDir holds backups, one subdirectory per store. It may be on
+	// another filesystem but must not be inside DataDir (nor hold it).
+	// Empty: backups and restores are refused with ErrNoBackupDir.
+	BackupDir string
+	// BackupFS is the filesystem BackupDir is reached through (default the
+	// real one); tests wrap it to inject faults.
+	BackupFS vfs.FS
+	// Retention decides which backups pruning keeps.
+	Retention Retention
+	// Quarantine bounds the generations restores replaced.
+	Quarantine Quarantine
 	// PebbleOptions returns the Pebble options for one store: comparer,
 	// merger, cache, format version, FS. An embedding application supplies
 	// it; nil means Pebble's defaults. The registry clones what it gets and
@@ -59,6 +71,12 @@ func (c *Config) validate() error {
 			return err
 		}
 	}
+	if c.BackupDir != "" && (within(c.BackupDir, c.DataDir) || within(c.DataDir, c.BackupDir)) {
+		return fmt.Errorf("store: backup dir %s must not be inside the data dir %s, nor hold it", c.BackupDir, c.DataDir)
+	}
+	if c.Retention.Last < 0 || c.Retention.Daily < 0 || c.Quarantine.MaxCount < 0 {
+		return errors.New("store: retention and quarantine counts must not be negative")
+	}
 	if c.CompactTimeout < 0 {
 		return errors.New("store: compact timeout must not be negative")
 	}
@@ -76,6 +94,11 @@ func (c *Config) withDefaults() {
 		c.CompactTimeout = time.Hour
 	}
 	c.Rule = c.Rule.withDefaults()
+	c.Retention = c.Retention.withDefaults()
+	c.Quarantine = c.Quarantine.withDefaults()
+	if c.BackupFS == nil {
+		c.BackupFS = vfs.Default
+	}
 }
 
 // Registry is the set of named stores in one data directory. One process
@@ -86,6 +109,7 @@ type Registry struct {
 	meta string
 	lock *os.File
 
+	backupFS  vfs.FS
 	writeOpts *pebble.WriteOptions
 	freeSpace func(path string) (uint64, error) // statfs; tests replace it
 
@@ -108,12 +132,18 @@ func Open(cfg Config) (*Registry, error) {
 		return nil, err
 	}
 	cfg.DataDir = dataDir
+	if cfg.BackupDir != "" {
+		if cfg.BackupDir, err = filepath.Abs(cfg.BackupDir); err != nil {
+			return nil, err
+		}
+	}
 	r := &Registry{
 		cfg:    cfg,
 		log:    cfg.Logger.With("component", "store"),
 		meta:   filepath.Join(dataDir, MetaDir),
 		stores: make(map[string]*Store),
 
+		backupFS:  cfg.BackupFS,
 		writeOpts: pebble.Sync,
 		freeSpace: freeBytes,
 	}
@@ -129,6 +159,9 @@ func Open(cfg Config) (*Registry, error) {
 		return nil, err
 	}
 	names, err := r.discover()
+	if err == nil {
+		err = r.recover(names)
+	}
 	if err != nil {
 		r.unlock()
 		return nil, err
@@ -142,6 +175,40 @@ func Open(cfg Config) (*Registry, error) {
 	r.log.Info("stores opened", "data_dir", dataDir, "count", len(names))
 	return r, nil
 }
+
+// recover runs before any store opens, holding the instance lock: it
+// finishes or rolls back interrupted restores, and removes what interrupted
+// verifications and backups left.
+func (r *Registry) recover(names []string) error {
+	if err := os.RemoveAll(filepath.Join(r.meta, "work")); err != nil {
+		return fmt.Errorf("store: clean work area: %w", err)
+	}
+	journals, _ := filepath.Glob(filepath.Join(r.meta, "restore", "*"))
+	for _, j := range journals {
+		name := strings.TrimSuffix(strings.TrimSuffix(filepath.Base(j), ".json"), ".staged")
+		if ValidateName(name) == nil && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
+		if err := r.recoverRestore(name); err != nil {
+			return err
+		}
+	}
+	if r.cfg.BackupDir != "" {
+		if err := r.cleanBackupGarbage(); err != nil {
+			return fmt.Errorf("store: clean backup dir: %w", err)
+		}
+	}
+	return nil
+}
+
+// dataFS is the filesystem of the data directory's own files (journals,
+// quarantine); stores reach theirs through their Pebble options.
+func (r *Registry) dataFS() vfs.FS { return vfs.Default }
+
+// BackupDir returns the absolute backup directory, or "".
+func (r *Registry) BackupDir() string { return r.cfg.BackupDir }
 
 // discover lists the stores: valid subdirectory names plus configured ones.
 func (r *Registry) discover() ([]string, error) {

@@ -63,16 +63,23 @@ func (s *Store) Stats() Stats {
 	defer s.release()
 	levels, _ := db.SSTables(pebble.WithProperties())
 	s.fillStats(&st, db.Metrics(), levels)
-	{
-		for _, level := range levels {
-			for _, t := range level {
-				if p := t.Properties; p != nil {
-					st.EstimatedKeys += p.NumEntries - min(p.NumEntries, 2*p.NumDeletions)
-				}
+	st.EstimatedKeys = estimateKeys(levels)
+	return st
+}
+
+// estimateKeys estimates live keys from table properties: entries minus
+// deletions and the entries they delete. Overwritten versions count until
+// compacted; the memtable is not counted.
+func estimateKeys(levels [][]pebble.SSTableInfo) uint64 {
+	var n uint64
+	for _, level := range levels {
+		for _, t := range level {
+			if p := t.Properties; p != nil {
+				n += p.NumEntries - min(p.NumEntries, 2*p.NumDeletions)
 			}
 		}
 	}
-	return st
+	return n
 }
 
 // fillStats fills st from Pebble's metrics and, when not nil, the tables

@@ -36,6 +36,8 @@ type Store struct {
 	haltStop context.CancelFunc
 	users    sync.WaitGroup // in-flight operations and open iterators
 
+	maint sync.Mutex // serialises backups and restores of this store
+
 	guard guard
 
 	lastCompact atomic.Int64 // unix nanoseconds, 0 = never (this process)
@@ -164,8 +166,9 @@ func (s *Store) markCorrupt(err error) {
 // fence stops the store from serving: state becomes to, long operations
 // are cancelled, and fence waits until every in-flight operation and open
 // iterator has finished. It returns the database (nil when none was open),
-// which the caller now owns.
-func (s *Store) fence(to State) (*pebble.DB, error) {
+// which the caller now owns. If ctx ends first, the store serves again and
+// fence returns ctx's error.
+func (s *Store) fence(ctx context.Context, to State) (*pebble.DB, error) {
 	s.mu.Lock()
 	if s.state == StateClosed {
 		s.mu.Unlock()
@@ -175,21 +178,32 @@ func (s *Store) fence(to State) (*pebble.DB, error) {
 		s.mu.Unlock()
 		return nil, fmt.Errorf("store %s is already fenced: %w", s.name, ErrUnavailable)
 	}
-	s.state = to
-	db := s.db
-	s.db = nil
+	prev, db := s.state, s.db
+	s.state, s.db = to, nil
 	if s.haltStop != nil {
 		s.haltStop()
 	}
 	s.mu.Unlock()
-	s.users.Wait()
-	return db, nil
+	drained := make(chan struct{})
+	go func() { s.users.Wait(); close(drained) }()
+	select {
+	case <-drained:
+		return db, nil
+	case <-ctx.Done():
+	}
+	// Give up: serve again. The waiter goroutine ends when the last user
+	// releases.
+	halt, stop := context.WithCancel(context.Background())
+	s.mu.Lock()
+	s.state, s.db, s.halt, s.haltStop = prev, db, halt, stop
+	s.mu.Unlock()
+	return nil, fmt.Errorf("store %s: waiting for open iterators and operations: %w", s.name, context.Cause(ctx))
 }
 
 // Close closes the store, waiting for in-flight operations and open
 // iterators. Later calls on the store return ErrClosed.
 func (s *Store) Close() error {
-	db, err := s.fence(StateClosed)
+	db, err := s.fence(context.Background(), StateClosed)
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			return nil

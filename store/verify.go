@@ -115,7 +115,7 @@ func (s *Store) verifyDir(ctx context.Context, dir string, opts VerifyOptions) (
 			if err := gctx.Err(); err != nil {
 				return err
 			}
-			n, err := validateTable(s.opts, f)
+			n, err := validateTable(s.opts, vfs.Default, f)
 			bytes.Add(n)
 			if err != nil {
 				return &CorruptionError{Store: s.name, File: f, Err: err}
@@ -140,8 +140,8 @@ func (s *Store) verifyDir(ctx context.Context, dir string, opts VerifyOptions) (
 
 // validateTable checks the block checksums of one sstable and returns its
 // size.
-func validateTable(opts *pebble.Options, path string) (uint64, error) {
-	f, err := vfs.Default.Open(path)
+func validateTable(opts *pebble.Options, fs vfs.FS, path string) (uint64, error) {
+	f, err := fs.Open(path)
 	if err != nil {
 		return 0, err
 	}
@@ -168,7 +168,9 @@ func validateTable(opts *pebble.Options, path string) (uint64, error) {
 func checkLevels(opts *pebble.Options, dir string) (int64, error) {
 	ro := opts.Clone()
 	ro.ReadOnly = true
-	ro.FS = vfs.Default
+	if ro.FS == nil {
+		ro.FS = vfs.Default
+	}
 	var corrupt atomic.Pointer[pebble.DataCorruptionInfo]
 	ro.EventListener = &pebble.EventListener{
 		DataCorruption: func(info pebble.DataCorruptionInfo) { corrupt.CompareAndSwap(nil, &info) },

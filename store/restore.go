@@ -1,0 +1,399 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// RestoreResult reports a restore. BackupAt is the rollback window: writes
+// made after it are not in the restored store; the replaced generation is
+// kept in Quarantine.
+type RestoreResult struct {
+	BackupID   string        `json:"backup_id"`
+	BackupAt   time.Time     `json:"backup_at"`
+	Quarantine string        `json:"quarantine,omitempty"` // empty when there was no live directory
+	Timing     RestoreTiming `json:"timing"`
+	Took       time.Duration `json:"took"`
+}
+
+// RestoreTiming breaks a restore's time down.
+type RestoreTiming struct {
+	Fence  time.Duration `json:"fence"`
+	Stage  time.Duration `json:"stage"` // copy from the backup, hashing and syncing
+	Verify time.Duration `json:"verify"`
+	Swap   time.Duration `json:"swap"`
+	Reopen time.Duration `json:"reopen"`
+}
+
+// Quarantine bounds the replaced generations kept after restores. The
+// generation a restore just made is never removed by that restore.
+type Quarantine struct {
+	MaxCount int    // default 3 per store
+	MaxBytes uint64 // per store; 0 = no byte bound
+}
+
+func (q Quarantine) withDefaults() Quarantine {
+	if q.MaxCount == 0 {
+		q.MaxCount = 3
+	}
+	return q
+}
+
+// restoreJournal is <data-dir>/.storekeeper/restore/<store>.json. It makes
+// a restore resumable: before the swap it is rolled back, after it is
+// finished.
+type restoreJournal struct {
+	BackupID  string    `json:"backup_id"`
+	BackupAt  time.Time `json:"backup_at"`
+	Phase     string    `json:"phase"` // "stage", then "swap"
+	StagedIno uint64    `json:"staged_ino,omitempty"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+func (r *Registry) journalPath(name string) string {
+	return filepath.Join(r.meta, "restore", name+".json")
+}
+func (r *Registry) stagedPath(name string) string {
+	return filepath.Join(r.meta, "restore", name+".staged")
+}
+func (r *Registry) quarantineDir(name string) string {
+	return filepath.Join(r.meta, "quarantine", name)
+}
+
+// Restore replaces the store with a backup: backupID, or the newest
+// verified one when empty. It fences the store (handles return
+// ErrUnavailable, open iterators are waited for), stages a copy of the
+// backup beside the live directory, verifies it, swaps it in atomically,
+// keeps the replaced generation in quarantine and reopens. It works on a
+// store that is corrupt or did not open. Run again after any interruption,
+// it finishes or redoes the same restore.
+func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, error) {
+	start := time.Now()
+	var res RestoreResult
+	paths, err := s.backupPaths()
+	if err != nil {
+		return res, err
+	}
+	s.maint.Lock()
+	defer s.maint.Unlock()
+	info, err := s.pickBackup(paths, backupID)
+	if err != nil {
+		return res, err
+	}
+	res.BackupID, res.BackupAt = info.ID, info.CreatedAt
+	if err := s.reg.preflight("restore", s.reg.meta, uint64(info.Bytes)); err != nil {
+		return res, err
+	}
+	// A journal left by an earlier attempt in this process: settle it first.
+	if err := s.reg.recoverRestore(s.name); err != nil {
+		return res, err
+	}
+
+	t := time.Now()
+	db, err := s.fence(ctx, StateRestoring)
+	if err != nil {
+		return res, err
+	}
+	if db != nil {
+		if err := db.Close(); err != nil {
+			s.log.Warn("closing the store for restore", "err", err)
+		}
+	}
+	res.Timing.Fence = time.Since(t)
+	crashPoint("restore.fenced")
+	swapped := false
+	defer func() {
+		if swapped {
+			return
+		}
+		// Failed before the swap: the live directory is untouched. Drop the
+		// staged copy and reopen what was there.
+		_ = os.RemoveAll(s.reg.stagedPath(s.name))
+		_ = os.Remove(s.reg.journalPath(s.name))
+		if err := s.open(); err != nil {
+			s.log.Error("reopening after a failed restore", "err", err)
+		}
+	}()
+
+	j := restoreJournal{BackupID: info.ID, BackupAt: info.CreatedAt, Phase: "stage", StartedAt: start.UTC()}
+	if err := s.reg.writeJournal(s.name, j); err != nil {
+		return res, err
+	}
+	crashPoint("restore.journaled")
+
+	t = time.Now()
+	staged := s.reg.stagedPath(s.name)
+	if err := s.stage(ctx, paths, info.BackupManifest, staged); err != nil {
+		return res, err
+	}
+	res.Timing.Stage = time.Since(t)
+	crashPoint("restore.staged")
+
+	t = time.Now()
+	if err := s.verifyStaged(staged); err != nil {
+		return res, err
+	}
+	res.Timing.Verify = time.Since(t)
+	crashPoint("restore.verified")
+
+	t = time.Now()
+	fi, err := os.Stat(staged)
+	if err != nil {
+		return res, err
+	}
+	j.Phase, j.StagedIno = "swap", fi.Sys().(*syscall.Stat_t).Ino
+	if err := s.reg.writeJournal(s.name, j); err != nil {
+		return res, err
+	}
+	crashPoint("restore.swap-journaled")
+	swapped = true
+	if res.Quarantine, err = s.reg.finishSwap(s.name, j); err != nil {
+		// The journal stays: the next Open or Restore finishes the swap.
+		s.mu.Lock()
+		s.cause = fmt.Errorf("restore of %s interrupted: %w", info.ID, err)
+		s.mu.Unlock()
+		return res, fmt.Errorf("restore %s: swap: %w", s.name, err)
+	}
+	res.Timing.Swap = time.Since(t)
+
+	t = time.Now()
+	if err := s.open(); err != nil {
+		return res, err
+	}
+	if st, cause := s.State(); st != StateOpen {
+		return res, fmt.Errorf("restore %s: restored store did not open: %w", s.name, cause)
+	}
+	res.Timing.Reopen = time.Since(t)
+	crashPoint("restore.reopened")
+	s.reg.pruneQuarantine(s.name, res.Quarantine)
+	res.Took = time.Since(start)
+	s.log.Info("store restored", "backup", info.ID, "backup_at", info.CreatedAt, "quarantine", res.Quarantine, "took", res.Took)
+	return res, nil
+}
+
+// pickBackup returns the named backup, or the newest verified good one.
+func (s *Store) pickBackup(paths backupPaths, id string) (BackupInfo, error) {
+	if id != "" {
+		info, err := s.backupInfo(paths, id)
+		if err != nil {
+			return info, err
+		}
+		if info.Bad {
+			return info, fmt.Errorf("%w %s: %s", ErrBadBackup, id, info.Error)
+		}
+		return info, nil
+	}
+	all, err := s.Backups()
+	if err != nil {
+		return BackupInfo{}, err
+	}
+	for _, b := range all {
+		if !b.Bad && !b.VerifiedAt.IsZero() {
+			return b, nil
+		}
+	}
+	return BackupInfo{}, fmt.Errorf("store %s: %w", s.name, ErrNoBackup)
+}
+
+// stage copies the backup's files into staged, checking each against the
+// manifest's size and hash, and syncs them.
+func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, staged string) error {
+	fs := s.opts.FS
+	if err := fs.RemoveAll(staged); err != nil {
+		return err
+	}
+	if err := fs.MkdirAll(staged, 0o755); err != nil {
+		return err
+	}
+	src := paths.backup(m.ID)
+	for _, f := range m.Files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		sum, n, err := copyHashed(s.reg.backupFS, filepath.Join(src, f.Name), fs, filepath.Join(staged, f.Name))
+		if err != nil {
+			if isNotExist(err) {
+				err = fmt.Errorf("%w %s: file %s is missing: %w", ErrBadBackup, m.ID, f.Name, err)
+				s.markBackupBad(paths, m.ID, err)
+			}
+			return fmt.Errorf("restore %s: %w", s.name, err)
+		}
+		if sum != f.SHA256 || n != f.Size {
+			err := fmt.Errorf("%w %s: %s has %d bytes with sha256 %s, manifest says %d bytes with %s",
+				ErrBadBackup, m.ID, f.Name, n, sum, f.Size, f.SHA256)
+			s.markBackupBad(paths, m.ID, err)
+			return fmt.Errorf("restore %s: %w", s.name, err)
+		}
+	}
+	return syncDir(fs, staged)
+}
+
+// verifyStaged checks every staged sstable's block checksums and that
+// Pebble opens the staged store.
+func (s *Store) verifyStaged(staged string) error {
+	files, _ := filepath.Glob(filepath.Join(staged, "*.sst"))
+	for _, f := range files {
+		if _, err := validateTable(s.opts, s.opts.FS, f); err != nil {
+			return fmt.Errorf("restore %s: staged copy: %w: %s: %w", s.name, ErrBadBackup, filepath.Base(f), err)
+		}
+	}
+	if _, _, err := inspectReadOnly(s.opts, s.opts.FS, staged); err != nil {
+		return fmt.Errorf("restore %s: staged copy does not open: %w: %w", s.name, ErrBadBackup, err)
+	}
+	return nil
+}
+
+func (s *Store) markBackupBad(paths backupPaths, id string, cause error) {
+	st := backupStatus{Bad: true, Error: cause.Error()}
+	if err := writeJSONAtomic(s.reg.backupFS, paths.status(id), st); err != nil {
+		s.log.Warn("could not mark backup bad", "backup", id, "err", err)
+	}
+	s.log.Error("backup is bad", "backup", id, "err", cause)
+}
+
+// finishSwap completes a journal in phase "swap": it swaps the staged copy
+// in unless that already happened (the live directory then has the staged
+// inode), moves the replaced generation to quarantine, drops the guard
+// record of the old generation, and removes the journal. It returns the
+// quarantine path.
+func (r *Registry) finishSwap(name string, j restoreJournal) (string, error) {
+	live := filepath.Join(r.cfg.DataDir, name)
+	staged := r.stagedPath(name)
+	liveInfo, liveErr := os.Stat(live)
+	done := liveErr == nil && liveInfo.Sys().(*syscall.Stat_t).Ino == j.StagedIno
+	if !done {
+		if _, err := os.Stat(staged); err != nil {
+			return "", fmt.Errorf("staged copy is gone and the swap did not happen: %w", err)
+		}
+		var err error
+		if liveErr == nil {
+			err = exchange(staged, live)
+		} else {
+			err = os.Rename(staged, live)
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	crashPoint("restore.swapped")
+	for _, d := range []string{r.cfg.DataDir, filepath.Dir(staged)} {
+		if err := syncDir(r.dataFS(), d); err != nil {
+			return "", err
+		}
+	}
+	// The guard's record describes the replaced generation.
+	if err := os.Remove(filepath.Join(r.meta, "guard", name+".json")); err != nil && !isNotExist(err) {
+		return "", err
+	}
+	quarantine := ""
+	if _, err := os.Stat(staged); err == nil {
+		qdir := r.quarantineDir(name)
+		if err := os.MkdirAll(qdir, 0o755); err != nil {
+			return "", err
+		}
+		quarantine = filepath.Join(qdir, time.Now().UTC().Format("20060102T150405.000Z")+"-before-"+j.BackupID)
+		if err := os.Rename(staged, quarantine); err != nil {
+			return "", err
+		}
+		if err := syncDir(r.dataFS(), qdir); err != nil {
+			return "", err
+		}
+	}
+	crashPoint("restore.quarantined")
+	if err := os.Remove(r.journalPath(name)); err != nil && !isNotExist(err) {
+		return quarantine, err
+	}
+	return quarantine, syncDir(r.dataFS(), filepath.Dir(r.journalPath(name)))
+}
+
+// recoverRestore settles a journal left by an interrupted restore: before
+// the swap it is rolled back (the live directory was never touched), from
+// the swap on it is finished.
+func (r *Registry) recoverRestore(name string) error {
+	b, err := os.ReadFile(r.journalPath(name))
+	if isNotExist(err) {
+		// No journal: a staged copy without one is garbage.
+		return os.RemoveAll(r.stagedPath(name))
+	}
+	if err != nil {
+		return err
+	}
+	var j restoreJournal
+	if err := json.Unmarshal(b, &j); err != nil || (j.Phase != "stage" && j.Phase != "swap") {
+		// A torn journal can only come from its first write (later writes
+		// replace it atomically), so the swap cannot have begun.
+		r.log.Warn("restore journal unreadable; rolling back", "store", name, "err", err)
+		j.Phase = "stage"
+	}
+	if j.Phase == "stage" {
+		r.log.Info("rolling back an interrupted restore", "store", name, "backup", j.BackupID)
+		if err := os.RemoveAll(r.stagedPath(name)); err != nil {
+			return err
+		}
+		return os.Remove(r.journalPath(name))
+	}
+	r.log.Info("finishing an interrupted restore", "store", name, "backup", j.BackupID)
+	q, err := r.finishSwap(name, j)
+	if err != nil {
+		return fmt.Errorf("store %s: finishing interrupted restore of %s: %w", name, j.BackupID, err)
+	}
+	r.pruneQuarantine(name, q)
+	return nil
+}
+
+func (r *Registry) writeJournal(name string, j restoreJournal) error {
+	path := r.journalPath(name)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	if err := writeJSONAtomic(r.dataFS(), path, j); err != nil {
+		return err
+	}
+	return syncDir(r.dataFS(), filepath.Dir(path))
+}
+
+// pruneQuarantine keeps at most MaxCount generations (and MaxBytes) per
+// store, oldest removed first, never keep.
+func (r *Registry) pruneQuarantine(name, keep string) {
+	dir := r.quarantineDir(name)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	var gens []string
+	for _, e := range entries {
+		gens = append(gens, filepath.Join(dir, e.Name()))
+	}
+	slices.SortFunc(gens, func(a, b string) int { return strings.Compare(b, a) }) // newest first
+	q := r.cfg.Quarantine
+	var total uint64
+	kept := 0
+	for _, g := range gens {
+		size := dirSize(g)
+		if g != keep && (kept >= q.MaxCount || (q.MaxBytes > 0 && total+size > q.MaxBytes)) {
+			r.log.Info("removing an old quarantined generation", "store", name, "path", g)
+			_ = os.RemoveAll(g)
+			continue
+		}
+		kept++
+		total += size
+	}
+}
+
+// Quarantined lists the store's quarantined generations, newest first.
+func (s *Store) Quarantined() []string {
+	entries, _ := os.ReadDir(s.reg.quarantineDir(s.name))
+	var out []string
+	for _, e := range entries {
+		out = append(out, filepath.Join(s.reg.quarantineDir(s.name), e.Name()))
+	}
+	slices.Reverse(out)
+	return out
+}
