@@ -5,16 +5,20 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"golang.org/x/sync/errgroup"
 )
 
 // Layout of <backup-dir>/<store>/:
@@ -136,6 +140,7 @@ type BackupResult struct {
 	Backup BackupInfo    `json:"backup"`
 	Copied int           `json:"copied"` // files copied; the rest were shared
 	Shared int           `json:"shared"`
+	Reread int           `json:"reread"` // shared, but read to learn so: the hash cache did not know them
 	Pruned []string      `json:"pruned,omitempty"`
 	Timing BackupTiming  `json:"timing"`
 	Took   time.Duration `json:"took"`
@@ -144,10 +149,11 @@ type BackupResult struct {
 // BackupTiming breaks a backup's time down.
 type BackupTiming struct {
 	Checkpoint time.Duration `json:"checkpoint"`
-	Copy       time.Duration `json:"copy"` // copying new files, hashing them as they pass
-	Hash       time.Duration `json:"hash"` // hashing files the cache did not know, without copying
+	Copy       time.Duration `json:"copy"`      // copying new files, hash and fsync included
+	Hash       time.Duration `json:"hash"`      // of Copy: inside SHA-256
+	FileSync   time.Duration `json:"file_sync"` // of Copy: fsync of the copied files
 	Validate   time.Duration `json:"validate"`
-	Sync       time.Duration `json:"sync"`
+	Publish    time.Duration `json:"publish"` // manifest, directory fsyncs, rename
 }
 
 // Backup takes a verified, content-addressed backup of the store and
@@ -186,6 +192,7 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 		return res, err
 	}
 	slices.Sort(entries)
+	var ct copyTiming
 	cache := loadHashCache(bfs, paths.hashCache())
 	newCache := map[string]string{}
 
@@ -234,47 +241,68 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 			_ = bfs.RemoveAll(staging)
 		}
 	}()
-	var fresh []string // staged files copied by this backup, to validate
+	// Copy what the cache does not know, several files at a time: SHA-256
+	// and the writes each keep a core busy. Sstables go into objects/
+	// under a temporary name first.
+	t = time.Now()
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i := range plans {
-		if err := ctx.Err(); err != nil {
-			return res, err
+		p := &plans[i]
+		if p.cached {
+			continue
 		}
+		dst := filepath.Join(staging, p.file.Name)
+		if p.file.Shared {
+			dst = paths.object("tmp-" + id + "-" + p.file.Name)
+		}
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			var pt copyTiming
+			sum, n, err := copyHashed(s.opts.FS, p.src, bfs, dst, &pt)
+			if err != nil {
+				return fmt.Errorf("backup %s: %w", s.name, err)
+			}
+			p.file.SHA256, p.file.Size = sum, n
+			mu.Lock()
+			ct.add(pt)
+			mu.Unlock()
+			return nil
+		})
+	}
+	err = g.Wait()
+	res.Timing.Copy = time.Since(t)
+	if err != nil {
+		return res, err
+	}
+	// Name new objects by their hash (unless an identical one is held),
+	// link the sstables into the backup, and list every file.
+	var fresh []string // staged sstables this backup copied, to validate
+	for i := range plans {
 		p := &plans[i]
 		dst := filepath.Join(staging, p.file.Name)
 		switch {
 		case p.cached:
 			res.Shared++
 		case p.file.Shared:
-			// Copy into objects/ under a temporary name, then name it by
-			// its hash, unless an identical object is already there.
 			tmp := paths.object("tmp-" + id + "-" + p.file.Name)
-			t := time.Now()
-			sum, n, err := copyHashed(s.opts.FS, p.src, bfs, tmp)
-			res.Timing.Copy += time.Since(t)
-			if err != nil {
-				return res, fmt.Errorf("backup %s: %w", s.name, err)
-			}
-			p.file.SHA256, p.file.Size = sum, n
-			if _, err := bfs.Stat(paths.object(sum)); err == nil {
+			if _, err := bfs.Stat(paths.object(p.file.SHA256)); err == nil {
 				_ = bfs.Remove(tmp)
 				res.Shared++
-			} else {
-				if err := bfs.Rename(tmp, paths.object(sum)); err != nil {
-					return res, err
-				}
-				m.NewBytes += n
-				res.Copied++
-				fresh = append(fresh, dst)
+				res.Reread++
+				break
 			}
+			if err := bfs.Rename(tmp, paths.object(p.file.SHA256)); err != nil {
+				return res, err
+			}
+			m.NewBytes += p.file.Size
+			res.Copied++
+			fresh = append(fresh, dst)
 		default:
-			t := time.Now()
-			sum, n, err := copyHashed(s.opts.FS, p.src, bfs, dst)
-			res.Timing.Copy += time.Since(t)
-			if err != nil {
-				return res, fmt.Errorf("backup %s: %w", s.name, err)
-			}
-			p.file.SHA256, p.file.Size = sum, n
-			m.NewBytes += n
+			m.NewBytes += p.file.Size
 			res.Copied++
 		}
 		if p.file.Shared {
@@ -292,10 +320,12 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	// (shared ones were checked when first copied; VerifyBackup rereads
 	// all), and that Pebble opens the whole backup read-only.
 	t = time.Now()
-	for _, f := range fresh {
-		if _, err := validateTable(s.opts, bfs, f); err != nil {
-			return res, fmt.Errorf("backup %s: %w: %s: %w", s.name, ErrBadBackup, filepath.Base(f), err)
+	if err := validateTables(ctx, s.opts, bfs, fresh); err != nil {
+		var cerr *CorruptionError
+		if errors.As(err, &cerr) {
+			return res, fmt.Errorf("backup %s: %w: %s: %w", s.name, ErrBadBackup, filepath.Base(cerr.File), cerr.Err)
 		}
+		return res, err
 	}
 	m.FormatVersion, m.Keys, err = inspectReadOnly(s.opts, bfs, staging)
 	if err != nil {
@@ -326,7 +356,8 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	if err := syncDir(bfs, paths.backups()); err != nil {
 		return res, err
 	}
-	res.Timing.Sync = time.Since(t)
+	res.Timing.Publish = time.Since(t)
+	res.Timing.Hash, res.Timing.FileSync = ct.Hash, ct.Sync
 	crashPoint("backup.published")
 	now := time.Now().UTC()
 	_ = writeJSONAtomic(bfs, paths.status(id), backupStatus{VerifiedAt: now})

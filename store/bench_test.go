@@ -1,4 +1,4 @@
-package store_test
+package store
 
 // Benchmarks of the store engine beside the raw Pebble baseline, run by
 // `make bench` (internal/benchreport), which reports the ratios in
@@ -19,8 +19,6 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
-
-	"storekeeper/store"
 )
 
 const (
@@ -29,13 +27,17 @@ const (
 	fixtureValue   = 300
 )
 
+// benchKey names key i of a churned fixture.
+func benchKey(i int) []byte { return fmt.Appendf(nil, "key-%09d", i) }
+
 var quiet = slog.New(slog.DiscardHandler)
 
-// churnedFixture returns a closed, churned store directory of at least
-// 150 MiB, built once and kept under the temp dir for later runs.
-func churnedFixture(b *testing.B) string {
+// churnedFixture returns a closed, churned store directory of keys keys
+// (fixtureKeys: at least 150 MiB), built once and kept under the temp dir
+// for later runs.
+func churnedFixture(b *testing.B, keys int) string {
 	b.Helper()
-	dir := filepath.Join(os.TempDir(), "storekeeper-bench", "churned-"+fixtureVersion)
+	dir := filepath.Join(os.TempDir(), "storekeeper-bench", fmt.Sprintf("churned-%s-%d", fixtureVersion, keys))
 	if _, err := os.Stat(filepath.Join(dir, "COMPLETE")); err == nil {
 		return filepath.Join(dir, "store")
 	}
@@ -51,11 +53,11 @@ func churnedFixture(b *testing.B) string {
 	val := make([]byte, fixtureValue)
 	write := func(step int) {
 		batch := db.NewBatch()
-		for i := 0; i < fixtureKeys; i += step {
+		for i := 0; i < keys; i += step {
 			for j := range val {
 				val[j] = byte(rng.Uint32())
 			}
-			_ = batch.Set(fmt.Appendf(nil, "key-%09d", i), val, nil)
+			_ = batch.Set(benchKey(i), val, nil)
 			if batch.Len() > 4<<20 {
 				if err := batch.Commit(pebble.NoSync); err != nil {
 					b.Fatal(err)
@@ -69,10 +71,10 @@ func churnedFixture(b *testing.B) string {
 	}
 	write(1)
 	write(3) // overwrite a third
-	for i := 0; i < fixtureKeys; i += 7 {
-		_ = db.Delete(fmt.Appendf(nil, "key-%09d", i), pebble.NoSync)
+	for i := 0; i < keys; i += 7 {
+		_ = db.Delete(benchKey(i), pebble.NoSync)
 	}
-	_ = db.DeleteRange([]byte("key-000100000"), []byte("key-000130000"), pebble.NoSync)
+	_ = db.DeleteRange(benchKey(keys/6), benchKey(keys/6+keys/20), pebble.NoSync)
 	if err := db.Flush(); err != nil {
 		b.Fatal(err)
 	}
@@ -108,10 +110,10 @@ func sstSize(b *testing.B, dir string) int64 {
 }
 
 // BenchmarkCompact: a full compaction of identical copies of a churned
-// store of at least 150 MiB, through store.Compact (Force) and through
+// store of at least 150 MiB, through Compact (Force) and through
 // raw db.Compact over the same bounds.
 func BenchmarkCompact(b *testing.B) {
-	fixture := churnedFixture(b)
+	fixture := churnedFixture(b, fixtureKeys)
 	if n := sstSize(b, fixture); n < 150<<20 {
 		b.Fatalf("fixture has %d MiB of sstables, want at least 150", n>>20)
 	}
@@ -120,15 +122,15 @@ func BenchmarkCompact(b *testing.B) {
 			b.StopTimer()
 			dataDir := b.TempDir()
 			copyStore(b, fixture, dataDir)
-			reg, err := store.Open(store.Config{DataDir: dataDir, Logger: quiet})
+			reg, err := Open(Config{DataDir: dataDir, Logger: quiet})
 			if err != nil {
 				b.Fatal(err)
 			}
 			s, _ := reg.Store("bench")
 			b.StartTimer()
-			res, err := s.Compact(context.Background(), store.CompactOptions{Force: true})
+			res, err := s.Compact(context.Background(), CompactOptions{Force: true})
 			b.StopTimer()
-			if err != nil || res.Outcome != store.Compacted {
+			if err != nil || res.Outcome != Compacted {
 				b.Fatalf("compact: %v %+v", err, res)
 			}
 			b.SetBytes(int64(res.BytesBefore))
@@ -174,15 +176,15 @@ func rawBounds(b *testing.B, db *pebble.DB) (lo, hi []byte) {
 }
 
 // BenchmarkVerify: block checksums of every sstable of the churned store,
-// through store.Verify (checkpoint, then the files) and through a raw loop
+// through Verify (checkpoint, then the files) and through a raw loop
 // of ValidateBlockChecksums over the live files.
 func BenchmarkVerify(b *testing.B) {
-	fixture := churnedFixture(b)
+	fixture := churnedFixture(b, fixtureKeys)
 	dataDir := b.TempDir()
 	dir := copyStore(b, fixture, dataDir)
 	size := sstSize(b, dir)
 	b.Run("storekeeper", func(b *testing.B) {
-		reg, err := store.Open(store.Config{DataDir: dataDir, Logger: quiet})
+		reg, err := Open(Config{DataDir: dataDir, Logger: quiet})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -191,7 +193,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.SetBytes(size)
 		b.ResetTimer()
 		for range b.N {
-			if _, err := s.Verify(context.Background(), store.VerifyOptions{}); err != nil {
+			if _, err := s.Verify(context.Background(), VerifyOptions{}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -228,21 +230,19 @@ func BenchmarkVerify(b *testing.B) {
 // kvFixture is a store of 100k small keys, opened both ways in turn.
 const kvKeys = 100_000
 
-func kvKey(i int) []byte { return fmt.Appendf(nil, "key-%09d", i) }
-
 func fillKV(b *testing.B, set func(k, v []byte) error) {
 	b.Helper()
 	v := make([]byte, 100)
 	for i := range kvKeys {
-		if err := set(kvKey(i), v); err != nil {
+		if err := set(benchKey(i), v); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
-func openHandle(b *testing.B) *store.Store {
+func openHandle(b *testing.B) *Store {
 	b.Helper()
-	reg, err := store.Open(store.Config{DataDir: b.TempDir(), Stores: []string{"kv"}, NoSync: true, Logger: quiet})
+	reg, err := Open(Config{DataDir: b.TempDir(), Stores: []string{"kv"}, NoSync: true, Logger: quiet})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -279,7 +279,7 @@ func BenchmarkGet(b *testing.B) {
 		fillKV(b, s.Set)
 		b.ResetTimer()
 		for i := range b.N {
-			if _, err := s.Get(kvKey(i % kvKeys)); err != nil {
+			if _, err := s.Get(benchKey(i % kvKeys)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -289,7 +289,7 @@ func BenchmarkGet(b *testing.B) {
 		fillKV(b, func(k, v []byte) error { return db.Set(k, v, pebble.NoSync) })
 		b.ResetTimer()
 		for i := range b.N {
-			if _, err := rawGet(db, kvKey(i%kvKeys)); err != nil {
+			if _, err := rawGet(db, benchKey(i%kvKeys)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -305,7 +305,7 @@ func BenchmarkGetParallel(b *testing.B) {
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for i := 0; pb.Next(); i++ {
-				if _, err := s.Get(kvKey(i % kvKeys)); err != nil {
+				if _, err := s.Get(benchKey(i % kvKeys)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -317,7 +317,7 @@ func BenchmarkGetParallel(b *testing.B) {
 		b.ResetTimer()
 		b.RunParallel(func(pb *testing.PB) {
 			for i := 0; pb.Next(); i++ {
-				if _, err := rawGet(db, kvKey(i%kvKeys)); err != nil {
+				if _, err := rawGet(db, benchKey(i%kvKeys)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -332,7 +332,7 @@ func BenchmarkSet(b *testing.B) {
 		s := openHandle(b)
 		b.ResetTimer()
 		for i := range b.N {
-			if err := s.Set(kvKey(i%kvKeys), v); err != nil {
+			if err := s.Set(benchKey(i%kvKeys), v); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -341,7 +341,7 @@ func BenchmarkSet(b *testing.B) {
 		db := openRaw(b)
 		b.ResetTimer()
 		for i := range b.N {
-			if err := db.Set(kvKey(i%kvKeys), v, pebble.NoSync); err != nil {
+			if err := db.Set(benchKey(i%kvKeys), v, pebble.NoSync); err != nil {
 				b.Fatal(err)
 			}
 		}

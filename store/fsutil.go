@@ -5,9 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sys/unix"
@@ -17,10 +19,31 @@ import (
 // not matter next to the bytes.
 const copyBuf = 1 << 20
 
+// copyTiming is where a copy's time went, for the benchmark breakdowns.
+type copyTiming struct {
+	Hash time.Duration `json:"hash"` // inside the SHA-256
+	Sync time.Duration `json:"sync"` // inside fsync
+}
+
+func (t *copyTiming) add(o copyTiming) { t.Hash += o.Hash; t.Sync += o.Sync }
+
+// timedHash is a hash.Hash writer that counts the time spent in Write.
+type timedHash struct {
+	hash.Hash
+	d *time.Duration
+}
+
+func (h timedHash) Write(p []byte) (int, error) {
+	t := time.Now()
+	n, err := h.Hash.Write(p)
+	*h.d += time.Since(t)
+	return n, err
+}
+
 // copyHashed copies src to dst (created, must not exist), computing the
 // SHA-256 of the bytes while they pass, and syncs dst. It returns the hex
-// digest and the size.
-func copyHashed(srcFS vfs.FS, src string, dstFS vfs.FS, dst string) (string, int64, error) {
+// digest and the size; tm, when not nil, collects hash and sync time.
+func copyHashed(srcFS vfs.FS, src string, dstFS vfs.FS, dst string, tm *copyTiming) (string, int64, error) {
 	in, err := srcFS.Open(src)
 	if err != nil {
 		return "", 0, err
@@ -30,11 +53,17 @@ func copyHashed(srcFS vfs.FS, src string, dstFS vfs.FS, dst string) (string, int
 	if err != nil {
 		return "", 0, err
 	}
+	var ct copyTiming
 	h := sha256.New()
 	// The hash sees the bytes first: vfs.File.Write may modify its input.
-	n, err := io.CopyBuffer(io.MultiWriter(h, out), in, make([]byte, copyBuf))
+	n, err := io.CopyBuffer(io.MultiWriter(timedHash{h, &ct.Hash}, out), in, make([]byte, copyBuf))
 	if err == nil {
+		t := time.Now()
 		err = out.Sync()
+		ct.Sync = time.Since(t)
+	}
+	if tm != nil {
+		tm.add(ct)
 	}
 	if cerr := out.Close(); err == nil {
 		err = cerr

@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 )
 
 // RestoreResult reports a restore. BackupAt is the rollback window: writes
@@ -26,7 +30,9 @@ type RestoreResult struct {
 // RestoreTiming breaks a restore's time down.
 type RestoreTiming struct {
 	Fence  time.Duration `json:"fence"`
-	Stage  time.Duration `json:"stage"` // copy from the backup, hashing and syncing
+	Stage  time.Duration `json:"stage"` // copy from the backup, hash and fsync included
+	Hash   time.Duration `json:"hash"`  // of Stage: inside SHA-256
+	Sync   time.Duration `json:"sync"`  // of Stage: fsync of the staged files
 	Verify time.Duration `json:"verify"`
 	Swap   time.Duration `json:"swap"`
 	Reopen time.Duration `json:"reopen"`
@@ -130,7 +136,10 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 
 	t = time.Now()
 	staged := s.reg.stagedPath(s.name)
-	if err := s.stage(ctx, paths, info.BackupManifest, staged); err != nil {
+	var ct copyTiming
+	err = s.stage(ctx, paths, info.BackupManifest, staged, &ct)
+	res.Timing.Hash, res.Timing.Sync = ct.Hash, ct.Sync
+	if err != nil {
 		return res, err
 	}
 	res.Timing.Stage = time.Since(t)
@@ -204,7 +213,7 @@ func (s *Store) pickBackup(paths backupPaths, id string) (BackupInfo, error) {
 
 // stage copies the backup's files into staged, checking each against the
 // manifest's size and hash, and syncs them.
-func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, staged string) error {
+func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, staged string, ct *copyTiming) error {
 	fs := s.opts.FS
 	if err := fs.RemoveAll(staged); err != nil {
 		return err
@@ -213,37 +222,48 @@ func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, 
 		return err
 	}
 	src := paths.backup(m.ID)
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, f := range m.Files {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		sum, n, err := copyHashed(s.reg.backupFS, filepath.Join(src, f.Name), fs, filepath.Join(staged, f.Name))
-		if err != nil {
-			if isNotExist(err) {
-				err = fmt.Errorf("%w %s: file %s is missing: %w", ErrBadBackup, m.ID, f.Name, err)
-				s.markBackupBad(paths, m.ID, err)
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
 			}
-			return fmt.Errorf("restore %s: %w", s.name, err)
-		}
-		if sum != f.SHA256 || n != f.Size {
-			err := fmt.Errorf("%w %s: %s has %d bytes with sha256 %s, manifest says %d bytes with %s",
-				ErrBadBackup, m.ID, f.Name, n, sum, f.Size, f.SHA256)
-			s.markBackupBad(paths, m.ID, err)
-			return fmt.Errorf("restore %s: %w", s.name, err)
-		}
+			var pt copyTiming
+			sum, n, err := copyHashed(s.reg.backupFS, filepath.Join(src, f.Name), fs, filepath.Join(staged, f.Name), &pt)
+			mu.Lock()
+			ct.add(pt)
+			mu.Unlock()
+			if err != nil {
+				if isNotExist(err) {
+					err = fmt.Errorf("%w %s: file %s is missing: %w", ErrBadBackup, m.ID, f.Name, err)
+					s.markBackupBad(paths, m.ID, err)
+				}
+				return fmt.Errorf("restore %s: %w", s.name, err)
+			}
+			if sum != f.SHA256 || n != f.Size {
+				err := fmt.Errorf("%w %s: %s has %d bytes with sha256 %s, manifest says %d bytes with %s",
+					ErrBadBackup, m.ID, f.Name, n, sum, f.Size, f.SHA256)
+				s.markBackupBad(paths, m.ID, err)
+				return fmt.Errorf("restore %s: %w", s.name, err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	return syncDir(fs, staged)
 }
 
-// verifyStaged checks every staged sstable's block checksums and that
-// Pebble opens the staged store.
+// verifyStaged checks that Pebble opens the staged store. Its bytes were
+// already proven identical to the backup's by SHA-256 while staging, and
+// every sstable of a backup had its block checksums validated when it was
+// first copied into the backup directory; rereading them here would add
+// the time of a verification without adding evidence (VerifyBackup does
+// that, on demand, against the backup itself).
 func (s *Store) verifyStaged(staged string) error {
-	files, _ := filepath.Glob(filepath.Join(staged, "*.sst"))
-	for _, f := range files {
-		if _, err := validateTable(s.opts, s.opts.FS, f); err != nil {
-			return fmt.Errorf("restore %s: staged copy: %w: %s: %w", s.name, ErrBadBackup, filepath.Base(f), err)
-		}
-	}
 	if _, _, err := inspectReadOnly(s.opts, s.opts.FS, staged); err != nil {
 		return fmt.Errorf("restore %s: staged copy does not open: %w: %w", s.name, ErrBadBackup, err)
 	}

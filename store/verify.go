@@ -107,26 +107,9 @@ func (s *Store) verifyDir(ctx context.Context, dir string, opts VerifyOptions) (
 	}
 	slices.Sort(files)
 	res.Files = len(files)
-	var bytes atomic.Uint64
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
-	for _, f := range files {
-		g.Go(func() error {
-			if err := gctx.Err(); err != nil {
-				return err
-			}
-			n, err := validateTable(s.opts, vfs.Default, f)
-			bytes.Add(n)
-			if err != nil {
-				return &CorruptionError{Store: s.name, File: f, Err: err}
-			}
-			return nil
-		})
-	}
-	if err := g.Wait(); err != nil {
+	if res.Bytes, err = validateTablesSize(ctx, s.opts, vfs.Default, files, s.name); err != nil {
 		return res, err
 	}
-	res.Bytes = bytes.Load()
 	if !opts.Deep {
 		return res, nil
 	}
@@ -136,6 +119,36 @@ func (s *Store) verifyDir(ctx context.Context, dir string, opts VerifyOptions) (
 		return res, &CorruptionError{Store: s.name, Err: err}
 	}
 	return res, nil
+}
+
+// validateTables checks the block checksums of files on GOMAXPROCS
+// goroutines; damage is a CorruptionError naming the file.
+func validateTables(ctx context.Context, opts *pebble.Options, fs vfs.FS, files []string) error {
+	_, err := validateTablesSize(ctx, opts, fs, files, "")
+	return err
+}
+
+// validateTablesSize is validateTables that also returns the bytes read;
+// store names the store in corruption errors.
+func validateTablesSize(ctx context.Context, opts *pebble.Options, fs vfs.FS, files []string, store string) (uint64, error) {
+	var bytes atomic.Uint64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for _, f := range files {
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			n, err := validateTable(opts, fs, f)
+			bytes.Add(n)
+			if err != nil {
+				return &CorruptionError{Store: store, File: f, Err: err}
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	return bytes.Load(), err
 }
 
 // validateTable checks the block checksums of one sstable and returns its
