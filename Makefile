@@ -3,12 +3,13 @@ GO          ?= go
 STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 STATICCHECK_VERSION := v0.8.2
 DATA_DIR    ?= ./data
+BACKUP_DIR  ?= ./backups
 
 .PHONY: run test bench lint build clean
 
-## run: the store demo (three churned stores in $(DATA_DIR), compacted and verified)
+## run: the store demo (three churned stores in $(DATA_DIR): compacted, verified, backed up into $(BACKUP_DIR), one restored)
 run:
-	$(GO) run ./cmd/storekeeper demo --data-dir $(DATA_DIR)
+	$(GO) run ./cmd/storekeeper demo --data-dir $(DATA_DIR) --backup-dir $(BACKUP_DIR)
 
 ## test: the whole suite, with the race detector
 test:
@@ -32,4 +33,4 @@ build:
 	$(GO) build -o bin/storekeeper ./cmd/storekeeper
 
 clean:
-	rm -rf bin $(DATA_DIR)
+	rm -rf bin $(DATA_DIR) $(BACKUP_DIR)

@@ -17,7 +17,8 @@ const usage = `usage: storekeeper <command> [flags]
 
 commands:
   demo    create three churned stores in --data-dir, show their stats,
-          compact and verify them, and print the numbers
+          compact, verify and back them up (--backup-dir), restore one,
+          and print the numbers
 `
 
 func main() {
