@@ -180,6 +180,9 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	if err := s.reg.preflight("compact", s.dir, st.LiveBytes); err != nil {
 		return res, err
 	}
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	defer s.watchBackground(abort)()
 	if err := db.Compact(ctx, lo, hi, true); err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			return res, fmt.Errorf("store %s: compact stopped: %w", s.name, cause)

@@ -38,6 +38,9 @@ type Store struct {
 
 	maint sync.Mutex // serialises backups and restores of this store
 
+	abortMu sync.Mutex
+	aborts  map[*int]context.CancelCauseFunc // running compactions, stopped by a background error
+
 	guard guard
 
 	lastCompact atomic.Int64 // unix nanoseconds, 0 = never (this process)
@@ -233,6 +236,7 @@ func (s *Store) listener() pebble.EventListener {
 			}
 			// A full disk or an I/O error fails work; it is not corruption.
 			s.log.Warn("background error", "err", err)
+			s.abortCompactions(err)
 		},
 		FlushEnd: func(info pebble.FlushInfo) {
 			if info.Err == nil {
@@ -259,6 +263,36 @@ func (s *Store) listener() pebble.EventListener {
 			}
 			s.guard.apply(nil, out)
 		},
+	}
+}
+
+// watchBackground registers cancel to be called with the first background
+// error Pebble reports until the returned func is called. A manual
+// compaction that hits ENOSPC is otherwise retried by Pebble until space
+// returns, and db.Compact waits all that time.
+func (s *Store) watchBackground(cancel context.CancelCauseFunc) (unwatch func()) {
+	key := new(int)
+	s.abortMu.Lock()
+	if s.aborts == nil {
+		s.aborts = map[*int]context.CancelCauseFunc{}
+	}
+	s.aborts[key] = cancel
+	s.abortMu.Unlock()
+	return func() {
+		s.abortMu.Lock()
+		delete(s.aborts, key)
+		s.abortMu.Unlock()
+	}
+}
+
+func (s *Store) abortCompactions(err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	s.abortMu.Lock()
+	defer s.abortMu.Unlock()
+	for _, cancel := range s.aborts {
+		cancel(err)
 	}
 }
 
