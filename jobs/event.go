@@ -1,0 +1,85 @@
+package jobs
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// EventType names a lifecycle change.
+type EventType string
+
+const (
+	EventJobEnqueued   EventType = "job.enqueued"
+	EventJobStarted    EventType = "job.started"
+	EventJobProgress   EventType = "job.progress"
+	EventJobRetrying   EventType = "job.retrying"
+	EventJobSucceeded  EventType = "job.succeeded"
+	EventJobFailed     EventType = "job.failed" // final
+	EventJobCanceled   EventType = "job.canceled"
+	EventStoreCorrupt  EventType = "store.corrupt"
+	EventStoreRestored EventType = "store.restored"
+	EventNodeUp        EventType = "node.up"
+	EventNodeDown      EventType = "node.down"
+)
+
+// Event is one entry of the events stream; ID is the stream entry id,
+// filled in when read. Numbers stay numbers in JSON.
+type Event struct {
+	ID       string          `json:"id,omitempty"`
+	Type     EventType       `json:"type"`
+	JobID    string          `json:"job_id,omitempty"`
+	Kind     Kind            `json:"kind,omitempty"`
+	Store    string          `json:"store,omitempty"`
+	Node     string          `json:"node,omitempty"`
+	Trigger  Trigger         `json:"trigger,omitempty"`
+	Actor    string          `json:"actor,omitempty"`
+	Attempt  int             `json:"attempt,omitempty"`
+	MaxRetry int             `json:"max_retry,omitempty"`
+	Error    string          `json:"error,omitempty"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	// job.progress
+	Phase string `json:"phase,omitempty"`
+	Done  int64  `json:"done,omitempty"`
+	Total int64  `json:"total,omitempty"`
+	// store.restored: the rollback window and the replaced generation
+	BackupID   string    `json:"backup_id,omitempty"`
+	BackupAt   time.Time `json:"backup_at,omitzero"`
+	Quarantine string    `json:"quarantine,omitempty"`
+	At         time.Time `json:"at"`
+}
+
+// HistoryStatus is how a finished job ended, per kind.
+type HistoryStatus string
+
+const (
+	StatusCompacted HistoryStatus = "compacted"
+	StatusSkipped   HistoryStatus = "skipped"
+	StatusDryRun    HistoryStatus = "dry_run"
+	StatusBackedUp  HistoryStatus = "backed_up"
+	StatusVerified  HistoryStatus = "verified"
+	StatusCorrupt   HistoryStatus = "corrupt"
+	StatusRestored  HistoryStatus = "restored"
+	StatusFailed    HistoryStatus = "failed"
+	StatusCanceled  HistoryStatus = "canceled"
+)
+
+// HistoryEntry is one finished job in the history stream: the compaction
+// history log, and more. ID is the stream entry id (the paging cursor).
+type HistoryEntry struct {
+	ID          string        `json:"id,omitempty"`
+	JobID       string        `json:"job_id"`
+	Kind        Kind          `json:"kind"`
+	Store       string        `json:"store"`
+	Status      HistoryStatus `json:"status"`
+	Reason      string        `json:"reason,omitempty"`
+	Trigger     Trigger       `json:"trigger"`
+	Actor       string        `json:"actor"`
+	Attempts    int           `json:"attempts"`
+	DurationMS  int64         `json:"duration_ms"`
+	BytesBefore uint64        `json:"bytes_before"`
+	BytesAfter  uint64        `json:"bytes_after"`
+	BackupID    string        `json:"backup_id,omitempty"`
+	Error       string        `json:"error,omitempty"`
+	Node        string        `json:"node"`
+	At          time.Time     `json:"at"`
+}

@@ -1,0 +1,137 @@
+package jobs
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// State is a job's state in its record, which is the truth (asynq's own
+// task state is not: its "archived" means failed or canceled, and its
+// recoverer moves tasks without middleware).
+type State string
+
+const (
+	StatePending   State = "pending"
+	StateActive    State = "active"
+	StateRetry     State = "retry"
+	StateSucceeded State = "succeeded"
+	StateFailed    State = "failed"
+	StateCanceled  State = "canceled"
+)
+
+// Terminal reports whether no attempt follows this state.
+func (s State) Terminal() bool {
+	return s == StateSucceeded || s == StateFailed || s == StateCanceled
+}
+
+// RecordKey is the Redis hash holding job id's record.
+func RecordKey(id string) string { return "storekeeper:job:" + id }
+
+// AttemptError is one failed attempt.
+type AttemptError struct {
+	Attempt int       `json:"attempt"`
+	Error   string    `json:"error"`
+	At      time.Time `json:"at"`
+}
+
+// Record is a job as storekeeper knows it.
+type Record struct {
+	ID         string          `json:"job_id"`
+	Kind       Kind            `json:"kind"`
+	Store      string          `json:"store,omitempty"`
+	Node       string          `json:"node,omitempty"`
+	Queue      string          `json:"queue"`
+	State      State           `json:"state"`
+	Reason     string          `json:"reason,omitempty"` // why the state, e.g. "interrupted"
+	Trigger    Trigger         `json:"trigger"`
+	Actor      string          `json:"actor"`
+	BatchID    string          `json:"batch_id,omitempty"`
+	Params     Params          `json:"params"`
+	Attempts   int             `json:"attempts"`
+	MaxRetry   int             `json:"max_retry"`
+	Errors     []AttemptError  `json:"errors"`
+	Result     json.RawMessage `json:"result,omitempty"`
+	EnqueuedAt time.Time       `json:"enqueued_at"`
+	StartedAt  time.Time       `json:"started_at,omitzero"`
+	FinishedAt time.Time       `json:"finished_at,omitzero"`
+}
+
+// Fields returns the record as Redis hash fields (HSET key Fields()...).
+// Times are RFC 3339 with nanoseconds; structured fields are JSON.
+func (r Record) Fields() map[string]any {
+	params, _ := json.Marshal(r.Params)
+	errs, _ := json.Marshal(r.Errors)
+	f := map[string]any{
+		"id": r.ID, "kind": string(r.Kind), "store": r.Store, "node": r.Node, "queue": r.Queue,
+		"state": string(r.State), "reason": r.Reason, "trigger": string(r.Trigger), "actor": r.Actor,
+		"batch_id": r.BatchID, "params": string(params), "attempts": r.Attempts, "max_retry": r.MaxRetry,
+		"errors": string(errs), "result": string(r.Result),
+		"enqueued_at": formatTime(r.EnqueuedAt), "started_at": formatTime(r.StartedAt), "finished_at": formatTime(r.FinishedAt),
+	}
+	return f
+}
+
+// RecordFromHash decodes what HGETALL returned.
+func RecordFromHash(h map[string]string) (Record, error) {
+	if h["id"] == "" {
+		return Record{}, fmt.Errorf("job record has no id")
+	}
+	r := Record{
+		ID: h["id"], Kind: Kind(h["kind"]), Store: h["store"], Node: h["node"], Queue: h["queue"],
+		State: State(h["state"]), Reason: h["reason"], Trigger: Trigger(h["trigger"]), Actor: h["actor"],
+		BatchID: h["batch_id"],
+	}
+	var err error
+	if r.Attempts, err = atoi(h["attempts"]); err != nil {
+		return r, fmt.Errorf("job %s: attempts: %w", r.ID, err)
+	}
+	if r.MaxRetry, err = atoi(h["max_retry"]); err != nil {
+		return r, fmt.Errorf("job %s: max_retry: %w", r.ID, err)
+	}
+	if s := h["params"]; s != "" {
+		if err := json.Unmarshal([]byte(s), &r.Params); err != nil {
+			return r, fmt.Errorf("job %s: params: %w", r.ID, err)
+		}
+	}
+	r.Errors = []AttemptError{}
+	if s := h["errors"]; s != "" && s != "null" {
+		if err := json.Unmarshal([]byte(s), &r.Errors); err != nil {
+			return r, fmt.Errorf("job %s: errors: %w", r.ID, err)
+		}
+	}
+	if s := h["result"]; s != "" {
+		r.Result = json.RawMessage(s)
+	}
+	for _, t := range []struct {
+		field string
+		dst   *time.Time
+	}{{"enqueued_at", &r.EnqueuedAt}, {"started_at", &r.StartedAt}, {"finished_at", &r.FinishedAt}} {
+		if *t.dst, err = parseTime(h[t.field]); err != nil {
+			return r, fmt.Errorf("job %s: %s: %w", r.ID, t.field, err)
+		}
+	}
+	return r, nil
+}
+
+func atoi(s string) (int, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return strconv.Atoi(s)
+}
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}

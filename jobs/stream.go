@@ -1,0 +1,187 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Stream names. Each entry has one field, StreamField, holding the JSON
+// of an Event or a HistoryEntry; the entry id is its id.
+const (
+	EventsStream  = "storekeeper:events"
+	HistoryStream = "storekeeper:history"
+	StreamField   = "json"
+)
+
+// Default stream bounds (trimmed approximately, as Redis does cheaply).
+const (
+	DefaultEventsMaxLen  = 100_000
+	DefaultHistoryMaxLen = 100_000
+)
+
+// AppendArgs returns the XADD arguments that append v (an Event or a
+// HistoryEntry, without its ID) to stream, trimmed to about maxLen, so a
+// caller can pipeline it with the record update it belongs to.
+func AppendArgs(stream string, maxLen int64, v any) (*redis.XAddArgs, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return &redis.XAddArgs{Stream: stream, MaxLen: maxLen, Approx: true, Values: []any{StreamField, b}}, nil
+}
+
+// Append appends v to stream and returns its entry id.
+func Append(ctx context.Context, c redis.Cmdable, stream string, maxLen int64, v any) (string, error) {
+	args, err := AppendArgs(stream, maxLen, v)
+	if err != nil {
+		return "", err
+	}
+	return c.XAdd(ctx, args).Result()
+}
+
+func decodeEntry[T any](m redis.XMessage, setID func(*T, string)) (T, error) {
+	var v T
+	s, _ := m.Values[StreamField].(string)
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		return v, fmt.Errorf("stream entry %s: %w", m.ID, err)
+	}
+	setID(&v, m.ID)
+	return v, nil
+}
+
+// HistoryQuery selects history entries, newest first.
+type HistoryQuery struct {
+	Store  string // empty: every store
+	Kind   Kind   // empty: every kind
+	Limit  int    // 1..500; 0 means 50
+	Before string // an entry id: only older entries (the paging cursor)
+}
+
+// ErrBadQuery: a history query or stream id that cannot be used.
+var ErrBadQuery = errors.New("bad query")
+
+// History returns entries matching q, newest first, and the cursor for the
+// next page ("" when there is none).
+func History(ctx context.Context, c redis.Cmdable, q HistoryQuery) ([]HistoryEntry, string, error) {
+	if q.Limit == 0 {
+		q.Limit = 50
+	}
+	if q.Limit < 1 || q.Limit > 500 {
+		return nil, "", fmt.Errorf("%w: limit %d is outside 1..500", ErrBadQuery, q.Limit)
+	}
+	if q.Kind != "" && !q.Kind.Valid() {
+		return nil, "", fmt.Errorf("%w: unknown kind %q", ErrBadQuery, q.Kind)
+	}
+	if q.Store != "" {
+		if err := ValidateStoreName(q.Store); err != nil {
+			return nil, "", fmt.Errorf("%w: %w", ErrBadQuery, err)
+		}
+	}
+	end := "+"
+	if q.Before != "" {
+		if _, _, err := parseStreamID(q.Before); err != nil {
+			return nil, "", fmt.Errorf("%w: before: %w", ErrBadQuery, err)
+		}
+		end = "(" + q.Before
+	}
+	var out []HistoryEntry
+	chunk := int64(max(q.Limit, 100))
+	for {
+		msgs, err := c.XRevRangeN(ctx, HistoryStream, end, "-", chunk).Result()
+		if err != nil {
+			return nil, "", err
+		}
+		for _, m := range msgs {
+			e, err := decodeEntry(m, func(e *HistoryEntry, id string) { e.ID = id })
+			if err != nil {
+				return nil, "", err
+			}
+			if (q.Store == "" || e.Store == q.Store) && (q.Kind == "" || e.Kind == q.Kind) {
+				out = append(out, e)
+				if len(out) == q.Limit {
+					return out, e.ID, nil
+				}
+			}
+		}
+		if int64(len(msgs)) < chunk {
+			return out, "", nil
+		}
+		end = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
+// ReadEvents returns up to count events after the entry id since ("0":
+// from the start, "$": only new ones), waiting up to block for the first
+// (0: do not wait). It returns no events and no error when the wait ends.
+func ReadEvents(ctx context.Context, c redis.Cmdable, since string, count int64, block time.Duration) ([]Event, error) {
+	if since != "$" {
+		if _, _, err := parseStreamID(since); err != nil {
+			return nil, fmt.Errorf("%w: since: %w", ErrBadQuery, err)
+		}
+	}
+	if block <= 0 {
+		block = -1 // go-redis: no BLOCK clause
+	}
+	res, err := c.XRead(ctx, &redis.XReadArgs{Streams: []string{EventsStream, since}, Count: count, Block: block}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Event
+	for _, s := range res {
+		for _, m := range s.Messages {
+			e, err := decodeEntry(m, func(e *Event, id string) { e.ID = id })
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// EventsGap reports whether events after since may be missing because the
+// stream was trimmed past it: since is older than the oldest entry held.
+func EventsGap(ctx context.Context, c redis.Cmdable, since string) (bool, error) {
+	ms, seq, err := parseStreamID(since)
+	if err != nil {
+		return false, fmt.Errorf("%w: since: %w", ErrBadQuery, err)
+	}
+	first, err := c.XRangeN(ctx, EventsStream, "-", "+", 1).Result()
+	if err != nil || len(first) == 0 {
+		return false, err
+	}
+	fms, fseq, err := parseStreamID(first[0].ID)
+	if err != nil {
+		return false, err
+	}
+	// since itself may be gone (it was read before the trim): a gap only
+	// when something between since and the oldest entry could be lost.
+	return ms < fms || ms == fms && seq+1 < fseq, nil
+}
+
+// parseStreamID parses "<ms>-<seq>" (or "<ms>").
+func parseStreamID(id string) (uint64, uint64, error) {
+	msPart, seqPart, hasSeq := strings.Cut(id, "-")
+	ms, err := strconv.ParseUint(msPart, 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("not a stream id: %q", id)
+	}
+	if !hasSeq {
+		return ms, 0, nil
+	}
+	seq, err := strconv.ParseUint(seqPart, 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("not a stream id: %q", id)
+	}
+	return ms, seq, nil
+}
