@@ -1,0 +1,213 @@
+package jobs
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+)
+
+// Enqueue errors; api maps them to status codes.
+var (
+	// ErrUnknownStore: no node owns (or ever owned) the store. 404.
+	ErrUnknownStore = errors.New("unknown store")
+	// ErrRestoreInProgress: a restore of another backup is pending or
+	// running on the store. 409.
+	ErrRestoreInProgress = errors.New("restore in progress")
+	// ErrUnavailable: Redis could not be reached; nothing was enqueued. 503.
+	ErrUnavailable = errors.New("job queue unavailable")
+	// ErrUnknownJob: no record for that job id. 404.
+	ErrUnknownJob = errors.New("unknown job")
+)
+
+// Request asks for one job.
+type Request struct {
+	Kind    Kind
+	Store   string
+	Params  Params
+	Trigger Trigger
+	Actor   string
+	BatchID string
+}
+
+// Enqueued is the answer: the job's record, and whether it is an existing
+// job that was already pending or running with the same parameters.
+type Enqueued struct {
+	Record       Record
+	Deduplicated bool
+}
+
+// ClientConfig configures a Client; zero values take the defaults.
+type ClientConfig struct {
+	EventsMaxLen int64        // default DefaultEventsMaxLen
+	MaxRetry     map[Kind]int // default DefaultMaxRetry
+	Timeout      map[Kind]time.Duration
+}
+
+// DefaultTimeout bounds one attempt per kind. asynq keeps whole seconds.
+var DefaultTimeout = map[Kind]time.Duration{
+	KindCompact: 2 * time.Hour,
+	KindBackup:  2 * time.Hour,
+	KindRestore: 2 * time.Hour,
+	KindVerify:  time.Hour,
+	KindNotify:  time.Minute,
+}
+
+// Client enqueues jobs: it validates, routes a job to the queue of the node
+// owning its store, deduplicates, writes the record and job.enqueued in one
+// atomic step, then hands the task to asynq.
+type Client struct {
+	rdb redis.UniversalClient
+	aq  *asynq.Client
+	cfg ClientConfig
+}
+
+// NewClient returns a Client over rdb. It does not close rdb.
+func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
+	if cfg.EventsMaxLen == 0 {
+		cfg.EventsMaxLen = DefaultEventsMaxLen
+	}
+	if cfg.MaxRetry == nil {
+		cfg.MaxRetry = DefaultMaxRetry
+	}
+	if cfg.Timeout == nil {
+		cfg.Timeout = DefaultTimeout
+	}
+	return &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), cfg: cfg}
+}
+
+// LockKey is the in-flight lock of one request (kind, store, parameters);
+// RestoreLockKey is the one restore a store may have in flight. Workers
+// release both on every terminal state.
+func LockKey(p Payload) string {
+	sum := sha256.Sum256([]byte(p.DedupeKey()))
+	return "storekeeper:lock:" + p.Store + ":" + string(p.Kind) + ":" + hex.EncodeToString(sum[:8])
+}
+
+// RestoreLockKey is the restore lock of a store.
+func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + ":restore" }
+
+// enqueueScript takes the locks, writes the record and appends job.enqueued
+// atomically, or reports the job that holds a lock.
+var enqueueScript = redis.NewScript(`
+local held = redis.call('GET', KEYS[1])
+if held then return {'dup', held} end
+if ARGV[2] == '1' then
+  local r = redis.call('GET', KEYS[2])
+  if r then return {'conflict', r} end
+  redis.call('SET', KEYS[2], ARGV[1])
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[3], unpack(ARGV, 5))
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'json', ARGV[4])
+return {'new', ARGV[1]}
+`)
+
+// Enqueue enqueues req, or returns the equal job already in flight.
+func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
+	if err := ValidateStoreName(req.Store); err != nil {
+		return Enqueued{}, err
+	}
+	if !req.Kind.Maintenance() {
+		return Enqueued{}, fmt.Errorf("%w: %q is not a store job kind", ErrBadPayload, req.Kind)
+	}
+	node, err := c.rdb.HGet(ctx, StoresKey, req.Store).Result()
+	if errors.Is(err, redis.Nil) {
+		return Enqueued{}, fmt.Errorf("%w %q: no node owns it", ErrUnknownStore, req.Store)
+	}
+	if err != nil {
+		return Enqueued{}, unavailable(err)
+	}
+	p := Payload{JobID: NewID(), Kind: req.Kind, Store: req.Store, Trigger: req.Trigger, Actor: req.Actor, BatchID: req.BatchID, Params: req.Params}
+	task, err := p.Encode()
+	if err != nil {
+		return Enqueued{}, err
+	}
+	now := time.Now().UTC()
+	rec := Record{
+		ID: p.JobID, Kind: p.Kind, Store: p.Store, Node: node, Queue: NodeQueue(node), State: StatePending,
+		Trigger: p.Trigger, Actor: p.Actor, BatchID: p.BatchID, Params: p.Params,
+		MaxRetry: c.cfg.MaxRetry[p.Kind], Errors: []AttemptError{}, EnqueuedAt: now,
+	}
+	ev, _ := json.Marshal(Event{Type: EventJobEnqueued, JobID: rec.ID, Kind: rec.Kind, Store: rec.Store, Node: node,
+		Trigger: rec.Trigger, Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
+	restore := "0"
+	if p.Kind == KindRestore {
+		restore = "1"
+	}
+	argv := []any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev)}
+	for k, v := range rec.Fields() {
+		argv = append(argv, k, v)
+	}
+	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream}
+	out, err := enqueueScript.Run(ctx, c.rdb, keys, argv...).StringSlice()
+	if err != nil {
+		return Enqueued{}, unavailable(err)
+	}
+	switch out[0] {
+	case "dup":
+		held, err := c.Get(ctx, out[1])
+		if err != nil {
+			return Enqueued{}, err
+		}
+		return Enqueued{Record: held, Deduplicated: true}, nil
+	case "conflict":
+		return Enqueued{}, fmt.Errorf("%w on store %s: job %s", ErrRestoreInProgress, p.Store, out[1])
+	}
+	_, err = c.aq.EnqueueContext(ctx, asynq.NewTask(string(p.Kind), task),
+		asynq.TaskID(rec.ID), asynq.Queue(rec.Queue), asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[p.Kind]))
+	if err != nil {
+		c.abandon(rec, p, err)
+		return Enqueued{}, unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
+	}
+	return Enqueued{Record: rec}, nil
+}
+
+// abandon finishes a job whose task never reached asynq: the record fails,
+// the locks go, job.failed follows job.enqueued. Best effort: Redis may be
+// the reason it failed, and the worker's reconciler settles what is left.
+func (c *Client) abandon(rec Record, p Payload, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	now := time.Now().UTC()
+	rec.State, rec.Reason, rec.FinishedAt = StateFailed, "enqueue failed", now
+	rec.Errors = append(rec.Errors, AttemptError{Error: cause.Error(), At: now})
+	ev, _ := AppendArgs(EventsStream, c.cfg.EventsMaxLen, Event{Type: EventJobFailed, JobID: rec.ID, Kind: rec.Kind,
+		Store: rec.Store, Node: rec.Node, Trigger: rec.Trigger, Actor: rec.Actor, Error: cause.Error(), At: now})
+	pipe := c.rdb.TxPipeline()
+	pipe.HSet(ctx, RecordKey(rec.ID), rec.Fields())
+	pipe.Del(ctx, LockKey(p))
+	if p.Kind == KindRestore {
+		pipe.Del(ctx, RestoreLockKey(p.Store))
+	}
+	pipe.XAdd(ctx, ev)
+	_, _ = pipe.Exec(ctx)
+}
+
+// Get returns a job's record.
+func (c *Client) Get(ctx context.Context, id string) (Record, error) {
+	h, err := c.rdb.HGetAll(ctx, RecordKey(id)).Result()
+	if err != nil {
+		return Record{}, unavailable(err)
+	}
+	if len(h) == 0 {
+		return Record{}, fmt.Errorf("%w %q", ErrUnknownJob, id)
+	}
+	return RecordFromHash(h)
+}
+
+// unavailable marks errors that are not Redis replies (connection refused,
+// timeouts) as ErrUnavailable.
+func unavailable(err error) error {
+	var reply redis.Error
+	if errors.As(err, &reply) && !errors.Is(err, redis.ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}

@@ -1,0 +1,183 @@
+package jobs
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/redistest"
+)
+
+// ownedBy records node as the owner of stores, as a worker's heartbeat does.
+func ownedBy(t *testing.T, rdb *redis.Client, node string, stores ...string) {
+	t.Helper()
+	for _, s := range stores {
+		if err := rdb.HSet(t.Context(), StoresKey, s, node).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestEnqueueRoutesRecordsAndAnnounces(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ownedBy(t, rdb, "n1", "orders")
+	c := NewClient(rdb, ClientConfig{})
+	got, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Params: Params{DryRun: true}, Trigger: TriggerManual, Actor: "alice", BatchID: "b1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := got.Record
+	if got.Deduplicated || r.State != StatePending || r.Queue != "node.n1" || r.Node != "n1" || r.MaxRetry != 3 || r.BatchID != "b1" || !r.Params.DryRun {
+		t.Fatalf("enqueued %+v", got)
+	}
+	stored, err := c.Get(t.Context(), r.ID)
+	if err != nil || stored.ID != r.ID || stored.State != StatePending || stored.Actor != "alice" {
+		t.Fatalf("Get = %+v, %v", stored, err)
+	}
+	// The task is in the owner's queue under the job id.
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	info, err := insp.GetTaskInfo("node.n1", r.ID)
+	if err != nil || info.Type != "compact" || info.MaxRetry != 3 {
+		t.Fatalf("asynq task: %+v, %v", info, err)
+	}
+	p, err := Decode(info.Payload)
+	if err != nil || p.JobID != r.ID || p.Actor != "alice" {
+		t.Fatalf("task payload %+v, %v", p, err)
+	}
+	// job.enqueued is in the events stream, before anything else of the job.
+	evs, err := ReadEvents(t.Context(), rdb, "0", 10, 0)
+	if err != nil || len(evs) != 1 || evs[0].Type != EventJobEnqueued || evs[0].JobID != r.ID || evs[0].Node != "n1" {
+		t.Fatalf("events %+v, %v", evs, err)
+	}
+	if _, err := c.Get(t.Context(), "jnope"); !errors.Is(err, ErrUnknownJob) {
+		t.Fatalf("Get(unknown) = %v", err)
+	}
+}
+
+func TestEnqueueRejects(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	c := NewClient(rdb, ClientConfig{})
+	req := Request{Kind: KindBackup, Store: "ghost", Trigger: TriggerManual, Actor: "a"}
+	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, ErrUnknownStore) {
+		t.Fatalf("unowned store: %v", err)
+	}
+	req.Store = "../x"
+	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, ErrInvalidStore) {
+		t.Fatalf("hostile store: %v", err)
+	}
+	req.Store, req.Kind = "ghost", KindNotify
+	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, ErrBadPayload) {
+		t.Fatalf("notify through Enqueue: %v", err)
+	}
+	if n, _ := rdb.DBSize(t.Context()).Result(); n != 0 {
+		t.Fatalf("rejected requests wrote %d keys", n)
+	}
+}
+
+// 50 concurrent requests for the same compaction give one job.
+func TestEnqueueDeduplicates(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ownedBy(t, rdb, "n1", "orders")
+	c := NewClient(rdb, ClientConfig{})
+	var wg sync.WaitGroup
+	results := make(chan Enqueued, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			results <- got
+		}()
+	}
+	wg.Wait()
+	close(results)
+	ids := map[string]bool{}
+	fresh := 0
+	for r := range results {
+		ids[r.Record.ID] = true
+		if !r.Deduplicated {
+			fresh++
+		}
+	}
+	if len(ids) != 1 || fresh != 1 {
+		t.Fatalf("%d distinct jobs, %d not deduplicated; want 1 and 1", len(ids), fresh)
+	}
+	// Other parameters are another request.
+	other, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Params: Params{Force: true}, Trigger: TriggerManual, Actor: "a"})
+	if err != nil || other.Deduplicated || ids[other.Record.ID] {
+		t.Fatalf("forced compaction: %+v, %v", other, err)
+	}
+	// Once the lock is released (the worker does it on a terminal state),
+	// the same request makes a new job.
+	var id string
+	for k := range ids {
+		id = k
+	}
+	p := Payload{Kind: KindCompact, Store: "orders"}
+	if err := rdb.Del(t.Context(), LockKey(p)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	if err != nil || again.Deduplicated || again.Record.ID == id {
+		t.Fatalf("after release: %+v, %v", again, err)
+	}
+}
+
+func TestEnqueueRestoreConflict(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ownedBy(t, rdb, "n1", "orders")
+	c := NewClient(rdb, ClientConfig{})
+	req := Request{Kind: KindRestore, Store: "orders", Params: Params{BackupID: "b1"}, Trigger: TriggerManual, Actor: "a"}
+	first, err := c.Enqueue(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same, err := c.Enqueue(t.Context(), req); err != nil || !same.Deduplicated || same.Record.ID != first.Record.ID {
+		t.Fatalf("same restore: %+v, %v", same, err)
+	}
+	req.Params.BackupID = "b2"
+	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, ErrRestoreInProgress) {
+		t.Fatalf("restore of another backup: %v, want ErrRestoreInProgress", err)
+	}
+}
+
+// With Redis down, enqueue fails cleanly with ErrUnavailable; after it
+// returns (AOF), what was accepted is still there.
+func TestEnqueueRedisDown(t *testing.T) {
+	srv := redistest.Start(t, redistest.RequireReal(), redistest.WithAOF("always"))
+	rdb := srv.Client(t)
+	ownedBy(t, rdb, "n1", "orders")
+	c := NewClient(rdb, ClientConfig{})
+	accepted, err := c.Enqueue(t.Context(), Request{Kind: KindVerify, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Enqueue with Redis down = %v, want ErrUnavailable", err)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Get(t.Context(), accepted.Record.ID)
+	if err != nil || got.State != StatePending {
+		t.Fatalf("accepted job after Redis restart: %+v, %v", got, err)
+	}
+	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo("node.n1", accepted.Record.ID); err != nil {
+		t.Fatalf("accepted task lost: %v", err)
+	}
+	if _, err := c.Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"}); err != nil {
+		t.Fatalf("Enqueue after Redis returned: %v", err)
+	}
+}
