@@ -45,9 +45,31 @@ type Enqueued struct {
 
 // ClientConfig configures a Client; zero values take the defaults.
 type ClientConfig struct {
-	EventsMaxLen int64        // default DefaultEventsMaxLen
-	MaxRetry     map[Kind]int // default DefaultMaxRetry
-	Timeout      map[Kind]time.Duration
+	EventsMaxLen    int64                  // default DefaultEventsMaxLen
+	HistoryMaxLen   int64                  // default DefaultHistoryMaxLen
+	MaxRetry        map[Kind]int           // default DefaultMaxRetry
+	Timeout         map[Kind]time.Duration // default DefaultTimeout
+	RecordRetention time.Duration          // default DefaultRecordRetention
+}
+
+// WithDefaults fills the zero fields.
+func (cfg ClientConfig) WithDefaults() ClientConfig {
+	if cfg.EventsMaxLen == 0 {
+		cfg.EventsMaxLen = DefaultEventsMaxLen
+	}
+	if cfg.HistoryMaxLen == 0 {
+		cfg.HistoryMaxLen = DefaultHistoryMaxLen
+	}
+	if cfg.MaxRetry == nil {
+		cfg.MaxRetry = DefaultMaxRetry
+	}
+	if cfg.Timeout == nil {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.RecordRetention == 0 {
+		cfg.RecordRetention = DefaultRecordRetention
+	}
+	return cfg
 }
 
 // DefaultTimeout bounds one attempt per kind. asynq keeps whole seconds.
@@ -63,23 +85,15 @@ var DefaultTimeout = map[Kind]time.Duration{
 // owning its store, deduplicates, writes the record and job.enqueued in one
 // atomic step, then hands the task to asynq.
 type Client struct {
-	rdb redis.UniversalClient
-	aq  *asynq.Client
-	cfg ClientConfig
+	rdb  redis.UniversalClient
+	aq   *asynq.Client
+	insp *asynq.Inspector
+	cfg  ClientConfig
 }
 
 // NewClient returns a Client over rdb. It does not close rdb.
 func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
-	if cfg.EventsMaxLen == 0 {
-		cfg.EventsMaxLen = DefaultEventsMaxLen
-	}
-	if cfg.MaxRetry == nil {
-		cfg.MaxRetry = DefaultMaxRetry
-	}
-	if cfg.Timeout == nil {
-		cfg.Timeout = DefaultTimeout
-	}
-	return &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), cfg: cfg}
+	return &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), cfg: cfg.WithDefaults()}
 }
 
 // LockKey is the in-flight lock of one request (kind, store, parameters);

@@ -1,7 +1,17 @@
-// Package worker runs storekeeper's jobs: the asynq server, one handler per
-// job kind calling the store engine, per-store serialisation, the lifecycle
-// middleware that writes job records, events and history, automatic
-// restore, notifications, schedules and the node heartbeat.
+// Package worker runs storekeeper's jobs on one node: it claims the
+// registry's stores (owner leases, refused when another live node holds
+// one), renews the leases and publishes every store's stats on a
+// heartbeat, consumes the node's asynq queue (polling every 20 ms instead
+// of asynq's 1 s), runs one maintenance job per store at a time, and wraps
+// every attempt in the lifecycle that writes the job record, job.started /
+// job.retrying / job.succeeded / job.failed events and exactly one history
+// entry per finished job, atomically and never over a cancel. Cancel is
+// final: jobs.Client.Cancel marks the record first and the worker cancels
+// the running handler's context on the cancel message; a later attempt of
+// a canceled job exits without running. Shutdown follows DESIGN.md's order.
 //
-// It imports jobs and store. (Built in issues 4 and 5. Nothing here yet.)
+// It imports jobs and store. Not built yet (issue 4 continues): the
+// reconciler for tasks asynq moves without middleware, reclaiming the
+// node's orphaned tasks at start, job.progress events, the notify queue's
+// handler (issue 5), and the benchmarks against raw asynq.
 package worker

@@ -1,0 +1,65 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// CancelChannel carries the ids of canceled jobs to the workers running them.
+const CancelChannel = "storekeeper:cancel"
+
+// ErrFinished: the job already ended; it cannot be canceled. 409.
+var ErrFinished = errors.New("job already finished")
+
+// DefaultRecordRetention is how long a finished job's record is kept.
+const DefaultRecordRetention = 24 * time.Hour
+
+// Cancel ends a job for good. The record is marked canceled first (with
+// its locks released, job.canceled and its history entry, atomically),
+// then a task that has not started is removed from asynq, and a running
+// one is told to stop: its handler's context is cancelled and the store is
+// released when it returns. Any later attempt of the task exits without
+// running. asynq's own CancelProcessing is not used: it turns a cancel
+// into a retry whatever the handler returns.
+func (c *Client) Cancel(ctx context.Context, id, actor string) (Record, error) {
+	rec, err := c.Get(ctx, id)
+	if err != nil {
+		return rec, err
+	}
+	if rec.State.Terminal() {
+		return rec, fmt.Errorf("%w: job %s is %s", ErrFinished, id, rec.State)
+	}
+	now := time.Now().UTC()
+	ch := Change{
+		HSet:    map[string]any{"state": string(StateCanceled), "reason": "canceled by " + actor, "finished_at": formatTime(now)},
+		Del:     ReleaseLocks(rec),
+		Expire:  int64(c.cfg.RecordRetention / time.Second),
+		Publish: []Message{{Channel: CancelChannel, Payload: id}},
+	}
+	ch.AddEntry(EventsStream, c.cfg.EventsMaxLen, Event{Type: EventJobCanceled, JobID: id, Kind: rec.Kind, Store: rec.Store,
+		Node: rec.Node, Trigger: rec.Trigger, Actor: actor, Attempt: rec.Attempts, MaxRetry: rec.MaxRetry, At: now})
+	ch.AddEntry(HistoryStream, c.cfg.HistoryMaxLen, HistoryEntry{JobID: id, Kind: rec.Kind, Store: rec.Store, Status: StatusCanceled,
+		Reason: "canceled by " + actor, Trigger: rec.Trigger, Actor: rec.Actor, Attempts: rec.Attempts,
+		DurationMS: durationMS(rec.StartedAt, now), Node: rec.Node, At: now})
+	applied, prior, err := Apply(ctx, c.rdb, id, UnlessTerminal, ch)
+	if err != nil {
+		return rec, err
+	}
+	if !applied {
+		rec, _ = c.Get(ctx, id)
+		return rec, fmt.Errorf("%w: job %s is %s", ErrFinished, id, prior)
+	}
+	// A task still waiting in asynq goes; an active one cannot be deleted,
+	// and its worker stops it on the cancel message.
+	_ = c.insp.DeleteTask(rec.Queue, id)
+	return c.Get(ctx, id)
+}
+
+func durationMS(start, end time.Time) int64 {
+	if start.IsZero() {
+		return 0
+	}
+	return end.Sub(start).Milliseconds()
+}

@@ -1,0 +1,95 @@
+package worker
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/jobs"
+	"storekeeper/store"
+)
+
+// Config configures a Worker. Zero values take the defaults.
+type Config struct {
+	Redis    redis.UniversalClient // required
+	Registry *store.Registry       // required: the stores this node owns
+	Node     string                // default: the host name
+
+	Concurrency int // asynq workers (default 4); one job per store at a time regardless
+	// TaskCheckInterval is how often an idle asynq worker polls its queues:
+	// asynq's 1 s default makes enqueue-to-start take about a second.
+	TaskCheckInterval time.Duration // default 20 ms
+	// DelayedTaskCheckInterval is how often retries that are due are
+	// moved back to their queue (asynq's default is 5 s).
+	DelayedTaskCheckInterval time.Duration // default 1 s
+	// RetryDelay is the backoff before attempt n+1 (default: exponential
+	// from 2 s, with jitter, capped at 10 min).
+	RetryDelay func(n int) time.Duration
+	// ShutdownTimeout is how long Shutdown lets running jobs finish before
+	// asynq requeues them (default 10 s).
+	ShutdownTimeout time.Duration
+	LeaseTTL        time.Duration // owner lease lifetime (default 15 s), renewed every third
+	Jobs            jobs.ClientConfig
+	Logger          *slog.Logger
+}
+
+func (c *Config) withDefaults() error {
+	if c.Redis == nil || c.Registry == nil {
+		return errors.New("worker: Redis and Registry are required")
+	}
+	if c.Node == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("worker: node name: %w", err)
+		}
+		c.Node = host
+	}
+	if err := jobs.ValidateNodeName(c.Node); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 4
+	}
+	if c.TaskCheckInterval == 0 {
+		c.TaskCheckInterval = 20 * time.Millisecond
+	}
+	if c.DelayedTaskCheckInterval == 0 {
+		c.DelayedTaskCheckInterval = time.Second
+	}
+	if c.RetryDelay == nil {
+		c.RetryDelay = func(n int) time.Duration {
+			d := 2 * time.Second << min(n, 8)
+			return min(d, 10*time.Minute) + time.Duration(float64(d)*0.2*randFloat())
+		}
+	}
+	if c.ShutdownTimeout == 0 {
+		c.ShutdownTimeout = 10 * time.Second
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = 15 * time.Second
+	}
+	if c.LeaseTTL < 3*time.Second {
+		return errors.New("worker: lease TTL must be at least 3 s")
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	c.Jobs = c.Jobs.WithDefaults()
+	return nil
+}
+
+// asynqLogger quiets asynq's own logging into ours.
+type asynqLogger struct{ log *slog.Logger }
+
+func (l asynqLogger) Debug(args ...any) { l.log.Debug(fmt.Sprint(args...)) }
+func (l asynqLogger) Info(args ...any)  { l.log.Debug(fmt.Sprint(args...)) }
+func (l asynqLogger) Warn(args ...any)  { l.log.Warn(fmt.Sprint(args...)) }
+func (l asynqLogger) Error(args ...any) { l.log.Error(fmt.Sprint(args...)) }
+func (l asynqLogger) Fatal(args ...any) { l.log.Error(fmt.Sprint(args...)); os.Exit(1) }
+
+var _ asynq.Logger = asynqLogger{}

@@ -1,0 +1,166 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"storekeeper/jobs"
+	"storekeeper/store"
+)
+
+// outcome is what a handler reports of a job that did its work.
+type outcome struct {
+	Status      jobs.HistoryStatus
+	Reason      string
+	Result      any
+	BytesBefore uint64
+	BytesAfter  uint64
+	BackupID    string
+	Events      []jobs.Event // store.corrupt, store.restored
+}
+
+type handlerFunc func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error)
+
+// process is the asynq handler: the lifecycle around one attempt.
+func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
+	p, err := jobs.Decode(task.Payload())
+	if err != nil {
+		w.log.Error("dropping a task with a bad payload", "type", task.Type(), "err", err)
+		return err // wraps SkipRetry: archived, never retried
+	}
+	retried, _ := asynq.GetRetryCount(ctx)
+	maxRetry, _ := asynq.GetMaxRetry(ctx)
+	attempt := retried + 1
+	log := w.log.With("job", p.JobID, "kind", p.Kind, "store", p.Store, "attempt", attempt)
+	ev := func(t jobs.EventType) jobs.Event {
+		return jobs.Event{Type: t, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Node: w.cfg.Node, Trigger: p.Trigger,
+			Actor: p.Actor, Attempt: attempt, MaxRetry: maxRetry, At: time.Now().UTC()}
+	}
+	handler := w.handlers[p.Kind]
+	if handler == nil {
+		return fmt.Errorf("%w: no handler for %s on this node", asynq.SkipRetry, p.Kind)
+	}
+
+	// Wait for the store: one maintenance job per store at a time.
+	slot := w.slot(p.Store)
+	select {
+	case slot <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	defer func() { <-slot }()
+
+	started := time.Now().UTC()
+	start := jobs.Change{HSet: map[string]any{"state": string(jobs.StateActive), "attempts": attempt, "node": w.cfg.Node,
+		"started_at": started.Format(time.RFC3339Nano), "reason": ""}}
+	start.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, ev(jobs.EventJobStarted))
+	applied, prior, err := jobs.Apply(ctx, w.rdb, p.JobID, jobs.UnlessCanceled, start)
+	if errors.Is(err, jobs.ErrUnknownJob) {
+		log.Error("task without a job record; dropping it")
+		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	}
+	if err != nil {
+		return err // Redis trouble: asynq retries the attempt
+	}
+	if !applied {
+		log.Info("job was canceled; not running it", "state", prior)
+		return nil
+	}
+	rec, err := w.jobs.Get(ctx, p.JobID)
+	if err != nil {
+		return err
+	}
+
+	s, err := w.cfg.Registry.Store(p.Store)
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	w.mu.Lock()
+	w.running[p.JobID] = cancel
+	w.jobsWG.Add(1)
+	w.mu.Unlock()
+	var out outcome
+	if err == nil {
+		out, err = handler(jobCtx, s, p)
+	}
+	w.mu.Lock()
+	delete(w.running, p.JobID)
+	canceledAt := w.canceledAt[p.JobID]
+	delete(w.canceledAt, p.JobID)
+	w.mu.Unlock()
+	defer w.jobsWG.Done()
+	cause := context.Cause(jobCtx)
+	cancel(nil)
+	now := time.Now().UTC()
+
+	switch {
+	case errors.Is(cause, errCanceled):
+		// The record, locks, event and history were written by Cancel.
+		// Pebble stops only compactions not yet started, so a cancel can
+		// wait for the one running: say how long.
+		log.Info("canceled job stopped; store released", "cancel_took", now.Sub(canceledAt), "err", err)
+		return nil
+	case errors.Is(cause, errInterrupted):
+		ch := jobs.Change{HSet: map[string]any{"state": string(jobs.StateRetry), "reason": "interrupted"}}
+		_, _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, ch)
+		log.Info("job interrupted by shutdown; asynq requeues it", "err", aerr)
+		return err
+	}
+
+	fin := jobs.Change{Expire: int64(w.cfg.Jobs.RecordRetention / time.Second)}
+	// The API must never answer from stale stats: publish them before the
+	// job reads finished, in the same atomic step.
+	if js, serr := w.statsJSON(p.Store); serr == nil {
+		fin.Set = append(fin.Set, jobs.SetKey{Key: StatsKey(p.Store), Value: js})
+	}
+	hist := jobs.HistoryEntry{JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger, Actor: p.Actor,
+		Attempts: attempt, DurationMS: now.Sub(started).Milliseconds(), Node: w.cfg.Node, At: now}
+	if err == nil {
+		result, _ := json.Marshal(out.Result)
+		fin.HSet = map[string]any{"state": string(jobs.StateSucceeded), "result": string(result), "finished_at": now.Format(time.RFC3339Nano), "reason": out.Reason}
+		fin.Del = jobs.ReleaseLocks(rec)
+		done := ev(jobs.EventJobSucceeded)
+		done.Result = result
+		fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, done)
+		for _, e := range out.Events {
+			e.Node, e.At = w.cfg.Node, now
+			fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, e)
+		}
+		hist.Status, hist.Reason, hist.BytesBefore, hist.BytesAfter, hist.BackupID = out.Status, out.Reason, out.BytesBefore, out.BytesAfter, out.BackupID
+		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
+		if _, _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
+			return aerr
+		}
+		log.Info("job succeeded", "status", out.Status, "reason", out.Reason, "took", now.Sub(started))
+		return nil
+	}
+
+	errs := append(rec.Errors, jobs.AttemptError{Attempt: attempt, Error: err.Error(), At: now})
+	errsJSON, _ := json.Marshal(errs)
+	final := permanent(err) || attempt > maxRetry
+	failed := ev(jobs.EventJobRetrying)
+	failed.Error = err.Error()
+	fin.HSet = map[string]any{"state": string(jobs.StateRetry), "errors": string(errsJSON)}
+	if final {
+		failed.Type = jobs.EventJobFailed
+		fin.HSet["state"], fin.HSet["finished_at"] = string(jobs.StateFailed), now.Format(time.RFC3339Nano)
+		fin.Del = jobs.ReleaseLocks(rec)
+		hist.Status, hist.Error = jobs.StatusFailed, err.Error()
+		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
+	} else {
+		fin.Expire = 0
+	}
+	fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, failed)
+	if _, _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
+		log.Error("recording a failed attempt", "err", aerr)
+	}
+	if final {
+		log.Error("job failed", "err", err, "permanent", permanent(err))
+		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	}
+	log.Warn("job attempt failed; retrying", "err", err)
+	return err
+}

@@ -1,0 +1,304 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
+	"storekeeper/store"
+)
+
+type bundle struct {
+	rdb    *redis.Client
+	reg    *store.Registry
+	w      *Worker
+	client *jobs.Client
+}
+
+func quietLogger() *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+// setup starts a private Redis, a registry with stores, and a worker with
+// fast polling and retries; tweak edits the worker before it starts.
+func setup(t *testing.T, tweak func(*Worker), stores ...string) *bundle {
+	t.Helper()
+	rdb := redistest.Start(t).Client(t)
+	root := t.TempDir()
+	reg, err := store.Open(store.Config{DataDir: filepath.Join(root, "data"), BackupDir: filepath.Join(root, "backups"),
+		Stores: stores, NoSync: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := New(Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond,
+		DelayedTaskCheckInterval: 50 * time.Millisecond, RetryDelay: func(int) time.Duration { return 10 * time.Millisecond },
+		ShutdownTimeout: time.Second, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tweak != nil {
+		tweak(w)
+	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Shutdown(); reg.Close() })
+	return &bundle{rdb: rdb, reg: reg, w: w, client: jobs.NewClient(rdb, jobs.ClientConfig{})}
+}
+
+func (b *bundle) enqueue(t *testing.T, kind jobs.Kind, st string, params jobs.Params) jobs.Record {
+	t.Helper()
+	got, err := b.client.Enqueue(t.Context(), jobs.Request{Kind: kind, Store: st, Params: params, Trigger: jobs.TriggerManual, Actor: "tester"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got.Record
+}
+
+// waitState polls the job record until it reaches state, with a deadline.
+func (b *bundle) waitState(t *testing.T, id string, state jobs.State) jobs.Record {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r, err := b.client.Get(t.Context(), id)
+		if err == nil && r.State == state {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s did not reach %s: %+v (%v)", id, state, r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (b *bundle) events(t *testing.T, id string) []jobs.Event {
+	t.Helper()
+	all, err := jobs.ReadEvents(t.Context(), b.rdb, "0", 10000, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jobs.Event
+	for _, e := range all {
+		if e.JobID == id {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func types(evs []jobs.Event) string {
+	s := ""
+	for _, e := range evs {
+		s += string(e.Type) + " "
+	}
+	return s
+}
+
+func (b *bundle) history(t *testing.T, id string) []jobs.HistoryEntry {
+	t.Helper()
+	all, _, err := jobs.History(t.Context(), b.rdb, jobs.HistoryQuery{Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []jobs.HistoryEntry
+	for _, h := range all {
+		if h.JobID == id {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func TestJobLifecycle(t *testing.T) {
+	b := setup(t, nil, "orders")
+	s, _ := b.reg.Store("orders")
+	for i := range 3000 {
+		_ = s.Set(fmt.Appendf(nil, "k%05d", i), make([]byte, 100))
+	}
+	rec := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{Force: true})
+	done := b.waitState(t, rec.ID, jobs.StateSucceeded)
+	if done.Attempts != 1 || done.StartedAt.IsZero() || done.FinishedAt.IsZero() || len(done.Result) == 0 || done.Node != "n1" {
+		t.Fatalf("record %+v", done)
+	}
+	if got := types(b.events(t, rec.ID)); got != "job.enqueued job.started job.succeeded " {
+		t.Fatalf("events: %s", got)
+	}
+	h := b.history(t, rec.ID)
+	if len(h) != 1 || h[0].Status != jobs.StatusCompacted || h[0].Actor != "tester" || h[0].Trigger != jobs.TriggerManual ||
+		h[0].Attempts != 1 || h[0].Node != "n1" || h[0].BytesBefore == 0 || h[0].Store != "orders" || h[0].Kind != jobs.KindCompact {
+		t.Fatalf("history %+v", h)
+	}
+	if ttl := b.rdb.TTL(t.Context(), jobs.RecordKey(rec.ID)).Val(); ttl <= 0 {
+		t.Fatalf("finished record has no retention TTL (%v)", ttl)
+	}
+	if n, _ := b.rdb.Exists(t.Context(), StatsKey("orders")).Result(); n != 1 {
+		t.Fatal("stats not published")
+	}
+	// The lock is gone: the same request is a new job.
+	again := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{Force: true})
+	if again.ID == rec.ID {
+		t.Fatal("a finished job was returned as in flight")
+	}
+	b.waitState(t, again.ID, jobs.StateSucceeded)
+}
+
+func TestRetryThenSuccess(t *testing.T) {
+	var calls atomic.Int32
+	b := setup(t, func(w *Worker) {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			if calls.Add(1) <= 2 {
+				return outcome{}, errors.New("transient trouble")
+			}
+			return outcome{Status: jobs.StatusSkipped, Reason: "fine now"}, nil
+		}
+	}, "orders")
+	rec := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{})
+	done := b.waitState(t, rec.ID, jobs.StateSucceeded)
+	if done.Attempts != 3 || len(done.Errors) != 2 || done.Errors[1].Attempt != 2 {
+		t.Fatalf("record %+v", done)
+	}
+	want := "job.enqueued job.started job.retrying job.started job.retrying job.started job.succeeded "
+	if got := types(b.events(t, rec.ID)); got != want {
+		t.Fatalf("events: %s\nwant:   %s", got, want)
+	}
+	if h := b.history(t, rec.ID); len(h) != 1 || h[0].Attempts != 3 {
+		t.Fatalf("history %+v", h)
+	}
+}
+
+func TestPermanentErrorRunsOnce(t *testing.T) {
+	var calls atomic.Int32
+	b := setup(t, func(w *Worker) {
+		w.handlers[jobs.KindRestore] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			calls.Add(1)
+			return restoreJob(ctx, s, p)
+		}
+	}, "orders")
+	rec := b.enqueue(t, jobs.KindRestore, "orders", jobs.Params{}) // no backup exists
+	done := b.waitState(t, rec.ID, jobs.StateFailed)
+	if calls.Load() != 1 || done.Attempts != 1 || len(done.Errors) != 1 {
+		t.Fatalf("ran %d times; record %+v", calls.Load(), done)
+	}
+	if got := types(b.events(t, rec.ID)); got != "job.enqueued job.started job.failed " {
+		t.Fatalf("events: %s", got)
+	}
+	if h := b.history(t, rec.ID); len(h) != 1 || h[0].Status != jobs.StatusFailed || h[0].Error == "" {
+		t.Fatalf("history %+v", h)
+	}
+	// Its locks went with it.
+	if _, err := b.client.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindRestore, Store: "orders", Params: jobs.Params{BackupID: "x"}, Trigger: jobs.TriggerManual, Actor: "a"}); err != nil {
+		t.Fatalf("restore lock not released: %v", err)
+	}
+}
+
+func TestCancelIsFinal(t *testing.T) {
+	started := make(chan struct{}, 1)
+	var calls atomic.Int32
+	b := setup(t, func(w *Worker) {
+		w.handlers[jobs.KindBackup] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			calls.Add(1)
+			started <- struct{}{}
+			<-ctx.Done()
+			return outcome{}, ctx.Err()
+		}
+	}, "orders")
+	rec := b.enqueue(t, jobs.KindBackup, "orders", jobs.Params{})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("job did not start")
+	}
+	got, err := b.client.Cancel(t.Context(), rec.ID, "bob")
+	if err != nil || got.State != jobs.StateCanceled {
+		t.Fatalf("Cancel = %+v, %v", got, err)
+	}
+	// The store is free at once: another job on it runs.
+	next := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
+	b.waitState(t, next.ID, jobs.StateSucceeded)
+	if calls.Load() != 1 {
+		t.Fatalf("canceled job ran %d times", calls.Load())
+	}
+	if r, _ := b.client.Get(t.Context(), rec.ID); r.State != jobs.StateCanceled {
+		t.Fatalf("canceled record became %s", r.State)
+	}
+	if got := types(b.events(t, rec.ID)); got != "job.enqueued job.started job.canceled " {
+		t.Fatalf("events: %s", got)
+	}
+	if h := b.history(t, rec.ID); len(h) != 1 || h[0].Status != jobs.StatusCanceled {
+		t.Fatalf("history %+v", h)
+	}
+	if _, err := b.client.Cancel(t.Context(), rec.ID, "bob"); !errors.Is(err, jobs.ErrFinished) {
+		t.Fatalf("second Cancel = %v, want ErrFinished", err)
+	}
+}
+
+// compact, backup and restore on one store never overlap.
+func TestOneJobPerStore(t *testing.T) {
+	var active, peak atomic.Int32
+	wrap := func(h handlerFunc) handlerFunc {
+		return func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			n := active.Add(1)
+			for {
+				old := peak.Load()
+				if n <= old || peak.CompareAndSwap(old, n) {
+					break
+				}
+			}
+			defer active.Add(-1)
+			time.Sleep(20 * time.Millisecond) // widen the window an overlap would need
+			return h(ctx, s, p)
+		}
+	}
+	b := setup(t, func(w *Worker) {
+		for k, h := range w.handlers {
+			w.handlers[k] = wrap(h)
+		}
+	}, "orders")
+	s, _ := b.reg.Store("orders")
+	_ = s.Set([]byte("k"), []byte("v"))
+	if _, err := s.Backup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, k := range []jobs.Kind{jobs.KindCompact, jobs.KindBackup, jobs.KindRestore, jobs.KindVerify} {
+		ids = append(ids, b.enqueue(t, k, "orders", jobs.Params{}).ID)
+	}
+	for _, id := range ids {
+		b.waitState(t, id, jobs.StateSucceeded)
+	}
+	if peak.Load() != 1 {
+		t.Fatalf("%d jobs ran on one store at once", peak.Load())
+	}
+}
+
+func TestSecondNodeRefused(t *testing.T) {
+	b := setup(t, nil, "orders")
+	root := t.TempDir()
+	reg, err := store.Open(store.Config{DataDir: root, Stores: []string{"orders"}, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	w2, err := New(Config{Redis: b.rdb, Registry: reg, Node: "n2", Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = w2.Start(t.Context())
+	if !errors.Is(err, ErrStoreOwned) {
+		t.Fatalf("second node Start = %v, want ErrStoreOwned", err)
+	}
+	t.Log(err)
+}
