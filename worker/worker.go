@@ -73,6 +73,13 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.claim(ctx); err != nil {
 		return err
 	}
+	orphans, err := w.reclaimOrphans(ctx, jobs.NodeQueue(w.cfg.Node))
+	if err != nil {
+		return err
+	}
+	if len(orphans) > 0 {
+		w.log.Warn("requeued tasks a previous process of this node left running", "jobs", orphans)
+	}
 	bgCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	w.stop = stop
 	sub := w.rdb.Subscribe(bgCtx, jobs.CancelChannel)

@@ -1,0 +1,62 @@
+package worker
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"storekeeper/internal/redistest"
+)
+
+// The keys asynqkeys.go relies on, checked against a live asynq server.
+// If this fails, asynq changed its layout: fix asynqkeys.go before
+// trusting crash recovery.
+func TestAsynqKeyLayout(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := t.Context()
+	const q = "node.layout"
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("x", nil), asynq.Queue(q), asynq.TaskID("t1")); err != nil {
+		t.Fatal(err)
+	}
+	if ids := rdb.LRange(ctx, asynqPendingKey(q), 0, -1).Val(); len(ids) != 1 || ids[0] != "t1" {
+		t.Fatalf("asynq changed its pending key: %s holds %v", asynqPendingKey(q), ids)
+	}
+	started, release := make(chan struct{}), make(chan struct{})
+	srv := asynq.NewServerFromRedisClient(rdb, asynq.Config{Queues: map[string]int{q: 1}, TaskCheckInterval: 10 * time.Millisecond,
+		ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel})
+	if err := srv.Start(asynq.HandlerFunc(func(ctx context.Context, _ *asynq.Task) error {
+		close(started)
+		<-release
+		return nil
+	})); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("task did not start")
+	}
+	if ids := rdb.LRange(ctx, asynqActiveKey(q), 0, -1).Val(); len(ids) != 1 || ids[0] != "t1" {
+		t.Fatalf("asynq changed its active key: %s holds %v", asynqActiveKey(q), ids)
+	}
+	if n := rdb.ZCard(ctx, asynqLeaseKey(q)).Val(); n != 1 {
+		t.Fatalf("asynq changed its lease key: %s has %d members", asynqLeaseKey(q), n)
+	}
+	if st := rdb.HGet(ctx, asynqTaskKeyPrefix(q)+"t1", "state").Val(); st != "active" {
+		t.Fatalf("asynq changed its task hash: state %q", st)
+	}
+	// Reclaim moves it back exactly as asynq's requeue would.
+	w := &Worker{rdb: rdb}
+	ids, err := w.reclaimOrphans(ctx, q)
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("reclaim = %v, %v", ids, err)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo(q, "t1")
+	if err != nil || info.State != asynq.TaskStatePending || info.Retried != 0 {
+		t.Fatalf("after reclaim: %+v, %v", info, err)
+	}
+	close(release)
+}

@@ -1,0 +1,246 @@
+package worker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
+	"storekeeper/store"
+)
+
+const childEnv = "STOREKEEPER_TEST_WORKER_CHILD"
+
+// TestMain runs a worker process when the crash tests re-execute this
+// binary, and the tests otherwise.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		os.Exit(childMain(spec))
+	}
+	os.Exit(m.Run())
+}
+
+// childMain is a worker node n1 over a data dir, until it is killed.
+func childMain(spec string) int {
+	f := strings.Fields(spec)
+	if len(f) != 3 {
+		fmt.Fprintln(os.Stderr, "child: bad spec", spec)
+		return 3
+	}
+	addr, data, backups := f[0], f[1], f[2]
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	quiet := slog.New(slog.DiscardHandler)
+	reg, err := store.Open(store.Config{DataDir: data, BackupDir: backups, Logger: quiet})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 3
+	}
+	w, err := New(Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond, Logger: quiet})
+	if err == nil {
+		err = w.Start(context.Background())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		return 3
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM)
+	<-sig
+	w.Shutdown()
+	reg.Close()
+	return 0
+}
+
+type crashRig struct {
+	srv           *redistest.Server
+	rdb           *redis.Client
+	client        *jobs.Client
+	data, backups string
+}
+
+func (r *crashRig) start(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", childEnv, r.srv.Addr(), r.data, r.backups))
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd
+}
+
+func (r *crashRig) waitState(t *testing.T, id string, states ...jobs.State) jobs.Record {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		rec, err := r.client.Get(t.Context(), id)
+		for _, s := range states {
+			if err == nil && rec.State == s {
+				return rec
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s did not reach %v: %+v (%v)", id, states, rec, err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// checksum opens the data dir (no worker may hold it) and hashes store kv.
+func (r *crashRig) checksum(t *testing.T) string {
+	t.Helper()
+	reg, err := store.Open(store.Config{DataDir: r.data, BackupDir: r.backups, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	s, _ := reg.Store("kv")
+	if st, cause := s.State(); st != store.StateOpen {
+		t.Fatalf("store state %v (%v)", st, cause)
+	}
+	h := sha256.New()
+	if err := s.Scan(t.Context(), nil, nil, func(k, v []byte) error { fmt.Fprintf(h, "%q=%q;", k, v); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func newCrashRig(t *testing.T, keys int) *crashRig {
+	t.Helper()
+	srv := redistest.Start(t, redistest.RequireReal())
+	rdb := srv.Client(t)
+	root := t.TempDir()
+	r := &crashRig{srv: srv, rdb: rdb, client: jobs.NewClient(rdb, jobs.ClientConfig{}),
+		data: filepath.Join(root, "data"), backups: filepath.Join(root, "backups")}
+	reg, err := store.Open(store.Config{DataDir: r.data, BackupDir: r.backups, Stores: []string{"kv"}, NoSync: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := reg.Store("kv")
+	write(t, s, keys, 0)
+	reg.Close()
+	return r
+}
+
+func write(t *testing.T, s *store.Store, keys, gen int) {
+	t.Helper()
+	val := make([]byte, 200)
+	for lo := 0; lo < keys; lo += 5000 {
+		err := s.Update(func(b *store.Batch) error {
+			for i := lo; i < min(keys, lo+5000); i++ {
+				copy(val, fmt.Sprintf("gen%d-%d", gen, i))
+				if err := b.Set(fmt.Appendf(nil, "k%08d", i*7919%keys), val); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func killNow(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+}
+
+func stop(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = cmd.Wait()
+}
+
+// A worker killed during a compaction: restarted, it takes its queue's
+// orphaned task back at once, the job completes, the content is unchanged.
+func TestWorkerKilledDuringCompaction(t *testing.T) {
+	r := newCrashRig(t, 120_000)
+	before := r.checksum(t)
+	child := r.start(t)
+	got, err := r.client.Enqueue(t.Context(), waitOwned(t, r, jobs.Request{Kind: jobs.KindCompact, Store: "kv",
+		Params: jobs.Params{Force: true}, Trigger: jobs.TriggerManual, Actor: "t"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitState(t, got.Record.ID, jobs.StateActive)
+	killNow(t, child)
+	if rec, _ := r.client.Get(t.Context(), got.Record.ID); rec.State != jobs.StateActive {
+		t.Fatalf("compaction was %s before the kill: the store is too small to catch it running", rec.State)
+	}
+	restarted := time.Now()
+	child = r.start(t)
+	r.waitState(t, got.Record.ID, jobs.StateSucceeded)
+	t.Logf("compaction job completed %v after the worker restarted", time.Since(restarted).Round(time.Millisecond))
+	fmt.Printf("worker crash during compaction: job done %v after restart\n", time.Since(restarted).Round(time.Millisecond))
+	stop(t, child)
+	if after := r.checksum(t); after != before {
+		t.Fatal("content changed")
+	}
+}
+
+// A worker killed during a restore: restarted, the job completes and the
+// store equals the backup.
+func TestWorkerKilledDuringRestore(t *testing.T) {
+	r := newCrashRig(t, 120_000)
+	reg, err := store.Open(store.Config{DataDir: r.data, BackupDir: r.backups, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := reg.Store("kv")
+	if _, err := s.Backup(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	reg.Close()
+	backedUp := r.checksum(t)
+	reg, _ = store.Open(store.Config{DataDir: r.data, BackupDir: r.backups, NoSync: true, Logger: quietLogger()})
+	s, _ = reg.Store("kv")
+	write(t, s, 120_000, 1) // what the restore rolls back
+	reg.Close()
+
+	child := r.start(t)
+	got, err := r.client.Enqueue(t.Context(), waitOwned(t, r, jobs.Request{Kind: jobs.KindRestore, Store: "kv", Trigger: jobs.TriggerManual, Actor: "t"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.waitState(t, got.Record.ID, jobs.StateActive)
+	killNow(t, child)
+	restarted := time.Now()
+	child = r.start(t)
+	r.waitState(t, got.Record.ID, jobs.StateSucceeded)
+	fmt.Printf("worker crash during restore: job done %v after restart\n", time.Since(restarted).Round(time.Millisecond))
+	stop(t, child)
+	if after := r.checksum(t); after != backedUp {
+		t.Fatal("restored content differs from the backup")
+	}
+}
+
+// waitOwned waits until the child has claimed the store, then returns req.
+func waitOwned(t *testing.T, r *crashRig, req jobs.Request) jobs.Request {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for r.rdb.Exists(t.Context(), jobs.LeaseKey(req.Store)).Val() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("child worker did not claim the store")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return req
+}
