@@ -103,7 +103,9 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		// wait for the one running: say how long.
 		log.Info("canceled job stopped; store released", "cancel_took", now.Sub(canceledAt), "err", err)
 		return nil
-	case errors.Is(cause, errInterrupted):
+	case errors.Is(cause, errInterrupted) || w.shuttingDown.Load() && err != nil && ctx.Err() != nil:
+		// Stopped by shutdown (ours, or asynq's own cancel of the handler
+		// context when its ShutdownTimeout ran out): not a failure.
 		ch := jobs.Change{HSet: map[string]any{"state": string(jobs.StateRetry), "reason": "interrupted"}}
 		_, _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, ch)
 		log.Info("job interrupted by shutdown; asynq requeues it", "err", aerr)

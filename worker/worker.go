@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -38,6 +39,8 @@ type Worker struct {
 	running    map[string]context.CancelCauseFunc // job id -> its handler's cancel
 	canceledAt map[string]time.Time               // job id -> when a cancel arrived
 	jobsWG     sync.WaitGroup                     // running handlers
+
+	shuttingDown atomic.Bool
 
 	stop func()         // ends heartbeat and cancel subscription
 	bg   sync.WaitGroup // their goroutines
@@ -116,6 +119,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // their records read retry, reason interrupted. The caller closes the
 // stores afterwards.
 func (w *Worker) Shutdown() {
+	w.shuttingDown.Store(true)
 	if w.srv != nil {
 		w.srv.Shutdown()
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/redistest"
@@ -301,4 +302,36 @@ func TestSecondNodeRefused(t *testing.T) {
 		t.Fatalf("second node Start = %v, want ErrStoreOwned", err)
 	}
 	t.Log(err)
+}
+
+// Shutdown: asynq first (its timeout, then it requeues), then running
+// handlers are cancelled; their records read retry, reason interrupted,
+// and nothing counts as a failure.
+func TestShutdownInterrupts(t *testing.T) {
+	started := make(chan struct{}, 1)
+	b := setup(t, func(w *Worker) {
+		w.handlers[jobs.KindBackup] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			started <- struct{}{}
+			<-ctx.Done()
+			return outcome{}, ctx.Err()
+		}
+	}, "orders")
+	rec := b.enqueue(t, jobs.KindBackup, "orders", jobs.Params{})
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("job did not start")
+	}
+	b.w.Shutdown()
+	got, err := b.client.Get(t.Context(), rec.ID)
+	if err != nil || got.State != jobs.StateRetry || got.Reason != "interrupted" || len(got.Errors) != 0 {
+		t.Fatalf("record after shutdown: %+v, %v", got, err)
+	}
+	if evs := types(b.events(t, rec.ID)); evs != "job.enqueued job.started " {
+		t.Fatalf("events after shutdown: %s", evs)
+	}
+	info, err := asynq.NewInspectorFromRedisClient(b.rdb).GetTaskInfo(jobs.NodeQueue("n1"), rec.ID)
+	if err != nil || info.State != asynq.TaskStatePending || info.Retried != 0 {
+		t.Fatalf("task after shutdown: %+v, %v", info, err)
+	}
 }
