@@ -335,3 +335,42 @@ func TestShutdownInterrupts(t *testing.T) {
 		t.Fatalf("task after shutdown: %+v, %v", info, err)
 	}
 }
+
+// Redis killed and restarted (AOF): the worker reconnects and runs what
+// was accepted before and after.
+func TestRedisRestart(t *testing.T) {
+	srv := redistest.Start(t, redistest.RequireReal(), redistest.WithAOF("always"))
+	rdb := srv.Client(t)
+	root := t.TempDir()
+	reg, err := store.Open(store.Config{DataDir: filepath.Join(root, "data"), Stores: []string{"orders"}, NoSync: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reg.Close()
+	w, err := New(Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond,
+		DelayedTaskCheckInterval: 50 * time.Millisecond, RetryDelay: func(int) time.Duration { return 10 * time.Millisecond }, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	defer w.Shutdown()
+	b := &bundle{rdb: rdb, reg: reg, w: w, client: jobs.NewClient(rdb, jobs.ClientConfig{})}
+	first := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
+	b.waitState(t, first.ID, jobs.StateSucceeded)
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.client.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindVerify, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"}); !errors.Is(err, jobs.ErrUnavailable) {
+		t.Fatalf("enqueue with Redis down = %v, want ErrUnavailable", err)
+	}
+	if err := srv.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := b.client.Get(t.Context(), first.ID); err != nil || r.State != jobs.StateSucceeded {
+		t.Fatalf("record lost across the Redis restart: %+v, %v", r, err)
+	}
+	second := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{})
+	b.waitState(t, second.ID, jobs.StateSucceeded)
+}
