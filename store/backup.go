@@ -177,6 +177,7 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	}
 
 	t := time.Now()
+	progress(ctx, "checkpoint", 0, 0)
 	ckpt, err := s.checkpoint(ctx, "backup")
 	if err != nil {
 		return res, err
@@ -245,6 +246,13 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	// and the writes each keep a core busy. Sstables go into objects/
 	// under a temporary name first.
 	t = time.Now()
+	var copied, total int64
+	for _, p := range plans {
+		if !p.cached {
+			total += p.file.Size
+		}
+	}
+	progress(ctx, "copying", 0, total)
 	var mu sync.Mutex
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
@@ -269,6 +277,8 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 			p.file.SHA256, p.file.Size = sum, n
 			mu.Lock()
 			ct.add(pt)
+			copied += n
+			progress(ctx, "copying", copied, total)
 			mu.Unlock()
 			return nil
 		})
@@ -320,6 +330,7 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	// (shared ones were checked when first copied; VerifyBackup rereads
 	// all), and that Pebble opens the whole backup read-only.
 	t = time.Now()
+	progress(ctx, "validating", 0, int64(len(fresh)))
 	if err := validateTables(ctx, s.opts, bfs, fresh); err != nil {
 		var cerr *CorruptionError
 		if errors.As(err, &cerr) {
@@ -335,6 +346,7 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	crashPoint("backup.validated")
 
 	t = time.Now()
+	progress(ctx, "publishing", 0, 0)
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
 		return res, err

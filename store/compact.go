@@ -137,9 +137,11 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	defer cancel()
 
 	// Flush so the memtable's data is inside the bounds and the stats.
+	progress(ctx, "flushing", 0, 0)
 	if err := db.Flush(); err != nil {
 		return CompactResult{}, s.wrap("flush", err)
 	}
+	progress(ctx, "deciding", 0, 0)
 	if err := waitStats(ctx, db); err != nil {
 		return CompactResult{}, err
 	}
@@ -183,6 +185,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	ctx, abort := context.WithCancelCause(ctx)
 	defer abort(nil)
 	defer s.watchBackground(abort)()
+	progress(ctx, "compacting", 0, int64(st.LiveBytes))
 	if err := db.Compact(ctx, lo, hi, true); err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {
 			return res, fmt.Errorf("store %s: compact stopped: %w", s.name, cause)
@@ -194,6 +197,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 		}
 		return res, s.wrap("compact", err)
 	}
+	progress(ctx, "measuring", 0, 0)
 	waitObsolete(ctx, db)
 	s.lastCompact.Store(nowNano())
 	res.Outcome = Compacted

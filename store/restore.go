@@ -103,6 +103,7 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 	}
 
 	t := time.Now()
+	progress(ctx, "fencing", 0, 0)
 	db, err := s.fence(ctx, StateRestoring)
 	if err != nil {
 		return res, err
@@ -137,6 +138,7 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 	t = time.Now()
 	staged := s.reg.stagedPath(s.name)
 	var ct copyTiming
+	progress(ctx, "staging", 0, info.Bytes)
 	err = s.stage(ctx, paths, info.BackupManifest, staged, &ct)
 	res.Timing.Hash, res.Timing.Sync = ct.Hash, ct.Sync
 	if err != nil {
@@ -146,6 +148,7 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 	crashPoint("restore.staged")
 
 	t = time.Now()
+	progress(ctx, "verifying", 0, 0)
 	if err := s.verifyStaged(staged); err != nil {
 		return res, err
 	}
@@ -162,6 +165,7 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 		return res, err
 	}
 	crashPoint("restore.swap-journaled")
+	progress(ctx, "swapping", 0, 0)
 	swapped = true
 	if res.Quarantine, err = s.reg.finishSwap(s.name, j); err != nil {
 		// The journal stays: the next Open or Restore finishes the swap.
@@ -173,6 +177,7 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 	res.Timing.Swap = time.Since(t)
 
 	t = time.Now()
+	progress(ctx, "reopening", 0, 0)
 	if err := s.open(); err != nil {
 		return res, err
 	}
@@ -223,6 +228,10 @@ func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, 
 	}
 	src := paths.backup(m.ID)
 	var mu sync.Mutex
+	var done, total int64
+	for _, f := range m.Files {
+		total += f.Size
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for _, f := range m.Files {
@@ -234,6 +243,8 @@ func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, 
 			sum, n, err := copyHashed(s.reg.backupFS, filepath.Join(src, f.Name), fs, filepath.Join(staged, f.Name), &pt)
 			mu.Lock()
 			ct.add(pt)
+			done += n
+			progress(ctx, "staging", done, total)
 			mu.Unlock()
 			if err != nil {
 				if isNotExist(err) {

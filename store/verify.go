@@ -43,12 +43,14 @@ type VerifyResult struct {
 // naming the file and marks the store corrupt.
 func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
 	start := time.Now()
+	progress(ctx, "checkpoint", 0, 0)
 	dir, err := s.checkpoint(ctx, "verify")
 	if err != nil {
 		return VerifyResult{}, err
 	}
 	defer os.RemoveAll(dir)
 
+	progress(ctx, "validating", 0, 0)
 	res, err := s.verifyDir(ctx, dir, opts)
 	if err != nil {
 		var cerr *CorruptionError

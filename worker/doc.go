@@ -10,8 +10,14 @@
 // the running handler's context on the cancel message; a later attempt of
 // a canceled job exits without running. Shutdown follows DESIGN.md's order.
 //
+// Store operations report progress through store.WithProgress; the
+// worker publishes it as job.progress, a few events a second at most. A
+// node restarting under its own name requeues the tasks its previous
+// process left active (asynqkeys.go), so a crash costs seconds, not
+// asynq's 60–120 s.
+//
 // It imports jobs and store. Not built yet (issue 4 continues): the
-// reconciler for tasks asynq moves without middleware, reclaiming the
-// node's orphaned tasks at start, job.progress events, the notify queue's
-// handler (issue 5), and the benchmarks against raw asynq.
+// reconciler for tasks asynq moves without middleware (lease expiry on
+// another node's death, archive), the notify queue's handler (issue 5),
+// and the benchmarks against raw asynq.
 package worker

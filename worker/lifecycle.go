@@ -78,6 +78,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 
 	s, err := w.cfg.Registry.Store(p.Store)
 	jobCtx, cancel := context.WithCancelCause(ctx)
+	jobCtx = store.WithProgress(jobCtx, w.progressReporter(ctx, ev))
 	w.mu.Lock()
 	w.running[p.JobID] = cancel
 	w.jobsWG.Add(1)

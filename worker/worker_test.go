@@ -134,8 +134,24 @@ func TestJobLifecycle(t *testing.T) {
 	if done.Attempts != 1 || done.StartedAt.IsZero() || done.FinishedAt.IsZero() || len(done.Result) == 0 || done.Node != "n1" {
 		t.Fatalf("record %+v", done)
 	}
-	if got := types(b.events(t, rec.ID)); got != "job.enqueued job.started job.succeeded " {
-		t.Fatalf("events: %s", got)
+	evs := b.events(t, rec.ID)
+	var progress []jobs.Event
+	var rest []jobs.Event
+	for _, e := range evs {
+		if e.Type == jobs.EventJobProgress {
+			progress = append(progress, e)
+		} else {
+			rest = append(rest, e)
+		}
+	}
+	if got := types(rest); got != "job.enqueued job.started job.succeeded " {
+		t.Fatalf("events: %s", types(evs))
+	}
+	if len(progress) == 0 || evs[0].Type != jobs.EventJobEnqueued || evs[1].Type != jobs.EventJobStarted || evs[len(evs)-1].Type != jobs.EventJobSucceeded {
+		t.Fatalf("job.progress missing or out of order: %s", types(evs))
+	}
+	if progress[0].Phase == "" || progress[0].Attempt != 1 {
+		t.Fatalf("progress event %+v", progress[0])
 	}
 	h := b.history(t, rec.ID)
 	if len(h) != 1 || h[0].Status != jobs.StatusCompacted || h[0].Actor != "tester" || h[0].Trigger != jobs.TriggerManual ||
@@ -373,4 +389,22 @@ func TestRedisRestart(t *testing.T) {
 	}
 	second := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{})
 	b.waitState(t, second.ID, jobs.StateSucceeded)
+}
+
+// However often a store reports, a job publishes a few progress events a
+// second.
+func TestProgressIsThrottled(t *testing.T) {
+	b := setup(t, nil, "orders")
+	report := b.w.progressReporter(t.Context(), func(typ jobs.EventType) jobs.Event {
+		return jobs.Event{Type: typ, JobID: "jthrottle"}
+	})
+	start := time.Now()
+	for i := 0; time.Since(start) < 600*time.Millisecond; i++ {
+		report([]string{"copying", "validating"}[i/50000%2], int64(i), 1<<30)
+	}
+	n := len(b.events(t, "jthrottle"))
+	// 600 ms allows at most 7 events at one per 100 ms (phase changes).
+	if n == 0 || n > 7 {
+		t.Fatalf("%d progress events in 600 ms", n)
+	}
 }
