@@ -34,10 +34,9 @@ func (c *Client) Cancel(ctx context.Context, id, actor string) (Record, error) {
 	now := time.Now().UTC()
 	ch := Change{
 		HSet:    map[string]any{"state": string(StateCanceled), "reason": "canceled by " + actor, "finished_at": formatTime(now)},
-		Del:     ReleaseLocks(rec),
-		Expire:  int64(c.cfg.RecordRetention / time.Second),
 		Publish: []Message{{Channel: CancelChannel, Payload: id}},
 	}
+	ch.Finish(rec, c.cfg.RecordRetention)
 	ch.AddEntry(EventsStream, c.cfg.EventsMaxLen, Event{Type: EventJobCanceled, JobID: id, Kind: rec.Kind, Store: rec.Store,
 		Node: rec.Node, Trigger: rec.Trigger, Actor: actor, Attempt: rec.Attempts, MaxRetry: rec.MaxRetry, At: now})
 	ch.AddEntry(HistoryStream, c.cfg.HistoryMaxLen, HistoryEntry{JobID: id, Kind: rec.Kind, Store: rec.Store, Status: StatusCanceled,

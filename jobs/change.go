@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -20,6 +21,13 @@ type Change struct {
 	XAdd    []StreamEntry  `json:"xadd,omitempty"`
 	Expire  int64          `json:"expire,omitempty"` // seconds, on the record
 	Publish []Message      `json:"publish,omitempty"`
+	SRem    []SetMember    `json:"srem,omitempty"`
+}
+
+// SetMember removes Member from the set Key.
+type SetMember struct {
+	Key    string `json:"k"`
+	Member string `json:"m"`
 }
 
 // SetKey sets Key to Value, with a TTL in milliseconds when TTLMS > 0.
@@ -76,6 +84,7 @@ if c.del then for _, k in ipairs(c.del) do redis.call('DEL', k) end end
 if c.xadd then for _, x in ipairs(c.xadd) do redis.call('XADD', x.s, 'MAXLEN', '~', x.n, '*', 'json', x.j) end end
 if c.expire and c.expire > 0 then redis.call('EXPIRE', KEYS[1], c.expire) end
 if c.publish then for _, p in ipairs(c.publish) do redis.call('PUBLISH', p.c, p.p) end end
+if c.srem then for _, m in ipairs(c.srem) do redis.call('SREM', m.k, m.m) end end
 return {'applied', st}
 `)
 
@@ -95,6 +104,18 @@ func Apply(ctx context.Context, rdb redis.Scripter, id string, guard Guard, c Ch
 		return false, "", fmt.Errorf("%w %q", ErrUnknownJob, id)
 	}
 	return out[0] == "applied", State(out[1]), nil
+}
+
+// InFlightKey is the set of job ids of a queue that are not finished yet:
+// what each worker's reconciler checks against asynq.
+func InFlightKey(queue string) string { return "storekeeper:inflight:" + queue }
+
+// Finish adds what every terminal state does: release the job's locks,
+// leave the in-flight set, and expire the record after retention.
+func (c *Change) Finish(r Record, retention time.Duration) {
+	c.Del = append(c.Del, ReleaseLocks(r)...)
+	c.SRem = append(c.SRem, SetMember{Key: InFlightKey(r.Queue), Member: r.ID})
+	c.Expire = int64(retention / time.Second)
 }
 
 // ReleaseLocks are the lock keys a job holds while in flight.

@@ -120,6 +120,7 @@ end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[3], unpack(ARGV, 5))
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'json', ARGV[4])
+redis.call('SADD', KEYS[5], ARGV[1])
 return {'new', ARGV[1]}
 `)
 
@@ -159,7 +160,7 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	for k, v := range rec.Fields() {
 		argv = append(argv, k, v)
 	}
-	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream}
+	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream, InFlightKey(rec.Queue)}
 	out, err := enqueueScript.Run(ctx, c.rdb, keys, argv...).StringSlice()
 	if err != nil {
 		return Enqueued{}, unavailable(err)
@@ -196,10 +197,8 @@ func (c *Client) abandon(rec Record, p Payload, cause error) {
 		Store: rec.Store, Node: rec.Node, Trigger: rec.Trigger, Actor: rec.Actor, Error: cause.Error(), At: now})
 	pipe := c.rdb.TxPipeline()
 	pipe.HSet(ctx, RecordKey(rec.ID), rec.Fields())
-	pipe.Del(ctx, LockKey(p))
-	if p.Kind == KindRestore {
-		pipe.Del(ctx, RestoreLockKey(p.Store))
-	}
+	pipe.Del(ctx, ReleaseLocks(rec)...)
+	pipe.SRem(ctx, InFlightKey(rec.Queue), rec.ID)
 	pipe.XAdd(ctx, ev)
 	_, _ = pipe.Exec(ctx)
 }

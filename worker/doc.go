@@ -16,8 +16,11 @@
 // process left active (asynqkeys.go), so a crash costs seconds, not
 // asynq's 60–120 s.
 //
-// It imports jobs and store. Not built yet (issue 4 continues): the
-// reconciler for tasks asynq moves without middleware (lease expiry on
-// another node's death, archive), the notify queue's handler (issue 5),
-// and the benchmarks against raw asynq.
+// A reconciler (every 15 s) settles the jobs asynq ended without any
+// middleware: a task it archived (its recoverer does, on a lease that
+// expired on the last attempt; so can an operator in asynqmon) or that is
+// gone ends as failed, with its locks released, job.failed and history.
+//
+// It imports jobs and store. Not built yet (issue 4 continues): the notify
+// queue's handler (issue 5) and the benchmarks against raw asynq.
 package worker

@@ -113,7 +113,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		return err
 	}
 
-	fin := jobs.Change{Expire: int64(w.cfg.Jobs.RecordRetention / time.Second)}
+	var fin jobs.Change
 	// The API must never answer from stale stats: publish them before the
 	// job reads finished, in the same atomic step.
 	if js, serr := w.statsJSON(p.Store); serr == nil {
@@ -124,7 +124,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	if err == nil {
 		result, _ := json.Marshal(out.Result)
 		fin.HSet = map[string]any{"state": string(jobs.StateSucceeded), "result": string(result), "finished_at": now.Format(time.RFC3339Nano), "reason": out.Reason}
-		fin.Del = jobs.ReleaseLocks(rec)
+		fin.Finish(rec, w.cfg.Jobs.RecordRetention)
 		done := ev(jobs.EventJobSucceeded)
 		done.Result = result
 		fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, done)
@@ -150,11 +150,9 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	if final {
 		failed.Type = jobs.EventJobFailed
 		fin.HSet["state"], fin.HSet["finished_at"] = string(jobs.StateFailed), now.Format(time.RFC3339Nano)
-		fin.Del = jobs.ReleaseLocks(rec)
+		fin.Finish(rec, w.cfg.Jobs.RecordRetention)
 		hist.Status, hist.Error = jobs.StatusFailed, err.Error()
 		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
-	} else {
-		fin.Expire = 0
 	}
 	fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, failed)
 	if _, _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {

@@ -90,8 +90,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		stop()
 		return fmt.Errorf("worker: subscribe to cancels: %w", err)
 	}
-	w.bg.Add(2)
+	w.bg.Add(3)
 	go func() { defer w.bg.Done(); w.heartbeat(bgCtx) }()
+	go func() { defer w.bg.Done(); w.reconcileLoop(bgCtx, 15*time.Second) }()
 	go func() { defer w.bg.Done(); defer sub.Close(); w.listenCancels(bgCtx, sub) }()
 
 	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{

@@ -408,3 +408,53 @@ func TestProgressIsThrottled(t *testing.T) {
 		t.Fatalf("%d progress events in 600 ms", n)
 	}
 }
+
+// A task asynq archived or lost without the worker is settled: the record
+// fails, the locks go, job.failed and a history entry are written.
+func TestReconcile(t *testing.T) {
+	b := setup(t, func(w *Worker) {
+		w.handlers[jobs.KindBackup] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			<-ctx.Done()
+			return outcome{}, ctx.Err()
+		}
+	}, "orders")
+	insp := asynq.NewInspectorFromRedisClient(b.rdb)
+	// Stop the worker from taking tasks, so they stay where we put them.
+	b.w.srv.Stop()
+	archived := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
+	if err := insp.ArchiveTask(jobs.NodeQueue("n1"), archived.ID); err != nil {
+		t.Fatal(err)
+	}
+	gone := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{})
+	if err := insp.DeleteTask(jobs.NodeQueue("n1"), gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	waiting := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{Force: true})
+	n, err := b.w.reconcile(t.Context(), 0)
+	if err != nil || n != 2 {
+		t.Fatalf("reconcile settled %d, %v; want 2", n, err)
+	}
+	for _, id := range []string{archived.ID, gone.ID} {
+		r, _ := b.client.Get(t.Context(), id)
+		if r.State != jobs.StateFailed || r.Reason == "" {
+			t.Fatalf("record %+v", r)
+		}
+		if got := types(b.events(t, id)); got != "job.enqueued job.failed " {
+			t.Fatalf("events of %s: %s", id, got)
+		}
+		if h := b.history(t, id); len(h) != 1 || h[0].Status != jobs.StatusFailed {
+			t.Fatalf("history %+v", h)
+		}
+	}
+	if r, _ := b.client.Get(t.Context(), waiting.ID); r.State != jobs.StatePending {
+		t.Fatalf("a waiting job was touched: %+v", r)
+	}
+	// The settled jobs' locks are gone: the same requests make new jobs.
+	again := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
+	if again.ID == archived.ID {
+		t.Fatal("lock of a settled job still held")
+	}
+	if n, _ := b.w.reconcile(t.Context(), 0); n != 0 {
+		t.Fatalf("second reconcile settled %d", n)
+	}
+}
