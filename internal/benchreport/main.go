@@ -41,14 +41,14 @@ type row struct {
 }
 
 var benches = []bench{
-	{"./store", "Compact", "1x", 5},
+	{"./store", "Compact", "1x", 9},
 	{"./store", "Verify", "10x", 5},
 	{"./store", "Get", "1s", 5},
 	{"./store", "GetParallel", "1s", 5},
 	{"./store", "Set", "1s", 5},
 	{"./store", "BackupFull", "1x", 5},
 	{"./store", "BackupIncremental", "1x", 3},
-	{"./store", "Restore", "1x", 5},
+	{"./store", "Restore", "1x", 9},
 	{"./store", "Scale", "1x", 3},
 }
 
