@@ -178,7 +178,7 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	_, err = c.aq.EnqueueContext(ctx, asynq.NewTask(string(p.Kind), task),
 		asynq.TaskID(rec.ID), asynq.Queue(rec.Queue), asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[p.Kind]))
 	if err != nil {
-		c.abandon(rec, p, err)
+		c.abandon(rec, err)
 		return Enqueued{}, unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
 	}
 	return Enqueued{Record: rec}, nil
@@ -187,7 +187,7 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 // abandon finishes a job whose task never reached asynq: the record fails,
 // the locks go, job.failed follows job.enqueued. Best effort: Redis may be
 // the reason it failed, and the worker's reconciler settles what is left.
-func (c *Client) abandon(rec Record, p Payload, cause error) {
+func (c *Client) abandon(rec Record, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	now := time.Now().UTC()
