@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -13,7 +14,7 @@ import (
 // NewID returns a new job id: a ULID (48-bit millisecond time, then
 // randomness, monotonic within a process), lower-case, so ids sort by
 // creation time as strings. It is also the asynq task id.
-func NewID() string { return "j" + toLower(ulid.Make().String()) }
+func NewID() string { return "j" + strings.ToLower(ulid.Make().String()) }
 
 // IDTime returns the creation time encoded in a job id.
 func IDTime(id string) (time.Time, error) {
@@ -25,16 +26,6 @@ func IDTime(id string) (time.Time, error) {
 		return time.Time{}, fmt.Errorf("not a job id: %q: %w", id, err)
 	}
 	return ulid.Time(u.Time()).UTC(), nil
-}
-
-func toLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
 }
 
 // Params are a job's kind-specific parameters. Two jobs of one kind on one

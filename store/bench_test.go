@@ -8,7 +8,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -355,6 +354,6 @@ type silentPebble struct{}
 func (silentPebble) Infof(string, ...any)  {}
 func (silentPebble) Errorf(string, ...any) {}
 func (silentPebble) Fatalf(format string, args ...any) {
-	fmt.Fprintf(io.Discard, format, args...)
+	fmt.Fprintf(os.Stderr, "pebble: "+format+"\n", args...)
 	os.Exit(1)
 }

@@ -34,7 +34,6 @@ type guard struct {
 
 	mu  sync.Mutex
 	rec guardRecord
-	err error // last write failure, reported by Stats
 }
 
 type guardRecord struct {
@@ -111,7 +110,9 @@ func (g *guard) reset(db *pebble.DB) error {
 }
 
 // apply records a version change: removed tables leave, added ones join.
-func (g *guard) apply(removed, added []pebble.TableInfo) {
+// A record that cannot be written leaves the old one, which only makes the
+// next check more lenient (see check), never a false alarm.
+func (g *guard) apply(removed, added []pebble.TableInfo) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for _, t := range removed {
@@ -126,7 +127,7 @@ func (g *guard) apply(removed, added []pebble.TableInfo) {
 		}
 		g.rec.High = max(g.rec.High, n)
 	}
-	g.err = g.saveLocked()
+	return g.saveLocked()
 }
 
 func (g *guard) load() (*guardRecord, error) {

@@ -240,7 +240,7 @@ func (s *Store) listener() pebble.EventListener {
 		},
 		FlushEnd: func(info pebble.FlushInfo) {
 			if info.Err == nil {
-				s.guard.apply(nil, info.Output)
+				s.recordTables(nil, info.Output)
 			}
 		},
 		CompactionEnd: func(info pebble.CompactionInfo) {
@@ -251,7 +251,7 @@ func (s *Store) listener() pebble.EventListener {
 			for _, l := range info.Input {
 				in = append(in, l.Tables...)
 			}
-			s.guard.apply(in, info.Output.Tables)
+			s.recordTables(in, info.Output.Tables)
 		},
 		TableIngested: func(info pebble.TableIngestInfo) {
 			if info.Err != nil {
@@ -261,8 +261,16 @@ func (s *Store) listener() pebble.EventListener {
 			for i, t := range info.Tables {
 				out[i] = t.TableInfo
 			}
-			s.guard.apply(nil, out)
+			s.recordTables(nil, out)
 		},
+	}
+}
+
+// recordTables updates the torn-MANIFEST guard's record after Pebble
+// installed a new version.
+func (s *Store) recordTables(removed, added []pebble.TableInfo) {
+	if err := s.guard.apply(removed, added); err != nil {
+		s.log.Warn("torn-MANIFEST guard record not updated", "err", err)
 	}
 }
 

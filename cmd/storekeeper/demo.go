@@ -72,7 +72,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "storekeeper demo: compact %s: %v\n", name, err)
 			return 1
 		}
-		verify := "ok"
+		var verify string
 		if v, err := s.Verify(ctx, store.VerifyOptions{Deep: true}); err != nil {
 			verify = err.Error()
 		} else {
