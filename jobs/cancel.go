@@ -33,8 +33,9 @@ func (c *Client) Cancel(ctx context.Context, id, actor string) (Record, error) {
 	}
 	now := time.Now().UTC()
 	ch := Change{
-		HSet:    map[string]any{"state": string(StateCanceled), "reason": "canceled by " + actor, "finished_at": formatTime(now)},
-		Publish: []Message{{Channel: CancelChannel, Payload: id}},
+		HSet:     map[string]any{"state": string(StateCanceled), "reason": "canceled by " + actor, "finished_at": formatTime(now)},
+		Publish:  []Message{{Channel: CancelChannel, Payload: id}},
+		ReadBack: true,
 	}
 	ch.Finish(rec, c.cfg.RecordRetention)
 	ch.AddEntry(EventsStream, c.cfg.EventsMaxLen, Event{Type: EventJobCanceled, JobID: id, Kind: rec.Kind, Store: rec.Store,
@@ -42,18 +43,17 @@ func (c *Client) Cancel(ctx context.Context, id, actor string) (Record, error) {
 	ch.AddEntry(HistoryStream, c.cfg.HistoryMaxLen, HistoryEntry{JobID: id, Kind: rec.Kind, Store: rec.Store, Status: StatusCanceled,
 		Reason: "canceled by " + actor, Trigger: rec.Trigger, Actor: rec.Actor, Attempts: rec.Attempts,
 		DurationMS: durationMS(rec.StartedAt, now), Node: rec.Node, At: now})
-	applied, prior, err := Apply(ctx, c.rdb, id, UnlessTerminal, ch)
+	res, err := Apply(ctx, c.rdb, id, UnlessTerminal, ch)
 	if err != nil {
 		return rec, err
 	}
-	if !applied {
-		rec, _ = c.Get(ctx, id)
-		return rec, fmt.Errorf("%w: job %s is %s", ErrFinished, id, prior)
+	if !res.OK {
+		return res.Record, fmt.Errorf("%w: job %s is %s", ErrFinished, id, res.Prior)
 	}
 	// A task still waiting in asynq goes; an active one cannot be deleted,
 	// and its worker stops it on the cancel message.
 	_ = c.insp.DeleteTask(rec.Queue, id)
-	return c.Get(ctx, id)
+	return res.Record, nil
 }
 
 func durationMS(start, end time.Time) int64 {

@@ -107,9 +107,15 @@ func LockKey(p Payload) string {
 // RestoreLockKey is the restore lock of a store.
 func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + ":restore" }
 
-// enqueueScript takes the locks, writes the record and appends job.enqueued
-// atomically, or reports the job that holds a lock.
+// enqueueScript routes the job to its store's owner, takes the locks,
+// writes the record and appends job.enqueued atomically, or reports why
+// not: no owner, or the job that holds a lock. One round trip: the owner
+// is read inside, so the record's node and queue, the in-flight set and
+// the event's node are completed here (the event arrives as JSON without
+// a node, and gets it appended).
 var enqueueScript = redis.NewScript(`
+local owner = redis.call('HGET', KEYS[5], ARGV[5])
+if not owner then return {'unknown', ''} end
 local held = redis.call('GET', KEYS[1])
 if held then return {'dup', held} end
 if ARGV[2] == '1' then
@@ -117,27 +123,23 @@ if ARGV[2] == '1' then
   if r then return {'conflict', r} end
   redis.call('SET', KEYS[2], ARGV[1])
 end
+local queue = ARGV[6] .. owner
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[3], unpack(ARGV, 5))
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'json', ARGV[4])
-redis.call('SADD', KEYS[5], ARGV[1])
-return {'new', ARGV[1]}
+redis.call('HSET', KEYS[3], 'node', owner, 'queue', queue, unpack(ARGV, 8))
+local ev = string.sub(ARGV[4], 1, -2) .. ',"node":' .. cjson.encode(owner) .. '}'
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'json', ev)
+redis.call('SADD', ARGV[7] .. queue, ARGV[1])
+return {'new', owner}
 `)
 
-// Enqueue enqueues req, or returns the equal job already in flight.
+// Enqueue enqueues req, or returns the equal job already in flight. It
+// costs two round trips: the script above, and asynq's enqueue.
 func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	if err := ValidateStoreName(req.Store); err != nil {
 		return Enqueued{}, err
 	}
 	if !req.Kind.Maintenance() {
 		return Enqueued{}, fmt.Errorf("%w: %q is not a store job kind", ErrBadPayload, req.Kind)
-	}
-	node, err := c.rdb.HGet(ctx, StoresKey, req.Store).Result()
-	if errors.Is(err, redis.Nil) {
-		return Enqueued{}, fmt.Errorf("%w %q: no node owns it", ErrUnknownStore, req.Store)
-	}
-	if err != nil {
-		return Enqueued{}, unavailable(err)
 	}
 	p := Payload{JobID: NewID(), Kind: req.Kind, Store: req.Store, Trigger: req.Trigger, Actor: req.Actor, BatchID: req.BatchID, Params: req.Params}
 	task, err := p.Encode()
@@ -146,21 +148,23 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	}
 	now := time.Now().UTC()
 	rec := Record{
-		ID: p.JobID, Kind: p.Kind, Store: p.Store, Node: node, Queue: NodeQueue(node), State: StatePending,
+		ID: p.JobID, Kind: p.Kind, Store: p.Store, State: StatePending,
 		Trigger: p.Trigger, Actor: p.Actor, BatchID: p.BatchID, Params: p.Params,
 		MaxRetry: c.cfg.MaxRetry[p.Kind], Errors: []AttemptError{}, EnqueuedAt: now,
 	}
-	ev, _ := json.Marshal(Event{Type: EventJobEnqueued, JobID: rec.ID, Kind: rec.Kind, Store: rec.Store, Node: node,
+	ev, _ := json.Marshal(Event{Type: EventJobEnqueued, JobID: rec.ID, Kind: rec.Kind, Store: rec.Store,
 		Trigger: rec.Trigger, Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
 	restore := "0"
 	if p.Kind == KindRestore {
 		restore = "1"
 	}
-	argv := []any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev)}
+	argv := []any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev), p.Store, NodeQueue(""), InFlightKey("")}
 	for k, v := range rec.Fields() {
-		argv = append(argv, k, v)
+		if k != "node" && k != "queue" && v != "" { // an absent field reads as empty
+			argv = append(argv, k, v)
+		}
 	}
-	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream, InFlightKey(rec.Queue)}
+	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream, StoresKey}
 	out, err := enqueueScript.Run(ctx, c.rdb, keys, argv...).StringSlice()
 	if err != nil {
 		return Enqueued{}, unavailable(err)
@@ -174,7 +178,11 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 		return Enqueued{Record: held, Deduplicated: true}, nil
 	case "conflict":
 		return Enqueued{}, fmt.Errorf("%w on store %s: job %s", ErrRestoreInProgress, p.Store, out[1])
+	case "unknown":
+		return Enqueued{}, fmt.Errorf("%w %q: no node owns it", ErrUnknownStore, req.Store)
 	}
+	rec.Node = out[1]
+	rec.Queue = NodeQueue(rec.Node)
 	_, err = c.aq.EnqueueContext(ctx, asynq.NewTask(string(p.Kind), task),
 		asynq.TaskID(rec.ID), asynq.Queue(rec.Queue), asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[p.Kind]))
 	if err != nil {

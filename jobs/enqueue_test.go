@@ -35,8 +35,11 @@ func TestEnqueueRoutesRecordsAndAnnounces(t *testing.T) {
 		t.Fatalf("enqueued %+v", got)
 	}
 	stored, err := c.Get(t.Context(), r.ID)
-	if err != nil || stored.ID != r.ID || stored.State != StatePending || stored.Actor != "alice" {
+	if err != nil || stored.ID != r.ID || stored.State != StatePending || stored.Actor != "alice" || stored.Node != "n1" || stored.Queue != "node.n1" {
 		t.Fatalf("Get = %+v, %v", stored, err)
+	}
+	if in, err := rdb.SIsMember(t.Context(), InFlightKey("node.n1"), r.ID).Result(); err != nil || !in {
+		t.Fatalf("not in the owner queue's in-flight set: %v, %v", in, err)
 	}
 	// The task is in the owner's queue under the job id.
 	insp := asynq.NewInspectorFromRedisClient(rdb)

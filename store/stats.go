@@ -14,7 +14,7 @@ type Stats struct {
 	State State  `json:"state"`
 	Error string `json:"error,omitempty"`
 
-	DiskBytes     uint64       `json:"disk_bytes"`     // every file in the store directory
+	DiskBytes     uint64       `json:"disk_bytes"`     // Pebble's disk usage (tables live and obsolete, WAL, MANIFEST, OPTIONS); a store not open: every file in its directory
 	LiveBytes     uint64       `json:"live_bytes"`     // sstables of the live version
 	EstimatedKeys uint64       `json:"estimated_keys"` // entries minus deletions; overwritten versions count twice until compacted
 	Levels        []LevelStats `json:"levels"`
@@ -55,14 +55,18 @@ func (s *Store) Stats() Stats {
 	if cause != nil {
 		st.Error = cause.Error()
 	}
-	st.DiskBytes = dirSize(s.dir)
 	db, err := s.acquire()
 	if err != nil {
+		st.DiskBytes = dirSize(s.dir)
 		return st
 	}
 	defer s.release()
 	levels, _ := db.SSTables(pebble.WithProperties())
-	s.fillStats(&st, db.Metrics(), levels)
+	m := db.Metrics()
+	// Pebble counts its files as it makes and deletes them: no walk of the
+	// directory on every call (Stats runs at the end of every job).
+	st.DiskBytes = m.DiskSpaceUsage()
+	s.fillStats(&st, m, levels)
 	st.EstimatedKeys = estimateKeys(levels)
 	return st
 }

@@ -33,6 +33,9 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		w.log.Error("dropping a task with a bad payload", "type", task.Type(), "err", err)
 		return err // wraps SkipRetry: archived, never retried
 	}
+	if w.attemptDone != nil {
+		defer w.attemptDone(p)
+	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
 	attempt := retried + 1
@@ -57,9 +60,9 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 
 	started := time.Now().UTC()
 	start := jobs.Change{HSet: map[string]any{"state": string(jobs.StateActive), "attempts": attempt, "node": w.cfg.Node,
-		"started_at": started.Format(time.RFC3339Nano), "reason": ""}}
+		"started_at": started.Format(time.RFC3339Nano), "reason": ""}, ReadBack: true}
 	start.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, ev(jobs.EventJobStarted))
-	applied, prior, err := jobs.Apply(ctx, w.rdb, p.JobID, jobs.UnlessCanceled, start)
+	res, err := jobs.Apply(ctx, w.rdb, p.JobID, jobs.UnlessCanceled, start)
 	if errors.Is(err, jobs.ErrUnknownJob) {
 		log.Error("task without a job record; dropping it")
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
@@ -67,18 +70,16 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	if err != nil {
 		return err // Redis trouble: asynq retries the attempt
 	}
-	if !applied {
-		log.Info("job was canceled; not running it", "state", prior)
+	if !res.OK {
+		log.Info("job was canceled; not running it", "state", res.Prior)
 		return nil
 	}
-	rec, err := w.jobs.Get(ctx, p.JobID)
-	if err != nil {
-		return err
-	}
+	rec := res.Record
 
 	s, err := w.cfg.Registry.Store(p.Store)
 	jobCtx, cancel := context.WithCancelCause(ctx)
-	jobCtx = store.WithProgress(jobCtx, w.progressReporter(ctx, ev))
+	report, stopProgress := w.progressReporter(ctx, ev)
+	jobCtx = store.WithProgress(jobCtx, report)
 	w.mu.Lock()
 	w.running[p.JobID] = cancel
 	w.jobsWG.Add(1)
@@ -87,6 +88,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	if err == nil {
 		out, err = handler(jobCtx, s, p)
 	}
+	stopProgress()
 	w.mu.Lock()
 	delete(w.running, p.JobID)
 	canceledAt := w.canceledAt[p.JobID]
@@ -108,7 +110,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		// Stopped by shutdown (ours, or asynq's own cancel of the handler
 		// context when its ShutdownTimeout ran out): not a failure.
 		ch := jobs.Change{HSet: map[string]any{"state": string(jobs.StateRetry), "reason": "interrupted"}}
-		_, _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, ch)
+		_, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, ch)
 		log.Info("job interrupted by shutdown; asynq requeues it", "err", aerr)
 		return err
 	}
@@ -134,7 +136,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		}
 		hist.Status, hist.Reason, hist.BytesBefore, hist.BytesAfter, hist.BackupID = out.Status, out.Reason, out.BytesBefore, out.BytesAfter, out.BackupID
 		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
-		if _, _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
+		if _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
 			return aerr
 		}
 		log.Info("job succeeded", "status", out.Status, "reason", out.Reason, "took", now.Sub(started))
@@ -155,7 +157,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
 	}
 	fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, failed)
-	if _, _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
+	if _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
 		log.Error("recording a failed attempt", "err", aerr)
 	}
 	if final {

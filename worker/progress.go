@@ -10,35 +10,92 @@ import (
 )
 
 // Progress is published as job.progress at most every progressEvery, and
-// on a phase change at most every progressMin: a few events per second per
-// job, whatever the store reports.
+// on a phase change at most every progressMin: a few events per second
+// per job, whatever the store reports. Nothing is published during a
+// job's first progressMin, so a job that ends quickly costs no progress
+// round trip; a report held back by the throttle is published when its
+// window opens, unless the job has ended or reported again by then.
 const (
 	progressEvery = 250 * time.Millisecond
 	progressMin   = 100 * time.Millisecond
 )
 
 // progressReporter turns a store operation's progress into throttled
-// job.progress events; base builds the event's common fields.
-func (w *Worker) progressReporter(ctx context.Context, base func(jobs.EventType) jobs.Event) store.ProgressFunc {
+// job.progress events; base builds the event's common fields. stop must
+// be called when the handler returns: it drops what is still held back
+// and waits for a publish in flight, so no progress follows the job's end.
+func (w *Worker) progressReporter(ctx context.Context, base func(jobs.EventType) jobs.Event) (report store.ProgressFunc, stop func()) {
 	var (
-		mu    sync.Mutex
-		last  time.Time
-		phase string
+		mu      sync.Mutex
+		last    = time.Now() // the job's start: the first window opens progressMin later
+		phase   string
+		pending *jobs.Event
+		armed   bool // a timer will call flush
+		stopped bool
+		wg      sync.WaitGroup
 	)
-	return func(p string, done, total int64) {
-		mu.Lock()
-		now := time.Now()
-		since := now.Sub(last)
-		if since < progressMin || (p == phase && since < progressEvery) {
-			mu.Unlock()
-			return
-		}
-		last, phase = now, p
-		mu.Unlock()
-		e := base(jobs.EventJobProgress)
-		e.Phase, e.Done, e.Total, e.At = p, done, total, now.UTC()
+	publish := func(e jobs.Event) {
+		defer wg.Done()
 		if _, err := jobs.Append(context.WithoutCancel(ctx), w.rdb, jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, e); err != nil {
 			w.log.Warn("publishing progress failed", "job", e.JobID, "err", err)
 		}
 	}
+	// due is when a report of phase p may go out.
+	due := func(p string) time.Time {
+		if p == phase {
+			return last.Add(progressEvery)
+		}
+		return last.Add(progressMin)
+	}
+	var flush func()
+	flush = func() {
+		mu.Lock()
+		armed = false
+		if stopped || pending == nil {
+			mu.Unlock()
+			return
+		}
+		now := time.Now()
+		if at := due(pending.Phase); now.Before(at) { // a report went out meanwhile
+			armed = true
+			time.AfterFunc(at.Sub(now), flush)
+			mu.Unlock()
+			return
+		}
+		e := *pending
+		pending, last, phase = nil, now, e.Phase
+		wg.Add(1)
+		mu.Unlock()
+		publish(e)
+	}
+	report = func(p string, done, total int64) {
+		now := time.Now()
+		e := base(jobs.EventJobProgress)
+		e.Phase, e.Done, e.Total, e.At = p, done, total, now.UTC()
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			return
+		}
+		if at := due(p); now.Before(at) {
+			pending = &e
+			if !armed {
+				armed = true
+				time.AfterFunc(at.Sub(now), flush)
+			}
+			mu.Unlock()
+			return
+		}
+		pending, last, phase = nil, now, p
+		wg.Add(1)
+		mu.Unlock()
+		publish(e)
+	}
+	stop = func() {
+		mu.Lock()
+		stopped, pending = true, nil // a timer still armed finds nothing to do
+		mu.Unlock()
+		wg.Wait()
+	}
+	return report, stop
 }

@@ -69,11 +69,11 @@ func (w *Worker) reconcile(ctx context.Context, grace time.Duration) (int, error
 		ch.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, jobs.HistoryEntry{JobID: id, Kind: rec.Kind, Store: rec.Store,
 			Status: jobs.StatusFailed, Reason: reason, Trigger: rec.Trigger, Actor: rec.Actor, Attempts: rec.Attempts,
 			Error: reason, Node: w.cfg.Node, At: now})
-		applied, _, err := jobs.Apply(ctx, w.rdb, id, jobs.UnlessTerminal, ch)
+		res, err := jobs.Apply(ctx, w.rdb, id, jobs.UnlessTerminal, ch)
 		if err != nil {
 			return settled, fmt.Errorf("settle job %s: %w", id, err)
 		}
-		if applied {
+		if res.OK {
 			settled++
 			w.log.Warn("settled a job asynq ended without the worker", "job", id, "reason", reason)
 		}

@@ -124,7 +124,14 @@ func (b *bundle) history(t *testing.T, id string) []jobs.HistoryEntry {
 }
 
 func TestJobLifecycle(t *testing.T) {
-	b := setup(t, nil, "orders")
+	// The job outlives progress's first window (100 ms), as any job worth
+	// watching does, so the compaction's phases are published.
+	b := setup(t, func(w *Worker) {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			time.Sleep(150 * time.Millisecond)
+			return compactJob(ctx, s, p)
+		}
+	}, "orders")
 	s, _ := b.reg.Store("orders")
 	for i := range 3000 {
 		_ = s.Set(fmt.Appendf(nil, "k%05d", i), make([]byte, 100))
@@ -392,20 +399,37 @@ func TestRedisRestart(t *testing.T) {
 }
 
 // However often a store reports, a job publishes a few progress events a
-// second.
+// second; nothing in its first 100 ms, a report held back goes out when
+// its window opens, and nothing follows stop.
 func TestProgressIsThrottled(t *testing.T) {
 	b := setup(t, nil, "orders")
-	report := b.w.progressReporter(t.Context(), func(typ jobs.EventType) jobs.Event {
+	report, stop := b.w.progressReporter(t.Context(), func(typ jobs.EventType) jobs.Event {
 		return jobs.Event{Type: typ, JobID: "jthrottle"}
 	})
+	report("checkpoint", 0, 0)
+	report("validating", 0, 0) // replaces the held-back checkpoint
+	if n := len(b.events(t, "jthrottle")); n != 0 {
+		t.Fatalf("%d progress events in a job's first 100 ms", n)
+	}
+	time.Sleep(200 * time.Millisecond)
+	evs := b.events(t, "jthrottle")
+	if len(evs) != 1 || evs[0].Phase != "validating" {
+		t.Fatalf("held-back report: %+v", evs)
+	}
 	start := time.Now()
 	for i := 0; time.Since(start) < 600*time.Millisecond; i++ {
 		report([]string{"copying", "validating"}[i/50000%2], int64(i), 1<<30)
 	}
+	stop()
 	n := len(b.events(t, "jthrottle"))
-	// 600 ms allows at most 7 events at one per 100 ms (phase changes).
-	if n == 0 || n > 7 {
-		t.Fatalf("%d progress events in 600 ms", n)
+	// 600 ms allows at most 7 more events at one per 100 ms (phase changes).
+	if n < 2 || n > 8 {
+		t.Fatalf("%d progress events in 800 ms", n)
+	}
+	report("copying", 1, 1)
+	time.Sleep(300 * time.Millisecond)
+	if m := len(b.events(t, "jthrottle")); m != n {
+		t.Fatalf("%d progress events after stop", m-n)
 	}
 }
 
