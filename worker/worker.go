@@ -42,6 +42,10 @@ type Worker struct {
 
 	shuttingDown atomic.Bool
 
+	// attemptDone, when set (benchmarks), is called as each attempt's
+	// handling ends, after its records are written.
+	attemptDone func(jobs.Payload)
+
 	stop func()         // ends heartbeat and cancel subscription
 	bg   sync.WaitGroup // their goroutines
 }

@@ -1,0 +1,400 @@
+package worker
+
+// Benchmarks of the job pipeline beside raw asynq with the same settings,
+// on a private redis-server: `make bench` reports them in
+// docs/BENCHMARKS.md. Each runs its sub-benchmarks back to back on one
+// Redis, flushed in between: /storekeeper (enqueue client, worker,
+// records, events, history) and /raw (asynq client and server, a
+// handler that does nothing).
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
+	"storekeeper/store"
+)
+
+// Both sides poll like this: asynq's processor sleeps between ½ and 1½ of
+// it after finding its queues empty.
+const (
+	benchCheckInterval = 20 * time.Millisecond
+	benchConcurrency   = 4
+)
+
+// roundTrips counts the commands and pipelines a client sends (each is one
+// round trip), and those of them that touch storekeeper's own keys.
+type roundTrips struct{ total, ours atomic.Int64 }
+
+func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.count(cmds...)
+		return next(ctx, cmds)
+	}
+}
+
+func (c *roundTrips) count(cmds ...redis.Cmder) {
+	c.total.Add(1)
+	for _, cmd := range cmds {
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok && strings.HasPrefix(s, "storekeeper:") {
+				c.ours.Add(1)
+				return
+			}
+		}
+	}
+}
+
+// cpuUsage is the CPU time used so far by this process and by the Redis
+// server behind rdb, in microseconds.
+func cpuUsage(b *testing.B, rdb *redis.Client) (goUS, redisUS float64) {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	goUS = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e3
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(info, "\r\n") {
+		k, v, _ := strings.Cut(l, ":")
+		if k == "used_cpu_sys" || k == "used_cpu_user" {
+			f, _ := strconv.ParseFloat(v, 64)
+			redisUS += f * 1e6
+		}
+	}
+	return goUS, redisUS
+}
+
+// reportCPU adds the CPU per job since (go0, redis0).
+func reportCPU(b *testing.B, rdb *redis.Client, go0, redis0 float64) {
+	go1, redis1 := cpuUsage(b, rdb)
+	b.ReportMetric((go1-go0)/float64(b.N), "go-cpu-us/job")
+	b.ReportMetric((redis1-redis0)/float64(b.N), "redis-cpu-us/job")
+}
+
+// samples collects durations from several goroutines.
+type samples struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (s *samples) add(d time.Duration) { s.mu.Lock(); s.d = append(s.d, d); s.mu.Unlock() }
+
+// report adds the p50 and p99 of the samples as name-p50-ms, name-p99-ms.
+func (s *samples) report(b *testing.B, name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.d) == 0 {
+		b.Fatalf("no %s samples", name)
+	}
+	slices.Sort(s.d)
+	at := func(q float64) float64 {
+		return float64(s.d[min(len(s.d)-1, int(q*float64(len(s.d))))]) / 1e6
+	}
+	b.ReportMetric(at(0.50), name+"-p50-ms")
+	b.ReportMetric(at(0.99), name+"-p99-ms")
+}
+
+// pipeline is a worker over empty stores with a live events tailer, as
+// the API runs one.
+type pipeline struct {
+	rdb    *redis.Client
+	rts    *roundTrips
+	client *jobs.Client
+	w      *Worker
+	reg    *store.Registry
+	stores []string
+	// events: how long from a state change (the event's At, taken just
+	// before the step's write) until the tailer had read it.
+	events samples
+	ended  map[string]chan struct{} // store -> a job of it ended
+	stop   func()
+}
+
+// startPipeline runs a worker on n empty stores. wrap, if set, wraps the
+// verify handler. With watch, a tailer reads the events stream as the API
+// does, measures how soon each event is readable, and reports a job's end
+// when it reads it; without, the worker reports it directly.
+func startPipeline(b *testing.B, srv *redistest.Server, n int, watch bool, wrap func(handlerFunc) handlerFunc) *pipeline {
+	b.Helper()
+	srv.FlushAll(b)
+	p := &pipeline{rts: &roundTrips{}, ended: map[string]chan struct{}{}}
+	p.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 32})
+	p.rdb.AddHook(p.rts)
+	for i := range n {
+		name := fmt.Sprintf("s%02d", i)
+		p.stores = append(p.stores, name)
+		p.ended[name] = make(chan struct{}, 1)
+	}
+	reg, err := store.Open(store.Config{DataDir: filepath.Join(b.TempDir(), "data"), Stores: p.stores, Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p.reg = reg
+	w, err := New(Config{Redis: p.rdb, Registry: reg, Node: "n1", Concurrency: benchConcurrency,
+		TaskCheckInterval: benchCheckInterval, Logger: quietLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if wrap != nil {
+		w.handlers[jobs.KindVerify] = wrap(w.handlers[jobs.KindVerify])
+	}
+	p.w = w
+	p.client = jobs.NewClient(p.rdb, jobs.ClientConfig{})
+
+	// The tailer reads on its own client: its round trips are the
+	// watchers', not the jobs'.
+	tailRDB := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	if !watch {
+		w.attemptDone = func(pl jobs.Payload) { p.ended[pl.Store] <- struct{}{} }
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		last := "0-0"
+		for watch && ctx.Err() == nil {
+			evs, err := jobs.ReadEvents(ctx, tailRDB, last, 1000, 100*time.Millisecond)
+			now := time.Now()
+			if err != nil {
+				continue
+			}
+			for _, e := range evs {
+				last = e.ID
+				p.events.add(now.Sub(e.At))
+				if e.Type == jobs.EventJobSucceeded || e.Type == jobs.EventJobFailed {
+					p.ended[e.Store] <- struct{}{}
+				}
+			}
+		}
+	}()
+	if err := w.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	p.stop = func() {
+		w.Shutdown()
+		cancel()
+		wg.Wait()
+		tailRDB.Close()
+		reg.Close()
+		p.rdb.Close()
+	}
+	return p
+}
+
+func (p *pipeline) enqueue(b *testing.B, st string) {
+	res, err := p.client.Enqueue(context.Background(), jobs.Request{Kind: jobs.KindVerify, Store: st, Trigger: jobs.TriggerManual, Actor: "bench"})
+	if err != nil || res.Deduplicated {
+		b.Fatalf("enqueue: %+v, %v", res, err)
+	}
+}
+
+// rawQueue is an asynq server and client with storekeeper's settings and
+// a handler that only signals.
+type rawQueue struct {
+	rdb    *redis.Client
+	rts    *roundTrips
+	client *asynq.Client
+	srv    *asynq.Server
+}
+
+func startRaw(b *testing.B, srv *redistest.Server, handler func(*asynq.Task)) *rawQueue {
+	b.Helper()
+	srv.FlushAll(b)
+	q := &rawQueue{rts: &roundTrips{}}
+	q.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 32})
+	q.rdb.AddHook(q.rts)
+	q.client = asynq.NewClientFromRedisClient(q.rdb)
+	q.srv = asynq.NewServerFromRedisClient(q.rdb, asynq.Config{
+		Concurrency:       benchConcurrency,
+		Queues:            map[string]int{jobs.NodeQueue("n1"): 10, jobs.NotifyQueue: 1},
+		TaskCheckInterval: benchCheckInterval,
+		Logger:            asynqLogger{quietLogger()},
+		LogLevel:          asynq.WarnLevel,
+	})
+	if err := q.srv.Start(asynq.HandlerFunc(func(_ context.Context, t *asynq.Task) error { handler(t); return nil })); err != nil {
+		b.Fatal(err)
+	}
+	return q
+}
+
+func (q *rawQueue) enqueue(b *testing.B, payload string) {
+	_, err := q.client.Enqueue(asynq.NewTask("verify", []byte(payload)), asynq.Queue(jobs.NodeQueue("n1")),
+		asynq.MaxRetry(1), asynq.Timeout(time.Hour))
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+func (q *rawQueue) stop() {
+	q.srv.Shutdown()
+	q.rdb.Close()
+}
+
+// idleGap waits a random 0–30 ms between jobs, so that enqueues land at
+// every phase of the workers' polling.
+func idleGap(b *testing.B) {
+	b.StopTimer()
+	time.Sleep(time.Duration(rand.Int64N(int64(30 * time.Millisecond))))
+	b.StartTimer()
+}
+
+// BenchmarkEnqueueToStart: at low load (one job at a time, spread over 4
+// stores), how long from calling enqueue until the handler runs.
+// storekeeper's handler is a verify of an empty store; the time stops as
+// it is entered.
+func BenchmarkEnqueueToStart(b *testing.B) {
+	srv := redistest.Start(b, redistest.RequireReal())
+	b.Run("storekeeper", func(b *testing.B) {
+		started := make(chan time.Time, 1)
+		p := startPipeline(b, srv, 4, true, func(h handlerFunc) handlerFunc {
+			return func(ctx context.Context, s *store.Store, pl jobs.Payload) (outcome, error) {
+				started <- time.Now()
+				return h(ctx, s, pl)
+			}
+		})
+		defer p.stop()
+		var lat samples
+		b.ResetTimer()
+		for i := range b.N {
+			idleGap(b)
+			st := p.stores[i%len(p.stores)]
+			t0 := time.Now()
+			p.enqueue(b, st)
+			lat.add((<-started).Sub(t0))
+			<-p.ended[st]
+		}
+		b.StopTimer()
+		lat.report(b, "start")
+		p.events.report(b, "event")
+	})
+	b.Run("raw", func(b *testing.B) {
+		started := make(chan time.Time, 1)
+		ended := make(chan struct{}, 1)
+		q := startRaw(b, srv, func(*asynq.Task) { started <- time.Now(); ended <- struct{}{} })
+		defer q.stop()
+		var lat samples
+		b.ResetTimer()
+		for i := range b.N {
+			idleGap(b)
+			t0 := time.Now()
+			q.enqueue(b, fmt.Sprintf(`{"job_id":"%d"}`, i))
+			lat.add((<-started).Sub(t0))
+			<-ended
+		}
+		b.StopTimer()
+		lat.report(b, "start")
+	})
+}
+
+// closedLoop runs b.N jobs from slots goroutines, each running one job
+// at a time (job(slot) enqueues and waits for the end), and reports jobs/s.
+func closedLoop(b *testing.B, slots int, job func(slot int)) {
+	var left atomic.Int64
+	left.Store(int64(b.N))
+	start := time.Now()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for i := range slots {
+		wg.Go(func() {
+			for left.Add(-1) >= 0 {
+				job(i)
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "jobs/s")
+}
+
+// noop is the most trivial job: a handler that returns at once. What is
+// left is the pipeline: enqueue, record, events, history, stats.
+func noop(handlerFunc) handlerFunc {
+	return func(context.Context, *store.Store, jobs.Payload) (outcome, error) {
+		return outcome{Status: jobs.StatusVerified}, nil
+	}
+}
+
+// BenchmarkThroughput: trivial jobs back to back, 16 in flight, on 4
+// asynq workers. storekeeper's jobs are verifies of 16 empty stores, each
+// store's next enqueued when its previous one ends (a store takes one job
+// at a time, and an equal job in flight would be deduplicated); raw asynq
+// runs no-op tasks in 16 slots the same way.
+//
+//   - storekeeper: the verify handler returns at once (pipeline only)
+//   - watched: the same, with a tailer reading every event as the API does
+//   - verify: real verifies of the empty stores (a checkpoint and its fsyncs)
+//   - raw: asynq, a no-op handler
+//
+// jobs/s is the throughput; rt/job the round trips per job of each side's
+// client and workers, ours-rt/job those that touch storekeeper's keys;
+// go-cpu and redis-cpu what the process and the server spent per job.
+func BenchmarkThroughput(b *testing.B) {
+	srv := redistest.Start(b, redistest.RequireReal())
+	const slots = 16
+	run := func(b *testing.B, watch bool, wrap func(handlerFunc) handlerFunc) {
+		p := startPipeline(b, srv, slots, watch, wrap)
+		defer p.stop()
+		rts0, ours0 := p.rts.total.Load(), p.rts.ours.Load()
+		go0, redis0 := cpuUsage(b, p.rdb)
+		closedLoop(b, slots, func(i int) {
+			p.enqueue(b, p.stores[i])
+			<-p.ended[p.stores[i]]
+		})
+		b.ReportMetric(float64(p.rts.total.Load()-rts0)/float64(b.N), "rt/job")
+		b.ReportMetric(float64(p.rts.ours.Load()-ours0)/float64(b.N), "ours-rt/job")
+		reportCPU(b, p.rdb, go0, redis0)
+		if watch {
+			p.events.report(b, "event")
+		}
+	}
+	b.Run("storekeeper", func(b *testing.B) { run(b, false, noop) })
+	b.Run("watched", func(b *testing.B) { run(b, true, noop) })
+	b.Run("verify", func(b *testing.B) { run(b, false, nil) })
+	b.Run("raw", func(b *testing.B) {
+		ended := make([]chan struct{}, slots)
+		for i := range ended {
+			ended[i] = make(chan struct{}, 1)
+		}
+		q := startRaw(b, srv, func(t *asynq.Task) {
+			var slot int
+			fmt.Sscanf(string(t.Payload()), `{"slot":%d}`, &slot)
+			ended[slot] <- struct{}{}
+		})
+		defer q.stop()
+		rts0 := q.rts.total.Load()
+		go0, redis0 := cpuUsage(b, q.rdb)
+		closedLoop(b, slots, func(i int) {
+			q.enqueue(b, fmt.Sprintf(`{"slot":%d}`, i))
+			<-ended[i]
+		})
+		b.ReportMetric(float64(q.rts.total.Load()-rts0)/float64(b.N), "rt/job")
+		reportCPU(b, q.rdb, go0, redis0)
+	})
+}
