@@ -22,6 +22,7 @@ type Change struct {
 	Expire  int64 // seconds, on the record
 	Publish []Message
 	SRem    []SetMember
+	Push    []ListPush // LPUSH, e.g. notifications to the outbox
 	// ReadBack asks Apply to return the record as it is after the change.
 	ReadBack bool
 }
@@ -30,6 +31,12 @@ type Change struct {
 type SetMember struct {
 	Key    string
 	Member string
+}
+
+// ListPush pushes Value onto the head of the list Key.
+type ListPush struct {
+	Key   string
+	Value string
 }
 
 // SetKey sets Key to Value, with a TTL in milliseconds when TTLMS > 0.
@@ -99,6 +106,7 @@ while i <= #ARGV do
   elseif op == 'e' then redis.call('EXPIRE', KEYS[1], ARGV[i+1]); i = i + 2
   elseif op == 'p' then redis.call('PUBLISH', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'r' then redis.call('SREM', ARGV[i+1], ARGV[i+2]); i = i + 3
+  elseif op == 'l' then redis.call('LPUSH', ARGV[i+1], ARGV[i+2]); i = i + 3
   else return redis.error_reply('storekeeper change: unknown operation ' .. tostring(op)) end
 end
 return answer('applied')
@@ -134,6 +142,9 @@ func (c Change) args(guard Guard) []any {
 	}
 	for _, m := range c.SRem {
 		a = append(a, "r", m.Key, m.Member)
+	}
+	for _, l := range c.Push {
+		a = append(a, "l", l.Key, l.Value)
 	}
 	return a
 }

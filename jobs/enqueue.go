@@ -158,12 +158,7 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	if p.Kind == KindRestore {
 		restore = "1"
 	}
-	argv := []any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev), p.Store, NodeQueue(""), InFlightKey("")}
-	for k, v := range rec.Fields() {
-		if k != "node" && k != "queue" && v != "" { // an absent field reads as empty
-			argv = append(argv, k, v)
-		}
-	}
+	argv := rec.appendFields([]any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev), p.Store, NodeQueue(""), InFlightKey("")}, "node", "queue")
 	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream, StoresKey}
 	out, err := enqueueScript.Run(ctx, c.rdb, keys, argv...).StringSlice()
 	if err != nil {

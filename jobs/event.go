@@ -20,6 +20,9 @@ const (
 	EventStoreRestored EventType = "store.restored"
 	EventNodeUp        EventType = "node.up"
 	EventNodeDown      EventType = "node.down"
+	// EventBackupCorrupt: verifying a backup found it damaged; the backup
+	// is marked bad (never restored from) and the live store is untouched.
+	EventBackupCorrupt EventType = "backup.corrupt"
 )
 
 // Event is one entry of the events stream; ID is the stream entry id,
@@ -41,6 +44,9 @@ type Event struct {
 	Phase string `json:"phase,omitempty"`
 	Done  int64  `json:"done,omitempty"`
 	Total int64  `json:"total,omitempty"`
+	// store.corrupt: what storekeeper does about it (see Notification.Action)
+	Action       string `json:"action,omitempty"`
+	RestoreJobID string `json:"restore_job_id,omitempty"`
 	// store.restored: the rollback window and the replaced generation
 	BackupID   string    `json:"backup_id,omitempty"`
 	BackupAt   time.Time `json:"backup_at,omitzero"`
@@ -61,6 +67,7 @@ const (
 	StatusRestored  HistoryStatus = "restored"
 	StatusFailed    HistoryStatus = "failed"
 	StatusCanceled  HistoryStatus = "canceled"
+	StatusDelivered HistoryStatus = "delivered" // notify
 )
 
 // HistoryEntry is one finished job in the history stream: the compaction

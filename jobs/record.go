@@ -3,6 +3,7 @@ package jobs
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -71,6 +72,17 @@ func (r Record) Fields() map[string]any {
 		"enqueued_at": formatTime(r.EnqueuedAt), "started_at": formatTime(r.StartedAt), "finished_at": formatTime(r.FinishedAt),
 	}
 	return f
+}
+
+// appendFields appends the record's non-empty fields as HSET arguments,
+// leaving out skip (an absent field reads as empty).
+func (r Record) appendFields(args []any, skip ...string) []any {
+	for k, v := range r.Fields() {
+		if v != "" && !slices.Contains(skip, k) {
+			args = append(args, k, v)
+		}
+	}
+	return args
 }
 
 // RecordFromHash decodes what HGETALL returned.

@@ -136,10 +136,28 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
+	// Pebble retries a failed flush or compaction (ENOSPC, I/O errors)
+	// until it succeeds, so a Flush or Compact that hits one never returns:
+	// the first background error aborts this compaction instead.
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	defer s.watchBackground(abort)()
+
 	// Flush so the memtable's data is inside the bounds and the stats.
 	progress(ctx, "flushing", 0, 0)
-	if err := db.Flush(); err != nil {
+	// While Pebble's flushes fail (a full disk), asking for one more
+	// blocks until they succeed again: say why instead.
+	if err := s.failingFlush(); err != nil {
+		return CompactResult{}, fmt.Errorf("store %s: flushes are failing, not compacting: %w", s.name, err)
+	}
+	flushed, err := db.AsyncFlush()
+	if err != nil {
 		return CompactResult{}, s.wrap("flush", err)
+	}
+	select {
+	case <-flushed:
+	case <-ctx.Done():
+		return CompactResult{}, fmt.Errorf("store %s: flush before compacting stopped: %w", s.name, context.Cause(ctx))
 	}
 	progress(ctx, "deciding", 0, 0)
 	if err := waitStats(ctx, db); err != nil {
@@ -182,9 +200,6 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	if err := s.reg.preflight("compact", s.dir, st.LiveBytes); err != nil {
 		return res, err
 	}
-	ctx, abort := context.WithCancelCause(ctx)
-	defer abort(nil)
-	defer s.watchBackground(abort)()
 	progress(ctx, "compacting", 0, int64(st.LiveBytes))
 	if err := db.Compact(ctx, lo, hi, true); err != nil {
 		if cause := context.Cause(ctx); cause != nil && ctx.Err() != nil {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -307,9 +309,17 @@ func TestENOSPCFailsCompactionWithoutCorruption(t *testing.T) {
 	sum, _ := checksum(t, s)
 	full.Store(true)
 	_, err := s.Compact(t.Context(), CompactOptions{Force: true})
-	full.Store(false)
 	if err == nil || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Compact on a full disk = %v, want ENOSPC", err)
+	}
+	// Again while the disk is still full: Pebble keeps its flush pending,
+	// and asking for another would block until space returns.
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	_, err = s.Compact(ctx, CompactOptions{Force: true})
+	cancel()
+	full.Store(false)
+	if err == nil || !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("second Compact on a full disk = %v, want ENOSPC at once", err)
 	}
 	if errors.Is(err, ErrCorrupt) {
 		t.Fatalf("ENOSPC reported as corruption: %v", err)

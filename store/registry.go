@@ -116,6 +116,31 @@ type Registry struct {
 	mu     sync.RWMutex
 	stores map[string]*Store
 	closed bool
+
+	listenMu  sync.Mutex
+	listeners map[int]func(store string, err error)
+	nextID    int
+}
+
+// OnCorrupt adds fn to the functions called when a store is found corrupt
+// (after Config.OnCorrupt), once per store until it is restored; remove
+// takes it away. fn must not block: Pebble calls it from read paths. A
+// store found corrupt before fn was added is in StateCorrupt: check
+// Store.State for those.
+func (r *Registry) OnCorrupt(fn func(store string, err error)) (remove func()) {
+	r.listenMu.Lock()
+	defer r.listenMu.Unlock()
+	if r.listeners == nil {
+		r.listeners = map[int]func(string, error){}
+	}
+	id := r.nextID
+	r.nextID++
+	r.listeners[id] = fn
+	return func() {
+		r.listenMu.Lock()
+		defer r.listenMu.Unlock()
+		delete(r.listeners, id)
+	}
 }
 
 // Open opens every store in cfg.DataDir and those named in cfg.Stores,
@@ -324,6 +349,15 @@ func (r *Registry) pebbleOptions(name string) *pebble.Options {
 func (r *Registry) notifyCorrupt(name string, err error) {
 	if r.cfg.OnCorrupt != nil {
 		r.cfg.OnCorrupt(name, err)
+	}
+	r.listenMu.Lock()
+	fns := make([]func(string, error), 0, len(r.listeners))
+	for _, fn := range r.listeners {
+		fns = append(fns, fn)
+	}
+	r.listenMu.Unlock()
+	for _, fn := range fns {
+		fn(name, err)
 	}
 }
 

@@ -46,6 +46,7 @@ type Store struct {
 	lastCompact atomic.Int64 // unix nanoseconds, 0 = never (this process)
 	lastVerify  atomic.Int64
 	bgErrors    atomic.Int64
+	flushErr    atomic.Pointer[error] // the last flush's error while flushes fail; nil once one succeeds
 }
 
 // Name returns the store's name.
@@ -239,9 +240,18 @@ func (s *Store) listener() pebble.EventListener {
 			s.abortCompactions(err)
 		},
 		FlushEnd: func(info pebble.FlushInfo) {
-			if info.Err == nil {
-				s.recordTables(nil, info.Output)
+			// Pebble reports a flush that had nothing to write with its
+			// unexported errEmptyTable: not a failure.
+			if info.Err != nil && info.Err.Error() != "pebble: empty table" {
+				err := info.Err
+				s.flushErr.Store(&err)
+				return
 			}
+			if info.Err != nil {
+				return
+			}
+			s.flushErr.Store(nil)
+			s.recordTables(nil, info.Output)
 		},
 		CompactionEnd: func(info pebble.CompactionInfo) {
 			if info.Err != nil {
@@ -272,6 +282,15 @@ func (s *Store) recordTables(removed, added []pebble.TableInfo) {
 	if err := s.guard.apply(removed, added); err != nil {
 		s.log.Warn("torn-MANIFEST guard record not updated", "err", err)
 	}
+}
+
+// failingFlush returns the last flush error while Pebble's flushes are
+// failing (it retries them until they succeed), and nil otherwise.
+func (s *Store) failingFlush() error {
+	if p := s.flushErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // watchBackground registers cancel to be called with the first background

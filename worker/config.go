@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"time"
 
@@ -36,6 +37,32 @@ type Config struct {
 	LeaseTTL        time.Duration // owner lease lifetime (default 15 s), renewed every third
 	Jobs            jobs.ClientConfig
 	Logger          *slog.Logger
+
+	// Schedules maps a kind (compact, backup, verify) to a cron spec (five
+	// fields, or six with seconds first; @daily, @every 6h …) or "off".
+	// Missing kinds take DefaultSchedules. Times are UTC unless the spec
+	// starts with CRON_TZ=. @every intervals are aligned to the Unix epoch,
+	// so every process agrees on the slots.
+	Schedules map[jobs.Kind]string
+	// AutoRestore is the automatic restore policy, "on" (default) or "off".
+	AutoRestore string
+	// AutoRestoreLimit is the most automatic restores per store in any 24 h
+	// (the circuit breaker; default 3).
+	AutoRestoreLimit int
+	// Webhooks are the notification sinks; every node must have the same.
+	Webhooks []Webhook
+	// NotifyTimeout bounds one delivery (default 10 s).
+	NotifyTimeout time.Duration
+	// HTTPClient delivers webhooks (default: a client with NotifyTimeout).
+	HTTPClient *http.Client
+}
+
+// DefaultSchedules: verify daily, backup every 6 h, compact daily; all
+// cheap when there is nothing to do.
+var DefaultSchedules = map[jobs.Kind]string{
+	jobs.KindVerify:  "30 2 * * *",
+	jobs.KindBackup:  "0 */6 * * *",
+	jobs.KindCompact: "0 3 * * *",
 }
 
 func (c *Config) withDefaults() error {
@@ -78,6 +105,44 @@ func (c *Config) withDefaults() error {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	sched := map[jobs.Kind]string{}
+	for k, v := range DefaultSchedules {
+		sched[k] = v
+	}
+	for k, v := range c.Schedules {
+		if _, ok := DefaultSchedules[k]; !ok {
+			return fmt.Errorf("worker: no schedule for kind %q (only compact, backup, verify)", k)
+		}
+		if _, err := parseSchedule(v); err != nil {
+			return fmt.Errorf("worker: %s schedule: %w", k, err)
+		}
+		sched[k] = v
+	}
+	c.Schedules = sched
+	switch c.AutoRestore {
+	case "":
+		c.AutoRestore = "on"
+	case "on", "off":
+	default:
+		return fmt.Errorf("worker: auto-restore must be on or off, not %q", c.AutoRestore)
+	}
+	if c.AutoRestoreLimit == 0 {
+		c.AutoRestoreLimit = 3
+	}
+	if c.AutoRestoreLimit < 0 {
+		return errors.New("worker: the auto-restore limit must be positive")
+	}
+	for i, h := range c.Webhooks {
+		if err := h.validate(); err != nil {
+			return fmt.Errorf("worker: webhook %d: %w", i+1, err)
+		}
+	}
+	if c.NotifyTimeout == 0 {
+		c.NotifyTimeout = 10 * time.Second
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = &http.Client{Timeout: c.NotifyTimeout}
 	}
 	c.Jobs = c.Jobs.WithDefaults()
 	return nil

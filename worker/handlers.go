@@ -3,6 +3,8 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"storekeeper/jobs"
 	"storekeeper/store"
@@ -25,18 +27,51 @@ func backupJob(ctx context.Context, s *store.Store, _ jobs.Payload) (outcome, er
 	return outcome{Status: jobs.StatusBackedUp, Result: res, BytesAfter: uint64(res.Backup.Bytes), BackupID: res.Backup.ID}, nil
 }
 
-// verifyJob succeeds when it finds corruption (it did its job), with
-// result corrupt and a store.corrupt event.
+// verifyJob checks the live store, then its newest backup not yet known
+// bad. Finding corruption is the job done: a corrupt live store succeeds
+// with status corrupt (the store reports it, and the worker's incident
+// handling emits store.corrupt and decides the restore); a corrupt backup
+// is marked bad, emits backup.corrupt and notifies, and never touches the
+// live store.
 func verifyJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
 	res, err := s.Verify(ctx, store.VerifyOptions{Deep: p.Params.Deep})
 	if errors.Is(err, store.ErrCorrupt) {
-		e := jobs.Event{Type: jobs.EventStoreCorrupt, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger, Actor: p.Actor, Error: err.Error()}
-		return outcome{Status: jobs.StatusCorrupt, Reason: err.Error(), Result: map[string]string{"corrupt": err.Error()}, Events: []jobs.Event{e}}, nil
+		return outcome{Status: jobs.StatusCorrupt, Reason: err.Error(), Result: map[string]string{"corrupt": err.Error()}}, nil
 	}
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{Status: jobs.StatusVerified, Result: res}, nil
+	out := outcome{Status: jobs.StatusVerified}
+	result := map[string]any{"live": res}
+	out.Result = result
+	backups, err := s.Backups()
+	if err != nil || len(backups) == 0 {
+		return out, nil // no backup directory, or nothing to check yet
+	}
+	for _, b := range backups {
+		if b.Bad {
+			continue
+		}
+		bres, err := s.VerifyBackup(ctx, b.ID, store.VerifyOptions{Deep: p.Params.Deep})
+		if errors.Is(err, store.ErrBadBackup) {
+			now := time.Now().UTC()
+			result["backup"] = map[string]string{"id": b.ID, "bad": err.Error()}
+			out.Reason = "backup " + b.ID + " is corrupt"
+			out.Events = append(out.Events, jobs.Event{Type: jobs.EventBackupCorrupt, JobID: p.JobID, Kind: p.Kind, Store: p.Store,
+				Trigger: p.Trigger, Actor: p.Actor, BackupID: b.ID, BackupAt: b.CreatedAt, Error: err.Error()})
+			out.Notes = append(out.Notes, jobs.Notification{ID: jobs.NotificationID(string(jobs.EventBackupCorrupt), p.Store, b.ID),
+				Type: jobs.EventBackupCorrupt, Store: p.Store, JobID: p.JobID, Kind: p.Kind, Trigger: p.Trigger, Actor: p.Actor,
+				Error: err.Error(), BackupID: b.ID, BackupAt: b.CreatedAt, At: now,
+				Summary: fmt.Sprintf("backup %s of store %s is corrupt and was marked bad; restores will not use it (the live store is fine)", b.ID, p.Store)})
+			return out, nil
+		}
+		if err != nil {
+			return outcome{}, err
+		}
+		result["backup"] = bres
+		break
+	}
+	return out, nil
 }
 
 func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
@@ -46,5 +81,13 @@ func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, e
 	}
 	e := jobs.Event{Type: jobs.EventStoreRestored, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger,
 		Actor: p.Actor, BackupID: res.BackupID, BackupAt: res.BackupAt, Quarantine: res.Quarantine}
-	return outcome{Status: jobs.StatusRestored, Result: res, BackupID: res.BackupID, Events: []jobs.Event{e}}, nil
+	out := outcome{Status: jobs.StatusRestored, Result: res, BackupID: res.BackupID, Events: []jobs.Event{e}}
+	if p.Trigger == jobs.TriggerAuto { // a manual restore is what its operator asked for: no notification
+		out.Notes = append(out.Notes, jobs.Notification{ID: jobs.NotificationID(string(jobs.EventStoreRestored), p.JobID),
+			Type: jobs.EventStoreRestored, Store: p.Store, JobID: p.JobID, Kind: p.Kind, Trigger: p.Trigger, Actor: p.Actor,
+			BackupID: res.BackupID, BackupAt: res.BackupAt, Quarantine: res.Quarantine, At: time.Now().UTC(),
+			Summary: fmt.Sprintf("store %s was restored automatically from backup %s: writes after %s are gone; the replaced generation is in quarantine at %s",
+				p.Store, res.BackupID, res.BackupAt.UTC().Format(time.RFC3339), res.Quarantine)})
+	}
+	return out, nil
 }

@@ -21,7 +21,8 @@ type outcome struct {
 	BytesBefore uint64
 	BytesAfter  uint64
 	BackupID    string
-	Events      []jobs.Event // store.corrupt, store.restored
+	Events      []jobs.Event        // store.restored, backup.corrupt
+	Notes       []jobs.Notification // sent with the job's end
 }
 
 type handlerFunc func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error)
@@ -44,19 +45,30 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		return jobs.Event{Type: t, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Node: w.cfg.Node, Trigger: p.Trigger,
 			Actor: p.Actor, Attempt: attempt, MaxRetry: maxRetry, At: time.Now().UTC()}
 	}
-	handler := w.handlers[p.Kind]
-	if handler == nil {
-		return fmt.Errorf("%w: no handler for %s on this node", asynq.SkipRetry, p.Kind)
+	var run func(context.Context) (outcome, error)
+	if p.Kind == jobs.KindNotify {
+		run = func(ctx context.Context) (outcome, error) { return w.deliver(ctx, p) }
+	} else {
+		handler := w.handlers[p.Kind]
+		if handler == nil {
+			return fmt.Errorf("%w: no handler for %s on this node", asynq.SkipRetry, p.Kind)
+		}
+		// Wait for the store: one maintenance job per store at a time.
+		slot := w.slot(p.Store)
+		select {
+		case slot <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		defer func() { <-slot }()
+		run = func(ctx context.Context) (outcome, error) {
+			s, err := w.cfg.Registry.Store(p.Store)
+			if err != nil {
+				return outcome{}, err
+			}
+			return handler(ctx, s, p)
+		}
 	}
-
-	// Wait for the store: one maintenance job per store at a time.
-	slot := w.slot(p.Store)
-	select {
-	case slot <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	defer func() { <-slot }()
 
 	started := time.Now().UTC()
 	start := jobs.Change{HSet: map[string]any{"state": string(jobs.StateActive), "attempts": attempt, "node": w.cfg.Node,
@@ -76,7 +88,6 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	}
 	rec := res.Record
 
-	s, err := w.cfg.Registry.Store(p.Store)
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	report, stopProgress := w.progressReporter(ctx, ev)
 	jobCtx = store.WithProgress(jobCtx, report)
@@ -84,10 +95,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	w.running[p.JobID] = cancel
 	w.jobsWG.Add(1)
 	w.mu.Unlock()
-	var out outcome
-	if err == nil {
-		out, err = handler(jobCtx, s, p)
-	}
+	out, err := run(jobCtx)
 	stopProgress()
 	w.mu.Lock()
 	delete(w.running, p.JobID)
@@ -118,8 +126,10 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	var fin jobs.Change
 	// The API must never answer from stale stats: publish them before the
 	// job reads finished, in the same atomic step.
-	if js, serr := w.statsJSON(p.Store); serr == nil {
-		fin.Set = append(fin.Set, jobs.SetKey{Key: StatsKey(p.Store), Value: js})
+	if p.Store != "" {
+		if js, serr := w.statsJSON(p.Store); serr == nil {
+			fin.Set = append(fin.Set, jobs.SetKey{Key: StatsKey(p.Store), Value: js})
+		}
 	}
 	hist := jobs.HistoryEntry{JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger, Actor: p.Actor,
 		Attempts: attempt, DurationMS: now.Sub(started).Milliseconds(), Node: w.cfg.Node, At: now}
@@ -136,6 +146,12 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		}
 		hist.Status, hist.Reason, hist.BytesBefore, hist.BytesAfter, hist.BackupID = out.Status, out.Reason, out.BytesBefore, out.BytesAfter, out.BackupID
 		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
+		if p.Kind == jobs.KindRestore {
+			fin.Del = append(fin.Del, jobs.IncidentKey(p.Store)) // a new corruption is a new incident
+		}
+		for _, n := range out.Notes {
+			fin.Notify(n)
+		}
 		if _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
 			return aerr
 		}
@@ -155,6 +171,11 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		fin.Finish(rec, w.cfg.Jobs.RecordRetention)
 		hist.Status, hist.Error = jobs.StatusFailed, err.Error()
 		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
+		if notifiesFailure(p, err) {
+			fin.Notify(jobs.Notification{ID: jobs.NotificationID(string(jobs.EventJobFailed), p.JobID), Type: jobs.EventJobFailed,
+				Store: p.Store, JobID: p.JobID, Kind: p.Kind, Trigger: p.Trigger, Actor: p.Actor, Node: w.cfg.Node, Error: err.Error(),
+				Summary: fmt.Sprintf("%s of store %s failed after %d attempt(s): %v", p.Kind, p.Store, attempt, err), At: now})
+		}
 	}
 	fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, failed)
 	if _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
@@ -162,8 +183,26 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	}
 	if final {
 		log.Error("job failed", "err", err, "permanent", permanent(err))
+		if p.Kind == jobs.KindNotify {
+			// Logged and counted, never notified: no loop.
+			w.rdb.Incr(context.WithoutCancel(ctx), jobs.NotifyFailedKey)
+		}
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
 	log.Warn("job attempt failed; retrying", "err", err)
 	return err
+}
+
+// notifiesFailure says whether a job's final failure is notified: not a
+// notify job's (it is counted, or notifications would loop), and not a
+// maintenance job's that failed because the store is corrupt: the
+// store.corrupt incident reports that, once. A failed restore always is.
+func notifiesFailure(p jobs.Payload, err error) bool {
+	switch {
+	case p.Kind == jobs.KindNotify:
+		return false
+	case p.Kind != jobs.KindRestore && errors.Is(err, store.ErrCorrupt):
+		return false
+	}
+	return true
 }

@@ -82,6 +82,15 @@ func (w *Worker) heartbeat(ctx context.Context) {
 }
 
 func (w *Worker) renew(ctx context.Context) {
+	w.node.At = time.Now().UTC()
+	if err := jobs.NodeBeat(ctx, w.rdb, w.node, w.cfg.LeaseTTL); err != nil {
+		w.log.Warn("node heartbeat failed", "err", err)
+	}
+	if down, err := jobs.CheckNodes(ctx, w.rdb, w.cfg.Jobs.EventsMaxLen); err != nil {
+		w.log.Warn("checking other nodes failed", "err", err)
+	} else if len(down) > 0 {
+		w.log.Warn("nodes down: their heartbeats expired", "nodes", down)
+	}
 	for _, name := range w.cfg.Registry.Names() {
 		ok, err := renewScript.Run(ctx, w.rdb, []string{jobs.LeaseKey(name)}, w.lease.Encode(), w.cfg.LeaseTTL.Milliseconds()).Int()
 		if err != nil {

@@ -31,8 +31,12 @@ type Worker struct {
 	lease jobs.Lease
 	srv   *asynq.Server
 
-	handlers map[jobs.Kind]handlerFunc
-	jobs     *jobs.Client
+	handlers  map[jobs.Kind]handlerFunc
+	jobs      *jobs.Client
+	sched     *scheduler
+	incidents incidents
+	node      jobs.NodeInfo
+	unlisten  func() // removes the corruption listener
 
 	mu         sync.Mutex
 	slots      map[string]chan struct{}           // one job per store at a time
@@ -64,7 +68,13 @@ func New(cfg Config) (*Worker, error) {
 		running:    map[string]context.CancelCauseFunc{},
 		canceledAt: map[string]time.Time{},
 		jobs:       jobs.NewClient(cfg.Redis, cfg.Jobs),
+		incidents:  incidents{pending: map[string]error{}, wake: make(chan struct{}, 1)},
 	}
+	sched, err := newScheduler(w)
+	if err != nil {
+		return nil, err
+	}
+	w.sched = sched
 	w.handlers = map[jobs.Kind]handlerFunc{
 		jobs.KindCompact: compactJob,
 		jobs.KindBackup:  backupJob,
@@ -74,11 +84,18 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// Start claims the stores (failing if another live node holds one), starts
-// the heartbeat and the cancel listener, and starts consuming jobs.
+// Start claims the stores (failing if another live node holds one),
+// announces the node (node.up), starts the heartbeat, the cancel listener,
+// the scheduler, the corruption handler and the notification dispatcher,
+// and starts consuming jobs.
 func (w *Worker) Start(ctx context.Context) error {
 	if err := w.claim(ctx); err != nil {
 		return err
+	}
+	now := time.Now().UTC()
+	w.node = jobs.NodeInfo{Node: w.cfg.Node, Host: w.lease.Host, Instance: w.lease.Instance, Stores: w.cfg.Registry.Names(), StartedAt: now, At: now}
+	if err := jobs.NodeUp(ctx, w.rdb, w.node, w.cfg.LeaseTTL, w.cfg.Jobs.EventsMaxLen); err != nil {
+		return fmt.Errorf("worker: announce node: %w", err)
 	}
 	orphans, err := w.reclaimOrphans(ctx, jobs.NodeQueue(w.cfg.Node))
 	if err != nil {
@@ -94,10 +111,23 @@ func (w *Worker) Start(ctx context.Context) error {
 		stop()
 		return fmt.Errorf("worker: subscribe to cancels: %w", err)
 	}
-	w.bg.Add(3)
+	// Corruption found from now on arrives through the listener; what was
+	// found before (an open that failed) is in the stores' state.
+	w.unlisten = w.cfg.Registry.OnCorrupt(w.incidents.add)
+	for _, name := range w.cfg.Registry.Names() {
+		if s, err := w.cfg.Registry.Store(name); err == nil {
+			if st, cause := s.State(); st == store.StateCorrupt {
+				w.incidents.add(name, cause)
+			}
+		}
+	}
+	w.bg.Add(6)
 	go func() { defer w.bg.Done(); w.heartbeat(bgCtx) }()
 	go func() { defer w.bg.Done(); w.reconcileLoop(bgCtx, 15*time.Second) }()
 	go func() { defer w.bg.Done(); defer sub.Close(); w.listenCancels(bgCtx, sub) }()
+	go func() { defer w.bg.Done(); w.incidentLoop(bgCtx) }()
+	go func() { defer w.bg.Done(); w.dispatchLoop(bgCtx) }()
+	go func() { defer w.bg.Done(); w.sched.run(bgCtx) }()
 
 	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
@@ -134,6 +164,9 @@ func (w *Worker) Shutdown() {
 	}
 	w.mu.Unlock()
 	w.jobsWG.Wait()
+	if w.unlisten != nil {
+		w.unlisten()
+	}
 	if w.stop != nil {
 		w.stop()
 	}
@@ -180,7 +213,7 @@ func (w *Worker) slot(name string) chan struct{} {
 // permanent errors are not retried: retrying cannot change them.
 func permanent(err error) bool {
 	for _, target := range []error{asynq.SkipRetry, store.ErrUnknownStore, store.ErrInvalidName, store.ErrNoBackup,
-		store.ErrUnknownBackup, store.ErrBadBackup, store.ErrNoBackupDir, jobs.ErrBadPayload} {
+		store.ErrUnknownBackup, store.ErrBadBackup, store.ErrNoBackupDir, jobs.ErrBadPayload, store.ErrCorrupt} {
 		if errors.Is(err, target) {
 			return true
 		}

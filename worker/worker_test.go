@@ -37,16 +37,37 @@ func quietLogger() *slog.Logger {
 // fast polling and retries; tweak edits the worker before it starts.
 func setup(t *testing.T, tweak func(*Worker), stores ...string) *bundle {
 	t.Helper()
+	return setupWith(t, options{}, tweak, stores...)
+}
+
+// options change a test worker's configuration before it is made.
+type options struct {
+	worker func(*Config)
+	store  func(*store.Config)
+}
+
+func setupWith(t *testing.T, o options, tweak func(*Worker), stores ...string) *bundle {
+	t.Helper()
 	rdb := redistest.Start(t).Client(t)
 	root := t.TempDir()
-	reg, err := store.Open(store.Config{DataDir: filepath.Join(root, "data"), BackupDir: filepath.Join(root, "backups"),
-		Stores: stores, NoSync: true, Logger: quietLogger()})
+	scfg := store.Config{DataDir: filepath.Join(root, "data"), BackupDir: filepath.Join(root, "backups"),
+		Stores: stores, NoSync: true, Logger: quietLogger()}
+	if o.store != nil {
+		o.store(&scfg)
+	}
+	reg, err := store.Open(scfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := New(Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond,
+	cfg := Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond,
 		DelayedTaskCheckInterval: 50 * time.Millisecond, RetryDelay: func(int) time.Duration { return 10 * time.Millisecond },
-		ShutdownTimeout: time.Second, Logger: quietLogger()})
+		ShutdownTimeout: time.Second, Logger: quietLogger(),
+		// Nothing scheduled unless a test asks: the defaults are days apart anyway.
+		Schedules: map[jobs.Kind]string{jobs.KindCompact: "off", jobs.KindBackup: "off", jobs.KindVerify: "off"}}
+	if o.worker != nil {
+		o.worker(&cfg)
+	}
+	w, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

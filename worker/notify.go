@@ -1,0 +1,161 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/jobs"
+)
+
+// Webhook is a notification sink: each notification is POSTed to URL as
+// JSON, signed with Secret (see Sign).
+type Webhook struct {
+	URL    string
+	Secret string
+}
+
+// Name identifies the sink in notify jobs (never the secret): stable for
+// the same URL on every node.
+func (h Webhook) Name() string {
+	sum := sha256.Sum256([]byte(h.URL))
+	return "webhook-" + hex.EncodeToString(sum[:4])
+}
+
+func (h Webhook) validate() error {
+	u, err := url.Parse(h.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q is not an http(s) URL", h.URL)
+	}
+	if h.Secret == "" {
+		return fmt.Errorf("%s has no secret", h.URL)
+	}
+	return nil
+}
+
+// SignatureHeader carries a delivery's signature.
+const SignatureHeader = "X-Storekeeper-Signature"
+
+// Sign returns the signature header value for body sent at t:
+// t=<unix seconds>,sha256=<hex HMAC-SHA256(secret, "<t>.<body>")>. The
+// timestamp lets a receiver refuse replays.
+func Sign(secret string, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts))
+	m.Write([]byte("."))
+	m.Write(body)
+	return "t=" + ts + ",sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+func (w *Worker) webhook(name string) (Webhook, bool) {
+	for _, h := range w.cfg.Webhooks {
+		if h.Name() == name {
+			return h, true
+		}
+	}
+	return Webhook{}, false
+}
+
+// deliver is the notify handler: one notification to one sink. A
+// receiver's 2xx is a delivery; 408, 429 and 5xx (and no answer) are
+// retried with backoff; any other status is final.
+func (w *Worker) deliver(ctx context.Context, p jobs.Payload) (outcome, error) {
+	h, ok := w.webhook(p.Sink)
+	if !ok {
+		return outcome{}, fmt.Errorf("%w: no sink %q on node %s (every node needs the same --webhook flags)", asynq.SkipRetry, p.Sink, w.cfg.Node)
+	}
+	n, err := jobs.DecodeNotification(p.Notification)
+	if err != nil {
+		return outcome{}, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	}
+	body := []byte(p.Notification)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
+	if err != nil {
+		return outcome{}, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "storekeeper")
+	req.Header.Set("X-Storekeeper-Notification", n.ID)
+	req.Header.Set(SignatureHeader, Sign(h.Secret, time.Now(), body))
+	resp, err := w.cfg.HTTPClient.Do(req)
+	if err != nil {
+		return outcome{}, fmt.Errorf("deliver to %s: %w", p.Sink, err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		return outcome{Status: jobs.StatusDelivered, Result: map[string]any{"sink": p.Sink, "notification": n.ID, "status": c}}, nil
+	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
+		return outcome{}, fmt.Errorf("deliver to %s: receiver answered %s", p.Sink, resp.Status)
+	default:
+		return outcome{}, fmt.Errorf("%w: deliver to %s: receiver refused it: %s", asynq.SkipRetry, p.Sink, resp.Status)
+	}
+}
+
+// dispatchLoop hands outbox notifications to the notify queue, one job
+// per sink, until ctx ends. An entry moves to this node's processing list
+// first and leaves it only once every sink has its job, so a crash or a
+// Redis outage loses none; a delivery is enqueued once per sink even when
+// an entry is dispatched twice.
+func (w *Worker) dispatchLoop(ctx context.Context) {
+	proc := jobs.OutboxProcessingKey(w.cfg.Node)
+	for ctx.Err() == nil {
+		// What this node was dispatching when it stopped or failed, oldest first.
+		v, err := w.rdb.LIndex(ctx, proc, -1).Result()
+		if errors.Is(err, redis.Nil) {
+			v, err = w.rdb.BLMove(ctx, jobs.OutboxKey, proc, "RIGHT", "LEFT", time.Second).Result()
+			if errors.Is(err, redis.Nil) {
+				continue
+			}
+		}
+		if err == nil {
+			err = w.dispatch(ctx, v)
+		}
+		if err == nil {
+			err = w.rdb.LRem(ctx, proc, 1, v).Err()
+		}
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("dispatching notifications failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+func (w *Worker) dispatch(ctx context.Context, v string) error {
+	n, err := jobs.DecodeNotification([]byte(v))
+	if err != nil {
+		w.log.Error("dropping a malformed notification", "err", err)
+		return nil
+	}
+	if len(w.cfg.Webhooks) == 0 {
+		w.log.Info("notification (no sinks configured)", "id", n.ID, "type", n.Type, "summary", n.Summary)
+		return nil
+	}
+	for _, h := range w.cfg.Webhooks {
+		rec, made, err := w.jobs.EnqueueNotify(ctx, n, h.Name())
+		if err != nil {
+			return err
+		}
+		if made {
+			w.log.Info("notification queued", "id", n.ID, "type", n.Type, "sink", h.Name(), "job", rec.ID)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,164 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"storekeeper/jobs"
+)
+
+func TestParseSchedule(t *testing.T) {
+	for _, bad := range []string{"", "daily", "* * *", "61 * * * *", "@every -1s"} {
+		if _, err := parseSchedule(bad); err == nil {
+			t.Errorf("parseSchedule(%q) accepted", bad)
+		}
+	}
+	if s, err := parseSchedule("off"); err != nil || s != nil {
+		t.Fatalf("off = %v, %v", s, err)
+	}
+	at := time.Date(2026, 11, 22, 10, 17, 3, 0, time.UTC)
+	for spec, want := range map[string]time.Time{
+		"0 3 * * *":     time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC),
+		"0 */6 * * *":   time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC),
+		"*/5 * * * * *": time.Date(2026, 11, 22, 10, 17, 5, 0, time.UTC),
+		"@every 6h":     time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC), // epoch-aligned, not 16:17:03
+		"@daily":        time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC),
+	} {
+		s, err := parseSchedule(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Next(at); !got.Equal(want) {
+			t.Errorf("%s: next after %s = %s, want %s", spec, at, got, want)
+		}
+	}
+	if _, err := New(Config{Redis: nil}); err == nil {
+		t.Fatal("New without Redis accepted")
+	}
+}
+
+// A seconds-scale schedule fires once per slot, with trigger scheduled and
+// actor scheduler, even with a second scheduler racing it (another
+// process of the node, or the same one restarted inside the slot).
+func TestScheduleFiresOncePerSlot(t *testing.T) {
+	b := setupWith(t, options{worker: func(c *Config) {
+		c.Schedules = map[jobs.Kind]string{jobs.KindVerify: "* * * * * *"}
+	}}, nil, "orders")
+	second, err := newScheduler(b.w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() { second.run(ctx) })
+	time.Sleep(3500 * time.Millisecond)
+	cancel()
+	wg.Wait()
+
+	// One run a second: two runs of one slot would be enqueued within
+	// milliseconds of each other.
+	runs := b.jobsOf(t, jobs.KindVerify, "orders")
+	if len(runs) < 3 || len(runs) > 4 {
+		t.Fatalf("%d scheduled runs in 3.5 s of a once-a-second schedule", len(runs))
+	}
+	for i, r := range runs {
+		if r.Trigger != jobs.TriggerScheduled || r.Actor != jobs.ActorScheduler {
+			t.Fatalf("scheduled job %+v", r)
+		}
+		if i > 0 && r.EnqueuedAt.Sub(runs[i-1].EnqueuedAt) < 500*time.Millisecond {
+			t.Fatalf("two runs %s apart: a slot ran twice", r.EnqueuedAt.Sub(runs[i-1].EnqueuedAt))
+		}
+	}
+	all, err := jobs.Schedules(t.Context(), b.rdb)
+	if err != nil || len(all) != 1 || all[0].Node != "n1" {
+		t.Fatalf("published schedules %+v, %v", all, err)
+	}
+	v := all[0].Kinds[jobs.KindVerify]
+	if v.Spec != "* * * * * *" || v.Next.IsZero() || v.Last.IsZero() || all[0].Kinds[jobs.KindCompact].Spec != DefaultSchedules[jobs.KindCompact] {
+		t.Fatalf("verify schedule %+v", all[0].Kinds)
+	}
+}
+
+// A slot runs once, restarts included; a paused store gets no scheduled
+// job until it is resumed.
+func TestScheduleSlotAndPause(t *testing.T) {
+	b := setup(t, nil, "orders")
+	s := b.w.sched
+	slot := time.Now().UTC().Truncate(time.Hour)
+	s.fire(t.Context(), jobs.KindVerify, slot, slot.Add(time.Hour))
+	first := b.jobsOf(t, jobs.KindVerify, "orders")
+	if len(first) != 1 {
+		t.Fatalf("%d jobs after the first run of a slot", len(first))
+	}
+	b.waitState(t, first[0].ID, jobs.StateSucceeded)
+	restarted, _ := newScheduler(b.w)
+	restarted.fire(t.Context(), jobs.KindVerify, slot, slot.Add(time.Hour))
+	if n := len(b.jobsOf(t, jobs.KindVerify, "orders")); n != 1 {
+		t.Fatalf("the slot ran again: %d jobs", n)
+	}
+
+	if err := jobs.Pause(t.Context(), b.rdb, "orders", "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := jobs.Pause(t.Context(), b.rdb, "nosuch", "alice"); err == nil {
+		t.Fatal("paused an unknown store")
+	}
+	s.fire(t.Context(), jobs.KindVerify, slot.Add(time.Hour), slot.Add(2*time.Hour))
+	if n := len(b.jobsOf(t, jobs.KindVerify, "orders")); n != 1 {
+		t.Fatalf("a paused store got a scheduled job")
+	}
+	// Manual jobs still run on a paused store.
+	b.run(t, jobs.KindVerify, "orders", jobs.Params{})
+	if err := jobs.Resume(t.Context(), b.rdb, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	s.fire(t.Context(), jobs.KindVerify, slot.Add(2*time.Hour), slot.Add(3*time.Hour))
+	if n := len(b.jobsOf(t, jobs.KindVerify, "orders")); n != 3 {
+		t.Fatalf("%d verify jobs after resume, want 3", n)
+	}
+}
+
+// node.up when a node starts; node.down once when its heartbeat expires,
+// however many processes notice.
+func TestNodeEvents(t *testing.T) {
+	b := setup(t, nil, "orders")
+	b.waitEvent(t, jobs.EventNodeUp, "", func(e jobs.Event) bool { return e.Node == "n1" })
+	gone := jobs.NodeInfo{Node: "n2", Host: "elsewhere", Instance: "x", At: time.Now().UTC()}
+	if err := jobs.NodeUp(t.Context(), b.rdb, gone, time.Second, 1000); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			if _, err := jobs.CheckNodes(t.Context(), b.rdb, 1000); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	evs, _ := jobs.ReadEvents(t.Context(), b.rdb, "0", 1000, 0)
+	downs := 0
+	for _, e := range evs {
+		if e.Type == jobs.EventNodeDown {
+			if e.Node != "n2" {
+				t.Fatalf("node.down for %s", e.Node)
+			}
+			downs++
+		}
+	}
+	if downs != 1 {
+		t.Fatalf("%d node.down events, want 1", downs)
+	}
+	nodes, err := jobs.Nodes(t.Context(), b.rdb)
+	if err != nil || len(nodes) != 2 {
+		t.Fatalf("nodes %+v, %v", nodes, err)
+	}
+	for _, n := range nodes {
+		if n.Up != (n.Node == "n1") {
+			t.Fatalf("node %+v", n)
+		}
+	}
+}
