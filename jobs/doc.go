@@ -6,10 +6,15 @@
 // history newest first, paged by entry id and filtered by store and kind;
 // events tailed from an entry id, with gap detection after trimming.
 //
+// Client enqueues: it routes a job to the queue of the node owning its
+// store, deduplicates it and writes the record and job.enqueued in one
+// script before handing the task to asynq (two round trips), and cancels.
+// Apply makes a job's step (record fields, events, history, lock releases,
+// notifications) atomically, guarded by the record's state. The automation
+// keys live here too, so that the API can read them: paused stores, node
+// heartbeats and node.up/node.down, published schedules, schedule slots,
+// incidents, the automatic-restore breaker, and the notification outbox.
+//
 // It imports only the standard library, asynq and go-redis; api and worker
 // both import it and never each other.
-//
-// Still to come with the job pipeline (issue 4): the enqueue client that
-// routes a job to the queue of the node owning its store, deduplicates it
-// and appends job.enqueued before handing the task to asynq.
 package jobs

@@ -53,3 +53,8 @@ func NodeQueue(node string) string { return "node." + node }
 
 // NotifyQueue is the queue every node consumes for notify jobs.
 const NotifyQueue = "notify"
+
+// StatsKey holds a store's latest stats and backups as JSON, published by
+// its owner's heartbeat and before any job on it is marked finished: the
+// API never answers from older state.
+func StatsKey(store string) string { return "storekeeper:storestats:" + store }

@@ -44,7 +44,9 @@ type Config struct {
 	// PebbleOptions returns the Pebble options for one store: comparer,
 	// merger, cache, format version, FS. An embedding application supplies
 	// it; nil means Pebble's defaults. The registry clones what it gets and
-	// adds its own event listener and logger.
+	// adds its own event listener and logger. It is called again when a
+	// restore reopens a store, so what the options share (a Cache) must
+	// outlive the registry.
 	PebbleOptions func(store string) *pebble.Options
 	// OnCorrupt is called when a store is found corrupt, once per store
 	// until it is restored. It must not block: Pebble calls it from read

@@ -21,6 +21,35 @@
 // expired on the last attempt; so can an operator in asynqmon) or that is
 // gone ends as failed, with its locks released, job.failed and history.
 //
-// It imports jobs and store. Not built yet (issue 4 continues): the notify
-// queue's handler (issue 5) and the benchmarks against raw asynq.
+// Automation (issue 5):
+//
+//   - Schedules (schedule.go): a cron spec per kind or off (defaults:
+//     verify daily, backup every 6 h, compact daily), for the stores this
+//     node owns and that are not paused; each run claims a slot key first,
+//     so no run is doubled by a second process or a restart in the slot.
+//   - Corruption (incident.go), from a verify, Pebble's corruption event,
+//     a failing job or an open that failed, becomes one incident per store:
+//     store.corrupt with the evidence and the action taken, a notification,
+//     and an automatic restore from the newest verified backup unless the
+//     policy is off, the store is paused, there is no backup, or the 24 h
+//     breaker (AutoRestoreLimit) is open.
+//   - Notifications (notify.go) are written to an outbox in the same atomic
+//     step as their cause and dispatched as notify jobs, one per webhook,
+//     signed with HMAC-SHA256 (Sign). Sent for a job's final failure, a
+//     store found corrupt, a corrupt backup, a completed automatic restore
+//     and any failed restore; never for a success, a manual restore, or a
+//     failing notify job (counted in jobs.NotifyFailedKey instead).
+//   - node.up when a worker starts; node.down once, when a heartbeat
+//     expires, from whichever process sees it first.
+//
+// # Embedding
+//
+// An application that owns its stores opens them with store.Open (passing
+// its own Pebble options through Config.PebbleOptions), reads and writes
+// through Registry.Store handles, and runs New(Config{Redis, Registry}) and
+// Start in the same process; Shutdown, then Registry.Close, on the way
+// out. A handle answers store.ErrUnavailable while a restore holds the
+// store. examples/embed is a complete service.
+//
+// It imports jobs and store.
 package worker

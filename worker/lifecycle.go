@@ -128,7 +128,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	// job reads finished, in the same atomic step.
 	if p.Store != "" {
 		if js, serr := w.statsJSON(p.Store); serr == nil {
-			fin.Set = append(fin.Set, jobs.SetKey{Key: StatsKey(p.Store), Value: js})
+			fin.Set = append(fin.Set, jobs.SetKey{Key: jobs.StatsKey(p.Store), Value: js})
 		}
 	}
 	hist := jobs.HistoryEntry{JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger, Actor: p.Actor,

@@ -110,9 +110,6 @@ func (w *Worker) renew(ctx context.Context) {
 	}
 }
 
-// StatsKey holds a store's latest stats and backups as JSON.
-func StatsKey(name string) string { return "storekeeper:storestats:" + name }
-
 // statsJSON is what the API reads about a store.
 func (w *Worker) statsJSON(name string) (string, error) {
 	s, err := w.cfg.Registry.Store(name)
@@ -137,7 +134,7 @@ func (w *Worker) publishStats(ctx context.Context, c redis.Cmdable, name string)
 	if err != nil {
 		return err
 	}
-	return c.Set(ctx, StatsKey(name), js, 0).Err()
+	return c.Set(ctx, jobs.StatsKey(name), js, 0).Err()
 }
 
 func hostname() string { h, _ := os.Hostname(); return h }

@@ -189,7 +189,7 @@ func TestJobLifecycle(t *testing.T) {
 	if ttl := b.rdb.TTL(t.Context(), jobs.RecordKey(rec.ID)).Val(); ttl <= 0 {
 		t.Fatalf("finished record has no retention TTL (%v)", ttl)
 	}
-	if n, _ := b.rdb.Exists(t.Context(), StatsKey("orders")).Result(); n != 1 {
+	if n, _ := b.rdb.Exists(t.Context(), jobs.StatsKey("orders")).Result(); n != 1 {
 		t.Fatal("stats not published")
 	}
 	// The lock is gone: the same request is a new job.

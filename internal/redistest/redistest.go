@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/alicebob/miniredis/v2"
 	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/memredis"
 )
 
 // RequireEnv is the environment variable that, when set to 1, forbids the
@@ -62,9 +63,7 @@ type Server struct {
 	port int
 
 	// miniredis fallback only.
-	mr       *miniredis.Miniredis
-	stopTick chan struct{}
-	tickDone chan struct{}
+	mr *memredis.Server
 
 	mu   sync.Mutex
 	proc *proc // nil while the redis-server is not running
@@ -161,27 +160,12 @@ func (s *Server) startReal(cfg config) error {
 }
 
 func (s *Server) startMiniredis() error {
-	mr := miniredis.NewMiniRedis()
-	if err := mr.Start(); err != nil {
-		return fmt.Errorf("redistest: start miniredis: %w", err)
+	mr, err := memredis.Start()
+	if err != nil {
+		return fmt.Errorf("redistest: %w", err)
 	}
 	noticeOnce.Do(func() { fmt.Fprintln(os.Stderr, fallbackNotice) })
-
 	s.mr, s.addr = mr, mr.Addr()
-	s.stopTick, s.tickDone = make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(s.tickDone)
-		t := time.NewTicker(time.Second)
-		defer t.Stop()
-		for {
-			select {
-			case <-t.C:
-				mr.FastForward(time.Second)
-			case <-s.stopTick:
-				return
-			}
-		}
-	}()
 	return nil
 }
 
@@ -276,10 +260,6 @@ func (s *Server) Stop() {
 func (s *Server) close() {
 	s.closeOnce.Do(func() {
 		s.Stop()
-		if s.stopTick != nil {
-			close(s.stopTick)
-			<-s.tickDone
-		}
 		os.RemoveAll(s.dir)
 	})
 }

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
+	"storekeeper/store"
+	"storekeeper/worker"
+)
+
+// The application keeps writing while storekeeper compacts, backs up and
+// restores its store. Every write acknowledged before the backup started
+// is there after the restore, with its value; writes acknowledged after
+// the restore are there too. Writes in between are the rollback window.
+func TestAcknowledgedWritesSurviveRestore(t *testing.T) {
+	srv := redistest.Start(t)
+	root := t.TempDir()
+	a, err := start(t.Context(), config{
+		dataDir: filepath.Join(root, "stores"), backupDir: filepath.Join(root, "backups"),
+		redis: &redis.Options{Addr: srv.Addr()}, node: "embed",
+		log: slog.New(slog.DiscardHandler),
+		workerConfig: func(c *worker.Config) {
+			c.TaskCheckInterval = 10 * time.Millisecond
+			c.Schedules = map[jobs.Kind]string{jobs.KindCompact: "off", jobs.KindBackup: "off", jobs.KindVerify: "off"}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+
+	var (
+		mu    sync.Mutex
+		acked []time.Time // acked[i]: when key i was acknowledged
+	)
+	ctx, stopWriter := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := 0; ctx.Err() == nil; i++ {
+			if err := a.put(ctx, key(i), value(i)); err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("write %d: %v", i, err)
+				}
+				return
+			}
+			mu.Lock()
+			acked = append(acked, time.Now())
+			mu.Unlock()
+		}
+	})
+	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	for ackedCount() < 500 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	run := func(kind jobs.Kind, params jobs.Params) jobs.Record {
+		t.Helper()
+		res, err := a.jobs.Enqueue(t.Context(), jobs.Request{Kind: kind, Store: storeName, Params: params, Trigger: jobs.TriggerManual, Actor: "test"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			r, err := a.jobs.Get(t.Context(), res.Record.ID)
+			if err == nil && r.State == jobs.StateSucceeded {
+				return r
+			}
+			if err == nil && r.State.Terminal() || time.Now().After(deadline) {
+				t.Fatalf("%s job: %+v, %v", kind, r, err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	run(jobs.KindCompact, jobs.Params{Force: true})
+	backup := run(jobs.KindBackup, jobs.Params{})
+	var bres store.BackupResult
+	if err := json.Unmarshal(backup.Result, &bres); err != nil {
+		t.Fatal(err)
+	}
+	for n := ackedCount(); ackedCount() < n+300; { // writes inside the rollback window
+		time.Sleep(5 * time.Millisecond)
+	}
+	restore := run(jobs.KindRestore, jobs.Params{BackupID: bres.Backup.ID})
+	for n := ackedCount(); ackedCount() < n+300; { // writes after the restore
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopWriter()
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	before, window, after := 0, 0, 0
+	for i, at := range acked {
+		v, err := a.kv.Get(key(i))
+		switch {
+		case at.Before(backup.StartedAt):
+			before++
+			if err != nil || string(v) != string(value(i)) {
+				t.Fatalf("write %d acknowledged before the backup started is lost after the restore: %q, %v", i, v, err)
+			}
+		case at.After(restore.FinishedAt):
+			after++
+			if err != nil || string(v) != string(value(i)) {
+				t.Fatalf("write %d acknowledged after the restore is lost: %q, %v", i, v, err)
+			}
+		default:
+			window++
+		}
+	}
+	t.Logf("%d writes before the backup survived; %d in the rollback window; %d after the restore", before, window, after)
+	if before < 500 || after < 300 {
+		t.Fatalf("too few writes checked: %d before, %d after", before, after)
+	}
+
+	// The HTTP surface: a write, a read, a maintenance request.
+	hs := httptest.NewServer(a.routes())
+	defer hs.Close()
+	req := httptest.NewRequest("PUT", hs.URL+"/kv/hello", strings.NewReader("world"))
+	req.RequestURI = ""
+	if resp, err := hs.Client().Do(req); err != nil || resp.StatusCode != 204 {
+		t.Fatalf("PUT: %v, %v", resp, err)
+	}
+	resp, err := hs.Client().Get(hs.URL + "/kv/hello")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "world" {
+		t.Fatalf("GET = %q", body)
+	}
+	resp, err = hs.Client().Post(hs.URL+"/maintenance/verify", "", nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("POST maintenance: %v, %v", resp, err)
+	}
+	resp.Body.Close()
+}
+
+func key(i int) []byte   { return fmt.Appendf(nil, "event-%07d", i) }
+func value(i int) []byte { return fmt.Appendf(nil, "payload-%d-%s", i, strings.Repeat("x", i%200)) }
