@@ -104,6 +104,10 @@ func LockKey(p Payload) string {
 	return "storekeeper:lock:" + p.Store + ":" + string(p.Kind) + ":" + hex.EncodeToString(sum[:8])
 }
 
+// BatchKey lists the job ids of one batch (an enqueue for every store),
+// for GET /api/jobs?batch=; it expires with the records.
+func BatchKey(batch string) string { return "storekeeper:batch:" + batch }
+
 // RestoreLockKey is the restore lock of a store.
 func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + ":restore" }
 

@@ -96,7 +96,7 @@ func History(ctx context.Context, c redis.Cmdable, q HistoryQuery) ([]HistoryEnt
 	for {
 		msgs, err := c.XRevRangeN(ctx, HistoryStream, end, "-", chunk).Result()
 		if err != nil {
-			return nil, "", err
+			return nil, "", unavailable(err)
 		}
 		for _, m := range msgs {
 			e, err := decodeEntry(m, func(e *HistoryEntry, id string) { e.ID = id })
@@ -134,7 +134,7 @@ func ReadEvents(ctx context.Context, c redis.Cmdable, since string, count int64,
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, unavailable(err)
 	}
 	var out []Event
 	for _, s := range res {
@@ -157,8 +157,11 @@ func EventsGap(ctx context.Context, c redis.Cmdable, since string) (bool, error)
 		return false, fmt.Errorf("%w: since: %w", ErrBadQuery, err)
 	}
 	first, err := c.XRangeN(ctx, EventsStream, "-", "+", 1).Result()
-	if err != nil || len(first) == 0 {
-		return false, err
+	if err != nil {
+		return false, unavailable(err)
+	}
+	if len(first) == 0 {
+		return false, nil
 	}
 	fms, fseq, err := parseStreamID(first[0].ID)
 	if err != nil {
@@ -167,6 +170,31 @@ func EventsGap(ctx context.Context, c redis.Cmdable, since string) (bool, error)
 	// since itself may be gone (it was read before the trim): a gap only
 	// when something between since and the oldest entry could be lost.
 	return ms < fms || ms == fms && seq+1 < fseq, nil
+}
+
+// ValidStreamID reports whether id is a stream entry id ("<ms>-<seq>" or "<ms>").
+func ValidStreamID(id string) bool { _, _, err := parseStreamID(id); return err == nil }
+
+// CompareStreamIDs orders two valid stream entry ids: -1, 0 or 1.
+func CompareStreamIDs(a, b string) int {
+	ams, aseq, _ := parseStreamID(a)
+	bms, bseq, _ := parseStreamID(b)
+	switch {
+	case ams != bms:
+		return cmpU(ams, bms)
+	default:
+		return cmpU(aseq, bseq)
+	}
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
 }
 
 // parseStreamID parses "<ms>-<seq>" (or "<ms>").

@@ -190,3 +190,9 @@ func maxTime(a, b time.Time) time.Time {
 	}
 	return b
 }
+
+// ValidateSchedule checks a schedule spec: a cron spec or "off".
+func ValidateSchedule(spec string) error {
+	_, err := parseSchedule(spec)
+	return err
+}

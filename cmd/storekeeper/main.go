@@ -1,7 +1,7 @@
 // Command storekeeper runs maintenance jobs for named Pebble stores.
 //
-// Until the server lands, it has one subcommand, demo, which shows the
-// store engine at work: storekeeper demo [--data-dir ./data].
+// storekeeper serve runs the API, the worker and the schedules in one
+// process; api and worker run them apart; demo shows the store engine.
 package main
 
 import (
@@ -16,6 +16,9 @@ import (
 const usage = `usage: storekeeper <command> [flags]
 
 commands:
+  serve   the API, the worker and the schedules in one process
+  api     the API only (stores are served by worker processes)
+  worker  the worker and schedules only, with /metrics, /healthz, /readyz
   demo    create three churned stores in --data-dir, show their stats,
           compact, verify and back them up (--backup-dir), restore one,
           and print the numbers
@@ -35,8 +38,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "demo":
 		return runDemo(ctx, args[1:], stdout, stderr)
+	case "serve", "api", "worker":
+		return runServe(ctx, args[0], args[1:], stdout, stderr)
 	case "-h", "--help", "help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usage+"\nstorekeeper <command> --help lists a command's flags and their STOREKEEPER_* variables.\n")
 		return 0
 	default:
 		fmt.Fprintf(stderr, "storekeeper: unknown command %q\n\n%s", args[0], usage)

@@ -1,0 +1,374 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/jobs"
+)
+
+// decodeBody reads an optional JSON body strictly: no body is {}, unknown
+// fields and trailing data are 400, over MaxBody is 413.
+func decodeBody(c *gin.Context, v any) error {
+	b, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return errTooLarge
+		}
+		return invalid("reading the body: " + err.Error())
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return invalid("body: " + err.Error())
+	}
+	if dec.More() {
+		return invalid("body: more than one JSON value")
+	}
+	return nil
+}
+
+// enqueued is the answer to an enqueue: the job's record and whether it
+// was already in flight.
+type enqueued struct {
+	jobs.Record
+	Deduplicated bool `json:"deduplicated"`
+}
+
+type compactBody struct {
+	Force  bool `json:"force"`
+	DryRun bool `json:"dry_run"`
+}
+
+type verifyBody struct {
+	Deep bool `json:"deep"`
+}
+
+type restoreBody struct {
+	BackupID string `json:"backup_id"`
+}
+
+func (s *Server) params(c *gin.Context, kind jobs.Kind) (jobs.Params, error) {
+	switch kind {
+	case jobs.KindCompact:
+		var b compactBody
+		err := decodeBody(c, &b)
+		return jobs.Params{Force: b.Force, DryRun: b.DryRun}, err
+	case jobs.KindVerify:
+		var b verifyBody
+		err := decodeBody(c, &b)
+		return jobs.Params{Deep: b.Deep}, err
+	default:
+		var b struct{}
+		return jobs.Params{}, decodeBody(c, &b)
+	}
+}
+
+func (s *Server) enqueueOne(kind jobs.Kind) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		p, err := s.params(c, kind)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		s.enqueue(c, jobs.Request{Kind: kind, Store: c.Param("store"), Params: p, Trigger: jobs.TriggerManual, Actor: actor(c)})
+	}
+}
+
+func (s *Server) enqueue(c *gin.Context, req jobs.Request) {
+	res, err := s.jobs.Enqueue(c, req)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	s.metrics.enqueued(req.Kind, res.Deduplicated)
+	c.Header("Location", "/api/jobs/"+res.Record.ID)
+	c.JSON(http.StatusAccepted, enqueued{Record: res.Record, Deduplicated: res.Deduplicated})
+}
+
+// enqueueAll makes one job per known store under one batch id.
+func (s *Server) enqueueAll(kind jobs.Kind) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		p, err := s.params(c, kind)
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		stores, err := s.rdb.HKeys(c, jobs.StoresKey).Result()
+		if err != nil {
+			s.fail(c, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err))
+			return
+		}
+		slices.Sort(stores)
+		batch := "b" + jobs.NewID()[1:]
+		out := []enqueued{}
+		ids := []any{}
+		for _, st := range stores {
+			res, err := s.jobs.Enqueue(c, jobs.Request{Kind: kind, Store: st, Params: p, Trigger: jobs.TriggerManual, Actor: actor(c), BatchID: batch})
+			if err != nil {
+				s.fail(c, err)
+				return
+			}
+			s.metrics.enqueued(kind, res.Deduplicated)
+			out = append(out, enqueued{Record: res.Record, Deduplicated: res.Deduplicated})
+			ids = append(ids, res.Record.ID)
+		}
+		if len(ids) > 0 {
+			pipe := s.rdb.TxPipeline()
+			pipe.SAdd(c, jobs.BatchKey(batch), ids...)
+			pipe.Expire(c, jobs.BatchKey(batch), s.cfg.Jobs.RecordRetention)
+			if _, err := pipe.Exec(c); err != nil {
+				s.fail(c, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err))
+				return
+			}
+		}
+		c.Header("Location", "/api/jobs?batch="+batch)
+		c.JSON(http.StatusAccepted, gin.H{"batch_id": batch, "jobs": out})
+	}
+}
+
+// published is what a store's owner publishes in jobs.StatsKey.
+type published struct {
+	Node    string          `json:"node"`
+	Stats   json.RawMessage `json:"stats"`
+	Backups []backupInfo    `json:"backups"`
+	At      time.Time       `json:"at"`
+}
+
+// backupInfo is the part of a backup's listing the API looks at; the rest
+// passes through.
+type backupInfo struct {
+	ID         string    `json:"id"`
+	CreatedAt  time.Time `json:"created_at"`
+	VerifiedAt time.Time `json:"verified_at"`
+	Bad        bool      `json:"bad"`
+	raw        json.RawMessage
+}
+
+func (b *backupInfo) UnmarshalJSON(data []byte) error {
+	type plain backupInfo
+	if err := json.Unmarshal(data, (*plain)(b)); err != nil {
+		return err
+	}
+	b.raw = append(json.RawMessage(nil), data...)
+	return nil
+}
+
+func (b backupInfo) MarshalJSON() ([]byte, error) { return b.raw, nil }
+
+func (s *Server) restore(c *gin.Context) {
+	var b restoreBody
+	if err := decodeBody(c, &b); err != nil {
+		s.fail(c, err)
+		return
+	}
+	name := c.Param("store")
+	pub, err := s.published(c, name)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	// The owner republishes backups before any job finishes: what the API
+	// sees here is current.
+	if pub != nil {
+		usable := func(bi backupInfo) bool { return !bi.Bad && !bi.VerifiedAt.IsZero() }
+		if b.BackupID != "" {
+			i := slices.IndexFunc(pub.Backups, func(bi backupInfo) bool { return bi.ID == b.BackupID })
+			switch {
+			case i < 0:
+				s.fail(c, newError(http.StatusNotFound, "unknown_backup", fmt.Sprintf("store %s has no backup %q", name, b.BackupID)))
+				return
+			case !usable(pub.Backups[i]):
+				s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("backup %s of store %s is marked bad or was never verified", b.BackupID, name)))
+				return
+			}
+		} else if !slices.ContainsFunc(pub.Backups, usable) {
+			s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("store %s has no verified backup to restore", name)))
+			return
+		}
+	}
+	s.enqueue(c, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: b.BackupID}, Trigger: jobs.TriggerManual, Actor: actor(c)})
+}
+
+// published returns what the store's owner last published: nil when it
+// has not published yet; unknown_store when no node owns the store.
+func (s *Server) published(c *gin.Context, name string) (*published, error) {
+	if err := jobs.ValidateStoreName(name); err != nil {
+		return nil, err
+	}
+	pipe := s.rdb.Pipeline()
+	owner := pipe.HGet(c, jobs.StoresKey, name)
+	stats := pipe.Get(c, jobs.StatsKey(name))
+	_, _ = pipe.Exec(c)
+	if err := owner.Err(); errors.Is(err, redis.Nil) {
+		return nil, fmt.Errorf("%w %q", jobs.ErrUnknownStore, name)
+	} else if err != nil {
+		return nil, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+	}
+	v, err := stats.Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+	}
+	var p published
+	if err := json.Unmarshal([]byte(v), &p); err != nil {
+		return nil, fmt.Errorf("stats of store %s: %w", name, err)
+	}
+	return &p, nil
+}
+
+func (s *Server) getJob(c *gin.Context) {
+	id := c.Param("id")
+	if len(id) > 64 {
+		s.fail(c, fmt.Errorf("%w %q", jobs.ErrUnknownJob, id[:64]))
+		return
+	}
+	rec, err := s.jobs.Get(c, id)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, rec)
+}
+
+func (s *Server) cancelJob(c *gin.Context) {
+	rec, err := s.jobs.Cancel(c, c.Param("id"), actor(c))
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, rec)
+}
+
+// listJobs lists a batch's jobs (?batch=), or the jobs in flight, newest
+// first, filtered by store, kind and state.
+func (s *Server) listJobs(c *gin.Context) {
+	q := c.Request.URL.Query()
+	kind, state := jobs.Kind(q.Get("kind")), jobs.State(q.Get("state"))
+	if kind != "" && !kind.Valid() {
+		s.fail(c, invalid(fmt.Sprintf("unknown kind %q", kind)))
+		return
+	}
+	if state != "" && !slices.Contains([]jobs.State{jobs.StatePending, jobs.StateActive, jobs.StateRetry, jobs.StateSucceeded, jobs.StateFailed, jobs.StateCanceled}, state) {
+		s.fail(c, invalid(fmt.Sprintf("unknown state %q", state)))
+		return
+	}
+	var ids []string
+	var err error
+	if batch := q.Get("batch"); batch != "" {
+		ids, err = s.rdb.SMembers(c, jobs.BatchKey(batch)).Result()
+	} else {
+		ids, err = s.inFlight(c)
+	}
+	if err != nil {
+		s.fail(c, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err))
+		return
+	}
+	slices.Sort(ids)
+	slices.Reverse(ids)
+	out := []jobs.Record{}
+	for _, id := range ids {
+		r, err := s.jobs.Get(c, id)
+		if errors.Is(err, jobs.ErrUnknownJob) {
+			continue // expired
+		}
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		if (q.Get("store") == "" || r.Store == q.Get("store")) && (kind == "" || r.Kind == kind) && (state == "" || r.State == state) {
+			out = append(out, r)
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"jobs": out})
+}
+
+func (s *Server) inFlight(c *gin.Context) ([]string, error) {
+	var ids []string
+	iter := s.rdb.Scan(c, 0, jobs.InFlightKey("*"), 100).Iterator()
+	for iter.Next(c) {
+		m, err := s.rdb.SMembers(c, iter.Val()).Result()
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, m...)
+	}
+	return ids, iter.Err()
+}
+
+func (s *Server) history(c *gin.Context) {
+	q := c.Request.URL.Query()
+	hq := jobs.HistoryQuery{Store: q.Get("store"), Kind: jobs.Kind(q.Get("kind")), Before: q.Get("before")}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			s.fail(c, invalid(fmt.Sprintf("limit %q is not a number", l)))
+			return
+		}
+		if n < 1 || n > 500 {
+			s.fail(c, invalid(fmt.Sprintf("limit %d is outside 1..500", n)))
+			return
+		}
+		hq.Limit = n
+	}
+	entries, next, err := jobs.History(c, s.rdb, hq)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if entries == nil {
+		entries = []jobs.HistoryEntry{}
+	}
+	c.JSON(http.StatusOK, gin.H{"history": entries, "next": next})
+}
+
+func (s *Server) pause(c *gin.Context) {
+	if err := jobs.Pause(c, s.rdb, c.Param("store"), actor(c)); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"store": c.Param("store"), "paused": true})
+}
+
+func (s *Server) resume(c *gin.Context) {
+	if err := jobs.Resume(c, s.rdb, c.Param("store")); err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"store": c.Param("store"), "paused": false})
+}
+
+func (s *Server) schedules(c *gin.Context) {
+	nodes, err := jobs.Schedules(c, s.rdb)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	paused, err := jobs.Paused(c, s.rdb)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if nodes == nil {
+		nodes = []jobs.NodeSchedules{}
+	}
+	slices.SortFunc(nodes, func(a, b jobs.NodeSchedules) int { return strings.Compare(a.Node, b.Node) })
+	c.JSON(http.StatusOK, gin.H{"nodes": nodes, "paused": paused})
+}

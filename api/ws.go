@@ -1,0 +1,304 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/olahol/melody"
+
+	"storekeeper/jobs"
+)
+
+// WebSocket watchers (DESIGN.md, "Melody — facts measured"): one tailer
+// per process reads the events stream and hands each event to one sender
+// goroutine through a buffered channel; the sender writes to each matching
+// session's buffer without waiting. A session whose buffer is full loses
+// that event only for itself; it is told how many it missed
+// (stream.dropped) as soon as it has room, and it is disconnected if it
+// stays stuck. A watcher that missed events reconnects with since=.
+
+const (
+	sessionBuffer = 1024             // melody's per-session buffer
+	stuckFor      = 10 * time.Second // dropping for this long: disconnected
+	replayPage    = 500
+)
+
+// watcher is one session's filters and position.
+type watcher struct {
+	stores, jobIDs []string
+	kinds          []jobs.Kind
+
+	mu        sync.Mutex
+	last      string   // id of the last event sent ("" before any)
+	replaying bool     // live events wait in pending until the replay is done
+	pending   [][]byte // live events that arrived during the replay, with ids
+	pendIDs   []string
+	dropped   int       // events lost since the last stream.dropped
+	dropSince time.Time // when the current run of drops began
+}
+
+func (w *watcher) match(e jobs.Event) bool {
+	return (len(w.stores) == 0 || slices.Contains(w.stores, e.Store)) &&
+		(len(w.jobIDs) == 0 || slices.Contains(w.jobIDs, e.JobID)) &&
+		(len(w.kinds) == 0 || slices.Contains(w.kinds, e.Kind))
+}
+
+type live struct {
+	ev  jobs.Event
+	raw []byte
+}
+
+type hub struct {
+	s      *Server
+	m      *melody.Melody
+	events chan live
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+func newHub(s *Server) *hub {
+	m := melody.New()
+	m.Config.MessageBufferSize = sessionBuffer
+	m.Config.MaxMessageSize = 4096
+	m.Upgrader.CheckOrigin = s.checkOrigin
+	h := &hub{s: s, m: m, events: make(chan live, 4096)}
+	// Only count here: closing a session inside this hook recurses.
+	m.HandleError(func(ss *melody.Session, err error) {
+		if errors.Is(err, melody.ErrMessageBufferFull) {
+			if w := watcherOf(ss); w != nil {
+				w.mu.Lock()
+				if w.dropped == 0 {
+					w.dropSince = time.Now()
+				}
+				w.dropped++
+				w.mu.Unlock()
+			}
+			s.metrics.wsDropped.Inc()
+		}
+	})
+	m.HandleConnect(func(ss *melody.Session) {
+		s.metrics.wsWatchers.Inc()
+		if w := watcherOf(ss); w != nil {
+			since, _ := ss.Get("since")
+			go h.replay(ss, w, since.(string))
+		}
+	})
+	m.HandleDisconnect(func(*melody.Session) { s.metrics.wsWatchers.Dec() })
+	return h
+}
+
+func watcherOf(ss *melody.Session) *watcher {
+	v, ok := ss.Get("watcher")
+	if !ok {
+		return nil
+	}
+	return v.(*watcher)
+}
+
+// checkOrigin admits clients that send no Origin (they are not browsers),
+// the server's own origin, and the configured ones.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	o := r.Header.Get("Origin")
+	if o == "" {
+		return true
+	}
+	u, err := url.Parse(o)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return s.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
+}
+
+// serve upgrades GET /ws with its filters: store, job, kind (repeatable),
+// since=<event id>.
+func (h *hub) serve(c *gin.Context) {
+	q := c.Request.URL.Query()
+	w := &watcher{stores: q["store"], jobIDs: q["job"], replaying: true}
+	for _, k := range q["kind"] {
+		if !jobs.Kind(k).Valid() {
+			h.s.fail(c, invalid("unknown kind "+k))
+			return
+		}
+		w.kinds = append(w.kinds, jobs.Kind(k))
+	}
+	since := q.Get("since")
+	if since != "" && !jobs.ValidStreamID(since) {
+		h.s.fail(c, invalid("since must be an event id"))
+		return
+	}
+	if !h.s.checkOrigin(c.Request) {
+		h.s.fail(c, newError(http.StatusForbidden, "forbidden", "origin not allowed"))
+		return
+	}
+	if err := h.m.HandleRequestWithKeys(c.Writer, c.Request, map[string]any{"watcher": w, "since": since}); err != nil {
+		h.s.log.Warn("websocket upgrade failed", "request_id", requestID(c), "err", err)
+	}
+}
+
+// replay sends what the stream still holds after since, then lets the
+// live events through: live events arriving meanwhile wait in pending, and
+// only those after the last replayed id are sent, so there is no gap and
+// no duplicate.
+func (h *hub) replay(ss *melody.Session, w *watcher, since string) {
+	if since != "" {
+		ctx := context.Background()
+		if gap, err := jobs.EventsGap(ctx, h.s.rdb, since); err == nil && gap {
+			b, _ := json.Marshal(map[string]string{"type": "stream.gap", "since": since})
+			_ = ss.Write(b)
+		}
+		cursor := since
+		for {
+			evs, err := jobs.ReadEvents(ctx, h.s.rdb, cursor, replayPage, 0)
+			if err != nil {
+				h.s.log.Warn("websocket replay failed", "err", err)
+				break
+			}
+			for _, e := range evs {
+				cursor = e.ID
+				if w.match(e) {
+					b, _ := json.Marshal(e)
+					h.write(ss, w, b)
+				}
+			}
+			w.mu.Lock()
+			w.last = cursor
+			w.mu.Unlock()
+			if len(evs) < replayPage {
+				break
+			}
+		}
+	}
+	w.mu.Lock()
+	pending, ids := w.pending, w.pendIDs
+	w.pending, w.pendIDs = nil, nil
+	for i, b := range pending {
+		if w.last == "" || jobs.CompareStreamIDs(ids[i], w.last) > 0 {
+			h.writeLocked(ss, w, b)
+			w.last = ids[i]
+		}
+	}
+	w.replaying = false
+	w.mu.Unlock()
+}
+
+func (h *hub) write(ss *melody.Session, w *watcher, b []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h.writeLocked(ss, w, b)
+}
+
+// writeLocked sends b, first telling the watcher how many events it lost
+// if it lost some. melody drops what does not fit in the buffer and
+// reports it to HandleError, which counts it.
+func (h *hub) writeLocked(ss *melody.Session, w *watcher, b []byte) {
+	if w.dropped > 0 {
+		n := w.dropped
+		w.dropped = 0
+		notice, _ := json.Marshal(map[string]any{"type": "stream.dropped", "count": n})
+		w.mu.Unlock()
+		_ = ss.Write(notice)
+		w.mu.Lock()
+		if w.dropped > 0 { // the notice itself did not fit: still stuck
+			w.dropped += n
+			return
+		}
+		w.dropSince = time.Time{}
+	}
+	w.mu.Unlock()
+	_ = ss.Write(b)
+	w.mu.Lock()
+}
+
+func (h *hub) start(ctx context.Context) {
+	ctx, h.stop = context.WithCancel(ctx)
+	h.wg.Add(2)
+	go func() { defer h.wg.Done(); h.tail(ctx) }()
+	go func() { defer h.wg.Done(); h.send(ctx) }()
+}
+
+// tail reads the events stream from now on.
+func (h *hub) tail(ctx context.Context) {
+	last := "$"
+	for ctx.Err() == nil {
+		evs, err := jobs.ReadEvents(ctx, h.s.rdb, last, 1000, time.Second)
+		if err != nil {
+			if ctx.Err() == nil {
+				h.s.log.Warn("tailing events failed; retrying", "err", err)
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+			continue
+		}
+		for _, e := range evs {
+			last = e.ID
+			b, _ := json.Marshal(e)
+			select {
+			case h.events <- live{ev: e, raw: b}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// send delivers each live event to the matching sessions.
+func (h *hub) send(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case l := <-h.events:
+			sessions, _ := h.m.Sessions()
+			for _, ss := range sessions {
+				w := watcherOf(ss)
+				if w == nil || !w.match(l.ev) {
+					continue
+				}
+				w.mu.Lock()
+				switch {
+				case w.replaying && len(w.pending) >= 4*sessionBuffer:
+					if w.dropped == 0 {
+						w.dropSince = time.Now()
+					}
+					w.dropped++ // told with stream.dropped after the replay
+				case w.replaying:
+					w.pending = append(w.pending, l.raw)
+					w.pendIDs = append(w.pendIDs, l.ev.ID)
+				case w.last == "" || jobs.CompareStreamIDs(l.ev.ID, w.last) > 0:
+					h.writeLocked(ss, w, l.raw)
+					w.last = l.ev.ID
+				}
+				stuck := w.dropped > 0 && time.Since(w.dropSince) > stuckFor
+				w.mu.Unlock()
+				if stuck {
+					h.s.log.Warn("disconnecting a stuck watcher", "remote", ss.RemoteAddr())
+					_ = ss.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow: reconnect with since="))
+				}
+			}
+		}
+	}
+}
+
+func (h *hub) close() {
+	h.once.Do(func() {
+		_ = h.m.CloseWithMsg(melody.FormatCloseMessage(1001, "server shutting down"))
+		if h.stop != nil {
+			h.stop()
+		}
+		h.wg.Wait()
+	})
+}

@@ -1,0 +1,451 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/api"
+	"storekeeper/internal/memredis"
+	"storekeeper/jobs"
+	"storekeeper/store"
+	"storekeeper/worker"
+)
+
+// serveConfig is what the flags (or STOREKEEPER_* variables) say.
+type serveConfig struct {
+	listen, redisURL, dataDir, backupDir, node, stores, tokens string
+	schedCompact, schedBackup, schedVerify                     string
+	autoRestore, backupRetention, origins, tlsCert, tlsKey     string
+	logFormat                                                  string
+	autoRestoreLimit, concurrency                              int
+	jobRetention, leaseTTL                                     time.Duration
+	webhooks                                                   multiFlag
+}
+
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+// envName is the variable that sets a flag: --backup-dir is
+// STOREKEEPER_BACKUP_DIR.
+func envName(flagName string) string {
+	return "STOREKEEPER_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// serveFlags defines the flags of mode (serve, api or worker).
+func serveFlags(mode string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+	c := &serveConfig{}
+	fs := flag.NewFlagSet(mode, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	host, _ := os.Hostname()
+	str := func(p *string, name, def, help string) { fs.StringVar(p, name, def, help+" (env "+envName(name)+")") }
+	str(&c.listen, "listen", "127.0.0.1:8080", "HTTP address")
+	str(&c.redisURL, "redis", "", "redis:// or rediss:// URL, or redis+sentinel://[:password@]host:port[,host:port…]/master[/db]; empty: an in-process Redis, in memory only")
+	str(&c.logFormat, "log-format", "text", "log format: text or json")
+	if mode != "worker" {
+		str(&c.tokens, "tokens", "", "API tokens name:role:token,… (role viewer or operator) or @file; empty: one operator token is generated and printed, and only loopback is served")
+		str(&c.origins, "allowed-origins", "", "comma-separated origins (https://host:port) allowed to open WebSockets besides the server's own")
+		str(&c.tlsCert, "tls-cert", "", "TLS certificate file (with --tls-key)")
+		str(&c.tlsKey, "tls-key", "", "TLS key file")
+	}
+	if mode != "api" {
+		str(&c.dataDir, "data-dir", "./data", "directory of the stores")
+		str(&c.backupDir, "backup-dir", "./backups", "directory of the backups (not inside --data-dir)")
+		str(&c.node, "node", host, "this node's name; it owns the stores in --data-dir")
+		str(&c.stores, "stores", "", "comma-separated store names to create if missing")
+		fs.Var(&c.webhooks, "webhook", "notification webhook url#secret, repeatable (env "+envName("webhook")+", space-separated)")
+		str(&c.schedCompact, "schedule-compact", worker.DefaultSchedules[jobs.KindCompact], "cron spec for compaction, or off")
+		str(&c.schedBackup, "schedule-backup", worker.DefaultSchedules[jobs.KindBackup], "cron spec for backups, or off")
+		str(&c.schedVerify, "schedule-verify", worker.DefaultSchedules[jobs.KindVerify], "cron spec for verification, or off")
+		str(&c.autoRestore, "auto-restore", "on", "restore a corrupt store from its newest verified backup: on or off")
+		fs.IntVar(&c.autoRestoreLimit, "auto-restore-limit", 3, "automatic restores per store in any 24 h (env "+envName("auto-restore-limit")+")")
+		str(&c.backupRetention, "backup-retention", "last=7,daily=7", "backups kept: the newest N, and the newest of each day for D days")
+		fs.DurationVar(&c.leaseTTL, "lease-ttl", 15*time.Second, "store ownership lease (env "+envName("lease-ttl")+")")
+		fs.IntVar(&c.concurrency, "concurrency", 4, "jobs run at once on this node, one per store (env "+envName("concurrency")+")")
+	}
+	fs.DurationVar(&c.jobRetention, "job-retention", jobs.DefaultRecordRetention, "how long finished job records are kept (env "+envName("job-retention")+")")
+	return fs, c
+}
+
+// applyEnv sets the flags not given on the command line from STOREKEEPER_*.
+func applyEnv(fs *flag.FlagSet) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		v, ok := os.LookupEnv(envName(f.Name))
+		if !ok || given[f.Name] || err != nil {
+			return
+		}
+		vals := []string{v}
+		if f.Name == "webhook" {
+			vals = strings.Fields(v)
+		}
+		for _, v := range vals {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s: %w", envName(f.Name), e)
+			}
+		}
+	})
+	return err
+}
+
+// runServe runs serve (API, worker and schedules in one process), api or
+// worker.
+func runServe(ctx context.Context, mode string, args []string, stdout, stderr io.Writer) int {
+	fs, c := serveFlags(mode, stderr)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if err := applyEnv(fs); err != nil {
+		fmt.Fprintln(stderr, "storekeeper:", err)
+		return 2
+	}
+	log, err := newLogger(c.logFormat, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "storekeeper: --log-format:", err)
+		return 2
+	}
+	if err := serve(ctx, mode, c, log, stdout); err != nil {
+		var ce configError
+		if errors.As(err, &ce) {
+			fmt.Fprintln(stderr, "storekeeper:", err)
+			return 2
+		}
+		log.Error("storekeeper stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// configError is bad configuration: one line naming the flag, exit 2.
+type configError struct{ error }
+
+func flagErr(name string, err error) error { return configError{fmt.Errorf("--%s: %w", name, err)} }
+
+func newLogger(format string, w io.Writer) (*slog.Logger, error) {
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, nil)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, nil)), nil
+	}
+	return nil, fmt.Errorf("%q is not text or json", format)
+}
+
+func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, stdout io.Writer) error {
+	// Validate everything before touching anything.
+	var tokens []api.Token
+	var generated string
+	if mode != "worker" {
+		var err error
+		if tokens, err = api.ParseTokens(c.tokens); err != nil {
+			return flagErr("tokens", err)
+		}
+		if len(tokens) == 0 {
+			if !loopback(c.listen) {
+				return flagErr("listen", fmt.Errorf("%s is not a loopback address: without --tokens, storekeeper serves loopback only", c.listen))
+			}
+			b := make([]byte, 24)
+			_, _ = rand.Read(b)
+			generated = base64.RawURLEncoding.EncodeToString(b)
+			tokens = []api.Token{{Name: "admin", Role: api.RoleOperator, Secret: generated}}
+		}
+		if (c.tlsCert == "") != (c.tlsKey == "") {
+			return flagErr("tls-cert", errors.New("--tls-cert and --tls-key go together"))
+		}
+	}
+	var wcfg worker.Config
+	var scfg store.Config
+	if mode != "api" {
+		var err error
+		if scfg, err = storeConfig(c, log); err != nil {
+			return err
+		}
+		if wcfg, err = workerConfig(c, log); err != nil {
+			return err
+		}
+	}
+	var origins []string
+	if c.origins != "" {
+		origins = strings.Split(c.origins, ",")
+	}
+
+	rdb, closeRedis, err := connectRedis(c.redisURL, log)
+	if err != nil {
+		return err
+	}
+	defer closeRedis()
+	jcfg := jobs.ClientConfig{RecordRetention: c.jobRetention}
+
+	var reg *store.Registry
+	var w *worker.Worker
+	if mode != "api" {
+		if reg, err = store.Open(scfg); err != nil {
+			return err
+		}
+		defer reg.Close()
+		wcfg.Redis, wcfg.Registry, wcfg.Jobs = rdb, reg, jcfg
+		if w, err = worker.New(wcfg); err != nil {
+			return configError{err}
+		}
+		if err := w.Start(ctx); err != nil {
+			return err
+		}
+	}
+	stopWorker := func() {
+		if w != nil {
+			w.Shutdown()
+			w = nil
+		}
+	}
+	defer stopWorker()
+
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	var handler http.Handler
+	var srv *api.Server
+	if mode != "worker" {
+		srv, err = api.New(api.Config{Redis: rdb, Tokens: tokens, AllowedOrigins: origins, Jobs: jcfg, Logger: log, Metrics: promReg})
+		if err != nil {
+			return configError{err}
+		}
+		srv.Start(ctx)
+		defer srv.Close()
+		handler = srv.Handler()
+	} else {
+		handler = workerHandler(rdb, promReg)
+	}
+	hs := &http.Server{Addr: c.listen, Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return flagErr("listen", err)
+	}
+	scheme := "http"
+	if c.tlsCert != "" {
+		scheme = "https"
+	}
+	log.Info("storekeeper listening", "mode", mode, "url", scheme+"://"+ln.Addr().String(), "node", c.node)
+	if generated != "" {
+		fmt.Fprintf(stdout, "\nNo --tokens: generated an operator token for this run (it is not stored anywhere):\n\n  %s\n\nUse it as: curl -H 'Authorization: Bearer %s' %s://%s/api/stores\n\n", generated, generated, scheme, ln.Addr())
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if c.tlsCert != "" {
+			errc <- hs.ServeTLS(ln, c.tlsCert, c.tlsKey)
+		} else {
+			errc <- hs.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	// A second signal exits at once.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	go func() { <-again; log.Warn("second signal: exiting now"); os.Exit(1) }()
+	log.Info("shutting down: HTTP, then watchers, then the worker (running jobs are finished or requeued), then the stores")
+	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(shut)
+	if srv != nil {
+		srv.Close()
+	}
+	stopWorker()
+	return nil
+}
+
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func storeConfig(c *serveConfig, log *slog.Logger) (store.Config, error) {
+	cfg := store.Config{DataDir: c.dataDir, BackupDir: c.backupDir, Logger: log}
+	if c.stores != "" {
+		for _, n := range strings.Split(c.stores, ",") {
+			n = strings.TrimSpace(n)
+			if err := jobs.ValidateStoreName(n); err != nil {
+				return cfg, flagErr("stores", err)
+			}
+			cfg.Stores = append(cfg.Stores, n)
+		}
+	}
+	for _, kv := range strings.Split(c.backupRetention, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 0 || (k != "last" && k != "daily") {
+			return cfg, flagErr("backup-retention", fmt.Errorf("%q: want last=N,daily=D", c.backupRetention))
+		}
+		if k == "last" {
+			cfg.Retention.Last = n
+		} else {
+			cfg.Retention.Daily = n
+		}
+	}
+	return cfg, nil
+}
+
+func workerConfig(c *serveConfig, log *slog.Logger) (worker.Config, error) {
+	cfg := worker.Config{Node: c.node, Logger: log, Concurrency: c.concurrency, LeaseTTL: c.leaseTTL,
+		AutoRestore: c.autoRestore, AutoRestoreLimit: c.autoRestoreLimit,
+		Schedules: map[jobs.Kind]string{jobs.KindCompact: c.schedCompact, jobs.KindBackup: c.schedBackup, jobs.KindVerify: c.schedVerify}}
+	for _, h := range c.webhooks {
+		u, secret, ok := strings.Cut(h, "#")
+		if !ok {
+			return cfg, flagErr("webhook", fmt.Errorf("%q: want url#secret", u))
+		}
+		cfg.Webhooks = append(cfg.Webhooks, worker.Webhook{URL: u, Secret: secret})
+	}
+	if err := jobs.ValidateNodeName(c.node); err != nil {
+		return cfg, flagErr("node", err)
+	}
+	if c.autoRestore != "on" && c.autoRestore != "off" {
+		return cfg, flagErr("auto-restore", fmt.Errorf("%q is not on or off", c.autoRestore))
+	}
+	if c.autoRestoreLimit < 1 {
+		return cfg, flagErr("auto-restore-limit", errors.New("must be at least 1"))
+	}
+	if c.concurrency < 1 {
+		return cfg, flagErr("concurrency", errors.New("must be at least 1"))
+	}
+	if c.leaseTTL < 3*time.Second {
+		return cfg, flagErr("lease-ttl", errors.New("must be at least 3s"))
+	}
+	for name, spec := range map[string]string{"schedule-compact": c.schedCompact, "schedule-backup": c.schedBackup, "schedule-verify": c.schedVerify} {
+		if err := worker.ValidateSchedule(spec); err != nil {
+			return cfg, flagErr(name, err)
+		}
+	}
+	return cfg, nil
+}
+
+// connectRedis connects to --redis, or starts the in-process one.
+func connectRedis(raw string, log *slog.Logger) (redis.UniversalClient, func(), error) {
+	if raw == "" {
+		mr, err := memredis.Start()
+		if err != nil {
+			return nil, nil, err
+		}
+		log.Warn("no --redis: using an in-process Redis; queues, job records, events and history live in memory only and are lost when the process exits")
+		rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+		return rdb, func() { rdb.Close(); mr.Close() }, nil
+	}
+	var rdb redis.UniversalClient
+	if rest, ok := strings.CutPrefix(raw, "redis+sentinel://"); ok {
+		opt, err := parseSentinel(rest)
+		if err != nil {
+			return nil, nil, flagErr("redis", err)
+		}
+		rdb = redis.NewFailoverClient(opt)
+	} else {
+		opt, err := redis.ParseURL(raw)
+		if err != nil {
+			return nil, nil, flagErr("redis", err)
+		}
+		rdb = redis.NewClient(opt)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("redis %s: %w", redactURL(raw), err)
+	}
+	return rdb, func() { rdb.Close() }, nil
+}
+
+// parseSentinel reads [:password@]host:port[,host:port…]/master[/db].
+func parseSentinel(s string) (*redis.FailoverOptions, error) {
+	opt := &redis.FailoverOptions{}
+	if at := strings.LastIndex(s, "@"); at >= 0 {
+		cred := s[:at]
+		s = s[at+1:]
+		user, pass, ok := strings.Cut(cred, ":")
+		if !ok {
+			pass, user = user, ""
+		}
+		opt.Username, opt.Password = user, pass
+	}
+	hosts, path, ok := strings.Cut(s, "/")
+	if !ok || hosts == "" {
+		return nil, errors.New("sentinel form: redis+sentinel://[:password@]host:port[,host:port…]/master[/db]")
+	}
+	opt.SentinelAddrs = strings.Split(hosts, ",")
+	master, db, _ := strings.Cut(path, "/")
+	if master == "" {
+		return nil, errors.New("sentinel form needs the master name")
+	}
+	opt.MasterName = master
+	if db != "" {
+		n, err := strconv.Atoi(db)
+		if err != nil {
+			return nil, fmt.Errorf("sentinel db %q is not a number", db)
+		}
+		opt.DB = n
+	}
+	return opt, nil
+}
+
+func redactURL(raw string) string {
+	if i := strings.Index(raw, "@"); i >= 0 {
+		if j := strings.Index(raw, "://"); j >= 0 && j < i {
+			return raw[:j+3] + "…@" + raw[i+1:]
+		}
+	}
+	return raw
+}
+
+// workerHandler serves /metrics, /healthz and /readyz for a worker-only
+// process.
+func workerHandler(rdb redis.UniversalClient, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = io.WriteString(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, `{"ready":false,"checks":{"redis":%q}}`, err.Error())
+			return
+		}
+		_, _ = io.WriteString(w, `{"ready":true,"checks":{"redis":"ok"}}`)
+	})
+	return mux
+}

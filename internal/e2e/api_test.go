@@ -1,0 +1,435 @@
+// Package e2e tests the API against a real Redis and the real worker. It
+// lives apart from package api, which must not import store or worker.
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/api"
+	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
+	"storekeeper/store"
+	"storekeeper/worker"
+)
+
+const (
+	viewerToken   = "viewer-token-0123456789"
+	operatorToken = "operator-token-0123456789"
+)
+
+type env struct {
+	t     *testing.T
+	redis *redistest.Server
+	rdb   *redis.Client
+	reg   *store.Registry
+	w     *worker.Worker
+	api   *api.Server
+	srv   *httptest.Server
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	rs := redistest.Start(t)
+	rdb := rs.Client(t)
+	root := t.TempDir()
+	reg, err := store.Open(store.Config{DataDir: filepath.Join(root, "data"), BackupDir: filepath.Join(root, "backups"),
+		Stores: []string{"orders", "users"}, NoSync: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := worker.New(worker.Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond,
+		RetryDelay: func(int) time.Duration { return 10 * time.Millisecond }, Logger: slog.New(slog.DiscardHandler),
+		Schedules: map[jobs.Kind]string{jobs.KindCompact: "off", jobs.KindBackup: "off", jobs.KindVerify: "off"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	tokens, _ := api.ParseTokens("ann:viewer:" + viewerToken + ",ops:operator:" + operatorToken)
+	a, err := api.New(api.Config{Redis: rdb, Tokens: tokens, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Start(t.Context())
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(func() { srv.Close(); a.Close(); w.Shutdown(); reg.Close() })
+	e := &env{t: t, redis: rs, rdb: rdb, reg: reg, w: w, api: a, srv: srv}
+	e.waitStats("orders")
+	return e
+}
+
+// waitStats waits for the worker's heartbeat to publish a store.
+func (e *env) waitStats(name string) {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if n, _ := e.rdb.Exists(e.t.Context(), jobs.StatsKey(name)).Result(); n == 1 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.t.Fatalf("no stats published for %s", name)
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   map[string]any
+	raw    []byte
+}
+
+func (e *env) do(method, path, token string, body any) answer {
+	e.t.Helper()
+	var r io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		r = strings.NewReader(b)
+	case []byte:
+		r = bytes.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		r = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, e.srv.URL+path, r)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := answer{status: resp.StatusCode, header: resp.Header, raw: raw}
+	_ = json.Unmarshal(raw, &a.body)
+	if resp.Header.Get("X-Request-Id") == "" {
+		e.t.Errorf("%s %s: no request id", method, path)
+	}
+	return a
+}
+
+func (e *env) waitJob(id string, state jobs.State) map[string]any {
+	e.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		a := e.do("GET", "/api/jobs/"+id, viewerToken, nil)
+		if a.status == 200 && a.body["state"] == string(state) {
+			return a.body
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("job %s: %s", id, a.raw)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Every route × {no token, viewer, operator}: 401 without a token, 403 for
+// a viewer on an operator route, served otherwise.
+func TestRoutesAndRoles(t *testing.T) {
+	e := setup(t)
+	backup := e.do("POST", "/api/admin/backup/orders", operatorToken, nil)
+	e.waitJob(backup.body["job_id"].(string), jobs.StateSucceeded)
+	done := e.do("POST", "/api/admin/verify/users", operatorToken, nil)
+	e.waitJob(done.body["job_id"].(string), jobs.StateSucceeded)
+	pending := e.do("POST", "/api/admin/compact/users", operatorToken, map[string]bool{"dry_run": true})
+	for _, r := range []struct {
+		method, path string
+		body         any
+		operator     bool
+		ok           int
+	}{
+		{"POST", "/api/admin/compact", map[string]bool{"dry_run": true}, true, 202},
+		{"POST", "/api/admin/compact/orders", map[string]bool{"force": true}, true, 202},
+		{"POST", "/api/admin/backup", nil, true, 202},
+		{"POST", "/api/admin/backup/orders", nil, true, 202},
+		{"POST", "/api/admin/verify", map[string]bool{"deep": true}, true, 202},
+		{"POST", "/api/admin/verify/orders", nil, true, 202},
+		{"POST", "/api/admin/restore/orders", nil, true, 202},
+		{"GET", "/api/jobs", nil, false, 200},
+		{"GET", "/api/jobs/" + done.body["job_id"].(string), nil, false, 200},
+		{"DELETE", "/api/jobs/" + pending.body["job_id"].(string), nil, true, 0}, // 200, or 409 if it finished first
+		{"GET", "/api/history?limit=10", nil, false, 200},
+		{"GET", "/api/stores", nil, false, 200},
+		{"GET", "/api/stores/orders", nil, false, 200},
+		{"GET", "/api/stores/orders/backups", nil, false, 200},
+		{"POST", "/api/stores/users/pause", nil, true, 200},
+		{"POST", "/api/stores/users/resume", nil, true, 200},
+		{"GET", "/api/schedules", nil, false, 200},
+		{"GET", "/api/dashboard", nil, false, 200},
+		{"GET", "/monitoring/", nil, true, 200},
+	} {
+		name := r.method + " " + r.path
+		if a := e.do(r.method, r.path, "", r.body); a.status != 401 || a.body["error"] != "unauthorized" {
+			t.Errorf("%s without a token: %d %s", name, a.status, a.raw)
+		}
+		if a := e.do(r.method, r.path, "wrong-token-0123456789", r.body); a.status != 401 {
+			t.Errorf("%s with a wrong token: %d", name, a.status)
+		}
+		a := e.do(r.method, r.path, viewerToken, r.body)
+		switch {
+		case r.operator && (a.status != 403 || a.body["error"] != "forbidden"):
+			t.Errorf("%s as viewer: %d %s", name, a.status, a.raw)
+		case !r.operator && a.status != r.ok:
+			t.Errorf("%s as viewer: %d %s", name, a.status, a.raw)
+		}
+		if r.operator {
+			a = e.do(r.method, r.path, operatorToken, r.body)
+			if r.ok != 0 && a.status != r.ok || r.ok == 0 && a.status != 200 && a.status != 409 {
+				t.Errorf("%s as operator: %d %s", name, a.status, a.raw)
+			}
+		}
+	}
+	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/api/openapi.json"} {
+		if a := e.do("GET", p, "", nil); a.status != 200 {
+			t.Errorf("GET %s: %d %s", p, a.status, a.raw)
+		}
+	}
+}
+
+// Every error of the contract, as JSON {error, message}.
+func TestErrors(t *testing.T) {
+	e := setup(t)
+	op := operatorToken
+	backup := e.do("POST", "/api/admin/backup/orders", op, nil)
+	e.waitJob(backup.body["job_id"].(string), jobs.StateSucceeded)
+	finished := backup.body["job_id"].(string)
+	for _, c := range []struct {
+		method, path string
+		body         any
+		status       int
+		code         string
+	}{
+		{"POST", "/api/admin/compact/orders", "{not json", 400, "invalid_request"},
+		{"POST", "/api/admin/compact/orders", `{"force": true, "color": "red"}`, 400, "invalid_request"},
+		{"POST", "/api/admin/compact/orders", `{"force": "yes"}`, 400, "invalid_request"},
+		{"POST", "/api/admin/compact/orders", `{} {}`, 400, "invalid_request"},
+		{"POST", "/api/admin/backup/orders", `{"deep": true}`, 400, "invalid_request"},
+		{"POST", "/api/admin/compact/orders", strings.Repeat(" ", api.MaxBody+1), 413, "body_too_large"},
+		{"GET", "/api/history?limit=0", nil, 400, "invalid_request"},
+		{"GET", "/api/history?limit=abc", nil, 400, "invalid_request"},
+		{"GET", "/api/history?before=yesterday", nil, 400, "invalid_request"},
+		{"GET", "/api/history?kind=defrag", nil, 400, "invalid_request"},
+		{"GET", "/api/jobs?state=sleeping", nil, 400, "invalid_request"},
+		{"POST", "/api/admin/compact/nosuch", nil, 404, "unknown_store"},
+		{"POST", "/api/admin/compact/Bad..Name", nil, 404, "unknown_store"},
+		{"GET", "/api/stores/nosuch", nil, 404, "unknown_store"},
+		{"POST", "/api/stores/nosuch/pause", nil, 404, "unknown_store"},
+		{"GET", "/api/jobs/jnope", nil, 404, "unknown_job"},
+		{"DELETE", "/api/jobs/jnope", nil, 404, "unknown_job"},
+		{"GET", "/api/nothing-here", nil, 404, "not_found"},
+		{"PUT", "/api/stores", nil, 405, "method_not_allowed"},
+		{"POST", "/api/admin/restore/orders", `{"backup_id": "20200101T000000.000Z-000000"}`, 404, "unknown_backup"},
+		{"POST", "/api/admin/restore/users", nil, 409, "no_backup"},
+		{"DELETE", "/api/jobs/" + finished, nil, 409, "job_finished"},
+	} {
+		a := e.do(c.method, c.path, op, c.body)
+		if a.status != c.status || a.body["error"] != c.code || a.body["message"] == "" {
+			t.Errorf("%s %s %v: %d %s, want %d %s", c.method, c.path, c.body, a.status, a.raw, c.status, c.code)
+		}
+		if bytes.Contains(a.raw, []byte("goroutine")) || bytes.Contains(a.raw, []byte(".go:")) {
+			t.Errorf("%s %s leaks internals: %s", c.method, c.path, a.raw)
+		}
+	}
+	// A restore of another backup while one is pending: 409.
+	e.w.Shutdown() // nothing runs: the first restore stays pending
+	first := e.do("POST", "/api/admin/restore/orders", op, nil)
+	if first.status != 202 {
+		t.Fatalf("restore: %d %s", first.status, first.raw)
+	}
+	backups := e.do("GET", "/api/stores/orders/backups", op, nil)
+	id := backups.body["backups"].([]any)[0].(map[string]any)["id"].(string)
+	if a := e.do("POST", "/api/admin/restore/orders", op, map[string]string{"backup_id": id}); a.status != 409 || a.body["error"] != "restore_in_progress" {
+		t.Fatalf("second restore: %d %s", a.status, a.raw)
+	}
+	// The same request again is the same job.
+	if a := e.do("POST", "/api/admin/restore/orders", op, nil); a.status != 202 || a.body["deduplicated"] != true || a.body["job_id"] != first.body["job_id"] {
+		t.Fatalf("repeated restore: %d %s", a.status, a.raw)
+	}
+	// Redis gone: 503, and /readyz says so.
+	e.redis.Stop()
+	if a := e.do("GET", "/api/jobs/"+finished, op, nil); a.status != 503 || a.body["error"] != "redis_unavailable" {
+		t.Fatalf("Redis down: %d %s", a.status, a.raw)
+	}
+	if a := e.do("POST", "/api/admin/compact/orders", op, nil); a.status != 503 || a.body["error"] != "redis_unavailable" {
+		t.Fatalf("Redis down, enqueue: %d %s", a.status, a.raw)
+	}
+	if a := e.do("GET", "/readyz", "", nil); a.status != 503 {
+		t.Fatalf("readyz with Redis down: %d %s", a.status, a.raw)
+	}
+}
+
+// An enqueue answers 202 with Location; a batch is one job per store; the
+// actor is the token's name.
+func TestEnqueueAndBatch(t *testing.T) {
+	e := setup(t)
+	a := e.do("POST", "/api/admin/compact/orders", operatorToken, nil)
+	if a.status != 202 || a.header.Get("Location") != "/api/jobs/"+a.body["job_id"].(string) || a.body["actor"] != "ops" || a.body["deduplicated"] != false {
+		t.Fatalf("enqueue: %d %v %s", a.status, a.header, a.raw)
+	}
+	job := e.waitJob(a.body["job_id"].(string), jobs.StateSucceeded)
+	if _, ok := job["attempts"].(float64); !ok {
+		t.Fatalf("attempts is not a JSON number: %v", job)
+	}
+	b := e.do("POST", "/api/admin/verify", operatorToken, nil)
+	batch, _ := b.body["batch_id"].(string)
+	if b.status != 202 || batch == "" || len(b.body["jobs"].([]any)) != 2 {
+		t.Fatalf("batch: %d %s", b.status, b.raw)
+	}
+	l := e.do("GET", "/api/jobs?batch="+batch, viewerToken, nil)
+	if got := l.body["jobs"].([]any); len(got) != 2 {
+		t.Fatalf("batch jobs: %s", l.raw)
+	}
+	for _, j := range b.body["jobs"].([]any) {
+		e.waitJob(j.(map[string]any)["job_id"].(string), jobs.StateSucceeded)
+	}
+	h := e.do("GET", "/api/history?kind=verify&limit=5", viewerToken, nil)
+	if got := h.body["history"].([]any); len(got) != 2 {
+		t.Fatalf("history: %s", h.raw)
+	}
+	d := e.do("GET", "/api/dashboard", viewerToken, nil)
+	for _, k := range []string{"stores", "history", "queues", "schedules", "nodes", "health"} {
+		if _, ok := d.body[k]; !ok {
+			t.Fatalf("dashboard has no %s: %s", k, d.raw)
+		}
+	}
+}
+
+// The documented routes are the registered ones, and /metrics parses.
+func TestOpenAPIAndMetrics(t *testing.T) {
+	e := setup(t)
+	doc := e.do("GET", "/api/openapi.json", "", nil)
+	paths := doc.body["paths"].(map[string]any)
+	var documented []string
+	for p, ops := range paths {
+		for m := range ops.(map[string]any) {
+			documented = append(documented, strings.ToUpper(m)+" "+p)
+		}
+	}
+	var registered []string
+	for _, r := range api.Routes(e.api) {
+		registered = append(registered, r)
+	}
+	slices.Sort(documented)
+	slices.Sort(registered)
+	if !slices.Equal(documented, registered) {
+		t.Fatalf("documented %v\nregistered %v", documented, registered)
+	}
+	e.do("POST", "/api/admin/compact/orders", operatorToken, nil)
+	m := e.do("GET", "/metrics", "", nil)
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(m.raw))
+	if err != nil {
+		t.Fatalf("metrics do not parse: %v", err)
+	}
+	for _, want := range []string{"storekeeper_api_requests_total", "storekeeper_api_enqueues_total", "storekeeper_ws_watchers",
+		"storekeeper_store_disk_bytes", "asynq_tasks_enqueued_total"} {
+		if _, ok := families[want]; !ok {
+			t.Errorf("no %s in /metrics", want)
+		}
+	}
+}
+
+func dial(t *testing.T, e *env, query string, header http.Header) (*websocket.Conn, *http.Response, error) {
+	url := "ws" + strings.TrimPrefix(e.srv.URL, "http") + "/ws?" + query
+	return websocket.DefaultDialer.Dial(url, header)
+}
+
+func readEvent(t *testing.T, c *websocket.Conn) map[string]any {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var m map[string]any
+	if err := c.ReadJSON(&m); err != nil {
+		t.Fatalf("websocket read: %v", err)
+	}
+	return m
+}
+
+// Watchers: filters, since replay across a reconnect with no gap and no
+// duplicate, auth and origin refusal, a CLI client with no Origin.
+func TestWebSocket(t *testing.T) {
+	e := setup(t)
+	auth := http.Header{"Authorization": {"Bearer " + viewerToken}}
+	if _, resp, err := dial(t, e, "", nil); err == nil || resp.StatusCode != 401 {
+		t.Fatalf("no token: %v %v", resp, err)
+	}
+	if _, resp, err := dial(t, e, "", http.Header{"Authorization": {"Bearer " + viewerToken}, "Origin": {"https://evil.example"}}); err == nil || resp.StatusCode != 403 {
+		t.Fatalf("foreign origin: %v %v", resp, err)
+	}
+	c, _, err := dial(t, e, "store=orders&token="+viewerToken, nil) // token by query, no Origin: a CLI
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // subscribed
+	e.do("POST", "/api/admin/verify/users", operatorToken, nil)
+	first := e.do("POST", "/api/admin/verify/orders", operatorToken, nil)
+	id := first.body["job_id"].(string)
+	var seen []string
+	for {
+		m := readEvent(t, c)
+		if m["store"] != "orders" {
+			t.Fatalf("filter let through %v", m)
+		}
+		seen = append(seen, m["id"].(string))
+		if m["type"] == "job.succeeded" && m["job_id"] == id {
+			break
+		}
+	}
+	last := seen[len(seen)-1]
+	c.Close()
+
+	// Missed while away: replayed on reconnect, then live, in order, once.
+	missed := e.do("POST", "/api/admin/compact/orders", operatorToken, nil)
+	e.waitJob(missed.body["job_id"].(string), jobs.StateSucceeded)
+	c, _, err = dial(t, e, "store=orders&since="+last, auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	live := e.do("POST", "/api/admin/backup/orders", operatorToken, nil)
+	var ids []string
+	var types []string
+	for {
+		m := readEvent(t, c)
+		ids = append(ids, m["id"].(string))
+		types = append(types, fmt.Sprintf("%v %v", m["job_id"] == missed.body["job_id"], m["type"]))
+		if m["type"] == "job.succeeded" && m["job_id"] == live.body["job_id"] {
+			break
+		}
+	}
+	for i := range ids {
+		if jobs.CompareStreamIDs(ids[i], last) <= 0 || i > 0 && jobs.CompareStreamIDs(ids[i], ids[i-1]) <= 0 {
+			t.Fatalf("replay out of order or duplicated: %v (last before reconnect %s)", ids, last)
+		}
+	}
+	if types[0] != "true job.enqueued" {
+		t.Fatalf("replay did not start with the missed job: %v", types)
+	}
+
+	// since older than the stream holds: stream.gap first.
+	e.rdb.XTrimMaxLen(t.Context(), jobs.EventsStream, 1)
+	g, _, err := dial(t, e, "since=1-0", auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if m := readEvent(t, g); m["type"] != "stream.gap" {
+		t.Fatalf("want stream.gap, got %v", m)
+	}
+}
