@@ -223,9 +223,27 @@ func (h *hub) writeLocked(ss *melody.Session, w *watcher, b []byte) {
 
 func (h *hub) start(ctx context.Context) {
 	ctx, h.stop = context.WithCancel(ctx)
-	h.wg.Add(2)
+	h.wg.Add(3)
 	go func() { defer h.wg.Done(); h.tail(ctx) }()
 	go func() { defer h.wg.Done(); h.send(ctx) }()
+	go func() { defer h.wg.Done(); h.s.watchNodes(ctx) }()
+}
+
+// watchNodes emits node.down for nodes whose heartbeat expired: whichever
+// API or worker process sees it first does, once.
+func (s *Server) watchNodes(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if down, err := jobs.CheckNodes(ctx, s.rdb, s.cfg.Jobs.EventsMaxLen); err == nil && len(down) > 0 {
+			s.log.Warn("nodes down: their heartbeats expired", "nodes", down)
+		}
+	}
 }
 
 // tail reads the events stream from now on.

@@ -137,13 +137,15 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		result, _ := json.Marshal(out.Result)
 		fin.HSet = map[string]any{"state": string(jobs.StateSucceeded), "result": string(result), "finished_at": now.Format(time.RFC3339Nano), "reason": out.Reason}
 		fin.Finish(rec, w.cfg.Jobs.RecordRetention)
-		done := ev(jobs.EventJobSucceeded)
-		done.Result = result
-		fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, done)
+		// What the job found or did (store.restored, backup.corrupt) comes
+		// first: job.succeeded is a job's last event.
 		for _, e := range out.Events {
 			e.Node, e.At = w.cfg.Node, now
 			fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, e)
 		}
+		done := ev(jobs.EventJobSucceeded)
+		done.Result = result
+		fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, done)
 		hist.Status, hist.Reason, hist.BytesBefore, hist.BytesAfter, hist.BackupID = out.Status, out.Reason, out.BytesBefore, out.BytesAfter, out.BackupID
 		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
 		if p.Kind == jobs.KindRestore {

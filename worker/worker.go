@@ -148,6 +148,18 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
+// Healthy reports whether the worker is running: started and not shutting
+// down (for /readyz).
+func (w *Worker) Healthy() error {
+	switch {
+	case w.srv == nil:
+		return errors.New("worker not started")
+	case w.shuttingDown.Load():
+		return errors.New("worker shutting down")
+	}
+	return nil
+}
+
 // Shutdown stops in DESIGN.md's order: asynq's Shutdown first (it waits
 // ShutdownTimeout, then requeues what is unfinished without counting a
 // failure), then the handlers still running are cancelled and waited for;

@@ -228,7 +228,11 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	var handler http.Handler
 	var srv *api.Server
 	if mode != "worker" {
-		srv, err = api.New(api.Config{Redis: rdb, Tokens: tokens, AllowedOrigins: origins, Jobs: jcfg, Logger: log, Metrics: promReg})
+		var ready func() error
+		if w != nil {
+			ready = w.Healthy
+		}
+		srv, err = api.New(api.Config{Redis: rdb, Tokens: tokens, AllowedOrigins: origins, Jobs: jcfg, Logger: log, Metrics: promReg, Ready: ready})
 		if err != nil {
 			return configError{err}
 		}

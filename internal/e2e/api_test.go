@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -34,7 +35,7 @@ const (
 )
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	redis *redistest.Server
 	rdb   *redis.Client
 	reg   *store.Registry
@@ -43,7 +44,11 @@ type env struct {
 	srv   *httptest.Server
 }
 
-func setup(t *testing.T) *env {
+func setup(t *testing.T) *env { return setupTB(t) }
+
+func setupFuzz(f *testing.F) *env { return setupTB(f) }
+
+func setupTB(t testing.TB) *env {
 	t.Helper()
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
@@ -432,4 +437,79 @@ func TestWebSocket(t *testing.T) {
 	if m := readEvent(t, g); m["type"] != "stream.gap" {
 		t.Fatalf("want stream.gap, got %v", m)
 	}
+}
+
+// A watcher that stops reading loses events only for itself, is told how
+// many with stream.dropped once it reads again, and nothing else waits for
+// it: jobs are enqueued as fast meanwhile.
+func TestSlowWatcher(t *testing.T) {
+	e := setup(t)
+	slow, _, err := dial(t, e, "token="+viewerToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	time.Sleep(100 * time.Millisecond)
+	pad := strings.Repeat("x", 1000)
+	pipe := e.rdb.Pipeline()
+	for i := range 20000 {
+		args, _ := jobs.AppendArgs(jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "orders", Phase: pad, Done: int64(i), At: time.Now()})
+		pipe.XAdd(t.Context(), args)
+	}
+	if _, err := pipe.Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	a := e.do("POST", "/api/admin/verify/orders", operatorToken, nil)
+	if a.status != 202 || time.Since(start) > time.Second {
+		t.Fatalf("an enqueue waited for a stuck watcher: %d after %s", a.status, time.Since(start))
+	}
+	time.Sleep(1500 * time.Millisecond) // the watcher's buffers overflow
+	e.waitJob(a.body["job_id"].(string), jobs.StateSucceeded)
+	last := e.do("POST", "/api/admin/backup/orders", operatorToken, nil)
+	dropped := 0
+	for {
+		m := readEvent(t, slow)
+		if m["type"] == "stream.dropped" {
+			dropped += int(m["count"].(float64))
+		}
+		if m["type"] == "job.succeeded" && m["job_id"] == last.body["job_id"] {
+			break
+		}
+	}
+	if dropped == 0 {
+		t.Fatal("the slow watcher lost events without being told")
+	}
+	t.Logf("slow watcher told it dropped %d events", dropped)
+}
+
+// No query or body makes the server panic or answer 5xx while Redis is up.
+func FuzzRequests(f *testing.F) {
+	e := setupFuzz(f)
+	routes := []struct{ method, path string }{
+		{"POST", "/api/admin/compact/orders"}, {"POST", "/api/admin/compact"}, {"POST", "/api/admin/verify/users"},
+		{"POST", "/api/admin/restore/orders"}, {"GET", "/api/history"}, {"GET", "/api/jobs"}, {"GET", "/api/jobs/x"},
+		{"DELETE", "/api/jobs/x"}, {"GET", "/api/stores/orders"}, {"POST", "/api/stores/orders/pause"}, {"GET", "/ws"},
+		{"GET", "/api/dashboard"},
+	}
+	f.Add(0, "", `{"force":true}`)
+	f.Add(4, "limit=10&before=1-0&kind=compact&store=orders", "")
+	f.Add(4, "limit=99999999999999999999", "")
+	f.Add(3, "", `{"backup_id":"../../etc"}`)
+	f.Add(5, "batch=%00&state=active", "")
+	f.Add(10, "since=18446744073709551616-0&kind=x", "")
+	f.Add(1, "", `{"dry_run":null}`)
+	f.Add(6, "", "\x00\xff")
+	f.Fuzz(func(t *testing.T, route int, query, body string) {
+		r := routes[(route%len(routes)+len(routes))%len(routes)]
+		req := &http.Request{Method: r.method, URL: &url.URL{Path: r.path, RawQuery: query}, Header: http.Header{},
+			Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Host: "example.com"}
+		req.Header.Set("Authorization", "Bearer "+operatorToken)
+		req = req.WithContext(t.Context())
+		rec := httptest.NewRecorder()
+		e.api.Handler().ServeHTTP(rec, req)
+		if rec.Code >= 500 {
+			t.Fatalf("%s %s?%q %q: %d %s", r.method, r.path, query, body, rec.Code, rec.Body)
+		}
+	})
 }

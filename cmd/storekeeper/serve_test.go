@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"storekeeper/internal/redistest"
+)
+
+// --help lists every flag with its variable, for each mode.
+func TestHelpListsEveryFlag(t *testing.T) {
+	for _, mode := range []string{"serve", "api", "worker"} {
+		var stdout, stderr bytes.Buffer
+		if code := run(t.Context(), []string{mode, "--help"}, &stdout, &stderr); code != 0 {
+			t.Fatalf("%s --help: exit %d: %s", mode, code, stderr.String())
+		}
+		fs, _ := serveFlags(mode, io.Discard)
+		fs.VisitAll(func(f *flag.Flag) {
+			if !strings.Contains(stderr.String(), "-"+f.Name) || !strings.Contains(stderr.String(), envName(f.Name)) {
+				t.Errorf("%s --help lacks --%s or %s", mode, f.Name, envName(f.Name))
+			}
+		})
+	}
+}
+
+// Invalid configuration stops the process with one line naming the flag,
+// before anything is opened.
+func TestInvalidConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct {
+		args []string
+		env  string
+		flag string
+	}{
+		{[]string{"serve", "--tokens", "ann:admin:0123456789abcdef"}, "", "--tokens"},
+		{[]string{"serve", "--tokens", "ann:viewer:short"}, "", "--tokens"},
+		{[]string{"serve", "--listen", "0.0.0.0:0"}, "", "--listen"},
+		{[]string{"serve", "--schedule-compact", "every day"}, "", "--schedule-compact"},
+		{[]string{"serve", "--auto-restore", "maybe"}, "", "--auto-restore"},
+		{[]string{"serve", "--auto-restore-limit", "0"}, "", "--auto-restore-limit"},
+		{[]string{"serve", "--backup-retention", "last=seven"}, "", "--backup-retention"},
+		{[]string{"serve", "--webhook", "https://example.com/hook"}, "", "--webhook"},
+		{[]string{"serve", "--stores", "Orders!"}, "", "--stores"},
+		{[]string{"serve", "--node", "a b"}, "", "--node"},
+		{[]string{"serve", "--lease-ttl", "1s"}, "", "--lease-ttl"},
+		{[]string{"serve", "--redis", "http://x"}, "", "--redis"},
+		{[]string{"serve", "--tls-cert", "c.pem"}, "", "--tls-cert"},
+		{[]string{"serve"}, "STOREKEEPER_SCHEDULE_VERIFY=sometimes", "--schedule-verify"},
+		{[]string{"serve", "--log-format", "xml"}, "", "--log-format"},
+	} {
+		if c.env != "" {
+			k, v, _ := strings.Cut(c.env, "=")
+			t.Setenv(k, v)
+		}
+		args := append(c.args, "--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"))
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), args, &stdout, &stderr)
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], c.flag) {
+			t.Errorf("%v %s: exit %d, stderr %q; want exit 2 and one line naming %s", c.args, c.env, code, stderr.String(), c.flag)
+		}
+		if c.env != "" {
+			k, _, _ := strings.Cut(c.env, "=")
+			os.Unsetenv(k)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+		t.Fatal("a data dir was created before the configuration was checked")
+	}
+}
+
+// The built binary: serve on a private Redis with two stores, watched over
+// WebSocket; a compaction, a backup and a restore through the API; a clean
+// exit on SIGTERM.
+func TestServeBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	bin := filepath.Join(t.TempDir(), "storekeeper")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	const token = "operator-token-for-the-binary-test"
+	cmd := exec.Command(bin, "serve", "--listen", addr, "--redis", rs.URL(), "--stores", "orders,users",
+		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "bb",
+		"--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off", "--log-format", "json")
+	cmd.Env = append(os.Environ(), "STOREKEEPER_TOKENS=ops:operator:"+token)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	logs := make(chan string, 1000)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case logs <- sc.Text():
+			default:
+			}
+		}
+		close(logs)
+	}()
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil && resp.StatusCode == 200 {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	call := func(method, path string) map[string]any {
+		req, _ := http.NewRequest(method, base+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		if resp.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d %v", method, path, resp.StatusCode, m)
+		}
+		return m
+	}
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws?store=orders", http.Header{"Authorization": {"Bearer " + token}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	time.Sleep(100 * time.Millisecond)
+	waitEvent := func(typ, job string) map[string]any {
+		for {
+			_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
+			var m map[string]any
+			if err := ws.ReadJSON(&m); err != nil {
+				var seen []string
+				for len(logs) > 0 {
+					seen = append(seen, <-logs)
+				}
+				t.Fatalf("waiting for %s of %s: %v\nlogs:\n%s", typ, job, err, strings.Join(seen, "\n"))
+			}
+			if m["type"] == typ && (job == "" || m["job_id"] == job) {
+				return m
+			}
+		}
+	}
+	compact := call("POST", "/api/admin/compact/orders")
+	waitEvent("job.succeeded", compact["job_id"].(string))
+	backup := call("POST", "/api/admin/backup/orders")
+	waitEvent("job.succeeded", backup["job_id"].(string))
+	restore := call("POST", "/api/admin/restore/orders")
+	restored := waitEvent("store.restored", restore["job_id"].(string))
+	if restored["backup_id"] == "" || restored["quarantine"] == nil {
+		t.Fatalf("store.restored %v", restored)
+	}
+	waitEvent("job.succeeded", restore["job_id"].(string))
+	if h := call("GET", "/api/history?store=orders"); len(h["history"].([]any)) != 3 {
+		t.Fatalf("history %v", h)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no exit 30 s after SIGTERM")
+	}
+	var all []string
+	for l := range logs {
+		all = append(all, l)
+	}
+	joined := strings.Join(all, "\n")
+	if strings.Contains(joined, token) {
+		t.Fatal("the token was logged")
+	}
+	if !regexp.MustCompile(`"msg":"worker stopped"`).MatchString(joined) {
+		t.Fatalf("no clean worker stop in the logs:\n%s", joined)
+	}
+	fmt.Fprintln(io.Discard, len(all))
+}
