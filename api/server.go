@@ -200,6 +200,9 @@ func (s *Server) accessLog(c *gin.Context) {
 		route = "unmatched"
 	}
 	s.metrics.request(route, c.Request.Method, c.Writer.Status())
+	if !s.log.Enabled(c, slog.LevelInfo) {
+		return
+	}
 	q := c.Request.URL.Query()
 	if q.Has("token") {
 		q.Set("token", "REDACTED")

@@ -121,7 +121,15 @@ var enqueueScript = redis.NewScript(`
 local owner = redis.call('HGET', KEYS[5], ARGV[5])
 if not owner then return {'unknown', ''} end
 local held = redis.call('GET', KEYS[1])
-if held then return {'dup', held} end
+if held then
+  local rec = redis.call('HGETALL', ARGV[8] .. held)
+  if #rec > 0 then
+    local r = {'dup', held}
+    for _, v in ipairs(rec) do r[#r+1] = v end
+    return r
+  end
+  -- a lock whose job record is gone is stale: take it
+end
 if ARGV[2] == '1' then
   local r = redis.call('GET', KEYS[2])
   if r then return {'conflict', r} end
@@ -129,7 +137,7 @@ if ARGV[2] == '1' then
 end
 local queue = ARGV[6] .. owner
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[3], 'node', owner, 'queue', queue, unpack(ARGV, 8))
+redis.call('HSET', KEYS[3], 'node', owner, 'queue', queue, unpack(ARGV, 9))
 local ev = string.sub(ARGV[4], 1, -2) .. ',"node":' .. cjson.encode(owner) .. '}'
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'json', ev)
 redis.call('SADD', ARGV[7] .. queue, ARGV[1])
@@ -137,7 +145,8 @@ return {'new', owner}
 `)
 
 // Enqueue enqueues req, or returns the equal job already in flight. It
-// costs two round trips: the script above, and asynq's enqueue.
+// costs two round trips: the script above, and asynq's enqueue; one when
+// the request is deduplicated.
 func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	if err := ValidateStoreName(req.Store); err != nil {
 		return Enqueued{}, err
@@ -162,17 +171,21 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	if p.Kind == KindRestore {
 		restore = "1"
 	}
-	argv := rec.appendFields([]any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev), p.Store, NodeQueue(""), InFlightKey("")}, "node", "queue")
+	argv := rec.appendFields([]any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev), p.Store, NodeQueue(""), InFlightKey(""), RecordKey("")}, "node", "queue")
 	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream, StoresKey}
 	out, err := enqueueScript.Run(ctx, c.rdb, keys, argv...).StringSlice()
 	if err != nil {
 		return Enqueued{}, unavailable(err)
 	}
 	switch out[0] {
-	case "dup":
-		held, err := c.Get(ctx, out[1])
+	case "dup": // the script returned the held job's record
+		h := make(map[string]string, (len(out)-2)/2)
+		for i := 2; i+1 < len(out); i += 2 {
+			h[out[i]] = out[i+1]
+		}
+		held, err := RecordFromHash(h)
 		if err != nil {
-			return Enqueued{}, err
+			return Enqueued{}, fmt.Errorf("job %s holding the lock: %w", out[1], err)
 		}
 		return Enqueued{Record: held, Deduplicated: true}, nil
 	case "conflict":

@@ -184,3 +184,24 @@ func TestEnqueueRedisDown(t *testing.T) {
 		t.Fatalf("Enqueue after Redis returned: %v", err)
 	}
 }
+
+// A lock left by a job whose record is gone does not block new requests.
+func TestStaleLockIsTaken(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ownedBy(t, rdb, "n1", "orders")
+	c := NewClient(rdb, ClientConfig{})
+	req := Request{Kind: KindVerify, Store: "orders", Trigger: TriggerManual, Actor: "a"}
+	first, err := c.Enqueue(t.Context(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dup, err := c.Enqueue(t.Context(), req)
+	if err != nil || !dup.Deduplicated || dup.Record.ID != first.Record.ID || dup.Record.Actor != "a" {
+		t.Fatalf("dedupe: %+v, %v", dup, err)
+	}
+	rdb.Del(t.Context(), RecordKey(first.Record.ID))
+	again, err := c.Enqueue(t.Context(), req)
+	if err != nil || again.Deduplicated || again.Record.ID == first.Record.ID {
+		t.Fatalf("after the record vanished: %+v, %v", again, err)
+	}
+}

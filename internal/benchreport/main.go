@@ -54,6 +54,9 @@ var benches = []bench{
 	{"./store", "Scale", "1x", 3},
 	{"./worker", "EnqueueToStart", "300x", 5},
 	{"./worker", "Throughput", "3000x", 5},
+	{"./internal/e2e", "EnqueueAPI", "5000x", 5},
+	{"./internal/e2e", "Dashboard", "300x", 3},
+	{"./internal/e2e", "Watchers", "1x", 3},
 }
 
 const sk, raw = "storekeeper", "raw"
@@ -77,6 +80,9 @@ var rows = []row{
 	{"Throughput, trivial jobs", "Throughput", sk, raw, "jobs/s", 0.4, "jobs per second, 16 in flight on 4 asynq workers: storekeeper's handler returns at once (enqueue, record, events, history and stats all on) vs raw asynq no-op tasks", true, 0},
 	{"Throughput, watched", "Throughput", "watched", raw, "jobs/s", 0, "the same with a tailer reading every event, as the API's WebSocket does", true, 0},
 	{"Throughput, verify of an empty store", "Throughput", "verify", raw, "jobs/s", 0, "real verifies (a hard-linked checkpoint, fsynced) of 16 empty stores", true, 0},
+	{"API enqueue throughput", "EnqueueAPI", sk, raw, "req/s", 0.3, "POST /api/admin/compact/:store over 1,000 stores in turn from 32 keep-alive HTTP clients (a store's compaction already pending is deduplicated: served, counted apart) vs asynq.Client.Enqueue from 32 goroutines", true, 0},
+	{"API enqueue latency, p99", "EnqueueAPI", sk, raw, "req-p99-ms", 0, "the same requests' p99", false, 0},
+	{"Watchers: event latency p99", "Watchers", sk, raw, "event-p99-ms", 1.5, "1,000 WebSocket watchers, 200 events/s for 10 s: from the append to the stream until a watcher read it, vs raw Melody broadcasting the same messages (from the Broadcast call)", false, 0},
 }
 
 func main() {
@@ -180,10 +186,10 @@ func format(v float64, unit string) string {
 		return time.Duration(v).Round(time.Duration(max(1, v/1000))).String()
 	case "newbytes/op":
 		return fmt.Sprintf("%.1f MiB", v/(1<<20))
-	case "start-p50-ms", "start-p99-ms", "event-p50-ms", "event-p99-ms":
+	case "start-p50-ms", "start-p99-ms", "event-p50-ms", "event-p99-ms", "req-p50-ms", "req-p99-ms":
 		return fmt.Sprintf("%.2f ms", v)
-	case "jobs/s":
-		return fmt.Sprintf("%.0f jobs/s", v)
+	case "jobs/s", "req/s":
+		return fmt.Sprintf("%.0f %s", v, unit)
 	}
 	return fmt.Sprintf("%.4g %s", v, unit)
 }
@@ -243,6 +249,7 @@ func report(res results, only string) []byte {
 	}
 
 	pipeline(&b, res)
+	apiSection(&b, res)
 
 	b.WriteString("\n## What each row measures, and how to reproduce it\n\n")
 	seen := map[string]bool{}
@@ -262,6 +269,7 @@ func report(res results, only string) []byte {
 	}
 	b.WriteString("- **Growth**: `go test -run '^$' -bench '^BenchmarkScale$' -benchtime 1x -count 3 ./store`\n")
 	b.WriteString("- **The job pipeline, per job** and **state change → event readable**: from the Throughput and EnqueueToStart runs above.\n")
+	b.WriteString("- **The API**: `go test -run '^$' -bench '^BenchmarkDashboard$' -benchtime 300x ./internal/e2e` and the EnqueueAPI and Watchers runs above.\n")
 	b.WriteString(notes)
 	return b.Bytes()
 }
@@ -308,6 +316,38 @@ func pipeline(b *bytes.Buffer, res results) {
 			verdict = "**missed**"
 		}
 		fmt.Fprintf(b, "| %s | %.2f ms | %.2f ms | ≤ 5 ms | %s |\n", c.label, median(m["event-p50-ms"]), p99, verdict)
+	}
+}
+
+// apiSection writes the API's own targets.
+func apiSection(b *bytes.Buffer, res results) {
+	en, dash, ws := res["EnqueueAPI"][sk], res["Dashboard"][sk], res["Watchers"]
+	if len(en) == 0 && len(dash) == 0 && len(ws) == 0 {
+		return
+	}
+	b.WriteString("\n## The API\n\n| measure | value | target | verdict |\n|---|---|---|---|\n")
+	check := func(label string, v float64, unit string, limit float64, floor bool) {
+		verdict := "within target"
+		if floor && v < limit || !floor && v > limit {
+			verdict = "**missed**"
+		}
+		op := "≤"
+		if floor {
+			op = "≥"
+		}
+		fmt.Fprintf(b, "| %s | %.2f %s | %s %.2f %s | %s |\n", label, v, unit, op, limit, unit, verdict)
+	}
+	if len(en) > 0 {
+		check("Redis round trips per API enqueue", median(en["rt/req"]), "", 3, false)
+		fmt.Fprintf(b, "| share of those enqueues deduplicated | %.2f | — | — |\n", median(en["dedup-share"]))
+	}
+	if len(dash) > 0 {
+		check("GET /api/dashboard with 1,000 stores, p99", median(dash["req-p99-ms"]), "ms", 100, false)
+	}
+	for _, sub := range []string{sk, raw} {
+		if v := ws[sub]["delivered"]; len(v) > 0 {
+			check("Watchers: share delivered ("+sub+")", slices.Min(v), "", 1, true)
+		}
 	}
 }
 

@@ -1,0 +1,288 @@
+package e2e
+
+// Benchmarks of the API beside raw asynq and raw Melody, on a private
+// redis-server: `make bench` reports them in docs/BENCHMARKS.md.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/hibiken/asynq"
+	"github.com/olahol/melody"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/api"
+	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
+)
+
+// counter counts round trips (commands and pipelines) a client sends.
+type counter struct{ n atomic.Int64 }
+
+func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
+}
+func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
+}
+
+func percentiles(b *testing.B, d []time.Duration, name string) {
+	slices.Sort(d)
+	at := func(q float64) float64 { return float64(d[min(len(d)-1, int(q*float64(len(d))))]) / 1e6 }
+	b.ReportMetric(at(0.5), name+"-p50-ms")
+	b.ReportMetric(at(0.99), name+"-p99-ms")
+}
+
+// apiOnly runs the API (no worker) on srv with n stores owned by a live
+// node, each with published stats: what a large deployment looks like to
+// the API.
+func apiOnly(b *testing.B, srv *redistest.Server, n int) (*api.Server, *redis.Client, *counter) {
+	srv.FlushAll(b)
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 64})
+	cnt := &counter{}
+	stats := `{"name":"%s","state":"open","disk_bytes":123456789,"live_bytes":100000000,"reclaimable_bytes":1000000,"read_amp":3,"levels":[{"level":0,"tables":2,"bytes":1000},{"level":6,"tables":40,"bytes":99999000}]}`
+	pipe := rdb.Pipeline()
+	for i := range n {
+		name := fmt.Sprintf("store-%04d", i)
+		pipe.HSet(b.Context(), jobs.StoresKey, name, "n1")
+		pipe.Set(b.Context(), jobs.StatsKey(name), fmt.Sprintf(`{"node":"n1","stats":`+stats+`,"backups":[{"id":"20261122T000000.000Z-000001","created_at":"%s","verified_at":"%s"}],"at":"%s"}`,
+			name, time.Now().UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339)), 0)
+	}
+	if _, err := pipe.Exec(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	if err := jobs.NodeUp(b.Context(), rdb, jobs.NodeInfo{Node: "n1", At: time.Now()}, time.Hour, 1000); err != nil {
+		b.Fatal(err)
+	}
+	rdb.AddHook(cnt)
+	tokens, _ := api.ParseTokens("ops:operator:" + operatorToken)
+	a, err := api.New(api.Config{Redis: rdb, Tokens: tokens, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return a, rdb, cnt
+}
+
+// BenchmarkEnqueueAPI: POST /api/admin/compact/:store over 1,000 stores in
+// turn from 32 keep-alive clients, vs asynq.Client.Enqueue from 32
+// goroutines. A request that finds the store's compaction already pending
+// is deduplicated: served, and counted apart.
+func BenchmarkEnqueueAPI(b *testing.B) {
+	srv := redistest.Start(b, redistest.RequireReal())
+	const stores, clients = 1000, 32
+	b.Run("storekeeper", func(b *testing.B) {
+		a, rdb, cnt := apiOnly(b, srv, stores)
+		defer rdb.Close()
+		hs := httptest.NewServer(a.Handler())
+		defer hs.Close()
+		tr := &http.Transport{MaxIdleConnsPerHost: clients}
+		defer tr.CloseIdleConnections()
+		client := &http.Client{Transport: tr}
+		var next, dedup atomic.Int64
+		lat := make([][]time.Duration, clients)
+		rt0 := cnt.n.Load()
+		start := time.Now()
+		b.ResetTimer()
+		var wg sync.WaitGroup
+		for c := range clients {
+			wg.Go(func() {
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(b.N) {
+						return
+					}
+					req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/admin/compact/store-%04d", hs.URL, i%stores), nil)
+					req.Header.Set("Authorization", "Bearer "+operatorToken)
+					t0 := time.Now()
+					resp, err := client.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					var body struct {
+						Deduplicated bool `json:"deduplicated"`
+					}
+					_ = json.NewDecoder(resp.Body).Decode(&body)
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					lat[c] = append(lat[c], time.Since(t0))
+					if resp.StatusCode != 202 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+					if body.Deduplicated {
+						dedup.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+		b.ReportMetric(float64(cnt.n.Load()-rt0)/float64(b.N), "rt/req")
+		b.ReportMetric(float64(dedup.Load())/float64(b.N), "dedup-share")
+		percentiles(b, slices.Concat(lat...), "req")
+	})
+	b.Run("raw", func(b *testing.B) {
+		srv.FlushAll(b)
+		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 64})
+		defer rdb.Close()
+		aq := asynq.NewClientFromRedisClient(rdb)
+		var next atomic.Int64
+		lat := make([][]time.Duration, clients)
+		start := time.Now()
+		b.ResetTimer()
+		var wg sync.WaitGroup
+		for c := range clients {
+			wg.Go(func() {
+				for {
+					i := next.Add(1) - 1
+					if i >= int64(b.N) {
+						return
+					}
+					t0 := time.Now()
+					_, err := aq.Enqueue(asynq.NewTask("compact", fmt.Appendf(nil, `{"store":"store-%04d"}`, i%stores)), asynq.Queue("node.n1"), asynq.MaxRetry(3))
+					lat[c] = append(lat[c], time.Since(t0))
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.StopTimer()
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+		percentiles(b, slices.Concat(lat...), "req")
+	})
+}
+
+// BenchmarkDashboard: GET /api/dashboard with 1,000 stores.
+func BenchmarkDashboard(b *testing.B) {
+	srv := redistest.Start(b, redistest.RequireReal())
+	b.Run("storekeeper", func(b *testing.B) {
+		a, rdb, _ := apiOnly(b, srv, 1000)
+		defer rdb.Close()
+		h := a.Handler()
+		lat := make([]time.Duration, 0, b.N)
+		b.ResetTimer()
+		for range b.N {
+			req, _ := http.NewRequest("GET", "/api/dashboard", nil)
+			req.Header.Set("Authorization", "Bearer "+operatorToken)
+			rec := httptest.NewRecorder()
+			t0 := time.Now()
+			h.ServeHTTP(rec, req)
+			lat = append(lat, time.Since(t0))
+			if rec.Code != 200 || !strings.Contains(rec.Body.String(), "store-0999") {
+				b.Fatalf("dashboard: %d", rec.Code)
+			}
+		}
+		b.StopTimer()
+		percentiles(b, lat, "req")
+	})
+}
+
+// BenchmarkWatchers: 1,000 WebSocket watchers, 200 events a second for
+// 10 s (b.N rounds of it). storekeeper: events appended to the stream,
+// tailed and fanned out by the API; raw: melody.Broadcast of the same
+// messages. Latency is from the append (or the Broadcast call) until a
+// watcher has read the message; delivered is the share that arrived.
+func BenchmarkWatchers(b *testing.B) {
+	srv := redistest.Start(b, redistest.RequireReal())
+	const watchers, rate = 1000, 200
+	const seconds = 10
+	run := func(b *testing.B, url string, header http.Header, publish func(i int, at time.Time)) {
+		var lat [watchers][]time.Duration
+		var got atomic.Int64
+		conns := make([]*websocket.Conn, watchers)
+		for i := range conns {
+			c, _, err := websocket.DefaultDialer.Dial(url, header)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns[i] = c
+		}
+		var wg sync.WaitGroup
+		for i, c := range conns {
+			wg.Go(func() {
+				for {
+					var m struct {
+						Phase string    `json:"phase"`
+						At    time.Time `json:"at"`
+					}
+					if err := c.ReadJSON(&m); err != nil {
+						return
+					}
+					if m.Phase == "bench" {
+						lat[i] = append(lat[i], time.Since(m.At))
+						got.Add(1)
+					}
+				}
+			})
+		}
+		time.Sleep(500 * time.Millisecond)
+		b.ResetTimer()
+		total := 0
+		for range b.N {
+			tick := time.NewTicker(time.Second / rate)
+			for i := range rate * seconds {
+				<-tick.C
+				publish(i, time.Now())
+				total++
+			}
+			tick.Stop()
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for got.Load() < int64(total*watchers) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		b.StopTimer()
+		for _, c := range conns {
+			c.Close()
+		}
+		wg.Wait()
+		b.ReportMetric(float64(got.Load())/float64(total*watchers), "delivered")
+		var all []time.Duration
+		for _, l := range lat {
+			all = append(all, l...)
+		}
+		percentiles(b, all, "event")
+	}
+	b.Run("storekeeper", func(b *testing.B) {
+		a, rdb, _ := apiOnly(b, srv, 1)
+		defer rdb.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		a.Start(ctx)
+		hs := httptest.NewServer(a.Handler())
+		defer func() { hs.Close(); a.Close(); cancel() }()
+		run(b, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", http.Header{"Authorization": {"Bearer " + operatorToken}}, func(i int, at time.Time) {
+			_, err := jobs.Append(ctx, rdb, jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "store-0000", Phase: "bench", Done: int64(i), At: at})
+			if err != nil {
+				b.Error(err)
+			}
+		})
+	})
+	b.Run("raw", func(b *testing.B) {
+		m := melody.New()
+		m.Config.MessageBufferSize = 1024
+		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _ = m.HandleRequest(w, r) }))
+		defer func() { hs.Close(); m.Close() }()
+		run(b, "ws"+strings.TrimPrefix(hs.URL, "http"), nil, func(i int, at time.Time) {
+			msg, _ := json.Marshal(jobs.Event{Type: jobs.EventJobProgress, Store: "store-0000", Phase: "bench", Done: int64(i), At: at})
+			_ = m.Broadcast(msg)
+		})
+	})
+}
