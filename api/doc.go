@@ -3,5 +3,7 @@
 // asynqmon mount, metrics and the embedded dashboard page.
 //
 // It imports jobs only, never store or worker: it learns about stores from
-// what workers publish in Redis. (Built in issue 6. Nothing here yet.)
+// what workers publish in Redis (jobs.StatsKey, node heartbeats, schedules),
+// about jobs from their records, and about history and events from the
+// streams. The dashboard page and Web Push come with issue 7.
 package api
