@@ -513,3 +513,25 @@ func FuzzRequests(f *testing.F) {
 		}
 	})
 }
+
+// asynqmon is mounted read-only: deleting a task there would bypass the
+// job's record and its locks, so it is refused, and the job is untouched.
+func TestMonitoringIsReadOnly(t *testing.T) {
+	e := setup(t)
+	e.w.Shutdown() // the job stays pending
+	a := e.do("POST", "/api/admin/compact/orders", operatorToken, nil)
+	id := a.body["job_id"].(string)
+	if g := e.do("GET", "/monitoring/api/queues", operatorToken, nil); g.status != 200 {
+		t.Fatalf("asynqmon queues: %d %s", g.status, g.raw)
+	}
+	del := e.do("DELETE", "/monitoring/api/queues/node.n1/pending_tasks/"+id, operatorToken, nil)
+	if del.status != http.StatusMethodNotAllowed {
+		t.Fatalf("asynqmon delete: %d %s", del.status, del.raw)
+	}
+	if r := e.do("GET", "/api/jobs/"+id, viewerToken, nil); r.body["state"] != "pending" {
+		t.Fatalf("job after the refused delete: %s", r.raw)
+	}
+	if v := e.do("GET", "/monitoring/api/queues", viewerToken, nil); v.status != 403 {
+		t.Fatalf("asynqmon as viewer: %d", v.status)
+	}
+}
