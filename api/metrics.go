@@ -63,7 +63,7 @@ func (m *metrics) enqueued(kind jobs.Kind, dedup bool) {
 type clusterCollector struct{ s *Server }
 
 var (
-	descJobs = prometheus.NewDesc("storekeeper_jobs_finished", "Finished jobs in the history stream, by kind and status.",
+	descJobs = prometheus.NewDesc("storekeeper_jobs_finished", "The newest 500 finished jobs in the history stream, by kind and status.",
 		[]string{"kind", "status"}, nil)
 	descDuration = prometheus.NewDesc("storekeeper_job_duration_seconds", "Duration of the finished jobs in the history stream.",
 		[]string{"kind"}, nil)
@@ -77,9 +77,6 @@ var (
 		[]string{"store", "node"}, nil)
 )
 
-// historyWindow bounds how much of the history stream one scrape reads.
-const historyWindow = 2000
-
 func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp} {
 		ch <- d
@@ -89,6 +86,7 @@ func (c *clusterCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *clusterCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// The newest 500 finished jobs: bounded work per scrape.
 	hist, _, err := jobs.History(ctx, c.s.rdb, jobs.HistoryQuery{Limit: 500})
 	if err == nil {
 		type key struct{ kind, status string }

@@ -174,9 +174,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		hist.Status, hist.Error = jobs.StatusFailed, err.Error()
 		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
 		if notifiesFailure(p, err) {
-			fin.Notify(jobs.Notification{ID: jobs.NotificationID(string(jobs.EventJobFailed), p.JobID), Type: jobs.EventJobFailed,
-				Store: p.Store, JobID: p.JobID, Kind: p.Kind, Trigger: p.Trigger, Actor: p.Actor, Node: w.cfg.Node, Error: err.Error(),
-				Summary: fmt.Sprintf("%s of store %s failed after %d attempt(s): %v", p.Kind, p.Store, attempt, err), At: now})
+			fin.Notify(w.failureNote(p.JobID, p.Kind, p.Store, p.Trigger, p.Actor, attempt, err.Error(), now))
 		}
 	}
 	fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, failed)
@@ -193,6 +191,14 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	}
 	log.Warn("job attempt failed; retrying", "err", err)
 	return err
+}
+
+// failureNote is the notification of a job's final failure. Its id comes
+// from the job: whoever records the failure, it is the same notification.
+func (w *Worker) failureNote(id string, kind jobs.Kind, st string, trigger jobs.Trigger, actor string, attempts int, reason string, at time.Time) jobs.Notification {
+	return jobs.Notification{ID: jobs.NotificationID(string(jobs.EventJobFailed), id), Type: jobs.EventJobFailed,
+		Store: st, JobID: id, Kind: kind, Trigger: trigger, Actor: actor, Node: w.cfg.Node, Error: reason,
+		Summary: fmt.Sprintf("%s of store %s failed after %d attempt(s): %s", kind, st, attempts, reason), At: at}
 }
 
 // notifiesFailure says whether a job's final failure is notified: not a

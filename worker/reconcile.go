@@ -21,8 +21,21 @@ const reconcileGrace = 10 * time.Second
 // can in asynqmon) or that is gone (deleted in asynqmon) ends as failed, with
 // its locks released, job.failed and a history entry, so nothing stays
 // "active" and no store stays locked. It returns how many it settled.
+// It covers this node's queue and the notify queue every node shares
+// (settling a job twice is harmless: the change is guarded).
 func (w *Worker) reconcile(ctx context.Context, grace time.Duration) (int, error) {
-	queue := jobs.NodeQueue(w.cfg.Node)
+	total := 0
+	for _, q := range []string{jobs.NodeQueue(w.cfg.Node), jobs.NotifyQueue} {
+		n, err := w.reconcileQueue(ctx, q, grace)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Duration) (int, error) {
 	ids, err := w.rdb.SMembers(ctx, jobs.InFlightKey(queue)).Result()
 	if err != nil {
 		return 0, err
@@ -69,6 +82,9 @@ func (w *Worker) reconcile(ctx context.Context, grace time.Duration) (int, error
 		ch.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, jobs.HistoryEntry{JobID: id, Kind: rec.Kind, Store: rec.Store,
 			Status: jobs.StatusFailed, Reason: reason, Trigger: rec.Trigger, Actor: rec.Actor, Attempts: rec.Attempts,
 			Error: reason, Node: w.cfg.Node, At: now})
+		if rec.Kind != jobs.KindNotify {
+			ch.Notify(w.failureNote(rec.ID, rec.Kind, rec.Store, rec.Trigger, rec.Actor, rec.Attempts, reason, now))
+		}
 		res, err := jobs.Apply(ctx, w.rdb, id, jobs.UnlessTerminal, ch)
 		if err != nil {
 			return settled, fmt.Errorf("settle job %s: %w", id, err)

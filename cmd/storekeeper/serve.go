@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
@@ -224,7 +225,7 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	defer stopWorker()
 
 	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var handler http.Handler
 	var srv *api.Server
 	if mode != "worker" {

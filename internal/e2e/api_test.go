@@ -327,10 +327,7 @@ func TestOpenAPIAndMetrics(t *testing.T) {
 			documented = append(documented, strings.ToUpper(m)+" "+p)
 		}
 	}
-	var registered []string
-	for _, r := range api.Routes(e.api) {
-		registered = append(registered, r)
-	}
+	registered := api.Routes(e.api)
 	slices.Sort(documented)
 	slices.Sort(registered)
 	if !slices.Equal(documented, registered) {
