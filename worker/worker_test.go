@@ -457,7 +457,9 @@ func TestProgressIsThrottled(t *testing.T) {
 // A task asynq archived or lost without the worker is settled: the record
 // fails, the locks go, job.failed and a history entry are written.
 func TestReconcile(t *testing.T) {
-	b := setup(t, func(w *Worker) {
+	b := setupWith(t, options{worker: func(c *Config) {
+		c.Webhooks = []Webhook{{URL: "http://127.0.0.1:9/hook", Secret: "s"}} // never reached: asynq is stopped
+	}}, func(w *Worker) {
 		w.handlers[jobs.KindBackup] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
 			<-ctx.Done()
 			return outcome{}, ctx.Err()
@@ -501,5 +503,27 @@ func TestReconcile(t *testing.T) {
 	}
 	if n, _ := b.w.reconcile(t.Context(), 0); n != 0 {
 		t.Fatalf("second reconcile settled %d", n)
+	}
+	// Each settled failure is notified like any final failure: a notify
+	// job per sink, carrying job.failed for that job.
+	notified := map[string]bool{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(notified) < 2 && time.Now().Before(deadline) {
+		tasks, _ := insp.ListPendingTasks(jobs.NotifyQueue)
+		for _, task := range tasks {
+			p, err := jobs.Decode(task.Payload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := jobs.DecodeNotification(p.Notification)
+			if err != nil || n.Type != jobs.EventJobFailed {
+				t.Fatalf("notification %+v, %v", n, err)
+			}
+			notified[n.JobID] = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !notified[archived.ID] || !notified[gone.ID] || len(notified) != 2 {
+		t.Fatalf("notified %v; want the two settled jobs", notified)
 	}
 }
