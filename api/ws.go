@@ -210,7 +210,10 @@ func (h *hub) writeLocked(ss *melody.Session, w *watcher, b []byte) {
 		w.mu.Unlock()
 		_ = ss.Write(notice)
 		w.mu.Lock()
-		if w.dropped > 0 { // the notice itself did not fit: still stuck
+		if w.dropped > 0 {
+			// The notice itself did not fit (HandleError counted it as one
+			// drop): still stuck. That one stands for b, which is not sent
+			// either; the n told nothing yet are added back.
 			w.dropped += n
 			return
 		}
