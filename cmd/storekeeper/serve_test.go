@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"flag"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -276,4 +277,63 @@ func mustParse(t *testing.T, der []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// --redis in the Sentinel form finds the master through a real sentinel.
+func TestServeSentinel(t *testing.T) {
+	master := redistest.Start(t, redistest.RequireReal())
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	sport := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	host, mport, _ := net.SplitHostPort(master.Addr())
+	conf := filepath.Join(dir, "sentinel.conf")
+	_ = os.WriteFile(conf, fmt.Appendf(nil, "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster %s %s 1\n", sport, dir, host, mport), 0o600)
+	sentinel := exec.Command(bin, conf, "--sentinel")
+	if err := sentinel.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sentinel.Process.Kill(); _ = sentinel.Wait() })
+
+	ln, _ = net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	var stdout, stderr bytes.Buffer
+	go func() {
+		done <- run(ctx, []string{"serve", "--listen", addr, "--redis", fmt.Sprintf("redis+sentinel://127.0.0.1:%d/mymaster/0", sport),
+			"--stores", "orders", "--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "sen"}, &stdout, &stderr)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		select {
+		case code := <-done:
+			t.Fatalf("serve exited %d: %s", code, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready through the sentinel: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The worker wrote its ownership into the master the sentinel named.
+	if owner, err := master.Client(t).HGet(t.Context(), "storekeeper:stores", "orders").Result(); err != nil || owner != "sen" {
+		t.Fatalf("ownership in the master: %q, %v", owner, err)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
 }
