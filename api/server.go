@@ -40,6 +40,9 @@ type Config struct {
 	// Ready reports this process's own components' health for /readyz
 	// (e.g. the worker started); nil means only Redis is checked.
 	Ready func() error
+	// StuckWatcher is how long a WebSocket watcher may keep losing events
+	// before it is disconnected (default 10 s).
+	StuckWatcher time.Duration
 }
 
 // Server is the HTTP API.
@@ -71,6 +74,9 @@ func New(cfg Config) (*Server, error) {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
 	cfg.Jobs = cfg.Jobs.WithDefaults()
+	if cfg.StuckWatcher == 0 {
+		cfg.StuckWatcher = 10 * time.Second
+	}
 	s := &Server{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger.With("component", "api"), tokens: cfg.Tokens,
 		jobs: jobs.NewClient(cfg.Redis, cfg.Jobs), insp: asynq.NewInspectorFromRedisClient(cfg.Redis),
 		origins: map[string]bool{}}

@@ -1,14 +1,17 @@
 package api
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -76,7 +79,7 @@ func newHub(s *Server) *hub {
 		if errors.Is(err, melody.ErrMessageBufferFull) {
 			if w := watcherOf(ss); w != nil {
 				w.mu.Lock()
-				if w.dropped == 0 {
+				if w.dropSince.IsZero() {
 					w.dropSince = time.Now()
 				}
 				w.dropped++
@@ -142,7 +145,8 @@ func (h *hub) serve(c *gin.Context) {
 		h.s.fail(c, newError(http.StatusForbidden, "forbidden", "origin not allowed"))
 		return
 	}
-	if err := h.m.HandleRequestWithKeys(c.Writer, c.Request, map[string]any{"watcher": w, "since": since}); err != nil {
+	rec := &hijackRecorder{ResponseWriter: c.Writer}
+	if err := h.m.HandleRequestWithKeys(rec, c.Request, map[string]any{"watcher": w, "since": since, "conn": rec}); err != nil {
 		h.s.log.Warn("websocket upgrade failed", "request_id", requestID(c), "err", err)
 	}
 }
@@ -203,25 +207,50 @@ func (h *hub) write(ss *melody.Session, w *watcher, b []byte) {
 // if it lost some. melody drops what does not fit in the buffer and
 // reports it to HandleError, which counts it.
 func (h *hub) writeLocked(ss *melody.Session, w *watcher, b []byte) {
-	if w.dropped > 0 {
-		n := w.dropped
-		w.dropped = 0
+	if n := w.dropped; n > 0 {
 		notice, _ := json.Marshal(map[string]any{"type": "stream.dropped", "count": n})
 		w.mu.Unlock()
 		_ = ss.Write(notice)
 		w.mu.Lock()
-		if w.dropped > 0 {
-			// The notice itself did not fit (HandleError counted it as one
-			// drop): still stuck. That one stands for b, which is not sent
-			// either; the n told nothing yet are added back.
-			w.dropped += n
+		if w.dropped > n {
+			// The notice did not fit either (HandleError counted it): still
+			// stuck. That count stands for b, which is not sent either.
 			return
 		}
-		w.dropSince = time.Time{}
+		w.dropped -= n
+		if w.dropped == 0 {
+			w.dropSince = time.Time{}
+		}
 	}
 	w.mu.Unlock()
 	_ = ss.Write(b)
 	w.mu.Lock()
+}
+
+// hijackRecorder keeps the connection the WebSocket upgrade takes over,
+// so that a stuck watcher can be disconnected: melody only offers a close
+// frame, which waits behind the watcher's full buffer.
+type hijackRecorder struct {
+	http.ResponseWriter
+	conn atomic.Pointer[net.Conn]
+}
+
+func (r *hijackRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := r.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("websocket: the response cannot be hijacked")
+	}
+	c, rw, err := hj.Hijack()
+	if err == nil {
+		r.conn.Store(&c)
+	}
+	return c, rw, err
+}
+
+func (r *hijackRecorder) close() {
+	if c := r.conn.Load(); c != nil {
+		_ = (*c).Close()
+	}
 }
 
 func (h *hub) start(ctx context.Context) {
@@ -292,7 +321,7 @@ func (h *hub) send(ctx context.Context) {
 				w.mu.Lock()
 				switch {
 				case w.replaying && len(w.pending) >= 4*sessionBuffer:
-					if w.dropped == 0 {
+					if w.dropSince.IsZero() {
 						w.dropSince = time.Now()
 					}
 					w.dropped++ // told with stream.dropped after the replay
@@ -303,11 +332,16 @@ func (h *hub) send(ctx context.Context) {
 					h.writeLocked(ss, w, l.raw)
 					w.last = l.ev.ID
 				}
-				stuck := w.dropped > 0 && time.Since(w.dropSince) > stuckFor
+				stuck := w.dropped > 0 && time.Since(w.dropSince) > h.s.cfg.StuckWatcher
 				w.mu.Unlock()
 				if stuck {
 					h.s.log.Warn("disconnecting a stuck watcher", "remote", ss.RemoteAddr())
+					// A close frame would queue behind the full buffer and be
+					// dropped like the rest: close the connection itself.
 					_ = ss.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow: reconnect with since="))
+					if v, ok := ss.Get("conn"); ok {
+						v.(*hijackRecorder).close()
+					}
 				}
 			}
 		}

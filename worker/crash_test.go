@@ -172,7 +172,7 @@ func stop(t *testing.T, cmd *exec.Cmd) {
 // A worker killed during a compaction: restarted, it takes its queue's
 // orphaned task back at once, the job completes, the content is unchanged.
 func TestWorkerKilledDuringCompaction(t *testing.T) {
-	r := newCrashRig(t, 120_000)
+	r := newCrashRig(t, 250_000) // big enough that the compaction is still running when the kill lands
 	before := r.checksum(t)
 	child := r.start(t)
 	got, err := r.client.Enqueue(t.Context(), waitOwned(t, r, jobs.Request{Kind: jobs.KindCompact, Store: "kv",

@@ -5,9 +5,11 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -48,7 +50,7 @@ func setup(t *testing.T) *env { return setupTB(t) }
 
 func setupFuzz(f *testing.F) *env { return setupTB(f) }
 
-func setupTB(t testing.TB) *env {
+func setupTB(t testing.TB, tweak ...func(*api.Config)) *env {
 	t.Helper()
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
@@ -68,7 +70,11 @@ func setupTB(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	tokens, _ := api.ParseTokens("ann:viewer:" + viewerToken + ",ops:operator:" + operatorToken)
-	a, err := api.New(api.Config{Redis: rdb, Tokens: tokens, Logger: slog.New(slog.DiscardHandler)})
+	acfg := api.Config{Redis: rdb, Tokens: tokens, Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range tweak {
+		f(&acfg)
+	}
+	a, err := api.New(acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -530,5 +536,64 @@ func TestMonitoringIsReadOnly(t *testing.T) {
 	}
 	if v := e.do("GET", "/monitoring/api/queues", viewerToken, nil); v.status != 403 {
 		t.Fatalf("asynqmon as viewer: %d", v.status)
+	}
+}
+
+// A watcher that stays stuck is disconnected (its connection closed: a
+// close frame would wait behind its full buffer); the others are not
+// touched.
+func TestStuckWatcherDisconnected(t *testing.T) {
+	e := setupTB(t, func(c *api.Config) { c.StuckWatcher = time.Second })
+	stuck, _, err := dial(t, e, "token="+viewerToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	fine, _, err := dial(t, e, "store=users&token="+viewerToken, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fine.Close()
+	time.Sleep(100 * time.Millisecond)
+	pad := strings.Repeat("x", 1000)
+	// Keep events coming past the stuck limit, so the sender sees it.
+	for round := range 6 {
+		pipe := e.rdb.Pipeline()
+		for i := range 5000 {
+			args, _ := jobs.AppendArgs(jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "orders", Phase: pad, Done: int64(round*5000 + i), At: time.Now()})
+			pipe.XAdd(t.Context(), args)
+		}
+		if _, err := pipe.Exec(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(400 * time.Millisecond)
+	}
+	// Reading now drains what was buffered, then the close frame.
+	_ = stuck.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for {
+		_, _, err := stuck.ReadMessage()
+		if err == nil {
+			continue
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			m := e.do("GET", "/metrics", "", nil)
+			var lines []string
+			for _, l := range strings.Split(string(m.raw), "\n") {
+				if strings.HasPrefix(l, "storekeeper_ws") {
+					lines = append(lines, l)
+				}
+			}
+			t.Fatalf("stuck watcher was not disconnected: %v (%v)", err, lines)
+		}
+		break
+	}
+	// The other watcher is still served.
+	v := e.do("POST", "/api/admin/verify/users", operatorToken, nil)
+	for {
+		m := readEvent(t, fine)
+		if m["type"] == "job.succeeded" && m["job_id"] == v.body["job_id"] {
+			break
+		}
 	}
 }
