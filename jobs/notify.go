@@ -60,11 +60,15 @@ const OutboxKey = "storekeeper:outbox"
 // OutboxProcessingKey is node's list of notifications being dispatched.
 func OutboxProcessingKey(node string) string { return OutboxKey + ":" + node }
 
-// Notify adds n to the outbox as part of the change.
-func (c *Change) Notify(n Notification) {
+// OutboxPush is the push that queues n in the outbox, for a caller that
+// writes it with other commands in one transaction.
+func OutboxPush(n Notification) ListPush {
 	b, _ := json.Marshal(n)
-	c.Push = append(c.Push, ListPush{Key: OutboxKey, Value: string(b)})
+	return ListPush{Key: OutboxKey, Value: string(b)}
 }
+
+// Notify adds n to the outbox as part of the change.
+func (c *Change) Notify(n Notification) { c.Push = append(c.Push, OutboxPush(n)) }
 
 // NotifyFailedKey counts notify jobs that failed for good (they are
 // logged and counted, never notified).

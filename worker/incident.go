@@ -179,13 +179,10 @@ func (w *Worker) announce(ctx context.Context, ev jobs.Event, n jobs.Notificatio
 	if err != nil {
 		return err
 	}
-	var ch jobs.Change
-	ch.Notify(n)
+	push := jobs.OutboxPush(n)
 	pipe := w.rdb.TxPipeline()
 	pipe.XAdd(ctx, args)
-	for _, p := range ch.Push {
-		pipe.LPush(ctx, p.Key, p.Value)
-	}
+	pipe.LPush(ctx, push.Key, push.Value)
 	_, err = pipe.Exec(ctx)
 	return err
 }

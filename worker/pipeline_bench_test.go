@@ -36,38 +36,6 @@ const (
 	benchConcurrency   = 4
 )
 
-// roundTrips counts the commands and pipelines a client sends (each is one
-// round trip), and those of them that touch storekeeper's own keys.
-type roundTrips struct{ total, ours atomic.Int64 }
-
-func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.count(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.count(cmds...)
-		return next(ctx, cmds)
-	}
-}
-
-func (c *roundTrips) count(cmds ...redis.Cmder) {
-	c.total.Add(1)
-	for _, cmd := range cmds {
-		for _, a := range cmd.Args() {
-			if s, ok := a.(string); ok && strings.HasPrefix(s, "storekeeper:") {
-				c.ours.Add(1)
-				return
-			}
-		}
-	}
-}
-
 // cpuUsage is the CPU time used so far by this process and by the Redis
 // server behind rdb, in microseconds.
 func cpuUsage(b *testing.B, rdb *redis.Client) (goUS, redisUS float64) {
@@ -124,7 +92,7 @@ func (s *samples) report(b *testing.B, name string) {
 // the API runs one.
 type pipeline struct {
 	rdb    *redis.Client
-	rts    *roundTrips
+	rts    *redistest.RoundTrips
 	client *jobs.Client
 	w      *Worker
 	reg    *store.Registry
@@ -143,7 +111,7 @@ type pipeline struct {
 func startPipeline(b *testing.B, srv *redistest.Server, n int, watch bool, wrap func(handlerFunc) handlerFunc) *pipeline {
 	b.Helper()
 	srv.FlushAll(b)
-	p := &pipeline{rts: &roundTrips{}, ended: map[string]chan struct{}{}}
+	p := &pipeline{rts: &redistest.RoundTrips{Prefix: "storekeeper:"}, ended: map[string]chan struct{}{}}
 	p.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 32})
 	p.rdb.AddHook(p.rts)
 	for i := range n {
@@ -219,7 +187,7 @@ func (p *pipeline) enqueue(b *testing.B, st string) {
 // a handler that only signals.
 type rawQueue struct {
 	rdb    *redis.Client
-	rts    *roundTrips
+	rts    *redistest.RoundTrips
 	client *asynq.Client
 	srv    *asynq.Server
 }
@@ -227,7 +195,7 @@ type rawQueue struct {
 func startRaw(b *testing.B, srv *redistest.Server, handler func(*asynq.Task)) *rawQueue {
 	b.Helper()
 	srv.FlushAll(b)
-	q := &rawQueue{rts: &roundTrips{}}
+	q := &rawQueue{rts: &redistest.RoundTrips{}}
 	q.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 32})
 	q.rdb.AddHook(q.rts)
 	q.client = asynq.NewClientFromRedisClient(q.rdb)
@@ -361,14 +329,14 @@ func BenchmarkThroughput(b *testing.B) {
 	run := func(b *testing.B, watch bool, wrap func(handlerFunc) handlerFunc) {
 		p := startPipeline(b, srv, slots, watch, wrap)
 		defer p.stop()
-		rts0, ours0 := p.rts.total.Load(), p.rts.ours.Load()
+		rts0, ours0 := p.rts.Total(), p.rts.Matching()
 		go0, redis0 := cpuUsage(b, p.rdb)
 		closedLoop(b, slots, func(i int) {
 			p.enqueue(b, p.stores[i])
 			<-p.ended[p.stores[i]]
 		})
-		b.ReportMetric(float64(p.rts.total.Load()-rts0)/float64(b.N), "rt/job")
-		b.ReportMetric(float64(p.rts.ours.Load()-ours0)/float64(b.N), "ours-rt/job")
+		b.ReportMetric(float64(p.rts.Total()-rts0)/float64(b.N), "rt/job")
+		b.ReportMetric(float64(p.rts.Matching()-ours0)/float64(b.N), "ours-rt/job")
 		reportCPU(b, p.rdb, go0, redis0)
 		if watch {
 			p.events.report(b, "event")
@@ -388,13 +356,13 @@ func BenchmarkThroughput(b *testing.B) {
 			ended[slot] <- struct{}{}
 		})
 		defer q.stop()
-		rts0 := q.rts.total.Load()
+		rts0 := q.rts.Total()
 		go0, redis0 := cpuUsage(b, q.rdb)
 		closedLoop(b, slots, func(i int) {
 			q.enqueue(b, fmt.Sprintf(`{"slot":%d}`, i))
 			<-ended[i]
 		})
-		b.ReportMetric(float64(q.rts.total.Load()-rts0)/float64(b.N), "rt/job")
+		b.ReportMetric(float64(q.rts.Total()-rts0)/float64(b.N), "rt/job")
 		reportCPU(b, q.rdb, go0, redis0)
 	})
 }

@@ -174,16 +174,6 @@ func (s *scheduler) publish(ctx context.Context, next, fired map[jobs.Kind]time.
 	}
 }
 
-// Schedules returns this node's schedules with their next runs.
-func (w *Worker) Schedules() map[jobs.Kind]jobs.ScheduleInfo {
-	if w.sched == nil {
-		return nil
-	}
-	w.sched.mu.Lock()
-	defer w.sched.mu.Unlock()
-	return maps.Clone(w.sched.info)
-}
-
 func maxTime(a, b time.Time) time.Time {
 	if a.After(b) {
 		return a

@@ -28,17 +28,6 @@ import (
 	"storekeeper/jobs"
 )
 
-// counter counts round trips (commands and pipelines) a client sends.
-type counter struct{ n atomic.Int64 }
-
-func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { c.n.Add(1); return next(ctx, cmd) }
-}
-func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { c.n.Add(1); return next(ctx, cmds) }
-}
-
 func percentiles(b *testing.B, d []time.Duration, name string) {
 	slices.Sort(d)
 	at := func(q float64) float64 { return float64(d[min(len(d)-1, int(q*float64(len(d))))]) / 1e6 }
@@ -49,10 +38,10 @@ func percentiles(b *testing.B, d []time.Duration, name string) {
 // apiOnly runs the API (no worker) on srv with n stores owned by a live
 // node, each with published stats: what a large deployment looks like to
 // the API.
-func apiOnly(b *testing.B, srv *redistest.Server, n int) (*api.Server, *redis.Client, *counter) {
+func apiOnly(b *testing.B, srv *redistest.Server, n int) (*api.Server, *redis.Client, *redistest.RoundTrips) {
 	srv.FlushAll(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 64})
-	cnt := &counter{}
+	cnt := &redistest.RoundTrips{}
 	stats := `{"name":"%s","state":"open","disk_bytes":123456789,"live_bytes":100000000,"reclaimable_bytes":1000000,"read_amp":3,"levels":[{"level":0,"tables":2,"bytes":1000},{"level":6,"tables":40,"bytes":99999000}]}`
 	pipe := rdb.Pipeline()
 	for i := range n {
@@ -76,6 +65,34 @@ func apiOnly(b *testing.B, srv *redistest.Server, n int) (*api.Server, *redis.Cl
 	return a, rdb, cnt
 }
 
+// fromClients runs b.N requests from clients goroutines, one at a time
+// each (request(i) makes request i), and reports req/s and the latency
+// percentiles.
+func fromClients(b *testing.B, clients int, request func(i int64) error) {
+	var next atomic.Int64
+	lat := make([][]time.Duration, clients)
+	start := time.Now()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(b.N); i = next.Add(1) - 1 {
+				t0 := time.Now()
+				err := request(i)
+				lat[c] = append(lat[c], time.Since(t0))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	percentiles(b, slices.Concat(lat...), "req")
+}
+
 // BenchmarkEnqueueAPI: POST /api/admin/compact/:store over 1,000 stores in
 // turn from 32 keep-alive clients, vs asynq.Client.Enqueue from 32
 // goroutines. A request that finds the store's compaction already pending
@@ -91,82 +108,41 @@ func BenchmarkEnqueueAPI(b *testing.B) {
 		tr := &http.Transport{MaxIdleConnsPerHost: clients}
 		defer tr.CloseIdleConnections()
 		client := &http.Client{Transport: tr}
-		var next, dedup atomic.Int64
-		lat := make([][]time.Duration, clients)
-		rt0 := cnt.n.Load()
-		start := time.Now()
-		b.ResetTimer()
-		var wg sync.WaitGroup
-		for c := range clients {
-			wg.Go(func() {
-				for {
-					i := next.Add(1) - 1
-					if i >= int64(b.N) {
-						return
-					}
-					req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/admin/compact/store-%04d", hs.URL, i%stores), nil)
-					req.Header.Set("Authorization", "Bearer "+operatorToken)
-					t0 := time.Now()
-					resp, err := client.Do(req)
-					if err != nil {
-						b.Error(err)
-						return
-					}
-					var body struct {
-						Deduplicated bool `json:"deduplicated"`
-					}
-					_ = json.NewDecoder(resp.Body).Decode(&body)
-					_, _ = io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					lat[c] = append(lat[c], time.Since(t0))
-					if resp.StatusCode != 202 {
-						b.Errorf("status %d", resp.StatusCode)
-						return
-					}
-					if body.Deduplicated {
-						dedup.Add(1)
-					}
-				}
-			})
-		}
-		wg.Wait()
-		b.StopTimer()
-		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
-		b.ReportMetric(float64(cnt.n.Load()-rt0)/float64(b.N), "rt/req")
+		var dedup atomic.Int64
+		rt0 := cnt.Total()
+		fromClients(b, clients, func(i int64) error {
+			req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/admin/compact/store-%04d", hs.URL, i%stores), nil)
+			req.Header.Set("Authorization", "Bearer "+operatorToken)
+			resp, err := client.Do(req)
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Deduplicated bool `json:"deduplicated"`
+			}
+			_ = json.NewDecoder(resp.Body).Decode(&body)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			if resp.StatusCode != 202 {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			if body.Deduplicated {
+				dedup.Add(1)
+			}
+			return nil
+		})
+		b.ReportMetric(float64(cnt.Total()-rt0)/float64(b.N), "rt/req")
 		b.ReportMetric(float64(dedup.Load())/float64(b.N), "dedup-share")
-		percentiles(b, slices.Concat(lat...), "req")
 	})
 	b.Run("raw", func(b *testing.B) {
 		srv.FlushAll(b)
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 64})
 		defer rdb.Close()
 		aq := asynq.NewClientFromRedisClient(rdb)
-		var next atomic.Int64
-		lat := make([][]time.Duration, clients)
-		start := time.Now()
-		b.ResetTimer()
-		var wg sync.WaitGroup
-		for c := range clients {
-			wg.Go(func() {
-				for {
-					i := next.Add(1) - 1
-					if i >= int64(b.N) {
-						return
-					}
-					t0 := time.Now()
-					_, err := aq.Enqueue(asynq.NewTask("compact", fmt.Appendf(nil, `{"store":"store-%04d"}`, i%stores)), asynq.Queue("node.n1"), asynq.MaxRetry(3))
-					lat[c] = append(lat[c], time.Since(t0))
-					if err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
-		b.StopTimer()
-		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
-		percentiles(b, slices.Concat(lat...), "req")
+		fromClients(b, clients, func(i int64) error {
+			_, err := aq.Enqueue(asynq.NewTask("compact", fmt.Appendf(nil, `{"store":"store-%04d"}`, i%stores)), asynq.Queue("node.n1"), asynq.MaxRetry(3))
+			return err
+		})
 	})
 }
 

@@ -1,0 +1,55 @@
+package redistest
+
+import (
+	"context"
+	"strings"
+	"sync/atomic"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// RoundTrips is a go-redis hook that counts the round trips a client makes
+// (each command or pipeline is one), and those of them with an argument
+// starting with Prefix (e.g. "storekeeper:": the commands that touch
+// storekeeper's own keys rather than asynq's). Add it with AddHook.
+type RoundTrips struct {
+	Prefix          string
+	total, matching atomic.Int64
+}
+
+// Total returns the round trips counted so far.
+func (c *RoundTrips) Total() int64 { return c.total.Load() }
+
+// Matching returns those that carried an argument starting with Prefix.
+func (c *RoundTrips) Matching() int64 { return c.matching.Load() }
+
+func (c *RoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *RoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.count(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *RoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.count(cmds...)
+		return next(ctx, cmds)
+	}
+}
+
+func (c *RoundTrips) count(cmds ...redis.Cmder) {
+	c.total.Add(1)
+	if c.Prefix == "" {
+		return
+	}
+	for _, cmd := range cmds {
+		for _, a := range cmd.Args() {
+			if s, ok := a.(string); ok && strings.HasPrefix(s, c.Prefix) {
+				c.matching.Add(1)
+				return
+			}
+		}
+	}
+}
