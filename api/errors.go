@@ -52,6 +52,8 @@ func classify(err error) *apiError {
 		{jobs.ErrFinished, http.StatusConflict, "job_finished"},
 		{jobs.ErrBadQuery, http.StatusBadRequest, "invalid_request"},
 		{jobs.ErrBadPayload, http.StatusBadRequest, "invalid_request"},
+		{jobs.ErrBadSubscription, http.StatusBadRequest, "invalid_request"},
+		{jobs.ErrUnknownSubscription, http.StatusNotFound, "not_found"},
 	} {
 		if errors.Is(err, c.target) {
 			return newError(c.status, c.code, err.Error())

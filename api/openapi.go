@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/gin-gonic/gin"
 )
@@ -35,27 +36,86 @@ var documented = []routeDoc{
 	{"POST", "/api/stores/:store/resume", "operator", "Resume them", []int{200, 401, 403, 404, 503}},
 	{"GET", "/api/schedules", "viewer", "Each node's schedules with next runs; paused stores", []int{200, 401, 503}},
 	{"GET", "/api/dashboard", "viewer", "One snapshot: stores, recent history, queues, schedules, nodes, health", []int{200, 401, 503}},
+	{"GET", "/api/push/key", "viewer", "Web Push: the VAPID public key (applicationServerKey) as {public_key} (base64url)", []int{200, 401, 503}},
+	{"POST", "/api/push/subscriptions", "viewer", "Web Push: subscribe a browser; body its PushSubscription JSON {endpoint, keys:{p256dh, auth}}; 201 {id}", []int{201, 400, 401, 413, 503}},
+	{"DELETE", "/api/push/subscriptions", "viewer", "Web Push: unsubscribe; body {endpoint} or ?endpoint=", []int{200, 400, 401, 404, 503}},
 	{"GET", "/api/openapi.json", "open", "This document", []int{200}},
 	{"GET", "/ws", "viewer", "Events as JSON text frames; store, job, kind (repeatable), since=<event id>; token by header or ?token=", []int{101, 400, 401, 403}},
 	{"GET", "/metrics", "open", "Prometheus metrics", []int{200}},
 	{"GET", "/healthz", "open", "The process is up", []int{200}},
+	{"GET", "/", "open", "The dashboard page (it asks for a token; its files are under /ui/)", []int{200}},
 	{"GET", "/readyz", "open", "Redis is reachable and this process's components are healthy", []int{200, 503}},
 }
 
+// bodies names the schemas (components.schemas) of a documented route's
+// JSON request body and of its answers by status, keyed "METHOD path" as in
+// documented. Every POST has a request body here (a test checks it); every
+// status from 400 up answers Error.
+var bodies = map[string]routeBodies{
+	"POST /api/admin/compact":        {Request: "CompactBody", Answers: map[int]string{202: "Batch"}},
+	"POST /api/admin/compact/:store": {Request: "CompactBody", Answers: map[int]string{202: "Enqueued"}},
+	"POST /api/admin/backup":         {Request: "EmptyBody", Answers: map[int]string{202: "Batch"}},
+	"POST /api/admin/backup/:store":  {Request: "EmptyBody", Answers: map[int]string{202: "Enqueued"}},
+	"POST /api/admin/verify":         {Request: "VerifyBody", Answers: map[int]string{202: "Batch"}},
+	"POST /api/admin/verify/:store":  {Request: "VerifyBody", Answers: map[int]string{202: "Enqueued"}},
+	"POST /api/admin/restore/:store": {Request: "RestoreBody", Answers: map[int]string{202: "Enqueued"}},
+	"GET /api/jobs":                  {Answers: map[int]string{200: "JobList"}},
+	"GET /api/jobs/:id":              {Answers: map[int]string{200: "Job"}},
+	"DELETE /api/jobs/:id":           {Answers: map[int]string{200: "Job"}},
+	"GET /api/history":               {Answers: map[int]string{200: "HistoryPage"}},
+	"GET /api/stores":                {Answers: map[int]string{200: "StoreList"}},
+	"GET /api/stores/:store":         {Answers: map[int]string{200: "Store"}},
+	"GET /api/stores/:store/backups": {Answers: map[int]string{200: "StoreBackups"}},
+	"POST /api/stores/:store/pause":  {Request: ignored, Answers: map[int]string{200: "PauseState"}},
+	"POST /api/stores/:store/resume": {Request: ignored, Answers: map[int]string{200: "PauseState"}},
+	"GET /api/schedules":             {Answers: map[int]string{200: "Schedules"}},
+	"GET /api/dashboard":             {Answers: map[int]string{200: "Dashboard"}},
+	"GET /api/push/key":              {Answers: map[int]string{200: "PushKey"}},
+	"POST /api/push/subscriptions":   {Request: "PushSubscription", Answers: map[int]string{201: "PushSubscribed"}},
+	"DELETE /api/push/subscriptions": {Request: "PushUnsubscribe", Answers: map[int]string{200: "PushUnsubscribed"}},
+	"GET /healthz":                   {Answers: map[int]string{200: "Health"}},
+	"GET /readyz":                    {Answers: map[int]string{200: "Ready", 503: "Ready"}},
+}
+
+// routeBodies names a route's schemas: Request is a component name, or
+// ignored for a POST that does not read its body.
+type routeBodies struct {
+	Request string
+	Answers map[int]string
+}
+
+const ignored = "-"
+
 var pathParam = regexp.MustCompile(`:([a-z_]+)`)
 
-func (s *Server) openAPI(c *gin.Context) {
+func (s *Server) openAPI(c *gin.Context) { c.JSON(http.StatusOK, openAPIDoc()) }
+
+// openAPIDoc is the OpenAPI 3.0 document: documented's routes, with the
+// schemas bodies names.
+var openAPIDoc = sync.OnceValue(func() map[string]any {
 	paths := map[string]map[string]any{}
 	for _, r := range documented {
 		p := pathParam.ReplaceAllString(r.Path, "{$1}")
 		if paths[p] == nil {
 			paths[p] = map[string]any{}
 		}
+		b := bodies[r.Method+" "+r.Path]
 		resp := map[string]any{}
 		for _, code := range r.Responses {
-			resp[strconv.Itoa(code)] = map[string]any{"description": http.StatusText(code)}
+			d := map[string]any{"description": http.StatusText(code)}
+			name := b.Answers[code]
+			if name == "" && code >= 400 {
+				name = "Error"
+			}
+			if name != "" {
+				d["content"] = jsonContent(schemaRef(name))
+			}
+			resp[strconv.Itoa(code)] = d
 		}
 		op := map[string]any{"summary": r.Summary, "responses": resp}
+		if b.Request != "" {
+			op["requestBody"] = requestBody(b.Request)
+		}
 		if r.Role != "open" {
 			op["security"] = []map[string][]string{{"bearer": {}}}
 			op["x-role"] = r.Role
@@ -69,21 +129,24 @@ func (s *Server) openAPI(c *gin.Context) {
 		}
 		paths[p][strings.ToLower(r.Method)] = op
 	}
-	c.JSON(http.StatusOK, gin.H{
+	return map[string]any{
 		"openapi": "3.0.3",
-		"info":    gin.H{"title": "storekeeper", "version": "1"},
+		"info":    map[string]any{"title": "storekeeper", "version": "1"},
 		"paths":   paths,
-		"components": gin.H{"securitySchemes": gin.H{"bearer": gin.H{"type": "http", "scheme": "bearer"}},
-			"schemas": gin.H{"Error": gin.H{"type": "object", "properties": gin.H{"error": gin.H{"type": "string"}, "message": gin.H{"type": "string"}}}}},
-	})
-}
+		"components": map[string]any{
+			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer"}},
+			"schemas":         componentSchemas(),
+		},
+	}
+})
 
 // Routes lists the registered routes as "METHOD /path/{param}", as the
-// OpenAPI document names them; asynqmon's mount is not part of the API.
+// OpenAPI document names them; asynqmon's mount and the dashboard page's
+// files (/ui/) are not part of the API.
 func Routes(s *Server) []string {
 	var out []string
 	for _, r := range s.engine.Routes() {
-		if strings.HasPrefix(r.Path, "/monitoring") {
+		if strings.HasPrefix(r.Path, "/monitoring") || strings.HasPrefix(r.Path, "/ui/") {
 			continue
 		}
 		out = append(out, r.Method+" "+pathParam.ReplaceAllString(r.Path, "{$1}"))

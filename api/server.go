@@ -136,6 +136,9 @@ func (s *Server) routes() *gin.Engine {
 	api.POST("/stores/:store/resume", operator, s.resume)
 	api.GET("/schedules", viewer, s.schedules)
 	api.GET("/dashboard", viewer, s.dashboard)
+	api.GET("/push/key", viewer, s.pushKey)
+	api.POST("/push/subscriptions", viewer, s.subscribePush)
+	api.DELETE("/push/subscriptions", viewer, s.unsubscribePush)
 	e.GET("/ws", s.require(RoleViewer, true), s.hub.serve)
 
 	// asynqmon, read-only: retrying, deleting or archiving a task there
@@ -149,6 +152,7 @@ func (s *Server) routes() *gin.Engine {
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	e.GET("/readyz", s.readyz)
+	s.pageRoutes(e)
 	return e
 }
 

@@ -27,6 +27,10 @@ import (
 // that event only for itself; it is told how many it missed
 // (stream.dropped) as soon as it has room, and it is disconnected if it
 // stays stuck. A watcher that missed events reconnects with since=.
+//
+// A since= replay is different: it reads the stream at the watcher's pace,
+// so it waits for room in the buffer instead of dropping, however long the
+// replay (a watcher too slow for it is disconnected like a stuck one).
 
 const (
 	sessionBuffer = 1024             // melody's per-session buffer
@@ -42,6 +46,7 @@ type watcher struct {
 	mu        sync.Mutex
 	last      string   // id of the last event sent ("" before any)
 	replaying bool     // live events wait in pending until the replay is done
+	full      bool     // while replaying: a write found the buffer full
 	pending   [][]byte // live events that arrived during the replay, with ids
 	pendIDs   []string
 	dropped   int       // events lost since the last stream.dropped
@@ -79,6 +84,11 @@ func newHub(s *Server) *hub {
 		if errors.Is(err, melody.ErrMessageBufferFull) {
 			if w := watcherOf(ss); w != nil {
 				w.mu.Lock()
+				if w.replaying { // only the replay writes now: it waits and sends it again
+					w.full = true
+					w.mu.Unlock()
+					return
+				}
 				if w.dropSince.IsZero() {
 					w.dropSince = time.Now()
 				}
@@ -154,13 +164,17 @@ func (h *hub) serve(c *gin.Context) {
 // replay sends what the stream still holds after since, then lets the
 // live events through: live events arriving meanwhile wait in pending, and
 // only those after the last replayed id are sent, so there is no gap and
-// no duplicate.
+// no duplicate. Every write waits for room (replayWrite): nothing is lost
+// to a watcher slower than the replay, except live events beyond pending's
+// bound, which it is told about (stream.dropped) in their place.
 func (h *hub) replay(ss *melody.Session, w *watcher, since string) {
 	if since != "" {
 		ctx := context.Background()
 		if gap, err := jobs.EventsGap(ctx, h.s.rdb, since); err == nil && gap {
 			b, _ := json.Marshal(map[string]string{"type": "stream.gap", "since": since})
-			_ = ss.Write(b)
+			if !h.replayWrite(ss, w, b) {
+				return
+			}
 		}
 		cursor := since
 		for {
@@ -173,7 +187,9 @@ func (h *hub) replay(ss *melody.Session, w *watcher, since string) {
 				cursor = e.ID
 				if w.match(e) {
 					b, _ := json.Marshal(e)
-					h.write(ss, w, b)
+					if !h.replayWrite(ss, w, b) {
+						return
+					}
 				}
 			}
 			w.mu.Lock()
@@ -184,23 +200,67 @@ func (h *hub) replay(ss *melody.Session, w *watcher, since string) {
 			}
 		}
 	}
-	w.mu.Lock()
-	pending, ids := w.pending, w.pendIDs
-	w.pending, w.pendIDs = nil, nil
-	for i, b := range pending {
-		if w.last == "" || jobs.CompareStreamIDs(ids[i], w.last) > 0 {
-			h.writeLocked(ss, w, b)
-			w.last = ids[i]
+	for {
+		w.mu.Lock()
+		pending, ids, dropped, last := w.pending, w.pendIDs, w.dropped, w.last
+		w.pending, w.pendIDs, w.dropped, w.dropSince = nil, nil, 0, time.Time{}
+		if len(pending) == 0 && dropped == 0 {
+			w.replaying = false
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		for i, b := range pending {
+			if last == "" || jobs.CompareStreamIDs(ids[i], last) > 0 {
+				if !h.replayWrite(ss, w, b) {
+					return
+				}
+				last = ids[i]
+			}
+		}
+		w.mu.Lock()
+		w.last = last
+		w.mu.Unlock()
+		if dropped > 0 { // they came after pending was full: after these
+			notice, _ := json.Marshal(map[string]any{"type": "stream.dropped", "count": dropped})
+			if !h.replayWrite(ss, w, notice) {
+				return
+			}
 		}
 	}
-	w.replaying = false
-	w.mu.Unlock()
 }
 
-func (h *hub) write(ss *melody.Session, w *watcher, b []byte) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	h.writeLocked(ss, w, b)
+// replayWrite sends b for the replay, waiting while the watcher's buffer
+// is full (melody signals no room, so it polls, backing off to 20 ms). It
+// returns false when the session is closed, or after disconnecting a
+// watcher that made no room for StuckWatcher.
+func (h *hub) replayWrite(ss *melody.Session, w *watcher, b []byte) bool {
+	var since time.Time
+	wait := time.Millisecond
+	for {
+		w.mu.Lock()
+		w.full = false
+		w.mu.Unlock()
+		if ss.Write(b) != nil {
+			return false // closed
+		}
+		w.mu.Lock()
+		full := w.full
+		w.mu.Unlock()
+		switch {
+		case !full:
+			return true
+		case ss.IsClosed():
+			return false
+		case since.IsZero():
+			since = time.Now()
+		case time.Since(since) > h.s.cfg.StuckWatcher:
+			h.disconnect(ss)
+			return false
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 20*time.Millisecond)
+	}
 }
 
 // writeLocked sends b, first telling the watcher how many events it lost
@@ -335,16 +395,21 @@ func (h *hub) send(ctx context.Context) {
 				stuck := w.dropped > 0 && time.Since(w.dropSince) > h.s.cfg.StuckWatcher
 				w.mu.Unlock()
 				if stuck {
-					h.s.log.Warn("disconnecting a stuck watcher", "remote", ss.RemoteAddr())
-					// A close frame would queue behind the full buffer and be
-					// dropped like the rest: close the connection itself.
-					_ = ss.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow: reconnect with since="))
-					if v, ok := ss.Get("conn"); ok {
-						v.(*hijackRecorder).close()
-					}
+					h.disconnect(ss)
 				}
 			}
 		}
+	}
+}
+
+// disconnect closes a stuck watcher's session.
+func (h *hub) disconnect(ss *melody.Session) {
+	h.s.log.Warn("disconnecting a stuck watcher", "remote", ss.RemoteAddr())
+	// A close frame would queue behind the full buffer and be dropped like
+	// the rest: close the connection itself.
+	_ = ss.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow: reconnect with since="))
+	if v, ok := ss.Get("conn"); ok {
+		v.(*hijackRecorder).close()
 	}
 }
 

@@ -53,8 +53,11 @@ type Config struct {
 	Webhooks []Webhook
 	// NotifyTimeout bounds one delivery (default 10 s).
 	NotifyTimeout time.Duration
-	// HTTPClient delivers webhooks (default: a client with NotifyTimeout).
+	// HTTPClient delivers webhooks and Web Push messages (default: a
+	// client with NotifyTimeout).
 	HTTPClient *http.Client
+	// Push configures Web Push delivery to subscribed browsers.
+	Push PushConfig
 }
 
 // DefaultSchedules: verify daily, backup every 6 h, compact daily; all
@@ -137,6 +140,9 @@ func (c *Config) withDefaults() error {
 		if err := h.validate(); err != nil {
 			return fmt.Errorf("worker: webhook %d: %w", i+1, err)
 		}
+	}
+	if err := c.Push.withDefaults(); err != nil {
+		return fmt.Errorf("worker: %w", err)
 	}
 	if c.NotifyTimeout == 0 {
 		c.NotifyTimeout = 10 * time.Second

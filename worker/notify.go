@@ -69,19 +69,23 @@ func (w *Worker) webhook(name string) (Webhook, bool) {
 	return Webhook{}, false
 }
 
-// deliver is the notify handler: one notification to one sink. A
-// receiver's 2xx is a delivery; 408, 429 and 5xx (and no answer) are
-// retried with backoff; any other status is final.
+// deliver is the notify handler: one notification to one sink, a webhook
+// or a browser subscribed to Web Push (deliverPush). A webhook receiver's
+// 2xx is a delivery; 408, 429 and 5xx (and no answer) are retried with
+// backoff; any other status is final.
 func (w *Worker) deliver(ctx context.Context, p jobs.Payload) (outcome, error) {
-	h, ok := w.webhook(p.Sink)
-	if !ok {
-		return outcome{}, fmt.Errorf("%w: no sink %q on node %s (every node needs the same --webhook flags)", asynq.SkipRetry, p.Sink, w.cfg.Node)
-	}
 	n, err := jobs.DecodeNotification(p.Notification)
 	if err != nil {
 		return outcome{}, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
 	body := []byte(p.Notification)
+	if id, ok := jobs.PushSinkID(p.Sink); ok {
+		return w.deliverPush(ctx, p.Sink, id, n, body)
+	}
+	h, ok := w.webhook(p.Sink)
+	if !ok {
+		return outcome{}, fmt.Errorf("%w: no sink %q on node %s (every node needs the same --webhook flags)", asynq.SkipRetry, p.Sink, w.cfg.Node)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
 	if err != nil {
 		return outcome{}, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
@@ -107,10 +111,11 @@ func (w *Worker) deliver(ctx context.Context, p jobs.Payload) (outcome, error) {
 }
 
 // dispatchLoop hands outbox notifications to the notify queue, one job
-// per sink, until ctx ends. An entry moves to this node's processing list
-// first and leaves it only once every sink has its job, so a crash or a
-// Redis outage loses none; a delivery is enqueued once per sink even when
-// an entry is dispatched twice.
+// per sink (each webhook, each push subscription), until ctx ends. An
+// entry moves to this node's processing list first and leaves it only
+// once every sink has its job, so a crash or a Redis outage loses none; a
+// delivery is enqueued once per sink even when an entry is dispatched
+// twice.
 func (w *Worker) dispatchLoop(ctx context.Context) {
 	proc := jobs.OutboxProcessingKey(w.cfg.Node)
 	for ctx.Err() == nil {
@@ -144,18 +149,39 @@ func (w *Worker) dispatch(ctx context.Context, v string) error {
 		w.log.Error("dropping a malformed notification", "err", err)
 		return nil
 	}
-	if len(w.cfg.Webhooks) == 0 {
+	sinks, err := w.sinks(ctx)
+	if err != nil {
+		return err
+	}
+	if len(sinks) == 0 {
 		w.log.Info("notification (no sinks configured)", "id", n.ID, "type", n.Type, "summary", n.Summary)
 		return nil
 	}
-	for _, h := range w.cfg.Webhooks {
-		rec, made, err := w.jobs.EnqueueNotify(ctx, n, h.Name())
+	for _, sink := range sinks {
+		rec, made, err := w.jobs.EnqueueNotify(ctx, n, sink)
 		if err != nil {
 			return err
 		}
 		if made {
-			w.log.Info("notification queued", "id", n.ID, "type", n.Type, "sink", h.Name(), "job", rec.ID)
+			w.log.Info("notification queued", "id", n.ID, "type", n.Type, "sink", sink, "job", rec.ID)
 		}
 	}
 	return nil
+}
+
+// sinks names where a notification goes: every configured webhook and
+// every browser subscribed to Web Push when it is dispatched.
+func (w *Worker) sinks(ctx context.Context) ([]string, error) {
+	ids, err := jobs.PushSubscriptionIDs(ctx, w.rdb)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(w.cfg.Webhooks)+len(ids))
+	for _, h := range w.cfg.Webhooks {
+		out = append(out, h.Name())
+	}
+	for _, id := range ids {
+		out = append(out, jobs.PushSink(id))
+	}
+	return out, nil
 }

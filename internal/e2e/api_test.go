@@ -322,7 +322,8 @@ func TestEnqueueAndBatch(t *testing.T) {
 	}
 }
 
-// The documented routes are the registered ones, and /metrics parses.
+// The documented routes are the registered ones, with body schemas that
+// hold for the live answers (openapi_test.go); /metrics parses.
 func TestOpenAPIAndMetrics(t *testing.T) {
 	e := setup(t)
 	doc := e.do("GET", "/api/openapi.json", "", nil)
@@ -339,6 +340,7 @@ func TestOpenAPIAndMetrics(t *testing.T) {
 	if !slices.Equal(documented, registered) {
 		t.Fatalf("documented %v\nregistered %v", documented, registered)
 	}
+	checkOpenAPIDoc(t, e, doc.raw)
 	e.do("POST", "/api/admin/compact/orders", operatorToken, nil)
 	m := e.do("GET", "/metrics", "", nil)
 	parser := expfmt.NewTextParser(model.UTF8Validation)

@@ -1,0 +1,502 @@
+// storekeeper dashboard: plain JavaScript, no build step, no network access
+// beyond this server. It reads /api/dashboard once, then follows /ws and
+// re-reads what an event changed.
+"use strict";
+
+const TOKEN_KEY = "storekeeper.token";
+const FEED_MAX = 200;
+const HISTORY_PAGE = 25;
+
+const state = {
+  token: "",
+  stores: [],          // from /api/dashboard
+  running: new Map(),  // job_id -> {job_id, kind, store, state, phase, done, total, attempt}
+  restoring: new Set(),// stores with a restore running (the store is fenced meanwhile)
+  lastEventID: "",
+  historyBefore: [],   // stack of "before" ids for paging; empty = newest page
+  ws: null,
+  refreshTimer: 0,
+};
+
+const $ = (sel) => document.querySelector(sel);
+
+// h builds an element: h("td", {class: "num"}, "text", child…). Text is
+// always set as text, never as HTML.
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === undefined || c === null) continue;
+    el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return el;
+}
+
+function bytes(n) {
+  if (!n) return "0 B";
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+  return (i ? n.toFixed(1) : n) + " " + units[i];
+}
+
+function ago(t) {
+  if (!t) return "never";
+  const s = (Date.now() - new Date(t).getTime()) / 1000;
+  if (s < 0) return "in " + span(-s);
+  return span(s) + " ago";
+}
+
+function span(s) {
+  if (s < 60) return Math.round(s) + " s";
+  if (s < 3600) return Math.round(s / 60) + " min";
+  if (s < 86400) return (s / 3600).toFixed(1) + " h";
+  return (s / 86400).toFixed(1) + " d";
+}
+
+function clock(t) { return new Date(t).toLocaleTimeString(); }
+function stamp(t) { return new Date(t).toLocaleString(); }
+
+// ---- HTTP -----------------------------------------------------------------
+
+class APIError extends Error {
+  constructor(status, body) {
+    super((body && body.message) || ("HTTP " + status));
+    this.status = status;
+    this.code = body && body.error;
+  }
+}
+
+async function api(method, path, body) {
+  const opts = { method, headers: { Authorization: "Bearer " + state.token } };
+  if (body !== undefined) {
+    opts.headers["Content-Type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  const res = await fetch(path, opts);
+  let data = null;
+  try { data = await res.json(); } catch (_) { /* empty body */ }
+  if (res.status === 401) { signOut("That token was refused."); throw new APIError(401, data); }
+  if (!res.ok) throw new APIError(res.status, data);
+  return data;
+}
+
+function showError(err) {
+  const el = $("#error");
+  if (!err) { el.hidden = true; return; }
+  el.textContent = err.message + (err.code ? " (" + err.code + ")" : "");
+  el.hidden = false;
+}
+
+// ---- sign in ----------------------------------------------------------------
+
+function signOut(message) {
+  sessionStorage.removeItem(TOKEN_KEY);
+  state.token = "";
+  if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
+  $("#app").hidden = true;
+  $("#logout").hidden = true;
+  $("#login").hidden = false;
+  $("#login-error").textContent = message || "";
+  setConn("offline");
+}
+
+async function signIn(token) {
+  state.token = token;
+  try {
+    await refresh();
+  } catch (err) {
+    if (err.status !== 401) $("#login-error").textContent = err.message;
+    return;
+  }
+  sessionStorage.setItem(TOKEN_KEY, token);
+  $("#login").hidden = true;
+  $("#app").hidden = false;
+  $("#logout").hidden = false;
+  await Promise.all([loadRunning(), loadHistory()]);
+  connect();
+  setupPush();
+}
+
+// ---- snapshot ---------------------------------------------------------------
+
+async function refresh() {
+  const d = await api("GET", "/api/dashboard");
+  state.stores = d.stores || [];
+  renderSummary(d);
+  renderHealth(d.health || []);
+  renderStores();
+  renderSchedules(d.schedules || []);
+  renderQueues(d.queues || []);
+  showError(null);
+  loadCharts();
+}
+
+function scheduleRefresh() {
+  clearTimeout(state.refreshTimer);
+  state.refreshTimer = setTimeout(() => {
+    refresh().catch(showError);
+    if (state.historyBefore.length === 0) loadHistory().catch(showError);
+  }, 250);
+}
+
+function renderSummary(d) {
+  const nodes = d.nodes || [];
+  const up = nodes.filter((n) => n.up).length;
+  $("#summary").textContent = `${state.stores.length} stores · ${up}/${nodes.length} nodes up · updated ${clock(d.at)}`;
+}
+
+function renderHealth(list) {
+  const ul = $("#health");
+  ul.replaceChildren(...(list.length ? list.map((c) =>
+    h("li", { class: "cond cond-" + c.kind }, h("b", {}, c.kind.replaceAll("_", " ")), " ", c.message))
+    : [h("li", { class: "ok" }, "All stores healthy.")]));
+}
+
+function storeState(s) {
+  if (state.restoring.has(s.name)) return "restoring";
+  if (!s.node_up) return "node down";
+  return (s.stats && s.stats.state) || "unknown";
+}
+
+function healthBadge(s) {
+  const kinds = (s.health || []).map((c) => c.kind);
+  const worst = ["corrupt", "node_down", "no_recent_backup", "high_fragmentation"].find((k) => kinds.includes(k));
+  if (!worst) return h("span", { class: "badge ok" }, "healthy");
+  return h("span", { class: "badge bad-" + worst, title: s.health.map((c) => c.message).join("\n") }, worst.replaceAll("_", " "));
+}
+
+function renderStores() {
+  const tbody = $("#stores tbody");
+  tbody.replaceChildren(...state.stores.map((s) => {
+    const st = s.stats || {};
+    const last = state.lastRuns && state.lastRuns[s.name] || {};
+    const stateName = storeState(s);
+    return h("tr", { "data-store": s.name },
+      h("td", {}, h("b", {}, s.name), s.paused ? h("span", { class: "badge paused" }, "paused") : null,
+        h("div", { class: "muted small" }, s.node)),
+      h("td", {}, h("span", { class: "state state-" + stateName.replace(" ", "-"), "data-role": "state" }, stateName)),
+      h("td", {}, healthBadge(s)),
+      h("td", { class: "num" }, bytes(st.disk_bytes)),
+      h("td", { class: "num" }, bytes(st.reclaimable_bytes)),
+      h("td", { class: "num" }, st.read_amp ?? ""),
+      h("td", {}, ago(last.compact || st.last_compaction)),
+      h("td", {}, ago(s.last_backup)),
+      h("td", {}, ago(last.verify || st.last_verify)),
+      h("td", { class: "chart" }, chart(s.name)),
+      h("td", { class: "actions" },
+        ["compact", "backup", "verify"].map((k) =>
+          h("button", { class: "small", "data-action": k, "data-store": s.name, onclick: () => enqueue(k, s.name) }, label(k))),
+        h("button", { class: "small danger", "data-action": "restore", "data-store": s.name, disabled: !(s.backups || []).length,
+          onclick: () => openRestore(s) }, "Restore")));
+  }));
+}
+
+function label(kind) { return { compact: "Compact", backup: "Back up", verify: "Verify" }[kind]; }
+
+// ---- per-store charts from the history stream ------------------------------
+
+state.charts = {};   // store -> [{at, before, after}] oldest first
+state.lastRuns = {}; // store -> {compact, backup, verify} times
+
+async function loadCharts() {
+  const names = state.stores.slice(0, 50).map((s) => s.name);
+  await Promise.all(names.map(async (name) => {
+    const page = await api("GET", "/api/history?limit=100&store=" + encodeURIComponent(name));
+    const entries = page.history || [];
+    const last = {};
+    for (const e of entries) if (e.status !== "failed" && !last[e.kind]) last[e.kind] = e.at;
+    state.lastRuns[name] = last;
+    state.charts[name] = entries.filter((e) => e.kind === "compact" && e.status === "compacted").reverse()
+      .map((e) => ({ at: new Date(e.at).getTime(), before: e.bytes_before, after: e.bytes_after }));
+  })).catch(showError);
+  renderStores();
+}
+
+// chart draws the store's size over time (a line through each compaction's
+// before and after, ending at today's size) and the bytes each compaction
+// reclaimed (bars).
+function chart(name) {
+  const W = 160, H = 40, NS = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(NS, "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
+  svg.setAttribute("width", W);
+  svg.setAttribute("height", H);
+  const pts = state.charts[name] || [];
+  const s = state.stores.find((x) => x.name === name);
+  const now = Date.now();
+  const series = [];
+  for (const p of pts) { series.push([p.at - 1, p.before], [p.at, p.after]); }
+  if (s && s.stats) series.push([now, s.stats.disk_bytes]);
+  const title = document.createElementNS(NS, "title");
+  title.textContent = pts.length ? `${pts.length} compactions reclaimed ${bytes(pts.reduce((a, p) => a + Math.max(0, p.before - p.after), 0))}` : "no compaction yet";
+  svg.append(title);
+  if (series.length < 2) return svg;
+  const t0 = series[0][0], t1 = Math.max(now, t0 + 1);
+  const max = Math.max(...series.map((p) => p[1]), 1);
+  const x = (t) => ((t - t0) / (t1 - t0)) * (W - 4) + 2;
+  const y = (v) => H - 2 - (v / max) * (H - 6);
+  for (const p of pts) {
+    const r = Math.max(0, p.before - p.after);
+    const bar = document.createElementNS(NS, "rect");
+    bar.setAttribute("x", x(p.at) - 2);
+    bar.setAttribute("width", 4);
+    bar.setAttribute("y", y(r));
+    bar.setAttribute("height", H - 2 - y(r));
+    bar.setAttribute("class", "reclaimed");
+    svg.append(bar);
+  }
+  const line = document.createElementNS(NS, "polyline");
+  line.setAttribute("points", series.map((p) => `${x(p[0]).toFixed(1)},${y(p[1]).toFixed(1)}`).join(" "));
+  line.setAttribute("class", "size");
+  svg.append(line);
+  return svg;
+}
+
+// ---- actions ----------------------------------------------------------------
+
+async function enqueue(kind, store, body) {
+  try {
+    const path = "/api/admin/" + kind + (store ? "/" + encodeURIComponent(store) : "");
+    const res = await api("POST", path, body || {});
+    for (const j of res.jobs || [res]) trackJob(j);
+    renderRunning();
+  } catch (err) { showError(err); }
+}
+
+async function cancelJob(id) {
+  try { await api("DELETE", "/api/jobs/" + encodeURIComponent(id)); } catch (err) { showError(err); }
+}
+
+function openRestore(s) {
+  const dlg = $("#restore-dialog");
+  $("#restore-store").textContent = s.name;
+  const sel = $("#restore-backup");
+  const usable = (s.backups || []).filter((b) => !b.bad);
+  sel.replaceChildren(...usable.map((b, i) =>
+    h("option", { value: b.id }, `${stamp(b.created_at)} — ${bytes(b.bytes)}${i === 0 ? " (newest)" : ""}`)));
+  const explain = () => {
+    const b = usable.find((x) => x.id === sel.value);
+    $("#restore-window").textContent = b
+      ? `Every write to ${s.name} after ${stamp(b.created_at)} (${ago(b.created_at)}) will be rolled back. ` +
+        "The current data is moved to quarantine, not deleted."
+      : "";
+  };
+  sel.onchange = explain;
+  explain();
+  dlg.onclose = () => {
+    if (dlg.returnValue === "confirm" && sel.value) enqueue("restore", s.name, { backup_id: sel.value });
+  };
+  dlg.returnValue = "";
+  dlg.showModal();
+}
+
+// ---- running jobs -----------------------------------------------------------
+
+async function loadRunning() {
+  const res = await api("GET", "/api/jobs");
+  state.running.clear();
+  for (const j of res.jobs || []) trackJob(j);
+  renderRunning();
+}
+
+function trackJob(j) {
+  if (!j || !j.job_id || ["succeeded", "failed", "canceled"].includes(j.state)) return;
+  const cur = state.running.get(j.job_id) || {};
+  state.running.set(j.job_id, { ...cur, job_id: j.job_id, kind: j.kind, store: j.store, state: j.state || cur.state || "pending" });
+}
+
+function renderRunning() {
+  const ul = $("#running");
+  const jobs = [...state.running.values()];
+  if (!jobs.length) { ul.replaceChildren(h("li", { class: "muted" }, "none")); return; }
+  ul.replaceChildren(...jobs.map((j) => {
+    const pct = j.total ? Math.min(100, Math.round((100 * j.done) / j.total)) : null;
+    return h("li", { "data-job": j.job_id },
+      h("b", {}, j.kind), " ", j.store, " ", h("span", { class: "badge" }, j.state),
+      j.phase ? h("span", { class: "muted" }, " " + j.phase + (pct !== null ? ` ${pct}%` : "")) : null,
+      h("progress", { max: 100, value: pct ?? undefined }),
+      h("button", { class: "small", onclick: () => cancelJob(j.job_id) }, "Cancel"));
+  }));
+}
+
+// ---- live events ------------------------------------------------------------
+
+function setConn(text) {
+  const el = $("#conn");
+  el.textContent = text;
+  el.className = "conn conn-" + text;
+}
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  let url = `${proto}//${location.host}/ws?token=${encodeURIComponent(state.token)}`;
+  if (state.lastEventID) url += "&since=" + encodeURIComponent(state.lastEventID);
+  const ws = new WebSocket(url);
+  state.ws = ws;
+  ws.onopen = () => setConn("live");
+  ws.onmessage = (m) => onEvent(JSON.parse(m.data));
+  ws.onclose = () => {
+    if (state.ws !== ws) return;
+    setConn("reconnecting");
+    setTimeout(() => { if (state.token && state.ws === ws) connect(); }, 2000);
+  };
+}
+
+function describe(e) {
+  switch (e.type) {
+    case "job.progress": return e.phase + (e.total ? ` ${Math.round((100 * (e.done || 0)) / e.total)}%` : "");
+    case "job.retrying": return `attempt ${e.attempt} of ${e.max_retry + 1} failed: ${e.error}`;
+    case "job.failed": return e.error || "";
+    case "store.restored": return `from backup ${e.backup_id}: writes after ${stamp(e.backup_at)} rolled back`;
+    case "store.corrupt": return `${e.error || ""} ${e.action ? "→ " + e.action : ""}`;
+    case "stream.dropped": return `this page missed ${e.count} events; the tables are re-read`;
+    case "stream.gap": return "events older than the stream holds were missed; the tables are re-read";
+    default: return e.trigger ? `${e.trigger}${e.actor ? " by " + e.actor : ""}` : "";
+  }
+}
+
+function onEvent(e) {
+  if (e.id) state.lastEventID = e.id;
+  const feed = $("#feed");
+  feed.prepend(h("li", { class: "ev ev-" + e.type.replace(".", "-"), "data-type": e.type, "data-job": e.job_id || "", "data-store": e.store || "" },
+    h("time", {}, clock(e.at || Date.now())), " ", h("b", {}, e.type), " ",
+    e.kind ? e.kind + " " : "", e.store ? h("span", { class: "store" }, e.store) : "", " ",
+    h("span", { class: "muted" }, describe(e))));
+  while (feed.children.length > FEED_MAX) feed.lastChild.remove();
+
+  const j = e.job_id && state.running.get(e.job_id);
+  switch (e.type) {
+    case "job.enqueued":
+      trackJob({ job_id: e.job_id, kind: e.kind, store: e.store, state: "pending" });
+      break;
+    case "job.started":
+      trackJob({ job_id: e.job_id, kind: e.kind, store: e.store, state: "active" });
+      if (e.kind === "restore") { state.restoring.add(e.store); renderStores(); }
+      break;
+    case "job.progress":
+      if (j) Object.assign(j, { state: "active", phase: e.phase, done: e.done || 0, total: e.total || 0 });
+      break;
+    case "job.retrying":
+      if (j) Object.assign(j, { state: "retry", phase: "" });
+      if (e.kind === "restore") state.restoring.delete(e.store);
+      break;
+    case "job.succeeded": case "job.failed": case "job.canceled":
+      state.running.delete(e.job_id);
+      if (e.kind === "restore") state.restoring.delete(e.store);
+      scheduleRefresh();
+      break;
+    case "store.corrupt": case "store.restored": case "node.up": case "node.down": case "backup.corrupt":
+    case "stream.dropped": case "stream.gap":
+      scheduleRefresh();
+      if (e.type.startsWith("stream.")) loadRunning().catch(showError);
+      break;
+  }
+  renderRunning();
+}
+
+// ---- history ----------------------------------------------------------------
+
+async function loadHistory() {
+  const before = state.historyBefore[state.historyBefore.length - 1];
+  let path = "/api/history?limit=" + HISTORY_PAGE;
+  if (before) path += "&before=" + encodeURIComponent(before);
+  const page = await api("GET", path);
+  const entries = page.history || [];
+  $("#history tbody").replaceChildren(...(entries.length ? entries.map((e) => {
+    const reclaimed = e.kind === "compact" && e.bytes_before > e.bytes_after ? bytes(e.bytes_before - e.bytes_after) : "";
+    return h("tr", { "data-job": e.job_id, class: "st-" + e.status },
+      h("td", {}, stamp(e.at)), h("td", {}, e.store), h("td", {}, e.kind),
+      h("td", { title: e.error || e.reason || "" }, h("span", { class: "badge st-" + e.status }, e.status.replaceAll("_", " ")),
+        e.error ? h("div", { class: "error small" }, e.error) : null),
+      h("td", { class: "num" }, e.duration_ms + " ms"), h("td", { class: "num" }, reclaimed),
+      h("td", {}, e.trigger), h("td", {}, e.actor));
+  }) : [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "no finished jobs yet"))]));
+  $("#newer").disabled = state.historyBefore.length === 0;
+  $("#older").disabled = !page.next;
+  state.historyNext = page.next;
+}
+
+// ---- schedules and queues ---------------------------------------------------
+
+function renderSchedules(list) {
+  const rows = [];
+  for (const n of list) {
+    for (const [kind, k] of Object.entries(n.kinds || {}).sort()) {
+      rows.push(h("tr", {}, h("td", {}, n.node), h("td", {}, kind), h("td", {}, h("code", {}, k.spec)),
+        h("td", {}, k.next ? `${stamp(k.next)} (${ago(k.next)})` : "off")));
+    }
+  }
+  $("#schedules tbody").replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "no schedules published"))]));
+}
+
+function renderQueues(list) {
+  $("#queues tbody").replaceChildren(...list.map((q) => h("tr", {},
+    h("td", {}, q.queue, q.paused ? " (paused)" : ""), h("td", { class: "num" }, q.pending), h("td", { class: "num" }, q.active),
+    h("td", { class: "num" }, q.retry), h("td", { class: "num" }, q.archived))));
+}
+
+// ---- Web Push ---------------------------------------------------------------
+
+function b64url(s) {
+  const pad = "=".repeat((4 - (s.length % 4)) % 4);
+  const raw = atob((s + pad).replaceAll("-", "+").replaceAll("_", "/"));
+  return Uint8Array.from(raw, (c) => c.charCodeAt(0));
+}
+
+async function setupPush() {
+  const btn = $("#push");
+  if (!("serviceWorker" in navigator) || !("PushManager" in window) || !window.isSecureContext) return;
+  const reg = await navigator.serviceWorker.register("/ui/sw.js", { scope: "/ui/" }).catch(() => null);
+  if (!reg) return;
+  const sub = await reg.pushManager.getSubscription();
+  const show = (on) => { btn.textContent = on ? "Stop notifications" : "Notify me of failures"; btn.dataset.on = on ? "1" : ""; };
+  show(!!sub);
+  btn.hidden = false;
+  btn.onclick = async () => {
+    try {
+      const cur = await reg.pushManager.getSubscription();
+      if (cur) {
+        await api("DELETE", "/api/push/subscriptions", { endpoint: cur.endpoint }).catch((err) => { if (err.status !== 404) throw err; });
+        await cur.unsubscribe();
+        show(false);
+        return;
+      }
+      if ((await Notification.requestPermission()) !== "granted") throw new Error("notifications are blocked for this page");
+      const key = await api("GET", "/api/push/key");
+      const s = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: b64url(key.public_key) });
+      await api("POST", "/api/push/subscriptions", s.toJSON());
+      show(true);
+    } catch (err) { showError(err); }
+  };
+}
+
+// ---- start ------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#login-form").addEventListener("submit", (ev) => { ev.preventDefault(); signIn($("#token").value.trim()); });
+  $("#logout").addEventListener("click", () => signOut(""));
+  $("#older").addEventListener("click", () => {
+    if (!state.historyNext) return;
+    state.historyBefore.push(state.historyNext);
+    loadHistory().catch(showError);
+  });
+  $("#newer").addEventListener("click", () => { state.historyBefore = []; loadHistory().catch(showError); });
+  for (const b of document.querySelectorAll("[data-all]")) b.addEventListener("click", () => enqueue(b.dataset.all));
+  setInterval(() => { if (state.token && !$("#app").hidden) refresh().catch(showError); }, 30000);
+
+  // A token in the URL fragment (storekeeper serve prints such a link) is
+  // taken once and removed from the address bar; fragments never reach the
+  // server or its logs.
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved); else signOut("");
+});

@@ -1,0 +1,184 @@
+package jobmetrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/jobs"
+)
+
+// Config configures a Collector.
+type Config struct {
+	Redis redis.UniversalClient // required
+	// Node limits the metrics to one worker node: the stores it owns and
+	// the finished jobs it ran. Empty: the whole cluster.
+	Node string
+	// Timeout bounds one scrape's Redis reads (default 5 s).
+	Timeout time.Duration
+}
+
+// HistoryWindow is how many of the newest finished jobs a scrape reads.
+const HistoryWindow = 500
+
+// Collector is a prometheus.Collector over jobs' Redis keys.
+type Collector struct{ cfg Config }
+
+var _ prometheus.Collector = (*Collector)(nil)
+
+// New returns a Collector; register it once per registry.
+func New(cfg Config) (*Collector, error) {
+	if cfg.Redis == nil {
+		return nil, errors.New("jobmetrics: Redis is required")
+	}
+	if cfg.Node != "" {
+		if err := jobs.ValidateNodeName(cfg.Node); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	return &Collector{cfg: cfg}, nil
+}
+
+var (
+	descJobs = prometheus.NewDesc("storekeeper_jobs_finished", "The newest 500 finished jobs in the history stream (on a worker: those it ran), by kind and status.",
+		[]string{"kind", "status"}, nil)
+	descDuration = prometheus.NewDesc("storekeeper_job_duration_seconds", "Duration of the finished jobs in the history stream (on a worker: those it ran).",
+		[]string{"kind"}, nil)
+	descReclaimed = prometheus.NewDesc("storekeeper_compaction_reclaimed_bytes", "Bytes reclaimed by the compactions in the history stream, per store.",
+		[]string{"store"}, nil)
+	descStoreBytes = prometheus.NewDesc("storekeeper_store_disk_bytes", "Disk bytes of each store (on a worker: of those it owns), as its owner last published.",
+		[]string{"store", "node"}, nil)
+	descBackupAge = prometheus.NewDesc("storekeeper_backup_age_seconds", "Age of each store's newest good backup.",
+		[]string{"store"}, nil)
+	descStoreUp = prometheus.NewDesc("storekeeper_store_healthy", "1 when the store is open on a live node, else 0.",
+		[]string{"store", "node"}, nil)
+)
+
+// durationBuckets are the job duration histogram's upper bounds: 10 ms to
+// about 43 min.
+var durationBuckets = prometheus.ExponentialBuckets(0.01, 4, 10)
+
+// Describe sends every metric's description.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp} {
+		ch <- d
+	}
+}
+
+// Collect reads Redis and sends the metrics; what cannot be read is left
+// out of this scrape.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+	defer cancel()
+	c.collectHistory(ctx, ch)
+	c.collectStores(ctx, ch)
+}
+
+func (c *Collector) collectHistory(ctx context.Context, ch chan<- prometheus.Metric) {
+	hist, _, err := jobs.History(ctx, c.cfg.Redis, jobs.HistoryQuery{Limit: HistoryWindow})
+	if err != nil {
+		return
+	}
+	type key struct{ kind, status string }
+	counts := map[key]int{}
+	durations := map[string][]float64{}
+	reclaimed := map[string]float64{}
+	for _, h := range hist {
+		if c.cfg.Node != "" && h.Node != c.cfg.Node {
+			continue
+		}
+		counts[key{string(h.Kind), string(h.Status)}]++
+		durations[string(h.Kind)] = append(durations[string(h.Kind)], float64(h.DurationMS)/1000)
+		if h.Status == jobs.StatusCompacted && h.BytesBefore > h.BytesAfter {
+			reclaimed[h.Store] += float64(h.BytesBefore - h.BytesAfter)
+		}
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(descJobs, prometheus.GaugeValue, float64(n), k.kind, k.status)
+	}
+	for kind, ds := range durations {
+		cumulative := map[float64]uint64{}
+		sum := 0.0
+		for _, d := range ds {
+			sum += d
+			for _, b := range durationBuckets {
+				if d <= b {
+					cumulative[b]++
+				}
+			}
+		}
+		ch <- prometheus.MustNewConstHistogram(descDuration, uint64(len(ds)), sum, cumulative, kind)
+	}
+	for st, b := range reclaimed {
+		ch <- prometheus.MustNewConstMetric(descReclaimed, prometheus.GaugeValue, b, st)
+	}
+}
+
+// published is the part of what a store's owner publishes in
+// jobs.StatsKey that the metrics read.
+type published struct {
+	Stats struct {
+		State     string `json:"state"`
+		DiskBytes uint64 `json:"disk_bytes"`
+	} `json:"stats"`
+	Backups []struct { // newest first
+		CreatedAt time.Time `json:"created_at"`
+		Bad       bool      `json:"bad"`
+	} `json:"backups"`
+}
+
+func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metric) {
+	owners, err := c.cfg.Redis.HGetAll(ctx, jobs.StoresKey).Result()
+	if err != nil {
+		return
+	}
+	nodes, err := jobs.Nodes(ctx, c.cfg.Redis)
+	if err != nil {
+		return
+	}
+	up := map[string]bool{}
+	for _, n := range nodes {
+		up[n.Node] = n.Up
+	}
+	var names []string
+	for name, node := range owners {
+		if c.cfg.Node == "" || node == c.cfg.Node {
+			names = append(names, name)
+		}
+	}
+	pipe := c.cfg.Redis.Pipeline()
+	gets := make([]*redis.StringCmd, len(names))
+	for i, n := range names {
+		gets[i] = pipe.Get(ctx, jobs.StatsKey(n))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return
+	}
+	now := time.Now()
+	for i, name := range names {
+		node := owners[name]
+		var p published
+		if raw, err := gets[i].Result(); err == nil {
+			_ = json.Unmarshal([]byte(raw), &p)
+		}
+		ch <- prometheus.MustNewConstMetric(descStoreBytes, prometheus.GaugeValue, float64(p.Stats.DiskBytes), name, node)
+		healthy := 0.0
+		if up[node] && p.Stats.State == "open" {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, healthy, name, node)
+		for _, b := range p.Backups {
+			if !b.Bad {
+				ch <- prometheus.MustNewConstMetric(descBackupAge, prometheus.GaugeValue, now.Sub(b.CreatedAt).Seconds(), name)
+				break
+			}
+		}
+	}
+}

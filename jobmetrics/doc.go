@@ -1,0 +1,15 @@
+// Package jobmetrics exports storekeeper's job and store metrics to
+// Prometheus: finished jobs by kind and status, their durations, bytes
+// reclaimed by compaction, each store's disk size, health and newest good
+// backup's age. It reads them at scrape time from what jobs keeps in Redis
+// (the history stream, store owners, node heartbeats, published stats),
+// so it holds no state and any process may serve it.
+//
+// An API process registers it for the whole cluster; a worker-only
+// process for its own node (Config.Node): the stores it owns and the jobs
+// it ran. A process running both (storekeeper serve) registers it once,
+// through the API.
+//
+// It imports jobs only, so both api and cmd/storekeeper may use it
+// without api importing worker or store.
+package jobmetrics

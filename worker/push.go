@@ -1,0 +1,171 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	webpush "github.com/SherClockHolmes/webpush-go"
+	"github.com/hibiken/asynq"
+
+	"storekeeper/jobs"
+)
+
+// Web Push delivery. Browsers subscribed through the API are sinks like
+// the configured webhooks (jobs.PushSink): the dispatcher gives each its
+// own notify job, and the job sends the same JSON a webhook gets,
+// encrypted for the browser (RFC 8291, aes128gcm) and signed with the
+// deployment's VAPID keys (RFC 8292), both kept in Redis.
+
+// PushConfig configures Web Push delivery; the keys and the subscriptions
+// are in Redis.
+type PushConfig struct {
+	// Subscriber is the VAPID contact push services may use about this
+	// sender: "mailto:<address>" or an https URL (default
+	// "mailto:storekeeper@localhost"; set a real one).
+	Subscriber string
+	// TTL is how long a push service keeps a message for a browser that
+	// is offline (default 24 h; whole seconds).
+	TTL time.Duration
+}
+
+// Validate reports whether the configuration is usable, defaults applied.
+func (c PushConfig) Validate() error { return c.withDefaults() }
+
+func (c *PushConfig) withDefaults() error {
+	if c.Subscriber == "" {
+		c.Subscriber = "mailto:storekeeper@localhost"
+	}
+	addr, mailto := strings.CutPrefix(c.Subscriber, "mailto:")
+	if mailto && !strings.Contains(addr, "@") || !mailto && !strings.HasPrefix(c.Subscriber, "https://") {
+		return fmt.Errorf("push subscriber %q is neither mailto:<address> nor an https URL", c.Subscriber)
+	}
+	if c.TTL == 0 {
+		c.TTL = 24 * time.Hour
+	}
+	if c.TTL < time.Second {
+		return errors.New("push TTL must be at least 1s")
+	}
+	return nil
+}
+
+// vapidSubscriber is the subscriber as webpush-go wants it: it prefixes
+// anything but an https URL with "mailto:" itself.
+func (c PushConfig) vapidSubscriber() string { return strings.TrimPrefix(c.Subscriber, "mailto:") }
+
+// maxPushMessage is the longest plaintext webpush-go sends: one record of
+// 4096 bytes (what every push service accepts) less the 16-byte tag, the
+// 86-byte header and the padding delimiter.
+const maxPushMessage = 4096 - 16 - 86 - 1
+
+// deliverPush sends n (body, its JSON) to push subscription id. The push
+// service's 2xx is a delivery; 404 and 410 mean the browser unsubscribed
+// or the subscription expired: it is forgotten and the job succeeds;
+// 408, 429, 5xx and no answer are retried; any other status is final.
+func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notification, body []byte) (outcome, error) {
+	log := w.log.With("sink", sink, "notification", n.ID)
+	result := map[string]any{"sink": sink, "notification": n.ID}
+	sub, err := jobs.PushSubscriptionByID(ctx, w.rdb, id)
+	if errors.Is(err, jobs.ErrUnknownSubscription) {
+		log.Info("push subscription removed before delivery; nothing sent")
+		return outcome{Status: jobs.StatusDelivered, Reason: "unsubscribed before delivery; nothing sent", Result: result}, nil
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	keys, err := jobs.VAPID(ctx, w.rdb)
+	if err != nil {
+		return outcome{}, err
+	}
+	msg, shortened, err := fitPush(n, body)
+	if err != nil {
+		return outcome{}, fmt.Errorf("%w: push to %s: %w", asynq.SkipRetry, sink, err)
+	}
+	resp, err := webpush.SendNotificationWithContext(ctx, msg,
+		&webpush.Subscription{Endpoint: sub.Endpoint, Keys: webpush.Keys{P256dh: sub.Keys.P256dh, Auth: sub.Keys.Auth}},
+		&webpush.Options{HTTPClient: w.cfg.HTTPClient, Subscriber: w.cfg.Push.vapidSubscriber(), TTL: int(w.cfg.Push.TTL / time.Second),
+			Urgency: webpush.UrgencyHigh, VAPIDPublicKey: keys.Public, VAPIDPrivateKey: keys.Private})
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) { // no answer from the push service
+			return outcome{}, fmt.Errorf("push to %s: %w", sink, err)
+		}
+		return outcome{}, fmt.Errorf("%w: push to %s: %w", asynq.SkipRetry, sink, err)
+	}
+	defer resp.Body.Close()
+	why, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	status := resp.Status
+	if s := strings.TrimSpace(string(why)); s != "" {
+		status += ": " + clip(s, 200)
+	}
+	result["status"] = resp.StatusCode
+	if shortened {
+		result["shortened"] = true
+	}
+	switch c := resp.StatusCode; {
+	case c >= 200 && c < 300:
+		return outcome{Status: jobs.StatusDelivered, Result: result}, nil
+	case c == http.StatusNotFound || c == http.StatusGone:
+		err := jobs.ForgetPushSubscription(context.WithoutCancel(ctx), w.rdb, id)
+		if err != nil && !errors.Is(err, jobs.ErrUnknownSubscription) {
+			return outcome{}, fmt.Errorf("push to %s: forgetting the expired subscription: %w", sink, err)
+		}
+		log.Info("push service says the subscription is gone; forgot it", "status", c, "subscribed_by", sub.Actor)
+		return outcome{Status: jobs.StatusDelivered, Reason: "subscription gone (" + resp.Status + "); forgotten", Result: result}, nil
+	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
+		return outcome{}, fmt.Errorf("push to %s: push service answered %s", sink, status)
+	default:
+		return outcome{}, fmt.Errorf("%w: push to %s: push service refused it: %s", asynq.SkipRetry, sink, status)
+	}
+}
+
+// fitPush returns the message for n: body, the very bytes a webhook gets,
+// unless it is over maxPushMessage; then the free text (error, summary)
+// is clipped, as little as fits, and shortened is true.
+func fitPush(n jobs.Notification, body []byte) (msg []byte, shortened bool, err error) {
+	if len(body) <= maxPushMessage {
+		return body, false, nil
+	}
+	clipped := func(limit int) []byte {
+		m := n
+		m.Error, m.Summary = clip(n.Error, limit), clip(n.Summary, limit)
+		b, _ := json.Marshal(m)
+		return b
+	}
+	if b := clipped(0); len(b) > maxPushMessage {
+		return nil, false, fmt.Errorf("notification %s is %d bytes without its error and summary, over the %d one push message holds", n.ID, len(b), maxPushMessage)
+	}
+	// The longest limit on each field that fits: clipped(lo) fits, clipped(hi) does not.
+	lo, hi := 0, max(len(n.Error), len(n.Summary))
+	for hi-lo > 1 {
+		if mid := (lo + hi) / 2; len(clipped(mid)) <= maxPushMessage {
+			lo = mid
+		} else {
+			hi = mid
+		}
+	}
+	return clipped(lo), true, nil
+}
+
+// clip returns s when it has at most limit bytes, else as much of its
+// start as fits in limit with an ellipsis (cut on a rune boundary).
+func clip(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	keep := limit - len("…")
+	if keep <= 0 {
+		return ""
+	}
+	for keep > 0 && !utf8.RuneStart(s[keep]) {
+		keep--
+	}
+	return s[:keep] + "…"
+}
