@@ -4,12 +4,13 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 STATICCHECK_VERSION := v0.8.2
 DATA_DIR    ?= ./data
 BACKUP_DIR  ?= ./backups
+LISTEN      ?= 127.0.0.1:8080
 
 .PHONY: run test bench lint build clean
 
-## run: the store demo (three churned stores in $(DATA_DIR): compacted, verified, backed up into $(BACKUP_DIR), one restored)
+## run: the all-in-one server with demo stores in $(DATA_DIR) on an in-process Redis: dashboard at http://$(LISTEN)/
 run:
-	$(GO) run ./cmd/storekeeper demo --data-dir $(DATA_DIR) --backup-dir $(BACKUP_DIR)
+	$(GO) run ./cmd/storekeeper serve --demo --listen $(LISTEN) --data-dir $(DATA_DIR) --backup-dir $(BACKUP_DIR)
 
 ## test: the whole suite, with the race detector
 test:

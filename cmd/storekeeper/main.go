@@ -19,6 +19,8 @@ commands:
   serve   the API, the worker and the schedules in one process
   api     the API only (stores are served by worker processes)
   worker  the worker and schedules only, with /metrics, /healthz, /readyz
+  ctl     client commands against a server: stores, compact, backup, verify,
+          restore, jobs, history, watch… (storekeeper ctl --help)
   demo    create three churned stores in --data-dir, show their stats,
           compact, verify and back them up (--backup-dir), restore one,
           and print the numbers
@@ -40,6 +42,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "serve", "api", "worker":
 		return runServe(ctx, args[0], args[1:], stdout, stderr)
+	case "ctl":
+		return runCtl(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage+"\nstorekeeper <command> --help lists a command's flags and their STOREKEEPER_* variables.\n")
 		return 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 
 	"storekeeper/api"
 	"storekeeper/internal/memredis"
+	"storekeeper/jobmetrics"
 	"storekeeper/jobs"
 	"storekeeper/store"
 	"storekeeper/worker"
@@ -36,6 +38,8 @@ type serveConfig struct {
 	schedCompact, schedBackup, schedVerify                     string
 	autoRestore, backupRetention, origins, tlsCert, tlsKey     string
 	logFormat                                                  string
+	demo                                                       bool
+	pushSubscriber                                             string
 	autoRestoreLimit, concurrency                              int
 	jobRetention, leaseTTL                                     time.Duration
 	webhooks                                                   multiFlag
@@ -73,6 +77,7 @@ func serveFlags(mode string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		str(&c.backupDir, "backup-dir", "./backups", "directory of the backups (not inside --data-dir)")
 		str(&c.node, "node", host, "this node's name; it owns the stores in --data-dir")
 		str(&c.stores, "stores", "", "comma-separated store names to create if missing")
+		str(&c.pushSubscriber, "push-subscriber", "mailto:storekeeper@localhost", "the Web Push contact push services may use about this sender: mailto:address or an https URL")
 		fs.Var(&c.webhooks, "webhook", "notification webhook url#secret, repeatable (env "+envName("webhook")+", space-separated)")
 		str(&c.schedCompact, "schedule-compact", worker.DefaultSchedules[jobs.KindCompact], "cron spec for compaction, or off")
 		str(&c.schedBackup, "schedule-backup", worker.DefaultSchedules[jobs.KindBackup], "cron spec for backups, or off")
@@ -82,6 +87,7 @@ func serveFlags(mode string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		str(&c.backupRetention, "backup-retention", "last=7,daily=7", "backups kept: the newest N, and the newest of each day for D days")
 		fs.DurationVar(&c.leaseTTL, "lease-ttl", 15*time.Second, "store ownership lease (env "+envName("lease-ttl")+")")
 		fs.IntVar(&c.concurrency, "concurrency", 4, "jobs run at once on this node, one per store (env "+envName("concurrency")+")")
+		fs.BoolVar(&c.demo, "demo", false, "also create the demo stores ("+strings.Join(demoStoreNames(), ", ")+") with churn and a first backup, keep a light writer on them, and schedule jobs every few minutes (env "+envName("demo")+")")
 	}
 	fs.DurationVar(&c.jobRetention, "job-retention", jobs.DefaultRecordRetention, "how long finished job records are kept (env "+envName("job-retention")+")")
 	return fs, c
@@ -124,6 +130,15 @@ func runServe(ctx context.Context, mode string, args []string, stdout, stderr io
 		fmt.Fprintln(stderr, "storekeeper:", err)
 		return 2
 	}
+	if c.demo {
+		given := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+		for name, spec := range demoSchedules {
+			if _, env := os.LookupEnv(envName(name)); !given[name] && !env {
+				_ = fs.Set(name, spec)
+			}
+		}
+	}
 	log, err := newLogger(c.logFormat, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "storekeeper: --log-format:", err)
@@ -158,6 +173,9 @@ func newLogger(format string, w io.Writer) (*slog.Logger, error) {
 
 func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, stdout io.Writer) error {
 	// Validate everything before touching anything.
+	if mode != "serve" && c.redisURL == "" {
+		return flagErr("redis", fmt.Errorf("%s needs a shared Redis: the in-process one serves only a single storekeeper serve", mode))
+	}
 	var tokens []api.Token
 	var generated string
 	if mode != "worker" {
@@ -215,6 +233,10 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 		if err := w.Start(ctx); err != nil {
 			return err
 		}
+		if c.demo {
+			stopDemo := startDemo(ctx, reg, jobs.NewClient(rdb, jcfg), log)
+			defer stopDemo()
+		}
 	}
 	stopWorker := func() {
 		if w != nil {
@@ -241,7 +263,16 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 		defer srv.Close()
 		handler = srv.Handler()
 	} else {
-		handler = workerHandler(rdb, promReg)
+		// The API's collector reports the whole cluster, this node
+		// included: only a worker-only process registers its own node's.
+		nodeMetrics, err := jobmetrics.New(jobmetrics.Config{Redis: rdb, Node: c.node})
+		if err != nil {
+			return configError{err}
+		}
+		if err := promReg.Register(nodeMetrics); err != nil {
+			return err
+		}
+		handler = workerHandler(rdb, promReg, w.Healthy)
 	}
 	hs := &http.Server{Addr: c.listen, Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -255,7 +286,10 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	}
 	log.Info("storekeeper listening", "mode", mode, "url", scheme+"://"+ln.Addr().String(), "node", c.node)
 	if generated != "" {
-		fmt.Fprintf(stdout, "\nNo --tokens: generated an operator token for this run (it is not stored anywhere):\n\n  %s\n\nUse it as: curl -H 'Authorization: Bearer %s' %s://%s/api/stores\n\n", generated, generated, scheme, ln.Addr())
+		base := scheme + "://" + ln.Addr().String()
+		fmt.Fprintf(stdout, "\nNo --tokens: generated an operator token for this run (it is not stored anywhere):\n\n  %s\n\n"+
+			"Dashboard: %s/#token=%s\nAPI:       curl -H 'Authorization: Bearer %s' %s/api/stores\nQueues:    %s/monitoring/ (any user name, the token as password)\n\n",
+			generated, base, generated, generated, base, base)
 	}
 	errc := make(chan error, 1)
 	go func() {
@@ -299,6 +333,9 @@ func loopback(addr string) bool {
 
 func storeConfig(c *serveConfig, log *slog.Logger) (store.Config, error) {
 	cfg := store.Config{DataDir: c.dataDir, BackupDir: c.backupDir, Logger: log}
+	if c.demo {
+		cfg.Stores = demoStoreNames()
+	}
 	if c.stores != "" {
 		for _, n := range strings.Split(c.stores, ",") {
 			n = strings.TrimSpace(n)
@@ -333,6 +370,10 @@ func workerConfig(c *serveConfig, log *slog.Logger) (worker.Config, error) {
 			return cfg, flagErr("webhook", fmt.Errorf("%q: want url#secret", u))
 		}
 		cfg.Webhooks = append(cfg.Webhooks, worker.Webhook{URL: u, Secret: secret})
+	}
+	cfg.Push.Subscriber = c.pushSubscriber
+	if err := cfg.Push.Validate(); err != nil {
+		return cfg, flagErr("push-subscriber", err)
 	}
 	if err := jobs.ValidateNodeName(c.node); err != nil {
 		return cfg, flagErr("node", err)
@@ -369,7 +410,13 @@ func connectRedis(raw string, log *slog.Logger) (redis.UniversalClient, func(), 
 		return rdb, func() { rdb.Close(); mr.Close() }, nil
 	}
 	var rdb redis.UniversalClient
-	if rest, ok := strings.CutPrefix(raw, "redis+sentinel://"); ok {
+	// redis-sentinel:// is DESIGN.md's spelling; redis+sentinel:// the one
+	// other Redis clients use. Both are accepted.
+	rest, ok := strings.CutPrefix(raw, "redis+sentinel://")
+	if !ok {
+		rest, ok = strings.CutPrefix(raw, "redis-sentinel://")
+	}
+	if ok {
 		opt, err := parseSentinel(rest)
 		if err != nil {
 			return nil, nil, flagErr("redis", err)
@@ -432,25 +479,32 @@ func redactURL(raw string) string {
 	return raw
 }
 
-// workerHandler serves /metrics, /healthz and /readyz for a worker-only
-// process.
-func workerHandler(rdb redis.UniversalClient, reg *prometheus.Registry) http.Handler {
+// workerHandler serves /metrics (Go, process and this node's job and
+// store metrics, as registered in reg), /healthz and /readyz for a
+// worker-only process.
+func workerHandler(rdb redis.UniversalClient, reg *prometheus.Registry, healthy func() error) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`)
 	})
+	// /readyz: Redis reachable and this worker healthy, as the API's.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
+		checks, ready := map[string]string{"redis": "ok", "process": "ok"}, true
 		if err := rdb.Ping(ctx).Err(); err != nil {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			fmt.Fprintf(w, `{"ready":false,"checks":{"redis":%q}}`, err.Error())
-			return
+			checks["redis"], ready = err.Error(), false
 		}
-		_, _ = io.WriteString(w, `{"ready":true,"checks":{"redis":"ok"}}`)
+		if err := healthy(); err != nil {
+			checks["process"], ready = err.Error(), false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"ready": ready, "checks": checks})
 	})
 	return mux
 }

@@ -72,6 +72,8 @@ func TestInvalidConfiguration(t *testing.T) {
 		{[]string{"serve", "--tls-cert", "c.pem"}, "", "--tls-cert"},
 		{[]string{"serve"}, "STOREKEEPER_SCHEDULE_VERIFY=sometimes", "--schedule-verify"},
 		{[]string{"serve", "--log-format", "xml"}, "", "--log-format"},
+		{[]string{"worker"}, "", "--redis"},
+		{[]string{"serve", "--push-subscriber", "ops@example.com"}, "", "--push-subscriber"},
 	} {
 		if c.env != "" {
 			k, v, _ := strings.Cut(c.env, "=")
@@ -101,10 +103,7 @@ func TestServeBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "storekeeper")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildBinary(t)
 	rs := redistest.Start(t)
 	dir := t.TempDir()
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"storekeeper/internal/redistest"
+)
+
+// chromium finds Debian's chromium. .ci/run installs it and sets
+// STOREKEEPER_REQUIRE_BROWSER=1, where a missing browser fails the test
+// instead of skipping it.
+func chromium(t *testing.T) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("STOREKEEPER_REQUIRE_BROWSER") == "1" {
+		t.Fatal("chromium is not installed and STOREKEEPER_REQUIRE_BROWSER=1 (apt-get install chromium)")
+	}
+	t.Skip("chromium is not installed: apt-get install chromium, or run .ci/run")
+	return ""
+}
+
+// The dashboard in a real headless Chromium against the real binary on a
+// real Redis: sign in, compact a demo store and see the job run, succeed
+// and land in the history without a reload, restore a store and see it go
+// restoring → open. It saves docs/dashboard.png, the README's screenshot.
+func TestDashboardInBrowser(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and starts a browser")
+	}
+	browser := chromium(t)
+	bin := buildBinary(t)
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	const token = "browser-test-operator-token"
+	cmd := exec.Command(bin, "serve", "--demo", "--listen", addr, "--redis", rs.URL(), "--node", "demo-node",
+		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"),
+		"--tokens", "ops:operator:"+token, "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off")
+	logs, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	var logLines []string
+	logDone := make(chan struct{})
+	go func() {
+		defer close(logDone)
+		sc := bufio.NewScanner(logs)
+		for sc.Scan() {
+			logLines = append(logLines, sc.Text())
+		}
+	}()
+	base := "http://" + addr
+
+	// The demo seeds its stores and backs each up once; wait for that.
+	waitFor(t, 60*time.Second, "the demo stores backed up", func() bool {
+		req, _ := http.NewRequest("GET", base+"/api/stores", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var v struct {
+			Stores []struct {
+				Backups []any `json:"backups"`
+			} `json:"stores"`
+		}
+		if json.NewDecoder(resp.Body).Decode(&v) != nil || len(v.Stores) != len(demoStores) {
+			return false
+		}
+		for _, s := range v.Stores {
+			if len(s.Backups) == 0 {
+				return false
+			}
+		}
+		return true
+	})
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.DisableGPU, chromedp.Flag("disable-quic", true), chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1400, 1000))
+	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
+	defer cancelAlloc()
+	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	defer cancelTab()
+	ctx, cancelTime := context.WithTimeout(ctx, 90*time.Second)
+	defer cancelTime()
+
+	type css = chromedp.CSS
+	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		if err := chromedp.Do(ctx, steps...); err != nil {
+			page, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.OuterHTML(css("main")))
+			t.Fatalf("%s: %v\npage:\n%s", what, err, page)
+		}
+	}
+	eval := func(expr string) any {
+		t.Helper()
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[any](expr))
+		if err != nil {
+			t.Fatalf("evaluate %s: %v", expr, err)
+		}
+		return v
+	}
+	do("open the page", chromedp.Navigate(base+"/"), chromedp.WaitVisible(css("#login-form")))
+	if eval(`document.querySelector("#login").hidden`) != false {
+		t.Fatal("the page did not ask for a token")
+	}
+	do("sign in",
+		chromedp.SendKeys(css("#token"), token),
+		chromedp.Click(css(`#login-form button[type="submit"]`)),
+		chromedp.WaitVisible(css("#app")),
+		chromedp.WaitVisible(css(`#stores tr[data-store="orders"]`)),
+		chromedp.WaitVisible(css("#conn.conn-live")),
+	)
+
+	// Record what the page shows as it changes: the running jobs list and
+	// the state of the sessions store. A marker on window proves there was
+	// no reload.
+	eval(`
+		window.__noReload = true;
+		window.__running = [];
+		window.__states = [];
+		new MutationObserver(() => {
+			for (const li of document.querySelectorAll("#running li[data-job]")) {
+				window.__running.push(li.dataset.job + " " + li.textContent);
+			}
+		}).observe(document.querySelector("#running"), {childList: true, subtree: true, characterData: true});
+		new MutationObserver(() => {
+			const el = document.querySelector('#stores tr[data-store="sessions"] [data-role="state"]');
+			const s = el && el.textContent;
+			if (s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
+		}).observe(document.querySelector("#stores tbody"), {childList: true, subtree: true, characterData: true});
+		true`)
+
+	// Compact orders from its row.
+	succeeded := css(`#feed li[data-type="job.succeeded"][data-store="orders"]`)
+	do("compact orders", chromedp.Click(css(`button[data-action="compact"][data-store="orders"]`)), chromedp.WaitVisible(succeeded))
+	attr, err := chromedp.Run(ctx, chromedp.AttributeValue(succeeded, "data-job"))
+	if err != nil || attr.Value == "" {
+		t.Fatalf("job id of the succeeded compaction: %v %v", attr, err)
+	}
+	jobID := attr.Value
+	do("the compaction's history row, without a reload", chromedp.WaitVisible(css(fmt.Sprintf(`#history tr[data-job=%q]`, jobID))))
+	for _, typ := range []string{"job.enqueued", "job.started"} {
+		if eval(fmt.Sprintf(`!!document.querySelector('#feed li[data-type=%q][data-job=%q]')`, typ, jobID)) != true {
+			t.Fatalf("the live feed lacks %s of %s", typ, jobID)
+		}
+	}
+	running, _ := eval(`window.__running`).([]any)
+	shown := false
+	for _, r := range running {
+		shown = shown || strings.HasPrefix(fmt.Sprint(r), jobID+" compact orders")
+	}
+	if !shown {
+		t.Fatalf("the running jobs list never showed %s: %q", jobID, running)
+	}
+
+	// Restore sessions from its newest backup, through the confirmation.
+	do("restore sessions",
+		chromedp.Click(css(`button[data-action="restore"][data-store="sessions"]`)),
+		chromedp.WaitVisible(css("#restore-dialog[open]")),
+	)
+	if window, _ := chromedp.Run(ctx, chromedp.Text(css("#restore-window"))); !strings.Contains(window, "will be rolled back") {
+		t.Fatalf("the restore confirmation does not state the rollback window: %q", window)
+	}
+	do("confirm the restore",
+		chromedp.Click(css("#restore-confirm")),
+		chromedp.WaitVisible(css(`#feed li[data-type="store.restored"][data-store="sessions"]`)),
+		chromedp.WaitVisible(css(`#history tr.st-restored`)),
+	)
+	var states []string
+	waitFor(t, 10*time.Second, "sessions back to open", func() bool {
+		states = states[:0]
+		list, _ := eval(`window.__states`).([]any)
+		for _, v := range list {
+			states = append(states, fmt.Sprint(v))
+		}
+		return len(states) >= 2 && states[len(states)-1] == "open"
+	})
+	if i := slices.Index(states, "restoring"); i < 0 || !slices.Contains(states[i:], "open") {
+		t.Fatalf("sessions states shown: %q, want restoring then open", states)
+	}
+	if eval(`window.__noReload === true`) != true {
+		t.Fatal("the page reloaded")
+	}
+
+	// The README's screenshot.
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join("..", "..", "docs", "dashboard.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cancelTab()
+	_ = cmd.Process.Kill()
+	<-logDone
+	for _, l := range logLines {
+		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "panic") {
+			t.Errorf("server logged: %s", l)
+		}
+	}
+}
+
+func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s after %s", what, limit)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

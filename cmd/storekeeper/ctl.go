@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"strings"
+
+	"storekeeper/jobs"
+)
+
+const defaultServer = "http://127.0.0.1:8080"
+
+// ctlCommand is one ctl subcommand; run defines its flags on fs, then
+// parses args with ctl.parse. args and summary are for the usage texts.
+type ctlCommand struct {
+	name, args, summary string
+	run                 func(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error
+}
+
+var ctlCommands = []ctlCommand{
+	{"stores", "", "every store: owner node, state, size, backups, health", ctlStores},
+	{"compact", "[STORE|--all]", "compact a store, or every store (--all); --force, --dry-run, --wait", enqueueCmd(jobs.KindCompact)},
+	{"backup", "[STORE|--all]", "back up a store, or every store (--all); --wait", enqueueCmd(jobs.KindBackup)},
+	{"verify", "[STORE|--all]", "verify a store and its newest backup, or every store (--all); --deep, --wait", enqueueCmd(jobs.KindVerify)},
+	{"restore", "STORE", "restore a store from its newest verified backup, or --backup ID; --wait", ctlRestore},
+	{"pause", "STORE", "pause a store's scheduled and automatic jobs", storeSwitch("pause")},
+	{"resume", "STORE", "resume a paused store's scheduled and automatic jobs", storeSwitch("resume")},
+	{"jobs", "", "jobs in flight, or a batch's jobs (--batch); --store, --kind, --state", ctlJobs},
+	{"job", "ID", "one job's record", ctlJob},
+	{"cancel", "ID", "cancel a job (final)", ctlCancel},
+	{"history", "", "finished jobs, newest first; --store, --kind, --limit, --before", ctlHistory},
+	{"schedules", "", "each node's schedules and next runs; paused stores", ctlSchedules},
+	{"watch", "", "print events as they happen until interrupted; --store, --kind, --job, --since", ctlWatch},
+}
+
+// ctl is one ctl invocation: the global flags, where output goes, and the
+// API client, made once the flags are parsed.
+type ctl struct {
+	cmd            ctlCommand // being run
+	server, token  string
+	json           bool
+	stdout, stderr io.Writer
+	api            *apiClient
+}
+
+// errHelp: --help was asked for and printed; exit 0.
+var errHelp = errors.New("help printed")
+
+// usageError is a mistake on the command line: exit 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
+
+// runCtl runs `storekeeper ctl [global flags] <command> [args] [flags]`:
+// client commands against a running server's HTTP API and WebSocket.
+// Answers print as tables, or with --json as the API sent them (one object
+// per line). Exit status: 0 done; 1 an API or network error, or a job
+// --wait followed that failed or was canceled; 2 a usage error.
+func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := &ctl{server: defaultServer, token: os.Getenv(envName("token")), stdout: stdout, stderr: stderr}
+	if v := os.Getenv(envName("server")); v != "" {
+		c.server = v
+	}
+	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.globalFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			ctlHelp(stdout, fs)
+			return 0
+		}
+		fmt.Fprintf(stderr, "storekeeper ctl: %v\n\n", err)
+		ctlHelp(stderr, fs)
+		return 2
+	}
+	if fs.NArg() == 0 {
+		ctlHelp(stderr, fs)
+		return 2
+	}
+	name, rest := fs.Arg(0), fs.Args()[1:]
+	if name == "help" {
+		if len(rest) == 0 {
+			ctlHelp(stdout, fs)
+			return 0
+		}
+		name, rest = rest[0], []string{"--help"}
+	}
+	for _, cmd := range ctlCommands {
+		if cmd.name == name {
+			c.cmd = cmd
+			return c.exit(cmd.run(ctx, c, c.flagSet(), rest))
+		}
+	}
+	fmt.Fprintf(stderr, "storekeeper ctl: unknown command %q\n\n", name)
+	ctlHelp(stderr, fs)
+	return 2
+}
+
+// exit prints err, if any, and returns the exit status.
+func (c *ctl) exit(err error) int {
+	cmd := c.cmd
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue):
+		fmt.Fprintf(c.stderr, "storekeeper ctl %s: %s\nusage: storekeeper ctl %s [flags] (--help lists them)\n", cmd.name, ue.msg, strings.TrimSpace(cmd.name+" "+cmd.args))
+		return 2
+	default:
+		fmt.Fprintln(c.stderr, "storekeeper:", err)
+		return 1
+	}
+}
+
+// secretFlag is a string flag whose value --help never shows.
+type secretFlag struct{ p *string }
+
+func (s secretFlag) String() string { return "" }
+
+func (s secretFlag) Set(v string) error { *s.p = v; return nil }
+
+// globalFlags defines --server, --token and --json, accepted before the
+// command and after it; the defaults are what c holds already.
+func (c *ctl) globalFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.server, "server", c.server, "the server's base `URL` (env "+envName("server")+")")
+	fs.Var(secretFlag{&c.token}, "token", "the API `token` (env "+envName("token")+")")
+	fs.BoolVar(&c.json, "json", c.json, "print the API's JSON answers as they are, one object per line")
+}
+
+// flagSet returns the command's flag set with the global flags. It prints
+// nothing itself: parse does.
+func (c *ctl) flagSet() *flag.FlagSet {
+	fs := flag.NewFlagSet("ctl "+c.cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	c.globalFlags(fs)
+	return fs
+}
+
+// parse parses a command's flags, which may come before, between or after
+// its arguments, checks that it has min to max arguments, and makes the
+// API client. --help prints the command's usage and returns errHelp.
+func (c *ctl) parse(fs *flag.FlagSet, args []string, min, max int) ([]string, error) {
+	pos, err := parseInterspersed(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		cmdHelp(c.stdout, c.cmd, fs)
+		return nil, errHelp
+	}
+	if err != nil {
+		return nil, usageError{err.Error()}
+	}
+	switch {
+	case len(pos) < min:
+		return nil, usagef("missing %s", c.cmd.args)
+	case len(pos) > max:
+		return nil, usagef("unexpected argument %q", pos[max])
+	}
+	if c.api, err = newAPIClient(c.server, c.token); err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return pos, nil
+}
+
+// parseInterspersed parses flags anywhere among the arguments, which it
+// returns; everything after "--" is an argument.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
+}
+
+func ctlHelp(w io.Writer, global *flag.FlagSet) {
+	fmt.Fprint(w, "usage: storekeeper ctl [global flags] <command> [args] [flags]\n\ncommands:\n")
+	for _, cmd := range ctlCommands {
+		fmt.Fprintf(w, "  %-30s %s\n", strings.TrimSpace(cmd.name+" "+cmd.args), cmd.summary)
+	}
+	fmt.Fprint(w, "\nglobal flags (also accepted after the command):\n")
+	printFlags(w, global)
+	fmt.Fprint(w, "\nstorekeeper ctl <command> --help lists a command's flags.\n"+
+		"Exit status: 0 done; 1 an error from the API or the network, or a job that --wait\n"+
+		"followed failed or was canceled; 2 a usage error.\n")
+}
+
+func cmdHelp(w io.Writer, cmd ctlCommand, fs *flag.FlagSet) {
+	fmt.Fprintf(w, "usage: storekeeper ctl %s [flags]\n\n%s\n\nflags:\n", strings.TrimSpace(cmd.name+" "+cmd.args), cmd.summary)
+	printFlags(w, fs)
+}
+
+func printFlags(w io.Writer, fs *flag.FlagSet) {
+	fs.SetOutput(w)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// call does one API request. With --json it prints the answer as it came
+// and reports done; otherwise it decodes the answer into out.
+func (c *ctl) call(ctx context.Context, method, path string, q url.Values, body, out any) (done bool, err error) {
+	raw, err := c.api.do(ctx, method, path, q, body)
+	if err != nil {
+		return true, err
+	}
+	if c.json {
+		c.printRaw(raw)
+		return true, nil
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return true, fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
+	}
+	return false, nil
+}
+
+// printRaw prints one JSON answer on one line.
+func (c *ctl) printRaw(raw []byte) {
+	fmt.Fprintf(c.stdout, "%s\n", strings.TrimSpace(string(raw)))
+}
+
+// apiPath appends one escaped path segment (a store name, a job id).
+func apiPath(prefix, segment string) string { return prefix + "/" + url.PathEscape(segment) }
