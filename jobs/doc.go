@@ -13,7 +13,9 @@
 // notifications) atomically, guarded by the record's state. The automation
 // keys live here too, so that the API can read them: paused stores, node
 // heartbeats and node.up/node.down, published schedules, schedule slots,
-// incidents, the automatic-restore breaker, and the notification outbox.
+// incidents, the automatic-restore breaker, the notification outbox, and
+// Web Push: the VAPID key pair (made once, SET NX, so every node signs
+// alike) and the browsers' subscriptions (push.go).
 //
 // It imports only the standard library, asynq and go-redis; api and worker
 // both import it and never each other.

@@ -34,8 +34,11 @@
 //     policy is off, the store is paused, there is no backup, or the 24 h
 //     breaker (AutoRestoreLimit) is open.
 //   - Notifications (notify.go) are written to an outbox in the same atomic
-//     step as their cause and dispatched as notify jobs, one per webhook,
-//     signed with HMAC-SHA256 (Sign). Sent for a job's final failure, a
+//     step as their cause and dispatched as notify jobs, one per sink: each
+//     webhook, signed with HMAC-SHA256 (Sign), and each browser subscribed
+//     to Web Push (push.go: the same bytes, encrypted and VAPID-signed by
+//     webpush-go; a subscription the push service answers 404 or 410 to is
+//     forgotten). Sent for a job's final failure, a
 //     store found corrupt, a corrupt backup, a completed automatic restore
 //     and any failed restore; never for a success, a manual restore, or a
 //     failing notify job (counted in jobs.NotifyFailedKey instead).

@@ -97,6 +97,7 @@ function showError(err) {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   state.token = "";
+  state.chartsLoaded = false;
   if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
   $("#app").hidden = true;
   $("#logout").hidden = true;
@@ -133,7 +134,12 @@ async function refresh() {
   renderSchedules(d.schedules || []);
   renderQueues(d.queues || []);
   showError(null);
-  loadCharts();
+  // Charts come from each store's history: read them all once, then only
+  // for the stores whose jobs ended since.
+  const names = state.chartsLoaded ? [...state.chartsDirty] : state.stores.slice(0, 50).map((s) => s.name);
+  state.chartsLoaded = true;
+  state.chartsDirty.clear();
+  if (names.length) loadCharts(names);
 }
 
 function scheduleRefresh() {
@@ -202,9 +208,10 @@ function label(kind) { return { compact: "Compact", backup: "Back up", verify: "
 
 state.charts = {};   // store -> [{at, before, after}] oldest first
 state.lastRuns = {}; // store -> {compact, backup, verify} times
+state.chartsDirty = new Set();
+state.chartsLoaded = false;
 
-async function loadCharts() {
-  const names = state.stores.slice(0, 50).map((s) => s.name);
+async function loadCharts(names) {
   await Promise.all(names.map(async (name) => {
     const page = await api("GET", "/api/history?limit=100&store=" + encodeURIComponent(name));
     const entries = page.history || [];
@@ -387,6 +394,7 @@ function onEvent(e) {
       break;
     case "job.succeeded": case "job.failed": case "job.canceled":
       state.running.delete(e.job_id);
+      if (e.store) state.chartsDirty.add(e.store);
       if (e.kind === "restore") state.restoring.delete(e.store);
       scheduleRefresh();
       break;

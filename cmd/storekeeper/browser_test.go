@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
 )
 
 // chromium finds Debian's chromium. .ci/run installs it and sets
@@ -118,9 +119,9 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Fatalf("%s: %v\npage:\n%s", what, err, page)
 		}
 	}
-	eval := func(expr string) any {
+	eval := func(expr string, opts ...chromedp.EvaluateOption) any {
 		t.Helper()
-		v, err := chromedp.Run(ctx, chromedp.Evaluate[any](expr))
+		v, err := chromedp.Run(ctx, chromedp.Evaluate[any](expr, opts...))
 		if err != nil {
 			t.Fatalf("evaluate %s: %v", expr, err)
 		}
@@ -137,6 +138,56 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(css(`#stores tr[data-store="orders"]`)),
 		chromedp.WaitVisible(css("#conn.conn-live")),
 	)
+
+	// Web Push from the page: the button subscribes through the service
+	// worker and POSTs the subscription; a second click forgets it. Headless
+	// Chromium has no push service offline, so PushManager is stubbed with a
+	// subscription a browser would make (a real P-256 key and auth secret);
+	// the service worker, the key fetch and the API calls are real. Delivery
+	// to a subscription is tested in worker/push_test.go.
+	do("the push button", chromedp.WaitVisible(css("#push")))
+	eval(`(async () => {
+		const b64u = (u) => btoa(String.fromCharCode(...u)).replaceAll("+", "-").replaceAll("/", "_").replaceAll("=", "");
+		const kp = await crypto.subtle.generateKey({name: "ECDH", namedCurve: "P-256"}, true, ["deriveBits"]);
+		const p256dh = b64u(new Uint8Array(await crypto.subtle.exportKey("raw", kp.publicKey)));
+		const auth = b64u(crypto.getRandomValues(new Uint8Array(16)));
+		window.__sub = null;
+		Notification.requestPermission = async () => "granted";
+		PushManager.prototype.getSubscription = async function () { return window.__sub; };
+		PushManager.prototype.subscribe = async function (opts) {
+			window.__appKey = b64u(new Uint8Array(opts.applicationServerKey));
+			window.__sub = {
+				endpoint: "http://127.0.0.1:9/push/browser-test",
+				toJSON() { return {endpoint: this.endpoint, expirationTime: null, keys: {p256dh, auth}}; },
+				unsubscribe: async () => { window.__sub = null; return true; },
+			};
+			return window.__sub;
+		};
+		return true;
+	})()`, chromedp.EvalAwaitPromise)
+	rdb := rs.Client(t)
+	subscriptions := func() int {
+		ids, err := jobs.PushSubscriptionIDs(t.Context(), rdb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(ids)
+	}
+	do("subscribe", chromedp.Click(css("#push")), chromedp.WaitVisible(css(`#push[data-on="1"]`)))
+	keys, err := jobs.VAPID(t.Context(), rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := subscriptions(); n != 1 {
+		t.Fatalf("%d push subscriptions after subscribing, want 1", n)
+	}
+	if got := eval(`window.__appKey`); got != strings.TrimRight(keys.Public, "=") {
+		t.Fatalf("the page subscribed with applicationServerKey %v, want the VAPID public key %s", got, keys.Public)
+	}
+	do("unsubscribe", chromedp.Click(css("#push")), chromedp.WaitVisible(css(`#push:not([data-on="1"])`)))
+	if n := subscriptions(); n != 0 {
+		t.Fatalf("%d push subscriptions after unsubscribing, want 0", n)
+	}
 
 	// Record what the page shows as it changes: the running jobs list and
 	// the state of the sessions store. A marker on window proves there was
