@@ -54,6 +54,7 @@ func classify(err error) *apiError {
 		{jobs.ErrBadPayload, http.StatusBadRequest, "invalid_request"},
 		{jobs.ErrBadSubscription, http.StatusBadRequest, "invalid_request"},
 		{jobs.ErrUnknownSubscription, http.StatusNotFound, "not_found"},
+		{jobs.ErrTooManySubscriptions, http.StatusConflict, "too_many_subscriptions"},
 	} {
 		if errors.Is(err, c.target) {
 			return newError(c.status, c.code, err.Error())

@@ -37,7 +37,7 @@ var documented = []routeDoc{
 	{"GET", "/api/schedules", "viewer", "Each node's schedules with next runs; paused stores", []int{200, 401, 503}},
 	{"GET", "/api/dashboard", "viewer", "One snapshot: stores, recent history, queues, schedules, nodes, health", []int{200, 401, 503}},
 	{"GET", "/api/push/key", "viewer", "Web Push: the VAPID public key (applicationServerKey) as {public_key} (base64url)", []int{200, 401, 503}},
-	{"POST", "/api/push/subscriptions", "viewer", "Web Push: subscribe a browser; body its PushSubscription JSON {endpoint, keys:{p256dh, auth}}; 201 {id}", []int{201, 400, 401, 413, 503}},
+	{"POST", "/api/push/subscriptions", "viewer", "Web Push: subscribe a browser; body its PushSubscription JSON {endpoint, keys:{p256dh, auth}}; 201 {id}; 409 too_many_subscriptions past 256 browsers", []int{201, 400, 401, 409, 413, 503}},
 	{"DELETE", "/api/push/subscriptions", "viewer", "Web Push: unsubscribe; body {endpoint} or ?endpoint=", []int{200, 400, 401, 404, 503}},
 	{"GET", "/api/openapi.json", "open", "This document", []int{200}},
 	{"GET", "/ws", "viewer", "Events as JSON text frames; store, job, kind (repeatable), since=<event id>; token by header or ?token=", []int{101, 400, 401, 403}},

@@ -32,7 +32,14 @@ var (
 	ErrBadSubscription = errors.New("invalid push subscription")
 	// ErrUnknownSubscription: no subscription for that endpoint or id. 404.
 	ErrUnknownSubscription = errors.New("unknown push subscription")
+	// ErrTooManySubscriptions: MaxPushSubscriptions browsers are
+	// subscribed already. 409.
+	ErrTooManySubscriptions = errors.New("too many push subscriptions")
 )
+
+// MaxPushSubscriptions bounds the browsers subscribed to Web Push: each
+// one is a notify job per notification, and a POST to a URL a viewer gave.
+const MaxPushSubscriptions = 256
 
 // VAPIDKey holds the deployment's JSON VAPIDKeys, set once (SET NX).
 // Deleting it makes a new pair on next use, and every subscription made
@@ -202,11 +209,25 @@ func Subscribe(ctx context.Context, rdb redis.Cmdable, s PushSubscription, actor
 	if err != nil {
 		return PushSubscriptionRecord{}, err
 	}
-	if err := rdb.HSet(ctx, PushSubscriptionsKey, rec.ID, string(b)).Err(); err != nil {
+	kept, err := subscribeScript.Run(ctx, rdb, []string{PushSubscriptionsKey}, rec.ID, string(b), MaxPushSubscriptions).Int()
+	if err != nil {
 		return PushSubscriptionRecord{}, unavailable(err)
+	}
+	if kept == 0 {
+		return PushSubscriptionRecord{}, fmt.Errorf("%w: %d browsers are subscribed; unsubscribe one first", ErrTooManySubscriptions, MaxPushSubscriptions)
 	}
 	return rec, nil
 }
+
+// subscribeScript keeps a subscription unless the bound is reached; an
+// endpoint already subscribed is replaced whatever the count.
+var subscribeScript = redis.NewScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`)
 
 // Unsubscribe forgets the subscription of endpoint and returns its id.
 func Unsubscribe(ctx context.Context, rdb redis.Cmdable, endpoint string) (string, error) {

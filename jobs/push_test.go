@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -143,5 +144,34 @@ func TestPushSubscriptions(t *testing.T) {
 	}
 	if _, err := PushSubscriptionByID(ctx, rdb, rec.ID); !errors.Is(err, ErrUnknownSubscription) {
 		t.Fatalf("gone subscription: %v", err)
+	}
+}
+
+// The bound: a full set refuses a new browser, still replaces a known one,
+// and takes a new one again once one leaves.
+func TestPushSubscriptionsBounded(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := t.Context()
+	sub := browserSubscription(t, "https://push.example.com/0")
+	for i := range MaxPushSubscriptions {
+		s := sub
+		s.Endpoint = fmt.Sprintf("https://push.example.com/%d", i)
+		if _, err := Subscribe(ctx, rdb, s, "ann"); err != nil {
+			t.Fatalf("subscription %d: %v", i, err)
+		}
+	}
+	extra := sub
+	extra.Endpoint = "https://push.example.com/one-too-many"
+	if _, err := Subscribe(ctx, rdb, extra, "ann"); !errors.Is(err, ErrTooManySubscriptions) {
+		t.Fatalf("subscription %d: %v, want ErrTooManySubscriptions", MaxPushSubscriptions+1, err)
+	}
+	if _, err := Subscribe(ctx, rdb, sub, "bob"); err != nil {
+		t.Fatalf("replacing a known browser on a full set: %v", err)
+	}
+	if _, err := Unsubscribe(ctx, rdb, sub.Endpoint); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Subscribe(ctx, rdb, extra, "ann"); err != nil {
+		t.Fatalf("after one left: %v", err)
 	}
 }
