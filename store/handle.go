@@ -39,6 +39,7 @@ func (s *Store) Set(key, value []byte) error {
 		return err
 	}
 	defer s.release()
+	defer s.changes.Add(1)
 	return s.wrap("set", db.Set(key, value, s.reg.writeOpts))
 }
 
@@ -49,6 +50,7 @@ func (s *Store) Delete(key []byte) error {
 		return err
 	}
 	defer s.release()
+	defer s.changes.Add(1)
 	return s.wrap("delete", db.Delete(key, s.reg.writeOpts))
 }
 
@@ -59,6 +61,7 @@ func (s *Store) DeleteRange(start, end []byte) error {
 		return err
 	}
 	defer s.release()
+	defer s.changes.Add(1)
 	return s.wrap("delete range", db.DeleteRange(start, end, s.reg.writeOpts))
 }
 
@@ -90,6 +93,7 @@ func (s *Store) Update(fn func(*Batch) error) error {
 	if err := fn(&Batch{b: pb}); err != nil {
 		return err
 	}
+	defer s.changes.Add(1)
 	return s.wrap("commit batch", pb.Commit(s.reg.writeOpts))
 }
 

@@ -3,6 +3,8 @@ package store
 import (
 	"io/fs"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -61,15 +63,57 @@ func (s *Store) Stats() Stats {
 		return st
 	}
 	defer s.release()
-	levels, _ := db.SSTables(pebble.WithProperties())
-	m := db.Metrics()
-	// Pebble counts its files as it makes and deletes them: no walk of the
-	// directory on every call (Stats runs at the end of every job).
-	st.DiskBytes = m.DiskSpaceUsage()
-	s.fillStats(&st, m, levels)
-	st.EstimatedKeys = estimateKeys(levels)
+	s.lsmStats(db, &st)
 	return st
 }
+
+// lsmCache keeps the part of Stats read from Pebble (tables with their
+// properties, and Metrics: the costly part, run at the end of every job
+// and on every heartbeat) while nothing that could change it happened:
+// no write through a handle, no Pebble event (flush, compaction, WAL or
+// table created or deleted, table stats loaded, …), the same database, and
+// for at most lsmCacheAge.
+type lsmCache struct {
+	mu      sync.Mutex
+	db      *pebble.DB
+	changes uint64
+	at      time.Time
+	st      Stats
+}
+
+const lsmCacheAge = time.Second
+
+func (s *Store) lsmStats(db *pebble.DB, st *Stats) {
+	c := &s.lsm
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	changes := s.changes.Load() // before reading: a change meanwhile misses the cache next time
+	if c.db != db || c.changes != changes || time.Since(c.at) > lsmCacheAge {
+		levels, _ := db.SSTables(pebble.WithProperties())
+		m := db.Metrics()
+		var fresh Stats
+		// Pebble counts its files as it makes and deletes them: no walk of
+		// the directory.
+		fresh.DiskBytes = m.DiskSpaceUsage()
+		s.fillStats(&fresh, m, levels)
+		fresh.EstimatedKeys = estimateKeys(levels)
+		c.db, c.changes, c.at, c.st = db, changes, time.Now(), fresh
+	}
+	l := c.st
+	st.DiskBytes, st.LiveBytes, st.EstimatedKeys = l.DiskBytes, l.LiveBytes, l.EstimatedKeys
+	st.Levels = append([]LevelStats(nil), l.Levels...)
+	st.ReadAmp, st.L0Sublevels, st.Tombstones = l.ReadAmp, l.L0Sublevels, l.Tombstones
+	st.GarbagePointBytes, st.GarbageRangeBytes, st.AboveBottomBytes = l.GarbagePointBytes, l.GarbageRangeBytes, l.AboveBottomBytes
+	st.ReclaimableBytes, st.StatsComplete = l.ReclaimableBytes, l.StatsComplete
+}
+
+// changeCounter is a pebble.Logger for MakeLoggingEventListener: every
+// event Pebble reports counts as a change (and is not logged).
+type changeCounter struct{ n *atomic.Uint64 }
+
+func (c changeCounter) Infof(string, ...any)  { c.n.Add(1) }
+func (c changeCounter) Errorf(string, ...any) { c.n.Add(1) }
+func (c changeCounter) Fatalf(string, ...any) { c.n.Add(1) }
 
 // estimateKeys estimates live keys from table properties: entries minus
 // deletions and the entries they delete. Overwritten versions count until

@@ -47,6 +47,11 @@ type Store struct {
 	lastVerify  atomic.Int64
 	bgErrors    atomic.Int64
 	flushErr    atomic.Pointer[error] // the last flush's error while flushes fail; nil once one succeeds
+
+	// changes counts what can change the LSM's numbers: every write
+	// through a handle and every event Pebble reports (stats.go).
+	changes atomic.Uint64
+	lsm     lsmCache
 }
 
 // Name returns the store's name.
@@ -110,6 +115,7 @@ func (s *Store) longContext(ctx context.Context) (context.Context, context.Cance
 func (s *Store) open() error {
 	opts := s.reg.pebbleOptions(s.name)
 	opts.AddEventListener(s.listener())
+	opts.AddEventListener(pebble.MakeLoggingEventListener(changeCounter{&s.changes}))
 	opts.EnsureDefaults()
 	s.opts = opts
 	if err := s.guard.check(s.name, s.dir, opts); err != nil {
