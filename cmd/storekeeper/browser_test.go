@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -50,9 +49,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	bin := buildBinary(t)
 	rs := redistest.Start(t)
 	dir := t.TempDir()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	const token = "browser-test-operator-token"
 	cmd := exec.Command(bin, "serve", "--demo", "--listen", addr, "--redis", rs.URL(), "--node", "demo-node",
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"),
@@ -275,16 +272,5 @@ func TestDashboardInBrowser(t *testing.T) {
 		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "panic") {
 			t.Errorf("server logged: %s", l)
 		}
-	}
-}
-
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s after %s", what, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

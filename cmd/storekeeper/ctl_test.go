@@ -5,13 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -58,7 +56,7 @@ func startCtlServer(t *testing.T) *ctlServer {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	awaitCond(t, "the server to be ready", func() bool {
+	waitFor(t, 30*time.Second, "the server to be ready", func() bool {
 		select {
 		case code := <-done:
 			t.Fatalf("serve exited %d:\n%s", code, logs.String())
@@ -202,13 +200,13 @@ func TestCtl(t *testing.T) {
 		go func() {
 			done <- run(ctx, []string{"ctl", "--server", s.url, "--token", ctlViewerToken, "watch", "--json", "--store", "b"}, &out, &errOut)
 		}()
-		awaitCond(t, "watch to connect", func() bool { return strings.Contains(errOut.String(), "watching events") })
+		waitFor(t, 30*time.Second, "watch to connect", func() bool { return strings.Contains(errOut.String(), "watching events") })
 		var job enqueuedJob
 		if err := json.Unmarshal([]byte(s.mustCtl(t, "compact", "b", "--json")), &job); err != nil || job.ID == "" {
 			t.Fatalf("compact b --json: %v %+v", err, job)
 		}
 		var types []jobs.EventType
-		awaitCond(t, "job.succeeded in the watch output", func() bool {
+		waitFor(t, 30*time.Second, "job.succeeded in the watch output", func() bool {
 			types = eventTypes(t, out.String(), job.ID)
 			return slices.Contains(types, jobs.EventJobSucceeded)
 		})
@@ -450,47 +448,4 @@ func eventTypes(t *testing.T, out, id string) []jobs.EventType {
 		}
 	}
 	return types
-}
-
-// awaitCond polls cond until it holds, failing the test after 30 s.
-func awaitCond(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers
-// (metrics_test.go uses it too, and freeAddr).
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -955,12 +955,7 @@ func scrapeServe(t *testing.T) exposed {
 	rs := redistest.Start(t)
 	root := t.TempDir()
 	dataDir, backupDir := filepath.Join(root, "data"), filepath.Join(root, "backups")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	const token = "operator-token-for-the-deploy-test"
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)

@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -28,9 +27,7 @@ func TestMakeRun(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := buildBinary(t) // also warms the build cache make run uses
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	cmd := exec.Command("make", "run", "LISTEN="+addr, "DATA_DIR="+filepath.Join(dir, "data"), "BACKUP_DIR="+filepath.Join(dir, "backups"))
 	cmd.Dir = filepath.Join("..", "..")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -109,7 +109,7 @@ func TestWorkerMetrics(t *testing.T) {
 		ids = append(ids, res.Record.ID)
 	}
 	for _, id := range ids {
-		awaitCond(t, "job "+id+" succeeded", func() bool {
+		waitFor(t, 30*time.Second, "job "+id+" succeeded", func() bool {
 			r, err := client.Get(t.Context(), id)
 			return err == nil && r.State == jobs.StateSucceeded
 		})

@@ -147,7 +147,7 @@ func TestMultiProcess(t *testing.T) {
 	}
 	// Both APIs see the three stores, their nodes up and their stats.
 	for _, a := range []*process{a1, a2} {
-		awaitCond(t, a.name+" to list every store with its stats", func() bool {
+		waitFor(t, 30*time.Second, a.name+" to list every store with its stats", func() bool {
 			_, m := a.call(t, "GET", "/api/stores")
 			stores, _ := m["stores"].([]any)
 			seen := 0
@@ -186,7 +186,7 @@ func TestMultiProcess(t *testing.T) {
 		ids = append(ids, m["job_id"].(string))
 	}
 	for _, id := range ids {
-		awaitCond(t, "job "+id+" to succeed", func() bool {
+		waitFor(t, 30*time.Second, "job "+id+" to succeed", func() bool {
 			_, m := a2.call(t, "GET", "/api/jobs/"+id) // asked of either, read from the other
 			if m["state"] == string(jobs.StateFailed) {
 				t.Fatalf("job %s failed: %v", id, m)

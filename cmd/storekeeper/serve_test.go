@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,9 +107,7 @@ func TestServeBinary(t *testing.T) {
 	bin := buildBinary(t)
 	rs := redistest.Start(t)
 	dir := t.TempDir()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	const token = "operator-token-for-the-binary-test"
 	cmd := exec.Command(bin, "serve", "--listen", addr, "--redis", rs.URL(), "--stores", "orders,users",
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "bb",
@@ -234,9 +233,7 @@ func TestServeTLS(t *testing.T) {
 	kb, _ := x509.MarshalECPrivateKey(key)
 	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	var stdout, stderr bytes.Buffer
@@ -286,9 +283,8 @@ func TestServeSentinel(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	sport := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	_, sportStr, _ := net.SplitHostPort(freeAddr(t))
+	sport, _ := strconv.Atoi(sportStr)
 	host, mport, _ := net.SplitHostPort(master.Addr())
 	conf := filepath.Join(dir, "sentinel.conf")
 	_ = os.WriteFile(conf, fmt.Appendf(nil, "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster %s %s 1\n", sport, dir, host, mport), 0o600)
@@ -298,9 +294,7 @@ func TestServeSentinel(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sentinel.Process.Kill(); _ = sentinel.Wait() })
 
-	ln, _ = net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	var stdout, stderr bytes.Buffer
