@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,4 +84,38 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// waitReady polls base/readyz until it answers 200. It fails the test at
+// once when stopped (may be nil) reports the server gone, or after 30 s;
+// then with logs (may be nil), read only then.
+func waitReady(t *testing.T, client *http.Client, base string, stopped func() bool, logs func() string) {
+	t.Helper()
+	fail := func(format string, args ...any) {
+		t.Helper()
+		if logs != nil {
+			format, args = format+":\n%s", append(args, logs())
+		}
+		t.Fatalf(format, args...)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		last := ""
+		if resp, err := client.Get(base + "/readyz"); err != nil {
+			last = err.Error()
+		} else {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+			last = resp.Status
+		}
+		if stopped != nil && stopped() {
+			fail("%s stopped before it was ready", base)
+		}
+		if time.Now().After(deadline) {
+			fail("%s not ready after 30 s (last answer: %s)", base, last)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -32,24 +32,16 @@ func startInProcess(t *testing.T, addr string, args ...string) *syncBuffer {
 			t.Errorf("%v: no exit 30 s after cancel", args[:1])
 		}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return stderr
-			}
-		}
+	waitReady(t, http.DefaultClient, "http://"+addr, func() bool {
 		select {
 		case code := <-done:
-			t.Fatalf("%v exited %d: %s", args[:1], code, stderr)
-		case <-time.After(50 * time.Millisecond):
+			t.Logf("%v exited %d", args[:1], code)
+			return true
+		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%v not ready: %v\n%s", args[:1], err, stderr)
-		}
-	}
+	}, stderr.String)
+	return stderr
 }
 
 // scrapeSeries parses addr's /metrics; the parser refuses a family given twice.

@@ -69,24 +69,15 @@ func startProcess(t *testing.T, bin, name string, env []string, args ...string) 
 // waitReady waits for the process's /readyz, failing at once if it exits.
 func (p *process) waitReady(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + p.addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
+	waitReady(t, http.DefaultClient, "http://"+p.addr, func() bool {
 		select {
 		case <-p.exited:
-			t.Fatalf("%s exited (%v):\n%s", p.name, p.err, p.logs.String())
-		case <-time.After(50 * time.Millisecond):
+			t.Logf("%s exited: %v", p.name, p.err)
+			return true
+		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready: %v\n%s", p.name, err, p.logs.String())
-		}
-	}
+	}, p.logs.String)
 }
 
 // call asks an API process, with the operator token.

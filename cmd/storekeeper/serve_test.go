@@ -130,18 +130,7 @@ func TestServeBinary(t *testing.T) {
 		close(logs)
 	}()
 	base := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil && resp.StatusCode == 200 {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, http.DefaultClient, base, nil, nil)
 	call := func(method, path string) map[string]any {
 		req, _ := http.NewRequest(method, base+path, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -244,20 +233,7 @@ func TestServeTLS(t *testing.T) {
 	pool := x509.NewCertPool()
 	pool.AddCert(mustParse(t, der))
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := client.Get("https://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no HTTPS readyz: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReady(t, client, "https://"+addr, nil, stderr.String)
 	if !strings.Contains(stdout.String(), "generated an operator token") || !strings.Contains(stderr.String(), "in memory only") {
 		t.Fatalf("the embedded defaults did not say so:\n%s\n%s", stdout.String(), stderr.String())
 	}
@@ -302,25 +278,15 @@ func TestServeSentinel(t *testing.T) {
 		done <- run(ctx, []string{"serve", "--listen", addr, "--redis", fmt.Sprintf("redis+sentinel://127.0.0.1:%d/mymaster/0", sport),
 			"--stores", "orders", "--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "sen"}, &stdout, &stderr)
 	}()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
+	waitReady(t, http.DefaultClient, "http://"+addr, func() bool {
 		select {
 		case code := <-done:
-			t.Fatalf("serve exited %d: %s", code, stderr.String())
+			t.Logf("serve exited %d", code)
+			return true
 		default:
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready through the sentinel: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	}, stderr.String)
 	// The worker wrote its ownership into the master the sentinel named.
 	if owner, err := master.Client(t).HGet(t.Context(), "storekeeper:stores", "orders").Result(); err != nil || owner != "sen" {
 		t.Fatalf("ownership in the master: %q, %v", owner, err)
