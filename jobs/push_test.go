@@ -1,8 +1,6 @@
 package jobs
 
 import (
-	"crypto/ecdh"
-	"crypto/rand"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -10,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
 )
 
@@ -57,14 +56,8 @@ func TestVAPIDKeysMadeOnce(t *testing.T) {
 // a 16-byte secret.
 func browserSubscription(t *testing.T, endpoint string) PushSubscription {
 	t.Helper()
-	k, err := ecdh.P256().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth := make([]byte, 16)
-	rand.Read(auth)
-	return PushSubscription{Endpoint: endpoint, Keys: SubscriptionKeys{
-		P256dh: base64.RawURLEncoding.EncodeToString(k.PublicKey().Bytes()), Auth: base64.RawURLEncoding.EncodeToString(auth)}}
+	b := pushtest.NewBrowser(t)
+	return PushSubscription{Endpoint: endpoint, Keys: SubscriptionKeys{P256dh: b.P256dh, Auth: b.Auth}}
 }
 
 func TestPushSubscriptionValidate(t *testing.T) {

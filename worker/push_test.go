@@ -9,7 +9,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
@@ -29,6 +28,7 @@ import (
 
 	webpush "github.com/SherClockHolmes/webpush-go"
 
+	"storekeeper/internal/pushtest"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -45,15 +45,9 @@ type browser struct {
 
 func newBrowser(t *testing.T, endpoint string) *browser {
 	t.Helper()
-	k, err := ecdh.P256().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := &browser{key: k, auth: make([]byte, 16)}
-	rand.Read(b.auth)
-	b.sub = jobs.PushSubscription{Endpoint: endpoint, Keys: jobs.SubscriptionKeys{
-		P256dh: base64.RawURLEncoding.EncodeToString(k.PublicKey().Bytes()), Auth: base64.RawURLEncoding.EncodeToString(b.auth)}}
-	return b
+	pb := pushtest.NewBrowser(t)
+	return &browser{key: pb.Key, auth: pb.Secret,
+		sub: jobs.PushSubscription{Endpoint: endpoint, Keys: jobs.SubscriptionKeys{P256dh: pb.P256dh, Auth: pb.Auth}}}
 }
 
 // decrypt opens an aes128gcm Web Push message (RFC 8291 over RFC 8188):

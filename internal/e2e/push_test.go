@@ -1,27 +1,20 @@
 package e2e
 
 import (
-	"crypto/ecdh"
-	"crypto/rand"
 	"encoding/base64"
 	"net/url"
 	"strings"
 	"testing"
 
+	"storekeeper/internal/pushtest"
 	"storekeeper/jobs"
 )
 
 // pushSubscription is what a browser's PushSubscription.toJSON gives.
 func pushSubscription(t *testing.T, endpoint string) map[string]any {
 	t.Helper()
-	k, err := ecdh.P256().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth := make([]byte, 16)
-	rand.Read(auth)
-	return map[string]any{"endpoint": endpoint, "expirationTime": nil, "keys": map[string]string{
-		"p256dh": base64.RawURLEncoding.EncodeToString(k.PublicKey().Bytes()), "auth": base64.RawURLEncoding.EncodeToString(auth)}}
+	b := pushtest.NewBrowser(t)
+	return map[string]any{"endpoint": endpoint, "expirationTime": nil, "keys": map[string]string{"p256dh": b.P256dh, "auth": b.Auth}}
 }
 
 // The Web Push routes: any token (viewer or operator), the same key for
