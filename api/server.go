@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -51,6 +52,7 @@ type Server struct {
 	rdb     redis.UniversalClient
 	log     *slog.Logger
 	tokens  []Token
+	sums    [][sha256.Size]byte // of each token's secret, compared per request
 	jobs    *jobs.Client
 	insp    *asynq.Inspector
 	engine  *gin.Engine
@@ -80,6 +82,9 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger.With("component", "api"), tokens: cfg.Tokens,
 		jobs: jobs.NewClient(cfg.Redis, cfg.Jobs), insp: asynq.NewInspectorFromRedisClient(cfg.Redis),
 		origins: map[string]bool{}}
+	for _, t := range cfg.Tokens {
+		s.sums = append(s.sums, sha256.Sum256([]byte(t.Secret)))
+	}
 	for _, o := range cfg.AllowedOrigins {
 		u, err := url.Parse(o)
 		if err != nil || u.Scheme == "" || u.Host == "" {
