@@ -76,6 +76,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
 	cfg.Jobs = cfg.Jobs.WithDefaults()
+	cfg.Jobs.Autopipeline = true // the API is where many callers enqueue at once
 	if cfg.StuckWatcher == 0 {
 		cfg.StuckWatcher = 10 * time.Second
 	}

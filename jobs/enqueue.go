@@ -50,6 +50,12 @@ type ClientConfig struct {
 	MaxRetry        map[Kind]int           // default DefaultMaxRetry
 	Timeout         map[Kind]time.Duration // default DefaultTimeout
 	RecordRetention time.Duration          // default DefaultRecordRetention
+	// Autopipeline sends the enqueue script through go-redis's
+	// autopipeliner (see Client.batched). It pays where many callers
+	// enqueue at once, as at the API; a caller alone, or a closed loop of
+	// a few (a worker, the schedules), only pays the hand-over to the
+	// flusher and its wait for stragglers.
+	Autopipeline bool
 }
 
 // WithDefaults fills the zero fields.
@@ -89,11 +95,27 @@ type Client struct {
 	aq   *asynq.Client
 	insp *asynq.Inspector
 	cfg  ClientConfig
+	// batched runs the enqueue script. With cfg.Autopipeline over a
+	// *redis.Client it is go-redis's blocking autopipeliner: each call
+	// still waits for its own answer, but the scripts of concurrent
+	// enqueues (32 API clients) travel in one write and one read instead
+	// of one round trip each. That saves system calls on both sides and
+	// lets Redis read them in one go (BenchmarkEnqueueAPI: about 1.25x the
+	// requests per second). The script is safe to send twice (a batch
+	// retried after a broken connection): see enqueueScript.
+	batched redis.Scripter
 }
 
-// NewClient returns a Client over rdb. It does not close rdb.
+// NewClient returns a Client over rdb. It does not close rdb; closing rdb
+// also stops the autopipeliner NewClient may start on it.
 func NewClient(rdb redis.UniversalClient, cfg ClientConfig) *Client {
-	return &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), cfg: cfg.WithDefaults()}
+	c := &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), cfg: cfg.WithDefaults(), batched: rdb}
+	if rc, ok := rdb.(*redis.Client); ok && c.cfg.Autopipeline {
+		if ap, err := rc.AutoPipeline(); err == nil { // the client's one shared instance
+			c.batched = ap
+		}
+	}
+	return c
 }
 
 // LockKey is the in-flight lock of one request (kind, store, parameters);
@@ -116,11 +138,15 @@ func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + 
 // not: no owner, or the job that holds a lock. One round trip: the owner
 // is read inside, so the record's node and queue, the in-flight set and
 // the event's node are completed here (the event arrives as JSON without
-// a node, and gets it appended).
+// a node, and gets it appended). Sent twice with the same job id (a retry
+// after the connection broke behind a write), the second run finds the
+// lock held by that very job and answers 'new' again without writing
+// anything, so the caller still hands the job to asynq, and once.
 var enqueueScript = redis.NewScript(`
 local owner = redis.call('HGET', KEYS[5], ARGV[5])
 if not owner then return {'unknown', ''} end
 local held = redis.call('GET', KEYS[1])
+if held == ARGV[1] then return {'new', redis.call('HGET', KEYS[3], 'node') or owner} end
 if held then
   local rec = redis.call('HGETALL', ARGV[8] .. held)
   if #rec > 0 then
@@ -145,7 +171,8 @@ return {'new', owner}
 `)
 
 // Enqueue enqueues req, or returns the equal job already in flight. It
-// costs two round trips: the script above, and asynq's enqueue; one when
+// costs two round trips: the script above (shared with concurrent
+// enqueues under ClientConfig.Autopipeline), and asynq's enqueue; one when
 // the request is deduplicated.
 func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	if err := ValidateStoreName(req.Store); err != nil {
@@ -173,7 +200,11 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	}
 	argv := rec.appendFields([]any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev), p.Store, NodeQueue(""), InFlightKey(""), RecordKey("")}, "node", "queue")
 	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream, StoresKey}
-	out, err := enqueueScript.Run(ctx, c.rdb, keys, argv...).StringSlice()
+	// From here the enqueue runs to its end even if the caller goes away:
+	// a script that ran but whose answer nobody read would leave a pending
+	// record and a lock with no task behind them.
+	ctx = context.WithoutCancel(ctx)
+	out, err := enqueueScript.Run(ctx, c.batched, keys, argv...).StringSlice()
 	if err != nil {
 		return Enqueued{}, unavailable(err)
 	}
@@ -195,13 +226,26 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	}
 	rec.Node = out[1]
 	rec.Queue = NodeQueue(rec.Node)
-	_, err = c.aq.EnqueueContext(ctx, asynq.NewTask(string(p.Kind), task),
-		asynq.TaskID(rec.ID), asynq.Queue(rec.Queue), asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[p.Kind]))
-	if err != nil {
-		c.abandon(rec, err)
-		return Enqueued{}, unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
+	if err := c.toAsynq(ctx, rec, task); err != nil {
+		return Enqueued{}, err
 	}
 	return Enqueued{Record: rec}, nil
+}
+
+// toAsynq hands a recorded job's task to asynq, or abandons the job.
+func (c *Client) toAsynq(ctx context.Context, rec Record, task []byte) error {
+	_, err := c.aq.EnqueueContext(ctx, asynq.NewTask(string(rec.Kind), task),
+		asynq.TaskID(rec.ID), asynq.Queue(rec.Queue), asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[rec.Kind]))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		// The id was made for this job, so the task is this one: asynq's
+		// enqueue was sent twice and its second run found the first.
+		err = nil
+	}
+	if err != nil {
+		c.abandon(rec, err)
+		return unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
+	}
+	return nil
 }
 
 // abandon finishes a job whose task never reached asynq: the record fails,

@@ -1,7 +1,11 @@
 package jobs
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -83,9 +87,15 @@ func TestEnqueueRejects(t *testing.T) {
 
 // 50 concurrent requests for the same compaction give one job.
 func TestEnqueueDeduplicates(t *testing.T) {
+	for _, ap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testDeduplicates(t, ClientConfig{Autopipeline: ap}) })
+	}
+}
+
+func testDeduplicates(t *testing.T, cfg ClientConfig) {
 	rdb := redistest.Start(t).Client(t)
 	ownedBy(t, rdb, "n1", "orders")
-	c := NewClient(rdb, ClientConfig{})
+	c := NewClient(rdb, cfg)
 	var wg sync.WaitGroup
 	results := make(chan Enqueued, 50)
 	for range 50 {
@@ -155,10 +165,16 @@ func TestEnqueueRestoreConflict(t *testing.T) {
 // With Redis down, enqueue fails cleanly with ErrUnavailable; after it
 // returns (AOF), what was accepted is still there.
 func TestEnqueueRedisDown(t *testing.T) {
+	for _, ap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testRedisDown(t, ClientConfig{Autopipeline: ap}) })
+	}
+}
+
+func testRedisDown(t *testing.T, cfg ClientConfig) {
 	srv := redistest.Start(t, redistest.RequireReal(), redistest.WithAOF("always"))
 	rdb := srv.Client(t)
 	ownedBy(t, rdb, "n1", "orders")
-	c := NewClient(rdb, ClientConfig{})
+	c := NewClient(rdb, cfg)
 	accepted, err := c.Enqueue(t.Context(), Request{Kind: KindVerify, Store: "orders", Trigger: TriggerManual, Actor: "a"})
 	if err != nil {
 		t.Fatal(err)
@@ -203,5 +219,84 @@ func TestStaleLockIsTaken(t *testing.T) {
 	again, err := c.Enqueue(t.Context(), req)
 	if err != nil || again.Deduplicated || again.Record.ID == first.Record.ID {
 		t.Fatalf("after the record vanished: %+v, %v", again, err)
+	}
+}
+
+// resendScripts runs every script twice, as go-redis does when it retries
+// a command or a pipelined batch whose connection broke after Redis had
+// executed it.
+type resendScripts struct{}
+
+func (resendScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (resendScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if isScript(cmd) {
+			_ = next(ctx, cmd)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (resendScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		if slices.ContainsFunc(cmds, isScript) {
+			_ = next(ctx, cmds)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func isScript(cmd redis.Cmder) bool { return strings.HasPrefix(cmd.Name(), "eval") }
+
+// Enqueue survives its scripts (storekeeper's and asynq's) being sent
+// twice, alone or in an autopipelined batch: one job, one record, one
+// event, one task, handed to asynq and not abandoned; the same holds for
+// a notify job.
+func TestEnqueueIsSafeToResend(t *testing.T) {
+	for _, ap := range []bool{false, true} {
+		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testResend(t, ClientConfig{Autopipeline: ap}) })
+	}
+}
+
+func testResend(t *testing.T, cfg ClientConfig) {
+	rdb := redistest.Start(t).Client(t)
+	ownedBy(t, rdb, "n1", "orders")
+	rdb.AddHook(resendScripts{})
+	c := NewClient(rdb, cfg)
+	req := Request{Kind: KindRestore, Store: "orders", Params: Params{BackupID: "b1"}, Trigger: TriggerManual, Actor: "a"}
+	got, err := c.Enqueue(t.Context(), req)
+	if err != nil || got.Deduplicated || got.Record.Node != "n1" {
+		t.Fatalf("Enqueue with every script sent twice: %+v, %v", got, err)
+	}
+	stored, err := c.Get(t.Context(), got.Record.ID)
+	if err != nil || stored.State != StatePending {
+		t.Fatalf("record %+v, %v; want pending", stored, err)
+	}
+	if _, err := c.insp.GetTaskInfo("node.n1", got.Record.ID); err != nil {
+		t.Fatalf("task not in asynq: %v", err)
+	}
+	if n, _ := rdb.LLen(t.Context(), "asynq:{node.n1}:pending").Result(); n != 1 {
+		t.Fatalf("%d tasks pending in asynq, want 1", n)
+	}
+	evs, err := ReadEvents(t.Context(), rdb, "0", 10, 0)
+	if err != nil || len(evs) != 1 || evs[0].Type != EventJobEnqueued {
+		t.Fatalf("events %+v, %v; want one job.enqueued", evs, err)
+	}
+	dup, err := c.Enqueue(t.Context(), req)
+	if err != nil || !dup.Deduplicated || dup.Record.ID != got.Record.ID {
+		t.Fatalf("the same request again: %+v, %v", dup, err)
+	}
+
+	n := Notification{ID: "n-1", Type: EventJobFailed, Store: "orders", Summary: "x"}
+	rec, made, err := c.EnqueueNotify(t.Context(), n, "hook")
+	if err != nil || !made {
+		t.Fatalf("EnqueueNotify with every script sent twice: made %v, %v", made, err)
+	}
+	if stored, err := c.Get(t.Context(), rec.ID); err != nil || stored.State != StatePending {
+		t.Fatalf("notify record %+v, %v; want pending", stored, err)
+	}
+	if _, made, err := c.EnqueueNotify(t.Context(), n, "hook"); err != nil || made {
+		t.Fatalf("the same notification again: made %v, %v", made, err)
 	}
 }

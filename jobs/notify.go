@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -82,7 +81,11 @@ func deliveryKey(notificationID, sink string) string {
 // enqueueNotifyScript creates a notify job's record unless this
 // notification was already handed to this sink.
 var enqueueNotifyScript = redis.NewScript(`
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  -- sent twice (a retry after a broken connection): the delivery is this job's
+  if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+  return 0
+end
 redis.call('HSET', KEYS[2], unpack(ARGV, 5))
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'json', ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[1])
@@ -121,12 +124,9 @@ func (c *Client) EnqueueNotify(ctx context.Context, n Notification, sink string)
 	if made == 0 {
 		return Record{}, false, nil
 	}
-	_, err = c.aq.EnqueueContext(ctx, asynq.NewTask(string(KindNotify), task), asynq.TaskID(rec.ID), asynq.Queue(NotifyQueue),
-		asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[KindNotify]))
-	if err != nil {
-		c.abandon(rec, err)
+	if err := c.toAsynq(ctx, rec, task); err != nil {
 		c.rdb.Del(context.WithoutCancel(ctx), deliveryKey(n.ID, sink)) // let a later dispatch retry it
-		return Record{}, false, unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
+		return Record{}, false, err
 	}
 	return rec, true, nil
 }

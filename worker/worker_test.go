@@ -412,7 +412,15 @@ func TestRedisRestart(t *testing.T) {
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
-	if r, err := b.client.Get(t.Context(), first.ID); err != nil || r.State != jobs.StateSucceeded {
+	// go-redis stops dialing after PoolSize failed dials and probes once
+	// a second, so the client may answer "unavailable" for up to a second
+	// after Redis is back.
+	r, err := b.client.Get(t.Context(), first.ID)
+	for deadline := time.Now().Add(5 * time.Second); errors.Is(err, jobs.ErrUnavailable) && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		r, err = b.client.Get(t.Context(), first.ID)
+	}
+	if err != nil || r.State != jobs.StateSucceeded {
 		t.Fatalf("record lost across the Redis restart: %+v, %v", r, err)
 	}
 	second := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{})
