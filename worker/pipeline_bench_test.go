@@ -329,13 +329,14 @@ func BenchmarkThroughput(b *testing.B) {
 	run := func(b *testing.B, watch bool, wrap func(handlerFunc) handlerFunc) {
 		p := startPipeline(b, srv, slots, watch, wrap)
 		defer p.stop()
-		rts0, ours0 := p.rts.Total(), p.rts.Matching()
+		rts0, cmds0, ours0 := p.rts.Total(), p.rts.Commands(), p.rts.Matching()
 		go0, redis0 := cpuUsage(b, p.rdb)
 		closedLoop(b, slots, func(i int) {
 			p.enqueue(b, p.stores[i])
 			<-p.ended[p.stores[i]]
 		})
 		b.ReportMetric(float64(p.rts.Total()-rts0)/float64(b.N), "rt/job")
+		b.ReportMetric(float64(p.rts.Commands()-cmds0)/float64(b.N), "cmd/job")
 		b.ReportMetric(float64(p.rts.Matching()-ours0)/float64(b.N), "ours-rt/job")
 		reportCPU(b, p.rdb, go0, redis0)
 		if watch {
@@ -356,13 +357,14 @@ func BenchmarkThroughput(b *testing.B) {
 			ended[slot] <- struct{}{}
 		})
 		defer q.stop()
-		rts0 := q.rts.Total()
+		rts0, cmds0 := q.rts.Total(), q.rts.Commands()
 		go0, redis0 := cpuUsage(b, q.rdb)
 		closedLoop(b, slots, func(i int) {
 			q.enqueue(b, fmt.Sprintf(`{"slot":%d}`, i))
 			<-ended[i]
 		})
 		b.ReportMetric(float64(q.rts.Total()-rts0)/float64(b.N), "rt/job")
+		b.ReportMetric(float64(q.rts.Commands()-cmds0)/float64(b.N), "cmd/job")
 		reportCPU(b, q.rdb, go0, redis0)
 	})
 }

@@ -280,8 +280,8 @@ func pipeline(b *bytes.Buffer, res results) {
 	if len(th) == 0 && len(res["EnqueueToStart"]) == 0 {
 		return
 	}
-	b.WriteString("\n## The job pipeline, per job\n\nMedians over the rounds of the throughput run. A round trip is one command or pipeline a client sends; storekeeper's are those touching its own keys (the enqueue script, the start and the finish of the attempt), the rest are asynq's. CPU is what the benchmark process (client and worker) and the Redis server spent per job.\n\n")
-	b.WriteString("| | round trips | of them storekeeper's | Go CPU | Redis CPU |\n|---|---|---|---|---|\n")
+	b.WriteString("\n## The job pipeline, per job\n\nMedians over the rounds of the throughput run. A round trip is one command or pipeline a client sends (concurrent enqueue scripts share one: see jobs.Client); the commands column counts each command alone, what the round trips would be with no sharing, and the target is judged on it. Storekeeper's round trips are those touching its own keys (the enqueue script, the start and the finish of the attempt), the rest are asynq's. CPU is what the benchmark process (client and worker) and the Redis server spent per job.\n\n")
+	b.WriteString("| | round trips | commands | of them storekeeper's | Go CPU | Redis CPU |\n|---|---|---|---|---|---|\n")
 	for _, sub := range []string{sk, "watched", "verify", raw} {
 		m := th[sub]
 		if len(m) == 0 {
@@ -291,15 +291,15 @@ func pipeline(b *bytes.Buffer, res results) {
 		if v := m["ours-rt/job"]; len(v) > 0 {
 			ours = fmt.Sprintf("%.2f", median(v))
 		}
-		fmt.Fprintf(b, "| %s | %.2f | %s | %.0f µs | %.0f µs |\n", sub, median(m["rt/job"]), ours, median(m["go-cpu-us/job"]), median(m["redis-cpu-us/job"]))
+		fmt.Fprintf(b, "| %s | %.2f | %.2f | %s | %.0f µs | %.0f µs |\n", sub, median(m["rt/job"]), median(m["cmd/job"]), ours, median(m["go-cpu-us/job"]), median(m["redis-cpu-us/job"]))
 	}
-	if s, r := th[sk]["rt/job"], th[raw]["rt/job"]; len(s) > 0 && len(r) > 0 {
+	if s, r := th[sk]["cmd/job"], th[raw]["cmd/job"]; len(s) > 0 && len(r) > 0 {
 		added := median(s) - median(r)
 		verdict := "within target"
 		if added > 4 {
 			verdict = "**missed**"
 		}
-		fmt.Fprintf(b, "\nRound trips storekeeper adds per job: **%.2f** (target ≤ 4): %s.\n", added, verdict)
+		fmt.Fprintf(b, "\nRound trips storekeeper adds per job, counting every command as its own: **%.2f** (target ≤ 4): %s.\n", added, verdict)
 	}
 	b.WriteString("\n| state change → event readable | p50 | p99 | target | verdict |\n|---|---|---|---|---|\n")
 	for _, c := range []struct{ label, bench, sub string }{
@@ -338,7 +338,10 @@ func apiSection(b *bytes.Buffer, res results) {
 		fmt.Fprintf(b, "| %s | %.2f %s | %s %.2f %s | %s |\n", label, v, unit, op, limit, unit, verdict)
 	}
 	if len(en) > 0 {
-		check("Redis round trips per API enqueue", median(en["rt/req"]), "", 3, false)
+		// Judged on commands, what a request's round trips would be if no
+		// autopipelined batch shared them: the stricter reading.
+		check("Redis commands per API enqueue (round trips, unshared)", median(en["cmd/req"]), "", 3, false)
+		fmt.Fprintf(b, "| Redis round trips per API enqueue, autopipelined batches shared with concurrent requests | %.2f | — | — |\n", median(en["rt/req"]))
 		fmt.Fprintf(b, "| share of those enqueues deduplicated | %.2f | — | — |\n", median(en["dedup-share"]))
 	}
 	if len(dash) > 0 {

@@ -9,16 +9,20 @@ import (
 )
 
 // RoundTrips is a go-redis hook that counts the round trips a client makes
-// (each command or pipeline is one), and those of them with an argument
+// (each command or pipeline is one; an autopipelined batch is a pipeline),
+// the commands they carried, and those round trips with an argument
 // starting with Prefix (e.g. "storekeeper:": the commands that touch
 // storekeeper's own keys rather than asynq's). Add it with AddHook.
 type RoundTrips struct {
-	Prefix          string
-	total, matching atomic.Int64
+	Prefix                    string
+	total, commands, matching atomic.Int64
 }
 
 // Total returns the round trips counted so far.
 func (c *RoundTrips) Total() int64 { return c.total.Load() }
+
+// Commands returns the commands those round trips carried.
+func (c *RoundTrips) Commands() int64 { return c.commands.Load() }
 
 // Matching returns those that carried an argument starting with Prefix.
 func (c *RoundTrips) Matching() int64 { return c.matching.Load() }
@@ -41,6 +45,7 @@ func (c *RoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 
 func (c *RoundTrips) count(cmds ...redis.Cmder) {
 	c.total.Add(1)
+	c.commands.Add(int64(len(cmds)))
 	if c.Prefix == "" {
 		return
 	}
