@@ -212,7 +212,8 @@ func TestHistoryPagingAndFilters(t *testing.T) {
 }
 
 func TestEventsTailAndGap(t *testing.T) {
-	rdb := redistest.Start(t).Client(t)
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
 	ctx := t.Context()
 	var ids []string
 	for i, typ := range []EventType{EventJobEnqueued, EventJobStarted, EventJobSucceeded} {
@@ -247,6 +248,11 @@ func TestEventsTailAndGap(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("blocking read did not wake")
+	}
+	// Nothing trimmed yet: no gap from the start of the stream, where
+	// Redis says what it trimmed (miniredis does not, and cannot tell).
+	if gap, err := EventsGap(ctx, rdb, "0"); err != nil || gap != !srv.Real() {
+		t.Fatalf("EventsGap(0) before any trim = %v, %v; want %v", gap, err, !srv.Real())
 	}
 	// Trim hard: reading from the first id now has a gap; from the last, none.
 	if err := rdb.XTrimMaxLen(ctx, EventsStream, 1).Err(); err != nil {

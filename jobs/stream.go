@@ -150,12 +150,21 @@ func ReadEvents(ctx context.Context, c redis.Cmdable, since string, count int64,
 }
 
 // EventsGap reports whether events after since may be missing because the
-// stream was trimmed past it: since is older than the oldest entry held.
+// stream was trimmed past it.
 func EventsGap(ctx context.Context, c redis.Cmdable, since string) (bool, error) {
 	ms, seq, err := parseStreamID(since)
 	if err != nil {
 		return false, fmt.Errorf("%w: since: %w", ErrBadQuery, err)
 	}
+	// Redis 7 counts the entries ever added: as many as the stream holds
+	// means nothing was trimmed, so nothing can be missing, however old
+	// since is. (It does not say which ids were trimmed: XTRIM leaves
+	// max-deleted-entry-id alone. miniredis reports no count at all.)
+	if info, err := c.XInfoStream(ctx, EventsStream).Result(); err == nil && info.EntriesAdded > 0 && info.EntriesAdded == info.Length {
+		return false, nil
+	}
+	// Otherwise the oldest entry is all there is to go by: a since older
+	// than it counts as a gap.
 	first, err := c.XRangeN(ctx, EventsStream, "-", "+", 1).Result()
 	if err != nil {
 		return false, unavailable(err)
