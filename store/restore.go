@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -233,7 +232,7 @@ func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, 
 		total += f.Size
 	}
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(runtime.GOMAXPROCS(0))
+	g.SetLimit(fileCopiers)
 	for _, f := range m.Files {
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
