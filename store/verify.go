@@ -125,15 +125,9 @@ func (s *Store) verifyDir(ctx context.Context, dir string, opts VerifyOptions) (
 	return res, nil
 }
 
-// validateTables checks the block checksums of files on GOMAXPROCS
-// goroutines; damage is a CorruptionError naming the file.
-func validateTables(ctx context.Context, opts *pebble.Options, fs vfs.FS, files []string) error {
-	_, err := validateTablesSize(ctx, opts, fs, files, "")
-	return err
-}
-
-// validateTablesSize is validateTables that also returns the bytes read;
-// store names the store in corruption errors.
+// validateTablesSize checks the block checksums of files on GOMAXPROCS
+// goroutines and returns the bytes read; damage is a CorruptionError
+// naming the file, and store names the store in it.
 func validateTablesSize(ctx context.Context, opts *pebble.Options, fs vfs.FS, files []string, store string) (uint64, error) {
 	var bytes atomic.Uint64
 	g, gctx := errgroup.WithContext(ctx)
