@@ -100,8 +100,9 @@ type Client struct {
 	// still waits for its own answer, but the scripts of concurrent
 	// enqueues (32 API clients) travel in one write and one read instead
 	// of one round trip each. That saves system calls on both sides and
-	// lets Redis read them in one go (BenchmarkEnqueueAPI: about 1.25x the
-	// requests per second). The script is safe to send twice (a batch
+	// lets Redis read them in one go (BenchmarkEnqueueAPI with and without
+	// it, one-off: about 1.25x the requests per second; make bench reports
+	// the ratio to raw asynq). The script is safe to send twice (a batch
 	// retried after a broken connection): see enqueueScript.
 	batched redis.Scripter
 }
