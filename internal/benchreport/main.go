@@ -355,12 +355,15 @@ func apiSection(b *bytes.Buffer, res results) {
 }
 
 // breakdown writes a table of one sub-benchmark's <step>-ms/op metrics.
+// overlapNote heads the breakdowns: some steps run in every copier at once.
+const overlapNote = "Hash, fsync and (for backups) validate happen inside the copy phase, in every file copier at once (store.fileCopiers), and are summed over the copiers: they can exceed the copy phase and the total, which are wall-clock."
+
 func breakdown(b *bytes.Buffer, res results, bench, sub, title string, steps []string) {
 	m := res[bench][sub]
 	if len(m) == 0 {
 		return
 	}
-	fmt.Fprintf(b, "\n## %s\n\n| step | ms per op (median) |\n|---|---|\n", title)
+	fmt.Fprintf(b, "\n## %s\n\n%s\n\n| step | ms per op (median) |\n|---|---|\n", title, overlapNote)
 	for _, s := range steps {
 		if v := m[s+"-ms/op"]; len(v) > 0 {
 			fmt.Fprintf(b, "| %s | %.1f |\n", s, median(v))
