@@ -31,10 +31,11 @@ type process struct {
 	logs   syncBuffer
 	exited chan struct{}
 	err    error // Wait's, once exited is closed
+	shown  bool  // its exit and logs are in the test's output
 }
 
 // startProcess starts bin with args on a free port; a cleanup stops it
-// (SIGTERM, then SIGKILL after 20 s).
+// (SIGTERM, then SIGKILL after 20 s) and expects exit status 0.
 func startProcess(t *testing.T, bin, name string, env []string, args ...string) *process {
 	t.Helper()
 	p := &process{name: name, addr: freeAddr(t), exited: make(chan struct{})}
@@ -48,6 +49,9 @@ func startProcess(t *testing.T, bin, name string, env []string, args ...string) 
 	t.Cleanup(func() {
 		select {
 		case <-p.exited:
+			if t.Failed() && !p.shown {
+				t.Logf("%s had already exited (%v); its last logs:\n%s", p.name, p.err, lastLines(p.logs.String(), 200))
+			}
 			return
 		default:
 		}
@@ -59,11 +63,52 @@ func startProcess(t *testing.T, bin, name string, env []string, args ...string) 
 			_ = p.cmd.Process.Kill()
 			<-p.exited
 		}
+		if p.err != nil {
+			t.Errorf("%s: SIGTERM should end it cleanly, with exit status 0: %v", p.name, p.err)
+		}
 		if t.Failed() {
-			t.Logf("%s logs:\n%s", p.name, p.logs.String())
+			t.Logf("%s's last logs:\n%s", p.name, lastLines(p.logs.String(), 200))
 		}
 	})
 	return p
+}
+
+// mustBeRunning fails the test at once, with the process's exit status
+// and last logs, when it has exited.
+func (p *process) mustBeRunning(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.exited:
+		p.shown = true
+		t.Fatalf("%s exited (%v); its last logs:\n%s", p.name, p.err, lastLines(p.logs.String(), 200))
+	default:
+	}
+}
+
+// lastLines is the last n lines of s. Where the Go runtime reported a
+// crash (panic, fatal error, signal), it is the n/2 lines before the
+// report and the report's first n/2 lines: the cause, not the last
+// goroutines of the dump.
+func lastLines(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	tail := func(lines []string, n int) string {
+		if len(lines) <= n {
+			return strings.Join(lines, "")
+		}
+		return fmt.Sprintf("[%d lines left out]\n", len(lines)-n) + strings.Join(lines[len(lines)-n:], "")
+	}
+	for i, l := range lines {
+		for _, crash := range []string{"panic: ", "fatal error: ", "SIGQUIT: ", "SIGABRT: ", "SIGSEGV: "} {
+			if strings.HasPrefix(l, crash) {
+				report := lines[i:]
+				if len(report) > n/2 {
+					report = append(report[:n/2:n/2], fmt.Sprintf("[%d lines left out]\n", len(lines)-i-n/2))
+				}
+				return tail(lines[:i], n/2) + strings.Join(report, "")
+			}
+		}
+	}
+	return tail(lines, n)
 }
 
 // waitReady waits for the process's /readyz, failing at once if it exits.
@@ -177,12 +222,21 @@ func TestMultiProcess(t *testing.T) {
 		ids = append(ids, m["job_id"].(string))
 	}
 	for _, id := range ids {
-		waitFor(t, 30*time.Second, "job "+id+" to succeed", func() bool {
-			_, m := a2.call(t, "GET", "/api/jobs/"+id) // asked of either, read from the other
-			if m["state"] == string(jobs.StateFailed) {
-				t.Fatalf("job %s failed: %v", id, m)
+		var rec map[string]any
+		t.Cleanup(func() {
+			if t.Failed() && rec["state"] != string(jobs.StateSucceeded) {
+				t.Logf("job %s as last read: %v", id, rec)
 			}
-			return m["state"] == string(jobs.StateSucceeded)
+		})
+		waitFor(t, 30*time.Second, "job "+id+" to succeed", func() bool {
+			for _, p := range []*process{w1, w2, a1, a2} {
+				p.mustBeRunning(t)
+			}
+			_, rec = a2.call(t, "GET", "/api/jobs/"+id) // asked of either, read from the other
+			if rec["state"] == string(jobs.StateFailed) {
+				t.Fatalf("job %s failed: %v", id, rec)
+			}
+			return rec["state"] == string(jobs.StateSucceeded)
 		})
 	}
 	_, h := a1.call(t, "GET", "/api/history?limit=10")
