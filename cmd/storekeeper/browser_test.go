@@ -49,9 +49,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	bin := buildBinary(t)
 	rs := redistest.Start(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
 	const token = "browser-test-operator-token"
-	cmd := exec.Command(bin, "serve", "--demo", "--listen", addr, "--redis", rs.URL(), "--node", "demo-node",
+	cmd := exec.Command(bin, "serve", "--demo", "--listen", listenAddr, "--redis", rs.URL(), "--node", "demo-node",
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"),
 		"--tokens", "ops:operator:"+token, "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off")
 	logs, err := cmd.StderrPipe()
@@ -64,14 +63,28 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	var logLines []string
 	logDone := make(chan struct{})
+	urls := make(chan string, 1)
 	go func() {
 		defer close(logDone)
 		sc := bufio.NewScanner(logs)
 		for sc.Scan() {
 			logLines = append(logLines, sc.Text())
+			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case urls <- m[1]:
+				default:
+				}
+			}
 		}
 	}()
-	base := "http://" + addr
+	var base string
+	select {
+	case base = <-urls:
+	case <-logDone:
+		t.Fatalf("serve exited before it listened:\n%s", strings.Join(logLines, "\n"))
+	case <-time.After(60 * time.Second):
+		t.Fatal("no \"storekeeper listening\" line after 60 s")
+	}
 
 	// The demo seeds its stores and backs each up once; wait for that.
 	waitFor(t, 60*time.Second, "the demo stores backed up", func() bool {

@@ -34,13 +34,11 @@ func startCtlServer(t *testing.T) *ctlServer {
 	rs := redistest.Start(t)
 	dir := t.TempDir()
 	s := &ctlServer{backupDir: filepath.Join(dir, "backups")}
-	addr := freeAddr(t)
-	s.url = "http://" + addr
 	ctx, cancel := context.WithCancel(context.Background())
 	logs := &syncBuffer{}
 	done := make(chan int, 1)
 	go func() {
-		done <- run(ctx, []string{"serve", "--listen", addr, "--redis", rs.URL(), "--stores", "a,b", "--node", "ctl",
+		done <- run(ctx, []string{"serve", "--listen", listenAddr, "--redis", rs.URL(), "--stores", "a,b", "--node", "ctl",
 			"--data-dir", filepath.Join(dir, "data"), "--backup-dir", s.backupDir,
 			"--tokens", "ops:operator:" + ctlOperatorToken + ",eve:viewer:" + ctlViewerToken,
 			"--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off", "--log-format", "json"}, io.Discard, logs)
@@ -54,6 +52,15 @@ func startCtlServer(t *testing.T) *ctlServer {
 		}
 		if t.Failed() {
 			t.Logf("server log:\n%s", logs.String())
+		}
+	})
+	s.url = listening(t, logs.String, func() bool {
+		select {
+		case code := <-done:
+			t.Logf("serve exited %d", code)
+			return true
+		default:
+			return false
 		}
 	})
 	waitFor(t, 30*time.Second, "the server to be ready", func() bool {

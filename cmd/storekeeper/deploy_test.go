@@ -955,7 +955,6 @@ func scrapeServe(t *testing.T) exposed {
 	rs := redistest.Start(t)
 	root := t.TempDir()
 	dataDir, backupDir := filepath.Join(root, "data"), filepath.Join(root, "backups")
-	addr := freeAddr(t)
 	const token = "operator-token-for-the-deploy-test"
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
@@ -965,7 +964,7 @@ func scrapeServe(t *testing.T) exposed {
 		t.Fatal(err)
 	}
 	go func() {
-		done <- run(ctx, []string{"serve", "--listen", addr, "--redis", rs.URL(), "--tokens", "ops:operator:" + token,
+		done <- run(ctx, []string{"serve", "--listen", listenAddr, "--redis", rs.URL(), "--tokens", "ops:operator:" + token,
 			"--data-dir", dataDir, "--backup-dir", backupDir, "--stores", "orders,users", "--node", "deploytest",
 			"--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off"}, io.Discard, logs)
 	}()
@@ -979,7 +978,7 @@ func scrapeServe(t *testing.T) exposed {
 		logs.Close()
 	})
 
-	base := "http://" + addr
+	base := listening(t, func() string { b, _ := os.ReadFile(logPath); return string(b) }, nil)
 	call := func(method, path, body string) (int, map[string]any, []byte) {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))

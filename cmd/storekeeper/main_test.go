@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -45,7 +46,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr is a loopback address with a port nobody listens on.
+// freeAddr is a loopback address with a port nobody listens on, for now:
+// another process may take it before it is used. A storekeeper under test
+// listens on 127.0.0.1:0 instead and says where (see listening).
 func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -54,6 +57,34 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// listenAddr is what a storekeeper under test listens on: a port the
+// kernel picks when it binds, named in its "storekeeper listening" line.
+const listenAddr = "127.0.0.1:0"
+
+// listeningRE finds the URL in the "storekeeper listening" log line, in
+// the text and the JSON log formats.
+var listeningRE = regexp.MustCompile(`storekeeper listening.*?\burl"?[=:]"?(https?://[^\s"]+)`)
+
+// listening waits for a storekeeper's "storekeeper listening" line in
+// logs and returns the URL it names. It fails the test when stopped (may
+// be nil) reports the process gone, or after 60 s.
+func listening(t *testing.T, logs func() string, stopped func() bool) string {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if m := listeningRE.FindStringSubmatch(logs()); m != nil {
+			return m[1]
+		}
+		if stopped != nil && stopped() {
+			t.Fatalf("stopped before it listened:\n%s", logs())
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no \"storekeeper listening\" line after 60 s:\n%s", logs())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // waitFor polls cond until it holds, failing the test after limit.

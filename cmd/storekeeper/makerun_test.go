@@ -27,8 +27,7 @@ func TestMakeRun(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := buildBinary(t) // also warms the build cache make run uses
-	addr := freeAddr(t)
-	cmd := exec.Command("make", "run", "LISTEN="+addr, "DATA_DIR="+filepath.Join(dir, "data"), "BACKUP_DIR="+filepath.Join(dir, "backups"))
+	cmd := exec.Command("make", "run", "LISTEN="+listenAddr, "DATA_DIR="+filepath.Join(dir, "data"), "BACKUP_DIR="+filepath.Join(dir, "backups"))
 	cmd.Dir = filepath.Join("..", "..")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, _ := cmd.StdoutPipe()
@@ -48,14 +47,14 @@ func TestMakeRun(t *testing.T) {
 		}
 	})
 
-	// The first line the server itself writes starts the clock; the token
-	// comes from the dashboard link it prints.
-	started, tokens := make(chan time.Time, 1), make(chan string, 1)
+	// The first line the server itself writes starts the clock; the address
+	// and the token come from the dashboard link it prints.
+	started, links := make(chan time.Time, 1), make(chan []string, 1)
 	var output []string
 	outDone := make(chan struct{})
 	go func() {
 		defer close(outDone)
-		link := regexp.MustCompile(`#token=(\S+)`)
+		link := regexp.MustCompile(`Dashboard: (\S+)/#token=(\S+)`)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			l := sc.Text()
@@ -67,13 +66,13 @@ func TestMakeRun(t *testing.T) {
 				}
 			}
 			if m := link.FindStringSubmatch(l); m != nil {
-				tokens <- m[1]
+				links <- m
 			}
 		}
 	}()
 	go func() { _ = cmd.Wait(); <-outDone; close(exited) }()
 	var t0 time.Time
-	var token string
+	var base, token string
 	select {
 	case t0 = <-started:
 	case <-exited:
@@ -82,12 +81,12 @@ func TestMakeRun(t *testing.T) {
 		t.Fatal("make run printed nothing in 3 minutes")
 	}
 	select {
-	case token = <-tokens:
+	case m := <-links:
+		base, token = m[1], m[2]
 	case <-time.After(10 * time.Second):
 		t.Fatal("no dashboard link with a token printed")
 	}
 
-	base := "http://" + addr
 	get := func(path string, auth func(*http.Request)) int {
 		req, _ := http.NewRequest("GET", base+path, nil)
 		if auth != nil {

@@ -17,13 +17,13 @@ import (
 )
 
 // startInProcess runs storekeeper with args in this process until the test
-// ends, and waits for its /readyz.
-func startInProcess(t *testing.T, addr string, args ...string) *syncBuffer {
+// ends, waits for its /readyz and returns the address it listens on.
+func startInProcess(t *testing.T, args ...string) (addr string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	stderr := &syncBuffer{}
-	go func() { done <- run(ctx, append(args, "--listen", addr), io.Discard, stderr) }()
+	go func() { done <- run(ctx, append(args, "--listen", listenAddr), io.Discard, stderr) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -32,7 +32,7 @@ func startInProcess(t *testing.T, addr string, args ...string) *syncBuffer {
 			t.Errorf("%v: no exit 30 s after cancel", args[:1])
 		}
 	})
-	waitReady(t, http.DefaultClient, "http://"+addr, func() bool {
+	stopped := func() bool {
 		select {
 		case code := <-done:
 			t.Logf("%v exited %d", args[:1], code)
@@ -40,8 +40,10 @@ func startInProcess(t *testing.T, addr string, args ...string) *syncBuffer {
 		default:
 			return false
 		}
-	}, stderr.String)
-	return stderr
+	}
+	base := listening(t, stderr.String, stopped)
+	waitReady(t, http.DefaultClient, base, stopped, stderr.String)
+	return strings.TrimPrefix(base, "http://")
 }
 
 // scrapeSeries parses addr's /metrics; the parser refuses a family given twice.
@@ -79,11 +81,9 @@ func TestWorkerMetrics(t *testing.T) {
 	rdb := rs.Client(t)
 	dir := t.TempDir()
 	common := []string{"--redis", rs.URL(), "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off", "--lease-ttl", "3s"}
-	waddr := freeAddr(t)
-	startInProcess(t, waddr, append([]string{"worker", "--node", "wm", "--stores", "orders",
+	waddr := startInProcess(t, append([]string{"worker", "--node", "wm", "--stores", "orders",
 		"--data-dir", filepath.Join(dir, "wdata"), "--backup-dir", filepath.Join(dir, "wbackups")}, common...)...)
-	saddr := freeAddr(t)
-	startInProcess(t, saddr, append([]string{"serve", "--node", "sv", "--stores", "sales", "--tokens", "ops:operator:operator-token-0123456789",
+	saddr := startInProcess(t, append([]string{"serve", "--node", "sv", "--stores", "sales", "--tokens", "ops:operator:operator-token-0123456789",
 		"--data-dir", filepath.Join(dir, "sdata"), "--backup-dir", filepath.Join(dir, "sbackups")}, common...)...)
 
 	client := jobs.NewClient(rdb, jobs.ClientConfig{})

@@ -26,7 +26,7 @@ import (
 // process is one storekeeper process the test started.
 type process struct {
 	name   string
-	addr   string
+	addr   string // host:port, known once waitReady returned
 	cmd    *exec.Cmd
 	logs   syncBuffer
 	exited chan struct{}
@@ -34,12 +34,12 @@ type process struct {
 	shown  bool  // its exit and logs are in the test's output
 }
 
-// startProcess starts bin with args on a free port; a cleanup stops it
+// startProcess starts bin with args on a port it picks; a cleanup stops it
 // (SIGTERM, then SIGKILL after 20 s) and expects exit status 0.
 func startProcess(t *testing.T, bin, name string, env []string, args ...string) *process {
 	t.Helper()
-	p := &process{name: name, addr: freeAddr(t), exited: make(chan struct{})}
-	p.cmd = exec.Command(bin, append(args, "--listen", p.addr)...)
+	p := &process{name: name, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, append(args, "--listen", listenAddr)...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
 	if err := p.cmd.Start(); err != nil {
@@ -111,10 +111,11 @@ func lastLines(s string, n int) string {
 	return tail(lines, n)
 }
 
-// waitReady waits for the process's /readyz, failing at once if it exits.
+// waitReady learns where the process listens and waits for its /readyz,
+// failing at once if it exits.
 func (p *process) waitReady(t *testing.T) {
 	t.Helper()
-	waitReady(t, http.DefaultClient, "http://"+p.addr, func() bool {
+	stopped := func() bool {
 		select {
 		case <-p.exited:
 			t.Logf("%s exited: %v", p.name, p.err)
@@ -122,7 +123,10 @@ func (p *process) waitReady(t *testing.T) {
 		default:
 			return false
 		}
-	}, p.logs.String)
+	}
+	base := listening(t, p.logs.String, stopped)
+	p.addr = strings.TrimPrefix(base, "http://")
+	waitReady(t, http.DefaultClient, base, stopped, p.logs.String)
 }
 
 // call asks an API process, with the operator token.
@@ -302,7 +306,7 @@ func TestMultiProcess(t *testing.T) {
 	// (c) A third worker claiming a store n1 holds refuses to start.
 	third, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(third, bin, append(workerArgs("n3", "alpha"), "--listen", freeAddr(t))...).CombinedOutput()
+	out, err := exec.CommandContext(third, bin, append(workerArgs("n3", "alpha"), "--listen", listenAddr)...).CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
 		t.Fatalf("a third worker claiming alpha: %v\n%s", err, out)

@@ -212,6 +212,15 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 		origins = strings.Split(c.origins, ",")
 	}
 
+	// Bind before touching Redis or the stores: a port already taken must
+	// not leave stores claimed and a node announced (node.up, then
+	// node.down when its heartbeat expires) by a process that then exits.
+	ln, err := net.Listen("tcp", c.listen)
+	if err != nil {
+		return flagErr("listen", err)
+	}
+	defer ln.Close()
+
 	rdb, closeRedis, err := connectRedis(c.redisURL, log)
 	if err != nil {
 		return err
@@ -276,10 +285,6 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	}
 	hs := &http.Server{Addr: c.listen, Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	ln, err := net.Listen("tcp", c.listen)
-	if err != nil {
-		return flagErr("listen", err)
-	}
 	scheme := "http"
 	if c.tlsCert != "" {
 		scheme = "https"

@@ -97,6 +97,38 @@ func TestInvalidConfiguration(t *testing.T) {
 	}
 }
 
+// A --listen address already taken stops the process before it touches
+// Redis or the stores: no store claimed, no node announced (it would read
+// up, then down when its heartbeat expired), no data dir created.
+func TestListenAddressTaken(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	rs := redistest.Start(t)
+	dir := t.TempDir()
+	for _, mode := range []string{"worker", "serve"} {
+		args := []string{mode, "--listen", held.Addr().String(), "--redis", rs.URL(), "--node", "n1", "--stores", "alpha",
+			"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups")}
+		if mode == "serve" {
+			args = append(args, "--tokens", "ops:operator:operator-token-0123456789")
+		}
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), args, &stdout, &stderr)
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		if code != 2 || len(lines) != 1 || !strings.Contains(lines[0], "--listen") || !strings.Contains(lines[0], "address already in use") {
+			t.Errorf("%s on a taken port: exit %d, stderr %q; want exit 2 and one line naming --listen", mode, code, stderr.String())
+		}
+		if keys, err := rs.Client(t).Keys(t.Context(), "*").Result(); err != nil || len(keys) != 0 {
+			t.Errorf("%s on a taken port wrote to Redis: %v %v", mode, keys, err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
+			t.Errorf("%s on a taken port created its data dir", mode)
+		}
+	}
+}
+
 // The built binary: serve on a private Redis with two stores, watched over
 // WebSocket; a compaction, a backup and a restore through the API; a clean
 // exit on SIGTERM.
@@ -107,9 +139,8 @@ func TestServeBinary(t *testing.T) {
 	bin := buildBinary(t)
 	rs := redistest.Start(t)
 	dir := t.TempDir()
-	addr := freeAddr(t)
 	const token = "operator-token-for-the-binary-test"
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--redis", rs.URL(), "--stores", "orders,users",
+	cmd := exec.Command(bin, "serve", "--listen", listenAddr, "--redis", rs.URL(), "--stores", "orders,users",
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "bb",
 		"--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off", "--log-format", "json")
 	cmd.Env = append(os.Environ(), "STOREKEEPER_TOKENS=ops:operator:"+token)
@@ -119,9 +150,16 @@ func TestServeBinary(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	logs := make(chan string, 1000)
+	urls := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
+				select {
+				case urls <- m[1]:
+				default:
+				}
+			}
 			select {
 			case logs <- sc.Text():
 			default:
@@ -129,7 +167,13 @@ func TestServeBinary(t *testing.T) {
 		}
 		close(logs)
 	}()
-	base := "http://" + addr
+	var base string
+	select {
+	case base = <-urls:
+	case <-time.After(60 * time.Second):
+		t.Fatal("no \"storekeeper listening\" line after 60 s")
+	}
+	addr := strings.TrimPrefix(base, "http://")
 	waitReady(t, http.DefaultClient, base, nil, nil)
 	call := func(method, path string) map[string]any {
 		req, _ := http.NewRequest(method, base+path, nil)
@@ -222,18 +266,18 @@ func TestServeTLS(t *testing.T) {
 	kb, _ := x509.MarshalECPrivateKey(key)
 	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
-	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
+	var stderr syncBuffer // read while run writes
 	go func() {
-		done <- run(ctx, []string{"serve", "--listen", addr, "--tls-cert", certFile, "--tls-key", keyFile, "--stores", "orders",
+		done <- run(ctx, []string{"serve", "--listen", listenAddr, "--tls-cert", certFile, "--tls-key", keyFile, "--stores", "orders",
 			"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "tls"}, &stdout, &stderr)
 	}()
 	pool := x509.NewCertPool()
 	pool.AddCert(mustParse(t, der))
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	waitReady(t, client, "https://"+addr, nil, stderr.String)
+	waitReady(t, client, listening(t, stderr.String, nil), nil, stderr.String)
 	if !strings.Contains(stdout.String(), "generated an operator token") || !strings.Contains(stderr.String(), "in memory only") {
 		t.Fatalf("the embedded defaults did not say so:\n%s\n%s", stdout.String(), stderr.String())
 	}
@@ -270,15 +314,15 @@ func TestServeSentinel(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = sentinel.Process.Kill(); _ = sentinel.Wait() })
 
-	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
+	var stderr syncBuffer // read while run writes
 	go func() {
-		done <- run(ctx, []string{"serve", "--listen", addr, "--redis", fmt.Sprintf("redis+sentinel://127.0.0.1:%d/mymaster/0", sport),
+		done <- run(ctx, []string{"serve", "--listen", listenAddr, "--redis", fmt.Sprintf("redis+sentinel://127.0.0.1:%d/mymaster/0", sport),
 			"--stores", "orders", "--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "sen"}, &stdout, &stderr)
 	}()
-	waitReady(t, http.DefaultClient, "http://"+addr, func() bool {
+	stopped := func() bool {
 		select {
 		case code := <-done:
 			t.Logf("serve exited %d", code)
@@ -286,7 +330,8 @@ func TestServeSentinel(t *testing.T) {
 		default:
 			return false
 		}
-	}, stderr.String)
+	}
+	waitReady(t, http.DefaultClient, listening(t, stderr.String, stopped), stopped, stderr.String)
 	// The worker wrote its ownership into the master the sentinel named.
 	if owner, err := master.Client(t).HGet(t.Context(), "storekeeper:stores", "orders").Result(); err != nil || owner != "sen" {
 		t.Fatalf("ownership in the master: %q, %v", owner, err)
