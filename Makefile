@@ -8,9 +8,9 @@ LISTEN      ?= 127.0.0.1:8080
 
 .PHONY: run test bench lint build clean
 
-## run: the all-in-one server with demo stores in $(DATA_DIR) on an in-process Redis: dashboard at http://$(LISTEN)/
-run:
-	$(GO) run ./cmd/storekeeper serve --demo --listen $(LISTEN) --data-dir $(DATA_DIR) --backup-dir $(BACKUP_DIR)
+## run: build, then the all-in-one server with demo stores in $(DATA_DIR) on an in-process Redis: dashboard at http://$(LISTEN)/
+run: build
+	./bin/storekeeper serve --demo --listen $(LISTEN) --data-dir $(DATA_DIR) --backup-dir $(BACKUP_DIR)
 
 ## test: the whole suite, with the race detector
 test:
