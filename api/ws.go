@@ -170,7 +170,7 @@ func (h *hub) serve(c *gin.Context) {
 func (h *hub) replay(ss *melody.Session, w *watcher, since string) {
 	if since != "" {
 		ctx := context.Background()
-		if gap, err := jobs.EventsGap(ctx, h.s.rdb, since); err == nil && gap {
+		if gap, err := jobs.EventsGap(ctx, h.s.rdb, since, h.s.cfg.Jobs.EventsMaxLen); err == nil && gap {
 			b, _ := json.Marshal(map[string]string{"type": "stream.gap", "since": since})
 			if !h.replayWrite(ss, w, b) {
 				return

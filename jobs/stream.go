@@ -150,8 +150,9 @@ func ReadEvents(ctx context.Context, c redis.Cmdable, since string, count int64,
 }
 
 // EventsGap reports whether events after since may be missing because the
-// stream was trimmed past it.
-func EventsGap(ctx context.Context, c redis.Cmdable, since string) (bool, error) {
+// stream was trimmed past it. maxLen is the cap the writers trim the
+// stream to (ClientConfig.EventsMaxLen); 0 when unknown.
+func EventsGap(ctx context.Context, c redis.Cmdable, since string, maxLen int64) (bool, error) {
 	ms, seq, err := parseStreamID(since)
 	if err != nil {
 		return false, fmt.Errorf("%w: since: %w", ErrBadQuery, err)
@@ -159,9 +160,16 @@ func EventsGap(ctx context.Context, c redis.Cmdable, since string) (bool, error)
 	// Redis 7 counts the entries ever added: as many as the stream holds
 	// means nothing was trimmed, so nothing can be missing, however old
 	// since is. (It does not say which ids were trimmed: XTRIM leaves
-	// max-deleted-entry-id alone. miniredis reports no count at all.)
-	if info, err := c.XInfoStream(ctx, EventsStream).Result(); err == nil && info.EntriesAdded > 0 && info.EntriesAdded == info.Length {
-		return false, nil
+	// max-deleted-entry-id alone.) miniredis reports no count; there, a
+	// stream shorter than the cap was never trimmed either: storekeeper's
+	// writers trim only in XADD MAXLEN, which leaves at least the cap.
+	if info, err := c.XInfoStream(ctx, EventsStream).Result(); err == nil {
+		switch {
+		case info.EntriesAdded > 0 && info.EntriesAdded == info.Length:
+			return false, nil
+		case info.EntriesAdded == 0 && maxLen > 0 && info.Length < maxLen:
+			return false, nil
+		}
 	}
 	// Otherwise the oldest entry is all there is to go by: a since older
 	// than it counts as a gap.
