@@ -59,7 +59,14 @@ var (
 		[]string{"store"}, nil)
 	descStoreUp = prometheus.NewDesc("storekeeper_store_healthy", "1 when the store is open on a live node, else 0.",
 		[]string{"store", "node"}, nil)
+	descStoreState = prometheus.NewDesc("storekeeper_store_state", "1 for the state each store's owner last published (open, restoring, corrupt, closed), 0 for the others.",
+		[]string{"store", "node", "state"}, nil)
+	descNodeUp = prometheus.NewDesc("storekeeper_node_up", "1 while the node's heartbeat is live, 0 once it has expired (on a worker: its own node only).",
+		[]string{"node"}, nil)
 )
+
+// storeStates are the states a store publishes (store.State's names).
+var storeStates = []string{"open", "restoring", "corrupt", "closed"}
 
 // durationBuckets are the job duration histogram's upper bounds: 10 ms to
 // about 43 min.
@@ -67,7 +74,7 @@ var durationBuckets = prometheus.ExponentialBuckets(0.01, 4, 10)
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp} {
+	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp, descStoreState, descNodeUp} {
 		ch <- d
 	}
 }
@@ -146,6 +153,9 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 	up := map[string]bool{}
 	for _, n := range nodes {
 		up[n.Node] = n.Up
+		if c.cfg.Node == "" || n.Node == c.cfg.Node {
+			ch <- prometheus.MustNewConstMetric(descNodeUp, prometheus.GaugeValue, b2f(n.Up), n.Node)
+		}
 	}
 	var names []string
 	for name, node := range owners {
@@ -169,11 +179,12 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 			_ = json.Unmarshal([]byte(raw), &p)
 		}
 		ch <- prometheus.MustNewConstMetric(descStoreBytes, prometheus.GaugeValue, float64(p.Stats.DiskBytes), name, node)
-		healthy := 0.0
-		if up[node] && p.Stats.State == "open" {
-			healthy = 1
+		ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, b2f(up[node] && p.Stats.State == "open"), name, node)
+		if p.Stats.State != "" { // nothing published yet: no state to report
+			for _, st := range storeStates {
+				ch <- prometheus.MustNewConstMetric(descStoreState, prometheus.GaugeValue, b2f(p.Stats.State == st), name, node, st)
+			}
 		}
-		ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, healthy, name, node)
 		for _, b := range p.Backups {
 			if !b.Bad {
 				ch <- prometheus.MustNewConstMetric(descBackupAge, prometheus.GaugeValue, now.Sub(b.CreatedAt).Seconds(), name)
@@ -181,4 +192,11 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 			}
 		}
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -14,6 +14,7 @@ import (
 
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/store" // test only: storeStates must be store.State's names
 )
 
 // series gathers c and returns its exposition's sample lines, sorted.
@@ -36,8 +37,9 @@ func series(t *testing.T, c prometheus.Collector) []string {
 	return out
 }
 
-// Two nodes' stores and jobs in Redis: the cluster view has both, a
-// node's view only its own stores and the jobs it ran.
+// Two nodes' stores and jobs in Redis, and a third node that is down: the
+// cluster view has them all, a node's view only itself, its own stores and
+// the jobs it ran.
 func TestCollectorScopes(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	ctx := t.Context()
@@ -60,6 +62,7 @@ func TestCollectorScopes(t *testing.T) {
 	rdb.Set(ctx, jobs.StatsKey("orders"), `{"node":"n1","stats":{"state":"open","disk_bytes":4096},"backups":[{"id":"b2","created_at":"`+
 		now.Add(-time.Hour).Format(time.RFC3339)+`","bad":true},{"id":"b1","created_at":"`+now.Add(-2*time.Hour).Format(time.RFC3339)+`"}]}`, 0)
 	rdb.Set(ctx, jobs.StatsKey("users"), `{"node":"n2","stats":{"state":"corrupt","disk_bytes":10}}`, 0)
+	rdb.SAdd(ctx, jobs.NodesKey, "n3") // known, heartbeat expired
 
 	cluster, err := New(Config{Redis: rdb})
 	if err != nil {
@@ -80,6 +83,13 @@ func TestCollectorScopes(t *testing.T) {
 		`storekeeper_store_disk_bytes{node="n2",store="users"} 10`,
 		`storekeeper_store_healthy{node="n1",store="orders"} 1`,
 		`storekeeper_store_healthy{node="n2",store="users"} 0`,
+		`storekeeper_store_state{node="n1",state="open",store="orders"} 1`,
+		`storekeeper_store_state{node="n1",state="corrupt",store="orders"} 0`,
+		`storekeeper_store_state{node="n2",state="corrupt",store="users"} 1`,
+		`storekeeper_store_state{node="n2",state="open",store="users"} 0`,
+		`storekeeper_node_up{node="n1"} 1`,
+		`storekeeper_node_up{node="n2"} 1`,
+		`storekeeper_node_up{node="n3"} 0`,
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("cluster: no %s in\n%s", want, strings.Join(got, "\n"))
@@ -87,7 +97,7 @@ func TestCollectorScopes(t *testing.T) {
 	}
 	got = series(t, n1)
 	for _, s := range got {
-		if strings.Contains(s, `"users"`) || strings.Contains(s, `status="failed"`) {
+		if strings.Contains(s, `"users"`) || strings.Contains(s, `status="failed"`) || strings.Contains(s, `node="n2"`) || strings.Contains(s, `node="n3"`) {
 			t.Errorf("node n1 reports another node's store or job: %s", s)
 		}
 	}
@@ -95,6 +105,7 @@ func TestCollectorScopes(t *testing.T) {
 		`storekeeper_jobs_finished{kind="compact",status="compacted"} 1`,
 		`storekeeper_job_duration_seconds_count{kind="compact"} 1`,
 		`storekeeper_store_disk_bytes{node="n1",store="orders"} 4096`,
+		`storekeeper_node_up{node="n1"} 1`,
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("n1: no %s in\n%s", want, strings.Join(got, "\n"))
@@ -118,6 +129,17 @@ func TestCollectorScopes(t *testing.T) {
 	}
 	if _, err := New(Config{Redis: rdb, Node: "bad node"}); err == nil {
 		t.Error("a bad node name was accepted")
+	}
+}
+
+// storekeeper_store_state reports every state a store can publish.
+func TestStoreStatesAreStoresStates(t *testing.T) {
+	var names []string
+	for st := store.StateOpen; st.String() != "unknown"; st++ {
+		names = append(names, st.String())
+	}
+	if !slices.Equal(names, storeStates) {
+		t.Errorf("storeStates = %v; store's states are %v", storeStates, names)
 	}
 }
 
