@@ -929,9 +929,13 @@ func TestDeployPrometheusFiles(t *testing.T) {
 	}
 
 	// promtool, where it is installed, checks the expressions and runs the
-	// rules' unit tests.
+	// rules' unit tests; with STOREKEEPER_REQUIRE_PROMTOOL=1 (.ci/run) it
+	// must be.
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
+		if os.Getenv("STOREKEEPER_REQUIRE_PROMTOOL") == "1" {
+			t.Fatal("promtool is not installed and STOREKEEPER_REQUIRE_PROMTOOL=1 (apt-get install prometheus)")
+		}
 		t.Log("promtool not installed: the rules' unit tests (deploy/prometheus/storekeeper-rules.test.yml) did not run")
 		return
 	}
