@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/jobs"
@@ -58,6 +59,9 @@ type Config struct {
 	HTTPClient *http.Client
 	// Push configures Web Push delivery to subscribed browsers.
 	Push PushConfig
+	// Metrics, when set, receives the worker's counters of the jobs it
+	// runs (storekeeper_worker_*).
+	Metrics prometheus.Registerer
 }
 
 // DefaultSchedules: verify daily, backup every 6 h, compact daily; all

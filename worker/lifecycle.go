@@ -157,6 +157,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		if _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
 			return aerr
 		}
+		w.counters.succeeded(p.Kind, out.Status)
 		log.Info("job succeeded", "status", out.Status, "reason", out.Reason, "took", now.Sub(started))
 		return nil
 	}
@@ -181,6 +182,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	if _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
 		log.Error("recording a failed attempt", "err", aerr)
 	}
+	w.counters.attemptFailed(p.Kind, final)
 	if final {
 		log.Error("job failed", "err", err, "permanent", permanent(err))
 		if p.Kind == jobs.KindNotify {

@@ -91,6 +91,7 @@ func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Du
 		}
 		if res.OK {
 			settled++
+			w.counters.settledFailed(rec.Kind)
 			w.log.Warn("settled a job asynq ended without the worker", "job", id, "reason", reason)
 		}
 	}

@@ -35,6 +35,7 @@ type Worker struct {
 	jobs      *jobs.Client
 	sched     *scheduler
 	incidents incidents
+	counters  *counters
 	node      jobs.NodeInfo
 	unlisten  func() // removes the corruption listener
 
@@ -69,6 +70,10 @@ func New(cfg Config) (*Worker, error) {
 		canceledAt: map[string]time.Time{},
 		jobs:       jobs.NewClient(cfg.Redis, cfg.Jobs),
 		incidents:  incidents{pending: map[string]error{}, wake: make(chan struct{}, 1)},
+	}
+	var err error
+	if w.counters, err = newCounters(cfg.Metrics); err != nil {
+		return nil, err
 	}
 	sched, err := newScheduler(w)
 	if err != nil {

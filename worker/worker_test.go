@@ -489,6 +489,11 @@ func TestReconcile(t *testing.T) {
 	if err != nil || n != 2 {
 		t.Fatalf("reconcile settled %d, %v; want 2", n, err)
 	}
+	for _, kind := range []jobs.Kind{jobs.KindVerify, jobs.KindCompact} {
+		if n := count(b.w.counters.finished.WithLabelValues(string(kind), string(jobs.StatusFailed))); n != 1 {
+			t.Errorf("%s jobs counted failed: %v, want 1", kind, n)
+		}
+	}
 	for _, id := range []string{archived.ID, gone.ID} {
 		r, _ := b.client.Get(t.Context(), id)
 		if r.State != jobs.StateFailed || r.Reason == "" {

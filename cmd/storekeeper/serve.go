@@ -228,6 +228,8 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	defer closeRedis()
 	jcfg := jobs.ClientConfig{RecordRetention: c.jobRetention}
 
+	promReg := prometheus.NewRegistry()
+	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var reg *store.Registry
 	var w *worker.Worker
 	if mode != "api" {
@@ -235,7 +237,7 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 			return err
 		}
 		defer reg.Close()
-		wcfg.Redis, wcfg.Registry, wcfg.Jobs = rdb, reg, jcfg
+		wcfg.Redis, wcfg.Registry, wcfg.Jobs, wcfg.Metrics = rdb, reg, jcfg, promReg
 		if w, err = worker.New(wcfg); err != nil {
 			return configError{err}
 		}
@@ -255,8 +257,6 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	}
 	defer stopWorker()
 
-	promReg := prometheus.NewRegistry()
-	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var handler http.Handler
 	var srv *api.Server
 	if mode != "worker" {
