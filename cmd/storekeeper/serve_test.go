@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/redistest"
 )
@@ -287,6 +288,21 @@ func TestServeTLS(t *testing.T) {
 	}
 }
 
+// answersAs reports whether the Redis process with pid answers on port
+// within 10 s.
+func answersAs(t *testing.T, port, pid int) bool {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
+	defer c.Close()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		info, err := c.Info(t.Context(), "server").Result()
+		if err == nil {
+			return strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", pid))
+		}
+	}
+	return false
+}
+
 func mustParse(t *testing.T, der []byte) *x509.Certificate {
 	c, err := x509.ParseCertificate(der)
 	if err != nil {
@@ -303,16 +319,29 @@ func TestServeSentinel(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	_, sportStr, _ := net.SplitHostPort(freeAddr(t))
-	sport, _ := strconv.Atoi(sportStr)
 	host, mport, _ := net.SplitHostPort(master.Addr())
-	conf := filepath.Join(dir, "sentinel.conf")
-	_ = os.WriteFile(conf, fmt.Appendf(nil, "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster %s %s 1\n", sport, dir, host, mport), 0o600)
-	sentinel := exec.Command(bin, conf, "--sentinel")
-	if err := sentinel.Start(); err != nil {
-		t.Fatal(err)
+	// A sentinel must be given its port: one that another process takes
+	// between freeAddr and the sentinel's bind is tried again, and the
+	// sentinel answering must be the one started here.
+	var sport int
+	for attempt := 1; ; attempt++ {
+		_, p, _ := net.SplitHostPort(freeAddr(t))
+		sport, _ = strconv.Atoi(p)
+		conf := filepath.Join(dir, "sentinel.conf")
+		_ = os.WriteFile(conf, fmt.Appendf(nil, "port %d\nbind 127.0.0.1\ndir %s\nsentinel monitor mymaster %s %s 1\n", sport, dir, host, mport), 0o600)
+		sentinel := exec.Command(bin, conf, "--sentinel")
+		if err := sentinel.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sentinel.Process.Kill(); _ = sentinel.Wait() })
+		if answersAs(t, sport, sentinel.Process.Pid) {
+			break
+		}
+		_ = sentinel.Process.Kill()
+		if attempt == 5 {
+			t.Fatal("no sentinel of ours answered on five ports")
+		}
 	}
-	t.Cleanup(func() { _ = sentinel.Process.Kill(); _ = sentinel.Wait() })
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
