@@ -54,28 +54,9 @@ func startCtlServer(t *testing.T) *ctlServer {
 			t.Logf("server log:\n%s", logs.String())
 		}
 	})
-	s.url = listening(t, logs.String, func() bool {
-		select {
-		case code := <-done:
-			t.Logf("serve exited %d", code)
-			return true
-		default:
-			return false
-		}
-	})
-	waitFor(t, 30*time.Second, "the server to be ready", func() bool {
-		select {
-		case code := <-done:
-			t.Fatalf("serve exited %d:\n%s", code, logs.String())
-		default:
-		}
-		resp, err := http.Get(s.url + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
+	stopped := exited(t, done, "serve")
+	s.url = listening(t, logs.String, stopped)
+	waitReady(t, http.DefaultClient, s.url, stopped, logs.String)
 	return s
 }
 

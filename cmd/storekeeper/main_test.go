@@ -87,6 +87,21 @@ func listening(t *testing.T, logs func() string, stopped func() bool) string {
 	}
 }
 
+// exited reports, without waiting, whether a run in this process has
+// returned on done, logging its exit code when it has: the stopped
+// argument of listening and waitReady.
+func exited(t *testing.T, done <-chan int, what string) func() bool {
+	return func() bool {
+		select {
+		case code := <-done:
+			t.Logf("%s exited %d", what, code)
+			return true
+		default:
+			return false
+		}
+	}
+}
+
 // waitFor polls cond until it holds, failing the test after limit.
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()

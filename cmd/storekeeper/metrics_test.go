@@ -32,15 +32,7 @@ func startInProcess(t *testing.T, args ...string) (addr string) {
 			t.Errorf("%v: no exit 30 s after cancel", args[:1])
 		}
 	})
-	stopped := func() bool {
-		select {
-		case code := <-done:
-			t.Logf("%v exited %d", args[:1], code)
-			return true
-		default:
-			return false
-		}
-	}
+	stopped := exited(t, done, args[0])
 	base := listening(t, stderr.String, stopped)
 	waitReady(t, http.DefaultClient, base, stopped, stderr.String)
 	return strings.TrimPrefix(base, "http://")

@@ -351,15 +351,7 @@ func TestServeSentinel(t *testing.T) {
 		done <- run(ctx, []string{"serve", "--listen", listenAddr, "--redis", fmt.Sprintf("redis+sentinel://127.0.0.1:%d/mymaster/0", sport),
 			"--stores", "orders", "--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "sen"}, &stdout, &stderr)
 	}()
-	stopped := func() bool {
-		select {
-		case code := <-done:
-			t.Logf("serve exited %d", code)
-			return true
-		default:
-			return false
-		}
-	}
+	stopped := exited(t, done, "serve")
 	waitReady(t, http.DefaultClient, listening(t, stderr.String, stopped), stopped, stderr.String)
 	// The worker wrote its ownership into the master the sentinel named.
 	if owner, err := master.Client(t).HGet(t.Context(), "storekeeper:stores", "orders").Result(); err != nil || owner != "sen" {
