@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -50,41 +49,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	rs := redistest.Start(t)
 	dir := t.TempDir()
 	const token = "browser-test-operator-token"
-	cmd := exec.Command(bin, "serve", "--demo", "--listen", listenAddr, "--redis", rs.URL(), "--node", "demo-node",
+	srv := startProcess(t, bin, "serve", nil, "serve", "--demo", "--redis", rs.URL(), "--node", "demo-node",
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"),
 		"--tokens", "ops:operator:"+token, "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off")
-	logs, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	var logLines []string
-	logDone := make(chan struct{})
-	urls := make(chan string, 1)
-	go func() {
-		defer close(logDone)
-		sc := bufio.NewScanner(logs)
-		for sc.Scan() {
-			logLines = append(logLines, sc.Text())
-			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case urls <- m[1]:
-				default:
-				}
-			}
-		}
-	}()
-	var base string
-	select {
-	case base = <-urls:
-	case <-logDone:
-		t.Fatalf("serve exited before it listened:\n%s", strings.Join(logLines, "\n"))
-	case <-time.After(60 * time.Second):
-		t.Fatal("no \"storekeeper listening\" line after 60 s")
-	}
+	srv.waitReady(t)
+	base := "http://" + srv.addr
 
 	// The demo seeds its stores and backs each up once; wait for that.
 	waitFor(t, 60*time.Second, "the demo stores backed up", func() bool {
@@ -279,9 +248,8 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancelTab()
-	_ = cmd.Process.Kill()
-	<-logDone
-	for _, l := range logLines {
+	srv.stop(t)
+	for _, l := range strings.Split(srv.logs.String(), "\n") {
 		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "panic") {
 			t.Errorf("server logged: %s", l)
 		}

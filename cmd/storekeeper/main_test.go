@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -164,4 +166,117 @@ func waitReady(t *testing.T, client *http.Client, base string, stopped func() bo
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// process is one storekeeper binary a test started.
+type process struct {
+	name   string
+	addr   string // host:port, known once waitReady returned
+	cmd    *exec.Cmd
+	logs   syncBuffer
+	exited chan struct{}
+	err    error // Wait's, once exited is closed
+	shown  bool  // its exit and logs are in the test's output
+}
+
+// startProcess starts bin with args on a port it picks; a cleanup stops it
+// (SIGTERM, then SIGKILL after 20 s) and expects exit status 0.
+func startProcess(t *testing.T, bin, name string, env []string, args ...string) *process {
+	t.Helper()
+	p := &process{name: name, exited: make(chan struct{})}
+	p.cmd = exec.Command(bin, append(args, "--listen", listenAddr)...)
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.logs, &p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.exited:
+			if t.Failed() && !p.shown {
+				t.Logf("%s had already exited (%v); its last logs:\n%s", p.name, p.err, lastLines(p.logs.String(), 200))
+			}
+			return
+		default:
+		}
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("%s's last logs:\n%s", p.name, lastLines(p.logs.String(), 200))
+		}
+	})
+	return p
+}
+
+// stop sends SIGTERM and waits for the exit (SIGKILL after 20 s), which
+// must be clean: exit status 0. Its logs are complete afterwards.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		t.Errorf("%s: no exit 20 s after SIGTERM; killed", p.name)
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+	if p.err != nil {
+		t.Errorf("%s: SIGTERM should end it cleanly, with exit status 0: %v", p.name, p.err)
+	}
+}
+
+// mustBeRunning fails the test at once, with the process's exit status
+// and last logs, when it has exited.
+func (p *process) mustBeRunning(t *testing.T) {
+	t.Helper()
+	select {
+	case <-p.exited:
+		p.shown = true
+		t.Fatalf("%s exited (%v); its last logs:\n%s", p.name, p.err, lastLines(p.logs.String(), 200))
+	default:
+	}
+}
+
+// lastLines is the last n lines of s. Where the Go runtime reported a
+// crash (panic, fatal error, signal), it is the n/2 lines before the
+// report and the report's first n/2 lines: the cause, not the last
+// goroutines of the dump.
+func lastLines(s string, n int) string {
+	lines := strings.SplitAfter(s, "\n")
+	tail := func(lines []string, n int) string {
+		if len(lines) <= n {
+			return strings.Join(lines, "")
+		}
+		return fmt.Sprintf("[%d lines left out]\n", len(lines)-n) + strings.Join(lines[len(lines)-n:], "")
+	}
+	for i, l := range lines {
+		for _, crash := range []string{"panic: ", "fatal error: ", "SIGQUIT: ", "SIGABRT: ", "SIGSEGV: "} {
+			if strings.HasPrefix(l, crash) {
+				report := lines[i:]
+				if len(report) > n/2 {
+					report = append(report[:n/2:n/2], fmt.Sprintf("[%d lines left out]\n", len(lines)-i-n/2))
+				}
+				return tail(lines[:i], n/2) + strings.Join(report, "")
+			}
+		}
+	}
+	return tail(lines, n)
+}
+
+// waitReady learns where the process listens and waits for its /readyz,
+// failing at once if it exits.
+func (p *process) waitReady(t *testing.T) {
+	t.Helper()
+	stopped := func() bool {
+		select {
+		case <-p.exited:
+			t.Logf("%s exited: %v", p.name, p.err)
+			return true
+		default:
+			return false
+		}
+	}
+	base := listening(t, p.logs.String, stopped)
+	p.addr = strings.TrimPrefix(base, "http://")
+	waitReady(t, http.DefaultClient, base, stopped, p.logs.String)
 }

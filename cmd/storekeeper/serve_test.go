@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -24,7 +23,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -141,41 +139,11 @@ func TestServeBinary(t *testing.T) {
 	rs := redistest.Start(t)
 	dir := t.TempDir()
 	const token = "operator-token-for-the-binary-test"
-	cmd := exec.Command(bin, "serve", "--listen", listenAddr, "--redis", rs.URL(), "--stores", "orders,users",
+	srv := startProcess(t, bin, "serve", []string{"STOREKEEPER_TOKENS=ops:operator:" + token}, "serve", "--redis", rs.URL(), "--stores", "orders,users",
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "bb",
 		"--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off", "--log-format", "json")
-	cmd.Env = append(os.Environ(), "STOREKEEPER_TOKENS=ops:operator:"+token)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	logs := make(chan string, 1000)
-	urls := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := listeningRE.FindStringSubmatch(sc.Text()); m != nil {
-				select {
-				case urls <- m[1]:
-				default:
-				}
-			}
-			select {
-			case logs <- sc.Text():
-			default:
-			}
-		}
-		close(logs)
-	}()
-	var base string
-	select {
-	case base = <-urls:
-	case <-time.After(60 * time.Second):
-		t.Fatal("no \"storekeeper listening\" line after 60 s")
-	}
-	addr := strings.TrimPrefix(base, "http://")
-	waitReady(t, http.DefaultClient, base, nil, nil)
+	srv.waitReady(t)
+	addr, base := srv.addr, "http://"+srv.addr
 	call := func(method, path string) map[string]any {
 		req, _ := http.NewRequest(method, base+path, nil)
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -202,11 +170,7 @@ func TestServeBinary(t *testing.T) {
 			_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))
 			var m map[string]any
 			if err := ws.ReadJSON(&m); err != nil {
-				var seen []string
-				for len(logs) > 0 {
-					seen = append(seen, <-logs)
-				}
-				t.Fatalf("waiting for %s of %s: %v\nlogs:\n%s", typ, job, err, strings.Join(seen, "\n"))
+				t.Fatalf("waiting for %s of %s: %v", typ, job, err) // the cleanup prints the logs
 			}
 			if m["type"] == typ && (job == "" || m["job_id"] == job) {
 				return m
@@ -227,24 +191,8 @@ func TestServeBinary(t *testing.T) {
 		t.Fatalf("history %v", h)
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("no exit 30 s after SIGTERM")
-	}
-	var all []string
-	for l := range logs {
-		all = append(all, l)
-	}
-	joined := strings.Join(all, "\n")
+	srv.stop(t) // exit status 0 after SIGTERM
+	joined := srv.logs.String()
 	if strings.Contains(joined, token) {
 		t.Fatal("the token was logged")
 	}
