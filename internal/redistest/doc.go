@@ -19,6 +19,15 @@
 // AOF is reloaded) let tests simulate crashes; Stop shuts the server down
 // gracefully.
 //
+// Pause (SIGSTOP) and Resume (SIGCONT) simulate a stalled Redis: while
+// paused it answers nothing, but its kernel still accepts connections and
+// buffers what clients send, so commands whose clients timed out and
+// retried all run once it is resumed. Stop, Restart and the cleanup
+// continue a paused server before stopping it (a stopped process would
+// ignore the SIGTERM until the stop timeout); Kill kills it as it is, so
+// what it buffered never runs. To stall single commands rather than the
+// whole server, put a faultproxy in front of it.
+//
 // StartMain is the variant for TestMain and other code without a
 // testing.TB: it returns a stop function instead of registering a cleanup,
 // so one server can be shared by a package's tests, each of which can call
@@ -29,8 +38,9 @@
 // If redis-server is not on PATH, Start and StartMain fall back to an
 // in-process miniredis (Real reports false) and print a notice to stderr
 // once per process. A background ticker advances miniredis' clock by one
-// second per second so that TTLs expire. miniredis cannot crash or reload
-// data: Kill and Restart return an error wrapping ErrNotReal.
+// second per second so that TTLs expire. miniredis cannot crash, reload
+// data or stall: Kill, Restart, Pause and Resume return an error wrapping
+// ErrNotReal.
 //
 // The fallback is forbidden, and Start fails the test (StartMain returns an
 // error) instead, when

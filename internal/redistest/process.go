@@ -152,8 +152,11 @@ func probe(addr string) (int, error) {
 }
 
 // stop sends SIGTERM, then SIGKILL if the process has not exited after
-// stopTimeout, and waits for it.
+// stopTimeout, and waits for it. A paused (SIGSTOPped) process is continued
+// first: it would only act on the SIGTERM once continued, so it would sit
+// out the whole stopTimeout and be killed.
 func (p *proc) stop() {
+	continueProcess(p.cmd.Process)
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-p.done:
@@ -162,7 +165,9 @@ func (p *proc) stop() {
 	}
 }
 
-// kill sends SIGKILL and waits for the process to exit.
+// kill sends SIGKILL and waits for the process to exit. It does not
+// continue a paused (SIGSTOPped) process first: SIGKILL ends it as it is,
+// so a crash while stalled never runs what clients sent meanwhile.
 func (p *proc) kill() {
 	p.cmd.Process.Kill()
 	<-p.done

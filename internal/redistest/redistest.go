@@ -21,7 +21,8 @@ import (
 const RequireEnv = "STOREKEEPER_REQUIRE_REDIS"
 
 // ErrNotReal is returned by operations that need a real redis-server
-// process, such as Kill and Restart, on a miniredis-backed Server.
+// process, such as Kill, Restart, Pause and Resume, on a miniredis-backed
+// Server.
 var ErrNotReal = errors.New("redistest: crash tests need a real redis-server, not miniredis")
 
 const fallbackNotice = "redistest: redis-server not found; using in-process miniredis (set " + RequireEnv + "=1 to forbid)"
@@ -214,6 +215,37 @@ func (s *Server) Kill() error {
 	}
 	s.proc.kill()
 	s.proc = nil
+	return nil
+}
+
+// Pause sends SIGSTOP to the redis-server: it neither answers nor runs
+// anything until Resume, while its kernel still accepts connections and
+// buffers what clients send, as when Redis stalls (a slow fork or disk, a
+// paused VM). Clients whose reads time out meanwhile retry, and a resumed
+// server runs the originals and the retries alike.
+func (s *Server) Pause() error {
+	return s.signal("pause", stopProcess)
+}
+
+// Resume sends SIGCONT to a paused redis-server. Stop, Restart and the
+// cleanup continue a paused server themselves before stopping it; Kill
+// kills it as it is.
+func (s *Server) Resume() error {
+	return s.signal("resume", continueProcess)
+}
+
+func (s *Server) signal(op string, send func(*os.Process) error) error {
+	if !s.Real() {
+		return fmt.Errorf("redistest: %s: %w", op, ErrNotReal)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return fmt.Errorf("redistest: %s: server is not running", op)
+	}
+	if err := send(s.proc.cmd.Process); err != nil {
+		return fmt.Errorf("redistest: %s: %w", op, err)
+	}
 	return nil
 }
 
