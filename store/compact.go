@@ -119,9 +119,12 @@ type CompactResult struct {
 // (or opts.Force). It always runs under a deadline and stops when ctx is
 // cancelled or the store is fenced or closed; Pebble finishes the
 // compaction already running first, so a cancel can take as long as one
-// table's compaction.
+// table's compaction. A disowned store refuses with ErrNotOwner.
 func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult, error) {
 	start := time.Now()
+	if err := s.owned(); err != nil {
+		return CompactResult{}, err
+	}
 	db, err := s.acquire()
 	if err != nil {
 		return CompactResult{}, err
@@ -207,7 +210,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 		}
 		if pebble.IsCorruptionError(err) {
 			cerr := &CorruptionError{Store: s.name, Err: err}
-			s.markCorrupt(cerr)
+			s.markCorrupt(db, cerr)
 			return res, cerr
 		}
 		return res, s.wrap("compact", err)

@@ -144,30 +144,50 @@ func TestDataCorruptionEventMarksStore(t *testing.T) {
 	f.wantReport(t, "victim")
 }
 
+// A table the MANIFEST lists that is missing or has another size, and a
+// MANIFEST the marker names that is missing, are damage: storekeeper's own
+// checks find them before Pebble's open (which reports them untyped).
 func TestOpenDamagedTableMarksCorrupt(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
-		damage func(t *testing.T, path string)
+		damage func(t *testing.T, f *corruptFixture)
+		cause  string // in the cause: which check found it
 	}{
-		{"truncated", func(t *testing.T, p string) {
+		{"truncated", func(t *testing.T, f *corruptFixture) {
+			p := f.largestSST(t)
 			if err := os.Truncate(p, fileSize(t, p)/2); err != nil {
 				t.Fatal(err)
 			}
-		}},
-		{"deleted", func(t *testing.T, p string) {
-			if err := os.Remove(p); err != nil {
+		}, "the MANIFEST records"},
+		{"grown", func(t *testing.T, f *corruptFixture) {
+			fh, err := os.OpenFile(f.largestSST(t), os.O_WRONLY|os.O_APPEND, 0)
+			if err != nil {
 				t.Fatal(err)
 			}
-		}},
+			defer fh.Close()
+			if _, err := fh.Write(make([]byte, 100)); err != nil {
+				t.Fatal(err)
+			}
+		}, "the MANIFEST records"},
+		{"deleted", func(t *testing.T, f *corruptFixture) {
+			if err := os.Remove(f.largestSST(t)); err != nil {
+				t.Fatal(err)
+			}
+		}, "is missing"},
+		{"MANIFEST deleted", func(t *testing.T, f *corruptFixture) {
+			if err := os.Remove(manifestFile(t, f.storeDir())); err != nil {
+				t.Fatal(err)
+			}
+		}, "the MANIFEST the marker names is missing"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newCorruptFixture(t)
-			tc.damage(t, f.largestSST(t))
+			tc.damage(t, f)
 			r := f.open(t) // the registry opens; the store is listed as corrupt
 			s := mustStore(t, r, "victim")
 			st, cause := s.State()
-			if st != StateCorrupt || !errors.Is(cause, ErrCorrupt) {
-				t.Fatalf("state = %v (%v), want corrupt", st, cause)
+			if st != StateCorrupt || !errors.Is(cause, ErrCorrupt) || !strings.Contains(cause.Error(), tc.cause) {
+				t.Fatalf("state = %v (%v), want corrupt with %q", st, cause, tc.cause)
 			}
 			if _, err := s.Get([]byte("key-00000001")); !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("Get on unopened corrupt store = %v", err)

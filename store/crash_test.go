@@ -31,11 +31,14 @@ var (
 
 const crashEnv = "STOREKEEPER_TEST_CRASH"
 
-// TestMain runs the crash child when the crash tests re-execute this
-// binary, and the tests otherwise.
+// TestMain runs the crash child or the disk-full child when the crash
+// and disk-full tests re-execute this binary, and the tests otherwise.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv(crashEnv); spec != "" {
 		crashChildMain(spec) // never returns
+	}
+	if spec := os.Getenv(diskFullEnv); spec != "" {
+		diskFullChildMain(spec) // never returns
 	}
 	os.Exit(m.Run())
 }

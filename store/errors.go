@@ -13,7 +13,8 @@ var (
 	// ErrUnknownStore: no store of that name in the registry.
 	ErrUnknownStore = errors.New("unknown store")
 	// ErrUnavailable: the store is fenced (a restore is running) or did not
-	// open (it is corrupt); try again later.
+	// open: it is corrupt, or unavailable (StateUnavailable: an I/O error,
+	// a full disk, …, named in the error); try again later.
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrClosed: the store or registry has been closed.
 	ErrClosed = errors.New("store closed")
@@ -25,6 +26,10 @@ var (
 	ErrDataDirLocked = errors.New("data directory in use by another process")
 	// ErrNoSpace: a preflight found too little free disk. SpaceError refines it.
 	ErrNoSpace = errors.New("not enough free disk space")
+	// ErrNotOwner: the store was disowned (Store.Disown): this process no
+	// longer holds it, so writes, compactions and restores are refused.
+	// The error also carries the cause given to Disown.
+	ErrNotOwner = errors.New("store not owned by this process")
 )
 
 // Backup and restore errors.
@@ -60,7 +65,7 @@ func (e *CorruptionError) Is(target error) bool { return target == ErrCorrupt }
 
 // SpaceError reports a free-space preflight that failed: nothing was touched.
 type SpaceError struct {
-	Op   string // "compact", "backup", "restore"
+	Op   string // "compact", "backup", "restore", "open"
 	Path string // the filesystem that was checked
 	Need uint64 // bytes the operation needs
 	Free uint64 // bytes available to this process

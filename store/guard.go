@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 
@@ -20,7 +19,7 @@ import (
 // sstables its live version references and the highest table number it
 // has seen, updated on every flush, compaction and ingest (the events fire
 // after Pebble installs the new version). Before any read-write open the
-// guard opens the store read-only and compares:
+// store is opened read-only (Store.inspect) and the guard compares:
 //
 //   - every recorded table is still referenced: fine;
 //   - some are not, but the version holds a table newer than any recorded:
@@ -41,41 +40,14 @@ type guardRecord struct {
 	High   uint64   `json:"high"`   // highest table number ever seen
 }
 
-// check compares a read-only view of the store with the record. It returns
-// a CorruptionError for a rollback or a store that cannot be opened for
-// damaged files, other errors as they are, and nil when the store is safe
-// to open read-write (or is new, or has no record yet).
-func (g *guard) check(name, dir string, opts *pebble.Options) error {
-	rec, err := g.load()
-	if err != nil || rec == nil {
-		return err
-	}
-	desc, err := pebble.Peek(dir, opts.FS)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil
-		}
-		return fmt.Errorf("inspect store %s: %w", name, err)
-	}
-	if !desc.Exists {
-		if len(rec.Tables) > 0 {
-			return &CorruptionError{Store: name, Err: fmt.Errorf("store files are gone: %d sstables were recorded", len(rec.Tables))}
-		}
+// check compares view, the sorted table numbers of the version a
+// read-only open of the store found (Store.inspect), with rec, the record
+// load returned. It returns a CorruptionError naming manifest for a
+// rollback, and nil when the store is safe to open read-write (or has no
+// record yet).
+func (g *guard) check(name string, rec *guardRecord, view []uint64, manifest string) error {
+	if rec == nil {
 		return nil
-	}
-	ro := opts.Clone()
-	ro.ReadOnly = true
-	db, err := pebble.Open(dir, ro)
-	if err != nil {
-		if cerr := classifyOpenError(name, err); cerr != nil {
-			return cerr
-		}
-		return fmt.Errorf("read-only open of store %s: %w", name, err)
-	}
-	view, err := liveTables(db)
-	_ = db.Close()
-	if err != nil {
-		return fmt.Errorf("read-only open of store %s: %w", name, err)
 	}
 	var missing []uint64
 	for _, t := range rec.Tables {
@@ -88,7 +60,7 @@ func (g *guard) check(name, dir string, opts *pebble.Options) error {
 	}
 	return &CorruptionError{
 		Store: name,
-		File:  filepath.Join(dir, desc.ManifestFilename),
+		File:  manifest,
 		Err: fmt.Errorf("MANIFEST rolled back: %d of %d recorded sstables are no longer referenced (first %06d.sst) and none is newer",
 			len(missing), len(rec.Tables), missing[0]),
 	}

@@ -9,9 +9,51 @@ import (
 )
 
 // Reads and writes for the application that owns the stores. They never
-// panic: while the store is fenced for a restore they return ErrUnavailable,
-// after Close ErrClosed. Writes are synced to the WAL unless the registry
-// was configured with NoSync.
+// panic: while the store is fenced for a restore, or did not open (corrupt
+// or unavailable), they return ErrUnavailable, after Close ErrClosed.
+// Writes are synced to the WAL unless the registry was configured with
+// NoSync.
+//
+// Ownership: the worker holds each store through a lease. When it loses
+// the lease it calls Disown, and from then on every write (Set, Delete,
+// DeleteRange, Update) returns ErrNotOwner, with the cause given, until
+// Own; so do Compact and Restore. Reads (Get, NewIter, Scan), Stats,
+// Backups, Backup and Verify go on. The check is one atomic load per
+// write. Disown does not wait for writes already past it: a write that
+// checked ownership before Disown may still commit (an Update checks again
+// just before it commits).
+
+// Disown marks the store as no longer owned by this process: writes,
+// compactions and restores are refused with an error that matches
+// ErrNotOwner and carries cause (its text, and cause for errors.Is). It
+// takes effect at once and changes nothing else; Own lifts it. Calling it
+// again replaces the cause.
+func (s *Store) Disown(cause error) {
+	if cause == nil {
+		cause = errors.New("disowned")
+	}
+	s.notOwner.Store(&cause)
+	s.log.Warn("store disowned: writes refused", "cause", cause)
+}
+
+// Own lifts Disown: writes, compactions and restores are accepted again.
+func (s *Store) Own() {
+	if s.notOwner.Swap(nil) != nil {
+		s.log.Info("store owned again: writes accepted")
+	}
+}
+
+// Owned reports whether the store is owned (not disowned).
+func (s *Store) Owned() bool { return s.notOwner.Load() == nil }
+
+// owned returns the ErrNotOwner error while the store is disowned, nil
+// otherwise.
+func (s *Store) owned() error {
+	if p := s.notOwner.Load(); p != nil {
+		return fmt.Errorf("store %s: %w: %w", s.name, ErrNotOwner, *p)
+	}
+	return nil
+}
 
 // Get returns a copy of the value stored under key, or ErrNotFound.
 func (s *Store) Get(key []byte) ([]byte, error) {
@@ -34,6 +76,9 @@ func (s *Store) Get(key []byte) ([]byte, error) {
 
 // Set stores value under key.
 func (s *Store) Set(key, value []byte) error {
+	if err := s.owned(); err != nil {
+		return err
+	}
 	db, err := s.acquire()
 	if err != nil {
 		return err
@@ -45,6 +90,9 @@ func (s *Store) Set(key, value []byte) error {
 
 // Delete removes key.
 func (s *Store) Delete(key []byte) error {
+	if err := s.owned(); err != nil {
+		return err
+	}
 	db, err := s.acquire()
 	if err != nil {
 		return err
@@ -56,6 +104,9 @@ func (s *Store) Delete(key []byte) error {
 
 // DeleteRange removes every key in [start, end).
 func (s *Store) DeleteRange(start, end []byte) error {
+	if err := s.owned(); err != nil {
+		return err
+	}
 	db, err := s.acquire()
 	if err != nil {
 		return err
@@ -81,8 +132,12 @@ func (b *Batch) DeleteRange(start, end []byte) error { return b.b.DeleteRange(st
 func (b *Batch) Len() int { return int(b.b.Count()) }
 
 // Update runs fn with a new batch and commits it atomically when fn
-// returns nil. The batch must not be used after fn returns.
+// returns nil. The batch must not be used after fn returns. A store
+// disowned while fn runs does not commit.
 func (s *Store) Update(fn func(*Batch) error) error {
+	if err := s.owned(); err != nil {
+		return err
+	}
 	db, err := s.acquire()
 	if err != nil {
 		return err
@@ -91,6 +146,9 @@ func (s *Store) Update(fn func(*Batch) error) error {
 	pb := db.NewBatch()
 	defer pb.Close()
 	if err := fn(&Batch{b: pb}); err != nil {
+		return err
+	}
+	if err := s.owned(); err != nil {
 		return err
 	}
 	defer s.changes.Add(1)

@@ -22,3 +22,10 @@ func progress(ctx context.Context, phase string, done, total int64) {
 		fn(phase, done, total)
 	}
 }
+
+// ReportProgress reports to the ProgressFunc of ctx, if any, as the
+// store's own operations do: for work an embedding application runs under
+// a job's context.
+func ReportProgress(ctx context.Context, phase string, done, total int64) {
+	progress(ctx, phase, done, total)
+}

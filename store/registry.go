@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/jonboulle/clockwork"
 )
 
 // MetaDir is the name, inside the data directory, of storekeeper's own
@@ -50,8 +52,15 @@ type Config struct {
 	PebbleOptions func(store string) *pebble.Options
 	// OnCorrupt is called when a store is found corrupt, once per store
 	// until it is restored. It must not block: Pebble calls it from read
-	// paths.
+	// paths. It is never called for an unavailable store.
 	OnCorrupt func(store string, err error)
+	// OnStateChange is called on every change of a store's state, with the
+	// new state and its cause (see Registry.OnStateChange), from the start
+	// of Open on. It must not block.
+	OnStateChange func(store string, st State, cause error)
+	// Clock drives the retries of unavailable stores' opens (default the
+	// real clock); tests pass a fake one to retry without waiting.
+	Clock clockwork.Clock
 	// Rule decides whether a compaction is worth it.
 	Rule CompactionRule
 	// CompactTimeout bounds one compaction (default 1h). Pebble's Compact can
@@ -101,7 +110,17 @@ func (c *Config) withDefaults() {
 	if c.BackupFS == nil {
 		c.BackupFS = vfs.Default
 	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
+	}
 }
+
+// An unavailable store's open is retried after openRetryMin, then after
+// twice the previous wait, up to openRetryMax.
+const (
+	openRetryMin = time.Second
+	openRetryMax = time.Minute
+)
 
 // Registry is the set of named stores in one data directory. One process
 // holds a data directory at a time.
@@ -117,18 +136,24 @@ type Registry struct {
 
 	mu     sync.RWMutex
 	stores map[string]*Store
-	closed bool
+	closed bool          // Close began: no new retries, Store refuses
+	done   bool          // every store closed and the data directory released
+	stop   chan struct{} // closed when Close begins: ends the retries
+	// retries counts the goroutines retrying unavailable stores' opens.
+	// Add only under mu while !closed, so never concurrently with Wait.
+	retries sync.WaitGroup
 
-	listenMu  sync.Mutex
-	listeners map[int]func(store string, err error)
-	nextID    int
+	listenMu       sync.Mutex
+	listeners      map[int]func(store string, err error)
+	stateListeners map[int]func(store string, st State, cause error)
+	nextID         int
 }
 
 // OnCorrupt adds fn to the functions called when a store is found corrupt
 // (after Config.OnCorrupt), once per store until it is restored; remove
 // takes it away. fn must not block: Pebble calls it from read paths. A
 // store found corrupt before fn was added is in StateCorrupt: check
-// Store.State for those.
+// Store.State for those. fn is never called for an unavailable store.
 func (r *Registry) OnCorrupt(fn func(store string, err error)) (remove func()) {
 	r.listenMu.Lock()
 	defer r.listenMu.Unlock()
@@ -145,10 +170,39 @@ func (r *Registry) OnCorrupt(fn func(store string, err error)) (remove func()) {
 	}
 }
 
+// OnStateChange adds fn to the functions called on every change of a
+// store's state (after Config.OnStateChange): open→corrupt,
+// open→restoring→open, unavailable→open, …, with the new state and its
+// cause (State's second result then). remove takes it away. Calls for one
+// store come in the order of its changes, one at a time, and may come from
+// any goroutine, Pebble's read paths included, so fn must not block; it
+// may read the store, and should hand anything long (a restore) to
+// another goroutine. A change made before fn was added is not replayed:
+// check Store.State.
+func (r *Registry) OnStateChange(fn func(store string, st State, cause error)) (remove func()) {
+	r.listenMu.Lock()
+	defer r.listenMu.Unlock()
+	if r.stateListeners == nil {
+		r.stateListeners = map[int]func(string, State, error){}
+	}
+	id := r.nextID
+	r.nextID++
+	r.stateListeners[id] = fn
+	return func() {
+		r.listenMu.Lock()
+		defer r.listenMu.Unlock()
+		delete(r.stateListeners, id)
+	}
+}
+
 // Open opens every store in cfg.DataDir and those named in cfg.Stores,
 // creating the missing ones. A store that is damaged stays listed in
-// StateCorrupt with its error; Open fails only for invalid configuration,
-// a data directory held by another process, or an I/O error.
+// StateCorrupt with its error; one that cannot be opened for any other
+// reason (an I/O error, a full disk, …) stays listed in StateUnavailable
+// with its error, and the registry retries opening it with backoff until
+// it opens or the registry is closed. Open fails only for invalid
+// configuration, a data directory held by another process, or an I/O
+// error on the data directory itself or the backup directory.
 func Open(cfg Config) (*Registry, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -169,6 +223,7 @@ func Open(cfg Config) (*Registry, error) {
 		log:    cfg.Logger.With("component", "store"),
 		meta:   filepath.Join(dataDir, MetaDir),
 		stores: make(map[string]*Store),
+		stop:   make(chan struct{}),
 
 		backupFS:  cfg.BackupFS,
 		writeOpts: pebble.Sync,
@@ -186,29 +241,32 @@ func Open(cfg Config) (*Registry, error) {
 		return nil, err
 	}
 	names, err := r.discover()
+	var failed map[string]error
 	if err == nil {
-		err = r.recover(names)
+		failed, err = r.recover(names)
 	}
 	if err != nil {
 		r.unlock()
 		return nil, err
 	}
+	unavailable := 0
 	for _, name := range names {
-		if _, err := r.openStore(name); err != nil {
-			_ = r.Close()
-			return nil, err
+		if s := r.openStore(name, failed[name]); s.isUnavailable() {
+			unavailable++
 		}
 	}
-	r.log.Info("stores opened", "data_dir", dataDir, "count", len(names))
+	r.log.Info("stores opened", "data_dir", dataDir, "count", len(names), "unavailable", unavailable)
 	return r, nil
 }
 
 // recover runs before any store opens, holding the instance lock: it
 // finishes or rolls back interrupted restores, and removes what interrupted
-// verifications and backups left.
-func (r *Registry) recover(names []string) error {
+// verifications and backups left. A store whose restore could not be
+// settled is returned with the error: it is left unavailable, and its
+// retries settle the restore first.
+func (r *Registry) recover(names []string) (map[string]error, error) {
 	if err := os.RemoveAll(filepath.Join(r.meta, "work")); err != nil {
-		return fmt.Errorf("store: clean work area: %w", err)
+		return nil, fmt.Errorf("store: clean work area: %w", err)
 	}
 	journals, _ := filepath.Glob(filepath.Join(r.meta, "restore", "*"))
 	for _, j := range journals {
@@ -217,17 +275,19 @@ func (r *Registry) recover(names []string) error {
 			names = append(names, name)
 		}
 	}
+	failed := map[string]error{}
 	for _, name := range names {
 		if err := r.recoverRestore(name); err != nil {
-			return err
+			failed[name] = fmt.Errorf("settle interrupted restore: %w", err)
+			r.log.Error("interrupted restore not settled; the store stays unavailable", "store", name, "err", err)
 		}
 	}
 	if r.cfg.BackupDir != "" {
 		if err := r.cleanBackupGarbage(); err != nil {
-			return fmt.Errorf("store: clean backup dir: %w", err)
+			return nil, fmt.Errorf("store: clean backup dir: %w", err)
 		}
 	}
-	return nil
+	return failed, nil
 }
 
 // dataFS is the filesystem of the data directory's own files (journals,
@@ -259,22 +319,80 @@ func (r *Registry) discover() ([]string, error) {
 	return slices.Compact(names), nil
 }
 
-func (r *Registry) openStore(name string) (*Store, error) {
+// openStore opens the named store and lists it, whatever the outcome:
+// open, corrupt or unavailable (recoverErr, when not nil, is why its
+// interrupted restore could not be settled: unavailable at once).
+func (r *Registry) openStore(name string, recoverErr error) *Store {
 	s := &Store{
 		name:  name,
 		dir:   filepath.Join(r.cfg.DataDir, name),
 		reg:   r,
 		log:   r.log.With("store", name),
-		state: StateClosed,
+		state: stateNew,
 		guard: guard{path: filepath.Join(r.meta, "guard", name+".json")},
 	}
-	if err := s.open(); err != nil {
-		return nil, err
+	if recoverErr != nil {
+		s.opts = r.pebbleOptions(name)
+		s.opts.EnsureDefaults()
+		s.setUnavailable(nil, recoverErr)
+	} else {
+		_ = s.open()
 	}
 	r.mu.Lock()
 	r.stores[name] = s
 	r.mu.Unlock()
-	return s, nil
+	return s
+}
+
+// startRetry starts a goroutine that retries opening s, unless one is
+// running or the registry is closing.
+func (r *Registry) startRetry(s *Store) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || s.retrying {
+		return
+	}
+	s.retrying = true
+	r.retries.Add(1)
+	go r.retryOpen(s)
+}
+
+// retryOpen retries opening s, with backoff, while it is unavailable and
+// the registry is not closing.
+func (r *Registry) retryOpen(s *Store) {
+	defer r.retries.Done()
+	wait := openRetryMin
+	for {
+		t := r.cfg.Clock.NewTimer(wait)
+		select {
+		case <-r.stop:
+			t.Stop()
+			r.endRetry(s)
+			return
+		case <-t.Chan():
+		}
+		s.retryOpen()
+		if r.endRetry(s) {
+			return
+		}
+		wait = min(2*wait, openRetryMax)
+		st, cause := s.State()
+		s.log.Info("store still unavailable", "state", st, "err", cause, "next_retry", wait)
+	}
+}
+
+// endRetry reports whether the retries of s are over (s is no longer
+// unavailable, or the registry is closing) and then marks them so. Under
+// r.mu, so that a store becoming unavailable again just after starts a
+// new retry goroutine rather than counting on this one.
+func (r *Registry) endRetry(s *Store) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.closed && s.isUnavailable() {
+		return false
+	}
+	s.retrying = false
+	return true
 }
 
 // Store returns the named store. The name is validated before anything
@@ -310,24 +428,79 @@ func (r *Registry) Names() []string {
 // DataDir returns the absolute data directory.
 func (r *Registry) DataDir() string { return r.cfg.DataDir }
 
-// Close closes every store (waiting for their iterators) and releases the
-// data directory.
-func (r *Registry) Close() error {
+// Close closes every store (waiting for their iterators and operations)
+// and releases the data directory.
+func (r *Registry) Close() error { return r.CloseContext(context.Background()) }
+
+// CloseContext is Close bounded by ctx, for a shutdown. A store whose
+// in-flight operations and open iterators have not finished when ctx ends
+// is left open, serving as before (closing a *pebble.DB under a running
+// operation panics), and so is a store whose open is being retried at
+// that moment; the error names them. The data directory stays locked
+// while any store is left open. Close or CloseContext may be called again
+// later to close what was left; once everything is closed, they return nil.
+func (r *Registry) CloseContext(ctx context.Context) error {
 	r.mu.Lock()
-	if r.closed {
+	if r.done {
 		r.mu.Unlock()
 		return nil
 	}
-	r.closed = true
+	if !r.closed {
+		r.closed = true
+		close(r.stop)
+	}
 	stores := make([]*Store, 0, len(r.stores))
 	for _, s := range r.stores {
 		stores = append(stores, s)
 	}
 	r.mu.Unlock()
-	var errs []error
-	for _, s := range stores {
-		errs = append(errs, s.Close())
+	slices.SortFunc(stores, func(a, b *Store) int { return strings.Compare(a.name, b.name) })
+
+	// In parallel: every store gets the whole of ctx to drain.
+	errs := make([]error, len(stores))
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.closeContext(ctx)
+		}()
 	}
+	wg.Wait()
+	var left []string
+	for i, s := range stores {
+		if st, _ := s.State(); st != StateClosed {
+			left = append(left, s.name)
+			if errs[i] == nil {
+				errs[i] = fmt.Errorf("store %s: still %s", s.name, st)
+			}
+		}
+	}
+
+	retried := make(chan struct{})
+	go func() { r.retries.Wait(); close(retried) }()
+	select {
+	case <-retried:
+	case <-ctx.Done():
+		select {
+		case <-retried:
+		default:
+			r.mu.RLock()
+			for _, s := range stores {
+				if s.retrying && !slices.Contains(left, s.name) {
+					left = append(left, s.name)
+					errs = append(errs, fmt.Errorf("store %s: its open is being retried: %w", s.name, context.Cause(ctx)))
+				}
+			}
+			r.mu.RUnlock()
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("registry close: stores left open: %s: %w", strings.Join(left, ", "), errors.Join(errs...))
+	}
+	r.mu.Lock()
+	r.done = true
+	r.mu.Unlock()
 	r.unlock()
 	return errors.Join(errs...)
 }
@@ -348,18 +521,38 @@ func (r *Registry) pebbleOptions(name string) *pebble.Options {
 	return opts
 }
 
-func (r *Registry) notifyCorrupt(name string, err error) {
-	if r.cfg.OnCorrupt != nil {
-		r.cfg.OnCorrupt(name, err)
-	}
+// notify runs the hooks for one event of a store: OnCorrupt's for a
+// corruption report, then OnStateChange's for a change of state.
+func (r *Registry) notify(name string, e stateEvent) {
 	r.listenMu.Lock()
-	fns := make([]func(string, error), 0, len(r.listeners))
-	for _, fn := range r.listeners {
-		fns = append(fns, fn)
+	var corrupt []func(string, error)
+	var changed []func(string, State, error)
+	if e.corrupt {
+		for _, fn := range r.listeners {
+			corrupt = append(corrupt, fn)
+		}
+	}
+	if e.changed {
+		for _, fn := range r.stateListeners {
+			changed = append(changed, fn)
+		}
 	}
 	r.listenMu.Unlock()
-	for _, fn := range fns {
-		fn(name, err)
+	if e.corrupt {
+		if r.cfg.OnCorrupt != nil {
+			r.cfg.OnCorrupt(name, e.cause)
+		}
+		for _, fn := range corrupt {
+			fn(name, e.cause)
+		}
+	}
+	if e.changed {
+		if r.cfg.OnStateChange != nil {
+			r.cfg.OnStateChange(name, e.state, e.cause)
+		}
+		for _, fn := range changed {
+			fn(name, e.state, e.cause)
+		}
 	}
 }
 
@@ -400,7 +593,10 @@ func (r *Registry) unlock() {
 }
 
 // pebbleLogger sends Pebble's log lines to slog. Pebble calls Fatalf on a
-// MANIFEST or WAL write error and expects it not to return.
+// MANIFEST or WAL write error and expects it not to return. A store's open
+// probes the disk before Pebble writes anything (opencheck.go), so a
+// restart on a failing disk finds the store unavailable instead of coming
+// back here.
 type pebbleLogger struct{ log *slog.Logger }
 
 func (l pebbleLogger) Infof(format string, args ...any) {

@@ -78,10 +78,15 @@ func (r *Registry) quarantineDir(name string) string {
 // backup beside the live directory, verifies it, swaps it in atomically,
 // keeps the replaced generation in quarantine and reopens. It works on a
 // store that is corrupt or did not open. Run again after any interruption,
-// it finishes or redoes the same restore.
+// it finishes or redoes the same restore. A disowned store refuses with
+// ErrNotOwner. A restored store that cannot be opened for a reason other
+// than damage is left unavailable, and the registry retries its open.
 func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, error) {
 	start := time.Now()
 	var res RestoreResult
+	if err := s.owned(); err != nil {
+		return res, err
+	}
 	paths, err := s.backupPaths()
 	if err != nil {
 		return res, err
@@ -178,7 +183,7 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 	t = time.Now()
 	progress(ctx, "reopening", 0, 0)
 	if err := s.open(); err != nil {
-		return res, err
+		return res, fmt.Errorf("restore %s: restored store did not open: %w", s.name, err)
 	}
 	if st, cause := s.State(); st != StateOpen {
 		return res, fmt.Errorf("restore %s: restored store did not open: %w", s.name, cause)

@@ -14,7 +14,10 @@ import (
 type Stats struct {
 	Name  string `json:"name"`
 	State State  `json:"state"`
-	Error string `json:"error,omitempty"`
+	Error string `json:"error,omitempty"` // the cause when corrupt, unavailable or unopened
+	// NotOwner is the cause given to Disown while the store is disowned
+	// (writes refused with ErrNotOwner); empty while it is owned.
+	NotOwner string `json:"not_owner,omitempty"`
 
 	DiskBytes     uint64       `json:"disk_bytes"`     // Pebble's disk usage (tables live and obsolete, WAL, MANIFEST, OPTIONS); a store not open: every file in its directory
 	LiveBytes     uint64       `json:"live_bytes"`     // sstables of the live version
@@ -56,6 +59,9 @@ func (s *Store) Stats() Stats {
 	st.State = state
 	if cause != nil {
 		st.Error = cause.Error()
+	}
+	if p := s.notOwner.Load(); p != nil {
+		st.NotOwner = (*p).Error()
 	}
 	db, err := s.acquire()
 	if err != nil {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -34,7 +32,19 @@ type Store struct {
 	// operations (a full compaction) stop instead of outliving the DB.
 	halt     context.Context
 	haltStop context.CancelFunc
-	users    sync.WaitGroup // in-flight operations and open iterators
+	users    userCount // in-flight operations and open iterators
+	// events are state changes and corruption reports not yet handed to
+	// the registry's hooks, in the order they happened; delivering is set
+	// while a goroutine hands them over (events.go). Both under mu.
+	events     []stateEvent
+	delivering bool
+	// retrying is set while a goroutine of the registry retries opening
+	// the store (StateUnavailable). Under reg.mu.
+	retrying bool
+
+	// notOwner holds the cause given to Disown while the store is
+	// disowned, nil while it is owned: writes check it on every call.
+	notOwner atomic.Pointer[error]
 
 	maint sync.Mutex // serialises backups and restores of this store
 
@@ -60,12 +70,33 @@ func (s *Store) Name() string { return s.name }
 // Dir returns the store's live directory.
 func (s *Store) Dir() string { return s.dir }
 
-// State returns the store's lifecycle state and, when corrupt or unopened,
-// the reason.
+// State returns the store's lifecycle state and, when corrupt, unavailable
+// or unopened, the reason.
 func (s *Store) State() (State, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.state, s.cause
+}
+
+func (s *Store) isUnavailable() bool {
+	st, _ := s.State()
+	return st == StateUnavailable
+}
+
+// retryOpen is one retry of an unavailable store's open: it settles an
+// interrupted restore first (Open may have failed to), then opens. It holds
+// maint, so it never runs beside a restore, which opens the store itself.
+func (s *Store) retryOpen() {
+	s.maint.Lock()
+	defer s.maint.Unlock()
+	if !s.isUnavailable() {
+		return
+	}
+	if err := s.reg.recoverRestore(s.name); err != nil {
+		s.setUnavailable(nil, fmt.Errorf("settle interrupted restore: %w", err))
+		return
+	}
+	_ = s.open()
 }
 
 // acquire returns the database for one operation. Every successful acquire
@@ -76,11 +107,11 @@ func (s *Store) acquire() (*pebble.DB, error) {
 	if s.db == nil || s.state == StateRestoring || s.state == StateClosed {
 		return nil, s.refusalLocked()
 	}
-	s.users.Add(1)
+	s.users.add()
 	return s.db, nil
 }
 
-func (s *Store) release() { s.users.Done() }
+func (s *Store) release() { s.users.done() }
 
 // refusalLocked explains why the store does not serve. s.mu must be held.
 func (s *Store) refusalLocked() error {
@@ -89,6 +120,8 @@ func (s *Store) refusalLocked() error {
 		return fmt.Errorf("store %s: %w", s.name, ErrClosed)
 	case s.state == StateRestoring:
 		return fmt.Errorf("store %s is being restored: %w", s.name, ErrUnavailable)
+	case s.state == StateUnavailable && s.cause != nil:
+		return fmt.Errorf("store %s is unavailable: %w: %w", s.name, ErrUnavailable, s.cause)
 	case s.cause != nil:
 		return fmt.Errorf("store %s did not open: %w: %w", s.name, ErrUnavailable, s.cause)
 	default:
@@ -109,67 +142,139 @@ func (s *Store) longContext(ctx context.Context) (context.Context, context.Cance
 	return ctx, func() { stop(); cancel(nil) }
 }
 
-// open opens the database: first the torn-MANIFEST guard (read-only), then
-// read-write. A store whose files are damaged is left in StateCorrupt with
-// no database and the evidence in cause; only other failures return an error.
+// open opens the database and records the outcome in the store's state:
+// StateOpen; StateCorrupt when the files are damaged (see openDB), with
+// OnCorrupt called; StateUnavailable for any other failure, which the
+// registry then retries. It returns the cause when the store is
+// unavailable, and nil when it opened or is corrupt. A store closed while
+// it was opening stays closed.
 func (s *Store) open() error {
+	a := &openAttempt{}
 	opts := s.reg.pebbleOptions(s.name)
-	opts.AddEventListener(s.listener())
+	opts.AddEventListener(s.listener(a))
 	opts.AddEventListener(pebble.MakeLoggingEventListener(changeCounter{&s.changes}))
 	opts.EnsureDefaults()
 	s.opts = opts
-	if err := s.guard.check(s.name, s.dir, opts); err != nil {
-		if errors.Is(err, ErrCorrupt) {
-			s.setCorrupt(err)
-			return nil
-		}
+	db, err := s.openDB(opts)
+	var cerr *CorruptionError
+	switch {
+	case err == nil:
+		s.settle(a, StateOpen, db, nil)
+		s.log.Debug("store opened", "dir", s.dir)
+		return nil
+	case errors.As(err, &cerr):
+		s.setCorrupt(a, cerr)
+		return nil
+	default:
+		s.setUnavailable(a, err)
 		return err
 	}
-	db, err := pebble.Open(s.dir, opts)
-	if err != nil {
-		if cerr := classifyOpenError(s.name, err); cerr != nil {
-			s.setCorrupt(cerr)
-			return nil
-		}
-		return fmt.Errorf("open store %s: %w", s.name, err)
-	}
-	if err := s.guard.reset(db); err != nil {
-		_ = db.Close()
-		return fmt.Errorf("open store %s: record file set: %w", s.name, err)
-	}
-	halt, stop := context.WithCancel(context.Background())
+}
+
+// openAttempt ties the damage a database's event listener reports to that
+// database. A report that comes while the open is still running (Pebble
+// loads table stats at once) waits for it to end; one from a database the
+// store no longer serves (fenced for a restore or a close, or replaced)
+// is stale and only logged.
+type openAttempt struct {
+	done    bool       // the open ended; under s.mu
+	db      *pebble.DB // the database it installed, if any; under s.mu
+	pending error      // damage reported before the open ended; under s.mu
+}
+
+// settle records the end of an open (a may be nil when there was no
+// attempt): the new state, the database (nil unless open) and the cause.
+// Corruption and unavailability go through setCorrupt and setUnavailable,
+// which call it. It reports false when the store was closed meanwhile:
+// the result is then dropped.
+func (s *Store) settle(a *openAttempt, st State, db *pebble.DB, cause error) bool {
 	s.mu.Lock()
-	s.db, s.state, s.cause = db, StateOpen, nil
-	s.halt, s.haltStop = halt, stop
+	if a != nil {
+		a.done = true
+	}
+	if s.state == StateClosed {
+		// Closed while the open ran (a retry racing Registry.Close): the
+		// result is not wanted.
+		s.mu.Unlock()
+		if db != nil {
+			_ = db.Close()
+		}
+		return false
+	}
+	changed := s.state != st
+	s.db, s.state, s.cause = db, st, cause
+	var pending error
+	if db != nil {
+		s.halt, s.haltStop = context.WithCancel(context.Background())
+		if a != nil {
+			a.db, pending = db, a.pending
+		}
+	}
+	if changed {
+		s.queueLocked(stateEvent{state: st, cause: cause, changed: true, corrupt: st == StateCorrupt})
+	}
 	s.mu.Unlock()
-	s.log.Debug("store opened", "dir", s.dir)
-	return nil
+	s.deliver()
+	if pending != nil {
+		s.markCorrupt(db, pending)
+	}
+	return true
 }
 
 // setCorrupt records a store that could not be opened safely.
-func (s *Store) setCorrupt(err error) {
-	s.mu.Lock()
-	s.state, s.cause, s.db = StateCorrupt, err, nil
-	s.mu.Unlock()
-	s.log.Error("store corrupt; not opened", "err", err)
-	s.reg.notifyCorrupt(s.name, err)
+func (s *Store) setCorrupt(a *openAttempt, err error) {
+	if s.settle(a, StateCorrupt, nil, err) {
+		s.log.Error("store corrupt; not opened", "err", err)
+	}
 }
 
-// markCorrupt records damage found while the store is open. The store keeps
-// serving what it can; the hook decides what happens next (a restore).
-func (s *Store) markCorrupt(err error) {
-	s.mu.Lock()
-	first := s.state != StateCorrupt
-	if s.state == StateOpen {
-		s.state = StateCorrupt
+// setUnavailable records a store that could not be opened for a reason
+// that is not damage, and has the registry retry the open.
+func (s *Store) setUnavailable(a *openAttempt, err error) {
+	if s.settle(a, StateUnavailable, nil, err) {
+		s.log.Warn("store unavailable; the open will be retried", "err", err)
+		s.reg.startRetry(s)
 	}
-	if s.cause == nil {
+}
+
+// reportCorrupt is how a database's event listener reports damage.
+func (s *Store) reportCorrupt(a *openAttempt, err error) {
+	s.mu.Lock()
+	if !a.done {
+		if a.pending == nil {
+			a.pending = err
+		}
+		s.mu.Unlock()
+		return
+	}
+	db := a.db
+	s.mu.Unlock()
+	s.markCorrupt(db, err)
+}
+
+// markCorrupt records damage that db, the store's database, showed (or a
+// checkpoint of it). The store keeps serving what it can; the hook decides
+// what happens next (a restore). Damage from a database the store no
+// longer serves (nil, fenced for a restore or a close, or replaced) is
+// stale and only logged, so OnCorrupt is never called for a store that is
+// being restored, closed or unavailable.
+func (s *Store) markCorrupt(db *pebble.DB, err error) {
+	s.mu.Lock()
+	if db == nil || db != s.db {
+		s.mu.Unlock()
+		s.log.Warn("damage reported by a database the store no longer serves; ignored", "err", err)
+		return
+	}
+	first := s.state != StateCorrupt
+	if first {
+		s.state = StateCorrupt
 		s.cause = err
+		s.queueLocked(stateEvent{state: StateCorrupt, cause: err, changed: true, corrupt: true})
 	}
 	s.mu.Unlock()
 	if first {
 		s.log.Error("store corrupt", "err", err)
-		s.reg.notifyCorrupt(s.name, err)
+		s.deliver()
 	}
 }
 
@@ -193,27 +298,43 @@ func (s *Store) fence(ctx context.Context, to State) (*pebble.DB, error) {
 	if s.haltStop != nil {
 		s.haltStop()
 	}
+	s.queueLocked(stateEvent{state: to, cause: s.cause, changed: true})
 	s.mu.Unlock()
-	drained := make(chan struct{})
-	go func() { s.users.Wait(); close(drained) }()
+	s.deliver()
+	drained := s.users.drained()
 	select {
 	case <-drained:
 		return db, nil
 	case <-ctx.Done():
 	}
-	// Give up: serve again. The waiter goroutine ends when the last user
-	// releases.
+	select {
+	case <-drained: // both were ready: the store did drain
+		return db, nil
+	default:
+	}
+	// Give up: serve again. Users that are still running release into the
+	// counter as usual; nothing waits on it any more.
 	halt, stop := context.WithCancel(context.Background())
 	s.mu.Lock()
 	s.state, s.db, s.halt, s.haltStop = prev, db, halt, stop
+	s.queueLocked(stateEvent{state: prev, cause: s.cause, changed: true})
 	s.mu.Unlock()
+	s.deliver()
+	if prev == StateUnavailable {
+		s.reg.startRetry(s)
+	}
 	return nil, fmt.Errorf("store %s: waiting for open iterators and operations: %w", s.name, context.Cause(ctx))
 }
 
 // Close closes the store, waiting for in-flight operations and open
 // iterators. Later calls on the store return ErrClosed.
-func (s *Store) Close() error {
-	db, err := s.fence(context.Background(), StateClosed)
+func (s *Store) Close() error { return s.closeContext(context.Background()) }
+
+// closeContext closes the store unless ctx ends before its operations and
+// iterators drain: the store is then left open (a closed *pebble.DB would
+// panic under them) and the error says so.
+func (s *Store) closeContext(ctx context.Context) error {
+	db, err := s.fence(ctx, StateClosed)
 	if err != nil {
 		if errors.Is(err, ErrClosed) {
 			return nil
@@ -230,15 +351,16 @@ func (s *Store) Close() error {
 	return nil
 }
 
-func (s *Store) listener() pebble.EventListener {
+// listener is the event listener of the database a opens.
+func (s *Store) listener(a *openAttempt) pebble.EventListener {
 	return pebble.EventListener{
 		DataCorruption: func(info pebble.DataCorruptionInfo) {
-			s.markCorrupt(&CorruptionError{Store: s.name, File: info.Path, Err: info.Details})
+			s.reportCorrupt(a, &CorruptionError{Store: s.name, File: info.Path, Err: info.Details})
 		},
 		BackgroundError: func(err error) {
 			s.bgErrors.Add(1)
 			if pebble.IsCorruptionError(err) {
-				s.markCorrupt(&CorruptionError{Store: s.name, Err: err})
+				s.reportCorrupt(a, &CorruptionError{Store: s.name, Err: err})
 				return
 			}
 			// A full disk or an I/O error fails work; it is not corruption.
@@ -329,26 +451,22 @@ func (s *Store) abortCompactions(err error) {
 	}
 }
 
-// classifyOpenError returns a CorruptionError when an open failed because
-// store files are damaged, missing or mis-sized, and nil otherwise.
+// classifyOpenError returns a CorruptionError when Pebble typed an open's
+// failure as corruption (pebble.IsCorruptionError), and nil otherwise. The
+// text of an error is never evidence: an EIO, EMFILE or ENOSPC on a table
+// or the MANIFEST names those files too. Missing and mis-sized tables,
+// which Pebble reports untyped, are found by storekeeper's own table check
+// (checkTables) before Pebble's open, and a rolled-back MANIFEST by the
+// guard; every other failure leaves the store unavailable.
 func classifyOpenError(name string, err error) error {
-	msg := err.Error()
-	switch {
-	case errors.Is(err, os.ErrPermission):
-		return nil
-	case pebble.IsCorruptionError(err), errors.Is(err, fs.ErrNotExist):
-		return &CorruptionError{Store: name, File: fileFromError(msg), Err: err}
-	}
-	// Pebble reports a mis-sized or unknown table in words, not types.
-	for _, hint := range []string{"size mismatch", "(type sstable)", ".sst", "MANIFEST", "checksum"} {
-		if strings.Contains(msg, hint) {
-			return &CorruptionError{Store: name, File: fileFromError(msg), Err: err}
-		}
+	if err != nil && pebble.IsCorruptionError(err) {
+		return &CorruptionError{Store: name, File: fileFromError(err.Error()), Err: err}
 	}
 	return nil
 }
 
-// fileFromError picks the first path-like word naming a store file.
+// fileFromError picks the first path-like word naming a store file, to
+// name it in a CorruptionError; it never decides what an error means.
 func fileFromError(msg string) string {
 	for _, w := range strings.Fields(msg) {
 		w = strings.Trim(w, `":,()`)

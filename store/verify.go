@@ -41,12 +41,15 @@ type VerifyResult struct {
 // Verify checks the block checksums of every sstable of the live store.
 // It works on a hard-linked checkpoint, so files a concurrent compaction
 // deletes are never mistaken for corruption, and the checkpoint holds no
-// lock on the store while it is read. Damage returns a CorruptionError
-// naming the file and marks the store corrupt.
+// lock on the store while it is read. Damage (an error Pebble types as
+// corruption: a checksum mismatch, a bad footer) returns a CorruptionError
+// naming the file and marks the store corrupt. A read that fails (EIO,
+// EMFILE, …) fails the verification with that error and marks nothing:
+// it says nothing about the bytes on disk.
 func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, error) {
 	start := time.Now()
 	progress(ctx, "checkpoint", 0, 0)
-	dir, err := s.checkpoint(ctx, "verify")
+	dir, db, err := s.checkpointOf(ctx, "verify")
 	if err != nil {
 		return VerifyResult{}, err
 	}
@@ -60,7 +63,7 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, e
 			if cerr.File != "" {
 				cerr.File = filepath.Join(s.dir, filepath.Base(cerr.File))
 			}
-			s.markCorrupt(cerr)
+			s.markCorrupt(db, cerr)
 		}
 		return res, err
 	}
@@ -72,27 +75,35 @@ func (s *Store) Verify(ctx context.Context, opts VerifyOptions) (VerifyResult, e
 // checkpoint hard-links the live file set (with the WAL flushed) into a new
 // directory under the registry's work area and returns its path.
 func (s *Store) checkpoint(ctx context.Context, purpose string) (string, error) {
+	dir, _, err := s.checkpointOf(ctx, purpose)
+	return dir, err
+}
+
+// checkpointOf is checkpoint that also returns the database the
+// checkpoint was taken of, to tell damage found in it from a stale report
+// (markCorrupt).
+func (s *Store) checkpointOf(ctx context.Context, purpose string) (string, *pebble.DB, error) {
 	db, err := s.acquire()
 	if err != nil {
 		var cerr *CorruptionError
 		if errors.As(err, &cerr) {
-			return "", cerr
+			return "", nil, cerr
 		}
-		return "", err
+		return "", nil, err
 	}
 	defer s.release()
 	if err := ctx.Err(); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	dir, err := s.reg.workDir(purpose + "-" + s.name)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if err := db.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
 		os.RemoveAll(dir)
-		return "", s.wrap("checkpoint", err)
+		return "", nil, s.wrap("checkpoint", err)
 	}
-	return dir, nil
+	return dir, db, nil
 }
 
 // verifyDir validates every sstable in dir, in parallel, and with
@@ -111,7 +122,7 @@ func (s *Store) verifyDir(ctx context.Context, dir string, opts VerifyOptions) (
 	}
 	slices.Sort(files)
 	res.Files = len(files)
-	if res.Bytes, err = validateTablesSize(ctx, s.opts, vfs.Default, files, s.name); err != nil {
+	if res.Bytes, err = validateTablesSize(ctx, s.opts, s.opts.FS, files, s.name); err != nil {
 		return res, err
 	}
 	if !opts.Deep {
@@ -120,14 +131,18 @@ func (s *Store) verifyDir(ctx context.Context, dir string, opts VerifyOptions) (
 	points, err := checkLevels(s.opts, dir)
 	res.Points = points
 	if err != nil {
-		return res, &CorruptionError{Store: s.name, Err: err}
+		if pebble.IsCorruptionError(err) {
+			return res, &CorruptionError{Store: s.name, Err: err}
+		}
+		return res, fmt.Errorf("store %s: check levels: %w", s.name, err)
 	}
 	return res, nil
 }
 
 // validateTablesSize checks the block checksums of files on GOMAXPROCS
-// goroutines and returns the bytes read; damage is a CorruptionError
-// naming the file, and store names the store in it.
+// goroutines and returns the bytes read; damage (an error Pebble types as
+// corruption) is a CorruptionError naming the file, and store names the
+// store in it. Any other error (a failed read) is returned as it is.
 func validateTablesSize(ctx context.Context, opts *pebble.Options, fs vfs.FS, files []string, store string) (uint64, error) {
 	var bytes atomic.Uint64
 	g, gctx := errgroup.WithContext(ctx)
@@ -139,10 +154,14 @@ func validateTablesSize(ctx context.Context, opts *pebble.Options, fs vfs.FS, fi
 			}
 			n, err := validateTable(opts, fs, f)
 			bytes.Add(n)
-			if err != nil {
+			switch {
+			case err == nil:
+				return nil
+			case pebble.IsCorruptionError(err):
 				return &CorruptionError{Store: store, File: f, Err: err}
+			default:
+				return fmt.Errorf("store %s: read %s: %w", store, f, err)
 			}
-			return nil
 		})
 	}
 	err := g.Wait()
@@ -229,7 +248,9 @@ func checkLevels(opts *pebble.Options, dir string) (int64, error) {
 		return st.NumPoints, err
 	}
 	if info := corrupt.Load(); info != nil {
-		return st.NumPoints, fmt.Errorf("%s: %w", info.Path, info.Details)
+		// Pebble raises DataCorruption only for corruption errors; keep
+		// the mark through the wrapping.
+		return st.NumPoints, fmt.Errorf("%s: %w: %w", info.Path, pebble.ErrCorruption, info.Details)
 	}
 	return st.NumPoints, nil
 }
