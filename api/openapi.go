@@ -40,7 +40,7 @@ var documented = []routeDoc{
 	{"POST", "/api/push/subscriptions", "viewer", "Web Push: subscribe a browser; body its PushSubscription JSON {endpoint, keys:{p256dh, auth}}; 201 {id}; 409 too_many_subscriptions past 256 browsers", []int{201, 400, 401, 409, 413, 503}},
 	{"DELETE", "/api/push/subscriptions", "viewer", "Web Push: unsubscribe; body {endpoint} or ?endpoint=", []int{200, 400, 401, 404, 503}},
 	{"GET", "/api/openapi.json", "open", "This document", []int{200}},
-	{"GET", "/ws", "viewer", "Events as JSON text frames; store, job, kind (repeatable), since=<event id>; token by header or ?token=", []int{101, 400, 401, 403}},
+	{"GET", "/ws", "viewer", "Events as JSON text frames; store, job, kind (repeatable), since=<event id>; token by header or ?token=. Control frames: {\"type\":\"stream.live\"} once subscribed (after the replay), stream.gap {since}, stream.dropped {count}", []int{101, 400, 401, 403}},
 	{"GET", "/metrics", "open", "Prometheus metrics", []int{200}},
 	{"GET", "/healthz", "open", "The process is up", []int{200}},
 	{"GET", "/", "open", "The dashboard page (it asks for a token; its files are under /ui/)", []int{200}},

@@ -23,14 +23,24 @@ import (
 // WebSocket watchers (DESIGN.md, "Melody — facts measured"): one tailer
 // per process reads the events stream and hands each event to one sender
 // goroutine through a buffered channel; the sender writes to each matching
-// session's buffer without waiting. A session whose buffer is full loses
+// watcher's buffer without waiting. A watcher whose buffer is full loses
 // that event only for itself; it is told how many it missed
 // (stream.dropped) as soon as it has room, and it is disconnected if it
 // stays stuck. A watcher that missed events reconnects with since=.
 //
+// The sender keeps its own set of watchers: melody writes the 101 before
+// it registers the session, and offers no hook once it has, so its
+// sessions say nothing about which events a new watcher will get. A new
+// watcher joins the set through the sender itself (ops), so every event
+// the sender handles from then on reaches it; once it is in the set and
+// its since= replay is written, it gets one {"type":"stream.live"}: every
+// event appended after the client read that frame reaches it.
+//
 // A since= replay is different: it reads the stream at the watcher's pace,
 // so it waits for room in the buffer instead of dropping, however long the
-// replay (a watcher too slow for it is disconnected like a stuck one).
+// replay (a watcher too slow for it is disconnected like a stuck one). A
+// replay that cannot read the stream says so with stream.gap (since: the
+// last position it reached) before it goes live.
 
 const (
 	sessionBuffer = 1024             // melody's per-session buffer
@@ -38,13 +48,23 @@ const (
 	replayPage    = 500
 )
 
+// streamLive is the frame that tells a watcher it is subscribed.
+var streamLive = []byte(`{"type":"stream.live"}`)
+
 // watcher is one session's filters and position.
 type watcher struct {
+	ss             *melody.Session
+	conn           *hijackRecorder
+	since          string // the since= it connected with; "" for none
 	stores, jobIDs []string
 	kinds          []jobs.Kind
+	idx            int // its place in the sender's set, -1 when not in it (the sender's alone)
 
-	mu        sync.Mutex
-	last      string   // id of the last event sent ("" before any)
+	mu sync.Mutex
+	// last is the id of the last event sent while the replay may be ahead
+	// of the tailer; "" before any, and once the sender's events are all
+	// newer (no comparison needed then).
+	last      string
 	replaying bool     // live events wait in pending until the replay is done
 	full      bool     // while replaying: a write found the buffer full
 	pending   [][]byte // live events that arrived during the replay, with ids
@@ -64,13 +84,24 @@ type live struct {
 	raw []byte
 }
 
+// watcherOp asks the sender to add a watcher to its set, or to remove
+// it, or (size) how many it holds.
+type watcherOp struct {
+	w      *watcher
+	remove bool
+	size   chan<- int
+}
+
 type hub struct {
-	s      *Server
-	m      *melody.Melody
-	events chan live
-	stop   context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	s       *Server
+	m       *melody.Melody
+	events  chan live
+	ops     chan watcherOp
+	quit    chan struct{} // closed when the sender has stopped
+	started atomic.Bool
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	once    sync.Once
 }
 
 func newHub(s *Server) *hub {
@@ -78,7 +109,7 @@ func newHub(s *Server) *hub {
 	m.Config.MessageBufferSize = sessionBuffer
 	m.Config.MaxMessageSize = 4096
 	m.Upgrader.CheckOrigin = s.checkOrigin
-	h := &hub{s: s, m: m, events: make(chan live, 4096)}
+	h := &hub{s: s, m: m, events: make(chan live, 4096), ops: make(chan watcherOp), quit: make(chan struct{})}
 	// Only count here: closing a session inside this hook recurses.
 	m.HandleError(func(ss *melody.Session, err error) {
 		if errors.Is(err, melody.ErrMessageBufferFull) {
@@ -98,14 +129,35 @@ func newHub(s *Server) *hub {
 			s.metrics.wsDropped.Inc()
 		}
 	})
+	// melody calls this before it starts the session's writer; the session
+	// may not be in melody's hub yet, which does not matter: the sender
+	// delivers to its own set.
 	m.HandleConnect(func(ss *melody.Session) {
 		s.metrics.wsWatchers.Inc()
-		if w := watcherOf(ss); w != nil {
-			since, _ := ss.Get("since")
-			go h.replay(ss, w, since.(string))
+		w := watcherOf(ss)
+		if w == nil {
+			return
+		}
+		w.ss = ss // before the sender or a replay can see w
+		if !h.started.Load() {
+			_ = ss.CloseWithMsg(melody.FormatCloseMessage(melody.CloseInternalServerErr, "events are not served yet"))
+			return
+		}
+		select {
+		case h.ops <- watcherOp{w: w}:
+		case <-h.quit:
+			_ = ss.CloseWithMsg(melody.FormatCloseMessage(melody.CloseGoingAway, "server shutting down"))
 		}
 	})
-	m.HandleDisconnect(func(*melody.Session) { s.metrics.wsWatchers.Dec() })
+	m.HandleDisconnect(func(ss *melody.Session) {
+		s.metrics.wsWatchers.Dec()
+		if w := watcherOf(ss); w != nil && h.started.Load() {
+			select {
+			case h.ops <- watcherOp{w: w, remove: true}:
+			case <-h.quit:
+			}
+		}
+	})
 	return h
 }
 
@@ -138,7 +190,7 @@ func (s *Server) checkOrigin(r *http.Request) bool {
 // since=<event id>.
 func (h *hub) serve(c *gin.Context) {
 	q := c.Request.URL.Query()
-	w := &watcher{stores: q["store"], jobIDs: q["job"], replaying: true}
+	w := &watcher{stores: q["store"], jobIDs: q["job"], idx: -1}
 	for _, k := range q["kind"] {
 		if !jobs.Kind(k).Valid() {
 			h.s.fail(c, invalid("unknown kind "+k))
@@ -146,73 +198,101 @@ func (h *hub) serve(c *gin.Context) {
 		}
 		w.kinds = append(w.kinds, jobs.Kind(k))
 	}
-	since := q.Get("since")
-	if since != "" && !jobs.ValidStreamID(since) {
+	w.since = q.Get("since")
+	if w.since != "" && !jobs.ValidStreamID(w.since) {
 		h.s.fail(c, invalid("since must be an event id"))
 		return
 	}
+	w.replaying = w.since != ""
 	if !h.s.checkOrigin(c.Request) {
 		h.s.fail(c, newError(http.StatusForbidden, "forbidden", "origin not allowed"))
 		return
 	}
-	rec := &hijackRecorder{ResponseWriter: c.Writer}
-	if err := h.m.HandleRequestWithKeys(rec, c.Request, map[string]any{"watcher": w, "since": since, "conn": rec}); err != nil {
+	w.conn = &hijackRecorder{ResponseWriter: c.Writer}
+	if err := h.m.HandleRequestWithKeys(w.conn, c.Request, map[string]any{"watcher": w}); err != nil {
 		h.s.log.Warn("websocket upgrade failed", "request_id", requestID(c), "err", err)
 	}
 }
 
-// replay sends what the stream still holds after since, then lets the
-// live events through: live events arriving meanwhile wait in pending, and
-// only those after the last replayed id are sent, so there is no gap and
-// no duplicate. Every write waits for room (replayWrite): nothing is lost
-// to a watcher slower than the replay, except live events beyond pending's
-// bound, which it is told about (stream.dropped) in their place.
-func (h *hub) replay(ss *melody.Session, w *watcher, since string) {
-	if since != "" {
-		ctx := context.Background()
-		if gap, err := jobs.EventsGap(ctx, h.s.rdb, since, h.s.cfg.Jobs.EventsMaxLen); err == nil && gap {
-			b, _ := json.Marshal(map[string]string{"type": "stream.gap", "since": since})
-			if !h.replayWrite(ss, w, b) {
+// replay sends what the stream still holds after the watcher's since,
+// then lets the live events through: live events arriving meanwhile wait
+// in pending, and only those after the last replayed id are sent, so there
+// is no gap and no duplicate. Then it sends stream.live. Every write waits
+// for room (replayWrite): nothing is lost to a watcher slower than the
+// replay, except live events beyond pending's bound, which it is told
+// about (stream.dropped) in their place. A stream it cannot read is told
+// as stream.gap from the position reached. It runs under the hub's
+// context and wait group: it ends when the hub stops.
+func (h *hub) replay(ctx context.Context, w *watcher) {
+	cursor, told := w.since, ""
+	gap := func() bool { // events after cursor may be missing: say so, once per position
+		if told == cursor {
+			return true
+		}
+		told = cursor
+		b, _ := json.Marshal(map[string]string{"type": "stream.gap", "since": cursor})
+		return h.replayWrite(ctx, w, b)
+	}
+	trimmed, err := jobs.EventsGap(ctx, h.s.rdb, cursor, h.s.cfg.Jobs.EventsMaxLen)
+	if err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		h.s.log.Warn("websocket replay: cannot tell whether the stream was trimmed", "since", cursor, "err", err)
+	}
+	if (err != nil || trimmed) && !gap() {
+		return
+	}
+	for {
+		evs, err := jobs.ReadEvents(ctx, h.s.rdb, cursor, replayPage, 0)
+		if err != nil {
+			if ctx.Err() != nil {
 				return
 			}
-		}
-		cursor := since
-		for {
-			evs, err := jobs.ReadEvents(ctx, h.s.rdb, cursor, replayPage, 0)
-			if err != nil {
-				h.s.log.Warn("websocket replay failed", "err", err)
-				break
+			h.s.log.Warn("websocket replay failed: the watcher is told events may be missing", "since", cursor, "err", err)
+			if !gap() {
+				return
 			}
-			for _, e := range evs {
-				cursor = e.ID
-				if w.match(e) {
-					b, _ := json.Marshal(e)
-					if !h.replayWrite(ss, w, b) {
-						return
-					}
+			break
+		}
+		for _, e := range evs {
+			cursor = e.ID
+			if w.match(e) {
+				b, _ := json.Marshal(e)
+				if !h.replayWrite(ctx, w, b) {
+					return
 				}
 			}
-			w.mu.Lock()
-			w.last = cursor
-			w.mu.Unlock()
-			if len(evs) < replayPage {
-				break
-			}
+		}
+		if len(evs) < replayPage {
+			break
 		}
 	}
+	w.mu.Lock()
+	w.last = cursor
+	w.mu.Unlock()
+	sentLive := false
 	for {
 		w.mu.Lock()
 		pending, ids, dropped, last := w.pending, w.pendIDs, w.dropped, w.last
 		w.pending, w.pendIDs, w.dropped, w.dropSince = nil, nil, 0, time.Time{}
 		if len(pending) == 0 && dropped == 0 {
-			w.replaying = false
+			if sentLive {
+				w.replaying = false
+				w.mu.Unlock()
+				return
+			}
 			w.mu.Unlock()
-			return
+			if !h.replayWrite(ctx, w, streamLive) {
+				return
+			}
+			sentLive = true
+			continue // what queued during that write goes out before the sender writes
 		}
 		w.mu.Unlock()
 		for i, b := range pending {
 			if last == "" || jobs.CompareStreamIDs(ids[i], last) > 0 {
-				if !h.replayWrite(ss, w, b) {
+				if !h.replayWrite(ctx, w, b) {
 					return
 				}
 				last = ids[i]
@@ -223,7 +303,7 @@ func (h *hub) replay(ss *melody.Session, w *watcher, since string) {
 		w.mu.Unlock()
 		if dropped > 0 { // they came after pending was full: after these
 			notice, _ := json.Marshal(map[string]any{"type": "stream.dropped", "count": dropped})
-			if !h.replayWrite(ss, w, notice) {
+			if !h.replayWrite(ctx, w, notice) {
 				return
 			}
 		}
@@ -232,16 +312,16 @@ func (h *hub) replay(ss *melody.Session, w *watcher, since string) {
 
 // replayWrite sends b for the replay, waiting while the watcher's buffer
 // is full (melody signals no room, so it polls, backing off to 20 ms). It
-// returns false when the session is closed, or after disconnecting a
-// watcher that made no room for StuckWatcher.
-func (h *hub) replayWrite(ss *melody.Session, w *watcher, b []byte) bool {
+// returns false when the session is closed or the hub stops, or after
+// disconnecting a watcher that made no room for StuckWatcher.
+func (h *hub) replayWrite(ctx context.Context, w *watcher, b []byte) bool {
 	var since time.Time
 	wait := time.Millisecond
 	for {
 		w.mu.Lock()
 		w.full = false
 		w.mu.Unlock()
-		if ss.Write(b) != nil {
+		if w.ss.Write(b) != nil {
 			return false // closed
 		}
 		w.mu.Lock()
@@ -250,15 +330,21 @@ func (h *hub) replayWrite(ss *melody.Session, w *watcher, b []byte) bool {
 		switch {
 		case !full:
 			return true
-		case ss.IsClosed():
+		case w.ss.IsClosed() || ctx.Err() != nil:
 			return false
 		case since.IsZero():
 			since = time.Now()
 		case time.Since(since) > h.s.cfg.StuckWatcher:
-			h.disconnect(ss)
+			h.disconnect(w)
 			return false
 		}
-		time.Sleep(wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
 		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
@@ -266,11 +352,11 @@ func (h *hub) replayWrite(ss *melody.Session, w *watcher, b []byte) bool {
 // writeLocked sends b, first telling the watcher how many events it lost
 // if it lost some. melody drops what does not fit in the buffer and
 // reports it to HandleError, which counts it.
-func (h *hub) writeLocked(ss *melody.Session, w *watcher, b []byte) {
+func (h *hub) writeLocked(w *watcher, b []byte) {
 	if n := w.dropped; n > 0 {
 		notice, _ := json.Marshal(map[string]any{"type": "stream.dropped", "count": n})
 		w.mu.Unlock()
-		_ = ss.Write(notice)
+		_ = w.ss.Write(notice)
 		w.mu.Lock()
 		if w.dropped > n {
 			// The notice did not fit either (HandleError counted it): still
@@ -283,7 +369,7 @@ func (h *hub) writeLocked(ss *melody.Session, w *watcher, b []byte) {
 		}
 	}
 	w.mu.Unlock()
-	_ = ss.Write(b)
+	_ = w.ss.Write(b)
 	w.mu.Lock()
 }
 
@@ -319,6 +405,7 @@ func (h *hub) start(ctx context.Context) {
 	go func() { defer h.wg.Done(); h.tail(ctx) }()
 	go func() { defer h.wg.Done(); h.send(ctx) }()
 	go func() { defer h.wg.Done(); h.s.watchNodes(ctx) }()
+	h.started.Store(true)
 }
 
 // watchNodes emits node.down for nodes whose heartbeat expired: whichever
@@ -365,17 +452,40 @@ func (h *hub) tail(ctx context.Context) {
 	}
 }
 
-// send delivers each live event to the matching sessions.
+// send owns the set of watchers: it adds and removes them (ops) and
+// delivers each live event to the matching ones. A watcher with nothing to
+// replay is live as soon as it is in the set; one with a since= replay
+// gets its replay goroutine, and live events wait in its pending until
+// that is done.
 func (h *hub) send(ctx context.Context) {
+	defer close(h.quit)
+	var set, stuck []*watcher
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case op := <-h.ops:
+			w := op.w
+			switch {
+			case op.size != nil:
+				op.size <- len(set)
+			case op.remove:
+				set = leave(set, w)
+			default:
+				w.idx = len(set)
+				set = append(set, w)
+				if w.since == "" {
+					// The sender alone writes to it, and this comes first:
+					// its buffer is empty, so it fits.
+					_ = w.ss.Write(streamLive)
+				} else {
+					h.wg.Add(1) // the sender is counted: never from zero
+					go func() { defer h.wg.Done(); h.replay(ctx, w) }()
+				}
+			}
 		case l := <-h.events:
-			sessions, _ := h.m.Sessions()
-			for _, ss := range sessions {
-				w := watcherOf(ss)
-				if w == nil || !w.match(l.ev) {
+			for _, w := range set {
+				if !w.match(l.ev) {
 					continue
 				}
 				w.mu.Lock()
@@ -388,29 +498,63 @@ func (h *hub) send(ctx context.Context) {
 				case w.replaying:
 					w.pending = append(w.pending, l.raw)
 					w.pendIDs = append(w.pendIDs, l.ev.ID)
-				case w.last == "" || jobs.CompareStreamIDs(l.ev.ID, w.last) > 0:
-					h.writeLocked(ss, w, l.raw)
-					w.last = l.ev.ID
+				case w.last == "":
+					h.writeLocked(w, l.raw)
+				case jobs.CompareStreamIDs(l.ev.ID, w.last) > 0:
+					// The first event newer than the replay: the rest are too.
+					h.writeLocked(w, l.raw)
+					w.last = ""
 				}
-				stuck := w.dropped > 0 && time.Since(w.dropSince) > h.s.cfg.StuckWatcher
+				if w.dropped > 0 && time.Since(w.dropSince) > h.s.cfg.StuckWatcher {
+					stuck = append(stuck, w)
+				}
 				w.mu.Unlock()
-				if stuck {
-					h.disconnect(ss)
-				}
 			}
+			for _, w := range stuck {
+				h.disconnect(w)
+				set = leave(set, w)
+			}
+			clear(stuck)
+			stuck = stuck[:0]
 		}
 	}
 }
 
+// size is how many watchers the sender holds (-1 once it has stopped).
+func (h *hub) size() int {
+	if !h.started.Load() {
+		return 0
+	}
+	c := make(chan int, 1)
+	select {
+	case h.ops <- watcherOp{size: c}:
+		return <-c
+	case <-h.quit:
+		return -1
+	}
+}
+
+// leave removes w from the sender's set, if it is there.
+func leave(set []*watcher, w *watcher) []*watcher {
+	i := w.idx
+	if i < 0 || i >= len(set) || set[i] != w {
+		return set
+	}
+	n := len(set) - 1
+	set[i] = set[n]
+	set[i].idx = i
+	set[n] = nil
+	w.idx = -1
+	return set[:n]
+}
+
 // disconnect closes a stuck watcher's session.
-func (h *hub) disconnect(ss *melody.Session) {
-	h.s.log.Warn("disconnecting a stuck watcher", "remote", ss.RemoteAddr())
+func (h *hub) disconnect(w *watcher) {
+	h.s.log.Warn("disconnecting a stuck watcher", "remote", w.ss.RemoteAddr())
 	// A close frame would queue behind the full buffer and be dropped like
 	// the rest: close the connection itself.
-	_ = ss.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow: reconnect with since="))
-	if v, ok := ss.Get("conn"); ok {
-		v.(*hijackRecorder).close()
-	}
+	_ = w.ss.CloseWithMsg(melody.FormatCloseMessage(4008, "too slow: reconnect with since="))
+	w.conn.close()
 }
 
 func (h *hub) close() {

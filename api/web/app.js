@@ -1,6 +1,8 @@
 // storekeeper dashboard: plain JavaScript, no build step, no network access
-// beyond this server. It reads /api/dashboard once, then follows /ws and
-// re-reads what an event changed.
+// beyond this server. It reads /api/dashboard, then follows /ws and
+// re-reads what an event changed. Once /ws says stream.live (subscribed,
+// after any replay) it reads the snapshot again: nothing that happened
+// between the first read and the subscription is missed.
 "use strict";
 
 const TOKEN_KEY = "storekeeper.token";
@@ -10,7 +12,9 @@ const HISTORY_PAGE = 25;
 const state = {
   token: "",
   stores: [],          // from /api/dashboard
-  running: new Map(),  // job_id -> {job_id, kind, store, state, phase, done, total, attempt}
+  running: new Map(),  // job_id -> {job_id, kind, store, state, phase, done, total, attempt, seen}
+  ended: new Set(),    // job ids seen ending: a snapshot read before that does not bring them back
+  runningReads: 0,     // /api/jobs reads asked for; a job's seen is the count when it was first tracked
   restoring: new Set(),// stores with a restore running (the store is fenced meanwhile)
   lastEventID: "",
   historyBefore: [],   // stack of "before" ids for paging; empty = newest page
@@ -171,7 +175,7 @@ function storeState(s) {
 
 function healthBadge(s) {
   const kinds = (s.health || []).map((c) => c.kind);
-  const worst = ["corrupt", "node_down", "no_recent_backup", "high_fragmentation"].find((k) => kinds.includes(k));
+  const worst = ["corrupt", "unavailable", "lost", "node_down", "no_recent_backup", "high_fragmentation"].find((k) => kinds.includes(k));
   if (!worst) return h("span", { class: "badge ok" }, "healthy");
   return h("span", { class: "badge bad-" + worst, title: s.health.map((c) => c.message).join("\n") }, worst.replaceAll("_", " "));
 }
@@ -304,17 +308,28 @@ function openRestore(s) {
 
 // ---- running jobs -----------------------------------------------------------
 
+// loadRunning reads the jobs in flight. Events may come while it waits for
+// the answer: a job seen ending is not brought back, and a job first seen
+// after the read was asked for is kept even though the answer lacks it.
 async function loadRunning() {
+  const mark = ++state.runningReads;
   const res = await api("GET", "/api/jobs");
-  state.running.clear();
-  for (const j of res.jobs || []) trackJob(j);
+  const inFlight = new Set();
+  for (const j of res.jobs || []) { inFlight.add(j.job_id); trackJob(j); }
+  for (const [id, j] of state.running) if (!inFlight.has(id) && j.seen < mark) state.running.delete(id);
   renderRunning();
 }
 
 function trackJob(j) {
-  if (!j || !j.job_id || ["succeeded", "failed", "canceled"].includes(j.state)) return;
-  const cur = state.running.get(j.job_id) || {};
+  if (!j || !j.job_id || state.ended.has(j.job_id) || ["succeeded", "failed", "canceled"].includes(j.state)) return;
+  const cur = state.running.get(j.job_id) || { seen: state.runningReads };
   state.running.set(j.job_id, { ...cur, job_id: j.job_id, kind: j.kind, store: j.store, state: j.state || cur.state || "pending" });
+}
+
+function jobEnded(id) {
+  state.running.delete(id);
+  state.ended.add(id);
+  if (state.ended.size > 1000) state.ended.delete(state.ended.values().next().value);
 }
 
 function renderRunning() {
@@ -345,7 +360,7 @@ function connect() {
   if (state.lastEventID) url += "&since=" + encodeURIComponent(state.lastEventID);
   const ws = new WebSocket(url);
   state.ws = ws;
-  ws.onopen = () => setConn("live");
+  ws.onopen = () => setConn("connecting"); // live once the server says stream.live
   ws.onmessage = (m) => onEvent(JSON.parse(m.data));
   ws.onclose = () => {
     if (state.ws !== ws) return;
@@ -361,13 +376,23 @@ function describe(e) {
     case "job.failed": return e.error || "";
     case "store.restored": return `from backup ${e.backup_id}: writes after ${stamp(e.backup_at)} rolled back`;
     case "store.corrupt": return `${e.error || ""} ${e.action ? "→ " + e.action : ""}`;
+    case "store.lost": return `node ${e.node} stopped serving its copy: node ${e.holder} holds the lease`;
     case "stream.dropped": return `this page missed ${e.count} events; the tables are re-read`;
-    case "stream.gap": return "events older than the stream holds were missed; the tables are re-read";
+    case "stream.gap": return "events the server could not replay were missed; the tables are re-read";
     default: return e.trigger ? `${e.trigger}${e.actor ? " by " + e.actor : ""}` : "";
   }
 }
 
 function onEvent(e) {
+  if (e.type === "stream.live") {
+    // Subscribed (after the since= replay): every event from here on
+    // comes. Read the snapshot again, for what happened before that
+    // unseen. Not an event: not in the list.
+    setConn("live");
+    scheduleRefresh();
+    loadRunning().catch(showError);
+    return;
+  }
   if (e.id) state.lastEventID = e.id;
   const feed = $("#feed");
   feed.prepend(h("li", { class: "ev ev-" + e.type.replace(".", "-"), "data-type": e.type, "data-job": e.job_id || "", "data-store": e.store || "" },
@@ -393,12 +418,12 @@ function onEvent(e) {
       if (e.kind === "restore") state.restoring.delete(e.store);
       break;
     case "job.succeeded": case "job.failed": case "job.canceled":
-      state.running.delete(e.job_id);
+      jobEnded(e.job_id);
       if (e.store) state.chartsDirty.add(e.store);
       if (e.kind === "restore") state.restoring.delete(e.store);
       scheduleRefresh();
       break;
-    case "store.corrupt": case "store.restored": case "node.up": case "node.down": case "backup.corrupt":
+    case "store.corrupt": case "store.restored": case "store.lost": case "node.up": case "node.down": case "backup.corrupt":
     case "stream.dropped": case "stream.gap":
       scheduleRefresh();
       if (e.type.startsWith("stream.")) loadRunning().catch(showError);

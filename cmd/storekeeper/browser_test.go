@@ -115,7 +115,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Click(css(`#login-form button[type="submit"]`)),
 		chromedp.WaitVisible(css("#app")),
 		chromedp.WaitVisible(css(`#stores tr[data-store="orders"]`)),
-		chromedp.WaitVisible(css("#conn.conn-live")),
+		chromedp.WaitVisible(css("#conn.conn-live")), // the server said stream.live: subscribed
 	)
 
 	// Web Push from the page: the button subscribes through the service
@@ -200,6 +200,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		if eval(fmt.Sprintf(`!!document.querySelector('#feed li[data-type=%q][data-job=%q]')`, typ, jobID)) != true {
 			t.Fatalf("the live feed lacks %s of %s", typ, jobID)
 		}
+	}
+	if eval(`!!document.querySelector('#feed li[data-type="stream.live"]')`) != false {
+		t.Fatal("the live feed lists stream.live as an event")
 	}
 	running, _ := eval(`window.__running`).([]any)
 	shown := false

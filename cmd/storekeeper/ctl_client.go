@@ -125,8 +125,9 @@ func (c *apiClient) dialWS(ctx context.Context, q url.Values) (*websocket.Conn, 
 // wsFrame is what a feed passes on: an event or control frame as it came,
 // a note that the feed reconnected, or the error that stopped it.
 type wsFrame struct {
-	raw []byte
-	ev  jobs.Event // decoded raw; control frames decode their type only
+	raw  []byte
+	ev   jobs.Event // decoded raw; control frames decode their type only
+	live bool       // stream.live: from here on every event reaches this connection
 
 	resumed bool   // reconnected after cause
 	since   string // replaying from this event id; "" when unknown: events meanwhile may be missing
@@ -139,16 +140,22 @@ type wsFrame struct {
 const (
 	frameDropped = "stream.dropped"
 	frameGap     = "stream.gap"
+	frameLive    = "stream.live"
 )
 
 // feed watches /ws and survives drops: after a broken connection or a
 // stream.dropped notice it reconnects with since= the last event it passed
-// on, so the server replays what was missed. Its goroutine ends when ctx
-// ends or the feed gives up; frames is closed then.
+// on, so the server replays what was missed. Each connection is subscribed
+// once the server says stream.live (after its replay), which the feed
+// passes on. Its goroutine ends when ctx ends or the feed gives up; frames
+// is closed then.
 type feed struct {
 	frames chan wsFrame
 	cancel context.CancelFunc
 	done   chan struct{}
+	// noLive: the server did not say stream.live in time (one older than
+	// this ctl): reconnections are taken as live when they are made.
+	noLive bool
 }
 
 // Reconnecting after a drop: delays double from reconnectFirst, and the
@@ -161,8 +168,12 @@ const (
 
 var errDropped = errors.New("the server dropped events for this watcher")
 
-// watch connects to /ws with the filters in q; when it returns, the
-// subscription is in place.
+// liveWait bounds waitLive: a server that does not say stream.live by
+// then is taken for one older than this ctl.
+var liveWait = 10 * time.Second
+
+// watch connects to /ws with the filters in q. The subscription is in
+// place once the feed passes on a live frame (waitLive).
 func (c *apiClient) watch(ctx context.Context, q url.Values) (*feed, error) {
 	conn, err := c.dialWS(ctx, q)
 	if err != nil {
@@ -172,6 +183,35 @@ func (c *apiClient) watch(ctx context.Context, q url.Values) (*feed, error) {
 	f := &feed{frames: make(chan wsFrame, 256), cancel: cancel, done: make(chan struct{})}
 	go f.run(ctx, c, q, conn)
 	return f, nil
+}
+
+// waitLive waits for the feed's first connection to be subscribed: for
+// the server's stream.live, which it takes. What comes before it is let
+// go: without since= there is nothing (no replay, and nothing was asked
+// yet). After liveWait without it, it gives up waiting, sets noLive and
+// says so on warn.
+func (f *feed) waitLive(ctx context.Context, warn io.Writer) error {
+	t := time.NewTimer(liveWait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+			f.noLive = true
+			fmt.Fprintf(warn, "storekeeper: the server did not confirm the subscription (stream.live) within %v; going on without\n", liveWait)
+			return nil
+		case fr, ok := <-f.frames:
+			switch {
+			case !ok:
+				return errors.New("watching events: the feed ended before it was subscribed")
+			case fr.err != nil:
+				return fr.err
+			case fr.live:
+				return nil
+			}
+		}
+	}
 }
 
 // close stops the feed and waits for its goroutine.
@@ -236,7 +276,7 @@ func (f *feed) read(ctx context.Context, conn *websocket.Conn, last *string) err
 		if ev.ID != "" {
 			*last = ev.ID
 		}
-		if !f.send(ctx, wsFrame{raw: raw, ev: ev}) {
+		if !f.send(ctx, wsFrame{raw: raw, ev: ev, live: ev.Type == frameLive}) {
 			return ctx.Err()
 		}
 	}

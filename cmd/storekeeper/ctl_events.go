@@ -76,10 +76,11 @@ type enqueuedJob struct {
 }
 
 // enqueue asks for a kind job on store, or on every store when store is
-// "", and with wait follows the jobs to their end. The watcher is in place
-// before the request is sent, so none of the jobs' events passes unseen:
-// it follows the store (or, for every store, the kind) and keeps the
-// events of the jobs the answer names.
+// "", and with wait follows the jobs to their end. The watcher is
+// subscribed (the server said stream.live) before the request is sent, so
+// none of the jobs' events passes unseen: it follows the store (or, for
+// every store, the kind) and keeps the events of the jobs the answer
+// names.
 func (c *ctl) enqueue(ctx context.Context, kind jobs.Kind, store string, body map[string]any, wait bool) error {
 	path, filter := "/api/admin/"+string(kind), url.Values{}
 	if store != "" {
@@ -95,6 +96,9 @@ func (c *ctl) enqueue(ctx context.Context, kind jobs.Kind, store string, body ma
 			return err
 		}
 		defer f.close()
+		if err := f.waitLive(ctx, c.stderr); err != nil {
+			return err
+		}
 	}
 	var b any
 	if len(body) > 0 {
@@ -160,13 +164,23 @@ func dedupNote(j enqueuedJob) string {
 }
 
 // follow shows the jobs' events from f until every job has ended, and
-// fails unless each succeeded.
+// fails unless each succeeded. A job the answer already gives as ended
+// (its events are past) ends at once. Whenever events may have passed
+// unseen, the records say how the jobs stand: when a connection goes
+// live again after a reconnection (a job may have ended while none was
+// subscribed), and on stream.gap.
 func (c *ctl) follow(ctx context.Context, f *feed, recs []jobs.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
 	p := newProgress(c.stdout, c.json, isTerminal(c.stdout), recs)
 	defer p.clear()
+	for _, r := range recs {
+		if r.State.Terminal() {
+			raw, _ := json.Marshal(r)
+			p.event(endEvent(r), raw)
+		}
+	}
 	for p.running() > 0 {
 		var fr wsFrame
 		ok := false
@@ -181,13 +195,17 @@ func (c *ctl) follow(ctx context.Context, f *feed, recs []jobs.Record) error {
 			return fmt.Errorf("stopped waiting; the jobs go on (storekeeper ctl jobs --batch %s)", recs[0].BatchID)
 		case fr.err != nil:
 			return fr.err
-		case fr.resumed || fr.ev.Type == frameGap:
-			// Events may be lost (the stream was trimmed, or the
-			// reconnection could not resume): the records say how the jobs
-			// stand.
+		case fr.live, fr.ev.Type == frameGap, fr.resumed && f.noLive:
+			// Subscribed again, or events may be lost (the stream was
+			// trimmed, or the replay failed): the records say how the jobs
+			// stand. The first live frame was waitLive's, before the
+			// enqueue: this one follows a reconnection. (With a server
+			// that does not say stream.live, the reconnection itself.)
 			if err := c.recheck(ctx, p); err != nil {
 				return err
 			}
+		case fr.resumed:
+			// Not yet subscribed: the live frame that follows says when.
 		default:
 			p.event(fr.ev, fr.raw)
 		}
@@ -434,9 +452,11 @@ func ctlWatch(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) erro
 		case fr.resumed:
 			fmt.Fprintf(c.stderr, "storekeeper: reconnected after %v; resuming after event %s\n", fr.cause, fr.since)
 		case c.json:
-			c.printRaw(fr.raw)
+			c.printRaw(fr.raw) // the server's frames as they are, stream.live and stream.gap too
+		case fr.live:
+			// Subscribed (after any replay): not an event.
 		case fr.ev.Type == frameGap:
-			fmt.Fprintln(c.stderr, "storekeeper: some events were missed: the server's stream no longer holds them")
+			fmt.Fprintln(c.stderr, "storekeeper: some events may have been missed: the server could not replay them (its stream no longer holds them, or could not be read)")
 		default:
 			fmt.Fprintln(c.stdout, eventLine(fr.ev))
 		}

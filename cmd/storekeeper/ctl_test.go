@@ -188,7 +188,10 @@ func TestCtl(t *testing.T) {
 		go func() {
 			done <- run(ctx, []string{"ctl", "--server", s.url, "--token", ctlViewerToken, "watch", "--json", "--store", "b"}, &out, &errOut)
 		}()
-		waitFor(t, 30*time.Second, "watch to connect", func() bool { return strings.Contains(errOut.String(), "watching events") })
+		// --json prints the server's frames as they are: stream.live once
+		// the watcher is subscribed.
+		live := `{"type":"stream.live"}`
+		waitFor(t, 30*time.Second, "watch to be subscribed (stream.live)", func() bool { return strings.Contains(out.String(), live) })
 		var job enqueuedJob
 		if err := json.Unmarshal([]byte(s.mustCtl(t, "compact", "b", "--json")), &job); err != nil || job.ID == "" {
 			t.Fatalf("compact b --json: %v %+v", err, job)
@@ -209,6 +212,9 @@ func TestCtl(t *testing.T) {
 		}
 		if len(types) < 3 || types[0] != jobs.EventJobEnqueued || types[1] != jobs.EventJobStarted || types[len(types)-1] != jobs.EventJobSucceeded {
 			t.Fatalf("events of %s: %v", job.ID, types)
+		}
+		if n := strings.Count(out.String(), live); n != 1 || !strings.HasPrefix(out.String(), live+"\n") {
+			t.Fatalf("watch --json printed stream.live %d times; want once, first:\n%s", n, out.String())
 		}
 	})
 

@@ -29,6 +29,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
 )
 
@@ -164,7 +165,7 @@ func TestServeBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	time.Sleep(100 * time.Millisecond)
+	pushtest.WaitLive(t, ws) // subscribed: every event from here on reaches it
 	waitEvent := func(typ, job string) map[string]any {
 		for {
 			_ = ws.SetReadDeadline(time.Now().Add(20 * time.Second))

@@ -25,6 +25,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/api"
+	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
 	"storekeeper/store"
@@ -386,7 +387,9 @@ func TestWebSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // subscribed
+	if before := pushtest.WaitLive(t, c); len(before) != 0 { // subscribed: nothing to replay, so it comes first
+		t.Fatalf("frames before stream.live with no since: %v", before)
+	}
 	e.do("POST", "/api/admin/verify/users", operatorToken, nil)
 	first := e.do("POST", "/api/admin/verify/orders", operatorToken, nil)
 	id := first.body["job_id"].(string)
@@ -412,16 +415,28 @@ func TestWebSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	live := e.do("POST", "/api/admin/backup/orders", operatorToken, nil)
+	live := e.do("POST", "/api/admin/backup/orders", operatorToken, nil) // during the replay, or after
 	var ids []string
 	var types []string
+	lives := 0
 	for {
 		m := readEvent(t, c)
+		if m["type"] == "stream.live" {
+			// Once, after the whole replay: every event of the missed job
+			// (appended before this connection) came before it.
+			if lives++; lives > 1 || !slices.Contains(types, "true job.succeeded") {
+				t.Fatalf("stream.live number %d after %v", lives, types)
+			}
+			continue
+		}
 		ids = append(ids, m["id"].(string))
 		types = append(types, fmt.Sprintf("%v %v", m["job_id"] == missed.body["job_id"], m["type"]))
 		if m["type"] == "job.succeeded" && m["job_id"] == live.body["job_id"] {
 			break
 		}
+	}
+	if lives != 1 {
+		t.Fatalf("%d stream.live frames; want 1: %v", lives, types)
 	}
 	for i := range ids {
 		if jobs.CompareStreamIDs(ids[i], last) <= 0 || i > 0 && jobs.CompareStreamIDs(ids[i], ids[i-1]) <= 0 {
@@ -439,9 +454,10 @@ func TestWebSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer g.Close()
-	if m := readEvent(t, g); m["type"] != "stream.gap" {
-		t.Fatalf("want stream.gap, got %v", m)
+	if m := readEvent(t, g); m["type"] != "stream.gap" || m["since"] != "1-0" {
+		t.Fatalf("want stream.gap since 1-0, got %v", m)
 	}
+	pushtest.WaitLive(t, g)
 }
 
 // A watcher that stops reading loses events only for itself, is told how
@@ -454,7 +470,7 @@ func TestSlowWatcher(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer slow.Close()
-	time.Sleep(100 * time.Millisecond)
+	pushtest.WaitLive(t, slow)
 	pad := strings.Repeat("x", 1000)
 	pipe := e.rdb.Pipeline()
 	for i := range 20000 {
@@ -556,7 +572,8 @@ func TestStuckWatcherDisconnected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fine.Close()
-	time.Sleep(100 * time.Millisecond)
+	pushtest.WaitLive(t, stuck)
+	pushtest.WaitLive(t, fine)
 	pad := strings.Repeat("x", 1000)
 	// Keep events coming past the stuck limit, so the sender sees it.
 	for round := range 6 {

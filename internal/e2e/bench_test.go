@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/api"
+	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
 )
@@ -184,7 +185,8 @@ func BenchmarkWatchers(b *testing.B) {
 	srv := redistest.Start(b, redistest.RequireReal())
 	const watchers, rate = 1000, 200
 	const seconds = 10
-	run := func(b *testing.B, url string, header http.Header, publish func(i int, at time.Time)) {
+	// ready waits until every watcher is subscribed.
+	run := func(b *testing.B, url string, header http.Header, ready func([]*websocket.Conn), publish func(i int, at time.Time)) {
 		var lat [watchers][]time.Duration
 		var got atomic.Int64
 		conns := make([]*websocket.Conn, watchers)
@@ -195,6 +197,7 @@ func BenchmarkWatchers(b *testing.B) {
 			}
 			conns[i] = c
 		}
+		ready(conns)
 		var wg sync.WaitGroup
 		for i, c := range conns {
 			wg.Go(func() {
@@ -213,7 +216,6 @@ func BenchmarkWatchers(b *testing.B) {
 				}
 			})
 		}
-		time.Sleep(500 * time.Millisecond)
 		b.ResetTimer()
 		total := 0
 		for range b.N {
@@ -251,7 +253,12 @@ func BenchmarkWatchers(b *testing.B) {
 		a.Start(ctx)
 		hs := httptest.NewServer(a.Handler())
 		defer func() { hs.Close(); a.Close(); cancel() }()
-		run(b, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", http.Header{"Authorization": {"Bearer " + operatorToken}}, func(i int, at time.Time) {
+		live := func(conns []*websocket.Conn) {
+			for _, c := range conns {
+				pushtest.WaitLive(b, c)
+			}
+		}
+		run(b, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws", http.Header{"Authorization": {"Bearer " + operatorToken}}, live, func(i int, at time.Time) {
 			_, err := jobs.Append(ctx, rdb, jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "store-0000", Phase: "bench", Done: int64(i), At: at})
 			if err != nil {
 				b.Error(err)
@@ -263,7 +270,16 @@ func BenchmarkWatchers(b *testing.B) {
 		m.Config.MessageBufferSize = 1024
 		hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _ = m.HandleRequest(w, r) }))
 		defer func() { hs.Close(); m.Close() }()
-		run(b, "ws"+strings.TrimPrefix(hs.URL, "http"), nil, func(i int, at time.Time) {
+		// melody says nothing to a session it registered: its count is
+		// all there is to wait for.
+		registered := func(conns []*websocket.Conn) {
+			for deadline := time.Now().Add(pushtest.LiveTimeout); m.Len() < len(conns); time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					b.Fatalf("melody registered %d of %d sessions", m.Len(), len(conns))
+				}
+			}
+		}
+		run(b, "ws"+strings.TrimPrefix(hs.URL, "http"), nil, registered, func(i int, at time.Time) {
 			msg, _ := json.Marshal(jobs.Event{Type: jobs.EventJobProgress, Store: "store-0000", Phase: "bench", Done: int64(i), At: at})
 			_ = m.Broadcast(msg)
 		})

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/internal/pushtest"
 	"storekeeper/jobs"
 )
 
@@ -16,10 +17,10 @@ import (
 const watcherBuffer = 1024
 
 // A since= replay three times longer than a watcher's send buffer, read
-// by a slow watcher, arrives whole: every event
-// once and in order, then the live events that came during the replay,
-// and no stream.dropped (a replay is paced by the watcher; it has no
-// reason to drop).
+// by a slow watcher, arrives whole: every event once and in order, then
+// the live events that came during the replay, with one stream.live after
+// the replay, and no stream.dropped (a replay is paced by the watcher; it
+// has no reason to drop).
 func TestReplayLongerThanBuffer(t *testing.T) {
 	e := setup(t)
 	ctx := t.Context()
@@ -59,7 +60,7 @@ func TestReplayLongerThanBuffer(t *testing.T) {
 	appendEvents(replayed, live) // during the replay: handed over after it
 
 	var lastID string
-	next := 0
+	next, lives := 0, 0
 	for next < replayed+live {
 		if next < watcherBuffer {
 			// The slow watcher: a millisecond per event while the replay
@@ -78,6 +79,11 @@ func TestReplayLongerThanBuffer(t *testing.T) {
 		switch m["type"] {
 		case "stream.dropped", "stream.gap":
 			t.Fatalf("after %d events: %v", next, m)
+		case "stream.live": // once, after the replay
+			if lives++; lives > 1 || next < replayed {
+				t.Fatalf("stream.live number %d after %d events", lives, next)
+			}
+			continue
 		case string(jobs.EventJobProgress):
 		default:
 			t.Fatalf("unexpected frame %v", m)
@@ -91,5 +97,10 @@ func TestReplayLongerThanBuffer(t *testing.T) {
 		}
 		lastID = id
 		next++
+	}
+	if lives == 0 { // the live events all came from the replay's pending: it is next
+		if more := pushtest.WaitLive(t, c); len(more) != 0 {
+			t.Fatalf("after every event, before stream.live: %v", more)
+		}
 	}
 }

@@ -1,6 +1,8 @@
 // Package pushtest makes what a browser makes when it subscribes to Web
 // Push, for tests: a P-256 key pair and a 16-byte authentication secret,
-// and their base64url forms as PushSubscription.toJSON gives them.
+// and their base64url forms as PushSubscription.toJSON gives them. It
+// also waits, as the dashboard does, for a /ws watcher to be subscribed
+// (WaitLive).
 package pushtest
 
 import (

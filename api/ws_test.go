@@ -1,0 +1,174 @@
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/pushtest"
+	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
+)
+
+const wsToken = "ws-test-viewer-token-0123"
+
+// startWS serves the API on rdb, its tailer started now, and returns it
+// with its /ws URL.
+func startWS(t *testing.T, rdb redis.UniversalClient) (*Server, string) {
+	t.Helper()
+	tokens, err := ParseTokens("v:viewer:" + wsToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{Redis: rdb, Tokens: tokens, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Start(t.Context())
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(func() { hs.Close(); s.Close() })
+	return s, "ws" + strings.TrimPrefix(hs.URL, "http") + "/ws"
+}
+
+func dialWS(t *testing.T, url, query string) *websocket.Conn {
+	t.Helper()
+	c, _, err := websocket.DefaultDialer.Dial(url+"?"+query, http.Header{"Authorization": {"Bearer " + wsToken}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func appendEvents(t *testing.T, rdb redis.UniversalClient, n int, pad string) []string {
+	t.Helper()
+	pipe := rdb.Pipeline()
+	cmds := make([]*redis.StringCmd, n)
+	for i := range n {
+		args, _ := jobs.AppendArgs(jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "s", Phase: pad, Done: int64(i), At: time.Now()})
+		cmds[i] = pipe.XAdd(t.Context(), args)
+	}
+	if _, err := pipe.Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, n)
+	for i, c := range cmds {
+		ids[i] = c.Val()
+	}
+	return ids
+}
+
+// A replay that fails part way (an entry it cannot decode on its second
+// page) sends what it read, then stream.gap from the last position it
+// reached, then stream.live, and live events follow: never silence.
+func TestReplayErrorSaysGapFromWhereItStopped(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ids := appendEvents(t, rdb, replayPage+100, "")
+	if err := rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: jobs.EventsStream, Values: []any{jobs.StreamField, "not json"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	appendEvents(t, rdb, 5, "")
+	_, url := startWS(t, rdb) // its tailer starts after the bad entry
+	c := dialWS(t, url, "since=0")
+	before := pushtest.WaitLive(t, c)
+	if len(before) != replayPage+1 {
+		t.Fatalf("%d frames before stream.live; want the first page (%d) and stream.gap", len(before), replayPage)
+	}
+	for i, m := range before[:replayPage] {
+		if m["id"] != ids[i] {
+			t.Fatalf("replayed frame %d: %v, want event %s", i, m, ids[i])
+		}
+	}
+	if g := before[replayPage]; g["type"] != "stream.gap" || g["since"] != ids[replayPage-1] {
+		t.Fatalf("after the first page: %v; want stream.gap since %s", g, ids[replayPage-1])
+	}
+	next := appendEvents(t, rdb, 1, "")[0]
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var m map[string]any
+	if err := c.ReadJSON(&m); err != nil || m["id"] != next {
+		t.Fatalf("after stream.live: %v %v; want the event %s", m, err, next)
+	}
+}
+
+// The sender's set holds the connected watchers: each joins it before
+// its stream.live, and leaves it when it disconnects.
+func TestWatcherSetFollowsConnections(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	s, url := startWS(t, rdb)
+	var conns []*websocket.Conn
+	for _, q := range []string{"", "store=a", "since=0"} {
+		c := dialWS(t, url, q)
+		pushtest.WaitLive(t, c)
+		conns = append(conns, c)
+	}
+	if n := s.hub.size(); n != 3 {
+		t.Fatalf("%d watchers in the set; want 3", n)
+	}
+	conns[0].Close()
+	conns[2].Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.hub.size() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d watchers in the set 5 s after two of three disconnected", s.hub.size())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	s.Close()
+	if n := s.hub.size(); n != -1 {
+		t.Fatalf("the sender still answers after Close: %d", n)
+	}
+}
+
+// Close waits for the replays it started: none runs once it returns, even
+// one blocked on a watcher that stopped reading.
+func TestCloseEndsReplays(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	appendEvents(t, rdb, 8000, strings.Repeat("x", 4000)) // 32 MB: more than melody's and the kernel's buffers hold
+	s, url := startWS(t, rdb)
+	c := dialWS(t, url, "since=0")
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := c.ReadMessage(); err != nil { // the replay is under way; then read no more
+		t.Fatal(err)
+	}
+	// Until the replay finds the watcher's buffer full: it waits for room.
+	blocked := func() bool {
+		sessions, _ := s.hub.m.Sessions()
+		for _, ss := range sessions {
+			if w := watcherOf(ss); w != nil {
+				w.mu.Lock()
+				full := w.full
+				w.mu.Unlock()
+				if full {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(10 * time.Second); !blocked(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the replay never found the watcher's buffer full")
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("Close did not return within 10 s")
+	}
+	buf := make([]byte, 1<<20)
+	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "(*hub).replay(") {
+		t.Fatalf("a replay still runs after Close:\n%s", stacks)
+	}
+}
