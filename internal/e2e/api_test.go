@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -485,7 +486,16 @@ func TestSlowWatcher(t *testing.T) {
 	if a.status != 202 || time.Since(start) > time.Second {
 		t.Fatalf("an enqueue waited for a stuck watcher: %d after %s", a.status, time.Since(start))
 	}
-	time.Sleep(1500 * time.Millisecond) // the watcher's buffers overflow
+	// Wait until the server has dropped events for the watcher (its
+	// counter says so): a fixed wait is not enough on a loaded machine,
+	// where the tailer may not have pushed enough yet to overflow it.
+	deadline := time.Now().Add(30 * time.Second)
+	for e.metric("storekeeper_ws_dropped_total") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no event was dropped for a watcher that reads nothing")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	e.waitJob(a.body["job_id"].(string), jobs.StateSucceeded)
 	last := e.do("POST", "/api/admin/backup/orders", operatorToken, nil)
 	dropped := 0
@@ -502,6 +512,20 @@ func TestSlowWatcher(t *testing.T) {
 		t.Fatal("the slow watcher lost events without being told")
 	}
 	t.Logf("slow watcher told it dropped %d events", dropped)
+}
+
+// metric returns the value of an unlabelled metric on /metrics, 0 when it
+// is not there.
+func (e *env) metric(name string) float64 {
+	e.t.Helper()
+	a := e.do("GET", "/metrics", "", nil)
+	for _, line := range strings.Split(string(a.raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
 }
 
 // No query or body makes the server panic or answer 5xx while Redis is up.
