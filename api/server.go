@@ -41,6 +41,10 @@ type Config struct {
 	// Ready reports this process's own components' health for /readyz
 	// (e.g. the worker started); nil means only Redis is checked.
 	Ready func() error
+	// Status adds what /readyz's body should say about this process
+	// without failing readiness (e.g. stores the worker lost to another
+	// node: an all-in-one server keeps serving its other stores).
+	Status func() map[string]any
 	// StuckWatcher is how long a WebSocket watcher may keep losing events
 	// before it is disconnected (default 10 s).
 	StuckWatcher time.Duration
@@ -188,7 +192,15 @@ func (s *Server) readyz(c *gin.Context) {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	c.JSON(status, gin.H{"ready": ready, "checks": checks})
+	body := gin.H{"ready": ready, "checks": checks}
+	if s.cfg.Status != nil {
+		for k, v := range s.cfg.Status() {
+			if _, taken := body[k]; !taken {
+				body[k] = v
+			}
+		}
+	}
+	c.JSON(status, body)
 }
 
 // requestID gives every request an id, echoed in X-Request-Id and in

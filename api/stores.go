@@ -31,7 +31,7 @@ type storeView struct {
 
 // condition is one health finding.
 type condition struct {
-	Kind    string `json:"kind"` // corrupt, node_down, no_recent_backup, high_fragmentation, job_failures
+	Kind    string `json:"kind"` // corrupt, unavailable, lost, node_down, no_recent_backup, high_fragmentation, job_failures
 	Store   string `json:"store,omitempty"`
 	Node    string `json:"node,omitempty"`
 	Message string `json:"message"`
@@ -73,8 +73,16 @@ func (s *Server) stores(ctx context.Context, only string) ([]storeView, error) {
 		return nil, err
 	}
 	up := map[string]bool{}
+	lost := map[string][]condition{} // store -> nodes that have it but lost its lease
 	for _, n := range nodes {
 		up[n.Node] = n.Up
+		if n.Info == nil {
+			continue
+		}
+		for st, holder := range n.Info.Lost {
+			lost[st] = append(lost[st], condition{Kind: "lost", Store: st, Node: n.Node,
+				Message: fmt.Sprintf("node %s has store %s but lost its lease to node %s: it does not serve its copy until the lease is free", n.Node, st, holder)})
+		}
 	}
 	paused, err := jobs.Paused(ctx, s.rdb)
 	if err != nil {
@@ -119,7 +127,11 @@ func (s *Server) stores(ctx context.Context, only string) ([]storeView, error) {
 			v.Health = append(v.Health, condition{Kind: "node_down", Store: n, Node: v.Node, Message: fmt.Sprintf("node %s is down: jobs for %s wait until it returns", v.Node, n)})
 		case st.State == "corrupt":
 			v.Health = append(v.Health, condition{Kind: "corrupt", Store: n, Message: "store is corrupt: " + st.Error})
+		case st.State == "unavailable":
+			v.Health = append(v.Health, condition{Kind: "unavailable", Store: n,
+				Message: "store did not open (not corruption; retried with backoff, never restored automatically): " + st.Error})
 		}
+		v.Health = append(v.Health, lost[n]...)
 		if v.LastBackup == nil || now.Sub(*v.LastBackup) > backupMaxAge {
 			v.Health = append(v.Health, condition{Kind: "no_recent_backup", Store: n, Message: "no backup in the last 24 h"})
 		}

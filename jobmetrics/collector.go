@@ -59,14 +59,16 @@ var (
 		[]string{"store"}, nil)
 	descStoreUp = prometheus.NewDesc("storekeeper_store_healthy", "1 when the store is open on a live node, else 0.",
 		[]string{"store", "node"}, nil)
-	descStoreState = prometheus.NewDesc("storekeeper_store_state", "1 for the state each store's owner last published (open, restoring, corrupt, closed), 0 for the others.",
+	descStoreState = prometheus.NewDesc("storekeeper_store_state", "1 for the state each store's owner last published (open, restoring, corrupt, unavailable, closed), 0 for the others.",
 		[]string{"store", "node", "state"}, nil)
+	descStoreLost = prometheus.NewDesc("storekeeper_store_lost", "1 for each store a live node has but does not serve because another claim holds its lease (holder: the node that does).",
+		[]string{"store", "node", "holder"}, nil)
 	descNodeUp = prometheus.NewDesc("storekeeper_node_up", "1 while the node's heartbeat is live, 0 once it has expired (on a worker: its own node only).",
 		[]string{"node"}, nil)
 )
 
 // storeStates are the states a store publishes (store.State's names).
-var storeStates = []string{"open", "restoring", "corrupt", "closed"}
+var storeStates = []string{"open", "restoring", "corrupt", "unavailable", "closed"}
 
 // durationBuckets are the job duration histogram's upper bounds: 10 ms to
 // about 43 min.
@@ -74,7 +76,7 @@ var durationBuckets = prometheus.ExponentialBuckets(0.01, 4, 10)
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp, descStoreState, descNodeUp} {
+	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp, descStoreState, descStoreLost, descNodeUp} {
 		ch <- d
 	}
 }
@@ -155,6 +157,11 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 		up[n.Node] = n.Up
 		if c.cfg.Node == "" || n.Node == c.cfg.Node {
 			ch <- prometheus.MustNewConstMetric(descNodeUp, prometheus.GaugeValue, b2f(n.Up), n.Node)
+			if n.Info != nil {
+				for st, holder := range n.Info.Lost {
+					ch <- prometheus.MustNewConstMetric(descStoreLost, prometheus.GaugeValue, 1, st, n.Node, holder)
+				}
+			}
 		}
 	}
 	var names []string

@@ -94,12 +94,15 @@ func NodeDownKey(node string) string { return "storekeeper:nodedown:" + node }
 
 // NodeInfo is a node's heartbeat value.
 type NodeInfo struct {
-	Node      string    `json:"node"`
-	Host      string    `json:"host"`
-	Instance  string    `json:"instance"`
-	Stores    []string  `json:"stores"`
-	StartedAt time.Time `json:"started_at"`
-	At        time.Time `json:"at"`
+	Node     string   `json:"node"`
+	Host     string   `json:"host"`
+	Instance string   `json:"instance"`
+	Stores   []string `json:"stores"`
+	// Lost are the stores this node has but does not serve: another
+	// claim holds their lease (store -> the node that holds it).
+	Lost      map[string]string `json:"lost,omitempty"`
+	StartedAt time.Time         `json:"started_at"`
+	At        time.Time         `json:"at"`
 }
 
 var nodeUpScript = redis.NewScript(`
@@ -229,10 +232,62 @@ func SlotKey(kind Kind, store string, slot time.Time) string {
 	return "storekeeper:slot:" + string(kind) + ":" + store + ":" + strconv.FormatInt(slot.Unix(), 10)
 }
 
-// IncidentKey marks a store whose corruption was handled (store.corrupt
-// emitted, automatic restore decided); a successful restore deletes it, so
-// one incident is reported once whichever way it was found.
+// IncidentKey holds a store's reported corruption, as JSON Incident: set
+// in the same step as its store.corrupt event and notification, deleted by
+// a successful restore, so one incident is reported once whichever way
+// it was found.
 func IncidentKey(store string) string { return "storekeeper:incident:" + store }
+
+// Incident is a store's corruption as reported.
+type Incident struct {
+	ID           string    `json:"id"`
+	Evidence     string    `json:"evidence"`
+	Action       string    `json:"action"`
+	RestoreJobID string    `json:"restore_job_id,omitempty"`
+	BackupID     string    `json:"backup_id,omitempty"`
+	Node         string    `json:"node"`
+	At           time.Time `json:"at"`
+}
+
+// StoreLostKey marks that node announced the loss of store's lease (one
+// store.lost per loss); the node deletes it when it holds the lease again.
+func StoreLostKey(store, node string) string { return "storekeeper:lost:" + store + ":" + node }
+
+// announceScript sets KEYS[1] to ARGV[1] unless it is set, and in the
+// same step appends an event and queues a notification, so that a report
+// is never recorded as made without being made. A run that finds its own
+// value is a copy of a run that did it.
+var announceScript = redis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  if cur == ARGV[1] then return {'replayed', cur} end
+  return {'exists', cur}
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'json', ARGV[3])
+if ARGV[4] ~= '' then redis.call('LPUSH', KEYS[3], ARGV[4]) end
+return {'applied', ''}
+`)
+
+// Announce sets key to value, appends ev and queues n (when not nil), all
+// at once, unless key is set already. It reports whether the announcement
+// is made (now, or by an earlier run of this very call: key holds value)
+// and, when another value holds key, that value.
+func Announce(ctx context.Context, rdb redis.Scripter, key, value string, eventsMaxLen int64, ev Event, n *Notification) (bool, string, error) {
+	b, _ := json.Marshal(ev)
+	push := ""
+	if n != nil {
+		push = OutboxPush(*n).Value
+	}
+	out, err := announceScript.Run(ctx, rdb, []string{key, EventsStream, OutboxKey}, value, eventsMaxLen, string(b), push).StringSlice()
+	if err != nil {
+		return false, "", unavailable(err)
+	}
+	if out[0] == "exists" {
+		return false, out[1], nil
+	}
+	return true, "", nil
+}
 
 // AutoRestoresKey holds the times of a store's automatic restores in the
 // last day (a sorted set: the circuit breaker's memory).

@@ -32,18 +32,18 @@ func (c *Client) Cancel(ctx context.Context, id, actor string) (Record, error) {
 		return rec, fmt.Errorf("%w: job %s is %s", ErrFinished, id, rec.State)
 	}
 	now := time.Now().UTC()
+	reason := "canceled by " + actor
 	ch := Change{
-		HSet:     map[string]any{"state": string(StateCanceled), "reason": "canceled by " + actor, "finished_at": formatTime(now)},
+		Op:       NewOp("cancel"),
 		Publish:  []Message{{Channel: CancelChannel, Payload: id}},
 		ReadBack: true,
 	}
-	ch.Finish(rec, c.cfg.RecordRetention)
-	ch.AddEntry(EventsStream, c.cfg.EventsMaxLen, Event{Type: EventJobCanceled, JobID: id, Kind: rec.Kind, Store: rec.Store,
-		Node: rec.Node, Trigger: rec.Trigger, Actor: actor, Attempt: rec.Attempts, MaxRetry: rec.MaxRetry, At: now})
-	ch.AddEntry(HistoryStream, c.cfg.HistoryMaxLen, HistoryEntry{JobID: id, Kind: rec.Kind, Store: rec.Store, Status: StatusCanceled,
-		Reason: "canceled by " + actor, Trigger: rec.Trigger, Actor: rec.Actor, Attempts: rec.Attempts,
-		DurationMS: durationMS(rec.StartedAt, now), Node: rec.Node, At: now})
-	res, err := Apply(ctx, c.rdb, id, UnlessTerminal, ch)
+	ch.End(rec, Terminal{State: StateCanceled, Reason: reason, At: now,
+		Event:   Event{Actor: actor, Attempt: rec.Attempts},
+		History: HistoryEntry{Reason: reason}}, c.cfg)
+	// Sent again after a lost answer, the cancel finds its own op on the
+	// record (Replayed): it is the cancel that ended the job, not a 409.
+	res, err := Apply(ctx, c.rdb, id, LiveGuard(), ch)
 	if err != nil {
 		return rec, err
 	}

@@ -2,7 +2,10 @@ package jobs
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,9 +15,19 @@ import (
 // Change is a set of writes that belong to one step of a job's life: its
 // record fields, stream entries, lock releases, the owner's stats. Apply
 // makes them in one round trip and atomically, and only if the record is
-// in a state that allows the step, so a cancel and a finishing handler
+// in the state its Guard expects, so a cancel and a finishing handler
 // cannot both win. The writes are made in the order of the fields.
+//
+// A Change must be safe to run any number of times: go-redis sends a
+// command again when its answer is late (Redis stalled, not down), and a
+// stalled Redis later runs the first copy and every retry. So every Change
+// has an Op, unique to the call that makes it; the record remembers the Op
+// of the last change applied to it, and a run that finds its own Op there
+// is a replay: it writes nothing and reports Replayed. A replay that
+// arrives after some other change has been applied finds the record in a
+// state its guard refuses (a finished attempt's run, a terminal state).
 type Change struct {
+	Op      string         // unique to this call: NewOp(step)
 	HSet    map[string]any // record fields
 	Set     []SetKey
 	Del     []string
@@ -23,8 +36,24 @@ type Change struct {
 	Publish []Message
 	SRem    []SetMember
 	Push    []ListPush // LPUSH, e.g. notifications to the outbox
+	// IfWasActive are stream entries appended only when the record was
+	// active before the change: a start that takes over an attempt whose
+	// worker vanished (asynq's recoverer moved its task without running
+	// any middleware) first ends that attempt with job.retrying, so each
+	// job.started is followed by exactly one end.
+	IfWasActive []StreamEntry
+	// Lease, when set, fences the change: it applies only while the
+	// store's lease still holds exactly this value (its fencing token
+	// included), and Apply reports Fenced otherwise.
+	Lease *LeaseCheck
 	// ReadBack asks Apply to return the record as it is after the change.
 	ReadBack bool
+}
+
+// LeaseCheck names the lease value a fenced change expects.
+type LeaseCheck struct {
+	Key   string
+	Value string
 }
 
 // SetMember removes Member from the set Key.
@@ -59,38 +88,101 @@ type Message struct {
 	Payload string
 }
 
-// AddEntry appends v's JSON to stream.
-func (c *Change) AddEntry(stream string, maxLen int64, v any) {
+// NewEntry returns the stream entry appending v's JSON to stream.
+func NewEntry(stream string, maxLen int64, v any) StreamEntry {
 	b, _ := json.Marshal(v)
-	c.XAdd = append(c.XAdd, StreamEntry{Stream: stream, MaxLen: maxLen, JSON: string(b)})
+	return StreamEntry{Stream: stream, MaxLen: maxLen, JSON: string(b)}
 }
 
-// Guard says in which record states a Change applies.
-type Guard string
+// AddEntry appends v's JSON to stream.
+func (c *Change) AddEntry(stream string, maxLen int64, v any) {
+	c.XAdd = append(c.XAdd, NewEntry(stream, maxLen, v))
+}
 
-const (
-	// UnlessCanceled: any state but canceled (a step of a running job).
-	UnlessCanceled Guard = "unless-canceled"
-	// UnlessTerminal: only while the job is in flight (a cancel).
-	UnlessTerminal Guard = "unless-terminal"
-)
+// NewOp returns a fresh operation id for a Change: step names what the
+// change does ("start", "end", "cancel", …), which tests and logs read.
+func NewOp(step string) string { return step + ":" + randomHex(8) }
+
+// NewRun returns a fresh run token: one per attempt a worker starts.
+func NewRun() string { return randomHex(8) }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Guard says in which record states a Change applies. Every guard also
+// names the run or the state it expects, so a change sent again after
+// later changes were made can never undo them.
+type Guard struct {
+	mode    string
+	run     string
+	attempt int
+	state   State
+}
+
+// StartGuard admits the start of attempt by run: the record is not
+// terminal, run has not started before, and the attempt is not older than
+// the record's (a newer one than an active record's: that record's
+// attempt was lost with its worker).
+func StartGuard(run string, attempt int) Guard {
+	return Guard{mode: "start", run: run, attempt: attempt}
+}
+
+// RunGuard admits a change by the attempt that run started, while it is
+// still the active one (its end, its progress).
+func RunGuard(run string) Guard { return Guard{mode: "run", run: run} }
+
+// LiveGuard admits a change to any job not in a terminal state (a cancel).
+func LiveGuard() Guard { return Guard{mode: "live"} }
+
+// ObservedGuard admits a change only while the record is exactly as the
+// caller observed it: state, run and attempts (the reconciler settling
+// what it examined; an abandon of a job that never started).
+func ObservedGuard(r Record) Guard {
+	return Guard{mode: "observed", state: r.State, run: r.Run, attempt: r.Attempts}
+}
+
+// ActiveGuard admits a change to a record that is active, whatever its run
+// (a restarting node requeueing the attempts its dead process left).
+func ActiveGuard() Guard { return Guard{mode: "active"} }
 
 // changeScript takes the change as flat arguments, one operation after
 // another (a letter, then its operands), rather than as JSON: decoding
 // JSON in Lua made this script cost Redis three times as much.
+//
+// KEYS[1] the record, KEYS[2] the lease to check (or the record again).
+// ARGV: op, guard mode, read back, run, attempt, state, lease value
+// ("" = no check), then the operations.
 var changeScript = redis.NewScript(`
-local st = redis.call('HGET', KEYS[1], 'state')
+local cur = redis.call('HMGET', KEYS[1], 'state', 'op', 'run', 'attempts')
+local st = cur[1]
 if not st then return {'missing', ''} end
 local function answer(status)
   local r = {status, st}
-  if ARGV[2] == '1' then
+  if ARGV[3] == '1' then
     for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do r[#r+1] = v end
   end
   return r
 end
-if ARGV[1] == 'unless-canceled' and st == 'canceled' then return answer('skipped') end
-if ARGV[1] == 'unless-terminal' and (st == 'canceled' or st == 'succeeded' or st == 'failed') then return answer('skipped') end
-local i = 3
+if cur[2] == ARGV[1] then return answer('replayed') end
+local run, att = cur[3] or '', tonumber(cur[4] or '0') or 0
+local terminal = st == 'canceled' or st == 'succeeded' or st == 'failed'
+local mode, ok = ARGV[2], false
+if mode == 'start' then
+  local a = tonumber(ARGV[5])
+  ok = not terminal and run ~= ARGV[4] and ((st ~= 'active' and a >= att) or (st == 'active' and a > att))
+elseif mode == 'run' then ok = st == 'active' and run == ARGV[4]
+elseif mode == 'live' then ok = not terminal
+elseif mode == 'active' then ok = st == 'active'
+elseif mode == 'observed' then ok = st == ARGV[6] and run == ARGV[4] and att == tonumber(ARGV[5])
+end
+if not ok then return answer('skipped') end
+if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[7] then return answer('fenced') end
+local was = st
+redis.call('HSET', KEYS[1], 'op', ARGV[1])
+local i = 8
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'h' then
@@ -102,6 +194,9 @@ while i <= #ARGV do
     else redis.call('SET', ARGV[i+1], ARGV[i+2]) end
     i = i + 4
   elseif op == 'd' then redis.call('DEL', ARGV[i+1]); i = i + 2
+  elseif op == 'a' then
+    if was == 'active' then redis.call('XADD', ARGV[i+1], 'MAXLEN', '~', ARGV[i+2], '*', 'json', ARGV[i+3]) end
+    i = i + 4
   elseif op == 'x' then redis.call('XADD', ARGV[i+1], 'MAXLEN', '~', ARGV[i+2], '*', 'json', ARGV[i+3]); i = i + 4
   elseif op == 'e' then redis.call('EXPIRE', KEYS[1], ARGV[i+1]); i = i + 2
   elseif op == 'p' then redis.call('PUBLISH', ARGV[i+1], ARGV[i+2]); i = i + 3
@@ -113,12 +208,16 @@ return answer('applied')
 `)
 
 // args flattens the change for changeScript.
-func (c Change) args(guard Guard) []any {
+func (c Change) args(g Guard) []any {
 	readBack := "0"
 	if c.ReadBack {
 		readBack = "1"
 	}
-	a := []any{string(guard), readBack}
+	lease := ""
+	if c.Lease != nil {
+		lease = c.Lease.Value
+	}
+	a := []any{c.Op, g.mode, readBack, g.run, g.attempt, string(g.state), lease}
 	if len(c.HSet) > 0 {
 		a = append(a, "h", len(c.HSet))
 		for k, v := range c.HSet {
@@ -130,6 +229,9 @@ func (c Change) args(guard Guard) []any {
 	}
 	for _, k := range c.Del {
 		a = append(a, "d", k)
+	}
+	for _, x := range c.IfWasActive {
+		a = append(a, "a", x.Stream, x.MaxLen, x.JSON)
 	}
 	for _, x := range c.XAdd {
 		a = append(a, "x", x.Stream, x.MaxLen, x.JSON)
@@ -149,35 +251,80 @@ func (c Change) args(guard Guard) []any {
 	return a
 }
 
-// Applied is what Apply did: whether the change applied and the state the
-// record had before; with Change.ReadBack, the record as it is after
+// Applied is what Apply did. OK means the change is in effect: applied by
+// this run, or (Replayed) by an earlier run of the very same call whose
+// answer was lost. Otherwise the guard refused it (Prior is the state it
+// found) or, Fenced, the store's lease is no longer the one it expected.
+// With Change.ReadBack, Record is the record as it is after the change
 // (changed or not), so that no step needs a second round trip to read it.
 type Applied struct {
-	OK     bool
-	Prior  State
-	Record Record
+	OK       bool
+	Replayed bool
+	Fenced   bool
+	Prior    State
+	Record   Record
 }
+
+// ErrNoOp: a Change without an Op cannot be told apart from its replays.
+var ErrNoOp = errors.New("change has no op")
 
 // Apply makes the change to job id's record and related keys if guard
 // allows the record's current state, in one round trip; ErrUnknownJob
-// when there is no record.
+// when there is no record. It is safe to send any number of times.
 func Apply(ctx context.Context, rdb redis.Scripter, id string, guard Guard, c Change) (Applied, error) {
-	out, err := changeScript.Run(ctx, rdb, []string{RecordKey(id)}, c.args(guard)...).StringSlice()
+	if c.Op == "" {
+		return Applied{}, ErrNoOp
+	}
+	keys := []string{RecordKey(id), RecordKey(id)}
+	if c.Lease != nil {
+		keys[1] = c.Lease.Key
+	}
+	out, err := changeScript.Run(ctx, rdb, keys, c.args(guard)...).StringSlice()
 	if err != nil {
 		return Applied{}, unavailable(err)
 	}
 	if out[0] == "missing" {
 		return Applied{}, fmt.Errorf("%w %q", ErrUnknownJob, id)
 	}
-	res := Applied{OK: out[0] == "applied", Prior: State(out[1])}
+	res := Applied{OK: out[0] == "applied" || out[0] == "replayed", Replayed: out[0] == "replayed",
+		Fenced: out[0] == "fenced", Prior: State(out[1])}
 	if c.ReadBack {
-		h := make(map[string]string, (len(out)-2)/2)
-		for i := 2; i+1 < len(out); i += 2 {
-			h[out[i]] = out[i+1]
-		}
-		res.Record, err = RecordFromHash(h)
+		res.Record, err = RecordFromHash(pairs(out[2:]))
 	}
 	return res, err
+}
+
+// pairs turns a flat field, value list into a map.
+func pairs(flat []string) map[string]string {
+	h := make(map[string]string, len(flat)/2)
+	for i := 0; i+1 < len(flat); i += 2 {
+		h[flat[i]] = flat[i+1]
+	}
+	return h
+}
+
+// progressScript appends a job.progress event while the run that reports
+// it is the record's active one, once per sequence number: a report sent
+// again, or overtaken by a later one, appends nothing.
+var progressScript = redis.NewScript(`
+local cur = redis.call('HMGET', KEYS[1], 'state', 'run', 'pseq')
+if cur[1] ~= 'active' or cur[2] ~= ARGV[1] then return 0 end
+if (tonumber(cur[3] or '0') or 0) >= tonumber(ARGV[2]) then return 2 end
+redis.call('HSET', KEYS[1], 'pseq', ARGV[2])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'json', ARGV[4])
+return 1
+`)
+
+// Progress appends e (a job.progress event) for the attempt run of job id,
+// as its report number seq (increasing from 1 within the run). It reports
+// whether the event is in the stream (appended now or by an earlier send).
+func Progress(ctx context.Context, rdb redis.Scripter, id, run string, seq int64, maxLen int64, e Event) (bool, error) {
+	b, _ := json.Marshal(e)
+	n, err := progressScript.Run(ctx, rdb, []string{RecordKey(id), EventsStream}, run, seq, maxLen, string(b)).Int()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return n != 0, nil
 }
 
 // InFlightKey is the set of job ids of a queue that are not finished yet:
@@ -192,6 +339,92 @@ func (c *Change) Finish(r Record, retention time.Duration) {
 	c.Expire = int64(retention / time.Second)
 }
 
+// Terminal is a job's end in the one finish path every terminal state
+// takes: the record's state, reason, error and finish time; its locks
+// released and its record expiring (Finish); the event (job.succeeded,
+// job.failed or job.canceled); and exactly one history entry.
+type Terminal struct {
+	State  State
+	Reason string
+	Error  string // appended to the record's errors (failed) and shown in event and history
+	Result json.RawMessage
+	At     time.Time
+	// Event and History are completed from the record; the caller sets
+	// what only it knows (attempt, node, status, bytes, …).
+	Event   Event
+	History HistoryEntry
+	// Before are entries appended before the terminal event (what the job
+	// found: store.restored, backup.corrupt).
+	Before []Event
+}
+
+// End fills c with the terminal step t of job r: record fields, locks,
+// expiry, events and the history entry.
+func (c *Change) End(r Record, t Terminal, cfg ClientConfig) {
+	cfg = cfg.WithDefaults()
+	if c.HSet == nil {
+		c.HSet = map[string]any{}
+	}
+	c.HSet["state"] = string(t.State)
+	c.HSet["reason"] = t.Reason
+	c.HSet["finished_at"] = formatTime(t.At)
+	if len(t.Result) > 0 {
+		c.HSet["result"] = string(t.Result)
+	}
+	if t.Error != "" && t.State == StateFailed {
+		errs := append(append([]AttemptError(nil), r.Errors...), AttemptError{Attempt: t.Event.Attempt, Error: t.Error, At: t.At})
+		b, _ := json.Marshal(errs)
+		c.HSet["errors"] = string(b)
+	}
+	c.Finish(r, cfg.RecordRetention)
+	for _, e := range t.Before {
+		e.At = t.At
+		c.AddEntry(EventsStream, cfg.EventsMaxLen, e)
+	}
+	ev := t.Event
+	ev.Type = map[State]EventType{StateSucceeded: EventJobSucceeded, StateFailed: EventJobFailed, StateCanceled: EventJobCanceled}[t.State]
+	ev.JobID, ev.Kind, ev.Store, ev.Trigger = r.ID, r.Kind, r.Store, r.Trigger
+	if ev.Actor == "" {
+		ev.Actor = r.Actor
+	}
+	if ev.Node == "" {
+		ev.Node = r.Node
+	}
+	if ev.MaxRetry == 0 {
+		ev.MaxRetry = r.MaxRetry
+	}
+	if ev.Error == "" && t.State != StateSucceeded {
+		ev.Error = t.Error
+	}
+	if len(t.Result) > 0 {
+		ev.Result = t.Result
+	}
+	ev.At = t.At
+	c.AddEntry(EventsStream, cfg.EventsMaxLen, ev)
+	h := t.History
+	h.JobID, h.Kind, h.Store, h.Trigger, h.Actor = r.ID, r.Kind, r.Store, r.Trigger, r.Actor
+	if h.Status == "" {
+		h.Status = map[State]HistoryStatus{StateFailed: StatusFailed, StateCanceled: StatusCanceled}[t.State]
+	}
+	if h.Reason == "" {
+		h.Reason = t.Reason
+	}
+	if h.Error == "" && t.State == StateFailed {
+		h.Error = t.Error
+	}
+	if h.Node == "" {
+		h.Node = r.Node
+	}
+	if h.Attempts == 0 {
+		h.Attempts = r.Attempts
+	}
+	if h.DurationMS == 0 {
+		h.DurationMS = durationMS(r.StartedAt, t.At)
+	}
+	h.At = t.At
+	c.AddEntry(HistoryStream, cfg.HistoryMaxLen, h)
+}
+
 // ReleaseLocks are the lock keys a job holds while in flight.
 func ReleaseLocks(r Record) []string {
 	keys := []string{LockKey(Payload{Kind: r.Kind, Store: r.Store, Params: r.Params})}
@@ -199,4 +432,22 @@ func ReleaseLocks(r Record) []string {
 		keys = append(keys, RestoreLockKey(r.Store))
 	}
 	return keys
+}
+
+// scripts are the Lua scripts of the job path, loaded by LoadScripts.
+var scripts = []*redis.Script{changeScript, progressScript, enqueueScript, enqueueNotifyScript, announceScript,
+	claimScript, renewScript, publishStatsScript, nodeUpScript, nodeDownScript}
+
+// LoadScripts loads the job path's scripts into Redis's script cache, so
+// that their first runs are one EVALSHA each rather than an EVALSHA that
+// fails with NOSCRIPT and an EVAL. (go-redis falls back to EVAL only on
+// NOSCRIPT: a first EVALSHA whose answer was lost is not replayed as an
+// EVAL.) A Redis that restarts empty is refilled by that fallback.
+func LoadScripts(ctx context.Context, rdb redis.Scripter) error {
+	for _, s := range scripts {
+		if err := s.Load(ctx, rdb).Err(); err != nil {
+			return unavailable(err)
+		}
+	}
+	return nil
 }

@@ -34,6 +34,10 @@ type Request struct {
 	Trigger Trigger
 	Actor   string
 	BatchID string
+	// JobID is the id to give the job; empty: a new one. A caller that
+	// must be able to repeat an enqueue after a failure (the automatic
+	// restore of an incident) chooses it, and a repeat finds the job.
+	JobID string
 }
 
 // Enqueued is the answer: the job's record, and whether it is an existing
@@ -139,15 +143,24 @@ func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + 
 // not: no owner, or the job that holds a lock. One round trip: the owner
 // is read inside, so the record's node and queue, the in-flight set and
 // the event's node are completed here (the event arrives as JSON without
-// a node, and gets it appended). Sent twice with the same job id (a retry
-// after the connection broke behind a write), the second run finds the
-// lock held by that very job and answers 'new' again without writing
-// anything, so the caller still hands the job to asynq, and once.
+// a node, and gets it appended). The record also gets enq_ms, the time on
+// Redis's clock, which the reconciler's grace is measured against.
+//
+// It is safe to run any number of times: the job id is new to this call,
+// so a run that finds the record is a copy of a run that wrote it (go-redis
+// sent the script again after a read timed out, and a stalled Redis ran
+// both). It writes nothing and answers 'replayed' with the record as it is
+// now, which may already be terminal: a reconciler can have settled it
+// between the two runs, and a terminal state is final.
 var enqueueScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  local r = {'replayed', ''}
+  for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do r[#r+1] = v end
+  return r
+end
 local owner = redis.call('HGET', KEYS[5], ARGV[5])
 if not owner then return {'unknown', ''} end
 local held = redis.call('GET', KEYS[1])
-if held == ARGV[1] then return {'new', redis.call('HGET', KEYS[3], 'node') or owner} end
 if held then
   local rec = redis.call('HGETALL', ARGV[8] .. held)
   if #rec > 0 then
@@ -162,9 +175,11 @@ if ARGV[2] == '1' then
   if r then return {'conflict', r} end
   redis.call('SET', KEYS[2], ARGV[1])
 end
+local t = redis.call('TIME')
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local queue = ARGV[6] .. owner
 redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[3], 'node', owner, 'queue', queue, unpack(ARGV, 9))
+redis.call('HSET', KEYS[3], 'node', owner, 'queue', queue, 'enq_ms', ms, unpack(ARGV, 9))
 local ev = string.sub(ARGV[4], 1, -2) .. ',"node":' .. cjson.encode(owner) .. '}'
 redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'json', ev)
 redis.call('SADD', ARGV[7] .. queue, ARGV[1])
@@ -182,7 +197,13 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	if !req.Kind.Maintenance() {
 		return Enqueued{}, fmt.Errorf("%w: %q is not a store job kind", ErrBadPayload, req.Kind)
 	}
-	p := Payload{JobID: NewID(), Kind: req.Kind, Store: req.Store, Trigger: req.Trigger, Actor: req.Actor, BatchID: req.BatchID, Params: req.Params}
+	id := req.JobID
+	if id == "" {
+		id = NewID()
+	} else if _, err := IDTime(id); err != nil {
+		return Enqueued{}, fmt.Errorf("%w: %w", ErrBadPayload, err)
+	}
+	p := Payload{JobID: id, Kind: req.Kind, Store: req.Store, Trigger: req.Trigger, Actor: req.Actor, BatchID: req.BatchID, Params: req.Params}
 	task, err := p.Encode()
 	if err != nil {
 		return Enqueued{}, err
@@ -210,12 +231,21 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 		return Enqueued{}, unavailable(err)
 	}
 	switch out[0] {
-	case "dup": // the script returned the held job's record
-		h := make(map[string]string, (len(out)-2)/2)
-		for i := 2; i+1 < len(out); i += 2 {
-			h[out[i]] = out[i+1]
+	case "replayed": // a copy of this call already wrote the record
+		mine, err := RecordFromHash(pairs(out[2:]))
+		if err != nil {
+			return Enqueued{}, fmt.Errorf("job %s: %w", rec.ID, err)
 		}
-		held, err := RecordFromHash(h)
+		if mine.State != StatePending {
+			// Settled meanwhile (a reconciler found no task): final.
+			return Enqueued{Record: mine}, nil
+		}
+		if err := c.toAsynq(ctx, mine, task); err != nil {
+			return Enqueued{}, err
+		}
+		return Enqueued{Record: mine}, nil
+	case "dup": // the script returned the held job's record
+		held, err := RecordFromHash(pairs(out[2:]))
 		if err != nil {
 			return Enqueued{}, fmt.Errorf("job %s holding the lock: %w", out[1], err)
 		}
@@ -249,23 +279,20 @@ func (c *Client) toAsynq(ctx context.Context, rec Record, task []byte) error {
 	return nil
 }
 
-// abandon finishes a job whose task never reached asynq: the record fails,
-// the locks go, job.failed follows job.enqueued. Best effort: Redis may be
-// the reason it failed, and the worker's reconciler settles what is left.
+// abandon finishes a job whose task never reached asynq, through the one
+// finish path: the record fails, its locks go, job.failed follows
+// job.enqueued, and history has its entry. Only a job still pending and
+// never started is abandoned (an asynq enqueue that timed out may still
+// have landed, and its attempt may be running). Best effort: Redis may be
+// the reason it failed; then the worker's reconciler settles the job once
+// its grace has passed. The caller was told (an error), so nothing is
+// notified.
 func (c *Client) abandon(rec Record, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	now := time.Now().UTC()
-	rec.State, rec.Reason, rec.FinishedAt = StateFailed, "enqueue failed", now
-	rec.Errors = append(rec.Errors, AttemptError{Error: cause.Error(), At: now})
-	ev, _ := AppendArgs(EventsStream, c.cfg.EventsMaxLen, Event{Type: EventJobFailed, JobID: rec.ID, Kind: rec.Kind,
-		Store: rec.Store, Node: rec.Node, Trigger: rec.Trigger, Actor: rec.Actor, Error: cause.Error(), At: now})
-	pipe := c.rdb.TxPipeline()
-	pipe.HSet(ctx, RecordKey(rec.ID), rec.Fields())
-	pipe.Del(ctx, ReleaseLocks(rec)...)
-	pipe.SRem(ctx, InFlightKey(rec.Queue), rec.ID)
-	pipe.XAdd(ctx, ev)
-	_, _ = pipe.Exec(ctx)
+	ch := Change{Op: NewOp("abandon")}
+	ch.End(rec, Terminal{State: StateFailed, Reason: "enqueue failed", Error: cause.Error(), At: time.Now().UTC()}, c.cfg)
+	_, _ = Apply(ctx, c.rdb, rec.ID, ObservedGuard(Record{State: StatePending}), ch)
 }
 
 // Get returns a job's record.

@@ -23,6 +23,10 @@ const (
 	// EventBackupCorrupt: verifying a backup found it damaged; the backup
 	// is marked bad (never restored from) and the live store is untouched.
 	EventBackupCorrupt EventType = "backup.corrupt"
+	// EventStoreLost: the node that owned a store found its lease held by
+	// another claim; it stopped serving the store (Holder names the
+	// claim that has it).
+	EventStoreLost EventType = "store.lost"
 )
 
 // Event is one entry of the events stream; ID is the stream entry id,
@@ -51,7 +55,9 @@ type Event struct {
 	BackupID   string    `json:"backup_id,omitempty"`
 	BackupAt   time.Time `json:"backup_at,omitzero"`
 	Quarantine string    `json:"quarantine,omitempty"`
-	At         time.Time `json:"at"`
+	// store.lost: the node that holds the store's lease now
+	Holder string    `json:"holder,omitempty"`
+	At     time.Time `json:"at"`
 }
 
 // HistoryStatus is how a finished job ended, per kind.

@@ -57,6 +57,14 @@ type Record struct {
 	EnqueuedAt time.Time       `json:"enqueued_at"`
 	StartedAt  time.Time       `json:"started_at,omitzero"`
 	FinishedAt time.Time       `json:"finished_at,omitzero"`
+
+	// Run is the token of the attempt that started last; guards compare
+	// it so that a late copy of a command never undoes a later step.
+	Run string `json:"-"`
+	// EnqueuedMS is when the record was written, on Redis's clock (ms):
+	// the reconciler measures its grace against it, not against the
+	// clock of whichever process enqueued.
+	EnqueuedMS int64 `json:"-"`
 }
 
 // Fields returns the record as Redis hash fields (HSET key Fields()...).
@@ -108,7 +116,7 @@ func RecordFromHash(h map[string]string) (Record, error) {
 	r := Record{
 		ID: h["id"], Kind: Kind(h["kind"]), Store: h["store"], Node: h["node"], Queue: h["queue"],
 		State: State(h["state"]), Reason: h["reason"], Trigger: Trigger(h["trigger"]), Actor: h["actor"],
-		BatchID: h["batch_id"],
+		BatchID: h["batch_id"], Run: h["run"],
 	}
 	var err error
 	if r.Attempts, err = atoi(h["attempts"]); err != nil {
@@ -116,6 +124,11 @@ func RecordFromHash(h map[string]string) (Record, error) {
 	}
 	if r.MaxRetry, err = atoi(h["max_retry"]); err != nil {
 		return r, fmt.Errorf("job %s: max_retry: %w", r.ID, err)
+	}
+	if s := h["enq_ms"]; s != "" {
+		if r.EnqueuedMS, err = strconv.ParseInt(s, 10, 64); err != nil {
+			return r, fmt.Errorf("job %s: enq_ms: %w", r.ID, err)
+		}
 	}
 	if s := h["params"]; s != "" {
 		if err := json.Unmarshal([]byte(s), &r.Params); err != nil {

@@ -2,9 +2,13 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"storekeeper/jobs"
 )
 
 // This file is the one place that knows asynq's internal Redis keys
@@ -37,12 +41,32 @@ return ids
 // process takes any task, holding the data dir's instance lock and the
 // stores' leases: nothing else can be running them. asynq alone would
 // wait for the 30 s lease and its recoverer (every 60 s): 60–120 s.
+// Their records, still active under the dead process's run, read retry
+// (reason interrupted, with job.retrying), so that the attempt that runs
+// them again, with the same attempt number since asynq counted no retry,
+// may start.
 func (w *Worker) reclaimOrphans(ctx context.Context, queue string) ([]string, error) {
 	ids, err := reclaimScript.Run(ctx, w.rdb,
 		[]string{asynqActiveKey(queue), asynqLeaseKey(queue), asynqPendingKey(queue)},
 		asynqTaskKeyPrefix(queue)).StringSlice()
 	if err != nil && err != redis.Nil {
 		return nil, fmt.Errorf("worker: reclaim orphaned tasks of %s: %w", queue, err)
+	}
+	for _, id := range ids {
+		rec, err := w.jobs.Get(ctx, id)
+		if errors.Is(err, jobs.ErrUnknownJob) {
+			continue
+		}
+		if err != nil {
+			return ids, fmt.Errorf("worker: reclaim orphaned job %s: %w", id, err)
+		}
+		ch := jobs.Change{Op: jobs.NewOp("orphan"), HSet: map[string]any{"state": string(jobs.StateRetry), "reason": "interrupted"}}
+		ch.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, jobs.Event{Type: jobs.EventJobRetrying, JobID: id, Kind: rec.Kind,
+			Store: rec.Store, Node: w.cfg.Node, Trigger: rec.Trigger, Actor: rec.Actor, Attempt: rec.Attempts, MaxRetry: rec.MaxRetry,
+			Error: "interrupted: the node's previous process stopped while running it", At: time.Now().UTC()})
+		if _, err := jobs.Apply(ctx, w.rdb, id, jobs.ActiveGuard(), ch); err != nil {
+			return ids, fmt.Errorf("worker: reclaim orphaned job %s: %w", id, err)
+		}
 	}
 	return ids, nil
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
 )
 
 // The keys asynqkeys.go relies on, checked against a live asynq server.
@@ -49,7 +50,7 @@ func TestAsynqKeyLayout(t *testing.T) {
 		t.Fatalf("asynq changed its task hash: state %q", st)
 	}
 	// Reclaim moves it back exactly as asynq's requeue would.
-	w := &Worker{rdb: rdb}
+	w := &Worker{rdb: rdb, jobs: jobs.NewClient(rdb, jobs.ClientConfig{}), cfg: Config{Node: "n1", Jobs: jobs.ClientConfig{}.WithDefaults()}}
 	ids, err := w.reclaimOrphans(ctx, q)
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("reclaim = %v, %v", ids, err)

@@ -2,9 +2,9 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
@@ -22,15 +22,26 @@ import (
 // the policy allows, an automatic restore from the newest verified backup.
 
 // incidents collects stores found corrupt; the listener must not block.
+// Each pending store keeps one incident id (and the id its automatic
+// restore would have) across the retries of its handling, so that a retry
+// repeats the same steps rather than making new ones.
 type incidents struct {
 	mu      sync.Mutex
-	pending map[string]error
+	pending map[string]*incident
 	wake    chan struct{}
+}
+
+type incident struct {
+	id        string
+	restoreID string
+	evidence  error
 }
 
 func (in *incidents) add(store string, err error) {
 	in.mu.Lock()
-	in.pending[store] = err
+	if in.pending[store] == nil {
+		in.pending[store] = &incident{id: "i" + jobs.NewID()[1:], restoreID: jobs.NewID(), evidence: err}
+	}
 	in.mu.Unlock()
 	select {
 	case in.wake <- struct{}{}:
@@ -38,24 +49,33 @@ func (in *incidents) add(store string, err error) {
 	}
 }
 
-func (in *incidents) take() map[string]error {
+// retry puts back an incident whose handling failed.
+func (in *incidents) retry(store string, inc *incident) {
+	in.mu.Lock()
+	if in.pending[store] == nil {
+		in.pending[store] = inc
+	}
+	in.mu.Unlock()
+}
+
+func (in *incidents) take() map[string]*incident {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	p := in.pending
-	in.pending = map[string]error{}
+	in.pending = map[string]*incident{}
 	return p
 }
 
 // incidentLoop handles corruption until ctx ends.
 func (w *Worker) incidentLoop(ctx context.Context) {
 	for {
-		for name, evidence := range w.incidents.take() {
-			if err := w.handleCorrupt(ctx, name, evidence); err != nil {
+		for name, inc := range w.incidents.take() {
+			if err := w.handleCorrupt(ctx, name, inc); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
 				w.log.Error("handling a corrupt store failed; retrying", "store", name, "err", err)
-				w.incidents.add(name, evidence)
+				w.incidents.retry(name, inc)
 				select {
 				case <-ctx.Done():
 					return
@@ -82,8 +102,10 @@ const (
 )
 
 // breakerScript admits an automatic restore when fewer than ARGV[2] were
-// admitted in the 24 h before ARGV[1] (ms), and records it.
+// admitted in the 24 h before ARGV[1] (ms), and records it as ARGV[3] (the
+// incident): the same incident asking again is the same admission.
 var breakerScript = redis.NewScript(`
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 86400000)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
@@ -91,38 +113,81 @@ redis.call('PEXPIRE', KEYS[1], 86400000)
 return 1
 `)
 
-func (w *Worker) handleCorrupt(ctx context.Context, name string, evidence error) error {
-	now := time.Now().UTC()
-	first, err := w.rdb.SetNX(ctx, jobs.IncidentKey(name), now.Format(time.RFC3339Nano)+" "+evidence.Error(), 0).Result()
-	if err != nil {
-		return err
-	}
+// handleCorrupt reports one incident: it decides the action (and enqueues
+// the automatic restore, under an id chosen once per incident), then
+// writes the incident, store.corrupt and its notification in one step.
+// Every step is safe to repeat, so a failure anywhere is retried from the
+// start without doubling anything; an incident already reported (by this
+// process or an earlier one) is not reported again, and its restore, if
+// one was decided, is made sure of.
+func (w *Worker) handleCorrupt(ctx context.Context, name string, inc *incident) error {
 	log := w.log.With("store", name)
-	if !first {
-		log.Info("corruption already reported for this store; waiting for a restore", "evidence", evidence)
+	if !w.serving(name) {
+		log.Warn("corrupt store not handled: this node lost it to another node", "evidence", inc.evidence)
 		return nil
 	}
-	action, backupID, restoreJob, why, err := w.decideRestore(ctx, name, now)
+	if raw, err := w.rdb.Get(ctx, jobs.IncidentKey(name)).Result(); err == nil {
+		return w.reported(ctx, name, raw, inc)
+	} else if !errors.Is(err, redis.Nil) {
+		return err
+	}
+	now := time.Now().UTC()
+	action, backupID, restoreJob, why, err := w.decideRestore(ctx, name, inc, now)
 	if err != nil {
-		w.rdb.Del(context.WithoutCancel(ctx), jobs.IncidentKey(name)) // decide again on the retry
 		return err
 	}
+	evidence := inc.evidence.Error()
+	rec := jobs.Incident{ID: inc.id, Evidence: evidence, Action: action, RestoreJobID: restoreJob, BackupID: backupID, Node: w.cfg.Node, At: now}
 	ev := jobs.Event{Type: jobs.EventStoreCorrupt, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
-		Error: evidence.Error(), Action: action, RestoreJobID: restoreJob, BackupID: backupID, At: now}
-	summary := fmt.Sprintf("store %s is corrupt (%v); %s", name, evidence, why)
-	n := jobs.Notification{ID: jobs.NotificationID(string(jobs.EventStoreCorrupt), name, now.Format(time.RFC3339Nano)),
+		Error: evidence, Action: action, RestoreJobID: restoreJob, BackupID: backupID, At: now}
+	summary := fmt.Sprintf("store %s is corrupt (%v); %s", name, inc.evidence, why)
+	n := jobs.Notification{ID: jobs.NotificationID(string(jobs.EventStoreCorrupt), name, inc.id),
 		Type: jobs.EventStoreCorrupt, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
-		Error: evidence.Error(), Summary: summary, Action: action, RestoreJobID: restoreJob, BackupID: backupID, At: now}
-	if err := w.announce(ctx, ev, n); err != nil {
+		Error: evidence, Summary: summary, Action: action, RestoreJobID: restoreJob, BackupID: backupID, At: now}
+	value, _ := json.Marshal(rec)
+	made, other, err := jobs.Announce(ctx, w.rdb, jobs.IncidentKey(name), string(value), w.cfg.Jobs.EventsMaxLen, ev, &n)
+	if err != nil {
 		return err
 	}
-	log.Error("store is corrupt", "evidence", evidence, "action", action, "restore_job", restoreJob, "backup", backupID)
+	if !made {
+		// Reported meanwhile by another finding; the restore this one
+		// enqueued (if any) is the same request, deduplicated.
+		return w.reported(ctx, name, other, inc)
+	}
+	log.Error("store is corrupt", "evidence", inc.evidence, "action", action, "restore_job", restoreJob, "backup", backupID)
 	return nil
+}
+
+// reported handles a finding on a store whose incident is already
+// reported: nothing is announced again, but an automatic restore the
+// incident decided is enqueued if it is missing (a process that stopped
+// between the two steps).
+func (w *Worker) reported(ctx context.Context, name, raw string, inc *incident) error {
+	var rec jobs.Incident
+	if err := json.Unmarshal([]byte(raw), &rec); err != nil {
+		w.log.Warn("unreadable incident record; treating the corruption as reported", "store", name, "err", err)
+		return nil
+	}
+	if rec.ID != inc.id {
+		w.log.Info("corruption already reported for this store; waiting for a restore", "store", name, "evidence", inc.evidence, "incident", rec.ID)
+	}
+	if rec.Action != ActionAutoRestore || rec.RestoreJobID == "" {
+		return nil
+	}
+	if _, err := w.jobs.Get(ctx, rec.RestoreJobID); !errors.Is(err, jobs.ErrUnknownJob) {
+		return err
+	}
+	_, err := w.jobs.Enqueue(ctx, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: rec.BackupID},
+		Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem, JobID: rec.RestoreJobID})
+	if errors.Is(err, jobs.ErrRestoreInProgress) {
+		return nil
+	}
+	return err
 }
 
 // decideRestore applies the automatic restore policy and, when it allows,
 // enqueues the restore. why is the human half of the summary.
-func (w *Worker) decideRestore(ctx context.Context, name string, now time.Time) (action, backupID, jobID, why string, err error) {
+func (w *Worker) decideRestore(ctx context.Context, name string, inc *incident, now time.Time) (action, backupID, jobID, why string, err error) {
 	if w.cfg.AutoRestore == "off" {
 		return ActionPolicyOff, "", "", "automatic restore is off: the store stays corrupt until restored by hand", nil
 	}
@@ -151,8 +216,7 @@ func (w *Worker) decideRestore(ctx context.Context, name string, now time.Time) 
 	if newest == nil {
 		return ActionNoBackup, "", "", "there is no verified backup to restore from: the store stays corrupt", nil
 	}
-	ms := now.UnixMilli()
-	ok, err := breakerScript.Run(ctx, w.rdb, []string{jobs.AutoRestoresKey(name)}, ms, w.cfg.AutoRestoreLimit, strconv.FormatInt(ms, 10)+":"+w.lease.Instance).Int()
+	ok, err := breakerScript.Run(ctx, w.rdb, []string{jobs.AutoRestoresKey(name)}, now.UnixMilli(), w.cfg.AutoRestoreLimit, inc.id).Int()
 	if err != nil {
 		return "", "", "", "", err
 	}
@@ -160,29 +224,14 @@ func (w *Worker) decideRestore(ctx context.Context, name string, now time.Time) 
 		return ActionBreakerOpen, newest.ID, "", fmt.Sprintf("%d automatic restores in the last 24 h reached the limit: the store stays corrupt until restored by hand", w.cfg.AutoRestoreLimit), nil
 	}
 	res, err := w.jobs.Enqueue(ctx, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: newest.ID},
-		Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem})
+		Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem, JobID: inc.restoreID})
 	if errors.Is(err, jobs.ErrRestoreInProgress) {
 		return ActionRestoreInProgress, newest.ID, "", "a restore is already in progress", nil
 	}
 	if err != nil {
-		w.rdb.ZRem(context.WithoutCancel(ctx), jobs.AutoRestoresKey(name), strconv.FormatInt(ms, 10)+":"+w.lease.Instance)
-		return "", "", "", "", err
+		return "", "", "", "", err // retried with the same incident: the same admission and job id
 	}
 	why = fmt.Sprintf("restoring automatically from backup %s taken at %s (writes after it will be lost; the damaged generation is kept in quarantine)",
 		newest.ID, newest.CreatedAt.UTC().Format(time.RFC3339))
 	return ActionAutoRestore, newest.ID, res.Record.ID, why, nil
-}
-
-// announce appends ev and queues n for the sinks, atomically.
-func (w *Worker) announce(ctx context.Context, ev jobs.Event, n jobs.Notification) error {
-	args, err := jobs.AppendArgs(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, ev)
-	if err != nil {
-		return err
-	}
-	push := jobs.OutboxPush(n)
-	pipe := w.rdb.TxPipeline()
-	pipe.XAdd(ctx, args)
-	pipe.LPush(ctx, push.Key, push.Value)
-	_, err = pipe.Exec(ctx)
-	return err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -27,7 +28,29 @@ type outcome struct {
 
 type handlerFunc func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error)
 
+// attempt is one run of a job's handler: the job, its attempt number and
+// the run token that fences every write the attempt makes.
+type attempt struct {
+	p        jobs.Payload
+	n        int // 1 for the first attempt
+	maxRetry int
+	run      string
+	log      *slog.Logger
+}
+
+func (a attempt) event(t jobs.EventType, node string) jobs.Event {
+	return jobs.Event{Type: t, JobID: a.p.JobID, Kind: a.p.Kind, Store: a.p.Store, Node: node, Trigger: a.p.Trigger,
+		Actor: a.p.Actor, Attempt: a.n, MaxRetry: a.maxRetry, At: time.Now().UTC()}
+}
+
 // process is the asynq handler: the lifecycle around one attempt.
+//
+// Every write it makes to the job's record is a jobs.Change guarded by the
+// attempt's run token, so that each step happens once however often Redis
+// runs it: the start only for a record that is not terminal and that this
+// run has not started; the end only while this run is the active one. A
+// record found terminal (canceled, or settled by a reconciler while asynq
+// still held the task) is not run: a terminal state is final.
 func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	p, err := jobs.Decode(task.Payload())
 	if err != nil {
@@ -39,12 +62,8 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	attempt := retried + 1
-	log := w.log.With("job", p.JobID, "kind", p.Kind, "store", p.Store, "attempt", attempt)
-	ev := func(t jobs.EventType) jobs.Event {
-		return jobs.Event{Type: t, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Node: w.cfg.Node, Trigger: p.Trigger,
-			Actor: p.Actor, Attempt: attempt, MaxRetry: maxRetry, At: time.Now().UTC()}
-	}
+	a := attempt{p: p, n: retried + 1, maxRetry: maxRetry, run: jobs.NewRun()}
+	a.log = w.log.With("job", p.JobID, "kind", p.Kind, "store", p.Store, "attempt", a.n)
 	var run func(context.Context) (outcome, error)
 	if p.Kind == jobs.KindNotify {
 		run = func(ctx context.Context) (outcome, error) { return w.deliver(ctx, p) }
@@ -61,6 +80,10 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 			return ctx.Err()
 		}
 		defer func() { <-slot }()
+		if holder, lost := w.own.holder(p.Store); lost {
+			a.log.Warn("not starting a job on a store this node lost", "holder", holder.Node)
+			return fmt.Errorf("%w: store %s is held by node %s", errLeaseLost, p.Store, holder.Node)
+		}
 		run = func(ctx context.Context) (outcome, error) {
 			s, err := w.cfg.Registry.Store(p.Store)
 			if err != nil {
@@ -70,29 +93,16 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		}
 	}
 
-	started := time.Now().UTC()
-	start := jobs.Change{HSet: map[string]any{"state": string(jobs.StateActive), "attempts": attempt, "node": w.cfg.Node,
-		"started_at": started.Format(time.RFC3339Nano), "reason": ""}, ReadBack: true}
-	start.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, ev(jobs.EventJobStarted))
-	res, err := jobs.Apply(ctx, w.rdb, p.JobID, jobs.UnlessCanceled, start)
-	if errors.Is(err, jobs.ErrUnknownJob) {
-		log.Error("task without a job record; dropping it")
-		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	rec, err := w.start(ctx, a)
+	if err != nil || rec == nil {
+		return err
 	}
-	if err != nil {
-		return err // Redis trouble: asynq retries the attempt
-	}
-	if !res.OK {
-		log.Info("job was canceled; not running it", "state", res.Prior)
-		return nil
-	}
-	rec := res.Record
 
 	jobCtx, cancel := context.WithCancelCause(ctx)
-	report, stopProgress := w.progressReporter(ctx, ev)
+	report, stopProgress := w.progressReporter(ctx, a)
 	jobCtx = store.WithProgress(jobCtx, report)
 	w.mu.Lock()
-	w.running[p.JobID] = cancel
+	w.running[p.JobID] = runningJob{store: p.Store, cancel: cancel}
 	w.jobsWG.Add(1)
 	w.mu.Unlock()
 	out, err := run(jobCtx)
@@ -105,94 +115,209 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	defer w.jobsWG.Done()
 	cause := context.Cause(jobCtx)
 	cancel(nil)
-	now := time.Now().UTC()
 
 	switch {
 	case errors.Is(cause, errCanceled):
 		// The record, locks, event and history were written by Cancel.
 		// Pebble stops only compactions not yet started, so a cancel can
 		// wait for the one running: say how long.
-		log.Info("canceled job stopped; store released", "cancel_took", now.Sub(canceledAt), "err", err)
+		a.log.Info("canceled job stopped; store released", "cancel_took", time.Since(canceledAt), "err", err)
 		return nil
 	case errors.Is(cause, errInterrupted) || w.shuttingDown.Load() && err != nil && ctx.Err() != nil:
 		// Stopped by shutdown (ours, or asynq's own cancel of the handler
 		// context when its ShutdownTimeout ran out): not a failure.
-		ch := jobs.Change{HSet: map[string]any{"state": string(jobs.StateRetry), "reason": "interrupted"}}
-		_, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, ch)
-		log.Info("job interrupted by shutdown; asynq requeues it", "err", aerr)
+		w.interrupted(ctx, *rec, a, "interrupted", "interrupted by shutdown")
 		return err
+	case errors.Is(cause, errLeaseLost):
+		err = cause
 	}
+	if err == nil {
+		return w.succeed(ctx, *rec, a, out)
+	}
+	return w.fail(ctx, *rec, a, err)
+}
 
-	var fin jobs.Change
-	// The API must never answer from stale stats: publish them before the
-	// job reads finished, in the same atomic step.
+// start records the attempt's start. It returns nil and no error when the
+// attempt must not run: the job is canceled or already ended, or a later
+// attempt started.
+func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
+	p := a.p
+	started := time.Now().UTC()
+	ch := jobs.Change{Op: "start:" + a.run, ReadBack: true,
+		HSet: map[string]any{"state": string(jobs.StateActive), "attempts": a.n, "node": w.cfg.Node,
+			"started_at": started.Format(time.RFC3339Nano), "reason": "", "run": a.run, "pseq": 0}}
 	if p.Store != "" {
+		lease, ok := w.own.lease(p.Store)
+		if !ok {
+			return nil, fmt.Errorf("%w: store %s", errLeaseLost, p.Store)
+		}
+		ch.Lease = lease
+	}
+	// A record still active is an attempt whose worker vanished (asynq
+	// moved its task on without any middleware): end it first.
+	lostAttempt := a.event(jobs.EventJobRetrying, w.cfg.Node)
+	lostAttempt.Attempt, lostAttempt.Error = a.n-1, "attempt lost: its worker stopped without ending it"
+	ch.IfWasActive = append(ch.IfWasActive, jobs.NewEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, lostAttempt))
+	ch.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, a.event(jobs.EventJobStarted, w.cfg.Node))
+	res, err := jobs.Apply(ctx, w.rdb, p.JobID, jobs.StartGuard(a.run, a.n), ch)
+	switch {
+	case errors.Is(err, jobs.ErrUnknownJob):
+		a.log.Error("task without a job record; dropping it")
+		return nil, fmt.Errorf("%w: %w", asynq.SkipRetry, err)
+	case err != nil:
+		return nil, err // Redis trouble: asynq retries the attempt
+	case res.Fenced:
+		w.checkLease(context.WithoutCancel(ctx), p.Store)
+		return nil, fmt.Errorf("%w: store %s: the lease changed", errLeaseLost, p.Store)
+	case !res.OK:
+		a.log.Info("not running the job: it is canceled, ended or started by a later attempt", "state", res.Prior)
+		return nil, nil
+	}
+	return &res.Record, nil
+}
+
+// succeed records a job that did its work: stats first (the API never
+// answers from older state), what the job found, job.succeeded, history.
+func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out outcome) error {
+	p := a.p
+	now := time.Now().UTC()
+	fin := jobs.Change{Op: "end:" + a.run}
+	if p.Store != "" {
+		lease, ok := w.own.lease(p.Store)
+		if !ok {
+			return w.fail(ctx, rec, a, fmt.Errorf("%w: store %s", errLeaseLost, p.Store))
+		}
+		fin.Lease = lease
 		if js, serr := w.statsJSON(p.Store); serr == nil {
 			fin.Set = append(fin.Set, jobs.SetKey{Key: jobs.StatsKey(p.Store), Value: js})
 		}
 	}
-	hist := jobs.HistoryEntry{JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger, Actor: p.Actor,
-		Attempts: attempt, DurationMS: now.Sub(started).Milliseconds(), Node: w.cfg.Node, At: now}
-	if err == nil {
-		result, _ := json.Marshal(out.Result)
-		fin.HSet = map[string]any{"state": string(jobs.StateSucceeded), "result": string(result), "finished_at": now.Format(time.RFC3339Nano), "reason": out.Reason}
-		fin.Finish(rec, w.cfg.Jobs.RecordRetention)
-		// What the job found or did (store.restored, backup.corrupt) comes
-		// first: job.succeeded is a job's last event.
-		for _, e := range out.Events {
-			e.Node, e.At = w.cfg.Node, now
-			fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, e)
-		}
-		done := ev(jobs.EventJobSucceeded)
-		done.Result = result
-		fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, done)
-		hist.Status, hist.Reason, hist.BytesBefore, hist.BytesAfter, hist.BackupID = out.Status, out.Reason, out.BytesBefore, out.BytesAfter, out.BackupID
-		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
-		if p.Kind == jobs.KindRestore {
-			fin.Del = append(fin.Del, jobs.IncidentKey(p.Store)) // a new corruption is a new incident
-		}
-		for _, n := range out.Notes {
-			fin.Notify(n)
-		}
-		if _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
-			return aerr
-		}
-		w.counters.succeeded(p.Kind, out.Status)
-		log.Info("job succeeded", "status", out.Status, "reason", out.Reason, "took", now.Sub(started))
+	result, _ := json.Marshal(out.Result)
+	var found []jobs.Event
+	for _, e := range out.Events {
+		e.Node = w.cfg.Node
+		found = append(found, e)
+	}
+	ev := a.event(jobs.EventJobSucceeded, w.cfg.Node)
+	fin.End(rec, jobs.Terminal{State: jobs.StateSucceeded, Reason: out.Reason, Result: result, At: now, Before: found, Event: ev,
+		History: jobs.HistoryEntry{Status: out.Status, Reason: out.Reason, BytesBefore: out.BytesBefore, BytesAfter: out.BytesAfter,
+			BackupID: out.BackupID, Attempts: a.n, DurationMS: now.Sub(rec.StartedAt).Milliseconds(), Node: w.cfg.Node}}, w.cfg.Jobs)
+	if p.Kind == jobs.KindRestore {
+		fin.Del = append(fin.Del, jobs.IncidentKey(p.Store)) // a new corruption is a new incident
+	}
+	for _, n := range out.Notes {
+		fin.Notify(n)
+	}
+	res, err := w.settle(ctx, a, jobs.RunGuard(a.run), fin)
+	if err != nil {
+		return err
+	}
+	if res.Fenced {
+		w.checkLease(context.WithoutCancel(ctx), p.Store)
+		return w.fail(ctx, rec, a, fmt.Errorf("%w: store %s: the lease changed while the job ran", errLeaseLost, p.Store))
+	}
+	if !res.OK {
+		a.log.Info("job did its work but was canceled meanwhile", "state", res.Prior)
 		return nil
 	}
+	w.counters.succeeded(p.Kind, out.Status)
+	a.log.Info("job succeeded", "status", out.Status, "reason", out.Reason, "took", now.Sub(rec.StartedAt), "replayed", res.Replayed)
+	return nil
+}
 
-	errs := append(rec.Errors, jobs.AttemptError{Attempt: attempt, Error: err.Error(), At: now})
-	errsJSON, _ := json.Marshal(errs)
-	final := permanent(err) || attempt > maxRetry
-	failed := ev(jobs.EventJobRetrying)
-	failed.Error = err.Error()
-	fin.HSet = map[string]any{"state": string(jobs.StateRetry), "errors": string(errsJSON)}
+// fail records a failed attempt: job.retrying, or, out of retries or not
+// retryable, the job's end as failed (history, notification).
+func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error) error {
+	p := a.p
+	now := time.Now().UTC()
+	final := permanent(err) || a.n > a.maxRetry
+	fin := jobs.Change{Op: "end:" + a.run}
 	if final {
-		failed.Type = jobs.EventJobFailed
-		fin.HSet["state"], fin.HSet["finished_at"] = string(jobs.StateFailed), now.Format(time.RFC3339Nano)
-		fin.Finish(rec, w.cfg.Jobs.RecordRetention)
-		hist.Status, hist.Error = jobs.StatusFailed, err.Error()
-		fin.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, hist)
+		ev := a.event(jobs.EventJobFailed, w.cfg.Node)
+		fin.End(rec, jobs.Terminal{State: jobs.StateFailed, Error: err.Error(), At: now, Event: ev,
+			History: jobs.HistoryEntry{Attempts: a.n, DurationMS: now.Sub(rec.StartedAt).Milliseconds(), Node: w.cfg.Node}}, w.cfg.Jobs)
 		if notifiesFailure(p, err) {
-			fin.Notify(w.failureNote(p.JobID, p.Kind, p.Store, p.Trigger, p.Actor, attempt, err.Error(), now))
+			fin.Notify(w.failureNote(p.JobID, p.Kind, p.Store, p.Trigger, p.Actor, a.n, err.Error(), now))
+		}
+	} else {
+		errs := append(append([]jobs.AttemptError(nil), rec.Errors...), jobs.AttemptError{Attempt: a.n, Error: err.Error(), At: now})
+		errsJSON, _ := json.Marshal(errs)
+		fin.HSet = map[string]any{"state": string(jobs.StateRetry), "errors": string(errsJSON)}
+		if errors.Is(err, errLeaseLost) {
+			fin.HSet["reason"] = "lease_lost"
+		}
+		retrying := a.event(jobs.EventJobRetrying, w.cfg.Node)
+		retrying.Error = err.Error()
+		fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, retrying)
+	}
+	// A failure is fenced like a success, except when the lease is why it
+	// failed: then it is recorded whoever holds the store now.
+	if p.Store != "" && !errors.Is(err, errLeaseLost) {
+		if lease, ok := w.own.lease(p.Store); ok {
+			fin.Lease = lease
+		} else {
+			err = fmt.Errorf("%w: store %s (the job failed meanwhile: %w)", errLeaseLost, p.Store, err)
+			return w.fail(ctx, rec, a, err)
 		}
 	}
-	fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, failed)
-	if _, aerr := jobs.Apply(context.WithoutCancel(ctx), w.rdb, p.JobID, jobs.UnlessCanceled, fin); aerr != nil {
-		log.Error("recording a failed attempt", "err", aerr)
+	res, aerr := w.settle(ctx, a, jobs.RunGuard(a.run), fin)
+	switch {
+	case aerr != nil:
+		a.log.Error("recording a failed attempt", "err", aerr, "attempt_err", err)
+		return err
+	case res.Fenced:
+		w.checkLease(context.WithoutCancel(ctx), p.Store)
+		return w.fail(ctx, rec, a, fmt.Errorf("%w: store %s: the lease changed (the job failed meanwhile: %w)", errLeaseLost, p.Store, err))
+	case !res.OK:
+		a.log.Info("failed attempt not recorded: the job was canceled or ended meanwhile", "state", res.Prior, "err", err)
+		return nil
 	}
 	w.counters.attemptFailed(p.Kind, final)
 	if final {
-		log.Error("job failed", "err", err, "permanent", permanent(err))
+		a.log.Error("job failed", "err", err, "permanent", permanent(err))
 		if p.Kind == jobs.KindNotify {
 			// Logged and counted, never notified: no loop.
 			w.rdb.Incr(context.WithoutCancel(ctx), jobs.NotifyFailedKey)
 		}
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
-	log.Warn("job attempt failed; retrying", "err", err)
+	a.log.Warn("job attempt failed; retrying", "err", err)
 	return err
+}
+
+// interrupted records an attempt stopped by shutdown (or a restart): not
+// a failure, asynq requeues the task.
+func (w *Worker) interrupted(ctx context.Context, rec jobs.Record, a attempt, reason, msg string) {
+	ch := jobs.Change{Op: "end:" + a.run, HSet: map[string]any{"state": string(jobs.StateRetry), "reason": reason}}
+	e := a.event(jobs.EventJobRetrying, w.cfg.Node)
+	e.Error = msg
+	ch.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, e)
+	_, err := w.settle(ctx, a, jobs.RunGuard(a.run), ch)
+	a.log.Info("job interrupted; asynq requeues it", "reason", reason, "err", err)
+}
+
+// Patience with Redis for an attempt's end: the end is safe to send any
+// number of times, and giving up would make asynq run the job again.
+const (
+	settlePatience = time.Minute
+	settleBackoff  = 2 * time.Second
+)
+
+// settle applies an attempt's end, sending it again while Redis is
+// unavailable, for up to settlePatience.
+func (w *Worker) settle(ctx context.Context, a attempt, g jobs.Guard, ch jobs.Change) (jobs.Applied, error) {
+	ctx = context.WithoutCancel(ctx)
+	deadline := time.Now().Add(settlePatience)
+	wait := 50 * time.Millisecond
+	for {
+		res, err := jobs.Apply(ctx, w.rdb, a.p.JobID, g, ch)
+		if err == nil || !errors.Is(err, jobs.ErrUnavailable) || time.Now().After(deadline) {
+			return res, err
+		}
+		a.log.Warn("recording the attempt's end failed; sending it again", "err", err, "in", wait)
+		time.Sleep(wait)
+		wait = min(2*wait, settleBackoff)
+	}
 }
 
 // failureNote is the notification of a job's final failure. Its id comes

@@ -149,6 +149,9 @@ func (w *Worker) dispatch(ctx context.Context, v string) error {
 		w.log.Error("dropping a malformed notification", "err", err)
 		return nil
 	}
+	if w.dispatched != nil {
+		w.dispatched(n)
+	}
 	sinks, err := w.sinks(ctx)
 	if err != nil {
 		return err

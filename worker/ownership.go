@@ -9,11 +9,11 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
+	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"storekeeper/jobs"
+	"storekeeper/store"
 )
 
 func randFloat() float64 { return mrand.Float64() }
@@ -25,45 +25,164 @@ func newInstance() string {
 	return hex.EncodeToString(b[:])
 }
 
-// ErrStoreOwned: another live node holds a store's lease.
-var ErrStoreOwned = errors.New("store owned by another node")
+// errLeaseLost: another claim holds the store's lease. A job on such a
+// store does not start, a running one is stopped, and both are retried
+// (asynq's retry policy) in case this node holds the store again.
+var errLeaseLost = errors.New("store lease lost")
 
-// claimScript takes a store's lease when it is free, or held by the same
-// node on the same host (a restart after a crash: the data dir's instance
-// lock, held by now, proves the old process is gone).
-var claimScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local l = cjson.decode(cur)
-  if l.node ~= ARGV[2] or l.host ~= ARGV[3] then return cur end
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
-redis.call('HSET', KEYS[2], ARGV[5], ARGV[2])
-return ''
-`)
+// ownership is this node's hold on each of its stores' leases. A store is
+// held (the lease value this node wrote, fencing token included, which
+// every finish and stats publish must still find in Redis) or lost (the
+// value of the claim that holds it instead).
+type ownership struct {
+	mu        sync.Mutex
+	held      map[string]string
+	lost      map[string]string
+	announced map[string]bool // lost stores whose store.lost was written
+}
 
-// renewScript extends a lease only while it is still ours.
-var renewScript = redis.NewScript(`
-local cur = redis.call('GET', KEYS[1])
-if cur ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-`)
+func newOwnership() ownership {
+	return ownership{held: map[string]string{}, lost: map[string]string{}, announced: map[string]bool{}}
+}
 
+// lease returns the lease check a fenced change on store needs, and false
+// when this node does not hold the store.
+func (o *ownership) lease(name string) (*jobs.LeaseCheck, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	v, ok := o.held[name]
+	if !ok {
+		return nil, false
+	}
+	return &jobs.LeaseCheck{Key: jobs.LeaseKey(name), Value: v}, true
+}
+
+// holder returns who holds a store this node lost.
+func (o *ownership) holder(name string) (jobs.Lease, bool) {
+	o.mu.Lock()
+	v, ok := o.lost[name]
+	o.mu.Unlock()
+	if !ok {
+		return jobs.Lease{}, false
+	}
+	l, _ := jobs.DecodeLease(v)
+	return l, true
+}
+
+// lostStores returns the stores this node lost, with the node holding each.
+func (o *ownership) lostStores() map[string]string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.lost) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(o.lost))
+	for name, v := range o.lost {
+		l, _ := jobs.DecodeLease(v)
+		out[name] = l.Node
+	}
+	return out
+}
+
+// claim takes every store's lease at start. A store another live node
+// holds is not a reason to refuse to start: this node serves its other
+// stores and holds that one as lost until its lease is free.
 func (w *Worker) claim(ctx context.Context) error {
 	for _, name := range w.cfg.Registry.Names() {
-		held, err := claimScript.Run(ctx, w.rdb, []string{jobs.LeaseKey(name), jobs.StoresKey},
-			w.lease.Encode(), w.lease.Node, w.lease.Host, w.cfg.LeaseTTL.Milliseconds(), name).Text()
+		v, ok, err := jobs.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
 		if err != nil {
 			return fmt.Errorf("worker: claim store %s: %w", name, err)
 		}
-		if held != "" {
-			other, _ := jobs.DecodeLease(held)
-			return fmt.Errorf("%w: store %s is held by node %s on host %s (instance %s); this is node %s on host %s",
-				ErrStoreOwned, name, other.Node, other.Host, other.Instance, w.lease.Node, w.lease.Host)
+		if ok {
+			w.own.mu.Lock()
+			w.own.held[name] = v
+			w.own.mu.Unlock()
+			continue
 		}
+		w.lose(ctx, name, v)
 	}
 	return nil
+}
+
+// lose stops serving a store whose lease another claim holds: its handles
+// refuse writes, its running job is stopped (retried later), no job starts
+// on it and its stats are no longer published. store.lost is announced,
+// and notified, once per loss.
+func (w *Worker) lose(ctx context.Context, name, holderValue string) {
+	holder, _ := jobs.DecodeLease(holderValue)
+	w.own.mu.Lock()
+	_, wasHeld := w.own.held[name]
+	prev, wasLost := w.own.lost[name]
+	delete(w.own.held, name)
+	w.own.lost[name] = holderValue
+	if prev != holderValue {
+		w.own.announced[name] = false
+	}
+	w.own.mu.Unlock()
+	cause := fmt.Errorf("%w: store %s is held by node %s on host %s (token %d); this is node %s on host %s",
+		errLeaseLost, name, holder.Node, holder.Host, holder.Token, w.lease.Node, w.lease.Host)
+	if s, err := w.cfg.Registry.Store(name); err == nil {
+		s.Disown(cause)
+	}
+	w.cancelStore(name, cause)
+	if wasHeld || !wasLost {
+		w.log.Error("lost a store: another claim holds its lease; not serving it until the lease is free", "store", name,
+			"holder_node", holder.Node, "holder_host", holder.Host, "holder_token", holder.Token)
+	}
+	w.announceLost(ctx, name)
+}
+
+// announceLost writes store.lost and its notification once per loss; a
+// heartbeat tries again if Redis failed.
+func (w *Worker) announceLost(ctx context.Context, name string) {
+	w.own.mu.Lock()
+	holderValue, lost := w.own.lost[name]
+	done := w.own.announced[name]
+	w.own.mu.Unlock()
+	if !lost || done {
+		return
+	}
+	holder, _ := jobs.DecodeLease(holderValue)
+	now := time.Now().UTC()
+	msg := fmt.Sprintf("node %s lost store %s: its lease is held by node %s on host %s; %s no longer serves it until the lease is free",
+		w.cfg.Node, name, holder.Node, holder.Host, w.cfg.Node)
+	ev := jobs.Event{Type: jobs.EventStoreLost, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
+		Holder: holder.Node, Error: msg, At: now}
+	n := jobs.Notification{ID: jobs.NotificationID(string(jobs.EventStoreLost), name, w.cfg.Node, holderValue),
+		Type: jobs.EventStoreLost, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
+		Error: msg, Summary: msg, At: now}
+	if _, _, err := jobs.Announce(ctx, w.rdb, jobs.StoreLostKey(name, w.cfg.Node), holderValue, w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
+		w.log.Warn("announcing a lost store failed; retrying at the next heartbeat", "store", name, "err", err)
+		return
+	}
+	w.own.mu.Lock()
+	if w.own.lost[name] == holderValue {
+		w.own.announced[name] = true
+	}
+	w.own.mu.Unlock()
+}
+
+// regain serves a lost store again, under the lease value just claimed.
+func (w *Worker) regain(ctx context.Context, name, value string) {
+	w.own.mu.Lock()
+	delete(w.own.lost, name)
+	delete(w.own.announced, name)
+	w.own.held[name] = value
+	w.own.mu.Unlock()
+	s, err := w.cfg.Registry.Store(name)
+	if err == nil {
+		s.Own()
+	}
+	if err := w.rdb.Del(ctx, jobs.StoreLostKey(name, w.cfg.Node)).Err(); err != nil {
+		w.log.Warn("clearing a lost store's mark failed", "store", name, "err", err)
+	}
+	l, _ := jobs.DecodeLease(value)
+	w.log.Warn("holding a lost store again: its lease was free", "store", name, "token", l.Token)
+	if err == nil {
+		if st, cause := s.State(); st == store.StateCorrupt {
+			w.incidents.add(name, cause)
+		}
+	}
 }
 
 // heartbeat renews the leases and publishes every store's stats until ctx
@@ -82,8 +201,11 @@ func (w *Worker) heartbeat(ctx context.Context) {
 }
 
 func (w *Worker) renew(ctx context.Context) {
-	w.node.At = time.Now().UTC()
-	if err := jobs.NodeBeat(ctx, w.rdb, w.node, w.cfg.LeaseTTL); err != nil {
+	for _, name := range w.cfg.Registry.Names() {
+		w.renewStore(ctx, name)
+	}
+	// After the leases: the heartbeat says which stores were lost.
+	if err := jobs.NodeBeat(ctx, w.rdb, w.nodeInfo(), w.cfg.LeaseTTL); err != nil {
 		w.log.Warn("node heartbeat failed", "err", err)
 	}
 	if down, err := jobs.CheckNodes(ctx, w.rdb, w.cfg.Jobs.EventsMaxLen); err != nil {
@@ -91,24 +213,84 @@ func (w *Worker) renew(ctx context.Context) {
 	} else if len(down) > 0 {
 		w.log.Warn("nodes down: their heartbeats expired", "nodes", down)
 	}
-	for _, name := range w.cfg.Registry.Names() {
-		ok, err := renewScript.Run(ctx, w.rdb, []string{jobs.LeaseKey(name)}, w.lease.Encode(), w.cfg.LeaseTTL.Milliseconds()).Int()
+}
+
+// renewStore renews one store's lease (or tries to claim a lost one back)
+// and publishes its stats while it is held.
+func (w *Worker) renewStore(ctx context.Context, name string) {
+	check, held := w.own.lease(name)
+	if !held {
+		v, ok, err := jobs.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+		switch {
+		case err != nil:
+			w.log.Warn("claiming a lost store's lease failed", "store", name, "err", err)
+		case ok:
+			w.regain(ctx, name, v)
+			check, held = w.own.lease(name)
+		default:
+			w.lose(ctx, name, v) // still lost; announce if not done yet
+		}
+		if !held {
+			return
+		}
+	} else {
+		st, other, err := jobs.RenewLease(ctx, w.rdb, name, check.Value, w.cfg.LeaseTTL)
 		if err != nil {
 			w.log.Warn("lease renewal failed", "store", name, "err", err)
-			continue
+			return
 		}
-		if ok == 0 {
-			// Expired (Redis was away longer than the TTL): take it back
-			// unless another node has it.
-			if err := w.claim(ctx); err != nil {
-				w.log.Error("lost a store lease", "store", name, "err", err)
+		switch st {
+		case jobs.LeaseTaken:
+			w.lose(ctx, name, other)
+			return
+		case jobs.LeaseExpired:
+			// Redis was away longer than the TTL: take it again unless
+			// another node has it. A new claim means a new token.
+			v, ok, err := jobs.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+			if err != nil {
+				w.log.Warn("claiming an expired lease again failed", "store", name, "err", err)
+				return
 			}
-		}
-		if err := w.publishStats(ctx, w.rdb, name); err != nil {
-			w.log.Warn("publishing stats failed", "store", name, "err", err)
+			if !ok {
+				w.lose(ctx, name, v)
+				return
+			}
+			w.own.mu.Lock()
+			w.own.held[name] = v
+			w.own.mu.Unlock()
+			check, _ = w.own.lease(name)
+			w.log.Warn("store lease had expired; claimed it again", "store", name)
 		}
 	}
+	if err := w.publishStats(ctx, name, check.Value); err != nil {
+		w.log.Warn("publishing stats failed", "store", name, "err", err)
+	}
 }
+
+// checkLease looks at a store's lease after a fenced change was refused,
+// so that a loss is acted on now rather than at the next heartbeat.
+func (w *Worker) checkLease(ctx context.Context, name string) {
+	check, held := w.own.lease(name)
+	if !held {
+		return
+	}
+	st, other, err := jobs.RenewLease(ctx, w.rdb, name, check.Value, w.cfg.LeaseTTL)
+	if err == nil && st == jobs.LeaseTaken {
+		w.lose(ctx, name, other)
+	}
+}
+
+// nodeInfo is this node's heartbeat value.
+func (w *Worker) nodeInfo() jobs.NodeInfo {
+	info := w.node
+	info.At = time.Now().UTC()
+	info.Lost = w.own.lostStores()
+	return info
+}
+
+// Lost returns the stores this node has but does not serve, with the node
+// that holds each one's lease (for /readyz and logs).
+func (w *Worker) Lost() map[string]string { return w.own.lostStores() }
 
 // statsJSON is what the API reads about a store.
 func (w *Worker) statsJSON(name string) (string, error) {
@@ -129,12 +311,23 @@ func (w *Worker) statsJSON(name string) (string, error) {
 	return string(b), err
 }
 
-func (w *Worker) publishStats(ctx context.Context, c redis.Cmdable, name string) error {
+// publishStats publishes a store's stats while lease is still its lease.
+func (w *Worker) publishStats(ctx context.Context, name, lease string) error {
 	js, err := w.statsJSON(name)
 	if err != nil {
 		return err
 	}
-	return c.Set(ctx, jobs.StatsKey(name), js, 0).Err()
+	ok, err := jobs.PublishStats(ctx, w.rdb, name, lease, js)
+	if err == nil && !ok {
+		w.checkLease(ctx, name)
+	}
+	return err
+}
+
+// serving reports whether this node serves a store (holds its lease).
+func (w *Worker) serving(name string) bool {
+	_, ok := w.own.lease(name)
+	return ok
 }
 
 func hostname() string { h, _ := os.Hostname(); return h }

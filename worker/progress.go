@@ -21,10 +21,12 @@ const (
 )
 
 // progressReporter turns a store operation's progress into throttled
-// job.progress events; base builds the event's common fields. stop must
-// be called when the handler returns: it drops what is still held back
-// and waits for a publish in flight, so no progress follows the job's end.
-func (w *Worker) progressReporter(ctx context.Context, base func(jobs.EventType) jobs.Event) (report store.ProgressFunc, stop func()) {
+// job.progress events of attempt a. stop must be called when the handler
+// returns: it drops what is still held back and waits for a publish in
+// flight, so no progress follows the job's end. Each event is appended
+// once (jobs.Progress: numbered, and only while a's run is the active
+// one), however often Redis runs the command.
+func (w *Worker) progressReporter(ctx context.Context, a attempt) (report store.ProgressFunc, stop func()) {
 	var (
 		mu      sync.Mutex
 		last    = time.Now() // the job's start: the first window opens progressMin later
@@ -33,10 +35,11 @@ func (w *Worker) progressReporter(ctx context.Context, base func(jobs.EventType)
 		armed   bool // a timer will call flush
 		stopped bool
 		wg      sync.WaitGroup
+		seq     int64 // reports published so far, under mu
 	)
-	publish := func(e jobs.Event) {
+	publish := func(e jobs.Event, n int64) {
 		defer wg.Done()
-		if _, err := jobs.Append(context.WithoutCancel(ctx), w.rdb, jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, e); err != nil {
+		if _, err := jobs.Progress(context.WithoutCancel(ctx), w.rdb, a.p.JobID, a.run, n, w.cfg.Jobs.EventsMaxLen, e); err != nil {
 			w.log.Warn("publishing progress failed", "job", e.JobID, "err", err)
 		}
 	}
@@ -64,13 +67,15 @@ func (w *Worker) progressReporter(ctx context.Context, base func(jobs.EventType)
 		}
 		e := *pending
 		pending, last, phase = nil, now, e.Phase
+		seq++
+		n := seq
 		wg.Add(1)
 		mu.Unlock()
-		publish(e)
+		publish(e, n)
 	}
 	report = func(p string, done, total int64) {
 		now := time.Now()
-		e := base(jobs.EventJobProgress)
+		e := a.event(jobs.EventJobProgress, w.cfg.Node)
 		e.Phase, e.Done, e.Total, e.At = p, done, total, now.UTC()
 		mu.Lock()
 		if stopped {
@@ -87,9 +92,11 @@ func (w *Worker) progressReporter(ctx context.Context, base func(jobs.EventType)
 			return
 		}
 		pending, last, phase = nil, now, p
+		seq++
+		n := seq
 		wg.Add(1)
 		mu.Unlock()
-		publish(e)
+		publish(e, n)
 	}
 	stop = func() {
 		mu.Lock()

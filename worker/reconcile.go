@@ -12,17 +12,23 @@ import (
 )
 
 // reconcileGrace leaves alone a job enqueued so recently that its task may
-// not have reached asynq yet (the record is written first).
+// not have reached asynq yet (the record is written first). It is measured
+// on Redis's clock from the moment the record was written, so neither a
+// clock skew between processes nor an enqueue that waited out a Redis
+// stall can make it run out early.
 const reconcileGrace = 10 * time.Second
 
 // reconcile brings the records of this node's unfinished jobs in line with
 // what asynq did without running any middleware: a task it archived (its
 // recoverer does so when a lease expires on the last attempt; an operator
-// can in asynqmon) or that is gone (deleted in asynqmon) ends as failed, with
-// its locks released, job.failed and a history entry, so nothing stays
-// "active" and no store stays locked. It returns how many it settled.
-// It covers this node's queue and the notify queue every node shares
-// (settling a job twice is harmless: the change is guarded).
+// can in asynqmon) or that is gone (deleted in asynqmon, or never handed
+// over because its enqueue failed) ends as failed, with its locks
+// released, job.failed and a history entry, so nothing stays "active" and
+// no store stays locked. It returns how many it settled. It covers this
+// node's queue and the notify queue every node shares: each settle is
+// guarded by the record exactly as examined (state, run, attempts), so
+// two reconcilers, or a job that moves on meanwhile, never make a second
+// end.
 func (w *Worker) reconcile(ctx context.Context, grace time.Duration) (int, error) {
 	total := 0
 	for _, q := range []string{jobs.NodeQueue(w.cfg.Node), jobs.NotifyQueue} {
@@ -37,6 +43,10 @@ func (w *Worker) reconcile(ctx context.Context, grace time.Duration) (int, error
 
 func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Duration) (int, error) {
 	ids, err := w.rdb.SMembers(ctx, jobs.InFlightKey(queue)).Result()
+	if err != nil || len(ids) == 0 {
+		return 0, err
+	}
+	now, err := w.rdb.Time(ctx).Result() // Redis's clock, which enq_ms is on
 	if err != nil {
 		return 0, err
 	}
@@ -56,13 +66,23 @@ func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Du
 			continue
 		}
 		var reason string
+		notify := rec.Kind != jobs.KindNotify
 		info, err := insp.GetTaskInfo(queue, id)
 		switch {
 		case errors.Is(err, asynq.ErrTaskNotFound) || errors.Is(err, asynq.ErrQueueNotFound):
-			if time.Since(rec.EnqueuedAt) < grace {
+			written := rec.EnqueuedAt
+			if rec.EnqueuedMS > 0 {
+				written = time.UnixMilli(rec.EnqueuedMS)
+			}
+			if now.Sub(written) < grace {
 				continue
 			}
 			reason = "task is gone from asynq"
+			if rec.State == jobs.StatePending && rec.Attempts == 0 {
+				// Deleted before it ran, or its enqueue failed after the
+				// record was written (Redis stalled): it never ran.
+				reason = "task is gone from asynq: the job never ran"
+			}
 		case err != nil:
 			return settled, err
 		case info.State == asynq.TaskStateArchived:
@@ -73,19 +93,15 @@ func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Du
 		default:
 			continue
 		}
-		now := time.Now().UTC()
-		ch := jobs.Change{HSet: map[string]any{"state": string(jobs.StateFailed), "reason": reason, "finished_at": now.Format(time.RFC3339Nano)}}
-		ch.Finish(rec, w.cfg.Jobs.RecordRetention)
-		ch.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, jobs.Event{Type: jobs.EventJobFailed, JobID: id, Kind: rec.Kind,
-			Store: rec.Store, Node: w.cfg.Node, Trigger: rec.Trigger, Actor: rec.Actor, Attempt: rec.Attempts, MaxRetry: rec.MaxRetry,
-			Error: reason, At: now})
-		ch.AddEntry(jobs.HistoryStream, w.cfg.Jobs.HistoryMaxLen, jobs.HistoryEntry{JobID: id, Kind: rec.Kind, Store: rec.Store,
-			Status: jobs.StatusFailed, Reason: reason, Trigger: rec.Trigger, Actor: rec.Actor, Attempts: rec.Attempts,
-			Error: reason, Node: w.cfg.Node, At: now})
-		if rec.Kind != jobs.KindNotify {
-			ch.Notify(w.failureNote(rec.ID, rec.Kind, rec.Store, rec.Trigger, rec.Actor, rec.Attempts, reason, now))
+		at := time.Now().UTC()
+		ch := jobs.Change{Op: jobs.NewOp("settle")}
+		ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: reason, Error: reason, At: at,
+			Event:   jobs.Event{Node: w.cfg.Node, Attempt: rec.Attempts},
+			History: jobs.HistoryEntry{Node: w.cfg.Node}}, w.cfg.Jobs)
+		if notify {
+			ch.Notify(w.failureNote(rec.ID, rec.Kind, rec.Store, rec.Trigger, rec.Actor, rec.Attempts, reason, at))
 		}
-		res, err := jobs.Apply(ctx, w.rdb, id, jobs.UnlessTerminal, ch)
+		res, err := jobs.Apply(ctx, w.rdb, id, jobs.ObservedGuard(rec), ch)
 		if err != nil {
 			return settled, fmt.Errorf("settle job %s: %w", id, err)
 		}

@@ -137,6 +137,10 @@ func (s *scheduler) fire(ctx context.Context, kind jobs.Kind, slot, following ti
 			log.Info("store paused: scheduled run skipped", "store", name)
 			continue
 		}
+		if !s.w.serving(name) {
+			log.Warn("store lost to another node: scheduled run skipped", "store", name)
+			continue
+		}
 		won, err := s.w.rdb.SetNX(ctx, jobs.SlotKey(kind, name, slot), s.w.lease.Instance, ttl).Result()
 		if err != nil {
 			log.Warn("scheduled run skipped: claiming the slot failed", "store", name, "err", err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,7 +30,8 @@ type Worker struct {
 	cfg   Config
 	rdb   redis.UniversalClient
 	log   *slog.Logger
-	lease jobs.Lease
+	lease jobs.Lease // this process's identity in leases; each store's value (token included) is in own
+	own   ownership
 	srv   *asynq.Server
 
 	handlers  map[jobs.Kind]handlerFunc
@@ -37,19 +40,23 @@ type Worker struct {
 	incidents incidents
 	counters  *counters
 	node      jobs.NodeInfo
-	unlisten  func() // removes the corruption listener
+	unlisten  func()      // removes the corruption and state listeners
+	changed   chan string // stores whose state changed: stats to publish now
 
 	mu         sync.Mutex
-	slots      map[string]chan struct{}           // one job per store at a time
-	running    map[string]context.CancelCauseFunc // job id -> its handler's cancel
-	canceledAt map[string]time.Time               // job id -> when a cancel arrived
-	jobsWG     sync.WaitGroup                     // running handlers
+	slots      map[string]chan struct{} // one job per store at a time
+	running    map[string]runningJob    // job id -> its handler
+	canceledAt map[string]time.Time     // job id -> when a cancel arrived
+	jobsWG     sync.WaitGroup           // running handlers
 
 	shuttingDown atomic.Bool
 
 	// attemptDone, when set (benchmarks), is called as each attempt's
 	// handling ends, after its records are written.
 	attemptDone func(jobs.Payload)
+	// dispatched, when set (tests), sees each notification the outbox
+	// dispatcher takes, in outbox order, before it is handed to sinks.
+	dispatched func(jobs.Notification)
 
 	stop func()         // ends heartbeat and cancel subscription
 	bg   sync.WaitGroup // their goroutines
@@ -66,10 +73,12 @@ func New(cfg Config) (*Worker, error) {
 		log:        cfg.Logger.With("component", "worker", "node", cfg.Node),
 		lease:      jobs.Lease{Node: cfg.Node, Host: hostname(), Instance: newInstance()},
 		slots:      map[string]chan struct{}{},
-		running:    map[string]context.CancelCauseFunc{},
+		running:    map[string]runningJob{},
+		own:        newOwnership(),
 		canceledAt: map[string]time.Time{},
 		jobs:       jobs.NewClient(cfg.Redis, cfg.Jobs),
-		incidents:  incidents{pending: map[string]error{}, wake: make(chan struct{}, 1)},
+		incidents:  incidents{pending: map[string]*incident{}, wake: make(chan struct{}, 1)},
+		changed:    make(chan string, 64),
 	}
 	var err error
 	if w.counters, err = newCounters(cfg.Metrics); err != nil {
@@ -89,17 +98,26 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// Start claims the stores (failing if another live node holds one),
-// announces the node (node.up), starts the heartbeat, the cancel listener,
-// the scheduler, the corruption handler and the notification dispatcher,
-// and starts consuming jobs.
+// runningJob is a handler running an attempt.
+type runningJob struct {
+	store  string
+	cancel context.CancelCauseFunc
+}
+
+// Start claims the stores (one that another live node holds is kept as
+// lost, not served), announces the node (node.up), starts the heartbeat,
+// the cancel listener, the scheduler, the corruption handler and the
+// notification dispatcher, and starts consuming jobs.
 func (w *Worker) Start(ctx context.Context) error {
-	if err := w.claim(ctx); err != nil {
-		return err
+	if err := jobs.LoadScripts(ctx, w.rdb); err != nil {
+		return fmt.Errorf("worker: load scripts: %w", err)
 	}
 	now := time.Now().UTC()
 	w.node = jobs.NodeInfo{Node: w.cfg.Node, Host: w.lease.Host, Instance: w.lease.Instance, Stores: w.cfg.Registry.Names(), StartedAt: now, At: now}
-	if err := jobs.NodeUp(ctx, w.rdb, w.node, w.cfg.LeaseTTL, w.cfg.Jobs.EventsMaxLen); err != nil {
+	if err := w.claim(ctx); err != nil {
+		return err
+	}
+	if err := jobs.NodeUp(ctx, w.rdb, w.nodeInfo(), w.cfg.LeaseTTL, w.cfg.Jobs.EventsMaxLen); err != nil {
 		return fmt.Errorf("worker: announce node: %w", err)
 	}
 	orphans, err := w.reclaimOrphans(ctx, jobs.NodeQueue(w.cfg.Node))
@@ -118,16 +136,19 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	// Corruption found from now on arrives through the listener; what was
 	// found before (an open that failed) is in the stores' state.
-	w.unlisten = w.cfg.Registry.OnCorrupt(w.incidents.add)
+	unCorrupt := w.cfg.Registry.OnCorrupt(w.incidents.add)
+	unState := w.cfg.Registry.OnStateChange(w.stateChanged)
+	w.unlisten = func() { unCorrupt(); unState() }
 	for _, name := range w.cfg.Registry.Names() {
-		if s, err := w.cfg.Registry.Store(name); err == nil {
+		if s, err := w.cfg.Registry.Store(name); err == nil && w.serving(name) {
 			if st, cause := s.State(); st == store.StateCorrupt {
 				w.incidents.add(name, cause)
 			}
 		}
 	}
-	w.bg.Add(6)
+	w.bg.Add(7)
 	go func() { defer w.bg.Done(); w.heartbeat(bgCtx) }()
+	go func() { defer w.bg.Done(); w.publishChanged(bgCtx) }()
 	go func() { defer w.bg.Done(); w.reconcileLoop(bgCtx, 15*time.Second) }()
 	go func() { defer w.bg.Done(); defer sub.Close(); w.listenCancels(bgCtx, sub) }()
 	go func() { defer w.bg.Done(); w.incidentLoop(bgCtx) }()
@@ -139,7 +160,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		Queues:                   map[string]int{jobs.NodeQueue(w.cfg.Node): 10, jobs.NotifyQueue: 1},
 		TaskCheckInterval:        w.cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
-		RetryDelayFunc:           func(n int, _ error, _ *asynq.Task) time.Duration { return w.cfg.RetryDelay(n) },
+		RetryDelayFunc:           w.retryDelay,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
 		Logger:                   asynqLogger{w.log},
 		LogLevel:                 asynq.WarnLevel,
@@ -165,22 +186,48 @@ func (w *Worker) Healthy() error {
 	return nil
 }
 
-// Shutdown stops in DESIGN.md's order: asynq's Shutdown first (it waits
+// Shutdown is Stop with no deadline.
+func (w *Worker) Shutdown() { _ = w.Stop(context.Background()) }
+
+// Stop stops in this order: asynq's Shutdown first (it waits
 // ShutdownTimeout, then requeues what is unfinished without counting a
 // failure), then the handlers still running are cancelled and waited for;
-// their records read retry, reason interrupted. The caller closes the
-// stores afterwards.
-func (w *Worker) Shutdown() {
+// their records read retry, reason interrupted. When ctx ends first, Stop
+// gives up waiting: it returns an error naming the jobs still running,
+// whose tasks asynq requeues, and whose stores the caller must not close
+// (a handler may still be using them; the process exits with them open).
+// The caller closes the stores afterwards.
+func (w *Worker) Stop(ctx context.Context) error {
 	w.shuttingDown.Store(true)
 	if w.srv != nil {
-		w.srv.Shutdown()
+		done := make(chan struct{})
+		go func() { w.srv.Shutdown(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
 	}
 	w.mu.Lock()
-	for _, cancel := range w.running {
-		cancel(errInterrupted)
+	for _, r := range w.running {
+		r.cancel(errInterrupted)
 	}
 	w.mu.Unlock()
-	w.jobsWG.Wait()
+	drained := make(chan struct{})
+	go func() { w.jobsWG.Wait(); close(drained) }()
+	var err error
+	select {
+	case <-drained:
+	case <-ctx.Done():
+		w.mu.Lock()
+		var left []string
+		for id, r := range w.running {
+			left = append(left, id+" on store "+r.store)
+		}
+		w.mu.Unlock()
+		slices.Sort(left)
+		err = fmt.Errorf("worker: stopped waiting for %d running job(s) (%s): %w", len(left), strings.Join(left, ", "), context.Cause(ctx))
+		w.log.Error("shutdown budget spent: abandoning running jobs; asynq requeues them", "jobs", left)
+	}
 	if w.unlisten != nil {
 		w.unlisten()
 	}
@@ -189,6 +236,53 @@ func (w *Worker) Shutdown() {
 	}
 	w.bg.Wait()
 	w.log.Info("worker stopped")
+	return err
+}
+
+// stateChanged is the registry's state hook: it logs the change and has
+// the store's stats published at once, so that the API shows a store that
+// became unavailable (an I/O error, a full disk: never restored
+// automatically) or came back without waiting for a heartbeat. It must not
+// block.
+func (w *Worker) stateChanged(name string, st store.State, cause error) {
+	switch st {
+	case store.StateUnavailable:
+		w.log.Error("store unavailable: not corruption; retrying the open with backoff, never restoring it", "store", name, "err", cause)
+	case store.StateOpen:
+		w.log.Info("store open", "store", name)
+	}
+	select {
+	case w.changed <- name:
+	default: // the heartbeat publishes it soon anyway
+	}
+}
+
+// publishChanged publishes the stats of stores whose state changed.
+func (w *Worker) publishChanged(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case name := <-w.changed:
+			if check, ok := w.own.lease(name); ok {
+				if err := w.publishStats(ctx, name, check.Value); err != nil {
+					w.log.Warn("publishing stats failed", "store", name, "err", err)
+				}
+			}
+		}
+	}
+}
+
+// cancelStore stops the handler running on a store, if any, with cause.
+func (w *Worker) cancelStore(name string, cause error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, r := range w.running {
+		if r.store == name {
+			w.log.Warn("stopping a running job", "job", id, "store", name, "cause", cause)
+			r.cancel(cause)
+		}
+	}
 }
 
 func (w *Worker) listenCancels(ctx context.Context, sub *redis.PubSub) {
@@ -202,17 +296,29 @@ func (w *Worker) listenCancels(ctx context.Context, sub *redis.PubSub) {
 				return
 			}
 			w.mu.Lock()
-			cancel := w.running[m.Payload]
-			if cancel != nil {
+			r, ok := w.running[m.Payload]
+			if ok {
 				w.canceledAt[m.Payload] = time.Now()
 			}
 			w.mu.Unlock()
-			if cancel != nil {
+			if ok {
 				w.log.Info("canceling running job", "job", m.Payload)
-				cancel(errCanceled)
+				r.cancel(errCanceled)
 			}
 		}
 	}
+}
+
+// retryDelay is the backoff before a task's next attempt. A job that did
+// not run because this node lost its store waits for leases rather than
+// for the store: a lease period, doubling, so that it runs if the node
+// holds the store again soon and otherwise fails, saying why, within a
+// few minutes.
+func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
+	if errors.Is(err, errLeaseLost) {
+		return min(w.cfg.LeaseTTL<<min(n, 6), 10*time.Minute)
+	}
+	return w.cfg.RetryDelay(n)
 }
 
 // slot serialises jobs per store.

@@ -1034,6 +1034,13 @@ func scrapeServe(t *testing.T) exposed {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A second node that has a store of the same name holds it as lost, as
+	// its heartbeat says.
+	other := jobs.NodeInfo{Node: "deploytest-2", Host: "elsewhere", Instance: "i2", Stores: []string{"orders"},
+		Lost: map[string]string{"orders": "deploytest"}, StartedAt: time.Now().UTC(), At: time.Now().UTC()}
+	if err := jobs.NodeUp(t.Context(), rs.Client(t), other, time.Hour, jobs.DefaultEventsMaxLen); err != nil {
+		t.Fatal(err)
+	}
 
 	var ex exposed
 	waitFor("every cluster metric in /metrics", func() bool {
@@ -1076,7 +1083,8 @@ func scrapeServe(t *testing.T) exposed {
 		}
 		_, reclaimed := ex["storekeeper_compaction_reclaimed_bytes"]
 		_, backups := ex["storekeeper_backup_age_seconds"]
-		return reclaimed && backups
+		_, lost := ex["storekeeper_store_lost"]
+		return reclaimed && backups && lost
 	})
 	return ex
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -53,8 +51,8 @@ const multiToken = "operator-token-for-the-multiprocess-test"
 // One real Redis; two API processes and two worker processes with their
 // own nodes, stores and directories. Jobs asked of either API run on the
 // owning node only; watchers on both APIs see every event of them; a
-// third worker claiming an owned store refuses to start; a worker killed
-// with SIGKILL is reported down exactly once.
+// third worker with an owned store holds it as lost; a worker killed with
+// SIGKILL is reported down exactly once.
 func TestMultiProcess(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs five processes")
@@ -196,19 +194,28 @@ func TestMultiProcess(t *testing.T) {
 		}
 	}
 
-	// (c) A third worker claiming a store n1 holds refuses to start.
-	third, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(third, bin, append(workerArgs("n3", "alpha"), "--listen", listenAddr)...).CombinedOutput()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() == 0 {
-		t.Fatalf("a third worker claiming alpha: %v\n%s", err, out)
+	// (c) A third worker with a store n1 holds starts, but holds that
+	// store as lost: store.lost names both nodes, its /readyz is 503 and
+	// says which store, and it stops cleanly.
+	w3 := startProcess(t, bin, "worker n3", nil, workerArgs("n3", "alpha")...)
+	isLost := func(e map[string]any) bool {
+		return e["type"] == string(jobs.EventStoreLost) && e["store"] == "alpha" && e["node"] == "n3" && e["holder"] == "n1"
 	}
-	for _, want := range []string{"store owned by another node", "store alpha is held by node n1", "this is node n3"} {
-		if !strings.Contains(string(out), want) {
-			t.Errorf("the third worker's error does not say %q:\n%s", want, out)
-		}
+	for a, c := range watchers {
+		readFrames(t, a.name, c, isLost)
 	}
+	base := listening(t, w3.logs.String, func() bool { return false })
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&ready)
+	resp.Body.Close()
+	if lost, _ := ready["lost_stores"].(map[string]any); resp.StatusCode != http.StatusServiceUnavailable || lost["alpha"] != "n1" {
+		t.Errorf("the third worker's /readyz: %d %v; want 503 naming alpha held by n1", resp.StatusCode, ready)
+	}
+	w3.stop(t)
 	if l, _ := rdb.Get(ctx, jobs.LeaseKey("alpha")).Result(); !strings.Contains(l, `"node":"n1"`) {
 		t.Errorf("alpha's lease after the refused claim: %s", l)
 	}

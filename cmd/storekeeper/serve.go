@@ -41,7 +41,7 @@ type serveConfig struct {
 	demo                                                       bool
 	pushSubscriber                                             string
 	autoRestoreLimit, concurrency                              int
-	jobRetention, leaseTTL                                     time.Duration
+	jobRetention, leaseTTL, shutdownTimeout                    time.Duration
 	webhooks                                                   multiFlag
 }
 
@@ -87,6 +87,7 @@ func serveFlags(mode string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 		str(&c.backupRetention, "backup-retention", "last=7,daily=7", "backups kept: the newest N, and the newest of each day for D days")
 		fs.DurationVar(&c.leaseTTL, "lease-ttl", 15*time.Second, "store ownership lease (env "+envName("lease-ttl")+")")
 		fs.IntVar(&c.concurrency, "concurrency", 4, "jobs run at once on this node, one per store (env "+envName("concurrency")+")")
+		fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long running jobs may take to finish or stop; after it they are left to asynq, which runs them again, and their stores are not closed cleanly (env "+envName("shutdown-timeout")+")")
 		fs.BoolVar(&c.demo, "demo", false, "also create the demo stores ("+strings.Join(demoStoreNames(), ", ")+") with churn and a first backup, keep a light writer on them, and schedule jobs every few minutes (env "+envName("demo")+")")
 	}
 	fs.DurationVar(&c.jobRetention, "job-retention", jobs.DefaultRecordRetention, "how long finished job records are kept (env "+envName("job-retention")+")")
@@ -236,7 +237,16 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 		if reg, err = store.Open(scfg); err != nil {
 			return err
 		}
-		defer reg.Close()
+		defer func() {
+			// Stores whose jobs the worker abandoned at shutdown are left
+			// open (closing one under a running job would crash); Pebble's
+			// synced WAL makes that a clean enough stop.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := reg.CloseContext(ctx); err != nil {
+				log.Error("stores not closed cleanly", "err", err)
+			}
+		}()
 		wcfg.Redis, wcfg.Registry, wcfg.Jobs, wcfg.Metrics = rdb, reg, jcfg, promReg
 		if w, err = worker.New(wcfg); err != nil {
 			return configError{err}
@@ -251,7 +261,11 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	}
 	stopWorker := func() {
 		if w != nil {
-			w.Shutdown()
+			ctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+			defer cancel()
+			if err := w.Stop(ctx); err != nil {
+				log.Error("worker did not stop within --shutdown-timeout", "err", err)
+			}
 			w = nil
 		}
 	}
@@ -261,10 +275,19 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	var srv *api.Server
 	if mode != "worker" {
 		var ready func() error
+		var status func() map[string]any
 		if w != nil {
 			ready = w.Healthy
+			// All in one: a lost store is shown, not a reason to stop
+			// serving the other stores.
+			status = func() map[string]any {
+				if lost := w.Lost(); len(lost) > 0 {
+					return map[string]any{"lost_stores": lost}
+				}
+				return nil
+			}
 		}
-		srv, err = api.New(api.Config{Redis: rdb, Tokens: tokens, AllowedOrigins: origins, Jobs: jcfg, Logger: log, Metrics: promReg, Ready: ready})
+		srv, err = api.New(api.Config{Redis: rdb, Tokens: tokens, AllowedOrigins: origins, Jobs: jcfg, Logger: log, Metrics: promReg, Ready: ready, Status: status})
 		if err != nil {
 			return configError{err}
 		}
@@ -281,7 +304,7 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 		if err := promReg.Register(nodeMetrics); err != nil {
 			return err
 		}
-		handler = workerHandler(rdb, promReg, w.Healthy)
+		handler = workerHandler(rdb, promReg, w.Healthy, w.Lost)
 	}
 	hs := &http.Server{Addr: c.listen, Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -392,6 +415,12 @@ func workerConfig(c *serveConfig, log *slog.Logger) (worker.Config, error) {
 	if c.concurrency < 1 {
 		return cfg, flagErr("concurrency", errors.New("must be at least 1"))
 	}
+	if c.shutdownTimeout < time.Second {
+		return cfg, flagErr("shutdown-timeout", errors.New("must be at least 1s"))
+	}
+	// asynq gives running jobs half the budget (at most 10 s) to finish
+	// before it requeues them; then they are cancelled and waited for.
+	cfg.ShutdownTimeout = min(10*time.Second, c.shutdownTimeout/2)
 	if c.leaseTTL < 3*time.Second {
 		return cfg, flagErr("lease-ttl", errors.New("must be at least 3s"))
 	}
@@ -487,7 +516,10 @@ func redactURL(raw string) string {
 // workerHandler serves /metrics (Go, process and this node's job and
 // store metrics, as registered in reg), /healthz and /readyz for a
 // worker-only process.
-func workerHandler(rdb redis.UniversalClient, reg *prometheus.Registry, healthy func() error) http.Handler {
+//
+// A worker that lost a store to another node is not ready: it is there to
+// serve its stores, and one of them is served by nobody here.
+func workerHandler(rdb redis.UniversalClient, reg *prometheus.Registry, healthy func() error, lost func() map[string]string) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -505,11 +537,16 @@ func workerHandler(rdb redis.UniversalClient, reg *prometheus.Registry, healthy 
 		if err := healthy(); err != nil {
 			checks["process"], ready = err.Error(), false
 		}
+		body := map[string]any{"ready": ready, "checks": checks}
+		if l := lost(); len(l) > 0 {
+			checks["stores"], ready = fmt.Sprintf("%d store(s) lost to other nodes", len(l)), false
+			body["ready"], body["lost_stores"] = false, l
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if !ready {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"ready": ready, "checks": checks})
+		_ = json.NewEncoder(w).Encode(body)
 	})
 	return mux
 }

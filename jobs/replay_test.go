@@ -1,0 +1,381 @@
+package jobs
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/redistest"
+)
+
+// replayScripts sends each script whose arguments contain match Times
+// times in all (at least twice), as go-redis does when a read timed out
+// and Redis, only stalled, later runs the first send and every retry.
+// Between runs it calls Between (a reconciler settling the job, a
+// cancel, …), so the interleaving a stall allows happens on demand. The
+// caller reads the answer of the last run, as go-redis does.
+type replayScripts struct {
+	Match   string
+	Times   int
+	Between func(run int)
+	runs    atomic.Int64 // runs of matching scripts
+}
+
+func (r *replayScripts) matches(cmd redis.Cmder) bool {
+	if !isScript(cmd) {
+		return false
+	}
+	for _, a := range cmd.Args() {
+		if s, ok := a.(string); ok && strings.Contains(s, r.Match) {
+			return true
+		}
+	}
+	return false
+}
+
+func (*replayScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *replayScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if !r.matches(cmd) {
+			return next(ctx, cmd)
+		}
+		var err error
+		for i := range max(r.Times, 2) {
+			if i > 0 && r.Between != nil {
+				r.Between(i)
+			}
+			err = next(ctx, cmd)
+			r.runs.Add(1)
+		}
+		return err
+	}
+}
+
+func (r *replayScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// replayClient is a client whose scripts matching r replay.
+func replayClient(t *testing.T, srv *redistest.Server, r *replayScripts) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { c.Close() })
+	c.AddHook(r)
+	return c
+}
+
+func eventsOf(t *testing.T, rdb redis.Cmdable, id string) string {
+	t.Helper()
+	evs, err := ReadEvents(t.Context(), rdb, "0", 10000, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range evs {
+		if e.JobID == id {
+			out = append(out, string(e.Type))
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+func historyOf(t *testing.T, rdb redis.Cmdable, id string) int {
+	t.Helper()
+	hs, _, err := History(t.Context(), rdb, HistoryQuery{Limit: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, h := range hs {
+		if h.JobID == id {
+			n++
+		}
+	}
+	return n
+}
+
+// oneFinish asserts a job's events and its one history entry.
+func oneFinish(t *testing.T, rdb redis.Cmdable, id, events string) {
+	t.Helper()
+	if ev := eventsOf(t, rdb, id); ev != events {
+		t.Fatalf("events: %s; want %s", ev, events)
+	}
+	if n := historyOf(t, rdb, id); n != 1 {
+		t.Fatalf("%d history entries, want 1", n)
+	}
+}
+
+// pendingJob starts a Redis where node n1 owns store orders, and enqueues
+// one job of kind there.
+func pendingJob(t *testing.T, kind Kind) (*redistest.Server, *redis.Client, Record) {
+	t.Helper()
+	srv := redistest.Start(t)
+	plain := srv.Client(t)
+	ownedBy(t, plain, "n1", "orders")
+	enq, err := NewClient(plain, ClientConfig{}).Enqueue(t.Context(), Request{Kind: kind, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, plain, enq.Record
+}
+
+// Every step of a job's life, sent three times: each happens once, and
+// the caller is told it happened (Replayed), not that it was refused.
+func TestChangesAreSafeToReplay(t *testing.T) {
+	srv := redistest.Start(t)
+	plain := srv.Client(t)
+	ownedBy(t, plain, "n1", "orders")
+	c := NewClient(plain, ClientConfig{})
+	enq, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := enq.Record
+	plain.Set(t.Context(), LeaseKey("orders"), "lease-1", 0)
+	lease := &LeaseCheck{Key: LeaseKey("orders"), Value: "lease-1"}
+
+	for _, step := range []struct {
+		name  string
+		guard Guard
+		ch    Change
+	}{
+		{"start", StartGuard("run1", 1), Change{Op: "start:run1", Lease: lease, HSet: map[string]any{"state": "active", "attempts": 1, "run": "run1"},
+			XAdd: []StreamEntry{NewEntry(EventsStream, 1000, Event{Type: EventJobStarted, JobID: rec.ID})}}},
+		{"retry", RunGuard("run1"), Change{Op: "end:run1", Lease: lease, HSet: map[string]any{"state": "retry"},
+			XAdd: []StreamEntry{NewEntry(EventsStream, 1000, Event{Type: EventJobRetrying, JobID: rec.ID})}}},
+		{"start again", StartGuard("run2", 2), Change{Op: "start:run2", Lease: lease, HSet: map[string]any{"state": "active", "attempts": 2, "run": "run2"},
+			XAdd: []StreamEntry{NewEntry(EventsStream, 1000, Event{Type: EventJobStarted, JobID: rec.ID})}}},
+	} {
+		r := &replayScripts{Match: step.ch.Op, Times: 3}
+		res, err := Apply(t.Context(), replayClient(t, srv, r), rec.ID, step.guard, step.ch)
+		if err != nil || !res.OK || !res.Replayed {
+			t.Fatalf("%s sent %d times: %+v, %v; want OK and Replayed", step.name, r.runs.Load(), res, err)
+		}
+	}
+	// Progress: each report once, a late copy of an older one never.
+	for seq := int64(1); seq <= 2; seq++ {
+		r := &replayScripts{Match: "run2", Times: 3}
+		ok, err := Progress(t.Context(), replayClient(t, srv, r), rec.ID, "run2", seq, 1000, Event{Type: EventJobProgress, JobID: rec.ID})
+		if err != nil || !ok {
+			t.Fatalf("progress %d: %v, %v", seq, ok, err)
+		}
+	}
+	if ok, _ := Progress(t.Context(), plain, rec.ID, "run2", 1, 1000, Event{Type: EventJobProgress, JobID: rec.ID}); !ok {
+		t.Fatal("a late copy of progress 1 reported as not in the stream")
+	}
+	// The end, sent three times; a reconciler settling what it saw before
+	// the end is refused between the copies.
+	stale := rec
+	stale.State, stale.Run, stale.Attempts = StateActive, "run2", 2
+	end := Change{Op: "end:run2", Lease: lease}
+	end.End(stale, Terminal{State: StateSucceeded, At: time.Now(), History: HistoryEntry{Status: StatusCompacted}}, c.cfg)
+	var settled Applied
+	r := &replayScripts{Match: end.Op, Times: 3, Between: func(int) {
+		settle := Change{Op: NewOp("settle")}
+		settle.End(stale, Terminal{State: StateFailed, Error: "asynq archived the task", At: time.Now()}, c.cfg)
+		settled, _ = Apply(t.Context(), plain, rec.ID, ObservedGuard(stale), settle)
+	}}
+	res, err := Apply(t.Context(), replayClient(t, srv, r), rec.ID, RunGuard("run2"), end)
+	if err != nil || !res.OK || !res.Replayed || settled.OK {
+		t.Fatalf("end sent 3 times with a settle between: %+v, %v; settle %+v", res, err, settled)
+	}
+	// Late copies of old steps change nothing now.
+	for _, late := range []struct {
+		guard Guard
+		ch    Change
+	}{
+		{StartGuard("run1", 1), Change{Op: "start:run1b", HSet: map[string]any{"state": "active"}}},
+		{StartGuard("run3", 3), Change{Op: "start:run3", HSet: map[string]any{"state": "active"}}},
+		{RunGuard("run1"), Change{Op: "end:run1b", HSet: map[string]any{"state": "failed"}}},
+		{LiveGuard(), Change{Op: "cancel:x", HSet: map[string]any{"state": "canceled"}}},
+	} {
+		if res, err := Apply(t.Context(), plain, rec.ID, late.guard, late.ch); err != nil || res.OK {
+			t.Fatalf("late %s applied to a finished job: %+v, %v", late.ch.Op, res, err)
+		}
+	}
+	got, err := c.Get(t.Context(), rec.ID)
+	if err != nil || got.State != StateSucceeded {
+		t.Fatalf("record %+v, %v; want succeeded", got, err)
+	}
+	oneFinish(t, plain, rec.ID, "job.enqueued job.started job.retrying job.started job.progress job.progress job.succeeded")
+}
+
+// A cancel whose first send applied and whose answer was lost is the
+// cancel that ended the job, not "already finished".
+func TestCancelIsSafeToReplay(t *testing.T) {
+	srv, plain, rec := pendingJob(t, KindBackup)
+	r := &replayScripts{Match: "cancel:", Times: 4}
+	c := NewClient(replayClient(t, srv, r), ClientConfig{})
+	got, err := c.Cancel(t.Context(), rec.ID, "bob")
+	if err != nil || got.State != StateCanceled || r.runs.Load() < 2 {
+		t.Fatalf("cancel sent %d times: %+v, %v", r.runs.Load(), got, err)
+	}
+	oneFinish(t, plain, rec.ID, "job.enqueued job.canceled")
+}
+
+// The stall at enqueue: the first run of the enqueue script writes the
+// record, a reconciler settles it as failed before the retry runs (its
+// task had not reached asynq), and the retry must not make the job
+// pending again: a terminal state is final, and no task is handed over.
+func TestEnqueueReplayAfterSettleKeepsTerminalState(t *testing.T) {
+	srv := redistest.Start(t)
+	plain := srv.Client(t)
+	ownedBy(t, plain, "n1", "orders")
+	r := &replayScripts{Match: "job.enqueued", Times: 3}
+	r.Between = func(run int) {
+		if run != 1 {
+			return
+		}
+		ids, _ := plain.SMembers(context.Background(), InFlightKey("node.n1")).Result()
+		for _, id := range ids {
+			rec, err := NewClient(plain, ClientConfig{}).Get(context.Background(), id)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ch := Change{Op: NewOp("settle")}
+			ch.End(rec, Terminal{State: StateFailed, Reason: "task is gone from asynq", Error: "task is gone from asynq", At: time.Now()}, ClientConfig{})
+			if res, err := Apply(context.Background(), plain, id, ObservedGuard(rec), ch); err != nil || !res.OK {
+				t.Errorf("settle: %+v, %v", res, err)
+			}
+		}
+	}
+	c := NewClient(replayClient(t, srv, r), ClientConfig{})
+	got, err := c.Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Record.State != StateFailed {
+		t.Fatalf("enqueue answered %s, want the settled record (failed)", got.Record.State)
+	}
+	stored, err := c.Get(t.Context(), got.Record.ID)
+	if err != nil || stored.State != StateFailed {
+		t.Fatalf("record %+v, %v; want failed", stored, err)
+	}
+	if n, _ := plain.LLen(t.Context(), "asynq:{node.n1}:pending").Result(); n != 0 {
+		t.Fatalf("%d tasks handed to asynq for a settled job", n)
+	}
+	oneFinish(t, plain, got.Record.ID, "job.enqueued job.failed")
+}
+
+// abandon goes through the finish path: history entry and record expiry,
+// once however often it is sent, and never over a job that started.
+func TestAbandonIsOneFinish(t *testing.T) {
+	srv, plain, rec := pendingJob(t, KindVerify)
+	r := &replayScripts{Match: "abandon:", Times: 3}
+	c := NewClient(replayClient(t, srv, r), ClientConfig{})
+	c.abandon(rec, fmt.Errorf("asynq said no"))
+	if r.runs.Load() < 2 {
+		t.Fatalf("abandon ran %d times", r.runs.Load())
+	}
+	got, err := c.Get(t.Context(), rec.ID)
+	if err != nil || got.State != StateFailed || got.FinishedAt.IsZero() {
+		t.Fatalf("record %+v, %v", got, err)
+	}
+	if ttl := plain.TTL(t.Context(), RecordKey(got.ID)).Val(); ttl <= 0 {
+		t.Fatalf("abandoned record has no retention TTL (%v)", ttl)
+	}
+	oneFinish(t, plain, got.ID, "job.enqueued job.failed")
+	if n, _ := plain.Exists(t.Context(), LockKey(Payload{Kind: KindVerify, Store: "orders"})).Result(); n != 0 {
+		t.Fatal("abandoned job still holds its lock")
+	}
+
+	// A job whose task did land and started is not abandoned.
+	started, err := NewClient(plain, ClientConfig{}).Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := Apply(t.Context(), plain, started.Record.ID, StartGuard("r", 1), Change{Op: "start:r", HSet: map[string]any{"state": "active", "run": "r", "attempts": 1}}); err != nil || !res.OK {
+		t.Fatal(res, err)
+	}
+	c.abandon(started.Record, fmt.Errorf("timeout"))
+	if got, _ := c.Get(t.Context(), started.Record.ID); got.State != StateActive {
+		t.Fatalf("a running job was abandoned: %s", got.State)
+	}
+}
+
+// The incident and store.lost announcements are made once, atomically
+// with their event and notification, however often they are sent.
+func TestAnnounceIsSafeToReplay(t *testing.T) {
+	srv := redistest.Start(t)
+	plain := srv.Client(t)
+	r := &replayScripts{Match: `"id":"i1"`, Times: 3}
+	rdb := replayClient(t, srv, r)
+	ev := Event{Type: EventStoreCorrupt, Store: "orders"}
+	n := Notification{ID: "n1", Type: EventStoreCorrupt, Store: "orders", Summary: "x"}
+	made, _, err := Announce(t.Context(), rdb, IncidentKey("orders"), `{"id":"i1"}`, 1000, ev, &n)
+	if err != nil || !made || r.runs.Load() < 2 {
+		t.Fatalf("announce sent %d times: %v, %v", r.runs.Load(), made, err)
+	}
+	made, other, err := Announce(t.Context(), plain, IncidentKey("orders"), `{"id":"i2"}`, 1000, ev, &n)
+	if err != nil || made || other != `{"id":"i1"}` {
+		t.Fatalf("a second incident: made %v, other %q, %v", made, other, err)
+	}
+	evs, _ := ReadEvents(t.Context(), plain, "0", 100, 0)
+	if len(evs) != 1 {
+		t.Fatalf("%d events, want 1", len(evs))
+	}
+	if l, _ := plain.LLen(t.Context(), OutboxKey).Result(); l != 1 {
+		t.Fatalf("%d notifications queued, want 1", l)
+	}
+}
+
+// A claim sent twice keeps one token; renewal tells expired from taken;
+// stats are published only under the lease they name.
+func TestLeaseFencing(t *testing.T) {
+	srv := redistest.Start(t)
+	plain := srv.Client(t)
+	r := &replayScripts{Match: "inst-a", Times: 3}
+	a := Lease{Node: "n1", Host: "h1", Instance: "inst-a"}
+	v1, ok, err := ClaimLease(t.Context(), replayClient(t, srv, r), "orders", a, time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("claim: %q %v %v", v1, ok, err)
+	}
+	l1, _ := DecodeLease(v1)
+	if l1.Token != 1 || l1.Node != "n1" {
+		t.Fatalf("lease %+v; want token 1 after a claim sent %d times", l1, r.runs.Load())
+	}
+	if st, _, err := RenewLease(t.Context(), plain, "orders", v1, time.Minute); err != nil || st != LeaseHeld {
+		t.Fatalf("renew: %v %v", st, err)
+	}
+	// Another node cannot take it while it lives.
+	b := Lease{Node: "n2", Host: "h2", Instance: "inst-b"}
+	if held, ok, _ := ClaimLease(t.Context(), plain, "orders", b, time.Minute); ok || held != v1 {
+		t.Fatalf("n2 took a live lease: %q", held)
+	}
+	// It expires; n2 claims it: a new token, and n1 finds it taken.
+	plain.Del(t.Context(), LeaseKey("orders"))
+	v2, ok, err := ClaimLease(t.Context(), plain, "orders", b, time.Minute)
+	if l2, _ := DecodeLease(v2); err != nil || !ok || l2.Token != 2 {
+		t.Fatalf("n2 claim: %q %v %v", v2, ok, err)
+	}
+	if st, other, err := RenewLease(t.Context(), plain, "orders", v1, time.Minute); err != nil || st != LeaseTaken || other != v2 {
+		t.Fatalf("n1 renew after the theft: %v %q %v", st, other, err)
+	}
+	if ok, err := PublishStats(t.Context(), plain, "orders", v1, `{"from":"n1"}`); err != nil || ok {
+		t.Fatalf("stale publish: %v %v", ok, err)
+	}
+	if ok, err := PublishStats(t.Context(), plain, "orders", v2, `{"from":"n2"}`); err != nil || !ok {
+		t.Fatalf("publish: %v %v", ok, err)
+	}
+	// A fenced change with the stale value is refused.
+	ownedBy(t, plain, "n2", "orders")
+	enq, err := NewClient(plain, ClientConfig{}).Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Apply(t.Context(), plain, enq.Record.ID, StartGuard("r", 1),
+		Change{Op: "start:r", Lease: &LeaseCheck{Key: LeaseKey("orders"), Value: v1}, HSet: map[string]any{"state": "active"}})
+	if err != nil || res.OK || !res.Fenced {
+		t.Fatalf("stale start: %+v, %v; want Fenced", res, err)
+	}
+	if plain.Get(t.Context(), StatsKey("orders")).Val() != `{"from":"n2"}` {
+		t.Fatal("stale publish overwrote the holder's stats")
+	}
+}

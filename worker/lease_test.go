@@ -1,0 +1,201 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"storekeeper/jobs"
+	"storekeeper/store"
+)
+
+// A store's lease stolen under a running node (deleted and claimed by
+// another node): within a heartbeat the node stops serving the store. Its
+// running job is stopped and requeued as lease_lost, no job starts on it,
+// handle writes fail with ErrNotOwner, its stats are no longer published
+// over the new holder's, store.lost is announced and notified once, and
+// the node serves the store again once the lease is free.
+func TestLeaseStolen(t *testing.T) {
+	g := newGate()
+	f := setupFaults(t, options{client: stalledClient(3 * time.Second), worker: func(c *Config) { c.LeaseTTL = 3 * time.Second }},
+		func(w *Worker) { w.handlers[jobs.KindBackup] = g.handler(backupJob) }, "orders", "other")
+	s, _ := f.reg.Store("orders")
+	if err := s.Set([]byte("k"), []byte("v1")); err != nil {
+		t.Fatal(err)
+	}
+	running := f.enqueue(t, jobs.KindBackup, "orders", jobs.Params{})
+	g.waitStarted(t)
+
+	// Another node takes the lease.
+	f.rdb.Del(t.Context(), jobs.LeaseKey("orders"))
+	thief := jobs.Lease{Node: "n2", Host: "elsewhere", Instance: "i2"}
+	held, ok, err := jobs.ClaimLease(t.Context(), f.rdb, "orders", thief, time.Hour)
+	if err != nil || !ok {
+		t.Fatalf("thief claim: %v %v", ok, err)
+	}
+	if ok, err := jobs.PublishStats(t.Context(), f.rdb, "orders", held, `{"node":"n2"}`); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+
+	// store.lost within a heartbeat (LeaseTTL/3), waited for as an event.
+	deadline := time.Now().Add(2 * f.w.cfg.LeaseTTL / 3)
+	var lost []jobs.Event
+	for len(lost) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no store.lost within a heartbeat")
+		}
+		lost = f.eventsOfType(t, jobs.EventStoreLost)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if lost[0].Store != "orders" || lost[0].Node != "n1" || lost[0].Holder != "n2" {
+		t.Fatalf("store.lost %+v", lost[0])
+	}
+	// The running job was stopped: retry, lease_lost.
+	f.waitRecord(t, running.ID, func(r jobs.Record) bool { return r.State == jobs.StateRetry && r.Reason == "lease_lost" })
+	// Writes are refused, reads still served.
+	if err := s.Set([]byte("k"), []byte("v2")); !errors.Is(err, store.ErrNotOwner) {
+		t.Fatalf("write after the loss: %v, want ErrNotOwner", err)
+	}
+	if v, err := s.Get([]byte("k")); err != nil || string(v) != "v1" {
+		t.Fatalf("read after the loss: %q, %v", v, err)
+	}
+	if got := f.w.Lost(); got["orders"] != "n2" || len(got) != 1 {
+		t.Fatalf("Lost() = %v", got)
+	}
+	info := f.nodeInfo(t)
+	if info.Lost["orders"] != "n2" {
+		t.Fatalf("heartbeat says lost %v", info.Lost)
+	}
+	// A stale stats publish and a stale finish are refused by Redis.
+	stale, _ := jobs.DecodeLease(held)
+	stale.Node, stale.Host, stale.Instance, stale.Token = "n1", f.w.lease.Host, f.w.lease.Instance, stale.Token-1
+	if ok, err := jobs.PublishStats(t.Context(), f.rdb, "orders", stale.Encode(), `{"node":"n1"}`); err != nil || ok {
+		t.Fatalf("stale publish: %v %v", ok, err)
+	}
+	// Another heartbeat passes (node key rewritten): the stats are still
+	// the holder's.
+	f.waitHeartbeat(t)
+	if got := f.rdb.Get(t.Context(), jobs.StatsKey("orders")).Val(); got != `{"node":"n2"}` {
+		t.Fatalf("stats overwritten by the node that lost the store: %s", got)
+	}
+	// The other store is still served; no job starts on the lost one.
+	other := f.enqueue(t, jobs.KindVerify, "other", jobs.Params{})
+	f.waitState(t, other.ID, jobs.StateSucceeded)
+	select {
+	case n := <-g.started:
+		t.Fatalf("attempt %d of a job on a lost store started", n)
+	default:
+	}
+
+	// The thief lets go: the node takes the store back and serves it.
+	f.rdb.Del(t.Context(), jobs.LeaseKey("orders"))
+	f.waitRecord(t, running.ID, func(r jobs.Record) bool { return r.State == jobs.StateActive })
+	g.waitStarted(t)
+	g.finish <- nil
+	f.waitState(t, running.ID, jobs.StateSucceeded)
+	if err := s.Set([]byte("k"), []byte("v3")); err != nil {
+		t.Fatalf("write after the store came back: %v", err)
+	}
+	if len(f.w.Lost()) != 0 {
+		t.Fatalf("still lost: %v", f.w.Lost())
+	}
+	var notes int
+	for _, n := range f.settled(t) {
+		if n.Type == jobs.EventStoreLost {
+			notes++
+		}
+	}
+	if notes != 1 {
+		t.Fatalf("%d store.lost notifications, want 1", notes)
+	}
+	if n := len(f.eventsOfType(t, jobs.EventStoreLost)); n != 1 {
+		t.Fatalf("%d store.lost events, want 1", n)
+	}
+	if err := validSequence(f.events(t, running.ID)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitRecord waits until the job's record satisfies ok.
+func (b *bundle) waitRecord(t *testing.T, id string, ok func(jobs.Record) bool) jobs.Record {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r, err := b.client.Get(t.Context(), id)
+		if err == nil && ok(r) {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job %s: %+v (%v)", id, r, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (b *bundle) nodeInfo(t *testing.T) jobs.NodeInfo {
+	t.Helper()
+	nodes, err := jobs.Nodes(t.Context(), b.rdb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.Node == "n1" && n.Info != nil {
+			return *n.Info
+		}
+	}
+	t.Fatal("no heartbeat of n1")
+	return jobs.NodeInfo{}
+}
+
+// waitHeartbeat waits for the node's next heartbeat (its key rewritten).
+func (b *bundle) waitHeartbeat(t *testing.T) {
+	t.Helper()
+	before := b.nodeInfo(t).At
+	deadline := time.Now().Add(20 * time.Second)
+	for !b.nodeInfo(t).At.After(before) {
+		if time.Now().After(deadline) {
+			t.Fatal("no heartbeat")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop gives up when its context ends, even if a handler never returns:
+// it names the job it abandoned, and asynq gets the task back.
+func TestStopHasADeadline(t *testing.T) {
+	stuck := make(chan struct{})
+	started := make(chan struct{}, 1)
+	b := setup(t, func(w *Worker) {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			started <- struct{}{}
+			<-stuck // a compaction Pebble cannot stop
+			return outcome{}, ctx.Err()
+		}
+	}, "orders")
+	t.Cleanup(func() { close(stuck) }) // before the worker's own cleanup, which waits for the handler
+	rec := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{})
+	<-started
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.w.Stop(ctx) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) || !containsAll(err.Error(), rec.ID, "orders") {
+			t.Fatalf("Stop = %v; want a deadline error naming the job and its store", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Stop did not return after its deadline: it waits for the stuck job")
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}
