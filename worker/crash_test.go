@@ -11,10 +11,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/redistest"
@@ -34,22 +36,43 @@ func TestMain(m *testing.M) {
 }
 
 // childMain is a worker node n1 over a data dir, until it is killed.
+// With a fourth field, a path, a compaction job holds Pebble's compaction
+// once it begins: the child writes the path and waits there, so that the
+// test kills it in the middle of a compaction, however fast the machine.
 func childMain(spec string) int {
 	f := strings.Fields(spec)
-	if len(f) != 3 {
+	if len(f) != 3 && len(f) != 4 {
 		fmt.Fprintln(os.Stderr, "child: bad spec", spec)
 		return 3
 	}
 	addr, data, backups := f[0], f[1], f[2]
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	quiet := slog.New(slog.DiscardHandler)
-	reg, err := store.Open(store.Config{DataDir: data, BackupDir: backups, Logger: quiet})
+	var armed atomic.Bool // a compaction job runs: hold the next compaction
+	cfg := store.Config{DataDir: data, BackupDir: backups, Logger: quiet}
+	if len(f) == 4 {
+		marker := f[3]
+		cfg.PebbleOptions = func(string) *pebble.Options {
+			// No compaction of its own: the job's is the one held.
+			return &pebble.Options{DisableAutomaticCompactions: true, EventListener: &pebble.EventListener{CompactionBegin: func(pebble.CompactionInfo) {
+				if armed.Load() {
+					_ = os.WriteFile(marker, nil, 0o644)
+					select {} // until the test kills the process
+				}
+			}}}
+		}
+	}
+	reg, err := store.Open(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 3
 	}
 	w, err := New(Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond, Logger: quiet})
 	if err == nil {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+			armed.Store(true)
+			return compactJob(ctx, s, p)
+		}
 		err = w.Start(context.Background())
 	}
 	if err != nil {
@@ -69,12 +92,15 @@ type crashRig struct {
 	rdb           *redis.Client
 	client        *jobs.Client
 	data, backups string
+	// pebble, when set, are the Pebble options checksum opens the store
+	// with (no automatic compactions, to leave its LSM as it is).
+	pebble func(string) *pebble.Options
 }
 
-func (r *crashRig) start(t *testing.T) *exec.Cmd {
+func (r *crashRig) start(t *testing.T, extra ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", childEnv, r.srv.Addr(), r.data, r.backups))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %s", childEnv, r.srv.Addr(), r.data, r.backups, strings.Join(extra, " ")))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -103,7 +129,7 @@ func (r *crashRig) waitState(t *testing.T, id string, states ...jobs.State) jobs
 // checksum opens the data dir (no worker may hold it) and hashes store kv.
 func (r *crashRig) checksum(t *testing.T) string {
 	t.Helper()
-	reg, err := store.Open(store.Config{DataDir: r.data, BackupDir: r.backups, Logger: quietLogger()})
+	reg, err := store.Open(store.Config{DataDir: r.data, BackupDir: r.backups, Logger: quietLogger(), PebbleOptions: r.pebble})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,18 +198,37 @@ func stop(t *testing.T, cmd *exec.Cmd) {
 // A worker killed during a compaction: restarted, it takes its queue's
 // orphaned task back at once, the job completes, the content is unchanged.
 func TestWorkerKilledDuringCompaction(t *testing.T) {
-	r := newCrashRig(t, 250_000) // big enough that the compaction is still running when the kill lands
+	r := newCrashRig(t, 50_000)
+	// Overwrites that stay above the bottom level (no automatic
+	// compaction, here or in checksum): the job's compaction has work to
+	// do, and begins.
+	r.pebble = func(string) *pebble.Options { return &pebble.Options{DisableAutomaticCompactions: true} }
+	reg, err := store.Open(store.Config{DataDir: r.data, BackupDir: r.backups, NoSync: true, Logger: quietLogger(), PebbleOptions: r.pebble})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := reg.Store("kv")
+	write(t, s, 50_000, 1)
+	reg.Close()
 	before := r.checksum(t)
-	child := r.start(t)
+	marker := filepath.Join(t.TempDir(), "compacting")
+	child := r.start(t, marker) // holds the compaction once it begins
 	got, err := r.client.Enqueue(t.Context(), waitOwned(t, r, jobs.Request{Kind: jobs.KindCompact, Store: "kv",
 		Params: jobs.Params{Force: true}, Trigger: jobs.TriggerManual, Actor: "t"}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.waitState(t, got.Record.ID, jobs.StateActive)
+	deadline := time.Now().Add(30 * time.Second)
+	for _, err := os.Stat(marker); err != nil; _, err = os.Stat(marker) {
+		if time.Now().After(deadline) {
+			rec, _ := r.client.Get(t.Context(), got.Record.ID)
+			t.Fatalf("the compaction did not begin: %v; the job: %+v", err, rec)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	killNow(t, child)
 	if rec, _ := r.client.Get(t.Context(), got.Record.ID); rec.State != jobs.StateActive {
-		t.Fatalf("compaction was %s before the kill: the store is too small to catch it running", rec.State)
+		t.Fatalf("compaction was %s when killed in the middle of it", rec.State)
 	}
 	restarted := time.Now()
 	child = r.start(t)
