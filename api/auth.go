@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 
 	"github.com/gin-gonic/gin"
@@ -48,18 +49,27 @@ func ParseTokens(spec string) ([]Token, error) {
 	}
 	var out []Token
 	seen := map[string]bool{}
-	for _, e := range entries {
+	for i, e := range entries {
 		name, rest, ok1 := strings.Cut(strings.TrimSpace(e), ":")
 		role, secret, ok2 := strings.Cut(rest, ":")
+		// An error names the entry by its place and, when it looks like
+		// one, its name: never by anything after the first colon, where a
+		// secret may be (a missing role makes part of the secret "role").
+		which := fmt.Sprintf("token %d", i+1)
+		if ok1 && tokenNameRE.MatchString(name) { // an entry without a colon may be a bare secret
+			which += " (" + name + ")"
+		}
 		switch {
 		case !ok1 || !ok2 || name == "" || secret == "":
-			return nil, fmt.Errorf("token %q: want name:role:token", redact(e))
+			return nil, fmt.Errorf("%s: want name:role:token", which)
 		case Role(role) != RoleViewer && Role(role) != RoleOperator:
-			return nil, fmt.Errorf("token %s: role must be viewer or operator, not %q", name, role)
+			return nil, fmt.Errorf("%s: the role (after the first colon) must be viewer or operator", which)
+		case !tokenNameRE.MatchString(name):
+			return nil, fmt.Errorf("%s: the name must match %s", which, tokenNameRE)
 		case len(secret) < 16:
-			return nil, fmt.Errorf("token %s: at least 16 characters", name)
+			return nil, fmt.Errorf("%s: the secret needs at least 16 characters", which)
 		case seen[name]:
-			return nil, fmt.Errorf("token %s: named twice", name)
+			return nil, fmt.Errorf("%s: named twice", which)
 		}
 		seen[name] = true
 		out = append(out, Token{Name: name, Role: Role(role), Secret: secret})
@@ -67,12 +77,8 @@ func ParseTokens(spec string) ([]Token, error) {
 	return out, nil
 }
 
-func redact(entry string) string {
-	if i := strings.LastIndex(entry, ":"); i >= 0 {
-		return entry[:i+1] + "…"
-	}
-	return "…"
-}
+// tokenNameRE is what a token's name (the actor on its jobs) may be.
+var tokenNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
 // tokenFrom finds the token a request carries: Authorization Bearer, then
 // Basic (the token as password, for asynqmon in a browser), then, where

@@ -453,13 +453,13 @@ func connectRedis(raw string, log *slog.Logger) (redis.UniversalClient, func(), 
 	if ok {
 		opt, err := parseSentinel(rest)
 		if err != nil {
-			return nil, nil, flagErr("redis", err)
+			return nil, nil, flagErr("redis", redactErr(err, raw))
 		}
 		rdb = redis.NewFailoverClient(opt)
 	} else {
 		opt, err := redis.ParseURL(raw)
 		if err != nil {
-			return nil, nil, flagErr("redis", err)
+			return nil, nil, flagErr("redis", redactErr(err, raw))
 		}
 		rdb = redis.NewClient(opt)
 	}
@@ -504,13 +504,58 @@ func parseSentinel(s string) (*redis.FailoverOptions, error) {
 	return opt, nil
 }
 
+// redactURL hides the credentials of a Redis URL (the user information
+// before the last @ of its authority), for logs and errors.
 func redactURL(raw string) string {
-	if i := strings.Index(raw, "@"); i >= 0 {
-		if j := strings.Index(raw, "://"); j >= 0 && j < i {
-			return raw[:j+3] + "…@" + raw[i+1:]
+	j := strings.Index(raw, "://")
+	if j < 0 {
+		if i := strings.LastIndex(raw, "@"); i >= 0 {
+			return "…@" + raw[i+1:]
 		}
+		return raw
+	}
+	rest := raw[j+3:]
+	end := len(rest)
+	if k := strings.IndexAny(rest, "/?#"); k >= 0 {
+		end = k
+	}
+	if i := strings.LastIndex(rest[:end], "@"); i >= 0 {
+		return raw[:j+3] + "…@" + rest[i+1:]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 { // an @ in a malformed URL's path: hide all before it
+		return raw[:j+3] + "…@" + rest[i+1:]
 	}
 	return raw
+}
+
+// redactErr is err with every copy of raw in its text replaced by the
+// redacted URL: parse errors quote the URL they could not parse, password
+// included.
+func redactErr(err error, raw string) error {
+	msg := err.Error()
+	safe := redactURL(raw)
+	if safe == raw {
+		return err
+	}
+	msg = strings.ReplaceAll(msg, raw, safe)
+	// A password can also appear alone (the user information split off).
+	if user := credentials(raw); user != "" {
+		msg = strings.ReplaceAll(msg, user, "…")
+	}
+	return errors.New(msg)
+}
+
+// credentials returns the user information of a URL-like string, "" when
+// there is none.
+func credentials(raw string) string {
+	rest := raw
+	if j := strings.Index(raw, "://"); j >= 0 {
+		rest = raw[j+3:]
+	}
+	if i := strings.LastIndex(rest, "@"); i >= 0 {
+		return rest[:i]
+	}
+	return ""
 }
 
 // workerHandler serves /metrics (Go, process and this node's job and

@@ -97,6 +97,37 @@ func TestInvalidConfiguration(t *testing.T) {
 	}
 }
 
+// A configuration error names the flag and never prints a secret: not
+// the password of a --redis URL that does not parse, not any part of a
+// --tokens entry after its name.
+func TestConfigErrorsHideSecrets(t *testing.T) {
+	dir := t.TempDir()
+	const secret = "S3cretPW"
+	for _, c := range []struct {
+		args []string
+		flag string
+	}{
+		{[]string{"serve", "--redis", "redis://:" + secret + "@ho st/0"}, "--redis"},
+		{[]string{"serve", "--redis", "redis://user:" + secret + "@host:6379/notadb"}, "--redis"},
+		{[]string{"serve", "--redis", "redis+sentinel://:" + secret + "@host:26379"}, "--redis"},
+		{[]string{"serve", "--tokens", "ann:" + secret + ":tail0123456789abcdef"}, "--tokens"},       // no role: the secret would be read as one
+		{[]string{"serve", "--tokens", "ann:operator:" + secret}, "--tokens"},                        // too short
+		{[]string{"serve", "--tokens", secret + "-whole-entry-without-colons"}, "--tokens"},          // no name, no role
+		{[]string{"serve", "--tokens", "ann:viewer:0123456789abcdef,:" + secret + "xx"}, "--tokens"}, // no name
+	} {
+		args := append(c.args, "--listen", "127.0.0.1:0", "--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"))
+		var stdout, stderr bytes.Buffer
+		code := run(t.Context(), args, &stdout, &stderr)
+		out := stdout.String() + stderr.String()
+		if code != 2 || !strings.Contains(out, c.flag) {
+			t.Errorf("%v: exit %d, %q; want exit 2 naming %s", c.args, code, out, c.flag)
+		}
+		if strings.Contains(out, secret) || strings.Contains(out, "3cretP") {
+			t.Errorf("%v: the error shows the secret: %q", c.args, out)
+		}
+	}
+}
+
 // A --listen address already taken stops the process before it touches
 // Redis or the stores: no store claimed, no node announced (it would read
 // up, then down when its heartbeat expired), no data dir created.
