@@ -6,7 +6,7 @@ DATA_DIR    ?= ./data
 BACKUP_DIR  ?= ./backups
 LISTEN      ?= 127.0.0.1:8080
 
-.PHONY: run test bench lint build clean
+.PHONY: run test bench fuzz lint build clean
 
 ## run: build, then the all-in-one server with demo stores in $(DATA_DIR) on an in-process Redis: dashboard at http://$(LISTEN)/
 run: build
@@ -19,6 +19,17 @@ test:
 ## bench: Go benchmarks beside their raw baselines; writes docs/BENCHMARKS.md
 bench:
 	$(GO) run ./internal/benchreport -out docs/BENCHMARKS.md
+
+## fuzz: every fuzz target for FUZZTIME each (their seed corpora also run in make test)
+FUZZTIME ?= 30s
+FUZZ_TARGETS := ./api:FuzzDecodeStrict ./api:FuzzCheckOrigin ./api:FuzzWatchFilters \
+	./jobs:FuzzPushEndpoint ./jobs:FuzzHistoryCursor ./jobs:FuzzDecodeHistoryJSON ./store:FuzzValidateName ./internal/e2e:FuzzRequests
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "==> $$fn ($$pkg, $(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 ## lint: go vet, gofmt and staticcheck
 lint: $(STATICCHECK)

@@ -80,22 +80,32 @@ func ParseTokens(spec string) ([]Token, error) {
 // tokenNameRE is what a token's name (the actor on its jobs) may be.
 var tokenNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
-// tokenFrom finds the token a request carries: Authorization Bearer, then
-// Basic (the token as password, for asynqmon in a browser), then, where
-// allowed, the token query parameter (WebSocket clients in browsers).
-func tokenFrom(r *http.Request, query bool) string {
+// credential finds the token a request carries: Authorization Bearer; then,
+// where allowed, Basic (the token as password: asynqmon in a browser,
+// under /monitoring only) and the token query parameter (WebSocket clients
+// in browsers). A browser sends Basic credentials it holds with every
+// request to the server, whichever site's page makes it: accepted on the
+// API, they would let any page act with them.
+func credential(r *http.Request, query, basic bool) string {
 	h := r.Header.Get("Authorization")
 	if t, ok := strings.CutPrefix(h, "Bearer "); ok {
 		return strings.TrimSpace(t)
 	}
-	if _, pass, ok := r.BasicAuth(); ok {
-		return pass
+	if basic {
+		if _, pass, ok := r.BasicAuth(); ok {
+			return pass
+		}
 	}
 	if query {
 		return r.URL.Query().Get("token")
 	}
 	return ""
 }
+
+// tokenFrom finds a token given as Bearer or as a Basic password (and,
+// with query, ?token=): for handlers that act on nothing, such as
+// /metrics, whose scrapers often send Basic.
+func tokenFrom(r *http.Request, query bool) string { return credential(r, query, true) }
 
 // authenticate compares in constant time against every token (hashes of
 // equal length, so the comparison does not leak the length either).
@@ -114,12 +124,23 @@ func (s *Server) authenticate(secret string) (Token, bool) {
 	return found, ok == 1
 }
 
-// require admits requests whose token has role need.
+// require admits requests whose bearer token (or, with query, ?token=)
+// has role need.
 func (s *Server) require(need Role, query bool) gin.HandlerFunc {
+	return s.authorize(need, query, false)
+}
+
+// requireBasic admits requests to /monitoring whose bearer token or Basic
+// password has role need, and asks browsers for Basic credentials.
+func (s *Server) requireBasic(need Role) gin.HandlerFunc {
+	return s.authorize(need, false, true)
+}
+
+func (s *Server) authorize(need Role, query, basic bool) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		t, ok := s.authenticate(tokenFrom(c.Request, query))
+		t, ok := s.authenticate(credential(c.Request, query, basic))
 		if !ok {
-			if c.Request.URL.Path == "/monitoring" || strings.HasPrefix(c.Request.URL.Path, "/monitoring/") {
+			if basic {
 				c.Header("WWW-Authenticate", `Basic realm="storekeeper (any user, the token as password)"`)
 			}
 			s.fail(c, errUnauthorized)

@@ -50,6 +50,7 @@ func classify(err error) *apiError {
 		{jobs.ErrUnknownJob, http.StatusNotFound, "unknown_job"},
 		{jobs.ErrRestoreInProgress, http.StatusConflict, "restore_in_progress"},
 		{jobs.ErrFinished, http.StatusConflict, "job_finished"},
+		{jobs.ErrBadCursor, http.StatusBadRequest, "bad_cursor"}, // before ErrBadQuery, which it also is
 		{jobs.ErrBadQuery, http.StatusBadRequest, "invalid_request"},
 		{jobs.ErrBadPayload, http.StatusBadRequest, "invalid_request"},
 		{jobs.ErrBadSubscription, http.StatusBadRequest, "invalid_request"},
@@ -73,3 +74,14 @@ func (s *Server) fail(c *gin.Context, err error) {
 	}
 	c.AbortWithStatusJSON(ae.status, gin.H{"error": ae.code, "message": ae.msg})
 }
+
+// ConfigError is a Config field New refused; Field is the field's name,
+// so that a command can name the flag that set it.
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return "api: " + e.Err.Error() }
+
+func (e *ConfigError) Unwrap() error { return e.Err }

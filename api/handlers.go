@@ -18,8 +18,10 @@ import (
 	"storekeeper/jobs"
 )
 
-// decodeBody reads an optional JSON body strictly: no body is {}, unknown
-// fields and trailing data are 400, over MaxBody is 413.
+// decodeBody reads an optional JSON body strictly: no body is {}; a body
+// that is not one JSON object, a key that is not a field's exact name, a
+// key given twice and trailing data are 400 (decodeStrict); over MaxBody
+// is 413. The Content-Type was checked before (guard).
 func decodeBody(c *gin.Context, v any) error {
 	b, err := io.ReadAll(c.Request.Body)
 	if err != nil {
@@ -32,15 +34,7 @@ func decodeBody(c *gin.Context, v any) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return invalid("body: " + err.Error())
-	}
-	if dec.More() {
-		return invalid("body: more than one JSON value")
-	}
-	return nil
+	return decodeStrict(b, v)
 }
 
 // enqueued is the answer to an enqueue: the job's record and whether it
@@ -98,7 +92,7 @@ func (s *Server) enqueue(c *gin.Context, req jobs.Request) {
 	}
 	s.metrics.enqueued(req.Kind, res.Deduplicated)
 	c.Header("Location", "/api/jobs/"+res.Record.ID)
-	c.JSON(http.StatusAccepted, enqueued{Record: res.Record, Deduplicated: res.Deduplicated})
+	c.JSON(http.StatusAccepted, enqueued{Record: publicRecord(res.Record), Deduplicated: res.Deduplicated})
 }
 
 // enqueueAll makes one job per known store under one batch id.
@@ -125,7 +119,7 @@ func (s *Server) enqueueAll(kind jobs.Kind) gin.HandlerFunc {
 				return
 			}
 			s.metrics.enqueued(kind, res.Deduplicated)
-			out = append(out, enqueued{Record: res.Record, Deduplicated: res.Deduplicated})
+			out = append(out, enqueued{Record: publicRecord(res.Record), Deduplicated: res.Deduplicated})
 			ids = append(ids, res.Record.ID)
 		}
 		if len(ids) > 0 {
@@ -184,23 +178,26 @@ func (s *Server) restore(c *gin.Context) {
 		return
 	}
 	// The owner republishes backups before any job finishes: what the API
-	// sees here is current.
-	if pub != nil {
-		usable := func(bi backupInfo) bool { return !bi.Bad && !bi.VerifiedAt.IsZero() }
-		if b.BackupID != "" {
-			i := slices.IndexFunc(pub.Backups, func(bi backupInfo) bool { return bi.ID == b.BackupID })
-			switch {
-			case i < 0:
-				s.fail(c, newError(http.StatusNotFound, "unknown_backup", fmt.Sprintf("store %s has no backup %q", name, b.BackupID)))
-				return
-			case !usable(pub.Backups[i]):
-				s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("backup %s of store %s is marked bad or was never verified", b.BackupID, name)))
-				return
-			}
-		} else if !slices.ContainsFunc(pub.Backups, usable) {
-			s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("store %s has no verified backup to restore", name)))
+	// sees here is current. Until it has published, nothing says whether
+	// there is a backup to restore, or which: refused, no job made.
+	if pub == nil {
+		s.fail(c, errUnknownState(name))
+		return
+	}
+	usable := func(bi backupInfo) bool { return !bi.Bad && !bi.VerifiedAt.IsZero() }
+	if b.BackupID != "" {
+		i := slices.IndexFunc(pub.Backups, func(bi backupInfo) bool { return bi.ID == b.BackupID })
+		switch {
+		case i < 0:
+			s.fail(c, newError(http.StatusNotFound, "unknown_backup", fmt.Sprintf("store %s has no backup %q", name, b.BackupID)))
+			return
+		case !usable(pub.Backups[i]):
+			s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("backup %s of store %s is marked bad or was never verified", b.BackupID, name)))
 			return
 		}
+	} else if !slices.ContainsFunc(pub.Backups, usable) {
+		s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("store %s has no verified backup to restore", name)))
+		return
 	}
 	s.enqueue(c, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: b.BackupID}, Trigger: jobs.TriggerManual, Actor: actor(c)})
 }
@@ -245,16 +242,19 @@ func (s *Server) getJob(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, rec)
+	c.JSON(http.StatusOK, publicRecord(rec))
 }
 
 func (s *Server) cancelJob(c *gin.Context) {
+	if !s.emptyBody(c) {
+		return
+	}
 	rec, err := s.jobs.Cancel(c, c.Param("id"), actor(c))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, rec)
+	c.JSON(http.StatusOK, publicRecord(rec))
 }
 
 // listJobs lists a batch's jobs (?batch=), or the jobs in flight, newest
@@ -294,7 +294,7 @@ func (s *Server) listJobs(c *gin.Context) {
 			return
 		}
 		if (q.Get("store") == "" || r.Store == q.Get("store")) && (kind == "" || r.Kind == kind) && (state == "" || r.State == state) {
-			out = append(out, r)
+			out = append(out, publicRecord(r))
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{"jobs": out})
@@ -336,10 +336,23 @@ func (s *Server) history(c *gin.Context) {
 	if entries == nil {
 		entries = []jobs.HistoryEntry{}
 	}
-	c.JSON(http.StatusOK, gin.H{"history": entries, "next": next})
+	c.JSON(http.StatusOK, gin.H{"history": publicHistory(entries), "next": next})
+}
+
+// emptyBody reads a body that must be {} or nothing.
+func (s *Server) emptyBody(c *gin.Context) bool {
+	var b struct{}
+	if err := decodeBody(c, &b); err != nil {
+		s.fail(c, err)
+		return false
+	}
+	return true
 }
 
 func (s *Server) pause(c *gin.Context) {
+	if !s.emptyBody(c) {
+		return
+	}
 	if err := jobs.Pause(c, s.rdb, c.Param("store"), actor(c)); err != nil {
 		s.fail(c, err)
 		return
@@ -348,6 +361,9 @@ func (s *Server) pause(c *gin.Context) {
 }
 
 func (s *Server) resume(c *gin.Context) {
+	if !s.emptyBody(c) {
+		return
+	}
 	if err := jobs.Resume(c, s.rdb, c.Param("store")); err != nil {
 		s.fail(c, err)
 		return

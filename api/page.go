@@ -1,9 +1,12 @@
 package api
 
 import (
+	"bytes"
 	"embed"
 	"io/fs"
 	"net/http"
+	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
@@ -20,15 +23,21 @@ func (s *Server) pageRoutes(e *gin.Engine) {
 	index, _ := fs.ReadFile(web, "index.html")
 	e.GET("/", func(c *gin.Context) {
 		c.Header("Cache-Control", "no-cache")
-		c.Header("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; frame-ancestors 'none'")
+		pageHeaders(c, dashboardCSP)
 		c.Data(http.StatusOK, "text/html; charset=utf-8", index)
 	})
-	files := http.StripPrefix("/ui/", http.FileServer(http.FS(web)))
 	e.GET("/ui/*file", func(c *gin.Context) {
+		name := strings.TrimPrefix(c.Param("file"), "/")
+		b, err := fs.ReadFile(web, name) // a directory, a missing or an invalid name: an error
+		if name == "" || !fs.ValidPath(name) || err != nil {
+			s.fail(c, errNotFound)
+			return
+		}
 		c.Header("Cache-Control", "no-cache")
-		if c.Param("file") == "/sw.js" {
+		pageHeaders(c, dashboardCSP) // its files, and the service worker, whose policy this is
+		if name == "sw.js" {
 			c.Header("Service-Worker-Allowed", "/ui/")
 		}
-		files.ServeHTTP(c.Writer, c.Request)
+		http.ServeContent(c.Writer, c.Request, name, time.Time{}, bytes.NewReader(b))
 	})
 }

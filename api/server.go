@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -29,10 +27,26 @@ const MaxBody = 64 << 10
 type Config struct {
 	Redis  redis.UniversalClient // required
 	Tokens []Token               // at least one
-	// AllowedOrigins may open WebSockets from browsers besides the
-	// server's own origin ("https://ops.example.com"). Clients that send
-	// no Origin (CLIs) are not browsers and are not held to it.
+	// AllowedOrigins may open WebSockets and send requests that change
+	// something from browsers besides the server's own origin
+	// ("https://ops.example.com"). Clients that send no Origin (CLIs) are
+	// not browsers and are not held to it (security.go).
 	AllowedOrigins []string
+	// PublicURL is the URL users reach the server at
+	// ("https://storekeeper.example.com", e.g. behind a proxy): its origin
+	// is the server's own. Empty: the scheme (TLS) and host:port of
+	// Listen; when Listen is empty, a wildcard (":8080", "0.0.0.0:8080")
+	// or port 0, the address each request's connection arrived on. A
+	// loopback host stands for localhost, 127.0.0.1 and [::1] alike.
+	PublicURL string
+	// Listen is the address the server is bound to (the bound one, so
+	// port 0 is resolved), and TLS whether it serves HTTPS there.
+	Listen string
+	TLS    bool
+	// TrustedProxies are the proxies (IP addresses or CIDRs) whose
+	// X-Forwarded-For and X-Real-IP name the client in the access log.
+	// Empty: none; the peer address is the client.
+	TrustedProxies []string
 	Jobs           jobs.ClientConfig
 	Logger         *slog.Logger
 	// Metrics is where the API registers its collectors (and asynq's queue
@@ -48,6 +62,31 @@ type Config struct {
 	// StuckWatcher is how long a WebSocket watcher may keep losing events
 	// before it is disconnected (default 10 s).
 	StuckWatcher time.Duration
+	// MaxWatchersPerToken caps the WebSocket watchers one token may have
+	// open at once on this API process (each process counts its own);
+	// one more is refused with 429 too_many_watchers. 0: 64; negative:
+	// no cap.
+	MaxWatchersPerToken int
+	// MaxWatchFilters caps one watcher's filter values (store, job and
+	// kind together); more is refused with 400 too_many_filters. 0: 100;
+	// negative: no cap.
+	MaxWatchFilters int
+	// MetricsToken, when set, is the bearer token /metrics requires (401
+	// without it); empty: /metrics is open.
+	MetricsToken string
+	// PushAllowPrivate lets browsers subscribe Web Push endpoints that
+	// are http or whose host is not public (loopback, private,
+	// link-local): for tests and push services inside the network. Off,
+	// an endpoint must be https to a host that resolves to public
+	// addresses only (the worker checks again as it connects; set its
+	// PushConfig.AllowPrivate alike).
+	PushAllowPrivate bool
+	// PushResolver resolves endpoint hosts at subscribe time (default
+	// net.DefaultResolver); tests stub it.
+	PushResolver PushResolver
+	// PushSubscriptionsPerToken caps one token's Web Push subscriptions;
+	// one more is refused with 409 too_many_subscriptions. 0: 8.
+	PushSubscriptionsPerToken int
 }
 
 // Server is the HTTP API.
@@ -62,7 +101,9 @@ type Server struct {
 	engine  *gin.Engine
 	hub     *hub
 	metrics *metrics
-	origins map[string]bool
+	origins map[string]bool // AllowedOrigins, canonical (security.go)
+	own     []string        // the server's own origins when configured
+	scheme  string          // http, or https with TLS
 }
 
 // New builds the server; Start runs its event tailer.
@@ -85,17 +126,15 @@ func New(cfg Config) (*Server, error) {
 		cfg.StuckWatcher = 10 * time.Second
 	}
 	s := &Server{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger.With("component", "api"), tokens: cfg.Tokens,
-		jobs: jobs.NewClient(cfg.Redis, cfg.Jobs), insp: asynq.NewInspectorFromRedisClient(cfg.Redis),
-		origins: map[string]bool{}}
+		jobs: jobs.NewClient(cfg.Redis, cfg.Jobs), insp: asynq.NewInspectorFromRedisClient(cfg.Redis)}
 	for _, t := range cfg.Tokens {
 		s.sums = append(s.sums, sha256.Sum256([]byte(t.Secret)))
 	}
-	for _, o := range cfg.AllowedOrigins {
-		u, err := url.Parse(o)
-		if err != nil || u.Scheme == "" || u.Host == "" {
-			return nil, fmt.Errorf("api: allowed origin %q is not scheme://host[:port]", o)
-		}
-		s.origins[strings.ToLower(u.Scheme+"://"+u.Host)] = true
+	if err := s.setupOrigins(cfg); err != nil {
+		return nil, err
+	}
+	if err := checkProxies(cfg.TrustedProxies); err != nil {
+		return nil, err
 	}
 	m, err := newMetrics(cfg.Metrics, s)
 	if err != nil {
@@ -123,7 +162,8 @@ func (s *Server) routes() *gin.Engine {
 	e := gin.New()
 	e.HandleMethodNotAllowed = true
 	e.ContextWithFallback = true
-	e.Use(s.requestID, s.accessLog, s.recoverer, s.limitBody)
+	_ = e.SetTrustedProxies(s.cfg.TrustedProxies) // checked in New; nil trusts none (gin.New trusts all)
+	e.Use(s.requestID, s.accessLog, s.recoverer, s.guard, s.limitBody)
 	e.NoRoute(func(c *gin.Context) { s.fail(c, errNotFound) })
 	e.NoMethod(func(c *gin.Context) { s.fail(c, errMethod) })
 
@@ -149,15 +189,22 @@ func (s *Server) routes() *gin.Engine {
 	api.GET("/push/key", viewer, s.pushKey)
 	api.POST("/push/subscriptions", viewer, s.subscribePush)
 	api.DELETE("/push/subscriptions", viewer, s.unsubscribePush)
-	e.GET("/ws", s.require(RoleViewer, true), s.hub.serve)
+	e.GET("/ws", s.wsOrigin, s.require(RoleViewer, true), s.wsUpgrade, s.hub.serve)
 
 	// asynqmon, read-only: retrying, deleting or archiving a task there
 	// would bypass storekeeper's records and locks. It shares the client;
 	// the client is closed by whoever made it, so the handler is never
 	// closed.
+	// HTTP Basic is accepted here only: a browser that signed in to it
+	// sends those credentials with every request to this server. GET
+	// only: read-only asynqmon refuses every other method anyway, and
+	// this way with the API's JSON 405.
 	mon := asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: sharedRedis{s.rdb}, ReadOnly: true})
-	e.Any("/monitoring", operator, gin.WrapH(mon))
-	e.Any("/monitoring/*path", operator, gin.WrapH(mon))
+	monCSP := monitoringPolicy(mon)
+	monHeaders := func(c *gin.Context) { pageHeaders(c, monCSP); c.Next() }
+	monOperator := s.requireBasic(RoleOperator)
+	e.GET("/monitoring", monHeaders, monOperator, gin.WrapH(mon))
+	e.GET("/monitoring/*path", monHeaders, monOperator, gin.WrapH(mon))
 
 	e.GET("/metrics", gin.WrapH(s.metrics.handler()))
 	e.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
@@ -203,17 +250,22 @@ func (s *Server) readyz(c *gin.Context) {
 	c.JSON(status, body)
 }
 
-// requestID gives every request an id, echoed in X-Request-Id and in
-// every log line about it.
+// requestID gives every request the server's own id, echoed in
+// X-Request-Id and in every log line about it. A client's X-Request-Id is
+// kept beside it (log field client_request_id, echoed in
+// X-Client-Request-Id) only when it is one short token
+// (^[A-Za-z0-9._-]{1,64}$): a client never chooses the server's id, nor
+// writes anything else into the log.
 func (s *Server) requestID(c *gin.Context) {
-	id := c.GetHeader("X-Request-Id")
-	if id == "" || len(id) > 64 {
-		var b [8]byte
-		_, _ = rand.Read(b[:])
-		id = hex.EncodeToString(b[:])
-	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
 	c.Set("request_id", id)
 	c.Header("X-Request-Id", id)
+	if v := c.Request.Header.Values("X-Request-Id"); len(v) == 1 && clientRequestID.MatchString(v[0]) {
+		c.Set("client_request_id", v[0])
+		c.Header("X-Client-Request-Id", v[0])
+	}
 	c.Next()
 }
 
@@ -235,8 +287,12 @@ func (s *Server) accessLog(c *gin.Context) {
 	if q.Has("token") {
 		q.Set("token", "REDACTED")
 	}
-	s.log.Info("request", "request_id", requestID(c), "method", c.Request.Method, "path", c.Request.URL.Path,
-		"query", q.Encode(), "status", c.Writer.Status(), "took", time.Since(start), "actor", actor(c), "remote", c.ClientIP())
+	attrs := []any{"request_id", requestID(c), "method", c.Request.Method, "path", c.Request.URL.Path,
+		"query", q.Encode(), "status", c.Writer.Status(), "took", time.Since(start), "actor", actor(c), "remote", c.ClientIP()}
+	if cid := c.GetString("client_request_id"); cid != "" {
+		attrs = append(attrs, "client_request_id", cid)
+	}
+	s.log.Info("request", attrs...)
 }
 
 // recoverer turns a panic into a logged 500 with no stack for the client.

@@ -240,6 +240,6 @@ func (s *Server) dashboard(c *gin.Context) {
 	if scheds == nil {
 		scheds = []jobs.NodeSchedules{}
 	}
-	c.JSON(http.StatusOK, gin.H{"stores": stores, "history": recent, "queues": queues, "schedules": scheds, "nodes": nodes,
+	c.JSON(http.StatusOK, gin.H{"stores": stores, "history": publicHistory(recent), "queues": queues, "schedules": scheds, "nodes": nodes,
 		"health": health, "at": time.Now().UTC()})
 }

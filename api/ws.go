@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,6 +40,10 @@ import (
 // replay (a watcher too slow for it is disconnected like a stuck one). A
 // replay that cannot read the stream says so with stream.gap (since: the
 // last position it reached) before it goes live.
+//
+// What watchers may cost is bounded (ws_limits.go): so many per token on
+// each process, so many filter values each, and a watcher's filters are
+// sets, so matching an event does not grow with them.
 
 const (
 	sessionBuffer = 1024             // melody's per-session buffer
@@ -53,12 +56,11 @@ var streamLive = []byte(`{"type":"stream.live"}`)
 
 // watcher is one session's filters and position.
 type watcher struct {
-	ss             *melody.Session
-	conn           *hijackRecorder
-	since          string // the since= it connected with; "" for none
-	stores, jobIDs []string
-	kinds          []jobs.Kind
-	idx            int // its place in the sender's set, -1 when not in it (the sender's alone)
+	ss    *melody.Session
+	conn  *hijackRecorder
+	since string  // the since= it connected with; "" for none
+	f     filters // its store=, job= and kind= values
+	idx   int     // its place in the sender's set, -1 when not in it (the sender's alone)
 
 	mu sync.Mutex
 	// last is the id of the last event sent while the replay may be ahead
@@ -73,11 +75,7 @@ type watcher struct {
 	dropSince time.Time // when the current run of drops began
 }
 
-func (w *watcher) match(e jobs.Event) bool {
-	return (len(w.stores) == 0 || slices.Contains(w.stores, e.Store)) &&
-		(len(w.jobIDs) == 0 || slices.Contains(w.jobIDs, e.JobID)) &&
-		(len(w.kinds) == 0 || slices.Contains(w.kinds, e.Kind))
-}
+func (w *watcher) match(e jobs.Event) bool { return w.f.match(e) }
 
 type live struct {
 	ev  jobs.Event
@@ -98,7 +96,10 @@ type hub struct {
 	events  chan live
 	ops     chan watcherOp
 	quit    chan struct{} // closed when the sender has stopped
+	placed  chan struct{} // closed when the tailer knows where it reads from
 	started atomic.Bool
+	slots   *tokenSlots // each token's open watchers (ws_limits.go)
+	filters int         // the most filter values a watcher may have; < 0: no cap
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
@@ -109,7 +110,9 @@ func newHub(s *Server) *hub {
 	m.Config.MessageBufferSize = sessionBuffer
 	m.Config.MaxMessageSize = 4096
 	m.Upgrader.CheckOrigin = s.checkOrigin
-	h := &hub{s: s, m: m, events: make(chan live, 4096), ops: make(chan watcherOp), quit: make(chan struct{})}
+	h := &hub{s: s, m: m, events: make(chan live, 4096), ops: make(chan watcherOp), quit: make(chan struct{}), placed: make(chan struct{}),
+		slots:   &tokenSlots{max: limitOr(s.cfg.MaxWatchersPerToken, DefaultMaxWatchersPerToken), open: map[string]int{}},
+		filters: limitOr(s.cfg.MaxWatchFilters, DefaultMaxWatchFilters)}
 	// Only count here: closing a session inside this hook recurses.
 	m.HandleError(func(ss *melody.Session, err error) {
 		if errors.Is(err, melody.ErrMessageBufferFull) {
@@ -170,48 +173,62 @@ func watcherOf(ss *melody.Session) *watcher {
 }
 
 // checkOrigin admits clients that send no Origin (they are not browsers),
-// the server's own origin, and the configured ones.
+// and browsers on the server's own origin or a configured one: scheme,
+// host and port compared against the configuration (security.go), never
+// against the request's Host header, which the client writes. An opaque
+// origin ("null": a sandboxed frame, a file, a privacy redirect) and a
+// request with two Origins are nobody's. The HTTP API's requests that
+// change something are held to the same rule (guard).
 func (s *Server) checkOrigin(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
+	vals := r.Header.Values("Origin")
+	switch {
+	case len(vals) == 0:
 		return true
+	case len(vals) > 1 || strings.EqualFold(vals[0], "null"):
+		return false
 	}
-	u, err := url.Parse(o)
+	u, err := url.Parse(vals[0])
 	if err != nil {
 		return false
 	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	return s.origins[strings.ToLower(u.Scheme+"://"+u.Host)]
+	return s.originAllowed(r, u)
 }
 
 // serve upgrades GET /ws with its filters: store, job, kind (repeatable),
-// since=<event id>.
+// since=<event id>. A watcher with too many filter values, or whose token
+// already holds as many watchers as it may on this process, is refused
+// before the upgrade (ws_limits.go). melody serves the session within
+// this call: the token's place is given back when it ends.
 func (h *hub) serve(c *gin.Context) {
-	q := c.Request.URL.Query()
-	w := &watcher{stores: q["store"], jobIDs: q["job"], idx: -1}
-	for _, k := range q["kind"] {
-		if !jobs.Kind(k).Valid() {
-			h.s.fail(c, invalid("unknown kind "+k))
-			return
-		}
-		w.kinds = append(w.kinds, jobs.Kind(k))
-	}
-	w.since = q.Get("since")
-	if w.since != "" && !jobs.ValidStreamID(w.since) {
-		h.s.fail(c, invalid("since must be an event id"))
+	f, since, err := parseWatch(c.Request.URL.Query(), h.filters)
+	if err != nil {
+		h.refuse(c, err)
 		return
 	}
-	w.replaying = w.since != ""
+	w := &watcher{f: f, since: since, idx: -1, replaying: since != ""}
 	if !h.s.checkOrigin(c.Request) {
 		h.s.fail(c, newError(http.StatusForbidden, "forbidden", "origin not allowed"))
 		return
 	}
+	token := actor(c)
+	if !h.slots.take(token) {
+		h.refuse(c, h.slots.refusal(token))
+		return
+	}
+	defer h.slots.give(token)
 	w.conn = &hijackRecorder{ResponseWriter: c.Writer}
 	if err := h.m.HandleRequestWithKeys(w.conn, c.Request, map[string]any{"watcher": w}); err != nil {
 		h.s.log.Warn("websocket upgrade failed", "request_id", requestID(c), "err", err)
 	}
+}
+
+// refuse answers err, counting the watcher limits' refusals by code (the
+// access log has the request, its actor and its status).
+func (h *hub) refuse(c *gin.Context, err error) {
+	if ae := classify(err); ae != nil && (ae.code == "too_many_filters" || ae.code == "too_many_watchers") {
+		h.s.metrics.wsRefused.WithLabelValues(ae.code).Inc()
+	}
+	h.s.fail(c, err)
 }
 
 // replay sends what the stream still holds after the watcher's since,
@@ -425,9 +442,35 @@ func (s *Server) watchNodes(ctx context.Context) {
 	}
 }
 
-// tail reads the events stream from now on.
+// tail reads the events stream from now on: from the id of its last
+// entry when it starts ("0-0": none), then from the last it read, never
+// from "$", which Redis takes as "after the last entry when this read
+// arrives": what is appended before the first read arrives, or between
+// two reads that found nothing, would be skipped. It closes placed once
+// it has that first id; the sender admits no watcher before, so a
+// watcher's stream.live comes after it, and every event appended after
+// that reaches the sender.
 func (h *hub) tail(ctx context.Context) {
-	last := "$"
+	var last string
+	for last == "" {
+		msgs, err := h.s.rdb.XRevRangeN(ctx, jobs.EventsStream, "+", "-", 1).Result()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			h.s.log.Warn("finding the end of the events stream failed; retrying", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		case len(msgs) == 0:
+			last = "0-0"
+		default:
+			last = msgs[0].ID
+		}
+	}
+	close(h.placed)
 	for ctx.Err() == nil {
 		evs, err := jobs.ReadEvents(ctx, h.s.rdb, last, 1000, time.Second)
 		if err != nil {
@@ -456,9 +499,14 @@ func (h *hub) tail(ctx context.Context) {
 // delivers each live event to the matching ones. A watcher with nothing to
 // replay is live as soon as it is in the set; one with a since= replay
 // gets its replay goroutine, and live events wait in its pending until
-// that is done.
+// that is done. It takes no watcher before the tailer is placed (tail).
 func (h *hub) send(ctx context.Context) {
 	defer close(h.quit)
+	select {
+	case <-h.placed:
+	case <-ctx.Done():
+		return
+	}
 	var set, stuck []*watcher
 	for {
 		select {

@@ -24,7 +24,13 @@ const wsToken = "ws-test-viewer-token-0123"
 // with its /ws URL.
 func startWS(t *testing.T, rdb redis.UniversalClient) (*Server, string) {
 	t.Helper()
-	tokens, err := ParseTokens("v:viewer:" + wsToken)
+	return startWSWith(t, rdb, "v:viewer:"+wsToken)
+}
+
+// startWSWith is startWS with the given --tokens list.
+func startWSWith(t *testing.T, rdb redis.UniversalClient, tokenList string) (*Server, string) {
+	t.Helper()
+	tokens, err := ParseTokens(tokenList)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,5 +176,42 @@ func TestCloseEndsReplays(t *testing.T) {
 	buf := make([]byte, 1<<20)
 	if stacks := string(buf[:runtime.Stack(buf, true)]); strings.Contains(stacks, "(*hub).replay(") {
 		t.Fatalf("a replay still runs after Close:\n%s", stacks)
+	}
+}
+
+// slowXRead delays each XREAD by d before it reaches Redis.
+type slowXRead struct{ d time.Duration }
+
+func (slowXRead) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (s slowXRead) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "xread" {
+			time.Sleep(s.d)
+		}
+		return next(ctx, cmd)
+	}
+}
+func (slowXRead) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// stream.live holds however late the tailer's reads reach Redis: an event
+// appended after it reaches the watcher, whether it comes before the
+// tailer's first read or between two reads that found nothing. (Reading
+// from "$" would skip both.)
+func TestLiveWhileTheTailerIsLate(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	rdb.AddHook(slowXRead{300 * time.Millisecond})
+	_, url := startWS(t, rdb)
+	c := dialWS(t, url, "")
+	pushtest.WaitLive(t, c)
+	for round := range 2 {
+		id := appendEvents(t, rdb, 1, "")[0] // round 0: before the first read; then after one that timed out
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var m map[string]any
+		if err := c.ReadJSON(&m); err != nil || m["id"] != id {
+			t.Fatalf("round %d: %v %v; want the event %s appended after stream.live", round, m, err, id)
+		}
+		time.Sleep(1500 * time.Millisecond) // past the tailer's 1 s wait: it reads again
 	}
 }

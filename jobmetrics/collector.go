@@ -20,13 +20,27 @@ type Config struct {
 	Node string
 	// Timeout bounds one scrape's Redis reads (default 5 s).
 	Timeout time.Duration
+	// MaxAge is how old the values a scrape serves may be: the Collector
+	// reads Redis at most once per MaxAge, however often it is scraped
+	// (a Snapshot of itself). 0: DefaultMaxAge; negative: on every scrape
+	// (for a caller that puts it in a Snapshot of its own).
+	MaxAge time.Duration
 }
 
 // HistoryWindow is how many of the newest finished jobs a scrape reads.
 const HistoryWindow = 500
 
 // Collector is a prometheus.Collector over jobs' Redis keys.
-type Collector struct{ cfg Config }
+type Collector struct {
+	cfg  Config
+	snap *Snapshot // of fresh{c}; nil when MaxAge is negative
+}
+
+// fresh is the Collector reading Redis on every Collect.
+type fresh struct{ c *Collector }
+
+func (f fresh) Describe(ch chan<- *prometheus.Desc) { f.c.Describe(ch) }
+func (f fresh) Collect(ch chan<- prometheus.Metric) { f.c.collect(ch) }
 
 var _ prometheus.Collector = (*Collector)(nil)
 
@@ -43,7 +57,14 @@ func New(cfg Config) (*Collector, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 5 * time.Second
 	}
-	return &Collector{cfg: cfg}, nil
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = DefaultMaxAge
+	}
+	c := &Collector{cfg: cfg}
+	if cfg.MaxAge > 0 {
+		c.snap = NewSnapshot(cfg.MaxAge, fresh{c})
+	}
+	return c, nil
 }
 
 var (
@@ -81,9 +102,18 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect reads Redis and sends the metrics; what cannot be read is left
-// out of this scrape.
+// Collect sends the metrics, from Redis if the last read is MaxAge old;
+// what cannot be read is left out of this scrape.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	if c.snap != nil {
+		c.snap.Collect(ch)
+		return
+	}
+	c.collect(ch)
+}
+
+// collect reads Redis and sends the metrics.
+func (c *Collector) collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
 	defer cancel()
 	c.collectHistory(ctx, ch)

@@ -3,7 +3,11 @@
 // reclaimed by compaction, each store's disk size, health and newest good
 // backup's age. It reads them at scrape time from what jobs keeps in Redis
 // (the history stream, store owners, node heartbeats, published stats),
-// so it holds no state and any process may serve it.
+// so any process may serve it; it keeps only the last read, at most
+// Config.MaxAge old (DefaultMaxAge, 2 s), so that scrapes coming faster
+// than that cost Redis nothing. Snapshot does the same for any
+// collectors: the API serves this one and asynq's queue metrics from one
+// Snapshot.
 //
 // An API process registers it for the whole cluster; a worker-only
 // process for its own node (Config.Node): the stores it owns and the jobs

@@ -80,6 +80,9 @@ type StreamEntry struct {
 	Stream string
 	MaxLen int64
 	JSON   string
+	// Indexes get a copy of the entry under the same id (the history's
+	// filtered views: NewHistoryEntry); Stream's oldest entry bounds them.
+	Indexes []string
 }
 
 // Message is published on Channel.
@@ -155,7 +158,7 @@ func ActiveGuard() Guard { return Guard{mode: "active"} }
 // KEYS[1] the record, KEYS[2] the lease to check (or the record again).
 // ARGV: op, guard mode, read back, run, attempt, state, lease value
 // ("" = no check), then the operations.
-var changeScript = redis.NewScript(`
+var changeScript = redis.NewScript(historyAddLua + `
 local cur = redis.call('HMGET', KEYS[1], 'state', 'op', 'run', 'attempts')
 local st = cur[1]
 if not st then return {'missing', ''} end
@@ -198,6 +201,10 @@ while i <= #ARGV do
     if was == 'active' then redis.call('XADD', ARGV[i+1], 'MAXLEN', '~', ARGV[i+2], '*', 'json', ARGV[i+3]) end
     i = i + 4
   elseif op == 'x' then redis.call('XADD', ARGV[i+1], 'MAXLEN', '~', ARGV[i+2], '*', 'json', ARGV[i+3]); i = i + 4
+  elseif op == 'y' then
+    local n = tonumber(ARGV[i+5])
+    history_add(ARGV[i+1], ARGV[i+2], ARGV[i+3], ARGV[i+4], {unpack(ARGV, i+6, i+5+n)})
+    i = i + 6 + n
   elseif op == 'e' then redis.call('EXPIRE', KEYS[1], ARGV[i+1]); i = i + 2
   elseif op == 'p' then redis.call('PUBLISH', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'r' then redis.call('SREM', ARGV[i+1], ARGV[i+2]); i = i + 3
@@ -234,6 +241,13 @@ func (c Change) args(g Guard) []any {
 		a = append(a, "a", x.Stream, x.MaxLen, x.JSON)
 	}
 	for _, x := range c.XAdd {
+		if len(x.Indexes) > 0 {
+			a = append(a, "y", x.Stream, x.MaxLen, x.JSON, HistoryIndexMeta, len(x.Indexes))
+			for _, k := range x.Indexes {
+				a = append(a, k)
+			}
+			continue
+		}
 		a = append(a, "x", x.Stream, x.MaxLen, x.JSON)
 	}
 	if c.Expire > 0 {
@@ -422,7 +436,7 @@ func (c *Change) End(r Record, t Terminal, cfg ClientConfig) {
 		h.DurationMS = durationMS(r.StartedAt, t.At)
 	}
 	h.At = t.At
-	c.AddEntry(HistoryStream, cfg.HistoryMaxLen, h)
+	c.XAdd = append(c.XAdd, NewHistoryEntry(cfg.HistoryMaxLen, h))
 }
 
 // ReleaseLocks are the lock keys a job holds while in flight.

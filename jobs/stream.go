@@ -56,66 +56,8 @@ func decodeEntry[T any](m redis.XMessage, setID func(*T, string)) (T, error) {
 	return v, nil
 }
 
-// HistoryQuery selects history entries, newest first.
-type HistoryQuery struct {
-	Store  string // empty: every store
-	Kind   Kind   // empty: every kind
-	Limit  int    // 1..500; 0 means 50
-	Before string // an entry id: only older entries (the paging cursor)
-}
-
 // ErrBadQuery: a history query or stream id that cannot be used.
 var ErrBadQuery = errors.New("bad query")
-
-// History returns entries matching q, newest first, and the cursor for the
-// next page ("" when there is none).
-func History(ctx context.Context, c redis.Cmdable, q HistoryQuery) ([]HistoryEntry, string, error) {
-	if q.Limit == 0 {
-		q.Limit = 50
-	}
-	if q.Limit < 1 || q.Limit > 500 {
-		return nil, "", fmt.Errorf("%w: limit %d is outside 1..500", ErrBadQuery, q.Limit)
-	}
-	if q.Kind != "" && !q.Kind.Valid() {
-		return nil, "", fmt.Errorf("%w: unknown kind %q", ErrBadQuery, q.Kind)
-	}
-	if q.Store != "" {
-		if err := ValidateStoreName(q.Store); err != nil {
-			return nil, "", fmt.Errorf("%w: %w", ErrBadQuery, err)
-		}
-	}
-	end := "+"
-	if q.Before != "" {
-		if _, _, err := parseStreamID(q.Before); err != nil {
-			return nil, "", fmt.Errorf("%w: before: %w", ErrBadQuery, err)
-		}
-		end = "(" + q.Before
-	}
-	var out []HistoryEntry
-	chunk := int64(max(q.Limit, 100))
-	for {
-		msgs, err := c.XRevRangeN(ctx, HistoryStream, end, "-", chunk).Result()
-		if err != nil {
-			return nil, "", unavailable(err)
-		}
-		for _, m := range msgs {
-			e, err := decodeEntry(m, func(e *HistoryEntry, id string) { e.ID = id })
-			if err != nil {
-				return nil, "", err
-			}
-			if (q.Store == "" || e.Store == q.Store) && (q.Kind == "" || e.Kind == q.Kind) {
-				out = append(out, e)
-				if len(out) == q.Limit {
-					return out, e.ID, nil
-				}
-			}
-		}
-		if int64(len(msgs)) < chunk {
-			return out, "", nil
-		}
-		end = "(" + msgs[len(msgs)-1].ID
-	}
-}
 
 // ReadEvents returns up to count events after the entry id since ("0":
 // from the start, "$": only new ones), waiting up to block for the first

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"storekeeper/jobs"
@@ -78,6 +80,11 @@ func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, e
 	res, err := s.Restore(ctx, p.Params.BackupID)
 	if err != nil {
 		return outcome{}, err
+	}
+	// Viewers read results, events and browser notifications: the path of
+	// the replaced generation is told relative to the data directory.
+	if rel, err := filepath.Rel(filepath.Dir(s.Dir()), res.Quarantine); err == nil && res.Quarantine != "" && !strings.HasPrefix(rel, "..") {
+		res.Quarantine = rel
 	}
 	e := jobs.Event{Type: jobs.EventStoreRestored, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger,
 		Actor: p.Actor, BackupID: res.BackupID, BackupAt: res.BackupAt, Quarantine: res.Quarantine}

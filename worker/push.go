@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -15,6 +18,7 @@ import (
 	webpush "github.com/SherClockHolmes/webpush-go"
 	"github.com/hibiken/asynq"
 
+	"storekeeper/internal/netguard"
 	"storekeeper/jobs"
 )
 
@@ -23,6 +27,14 @@ import (
 // own notify job, and the job sends the same JSON a webhook gets,
 // encrypted for the browser (RFC 8291, aes128gcm) and signed with the
 // deployment's VAPID keys (RFC 8292), both kept in Redis.
+//
+// An endpoint is a URL a viewer gave, so push has an HTTP client of its
+// own (webhooks, which the operator configures, use Config.HTTPClient):
+// every connection it makes goes through netguard's dialer, which refuses
+// any address that is not public (unless AllowPrivate), it uses no proxy
+// and follows no redirect. What a push service answers is recorded as its
+// status code and the standard phrase for it, never its body nor its own
+// reason phrase: job records and history are readable by every viewer.
 
 // PushConfig configures Web Push delivery; the keys and the subscriptions
 // are in Redis.
@@ -34,6 +46,22 @@ type PushConfig struct {
 	// TTL is how long a push service keeps a message for a browser that
 	// is offline (default 24 h; whole seconds).
 	TTL time.Duration
+	// AllowPrivate lets pushes go over http and to any address: loopback,
+	// private, link-local (tests, a push service inside the network).
+	// Off, every connection to a push service must be to a public
+	// address, checked as it is made. The API has the same switch for
+	// subscribing; set both alike.
+	AllowPrivate bool
+	// Resolver resolves push services' hosts (default
+	// net.DefaultResolver); tests stub it.
+	Resolver netguard.Resolver
+
+	client *http.Client // netguard's, made by withDefaults
+}
+
+// policy is where pushes may go.
+func (c PushConfig) policy() netguard.Policy {
+	return netguard.Policy{AllowPrivate: c.AllowPrivate, Resolver: c.Resolver}
 }
 
 // Validate reports whether the configuration is usable, defaults applied.
@@ -53,6 +81,9 @@ func (c *PushConfig) withDefaults() error {
 	if c.TTL < time.Second {
 		return errors.New("push TTL must be at least 1s")
 	}
+	if c.client == nil {
+		c.client = c.policy().Client()
+	}
 	return nil
 }
 
@@ -69,6 +100,9 @@ const maxPushMessage = 4096 - 16 - 86 - 1
 // service's 2xx is a delivery; 404 and 410 mean the browser unsubscribed
 // or the subscription expired: it is forgotten and the job succeeds;
 // 408, 429, 5xx and no answer are retried; any other status is final.
+// An endpoint the policy refuses (http, or an address that is not public
+// when the connection is made) is never sent to: the subscription is
+// forgotten and the job fails for good.
 func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notification, body []byte) (outcome, error) {
 	log := w.log.With("sink", sink, "notification", n.ID)
 	result := map[string]any{"sink": sink, "notification": n.ID}
@@ -80,6 +114,10 @@ func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notifi
 	if err != nil {
 		return outcome{}, err
 	}
+	log = log.With("subscription", sub.ID, "owner", sub.Owner)
+	if _, err := w.cfg.Push.policy().CheckSyntax(sub.Endpoint); err != nil {
+		return w.refusedPush(ctx, log, sink, sub, err)
+	}
 	keys, err := jobs.VAPID(ctx, w.rdb)
 	if err != nil {
 		return outcome{}, err
@@ -88,23 +126,34 @@ func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notifi
 	if err != nil {
 		return outcome{}, fmt.Errorf("%w: push to %s: %w", asynq.SkipRetry, sink, err)
 	}
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.NotifyTimeout)
+	defer cancel()
 	resp, err := webpush.SendNotificationWithContext(ctx, msg,
 		&webpush.Subscription{Endpoint: sub.Endpoint, Keys: webpush.Keys{P256dh: sub.Keys.P256dh, Auth: sub.Keys.Auth}},
-		&webpush.Options{HTTPClient: w.cfg.HTTPClient, Subscriber: w.cfg.Push.vapidSubscriber(), TTL: int(w.cfg.Push.TTL / time.Second),
+		&webpush.Options{HTTPClient: w.cfg.Push.client, Subscriber: w.cfg.Push.vapidSubscriber(), TTL: int(w.cfg.Push.TTL / time.Second),
 			Urgency: webpush.UrgencyHigh, VAPIDPublicKey: keys.Public, VAPIDPrivateKey: keys.Private})
+	if errors.Is(err, netguard.ErrRefused) {
+		return w.refusedPush(ctx, log, sink, sub, err)
+	}
 	if err != nil {
 		var uerr *url.Error
 		if errors.As(err, &uerr) { // no answer from the push service
-			return outcome{}, fmt.Errorf("push to %s: %w", sink, err)
+			// Its host, not the whole endpoint (the path is the browser's),
+			// nor the DNS server asked.
+			var dnsErr *net.DNSError
+			if errors.As(uerr.Err, &dnsErr) {
+				dnsErr.Server = ""
+			}
+			return outcome{}, fmt.Errorf("push to %s: no answer from %s: %w", sink, endpointOrigin(sub.Endpoint), uerr.Err)
 		}
 		return outcome{}, fmt.Errorf("%w: push to %s: %w", asynq.SkipRetry, sink, err)
 	}
 	defer resp.Body.Close()
-	why, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	status := resp.Status
-	if s := strings.TrimSpace(string(why)); s != "" {
-		status += ": " + clip(s, 200)
-	}
+	// The body is read (so the connection can be reused) and dropped: a
+	// viewer chose this URL, and whatever it answers must not reach the
+	// job record.
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	status := statusPhrase(resp.StatusCode)
 	result["status"] = resp.StatusCode
 	if shortened {
 		result["shortened"] = true
@@ -113,17 +162,52 @@ func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notifi
 	case c >= 200 && c < 300:
 		return outcome{Status: jobs.StatusDelivered, Result: result}, nil
 	case c == http.StatusNotFound || c == http.StatusGone:
-		err := jobs.ForgetPushSubscription(context.WithoutCancel(ctx), w.rdb, id)
+		err := jobs.ForgetPushSubscription(context.WithoutCancel(ctx), w.rdb, sub.ID)
 		if err != nil && !errors.Is(err, jobs.ErrUnknownSubscription) {
 			return outcome{}, fmt.Errorf("push to %s: forgetting the expired subscription: %w", sink, err)
 		}
-		log.Info("push service says the subscription is gone; forgot it", "status", c, "subscribed_by", sub.Actor)
-		return outcome{Status: jobs.StatusDelivered, Reason: "subscription gone (" + resp.Status + "); forgotten", Result: result}, nil
+		log.Info("push service says the subscription is gone; forgot it", "status", c)
+		return outcome{Status: jobs.StatusDelivered, Reason: "subscription gone (" + status + "); forgotten", Result: result}, nil
 	case c == http.StatusRequestTimeout || c == http.StatusTooManyRequests || c >= 500:
 		return outcome{}, fmt.Errorf("push to %s: push service answered %s", sink, status)
 	default:
 		return outcome{}, fmt.Errorf("%w: push to %s: push service refused it: %s", asynq.SkipRetry, sink, status)
 	}
+}
+
+// refusedPush ends a push the address policy refused before anything was
+// sent: the subscription is forgotten (it would be refused every time)
+// and the job fails for good. The record says why in fixed words; the
+// log (for operators) has the address.
+func (w *Worker) refusedPush(ctx context.Context, log *slog.Logger, sink string, sub jobs.PushSubscriptionRecord, cause error) (outcome, error) {
+	log.Warn("push endpoint refused by the address policy; nothing sent, subscription forgotten", "err", cause)
+	forgotten := "; subscription forgotten"
+	if err := jobs.ForgetPushSubscription(context.WithoutCancel(ctx), w.rdb, sub.ID); err != nil && !errors.Is(err, jobs.ErrUnknownSubscription) {
+		forgotten = "; forgetting the subscription failed"
+	}
+	reason := "the push service's address is not public (checked as the connection was made)"
+	if r, ok := netguard.Reason(cause); ok && !errors.Is(cause, netguard.ErrNotPublic) {
+		reason = r // about the endpoint as given (http, an IP address, localhost), nothing resolved
+	}
+	return outcome{}, fmt.Errorf("%w: push to %s: endpoint refused, nothing sent: %s%s", asynq.SkipRetry, sink, reason, forgotten)
+}
+
+// statusPhrase is code and its standard phrase ("400 Bad Request"), never
+// the reason phrase the server sent.
+func statusPhrase(code int) string {
+	if t := http.StatusText(code); t != "" {
+		return strconv.Itoa(code) + " " + t
+	}
+	return strconv.Itoa(code)
+}
+
+// endpointOrigin is scheme://host of endpoint.
+func endpointOrigin(endpoint string) string {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "the push service"
+	}
+	return u.Scheme + "://" + u.Host
 }
 
 // fitPush returns the message for n: body, the very bytes a webhook gets,

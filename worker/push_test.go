@@ -17,17 +17,22 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	webpush "github.com/SherClockHolmes/webpush-go"
 
+	"storekeeper/internal/netguard"
 	"storekeeper/internal/pushtest"
 	"storekeeper/jobs"
 	"storekeeper/store"
@@ -178,16 +183,20 @@ func checkVAPID(header, origin string) (string, error) {
 
 // pushService stands in for a browser vendor's push service on loopback:
 // it checks each message's VAPID signature, decrypts it with the
-// browser's keys and keeps the plaintext; answer picks the status.
+// browser's keys and keeps the plaintext; answer picks the status, raw
+// (when it gives one) the whole HTTP response, written as it is.
 type pushService struct {
 	t      *testing.T
 	srv    *httptest.Server
 	answer func(path string, attempt int) int
+	raw    func(path string, attempt int) string
+	conns  atomic.Int32 // connections accepted
 
 	mu       sync.Mutex
 	browsers map[string]*browser // by path
 	attempts map[string]int
 	got      map[string][][]byte // accepted plaintexts by path
+	strays   int                 // requests for no subscription
 	keys     map[string]bool     // VAPID public keys seen
 	headers  http.Header         // of the last message
 	body     []byte              // the last message
@@ -196,22 +205,60 @@ type pushService struct {
 func newPushService(t *testing.T, answer func(path string, attempt int) int) *pushService {
 	ps := &pushService{t: t, answer: answer, browsers: map[string]*browser{}, attempts: map[string]int{},
 		got: map[string][][]byte{}, keys: map[string]bool{}}
-	ps.srv = httptest.NewServer(http.HandlerFunc(ps.serve))
+	ps.srv = httptest.NewUnstartedServer(http.HandlerFunc(ps.serve))
+	ps.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			ps.conns.Add(1)
+		}
+	}
+	ps.srv.Start()
 	t.Cleanup(ps.srv.Close)
 	return ps
 }
 
-// subscribe makes a browser subscribed at path, as the API would.
+// allowPrivate is how the tests subscribe the loopback push service:
+// with private addresses allowed, as --push-allow-private does.
+var allowPrivate = jobs.SubscribeOptions{Policy: netguard.Policy{AllowPrivate: true}}
+
+// subscribe makes a browser subscribed at path, as the API would with
+// private addresses allowed.
 func (ps *pushService) subscribe(t *testing.T, b *bundle, path string) *browser {
 	t.Helper()
-	br := newBrowser(t, ps.srv.URL+path)
+	return ps.subscribeAt(t, b, ps.srv.URL+path)
+}
+
+// subscribeAt subscribes a browser whose endpoint is url; its path is the
+// service's.
+func (ps *pushService) subscribeAt(t *testing.T, b *bundle, endpoint string) *browser {
+	t.Helper()
+	br := newBrowser(t, endpoint)
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ps.mu.Lock()
-	ps.browsers[path] = br
+	ps.browsers[u.Path] = br
 	ps.mu.Unlock()
-	if _, err := jobs.Subscribe(t.Context(), b.rdb, br.sub, "tester"); err != nil {
+	if _, err := jobs.Subscribe(t.Context(), b.rdb, br.sub, "tester", allowPrivate); err != nil {
 		t.Fatal(err)
 	}
 	return br
+}
+
+// pushSink is the sink of the tests' subscription of endpoint.
+func pushSink(endpoint string) string {
+	return jobs.PushSink(jobs.PushSubscriptionID("tester", endpoint))
+}
+
+// requests is how many requests the service got, whatever they were.
+func (ps *pushService) requests() int {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	n := 0
+	for _, a := range ps.attempts {
+		n += a
+	}
+	return n + ps.strays
 }
 
 func (ps *pushService) serve(w http.ResponseWriter, req *http.Request) {
@@ -220,6 +267,7 @@ func (ps *pushService) serve(w http.ResponseWriter, req *http.Request) {
 	defer ps.mu.Unlock()
 	br := ps.browsers[req.URL.Path]
 	if br == nil || req.Method != http.MethodPost {
+		ps.strays++
 		ps.t.Errorf("%s %s: no such subscription", req.Method, req.URL.Path)
 		w.WriteHeader(http.StatusNotFound)
 		return
@@ -248,6 +296,19 @@ func (ps *pushService) serve(w http.ResponseWriter, req *http.Request) {
 	}
 	if code/100 == 2 {
 		ps.got[req.URL.Path] = append(ps.got[req.URL.Path], plain)
+	}
+	if ps.raw != nil {
+		if raw := ps.raw(req.URL.Path, ps.attempts[req.URL.Path]); raw != "" {
+			conn, buf, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				ps.t.Error(err)
+				return
+			}
+			_, _ = buf.WriteString(raw)
+			_ = buf.Flush()
+			conn.Close()
+			return
+		}
 	}
 	w.WriteHeader(code)
 }
@@ -335,6 +396,7 @@ func TestPushDelivery(t *testing.T) {
 	b := setupWith(t, options{worker: func(c *Config) {
 		c.Webhooks = []Webhook{{URL: hook.srv.URL + "/hook", Secret: "s"}}
 		c.Push.Subscriber = testSubscriber
+		c.Push.AllowPrivate = true
 	}}, failVerify, "orders")
 	ps.subscribe(t, b, "/push/browser-1")
 
@@ -371,7 +433,7 @@ func TestPushDelivery(t *testing.T) {
 	if _, err := newBrowser(t, "").decrypt(msg); err == nil {
 		t.Fatal("another browser decrypted the message")
 	}
-	sink := jobs.PushSink(jobs.PushSubscriptionID(ps.srv.URL + "/push/browser-1"))
+	sink := pushSink(ps.srv.URL + "/push/browser-1")
 	rec, ok := b.notifyJob(t, sink)
 	if !ok || rec.State != jobs.StateSucceeded || rec.Attempts != 1 {
 		t.Fatalf("notify job for %s: %+v", sink, rec)
@@ -401,11 +463,12 @@ func TestPushAnswers(t *testing.T) {
 	b := setupWith(t, options{worker: func(c *Config) {
 		c.Webhooks = []Webhook{{URL: hook.srv.URL + "/hook", Secret: "s"}}
 		c.Push.Subscriber = testSubscriber
+		c.Push.AllowPrivate = true
 	}}, failVerify, "orders")
 	for _, p := range []string{"/gone", "/missing", "/flaky", "/refused"} {
 		ps.subscribe(t, b, p)
 	}
-	sink := func(path string) string { return jobs.PushSink(jobs.PushSubscriptionID(ps.srv.URL + path)) }
+	sink := func(path string) string { return pushSink(ps.srv.URL + path) }
 
 	v := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
 	b.waitState(t, v.ID, jobs.StateFailed)
@@ -423,7 +486,7 @@ func TestPushAnswers(t *testing.T) {
 		if r.State != jobs.StateSucceeded || r.Attempts != 1 || !strings.Contains(r.Reason, "subscription gone") {
 			t.Errorf("%s: %+v", p, r)
 		}
-		if _, err := jobs.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID(ps.srv.URL+p)); !errors.Is(err, jobs.ErrUnknownSubscription) {
+		if _, err := jobs.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", ps.srv.URL+p)); !errors.Is(err, jobs.ErrUnknownSubscription) {
 			t.Errorf("%s: subscription kept: %v", p, err)
 		}
 	}
@@ -434,7 +497,7 @@ func TestPushAnswers(t *testing.T) {
 	if r.State != jobs.StateFailed || r.Attempts != 1 || !strings.Contains(r.Errors[0].Error, "400 Bad Request") {
 		t.Errorf("refused: %+v", r)
 	}
-	if _, err := jobs.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID(ps.srv.URL+"/refused")); err != nil {
+	if _, err := jobs.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", ps.srv.URL+"/refused")); err != nil {
 		t.Errorf("a refused message forgot the subscription: %v", err)
 	}
 	waitUntil(t, "the failed notify job is counted", func() bool {
@@ -482,7 +545,7 @@ func TestPushUnsubscribedBeforeDelivery(t *testing.T) {
 	n := jobs.Notification{ID: "n1", Type: jobs.EventJobFailed, Summary: "x", At: time.Now().UTC()}
 	body, _ := json.Marshal(n)
 	out, err := b.w.deliver(t.Context(), jobs.Payload{JobID: jobs.NewID(), Kind: jobs.KindNotify, Trigger: jobs.TriggerAuto,
-		Actor: jobs.ActorSystem, Sink: jobs.PushSink(jobs.PushSubscriptionID("https://push.example.com/gone")), Notification: body})
+		Actor: jobs.ActorSystem, Sink: pushSink("https://push.example.com/gone"), Notification: body})
 	if err != nil || out.Status != jobs.StatusDelivered || !strings.Contains(out.Reason, "unsubscribed") {
 		t.Fatalf("outcome %+v, %v", out, err)
 	}
@@ -530,3 +593,187 @@ var errRefused = errors.New("not sent")
 type refuseAll struct{}
 
 func (refuseAll) Do(*http.Request) (*http.Response, error) { return nil, errRefused }
+
+// stubResolver resolves from a table; nothing here asks a real resolver.
+type stubResolver map[string][]netip.Addr
+
+func (r stubResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Addr, error) {
+	if a := r[host]; len(a) > 0 {
+		return a, nil
+	}
+	return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+}
+
+// failedNotify waits for the notify job of sink to fail for good.
+func (b *bundle) failedNotify(t *testing.T, sink string) jobs.Record {
+	t.Helper()
+	var r jobs.Record
+	waitUntil(t, "the notify job of "+sink+" fails", func() bool {
+		var ok bool
+		r, ok = b.notifyJob(t, sink)
+		return ok && r.State == jobs.StateFailed
+	})
+	return r
+}
+
+// The SSRF regression: subscriptions stored while private addresses were
+// allowed (or before the check existed) to http://127.0.0.1:<port> and to
+// a name that resolves to loopback when the worker connects are never
+// sent to once private addresses are not allowed: the push service gets
+// no connection, each notify job fails for good saying so in fixed words
+// (no address), and each subscription is forgotten. The webhook, which
+// the operator configured, still gets the notification on loopback.
+// (Today's code POSTs to 127.0.0.1 and the service gets the message.)
+func TestPushRefusedAtDialTime(t *testing.T) {
+	hook := newRawHook(t)
+	ps := newPushService(t, nil)
+	port := ps.srv.Listener.Addr().(*net.TCPAddr).Port
+	resolver := stubResolver{"rebind.example": {netip.MustParseAddr("127.0.0.1")}}
+	b := setupWith(t, options{worker: func(c *Config) {
+		c.Webhooks = []Webhook{{URL: hook.srv.URL + "/hook", Secret: "s"}}
+		c.Push.Subscriber = testSubscriber
+		c.Push.Resolver = resolver // and AllowPrivate left off, the default
+	}}, failVerify, "orders")
+	literal := ps.srv.URL + "/stored-before" // http://127.0.0.1:<port>/…
+	literalTLS := fmt.Sprintf("https://127.0.0.1:%d/tls", port)
+	rebound := fmt.Sprintf("https://rebind.example:%d/rebound", port)
+	for _, e := range []string{literal, literalTLS, rebound} {
+		ps.subscribeAt(t, b, e)
+	}
+
+	v := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
+	b.waitState(t, v.ID, jobs.StateFailed)
+	waitUntil(t, "the webhook gets the notification", func() bool { return len(hook.received()) == 1 })
+	for endpoint, why := range map[string]string{
+		literal:    "the URL must be https",
+		literalTLS: "address 127.0.0.1 is not public", // as the subscriber gave it
+		// What the name resolved to is not said; the dialer refused it.
+		rebound: "the push service's address is not public (checked as the connection was made)",
+	} {
+		r := b.failedNotify(t, pushSink(endpoint))
+		if r.Attempts != 1 || len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Error, "endpoint refused, nothing sent: "+why+"; subscription forgotten") {
+			t.Errorf("%s: %+v", endpoint, r)
+		}
+		if endpoint == rebound && strings.Contains(r.Errors[0].Error, "127.0.0.1") {
+			t.Errorf("%s: the record names the address the host resolved to: %s", endpoint, r.Errors[0].Error)
+		}
+		if _, err := jobs.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", endpoint)); !errors.Is(err, jobs.ErrUnknownSubscription) {
+			t.Errorf("%s: subscription kept: %v", endpoint, err)
+		}
+	}
+	if n, c := ps.requests(), ps.conns.Load(); n != 0 || c != 0 {
+		t.Fatalf("the push service got %d requests on %d connections", n, c)
+	}
+}
+
+// What a push service answers reaches the job record as its status code
+// and the standard phrase for it: never its body nor the reason phrase it
+// sent (a viewer chose the URL; records and history are every viewer's).
+func TestPushRecordsStatusOnly(t *testing.T) {
+	const secret = "SECRET-from-the-endpoint"
+	raw := func(status, phrase string) string {
+		body := "-ERR " + secret + " +OK redis_version:7.0.15\r\n"
+		return fmt.Sprintf("HTTP/1.1 %s %s-%s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, phrase, secret, len(body), body)
+	}
+	ps := newPushService(t, func(path string, attempt int) int {
+		switch {
+		case path == "/refused":
+			return http.StatusBadRequest
+		case path == "/flaky" && attempt == 1:
+			return http.StatusServiceUnavailable
+		case path == "/odd":
+			return 499
+		}
+		return http.StatusCreated
+	})
+	ps.raw = func(path string, attempt int) string {
+		switch {
+		case path == "/refused":
+			return raw("400", "Nope")
+		case path == "/flaky" && attempt == 1:
+			return raw("503", "Busy")
+		case path == "/odd":
+			return raw("499", "Odd")
+		}
+		return raw("201", "Made")
+	}
+	b := setupWith(t, options{worker: func(c *Config) {
+		c.Push.Subscriber = testSubscriber
+		c.Push.AllowPrivate = true
+	}}, failVerify, "orders")
+	for _, p := range []string{"/refused", "/flaky", "/odd", "/fine"} {
+		ps.subscribe(t, b, p)
+	}
+	v := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
+	b.waitState(t, v.ID, jobs.StateFailed)
+	want := map[string]struct {
+		state  jobs.State
+		errors []string
+	}{
+		"/refused": {jobs.StateFailed, []string{"push service refused it: 400 Bad Request"}},
+		"/flaky":   {jobs.StateSucceeded, []string{"push service answered 503 Service Unavailable"}},
+		"/odd":     {jobs.StateFailed, []string{"push service refused it: 499"}},
+		"/fine":    {jobs.StateSucceeded, nil},
+	}
+	for p, w := range want {
+		var r jobs.Record
+		waitUntil(t, p+" finishes", func() bool {
+			var ok bool
+			r, ok = b.notifyJob(t, pushSink(ps.srv.URL+p))
+			return ok && r.State == w.state
+		})
+		var got []string
+		for _, e := range r.Errors {
+			got = append(got, e.Error)
+		}
+		if len(got) != len(w.errors) {
+			t.Errorf("%s: errors %q, want %q", p, got, w.errors)
+			continue
+		}
+		for i := range got {
+			if !strings.HasSuffix(got[i], w.errors[i]) {
+				t.Errorf("%s: error %q, want it to end %q", p, got[i], w.errors[i])
+			}
+		}
+	}
+	// Nowhere: not in any record, not in the history or events.
+	evs, err := jobs.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dump, _ := json.Marshal(evs)
+	for p := range want {
+		r, _ := b.notifyJob(t, pushSink(ps.srv.URL+p))
+		j, _ := json.Marshal(r)
+		dump = append(dump, j...)
+	}
+	if strings.Contains(string(dump), "SECRET") || strings.Contains(string(dump), "redis_version") {
+		t.Fatalf("the push service's words reached the records: %s", dump)
+	}
+}
+
+// A push service's redirect is its answer, final, and is not followed:
+// the redirect's target gets nothing.
+func TestPushFollowsNoRedirect(t *testing.T) {
+	var hits atomic.Int32
+	inside := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { hits.Add(1) }))
+	t.Cleanup(inside.Close)
+	ps := newPushService(t, func(string, int) int { return http.StatusTemporaryRedirect })
+	ps.raw = func(string, int) string {
+		return "HTTP/1.1 307 Temporary Redirect\r\nLocation: " + inside.URL + "/admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+	}
+	b := setupWith(t, options{worker: func(c *Config) {
+		c.Push.Subscriber = testSubscriber
+		c.Push.AllowPrivate = true
+	}}, failVerify, "orders")
+	ps.subscribe(t, b, "/moved")
+	v := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
+	b.waitState(t, v.ID, jobs.StateFailed)
+	r := b.failedNotify(t, pushSink(ps.srv.URL+"/moved"))
+	if r.Attempts != 1 || !strings.HasSuffix(r.Errors[0].Error, "push service refused it: 307 Temporary Redirect") {
+		t.Fatalf("%+v", r)
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("the redirect was followed: %d requests", hits.Load())
+	}
+}

@@ -51,7 +51,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	const token = "browser-test-operator-token"
 	srv := startProcess(t, bin, "serve", nil, "serve", "--demo", "--redis", rs.URL(), "--node", "demo-node",
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"),
-		"--tokens", "ops:operator:"+token, "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off")
+		"--tokens", "ops:operator:"+token, "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off",
+		"--push-allow-private") // the browser's push service is on loopback
 	srv.waitReady(t)
 	base := "http://" + srv.addr
 
@@ -189,7 +190,18 @@ func TestDashboardInBrowser(t *testing.T) {
 
 	// Compact orders from its row.
 	succeeded := css(`#feed li[data-type="job.succeeded"][data-store="orders"]`)
-	do("compact orders", chromedp.Click(css(`button[data-action="compact"][data-store="orders"]`)), chromedp.WaitVisible(succeeded))
+	// The store table is rendered anew on events and refreshes: a row's
+	// button is clicked in the page, by its selector, rather than through a
+	// node id that a render may have replaced meanwhile.
+	click := func(what, sel string) {
+		t.Helper()
+		do(what, chromedp.WaitVisible(css(sel)))
+		if clicked := eval(fmt.Sprintf(`(() => { const b = document.querySelector(%q); if (!b) return false; b.click(); return true })()`, sel)); clicked != true {
+			t.Fatalf("%s: %s is gone", what, sel)
+		}
+	}
+	click("compact orders", `button[data-action="compact"][data-store="orders"]`)
+	do("the compaction succeeded", chromedp.WaitVisible(succeeded))
 	attr, err := chromedp.Run(ctx, chromedp.AttributeValue(succeeded, "data-job"))
 	if err != nil || attr.Value == "" {
 		t.Fatalf("job id of the succeeded compaction: %v %v", attr, err)
@@ -214,10 +226,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	// Restore sessions from its newest backup, through the confirmation.
-	do("restore sessions",
-		chromedp.Click(css(`button[data-action="restore"][data-store="sessions"]`)),
-		chromedp.WaitVisible(css("#restore-dialog[open]")),
-	)
+	click("restore sessions", `button[data-action="restore"][data-store="sessions"]`)
+	do("the restore confirmation", chromedp.WaitVisible(css("#restore-dialog[open]")))
 	if window, _ := chromedp.Run(ctx, chromedp.Text(css("#restore-window"))); !strings.Contains(window, "will be rolled back") {
 		t.Fatalf("the restore confirmation does not state the rollback window: %q", window)
 	}

@@ -21,7 +21,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/api"
@@ -37,8 +36,11 @@ type serveConfig struct {
 	listen, redisURL, dataDir, backupDir, node, stores, tokens string
 	schedCompact, schedBackup, schedVerify                     string
 	autoRestore, backupRetention, origins, tlsCert, tlsKey     string
+	publicURL, trustedProxies, metricsToken                    string
+	wsMaxWatchers, wsMaxFilters                                int
 	logFormat                                                  string
-	demo                                                       bool
+	demo, pushAllowPrivate                                     bool
+	pushPerToken                                               int
 	pushSubscriber                                             string
 	autoRestoreLimit, concurrency                              int
 	jobRetention, leaseTTL, shutdownTimeout                    time.Duration
@@ -68,10 +70,17 @@ func serveFlags(mode string, stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	str(&c.logFormat, "log-format", "text", "log format: text or json")
 	if mode != "worker" {
 		str(&c.tokens, "tokens", "", "API tokens name:role:token,… (role viewer or operator) or @file; empty: one operator token is generated and printed, and only loopback is served")
-		str(&c.origins, "allowed-origins", "", "comma-separated origins (https://host:port) allowed to open WebSockets besides the server's own")
+		str(&c.origins, "allowed-origins", "", "comma-separated origins (https://host:port) allowed to open WebSockets and send requests that change something, besides the server's own")
+		str(&c.publicURL, "public-url", "", "the URL users reach the server at (scheme://host[:port], e.g. behind a proxy): browsers on its origin may act; empty: the scheme and address of --listen")
+		str(&c.trustedProxies, "trusted-proxies", "", "comma-separated IP addresses or CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP name the client in the access log; empty: none, the peer address is logged")
 		str(&c.tlsCert, "tls-cert", "", "TLS certificate file (with --tls-key)")
 		str(&c.tlsKey, "tls-key", "", "TLS key file")
+		fs.IntVar(&c.pushPerToken, "push-subscriptions-per-token", 8, "Web Push subscriptions one token may keep (env "+envName("push-subscriptions-per-token")+")")
+		fs.IntVar(&c.wsMaxWatchers, "ws-max-watchers-per-token", 64, "WebSocket watchers one token may have open at once on this API process (each API process counts its own); one more is refused with 429 too_many_watchers; negative: no limit (env "+envName("ws-max-watchers-per-token")+")")
+		fs.IntVar(&c.wsMaxFilters, "ws-max-filters", 100, "filter values (store, job and kind together) one WebSocket watcher may give; more is refused with 400 too_many_filters; negative: no limit (env "+envName("ws-max-filters")+")")
 	}
+	str(&c.metricsToken, "metrics-token", "", "bearer token /metrics requires (at least 16 characters; Prometheus authorization credentials or basic_auth password); empty: /metrics is open")
+	fs.BoolVar(&c.pushAllowPrivate, "push-allow-private", false, "let Web Push endpoints be http or resolve to loopback, private or link-local addresses (tests, a push service inside the network); off: https to public addresses only, checked at subscribe time and at every connection (env "+envName("push-allow-private")+")")
 	if mode != "api" {
 		str(&c.dataDir, "data-dir", "./data", "directory of the stores")
 		str(&c.backupDir, "backup-dir", "./backups", "directory of the backups (not inside --data-dir)")
@@ -208,9 +217,13 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 			return err
 		}
 	}
-	var origins []string
-	if c.origins != "" {
-		origins = strings.Split(c.origins, ",")
+	origins, proxies := splitList(c.origins), splitList(c.trustedProxies)
+	if mode != "worker" && c.pushPerToken < 1 {
+		return flagErr("push-subscriptions-per-token", errors.New("must be at least 1"))
+	}
+	if err := api.CheckConfig(api.Config{AllowedOrigins: origins, PublicURL: c.publicURL, TrustedProxies: proxies,
+		MetricsToken: c.metricsToken}); err != nil {
+		return apiConfigError(err)
 	}
 
 	// Bind before touching Redis or the stores: a port already taken must
@@ -287,9 +300,12 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 				return nil
 			}
 		}
-		srv, err = api.New(api.Config{Redis: rdb, Tokens: tokens, AllowedOrigins: origins, Jobs: jcfg, Logger: log, Metrics: promReg, Ready: ready, Status: status})
+		srv, err = api.New(api.Config{Redis: rdb, Tokens: tokens, AllowedOrigins: origins, Jobs: jcfg, Logger: log, Metrics: promReg, Ready: ready, Status: status,
+			PushAllowPrivate: c.pushAllowPrivate, PushSubscriptionsPerToken: c.pushPerToken,
+			PublicURL: c.publicURL, Listen: ln.Addr().String(), TLS: c.tlsCert != "", TrustedProxies: proxies,
+			MaxWatchersPerToken: c.wsMaxWatchers, MaxWatchFilters: c.wsMaxFilters, MetricsToken: c.metricsToken})
 		if err != nil {
-			return configError{err}
+			return apiConfigError(err)
 		}
 		srv.Start(ctx)
 		defer srv.Close()
@@ -304,7 +320,11 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 		if err := promReg.Register(nodeMetrics); err != nil {
 			return err
 		}
-		handler = workerHandler(rdb, promReg, w.Healthy, w.Lost)
+		metricsHandler, err := api.MetricsHandler(promReg, c.metricsToken)
+		if err != nil {
+			return apiConfigError(err)
+		}
+		handler = workerHandler(rdb, metricsHandler, w.Healthy, w.Lost)
 	}
 	hs := &http.Server{Addr: c.listen, Handler: handler, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
 		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -345,6 +365,33 @@ func serve(ctx context.Context, mode string, c *serveConfig, log *slog.Logger, s
 	}
 	stopWorker()
 	return nil
+}
+
+// apiFlags names the flag that sets each api.Config field a flag sets.
+var apiFlags = map[string]string{"PublicURL": "public-url", "AllowedOrigins": "allowed-origins",
+	"TrustedProxies": "trusted-proxies", "MetricsToken": "metrics-token"}
+
+// apiConfigError turns the api's refusal of a field into the error of the
+// flag that set it.
+func apiConfigError(err error) error {
+	var ce *api.ConfigError
+	if errors.As(err, &ce) {
+		if name, ok := apiFlags[ce.Field]; ok {
+			return flagErr(name, ce.Err)
+		}
+	}
+	return configError{err}
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }
 
 func loopback(addr string) bool {
@@ -400,6 +447,7 @@ func workerConfig(c *serveConfig, log *slog.Logger) (worker.Config, error) {
 		cfg.Webhooks = append(cfg.Webhooks, worker.Webhook{URL: u, Secret: secret})
 	}
 	cfg.Push.Subscriber = c.pushSubscriber
+	cfg.Push.AllowPrivate = c.pushAllowPrivate
 	if err := cfg.Push.Validate(); err != nil {
 		return cfg, flagErr("push-subscriber", err)
 	}
@@ -564,9 +612,9 @@ func credentials(raw string) string {
 //
 // A worker that lost a store to another node is not ready: it is there to
 // serve its stores, and one of them is served by nobody here.
-func workerHandler(rdb redis.UniversalClient, reg *prometheus.Registry, healthy func() error, lost func() map[string]string) http.Handler {
+func workerHandler(rdb redis.UniversalClient, metrics http.Handler, healthy func() error, lost func() map[string]string) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`)

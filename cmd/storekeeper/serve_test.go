@@ -75,6 +75,12 @@ func TestInvalidConfiguration(t *testing.T) {
 		{[]string{"serve", "--log-format", "xml"}, "", "--log-format"},
 		{[]string{"worker"}, "", "--redis"},
 		{[]string{"serve", "--push-subscriber", "ops@example.com"}, "", "--push-subscriber"},
+		{[]string{"serve", "--public-url", "ftp://example.com"}, "", "--public-url"},
+		{[]string{"serve", "--allowed-origins", "example.com"}, "", "--allowed-origins"},
+		{[]string{"serve", "--trusted-proxies", "10.0.0.0/33"}, "", "--trusted-proxies"},
+		{[]string{"serve", "--metrics-token", "short"}, "", "--metrics-token"},
+		{[]string{"worker", "--redis", "redis://127.0.0.1:1/0", "--metrics-token", "short"}, "", "--metrics-token"},
+		{[]string{"serve", "--push-subscriptions-per-token", "0"}, "", "--push-subscriptions-per-token"},
 	} {
 		if c.env != "" {
 			k, v, _ := strings.Cut(c.env, "=")

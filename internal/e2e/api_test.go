@@ -124,6 +124,9 @@ func (e *env) do(method, path, token string, body any) answer {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	if r != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
@@ -237,7 +240,7 @@ func TestErrors(t *testing.T) {
 		{"POST", "/api/admin/compact/orders", strings.Repeat(" ", api.MaxBody+1), 413, "body_too_large"},
 		{"GET", "/api/history?limit=0", nil, 400, "invalid_request"},
 		{"GET", "/api/history?limit=abc", nil, 400, "invalid_request"},
-		{"GET", "/api/history?before=yesterday", nil, 400, "invalid_request"},
+		{"GET", "/api/history?before=yesterday", nil, 400, "bad_cursor"},
 		{"GET", "/api/history?kind=defrag", nil, 400, "invalid_request"},
 		{"GET", "/api/jobs?state=sleeping", nil, 400, "invalid_request"},
 		{"POST", "/api/admin/compact/nosuch", nil, 404, "unknown_store"},

@@ -1,0 +1,82 @@
+package jobmetrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// DefaultMaxAge is how old the values a scrape serves may be, by default:
+// a Collector (and the API's snapshot of it and of asynq's queues) reads
+// Redis at most once per DefaultMaxAge, however often /metrics is
+// scraped.
+const DefaultMaxAge = 2 * time.Second
+
+// Snapshot is a prometheus.Collector that serves the metrics of its
+// collectors from a snapshot taken at most once per maxAge: scrapes that
+// come sooner get the same values, and cost the collectors (Redis)
+// nothing. Scrapes that find the snapshot too old wait for one refresh
+// between them. A refresh that could read only part of the metrics (the
+// collectors leave out what they cannot read) is served as it is until
+// the next.
+type Snapshot struct {
+	maxAge time.Duration
+	cs     []prometheus.Collector
+
+	mu      sync.Mutex // held during a refresh
+	at      time.Time  // when the refresh began; zero: none yet
+	metrics []prometheus.Metric
+}
+
+var _ prometheus.Collector = (*Snapshot)(nil)
+
+// NewSnapshot returns a Snapshot of cs; maxAge ≤ 0 collects them afresh on
+// every scrape. Register it instead of cs.
+func NewSnapshot(maxAge time.Duration, cs ...prometheus.Collector) *Snapshot {
+	return &Snapshot{maxAge: maxAge, cs: cs}
+}
+
+// Describe sends the descriptions of the collectors.
+func (s *Snapshot) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range s.cs {
+		c.Describe(ch)
+	}
+}
+
+// Collect sends the snapshot's metrics, refreshing it first if it is
+// maxAge old.
+func (s *Snapshot) Collect(ch chan<- prometheus.Metric) {
+	if s.maxAge <= 0 {
+		for _, c := range s.cs {
+			c.Collect(ch)
+		}
+		return
+	}
+	s.mu.Lock()
+	if s.at.IsZero() || time.Since(s.at) >= s.maxAge {
+		s.refresh()
+	}
+	ms := s.metrics // replaced by a refresh, never changed: sent without the lock
+	s.mu.Unlock()
+	for _, m := range ms {
+		ch <- m
+	}
+}
+
+// refresh collects the collectors into a new snapshot (s.mu held).
+func (s *Snapshot) refresh() {
+	at := time.Now()
+	out := make(chan prometheus.Metric, 256)
+	go func() {
+		defer close(out)
+		for _, c := range s.cs {
+			c.Collect(out)
+		}
+	}()
+	ms := make([]prometheus.Metric, 0, len(s.metrics))
+	for m := range out {
+		ms = append(ms, m)
+	}
+	s.at, s.metrics = at, ms
+}
