@@ -19,7 +19,7 @@ import (
 	"storekeeper/jobs"
 )
 
-// WebSocket watchers (DESIGN.md, "Melody — facts measured"): one tailer
+// WebSocket watchers (docs/design.md, "Melody — facts measured"): one tailer
 // per process reads the events stream and hands each event to one sender
 // goroutine through a buffered channel; the sender writes to each matching
 // watcher's buffer without waiting. A watcher whose buffer is full loses

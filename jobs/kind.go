@@ -34,7 +34,7 @@ func (k Kind) Valid() bool {
 // serialise on it); notify does not.
 func (k Kind) Maintenance() bool { return k.Valid() && k != KindNotify }
 
-// DefaultMaxRetry is each kind's retry budget (DESIGN.md's job table).
+// DefaultMaxRetry is each kind's retry budget (docs/design.md's job table).
 var DefaultMaxRetry = map[Kind]int{
 	KindCompact: 3,
 	KindBackup:  3,
@@ -64,7 +64,7 @@ const (
 )
 
 // StoreNamePattern is the store name rule. It must equal store.NamePattern;
-// jobs may not import store (DESIGN.md's layout), so cmd/storekeeper's
+// jobs may not import store (docs/design.md's layout), so cmd/storekeeper's
 // tests check the two agree.
 const StoreNamePattern = `^[a-z0-9][a-z0-9_-]{0,62}$`
 

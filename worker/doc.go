@@ -8,7 +8,7 @@
 // entry per finished job, atomically and never over a cancel. Cancel is
 // final: jobs.Client.Cancel marks the record first and the worker cancels
 // the running handler's context on the cancel message; a later attempt of
-// a canceled job exits without running. Shutdown follows DESIGN.md's order.
+// a canceled job exits without running. Shutdown follows docs/design.md's order.
 //
 // Store operations report progress through store.WithProgress; the
 // worker publishes it as job.progress, a few events a second at most. A

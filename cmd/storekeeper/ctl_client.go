@@ -136,7 +136,7 @@ type wsFrame struct {
 	err error // the feed stopped for good
 }
 
-// Control frames of /ws (DESIGN.md, "HTTP API").
+// Control frames of /ws (docs/design.md, "HTTP API").
 const (
 	frameDropped = "stream.dropped"
 	frameGap     = "stream.gap"

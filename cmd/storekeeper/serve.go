@@ -492,7 +492,7 @@ func connectRedis(raw string, log *slog.Logger) (redis.UniversalClient, func(), 
 		return rdb, func() { rdb.Close(); mr.Close() }, nil
 	}
 	var rdb redis.UniversalClient
-	// redis-sentinel:// is DESIGN.md's spelling; redis+sentinel:// the one
+	// redis-sentinel:// is docs/design.md's spelling; redis+sentinel:// the one
 	// other Redis clients use. Both are accepted.
 	rest, ok := strings.CutPrefix(raw, "redis+sentinel://")
 	if !ok {

@@ -2,7 +2,7 @@
 // embedded default and for tests where redis-server is missing.
 //
 // miniredis does not expire keys by itself: a ticker advances its clock by
-// a second every second (FastForward), which is all asynq needs (DESIGN.md:
+// a second every second (FastForward), which is all asynq needs (docs/design.md:
 // its ClockTTL option instead collapses throughput). Everything lives in
 // memory and is gone when the process exits.
 package memredis
