@@ -10,10 +10,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/redis/go-redis/v9"
 
 	"storekeeper/jobs"
 )
@@ -103,67 +101,20 @@ func (s *Server) enqueueAll(kind jobs.Kind) gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		stores, err := s.rdb.HKeys(c, jobs.StoresKey).Result()
+		b, err := s.jobs.EnqueueBatch(c, jobs.BatchRequest{Kind: kind, Params: p, Trigger: jobs.TriggerManual, Actor: actor(c)})
 		if err != nil {
-			s.fail(c, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err))
+			s.fail(c, err)
 			return
 		}
-		slices.Sort(stores)
-		batch := "b" + jobs.NewID()[1:]
-		out := []enqueued{}
-		ids := []any{}
-		for _, st := range stores {
-			res, err := s.jobs.Enqueue(c, jobs.Request{Kind: kind, Store: st, Params: p, Trigger: jobs.TriggerManual, Actor: actor(c), BatchID: batch})
-			if err != nil {
-				s.fail(c, err)
-				return
-			}
+		out := make([]enqueued, 0, len(b.Jobs))
+		for _, res := range b.Jobs {
 			s.metrics.enqueued(kind, res.Deduplicated)
 			out = append(out, enqueued{Record: publicRecord(res.Record), Deduplicated: res.Deduplicated})
-			ids = append(ids, res.Record.ID)
 		}
-		if len(ids) > 0 {
-			pipe := s.rdb.TxPipeline()
-			pipe.SAdd(c, jobs.BatchKey(batch), ids...)
-			pipe.Expire(c, jobs.BatchKey(batch), s.cfg.Jobs.RecordRetention)
-			if _, err := pipe.Exec(c); err != nil {
-				s.fail(c, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err))
-				return
-			}
-		}
-		c.Header("Location", "/api/jobs?batch="+batch)
-		c.JSON(http.StatusAccepted, gin.H{"batch_id": batch, "jobs": out})
+		c.Header("Location", "/api/jobs?batch="+b.ID)
+		c.JSON(http.StatusAccepted, gin.H{"batch_id": b.ID, "jobs": out})
 	}
 }
-
-// published is what a store's owner publishes in jobs.StatsKey.
-type published struct {
-	Node    string          `json:"node"`
-	Stats   json.RawMessage `json:"stats"`
-	Backups []backupInfo    `json:"backups"`
-	At      time.Time       `json:"at"`
-}
-
-// backupInfo is the part of a backup's listing the API looks at; the rest
-// passes through.
-type backupInfo struct {
-	ID         string    `json:"id"`
-	CreatedAt  time.Time `json:"created_at"`
-	VerifiedAt time.Time `json:"verified_at"`
-	Bad        bool      `json:"bad"`
-	raw        json.RawMessage
-}
-
-func (b *backupInfo) UnmarshalJSON(data []byte) error {
-	type plain backupInfo
-	if err := json.Unmarshal(data, (*plain)(b)); err != nil {
-		return err
-	}
-	b.raw = append(json.RawMessage(nil), data...)
-	return nil
-}
-
-func (b backupInfo) MarshalJSON() ([]byte, error) { return b.raw, nil }
 
 func (s *Server) restore(c *gin.Context) {
 	var b restoreBody
@@ -184,18 +135,19 @@ func (s *Server) restore(c *gin.Context) {
 		s.fail(c, errUnknownState(name))
 		return
 	}
-	usable := func(bi backupInfo) bool { return !bi.Bad && !bi.VerifiedAt.IsZero() }
+	// The worker applies the same rule when the job runs (the backups may
+	// have changed meanwhile); refusing here answers the operator now.
 	if b.BackupID != "" {
-		i := slices.IndexFunc(pub.Backups, func(bi backupInfo) bool { return bi.ID == b.BackupID })
+		i := slices.IndexFunc(pub.Backups, func(bi jobs.BackupSummary) bool { return bi.ID == b.BackupID })
 		switch {
 		case i < 0:
 			s.fail(c, newError(http.StatusNotFound, "unknown_backup", fmt.Sprintf("store %s has no backup %q", name, b.BackupID)))
 			return
-		case !usable(pub.Backups[i]):
+		case !pub.Backups[i].Usable():
 			s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("backup %s of store %s is marked bad or was never verified", b.BackupID, name)))
 			return
 		}
-	} else if !slices.ContainsFunc(pub.Backups, usable) {
+	} else if _, ok := jobs.NewestUsable(pub.Backups); !ok {
 		s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("store %s has no verified backup to restore", name)))
 		return
 	}
@@ -204,28 +156,16 @@ func (s *Server) restore(c *gin.Context) {
 
 // published returns what the store's owner last published: nil when it
 // has not published yet; unknown_store when no node owns the store.
-func (s *Server) published(c *gin.Context, name string) (*published, error) {
+func (s *Server) published(c *gin.Context, name string) (*jobs.StoreStatus, error) {
 	if err := jobs.ValidateStoreName(name); err != nil {
 		return nil, err
 	}
-	pipe := s.rdb.Pipeline()
-	owner := pipe.HGet(c, jobs.StoresKey, name)
-	stats := pipe.Get(c, jobs.StatsKey(name))
-	_, _ = pipe.Exec(c)
-	if err := owner.Err(); errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w %q", jobs.ErrUnknownStore, name)
-	} else if err != nil {
-		return nil, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+	_, v, err := jobs.StoreOwnerAndStatus(c, s.rdb, name)
+	if err != nil || v == nil {
+		return nil, err
 	}
-	v, err := stats.Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
-	}
-	var p published
-	if err := json.Unmarshal([]byte(v), &p); err != nil {
+	var p jobs.StoreStatus
+	if err := json.Unmarshal(v, &p); err != nil {
 		return nil, fmt.Errorf("stats of store %s: %w", name, err)
 	}
 	return &p, nil
@@ -270,47 +210,24 @@ func (s *Server) listJobs(c *gin.Context) {
 		s.fail(c, invalid(fmt.Sprintf("unknown state %q", state)))
 		return
 	}
-	var ids []string
+	var recs []jobs.Record
 	var err error
 	if batch := q.Get("batch"); batch != "" {
-		ids, err = s.rdb.SMembers(c, jobs.BatchKey(batch)).Result()
+		recs, err = s.jobs.BatchJobs(c, batch)
 	} else {
-		ids, err = s.inFlight(c)
+		recs, err = s.jobs.InFlight(c)
 	}
 	if err != nil {
-		s.fail(c, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err))
+		s.fail(c, err)
 		return
 	}
-	slices.Sort(ids)
-	slices.Reverse(ids)
 	out := []jobs.Record{}
-	for _, id := range ids {
-		r, err := s.jobs.Get(c, id)
-		if errors.Is(err, jobs.ErrUnknownJob) {
-			continue // expired
-		}
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
+	for _, r := range recs { // newest first
 		if (q.Get("store") == "" || r.Store == q.Get("store")) && (kind == "" || r.Kind == kind) && (state == "" || r.State == state) {
 			out = append(out, publicRecord(r))
 		}
 	}
 	c.JSON(http.StatusOK, gin.H{"jobs": out})
-}
-
-func (s *Server) inFlight(c *gin.Context) ([]string, error) {
-	var ids []string
-	iter := s.rdb.Scan(c, 0, jobs.InFlightKey("*"), 100).Iterator()
-	for iter.Next(c) {
-		m, err := s.rdb.SMembers(c, iter.Val()).Result()
-		if err != nil {
-			return nil, err
-		}
-		ids = append(ids, m...)
-	}
-	return ids, iter.Err()
 }
 
 func (s *Server) history(c *gin.Context) {

@@ -25,6 +25,7 @@ func TestMetricsToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Close)
 	h := s.Handler()
 	for _, hdr := range [][]string{nil, {"Authorization", "Bearer " + wsToken}, {"Authorization", "Bearer " + metricsToken + "x"}, {"Authorization", metricsToken}} {
 		rec := scrape(t, h, hdr...)
@@ -57,6 +58,7 @@ func TestMetricsToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(open.Close)
 	if rec := scrape(t, open.Handler()); rec.Code != 200 {
 		t.Errorf("/metrics without a metrics token: %d", rec.Code)
 	}

@@ -24,7 +24,7 @@ var documented = []routeDoc{
 	{"POST", "/api/admin/backup/:store", "operator", "Back up one store", []int{202, 400, 401, 403, 404, 415, 503}},
 	{"POST", "/api/admin/verify", "operator", "Verify every store; body {deep?}", []int{202, 400, 401, 403, 415, 503}},
 	{"POST", "/api/admin/verify/:store", "operator", "Verify one store and its newest backup; body {deep?}", []int{202, 400, 401, 403, 404, 415, 503}},
-	{"POST", "/api/admin/restore/:store", "operator", "Restore a store; body {backup_id?} (empty: the newest verified backup); 409 store_unknown_state until its owner has published its state", []int{202, 400, 401, 403, 404, 409, 415, 503}},
+	{"POST", "/api/admin/restore/:store", "operator", "Restore a store; body {backup_id?} (empty: the newest usable backup: verified and not marked bad); 409 no_backup when the named backup, or every backup, is not usable (named or not, a backup never verified is refused); 409 store_unknown_state until its owner has published its state", []int{202, 400, 401, 403, 404, 409, 415, 503}},
 	{"GET", "/api/jobs", "viewer", "Jobs in flight, or a batch's jobs (?batch=); filters store, kind, state", []int{200, 400, 401, 503}},
 	{"GET", "/api/jobs/:id", "viewer", "A job's record", []int{200, 401, 404, 503}},
 	{"DELETE", "/api/jobs/:id", "operator", "Cancel a job (final)", []int{200, 401, 403, 404, 409, 415, 503}},

@@ -30,11 +30,11 @@ type (
 		Next    string              `json:"next"` // "" on the last page; else before= for the next one
 	}
 	storeList struct {
-		Stores []storeView `json:"stores"`
+		Stores []jobs.StoreView `json:"stores"`
 	}
 	storeBackups struct {
-		Store   string       `json:"store"`
-		Backups []backupInfo `json:"backups"`
+		Store   string               `json:"store"`
+		Backups []jobs.BackupSummary `json:"backups"`
 	}
 	pauseState struct {
 		Store  string `json:"store"`
@@ -45,13 +45,13 @@ type (
 		Paused map[string]jobs.PauseInfo `json:"paused"`
 	}
 	dashboardAnswer struct {
-		Stores    []storeView          `json:"stores"`
-		History   []jobs.HistoryEntry  `json:"history"`
-		Queues    []queueView          `json:"queues"`
-		Schedules []jobs.NodeSchedules `json:"schedules"`
-		Nodes     []jobs.NodeStatus    `json:"nodes"`
-		Health    []condition          `json:"health"`
-		At        time.Time            `json:"at"`
+		Stores    []jobs.StoreView       `json:"stores"`
+		History   []jobs.HistoryEntry    `json:"history"`
+		Queues    []queueView            `json:"queues"`
+		Schedules []jobs.NodeSchedules   `json:"schedules"`
+		Nodes     []jobs.NodeStatus      `json:"nodes"`
+		Health    []jobs.HealthCondition `json:"health"`
+		At        time.Time              `json:"at"`
 	}
 	errorAnswer struct {
 		Error   string `json:"error"` // the stable code, e.g. unknown_store
@@ -100,9 +100,14 @@ var components = []component{
 	{name: "JobList", t: reflect.TypeFor[jobList]()},
 	{name: "HistoryEntry", t: reflect.TypeFor[jobs.HistoryEntry]()},
 	{name: "HistoryPage", t: reflect.TypeFor[historyPage]()},
-	{name: "Store", t: reflect.TypeFor[storeView]()},
+	{name: "Store", t: reflect.TypeFor[jobs.StoreView]()},
 	{name: "StoreList", t: reflect.TypeFor[storeList]()},
-	{name: "Backup", t: reflect.TypeFor[backupInfo]()},
+	{name: "Backup", t: reflect.TypeFor[jobs.BackupSummary]()},
+	{name: "StoreStats", t: reflect.TypeFor[jobs.StoreStats]()},
+	{name: "CompactResult", t: reflect.TypeFor[jobs.CompactResult]()},
+	{name: "BackupResult", t: reflect.TypeFor[jobs.BackupResult]()},
+	{name: "VerifyResult", t: reflect.TypeFor[jobs.VerifyResult]()},
+	{name: "RestoreResult", t: reflect.TypeFor[jobs.RestoreResult]()},
 	{name: "StoreBackups", t: reflect.TypeFor[storeBackups]()},
 	{name: "PauseState", t: reflect.TypeFor[pauseState]()},
 	{name: "Schedules", t: reflect.TypeFor[scheduleList]()},
@@ -128,13 +133,33 @@ var (
 
 // enums are the string types with a closed set of values.
 var enums = map[reflect.Type][]string{
-	reflect.TypeFor[jobs.Kind](): func() []string {
-		var out []string
-		for _, k := range jobs.Kinds {
-			out = append(out, string(k))
-		}
-		return out
-	}(),
+	reflect.TypeFor[jobs.Kind]():           names(jobs.Kinds),
+	reflect.TypeFor[jobs.StoreState]():     names(jobs.StoreStates),
+	reflect.TypeFor[jobs.CompactOutcome](): names([]jobs.CompactOutcome{jobs.OutcomeCompacted, jobs.OutcomeSkipped, jobs.OutcomeDryRun}),
+}
+
+func names[S ~string](xs []S) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = string(x)
+	}
+	return out
+}
+
+// kept names the JSON a Go type keeps raw, by the types it holds: a job's
+// result is one of the result types, by the job's kind.
+var kept = map[keptField]map[string]any{
+	{reflect.TypeFor[jobs.Record](), "Result"}: resultSchema,
+}
+
+type keptField struct {
+	t     reflect.Type
+	field string
+}
+
+var resultSchema = map[string]any{
+	"description": "The job's result, by kind: CompactResult, BackupResult, VerifyResult or RestoreResult.",
+	"anyOf":       []any{schemaRef("CompactResult"), schemaRef("BackupResult"), schemaRef("VerifyResult"), schemaRef("RestoreResult")},
 }
 
 // componentSchemas returns every component's schema; a component used
@@ -259,13 +284,22 @@ func (g schemaGen) fields(t reflect.Type, props map[string]any, required *[]stri
 			g.fields(f.Type, props, required)
 			continue
 		}
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Pointer && f.Type.Elem().Kind() == reflect.Struct {
+			var none []string // a nil embedded pointer writes none of its fields
+			g.fields(f.Type.Elem(), props, &none)
+			continue
+		}
 		if !f.IsExported() {
 			continue
 		}
 		if name == "" {
 			name = f.Name
 		}
-		props[name] = g.of(f.Type)
+		if k, ok := kept[keptField{t, f.Name}]; ok {
+			props[name] = k
+		} else {
+			props[name] = g.of(f.Type)
+		}
 		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
 			*required = append(*required, name)
 		}

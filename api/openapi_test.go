@@ -2,9 +2,11 @@ package api
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,13 +20,11 @@ func fill(v reflect.Value) {
 	case v.Type() == reflect.TypeFor[time.Time]():
 		v.Set(reflect.ValueOf(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)))
 		return
-	case v.Type() == reflect.TypeFor[json.RawMessage]():
-		v.SetBytes([]byte(`{"x":1}`))
-		return
-	case v.Type() == reflect.TypeFor[backupInfo](): // passes its raw JSON through
-		var b backupInfo
-		_ = json.Unmarshal([]byte(`{"id":"x","created_at":"2024-01-02T03:04:05Z","verified_at":"2024-01-02T03:04:05Z","bad":true}`), &b)
-		v.Set(reflect.ValueOf(b))
+	case v.Type() == reflect.TypeFor[json.RawMessage](): // a job's result
+		r := jobs.RestoreResult{BackupID: "x", Quarantine: "x"}
+		fill(reflect.ValueOf(&r.Timing).Elem())
+		b, _ := json.Marshal(r)
+		v.SetBytes(b)
 		return
 	}
 	switch v.Kind() {
@@ -52,7 +52,9 @@ func fill(v reflect.Value) {
 }
 
 // The schemas list exactly the fields a fully populated value of each Go
-// type has in JSON: the job record's, and the other answers' and bodies'.
+// type has in JSON, at every depth, each with its JSON type: the job
+// record's, the other answers' and bodies', and the cross-process types
+// of package jobs (a store's published stats and backups, the results).
 func TestSchemasListEveryJSONField(t *testing.T) {
 	schemas := componentSchemas()
 	for _, c := range []struct {
@@ -62,7 +64,15 @@ func TestSchemasListEveryJSONField(t *testing.T) {
 		{"Job", &jobs.Record{}},
 		{"Enqueued", &enqueued{}},
 		{"HistoryEntry", &jobs.HistoryEntry{}},
-		{"Store", &storeView{}},
+		{"Store", &jobs.StoreView{}},
+		{"StoreList", &storeList{}},
+		{"StoreBackups", &storeBackups{}},
+		{"Backup", &jobs.BackupSummary{}},
+		{"StoreStats", &jobs.StoreStats{}},
+		{"CompactResult", &jobs.CompactResult{}},
+		{"BackupResult", &jobs.BackupResult{}},
+		{"VerifyResult", &jobs.VerifyResult{}},
+		{"RestoreResult", &jobs.RestoreResult{}},
 		{"CompactBody", &compactBody{}},
 		{"VerifyBody", &verifyBody{}},
 		{"RestoreBody", &restoreBody{}},
@@ -78,13 +88,11 @@ func TestSchemasListEveryJSONField(t *testing.T) {
 		if err := json.Unmarshal(b, &m); err != nil {
 			t.Fatal(err)
 		}
-		s := schemas[c.schema].(map[string]any)
-		got := slices.Sorted(maps.Keys(s["properties"].(map[string]any)))
-		want := slices.Sorted(maps.Keys(m))
-		if !slices.Equal(got, want) {
-			t.Errorf("schema %s lists %v; the JSON of %T has %v", c.schema, got, c.v, want)
+		for _, p := range schemaProblems(schemas, c.schema, schemas[c.schema], m) {
+			t.Error(p)
 		}
 		// What is left out when empty is not required; the rest is.
+		s := schemas[c.schema].(map[string]any)
 		if req, ok := s["required"].([]string); ok {
 			empty, _ := json.Marshal(reflect.New(reflect.TypeOf(c.v).Elem()).Interface())
 			var e map[string]any
@@ -94,6 +102,86 @@ func TestSchemasListEveryJSONField(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Every JSON kept raw that the schemas describe by its shape is a field
+// that exists, kept raw.
+func TestKeptFieldsExist(t *testing.T) {
+	for k := range kept {
+		if f, ok := k.t.FieldByName(k.field); !ok || f.Type != reflect.TypeFor[json.RawMessage]() {
+			t.Errorf("%s has no json.RawMessage field %s", k.t, k.field)
+		}
+	}
+}
+
+// schemaProblems checks a JSON value against a schema both ways: an
+// object has exactly the properties the schema lists, and every value has
+// the schema's JSON type. A schema of any JSON checks nothing; one that is
+// any of several (a job's result) must fit one of them.
+func schemaProblems(schemas map[string]any, at string, schema any, v any) []string {
+	s := schema.(map[string]any)
+	if ref, ok := s["$ref"].(string); ok {
+		return schemaProblems(schemas, at, schemas[strings.TrimPrefix(ref, "#/components/schemas/")], v)
+	}
+	if alts, ok := s["anyOf"].([]any); ok {
+		for _, alt := range alts {
+			if schemaProblems(schemas, at, alt, v) == nil {
+				return nil
+			}
+		}
+		return []string{fmt.Sprintf("%s: %v fits none of %v", at, v, alts)}
+	}
+	want, _ := s["type"].(string)
+	var got string
+	switch x := v.(type) {
+	case map[string]any:
+		got = "object"
+	case []any:
+		got = "array"
+	case string:
+		got = "string"
+	case float64:
+		got = "number"
+		if x == float64(int64(x)) {
+			got = "integer"
+		}
+	case bool:
+		got = "boolean"
+	case nil:
+		got = "null"
+	}
+	switch {
+	case want == "":
+		return nil // any JSON
+	case got == "null" && s["nullable"] == true:
+		return nil
+	case got != want && !(want == "number" && got == "integer"):
+		return []string{fmt.Sprintf("%s: schema type %s, JSON %s (%v)", at, want, got, v)}
+	}
+	var out []string
+	switch x := v.(type) {
+	case map[string]any:
+		props, _ := s["properties"].(map[string]any)
+		if ap, ok := s["additionalProperties"].(map[string]any); ok && len(props) == 0 {
+			for k, fv := range x {
+				out = append(out, schemaProblems(schemas, at+"."+k, ap, fv)...)
+			}
+			return out
+		}
+		if got, want := slices.Sorted(maps.Keys(x)), slices.Sorted(maps.Keys(props)); !slices.Equal(got, want) {
+			out = append(out, fmt.Sprintf("%s: the schema lists %v; the JSON has %v", at, want, got))
+		}
+		for k, fv := range x {
+			if ps, ok := props[k]; ok {
+				out = append(out, schemaProblems(schemas, at+"."+k, ps, fv)...)
+			}
+		}
+	case []any:
+		for _, e := range x {
+			out = append(out, schemaProblems(schemas, at+"[]", s["items"], e)...)
+		}
+	}
+	return out
 }
 
 // Request bodies refuse unknown fields, as decodeBody reads them, and

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"mime"
 	"net"
@@ -168,12 +169,11 @@ func wildcardHost(host string) bool {
 	return err == nil && a.IsUnspecified()
 }
 
-// setupOrigins reads PublicURL, Listen and AllowedOrigins.
-// CheckConfig checks the Config fields that need neither Redis nor a
-// server (the origins, the trusted proxies, the metrics token), so that a
-// command can refuse them before it touches anything. New checks them
-// again. The errors are *ConfigError.
-func CheckConfig(cfg Config) error {
+// Validate checks the Config fields that need neither Redis nor a server
+// (the origins, the listen address, the trusted proxies, the limits, the
+// metrics token), so that a command can refuse them before it touches
+// anything; New checks them too. The errors are *ConfigError.
+func (cfg Config) Validate() error {
 	var s Server
 	if err := s.setupOrigins(cfg); err != nil {
 		return err
@@ -181,9 +181,13 @@ func CheckConfig(cfg Config) error {
 	if err := checkProxies(cfg.TrustedProxies); err != nil {
 		return err
 	}
+	if cfg.PushSubscriptionsPerToken < 0 {
+		return &ConfigError{Field: "PushSubscriptionsPerToken", Err: errors.New("push subscriptions per token must be at least 1")}
+	}
 	return checkMetricsToken(cfg.MetricsToken)
 }
 
+// setupOrigins reads PublicURL, Listen and AllowedOrigins.
 func (s *Server) setupOrigins(cfg Config) error {
 	s.origins = map[string]bool{}
 	for _, o := range cfg.AllowedOrigins {
@@ -211,7 +215,7 @@ func (s *Server) setupOrigins(cfg Config) error {
 	case cfg.Listen != "":
 		host, port, err := net.SplitHostPort(cfg.Listen)
 		if err != nil {
-			return fmt.Errorf("api: listen address %q: %w", cfg.Listen, err)
+			return &ConfigError{Field: "Listen", Err: fmt.Errorf("listen address %q: %w", cfg.Listen, err)}
 		}
 		if !wildcardHost(host) && port != "0" && port != "" {
 			s.own = hostOrigins(s.scheme, host, port)

@@ -22,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 )
 
@@ -51,6 +52,7 @@ func newSecServer(t testing.TB, rdb redis.UniversalClient, tweak func(*Config)) 
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Close)
 	return s
 }
 
@@ -260,15 +262,17 @@ func (b *syncBuffer) lines() []map[string]any {
 // request id id.
 func (b *syncBuffer) accessLine(t *testing.T, id string) map[string]any {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	var line map[string]any
+	testsignal.WaitForWithin(t, 5*time.Second, "the access log line of request "+id, func() bool {
 		for _, m := range b.lines() {
 			if m["msg"] == "request" && m["request_id"] == id {
-				return m
+				line = m
+				return true
 			}
 		}
-	}
-	t.Fatalf("no access log line for request %s", id)
-	return nil
+		return false
+	})
+	return line
 }
 
 // Log fields a client controls: the client address comes from

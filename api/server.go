@@ -130,10 +130,10 @@ func New(cfg Config) (*Server, error) {
 	for _, t := range cfg.Tokens {
 		s.sums = append(s.sums, sha256.Sum256([]byte(t.Secret)))
 	}
-	if err := s.setupOrigins(cfg); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := checkProxies(cfg.TrustedProxies); err != nil {
+	if err := s.setupOrigins(cfg); err != nil {
 		return nil, err
 	}
 	m, err := newMetrics(cfg.Metrics, s)
@@ -149,13 +149,22 @@ func New(cfg Config) (*Server, error) {
 // Handler is the HTTP handler: API, WebSocket, asynqmon, metrics.
 func (s *Server) Handler() http.Handler { return s.engine }
 
-// Start runs the one events tailer of this process, which feeds every
-// WebSocket watcher, until ctx ends or Close.
-func (s *Server) Start(ctx context.Context) { s.hub.start(ctx) }
+// Start refuses a Redis whose key layout is another version
+// (jobs.CheckLayout), then runs the one events tailer of this process,
+// which feeds every WebSocket watcher, until ctx ends or Close.
+func (s *Server) Start(ctx context.Context) error {
+	if err := jobs.CheckLayout(ctx, s.rdb); err != nil {
+		return fmt.Errorf("api: %w", err)
+	}
+	return s.hub.Start(ctx)
+}
 
-// Close disconnects the watchers cleanly (close frame 1001) and stops the
-// tailer.
-func (s *Server) Close() { s.hub.close() }
+// Stop disconnects the watchers cleanly (close frame 1001) and stops the
+// tailer and every goroutine Start began, waiting for them until ctx ends.
+func (s *Server) Stop(ctx context.Context) error { return s.hub.Stop(ctx) }
+
+// Close is Stop with no deadline.
+func (s *Server) Close() { _ = s.Stop(context.Background()) }
 
 func (s *Server) routes() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)

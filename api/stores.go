@@ -3,48 +3,15 @@ package api
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"slices"
 	"time"
 
 	"github.com/gin-gonic/gin"
-	"github.com/redis/go-redis/v9"
 
 	"storekeeper/jobs"
 )
-
-// storeView is a store as the API shows it: owner, whether the owner is
-// up, paused, the owner's last published stats and backups, and health.
-type storeView struct {
-	Name        string          `json:"name"`
-	Node        string          `json:"node"`
-	NodeUp      bool            `json:"node_up"`
-	Paused      bool            `json:"paused"`
-	Stats       json.RawMessage `json:"stats,omitempty"`
-	Backups     []backupInfo    `json:"backups"`
-	LastBackup  *time.Time      `json:"last_backup,omitempty"`
-	PublishedAt *time.Time      `json:"published_at,omitempty"`
-	Health      []condition     `json:"health"`
-}
-
-// condition is one health finding.
-type condition struct {
-	Kind    string `json:"kind"` // corrupt, unavailable, lost, node_down, no_recent_backup, high_fragmentation, job_failures
-	Store   string `json:"store,omitempty"`
-	Node    string `json:"node,omitempty"`
-	Message string `json:"message"`
-}
-
-// statsFields are the published stats the health checks read.
-type statsFields struct {
-	State            string `json:"state"`
-	Error            string `json:"error"`
-	LiveBytes        uint64 `json:"live_bytes"`
-	ReclaimableBytes uint64 `json:"reclaimable_bytes"`
-	ReadAmp          int    `json:"read_amp"`
-}
 
 // Health thresholds.
 const (
@@ -53,10 +20,10 @@ const (
 	backupMaxAge       = 24 * time.Hour
 )
 
-func (s *Server) stores(ctx context.Context, only string) ([]storeView, error) {
-	owners, err := s.rdb.HGetAll(ctx, jobs.StoresKey).Result()
+func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, error) {
+	owners, err := jobs.StoreOwners(ctx, s.rdb)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+		return nil, err
 	}
 	if only != "" {
 		if err := jobs.ValidateStoreName(only); err != nil {
@@ -73,14 +40,14 @@ func (s *Server) stores(ctx context.Context, only string) ([]storeView, error) {
 		return nil, err
 	}
 	up := map[string]bool{}
-	lost := map[string][]condition{} // store -> nodes that have it but lost its lease
+	lost := map[string][]jobs.HealthCondition{} // store -> nodes that have it but lost its lease
 	for _, n := range nodes {
 		up[n.Node] = n.Up
 		if n.Info == nil {
 			continue
 		}
 		for st, holder := range n.Info.Lost {
-			lost[st] = append(lost[st], condition{Kind: "lost", Store: st, Node: n.Node,
+			lost[st] = append(lost[st], jobs.HealthCondition{Kind: "lost", Store: st, Node: n.Node,
 				Message: fmt.Sprintf("node %s has store %s but lost its lease to node %s: it does not serve its copy until the lease is free", n.Node, st, holder)})
 		}
 	}
@@ -93,50 +60,44 @@ func (s *Server) stores(ctx context.Context, only string) ([]storeView, error) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	pipe := s.rdb.Pipeline()
-	gets := make([]*redis.StringCmd, len(names))
-	for i, n := range names {
-		gets[i] = pipe.Get(ctx, jobs.StatsKey(n))
+	published, err := jobs.PublishedStatus(ctx, s.rdb, names)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
-	}
-	out := make([]storeView, 0, len(names))
+	out := make([]jobs.StoreView, 0, len(names))
 	now := time.Now()
 	for i, n := range names {
-		v := storeView{Name: n, Node: owners[n], NodeUp: up[owners[n]], Backups: []backupInfo{}, Health: []condition{}}
+		v := jobs.StoreView{Name: n, Node: owners[n], NodeUp: up[owners[n]], Backups: []jobs.BackupSummary{}, Health: []jobs.HealthCondition{}}
 		_, v.Paused = paused[n]
-		var p published
-		if raw, err := gets[i].Result(); err == nil && json.Unmarshal([]byte(raw), &p) == nil {
-			v.Stats, v.PublishedAt = p.Stats, &p.At
+		var p jobs.StoreStatus
+		if raw := published[i]; raw != nil && json.Unmarshal(raw, &p) == nil {
+			v.Stats, v.PublishedAt = &p.Stats, &p.At
 			if p.Backups != nil {
 				v.Backups = p.Backups
 			}
 		}
-		for _, b := range v.Backups { // newest first
-			if !b.Bad {
-				t := b.CreatedAt
-				v.LastBackup = &t
-				break
-			}
+		if b, ok := jobs.NewestGood(v.Backups); ok {
+			v.LastBackup = &b.CreatedAt
 		}
-		var st statsFields
-		_ = json.Unmarshal(v.Stats, &st)
+		var st jobs.StoreStats // zero until the owner has published
+		if v.Stats != nil {
+			st = *v.Stats
+		}
 		switch {
 		case !v.NodeUp:
-			v.Health = append(v.Health, condition{Kind: "node_down", Store: n, Node: v.Node, Message: fmt.Sprintf("node %s is down: jobs for %s wait until it returns", v.Node, n)})
-		case st.State == "corrupt":
-			v.Health = append(v.Health, condition{Kind: "corrupt", Store: n, Message: "store is corrupt: " + st.Error})
-		case st.State == "unavailable":
-			v.Health = append(v.Health, condition{Kind: "unavailable", Store: n,
+			v.Health = append(v.Health, jobs.HealthCondition{Kind: "node_down", Store: n, Node: v.Node, Message: fmt.Sprintf("node %s is down: jobs for %s wait until it returns", v.Node, n)})
+		case st.State == jobs.StoreCorrupt:
+			v.Health = append(v.Health, jobs.HealthCondition{Kind: "corrupt", Store: n, Message: "store is corrupt: " + st.Error})
+		case st.State == jobs.StoreUnavailable:
+			v.Health = append(v.Health, jobs.HealthCondition{Kind: "unavailable", Store: n,
 				Message: "store did not open (not corruption; retried with backoff, never restored automatically): " + st.Error})
 		}
 		v.Health = append(v.Health, lost[n]...)
 		if v.LastBackup == nil || now.Sub(*v.LastBackup) > backupMaxAge {
-			v.Health = append(v.Health, condition{Kind: "no_recent_backup", Store: n, Message: "no backup in the last 24 h"})
+			v.Health = append(v.Health, jobs.HealthCondition{Kind: "no_recent_backup", Store: n, Message: "no backup in the last 24 h"})
 		}
 		if st.LiveBytes > 0 && st.ReclaimableBytes >= fragmentationMin && float64(st.ReclaimableBytes) >= fragmentationShare*float64(st.LiveBytes) {
-			v.Health = append(v.Health, condition{Kind: "high_fragmentation", Store: n,
+			v.Health = append(v.Health, jobs.HealthCondition{Kind: "high_fragmentation", Store: n,
 				Message: fmt.Sprintf("%d of %d live bytes reclaimable by a compaction", st.ReclaimableBytes, st.LiveBytes)})
 		}
 		out = append(out, v)
@@ -224,7 +185,7 @@ func (s *Server) dashboard(c *gin.Context) {
 		queues = append(queues, queueView{Queue: q, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
 			Retry: info.Retry, Archived: info.Archived, Completed: info.Completed, Paused: info.Paused})
 	}
-	health := []condition{}
+	health := []jobs.HealthCondition{}
 	for _, st := range stores {
 		health = append(health, st.Health...)
 	}
@@ -235,7 +196,7 @@ func (s *Server) dashboard(c *gin.Context) {
 		}
 	}
 	if failures > 0 {
-		health = append(health, condition{Kind: "job_failures", Message: fmt.Sprintf("%d job(s) failed in the last 24 h (of the last 50 finished)", failures)})
+		health = append(health, jobs.HealthCondition{Kind: "job_failures", Message: fmt.Sprintf("%d job(s) failed in the last 24 h (of the last 50 finished)", failures)})
 	}
 	if scheds == nil {
 		scheds = []jobs.NodeSchedules{}

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -58,9 +60,10 @@ var streamLive = []byte(`{"type":"stream.live"}`)
 type watcher struct {
 	ss    *melody.Session
 	conn  *hijackRecorder
-	since string  // the since= it connected with; "" for none
-	f     filters // its store=, job= and kind= values
-	idx   int     // its place in the sender's set, -1 when not in it (the sender's alone)
+	room  chan struct{} // melody sent one of its messages, or it closed: the replay may write again
+	since string        // the since= it connected with; "" for none
+	f     filters       // its store=, job= and kind= values
+	idx   int           // its place in the sender's set, -1 when not in it (the sender's alone)
 
 	mu sync.Mutex
 	// last is the id of the last event sent while the replay may be ahead
@@ -103,6 +106,16 @@ type hub struct {
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	once    sync.Once
+	stopped chan struct{} // closed when Stop's wait is over: melody's hub is closed
+
+	// The sessions, for Stop: melody's own Close races a session that is
+	// ending (its unregister can be left waiting forever on a hub that
+	// quit), so Stop ends the sessions first, waits for every serve to
+	// return, and only then closes melody.
+	mu       sync.Mutex
+	stopping bool                         // Stop began: no new session
+	live     map[*melody.Session]*watcher // connected (HandleConnect until HandleDisconnect)
+	conns    sync.WaitGroup               // serve calls inside melody
 }
 
 func newHub(s *Server) *hub {
@@ -111,6 +124,7 @@ func newHub(s *Server) *hub {
 	m.Config.MaxMessageSize = 4096
 	m.Upgrader.CheckOrigin = s.checkOrigin
 	h := &hub{s: s, m: m, events: make(chan live, 4096), ops: make(chan watcherOp), quit: make(chan struct{}), placed: make(chan struct{}),
+		stopped: make(chan struct{}), live: map[*melody.Session]*watcher{},
 		slots:   &tokenSlots{max: limitOr(s.cfg.MaxWatchersPerToken, DefaultMaxWatchersPerToken), open: map[string]int{}},
 		filters: limitOr(s.cfg.MaxWatchFilters, DefaultMaxWatchFilters)}
 	// Only count here: closing a session inside this hook recurses.
@@ -142,6 +156,16 @@ func newHub(s *Server) *hub {
 			return
 		}
 		w.ss = ss // before the sender or a replay can see w
+		h.mu.Lock()
+		stopping := h.stopping
+		if !stopping {
+			h.live[ss] = w
+		}
+		h.mu.Unlock()
+		if stopping {
+			_ = ss.CloseWithMsg(melody.FormatCloseMessage(melody.CloseGoingAway, "server shutting down"))
+			return
+		}
 		if !h.started.Load() {
 			_ = ss.CloseWithMsg(melody.FormatCloseMessage(melody.CloseInternalServerErr, "events are not served yet"))
 			return
@@ -154,14 +178,37 @@ func newHub(s *Server) *hub {
 	})
 	m.HandleDisconnect(func(ss *melody.Session) {
 		s.metrics.wsWatchers.Dec()
-		if w := watcherOf(ss); w != nil && h.started.Load() {
+		w := watcherOf(ss)
+		if w == nil {
+			return
+		}
+		h.mu.Lock()
+		delete(h.live, ss)
+		h.mu.Unlock()
+		w.madeRoom() // a replay waiting for room finds the session closed
+		if h.started.Load() {
 			select {
 			case h.ops <- watcherOp{w: w, remove: true}:
 			case <-h.quit:
 			}
 		}
 	})
+	// The session's writer took a message from its buffer: there is room.
+	m.HandleSentMessage(func(ss *melody.Session, _ []byte) {
+		if w := watcherOf(ss); w != nil {
+			w.madeRoom()
+		}
+	})
 	return h
+}
+
+// madeRoom wakes a replay waiting for room in w's buffer. It never blocks:
+// one wake-up pending is enough, the replay tries its write again.
+func (w *watcher) madeRoom() {
+	select {
+	case w.room <- struct{}{}:
+	default:
+	}
 }
 
 func watcherOf(ss *melody.Session) *watcher {
@@ -205,7 +252,7 @@ func (h *hub) serve(c *gin.Context) {
 		h.refuse(c, err)
 		return
 	}
-	w := &watcher{f: f, since: since, idx: -1, replaying: since != ""}
+	w := &watcher{f: f, since: since, idx: -1, replaying: since != "", room: make(chan struct{}, 1)}
 	if !h.s.checkOrigin(c.Request) {
 		h.s.fail(c, newError(http.StatusForbidden, "forbidden", "origin not allowed"))
 		return
@@ -216,6 +263,15 @@ func (h *hub) serve(c *gin.Context) {
 		return
 	}
 	defer h.slots.give(token)
+	h.mu.Lock()
+	if h.stopping {
+		h.mu.Unlock()
+		h.s.fail(c, newError(http.StatusServiceUnavailable, "shutting_down", "server shutting down"))
+		return
+	}
+	h.conns.Add(1) // before Stop waits: stopping is false
+	h.mu.Unlock()
+	defer h.conns.Done()
 	w.conn = &hijackRecorder{ResponseWriter: c.Writer}
 	if err := h.m.HandleRequestWithKeys(w.conn, c.Request, map[string]any{"watcher": w}); err != nil {
 		h.s.log.Warn("websocket upgrade failed", "request_id", requestID(c), "err", err)
@@ -328,12 +384,17 @@ func (h *hub) replay(ctx context.Context, w *watcher) {
 }
 
 // replayWrite sends b for the replay, waiting while the watcher's buffer
-// is full (melody signals no room, so it polls, backing off to 20 ms). It
-// returns false when the session is closed or the hub stops, or after
-// disconnecting a watcher that made no room for StuckWatcher.
+// is full: until melody's writer sends a message (HandleSentMessage: there
+// is room) or the session closes. It returns false when the session is
+// closed or the hub stops, or after disconnecting a watcher that made no
+// room for StuckWatcher.
 func (h *hub) replayWrite(ctx context.Context, w *watcher, b []byte) bool {
-	var since time.Time
-	wait := time.Millisecond
+	var stuck *time.Timer // runs while the buffer stays full
+	defer func() {
+		if stuck != nil {
+			stuck.Stop()
+		}
+	}()
 	for {
 		w.mu.Lock()
 		w.full = false
@@ -349,27 +410,26 @@ func (h *hub) replayWrite(ctx context.Context, w *watcher, b []byte) bool {
 			return true
 		case w.ss.IsClosed() || ctx.Err() != nil:
 			return false
-		case since.IsZero():
-			since = time.Now()
-		case time.Since(since) > h.s.cfg.StuckWatcher:
-			h.disconnect(w)
-			return false
+		case stuck == nil:
+			stuck = time.NewTimer(h.s.cfg.StuckWatcher)
 		}
-		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return false
-		case <-t.C:
+		case <-stuck.C:
+			h.disconnect(w)
+			return false
+		case <-w.room:
 		}
-		wait = min(2*wait, 20*time.Millisecond)
 	}
 }
 
-// writeLocked sends b, first telling the watcher how many events it lost
-// if it lost some. melody drops what does not fit in the buffer and
+// writeOutsideLock sends b, first telling the watcher how many events it
+// lost if it lost some. The caller holds w.mu; it is released around each
+// write (melody's HandleError takes it when the buffer is full) and held
+// again on return. melody drops what does not fit in the buffer and
 // reports it to HandleError, which counts it.
-func (h *hub) writeLocked(w *watcher, b []byte) {
+func (h *hub) writeOutsideLock(w *watcher, b []byte) {
 	if n := w.dropped; n > 0 {
 		notice, _ := json.Marshal(map[string]any{"type": "stream.dropped", "count": n})
 		w.mu.Unlock()
@@ -416,30 +476,20 @@ func (r *hijackRecorder) close() {
 	}
 }
 
-func (h *hub) start(ctx context.Context) {
+// Start runs the hub's goroutines until ctx ends or Stop: the tailer, the
+// sender (which starts each watcher's replay, counted in the same wait
+// group and ended by the same context) and the node watcher (nodes.go).
+func (h *hub) Start(ctx context.Context) error {
+	if h.started.Load() {
+		return errors.New("api: events hub already started")
+	}
 	ctx, h.stop = context.WithCancel(ctx)
 	h.wg.Add(3)
 	go func() { defer h.wg.Done(); h.tail(ctx) }()
 	go func() { defer h.wg.Done(); h.send(ctx) }()
 	go func() { defer h.wg.Done(); h.s.watchNodes(ctx) }()
 	h.started.Store(true)
-}
-
-// watchNodes emits node.down for nodes whose heartbeat expired: whichever
-// API or worker process sees it first does, once.
-func (s *Server) watchNodes(ctx context.Context) {
-	t := time.NewTicker(5 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if down, err := jobs.CheckNodes(ctx, s.rdb, s.cfg.Jobs.EventsMaxLen); err == nil && len(down) > 0 {
-			s.log.Warn("nodes down: their heartbeats expired", "nodes", down)
-		}
-	}
+	return nil
 }
 
 // tail reads the events stream from now on: from the id of its last
@@ -453,7 +503,7 @@ func (s *Server) watchNodes(ctx context.Context) {
 func (h *hub) tail(ctx context.Context) {
 	var last string
 	for last == "" {
-		msgs, err := h.s.rdb.XRevRangeN(ctx, jobs.EventsStream, "+", "-", 1).Result()
+		id, err := jobs.LastEventID(ctx, h.s.rdb)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -464,10 +514,8 @@ func (h *hub) tail(ctx context.Context) {
 				return
 			case <-time.After(time.Second):
 			}
-		case len(msgs) == 0:
-			last = "0-0"
 		default:
-			last = msgs[0].ID
+			last = id
 		}
 	}
 	close(h.placed)
@@ -547,10 +595,10 @@ func (h *hub) send(ctx context.Context) {
 					w.pending = append(w.pending, l.raw)
 					w.pendIDs = append(w.pendIDs, l.ev.ID)
 				case w.last == "":
-					h.writeLocked(w, l.raw)
+					h.writeOutsideLock(w, l.raw)
 				case jobs.CompareStreamIDs(l.ev.ID, w.last) > 0:
 					// The first event newer than the replay: the rest are too.
-					h.writeLocked(w, l.raw)
+					h.writeOutsideLock(w, l.raw)
 					w.last = ""
 				}
 				if w.dropped > 0 && time.Since(w.dropSince) > h.s.cfg.StuckWatcher {
@@ -605,12 +653,40 @@ func (h *hub) disconnect(w *watcher) {
 	w.conn.close()
 }
 
-func (h *hub) close() {
+// Stop disconnects the watchers (close frame 1001) and refuses new ones,
+// ends the hub's goroutines, replays included, waits for them and for the
+// sessions to end, then closes melody. When ctx ends first it closes the
+// connections still open and returns ctx's error; what is left ends on
+// its own shortly.
+func (h *hub) Stop(ctx context.Context) error {
 	h.once.Do(func() {
-		_ = h.m.CloseWithMsg(melody.FormatCloseMessage(1001, "server shutting down"))
+		h.mu.Lock()
+		h.stopping = true
+		live := maps.Clone(h.live)
+		h.mu.Unlock()
+		bye := melody.FormatCloseMessage(melody.CloseGoingAway, "server shutting down")
+		for ss := range live {
+			_ = ss.CloseWithMsg(bye)
+		}
 		if h.stop != nil {
 			h.stop()
 		}
-		h.wg.Wait()
+		go func() { // the hub's last goroutine: it ends with the sessions
+			h.conns.Wait()
+			h.wg.Wait()
+			_ = h.m.Close()
+			close(h.stopped)
+		}()
 	})
+	select {
+	case <-h.stopped:
+		return nil
+	case <-ctx.Done():
+		h.mu.Lock()
+		for _, w := range h.live {
+			w.conn.close() // a watcher too stuck to take its close frame
+		}
+		h.mu.Unlock()
+		return fmt.Errorf("api: events hub: %w", context.Cause(ctx))
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 )
 
@@ -78,18 +79,18 @@ func TestWatchersPerTokenCapped(t *testing.T) {
 	pushtest.WaitLive(t, o)
 	// Closing one frees its place (once the server has seen it close).
 	conns[0].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		c, status, body := tryWS(t, url, wsToken, "")
-		if c != nil {
-			pushtest.WaitLive(t, c)
-			break
+	// The server learns of the close when its read of the connection fails.
+	var freed *websocket.Conn
+	if !testsignal.Poll(5*time.Second, func() bool {
+		freed, status, body = tryWS(t, url, wsToken, "")
+		if status != 0 && status != http.StatusTooManyRequests {
+			return true // refused for another reason: fail below
 		}
-		if status != http.StatusTooManyRequests || time.Now().After(deadline) {
-			t.Fatalf("a watcher closed 5 s ago left no place: %d %v", status, body)
-		}
-		time.Sleep(10 * time.Millisecond)
+		return freed != nil
+	}) || freed == nil {
+		t.Fatalf("a watcher closed 5 s ago left no place: %d %v", status, body)
 	}
+	pushtest.WaitLive(t, freed)
 	if c, status, _ := tryWS(t, url, wsToken, ""); c != nil || status != http.StatusTooManyRequests {
 		t.Fatalf("the place was given twice: %d", status)
 	}

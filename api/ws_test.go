@@ -15,6 +15,7 @@ import (
 
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 )
 
@@ -120,12 +121,9 @@ func TestWatcherSetFollowsConnections(t *testing.T) {
 	}
 	conns[0].Close()
 	conns[2].Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.hub.size() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d watchers in the set 5 s after two of three disconnected", s.hub.size())
-		}
-		time.Sleep(5 * time.Millisecond)
+	// The server learns of a close when its read of the connection fails.
+	if !testsignal.Poll(5*time.Second, func() bool { return s.hub.size() == 1 }) {
+		t.Fatalf("%d watchers in the set 5 s after two of three disconnected", s.hub.size())
 	}
 	s.Close()
 	if n := s.hub.size(); n != -1 {
@@ -159,11 +157,7 @@ func TestCloseEndsReplays(t *testing.T) {
 		}
 		return false
 	}
-	for deadline := time.Now().Add(10 * time.Second); !blocked(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the replay never found the watcher's buffer full")
-		}
-	}
+	testsignal.WaitFor(t, "the replay finding the watcher's buffer full", blocked)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	closed := make(chan struct{})
@@ -179,39 +173,105 @@ func TestCloseEndsReplays(t *testing.T) {
 	}
 }
 
-// slowXRead delays each XREAD by d before it reaches Redis.
-type slowXRead struct{ d time.Duration }
+// heldXRead holds each XREAD before it reaches Redis until the test lets
+// it go, and says how many entries it read once Redis answered.
+type heldXRead struct {
+	arrived chan struct{} // an XREAD is held
+	proceed chan struct{} // let it go
+	read    chan int      // how many entries it found (0: its block ran out)
+}
 
-func (slowXRead) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (s slowXRead) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+func newHeldXRead() *heldXRead {
+	return &heldXRead{arrived: make(chan struct{}), proceed: make(chan struct{}), read: make(chan int)}
+}
+
+func (*heldXRead) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h *heldXRead) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		if cmd.Name() == "xread" {
-			time.Sleep(s.d)
+		if cmd.Name() != "xread" {
+			return next(ctx, cmd)
 		}
-		return next(ctx, cmd)
+		select {
+		case h.arrived <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case <-h.proceed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		err := next(ctx, cmd)
+		n := 0
+		if xc, ok := cmd.(*redis.XStreamSliceCmd); ok {
+			for _, st := range xc.Val() {
+				n += len(st.Messages)
+			}
+		}
+		select {
+		case h.read <- n:
+		case <-ctx.Done():
+		}
+		return err
 	}
 }
-func (slowXRead) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (*heldXRead) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
+}
+
+// recv receives from ch, failing the test after testsignal.Timeout.
+func recv[T any](t *testing.T, what string, ch <-chan T) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(testsignal.Timeout):
+		t.Fatalf("no %s", what)
+		var zero T
+		return zero
+	}
 }
 
 // stream.live holds however late the tailer's reads reach Redis: an event
 // appended after it reaches the watcher, whether it comes before the
 // tailer's first read or between two reads that found nothing. (Reading
-// from "$" would skip both.)
+// from "$" would skip both.) The tailer's reads are held before they
+// reach Redis, and each event is appended while one is held.
 func TestLiveWhileTheTailerIsLate(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
-	rdb.AddHook(slowXRead{300 * time.Millisecond})
+	held := newHeldXRead()
+	rdb.AddHook(held)
 	_, url := startWS(t, rdb)
 	c := dialWS(t, url, "")
 	pushtest.WaitLive(t, c)
-	for round := range 2 {
-		id := appendEvents(t, rdb, 1, "")[0] // round 0: before the first read; then after one that timed out
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	// Round 0: before the tailer's first read reaches Redis.
+	recv(t, "first read", held.arrived)
+	id := appendEvents(t, rdb, 1, "")[0]
+	held.proceed <- struct{}{}
+	if n := recv(t, "first read's answer", held.read); n != 1 {
+		t.Fatalf("the first read found %d entries, want the event", n)
+	}
+	readID := func(round int, id string) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(testsignal.Timeout))
 		var m map[string]any
 		if err := c.ReadJSON(&m); err != nil || m["id"] != id {
 			t.Fatalf("round %d: %v %v; want the event %s appended after stream.live", round, m, err, id)
 		}
-		time.Sleep(1500 * time.Millisecond) // past the tailer's 1 s wait: it reads again
 	}
+	readID(0, id)
+	// Round 1: a read that found nothing (its block ran out in Redis),
+	// then the event before the next read reaches Redis.
+	recv(t, "second read", held.arrived)
+	held.proceed <- struct{}{}
+	if n := recv(t, "second read's answer", held.read); n != 0 {
+		t.Fatalf("the second read found %d entries, want none", n)
+	}
+	recv(t, "third read", held.arrived)
+	id = appendEvents(t, rdb, 1, "")[0]
+	held.proceed <- struct{}{}
+	if n := recv(t, "third read's answer", held.read); n != 1 {
+		t.Fatalf("the third read found %d entries, want the event", n)
+	}
+	readID(1, id)
 }

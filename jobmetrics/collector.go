@@ -88,9 +88,6 @@ var (
 		[]string{"node"}, nil)
 )
 
-// storeStates are the states a store publishes (store.State's names).
-var storeStates = []string{"open", "restoring", "corrupt", "unavailable", "closed"}
-
 // durationBuckets are the job duration histogram's upper bounds: 10 ms to
 // about 43 min.
 var durationBuckets = prometheus.ExponentialBuckets(0.01, 4, 10)
@@ -160,21 +157,8 @@ func (c *Collector) collectHistory(ctx context.Context, ch chan<- prometheus.Met
 	}
 }
 
-// published is the part of what a store's owner publishes in
-// jobs.StatsKey that the metrics read.
-type published struct {
-	Stats struct {
-		State     string `json:"state"`
-		DiskBytes uint64 `json:"disk_bytes"`
-	} `json:"stats"`
-	Backups []struct { // newest first
-		CreatedAt time.Time `json:"created_at"`
-		Bad       bool      `json:"bad"`
-	} `json:"backups"`
-}
-
 func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metric) {
-	owners, err := c.cfg.Redis.HGetAll(ctx, jobs.StoresKey).Result()
+	owners, err := jobs.StoreOwners(ctx, c.cfg.Redis)
 	if err != nil {
 		return
 	}
@@ -200,33 +184,26 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 			names = append(names, name)
 		}
 	}
-	pipe := c.cfg.Redis.Pipeline()
-	gets := make([]*redis.StringCmd, len(names))
-	for i, n := range names {
-		gets[i] = pipe.Get(ctx, jobs.StatsKey(n))
-	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	published, err := jobs.PublishedStatus(ctx, c.cfg.Redis, names)
+	if err != nil {
 		return
 	}
 	now := time.Now()
 	for i, name := range names {
 		node := owners[name]
-		var p published
-		if raw, err := gets[i].Result(); err == nil {
-			_ = json.Unmarshal([]byte(raw), &p)
+		var p jobs.StoreStatus
+		if raw := published[i]; raw != nil {
+			_ = json.Unmarshal(raw, &p)
 		}
 		ch <- prometheus.MustNewConstMetric(descStoreBytes, prometheus.GaugeValue, float64(p.Stats.DiskBytes), name, node)
-		ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, b2f(up[node] && p.Stats.State == "open"), name, node)
+		ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, b2f(up[node] && p.Stats.State == jobs.StoreOpen), name, node)
 		if p.Stats.State != "" { // nothing published yet: no state to report
-			for _, st := range storeStates {
-				ch <- prometheus.MustNewConstMetric(descStoreState, prometheus.GaugeValue, b2f(p.Stats.State == st), name, node, st)
+			for _, st := range jobs.StoreStates {
+				ch <- prometheus.MustNewConstMetric(descStoreState, prometheus.GaugeValue, b2f(p.Stats.State == st), name, node, string(st))
 			}
 		}
-		for _, b := range p.Backups {
-			if !b.Bad {
-				ch <- prometheus.MustNewConstMetric(descBackupAge, prometheus.GaugeValue, now.Sub(b.CreatedAt).Seconds(), name)
-				break
-			}
+		if b, ok := jobs.NewestGood(p.Backups); ok {
+			ch <- prometheus.MustNewConstMetric(descBackupAge, prometheus.GaugeValue, now.Sub(b.CreatedAt).Seconds(), name)
 		}
 	}
 }

@@ -14,7 +14,6 @@ import (
 
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
-	"storekeeper/store" // test only: storeStates must be store.State's names
 )
 
 // series gathers c and returns its exposition's sample lines, sorted.
@@ -129,17 +128,6 @@ func TestCollectorScopes(t *testing.T) {
 	}
 	if _, err := New(Config{Redis: rdb, Node: "bad node"}); err == nil {
 		t.Error("a bad node name was accepted")
-	}
-}
-
-// storekeeper_store_state reports every state a store can publish.
-func TestStoreStatesAreStoresStates(t *testing.T) {
-	var names []string
-	for st := store.StateOpen; st.String() != "unknown"; st++ {
-		names = append(names, st.String())
-	}
-	if !slices.Equal(names, storeStates) {
-		t.Errorf("storeStates = %v; store's states are %v", storeStates, names)
 	}
 }
 

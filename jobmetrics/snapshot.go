@@ -23,6 +23,7 @@ const DefaultMaxAge = 2 * time.Second
 type Snapshot struct {
 	maxAge time.Duration
 	cs     []prometheus.Collector
+	now    func() time.Time // the clock snapshots are aged on (tests set a fake one)
 
 	mu      sync.Mutex // held during a refresh
 	at      time.Time  // when the refresh began; zero: none yet
@@ -34,7 +35,7 @@ var _ prometheus.Collector = (*Snapshot)(nil)
 // NewSnapshot returns a Snapshot of cs; maxAge ≤ 0 collects them afresh on
 // every scrape. Register it instead of cs.
 func NewSnapshot(maxAge time.Duration, cs ...prometheus.Collector) *Snapshot {
-	return &Snapshot{maxAge: maxAge, cs: cs}
+	return &Snapshot{maxAge: maxAge, cs: cs, now: time.Now}
 }
 
 // Describe sends the descriptions of the collectors.
@@ -54,7 +55,7 @@ func (s *Snapshot) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	s.mu.Lock()
-	if s.at.IsZero() || time.Since(s.at) >= s.maxAge {
+	if s.at.IsZero() || s.now().Sub(s.at) >= s.maxAge {
 		s.refresh()
 	}
 	ms := s.metrics // replaced by a refresh, never changed: sent without the lock
@@ -66,7 +67,7 @@ func (s *Snapshot) Collect(ch chan<- prometheus.Metric) {
 
 // refresh collects the collectors into a new snapshot (s.mu held).
 func (s *Snapshot) refresh() {
-	at := time.Now()
+	at := s.now()
 	out := make(chan prometheus.Metric, 256)
 	go func() {
 		defer close(out)

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"storekeeper/internal/redistest"
@@ -16,16 +17,14 @@ import (
 type counting struct {
 	n    atomic.Int64
 	desc *prometheus.Desc
-	wait time.Duration // each Collect takes this long
 }
 
-func newCounting(wait time.Duration) *counting {
-	return &counting{desc: prometheus.NewDesc("collects", "Collects so far.", nil, nil), wait: wait}
+func newCounting() *counting {
+	return &counting{desc: prometheus.NewDesc("collects", "Collects so far.", nil, nil)}
 }
 
 func (c *counting) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c *counting) Collect(ch chan<- prometheus.Metric) {
-	time.Sleep(c.wait)
 	ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.n.Add(1)))
 }
 
@@ -46,12 +45,15 @@ func value(t *testing.T, reg prometheus.Gatherer) float64 {
 }
 
 // Scrapes within maxAge get the same snapshot, concurrent ones included
-// (one refresh between them); the first after it gets a new one.
+// (one refresh between them); the first after it gets a new one. The
+// snapshot ages on a fake clock.
 func TestSnapshot(t *testing.T) {
-	c := newCounting(20 * time.Millisecond)
+	c := newCounting()
+	clock := clockwork.NewFakeClock()
+	snap := NewSnapshot(300*time.Millisecond, c)
+	snap.now = clock.Now
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewSnapshot(300*time.Millisecond, c))
-	start := time.Now()
+	reg.MustRegister(snap)
 	var wg sync.WaitGroup
 	for range 10 {
 		wg.Go(func() {
@@ -61,12 +63,13 @@ func TestSnapshot(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	clock.Advance(300*time.Millisecond - time.Nanosecond)
 	for range 5 {
-		if v := value(t, reg); v != 1 && time.Since(start) < 300*time.Millisecond {
+		if v := value(t, reg); v != 1 {
 			t.Fatalf("collect %v within maxAge", v)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	clock.Advance(time.Nanosecond)
 	if v := value(t, reg); v != 2 {
 		t.Fatalf("after maxAge: collect %v, want 2", v)
 	}
@@ -74,7 +77,7 @@ func TestSnapshot(t *testing.T) {
 		t.Fatalf("%d collects, want 2", n)
 	}
 
-	fresh := newCounting(0)
+	fresh := newCounting()
 	reg = prometheus.NewRegistry()
 	reg.MustRegister(NewSnapshot(0, fresh))
 	for i := range 3 {

@@ -102,6 +102,23 @@ func (c *Change) AddEntry(stream string, maxLen int64, v any) {
 	c.XAdd = append(c.XAdd, NewEntry(stream, maxLen, v))
 }
 
+// EventEntry returns the stream entry appending e to EventsStream.
+func EventEntry(maxLen int64, e Event) StreamEntry { return NewEntry(EventsStream, maxLen, e) }
+
+// AddEvent appends e to EventsStream.
+func (c *Change) AddEvent(maxLen int64, e Event) { c.XAdd = append(c.XAdd, EventEntry(maxLen, e)) }
+
+// SetStoreStatus publishes store's status (StatsKey; js: a StoreStatus as
+// JSON) with the change, as a job's end does so that the API never
+// answers from older state than the job's.
+func (c *Change) SetStoreStatus(store, js string) {
+	c.Set = append(c.Set, SetKey{Key: StatsKey(store), Value: js})
+}
+
+// ClearIncident deletes store's incident (IncidentKey) with the change,
+// as a restore's success does: a new corruption is a new incident.
+func (c *Change) ClearIncident(store string) { c.Del = append(c.Del, IncidentKey(store)) }
+
 // NewOp returns a fresh operation id for a Change: step names what the
 // change does ("start", "end", "cancel", …), which tests and logs read.
 func NewOp(step string) string { return step + ":" + randomHex(8) }
@@ -449,7 +466,7 @@ func ReleaseLocks(r Record) []string {
 }
 
 // scripts are the Lua scripts of the job path, loaded by LoadScripts.
-var scripts = []*redis.Script{changeScript, progressScript, enqueueScript, enqueueNotifyScript, announceScript,
+var scripts = []*redis.Script{changeScript, progressScript, enqueueScript, enqueueBatchScript, enqueueNotifyScript, announceScript,
 	claimScript, renewScript, publishStatsScript, nodeUpScript, nodeDownScript}
 
 // LoadScripts loads the job path's scripts into Redis's script cache, so

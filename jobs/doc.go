@@ -8,7 +8,13 @@
 //
 // Client enqueues: it routes a job to the queue of the node owning its
 // store, deduplicates it and writes the record and job.enqueued in one
-// script before handing the task to asynq (two round trips), and cancels.
+// script before handing the task to asynq (two round trips), and cancels;
+// EnqueueBatch records a job for every store and its batch in one script.
+// queries.go holds the reads the API and the metrics make (stores, their
+// published status, jobs in flight or in a batch), so that no package
+// but this one spells a key. The key layout has a version kept in Redis
+// (layout.go): a node refuses to start on another version's data;
+// keys_test.go pins every key.
 // Apply makes a job's step (record fields, events, history, lock releases,
 // notifications) atomically, guarded by the record's state. The automation
 // keys live here too, so that the API can read them: paused stores, node

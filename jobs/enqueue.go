@@ -104,10 +104,9 @@ type Client struct {
 	// still waits for its own answer, but the scripts of concurrent
 	// enqueues (32 API clients) travel in one write and one read instead
 	// of one round trip each. That saves system calls on both sides and
-	// lets Redis read them in one go (BenchmarkEnqueueAPI with and without
-	// it, one-off: about 1.25x the requests per second; make bench reports
-	// the ratio to raw asynq). The script is safe to send twice (a batch
-	// retried after a broken connection): see enqueueScript.
+	// lets Redis read them in one go (docs/BENCHMARKS.md, "The API"). The
+	// script is safe to send twice (a batch retried after a broken
+	// connection): see enqueueScript.
 	batched redis.Scripter
 }
 
@@ -138,13 +137,49 @@ func BatchKey(batch string) string { return "storekeeper:batch:" + batch }
 // RestoreLockKey is the restore lock of a store.
 func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + ":restore" }
 
-// enqueueScript routes the job to its store's owner, takes the locks,
-// writes the record and appends job.enqueued atomically, or reports why
-// not: no owner, or the job that holds a lock. One round trip: the owner
-// is read inside, so the record's node and queue, the in-flight set and
-// the event's node are completed here (the event arrives as JSON without
-// a node, and gets it appended). The record also gets enq_ms, the time on
-// Redis's clock, which the reconciler's grace is measured against.
+// enqueueJobLua defines enqueueJob, the step every enqueue script takes
+// for one job: route it to its store's owner, take the locks, write the
+// record and append job.enqueued, or report why not: no owner, or the job
+// that holds a lock. The owner is read inside, so the record's node and
+// queue, the in-flight set and the event's node are completed here (the
+// event arrives as JSON without a node, and gets it appended). The record
+// also gets enq_ms, the time on Redis's clock, which the reconciler's
+// grace is measured against. Its arguments: the lock, restore lock and
+// record keys, the events stream and StoresKey, the job id, '1' for a
+// restore, the events' cap, the event, the store, the prefixes of queue
+// names, in-flight sets and records, and the record's fields (a table).
+const enqueueJobLua = `
+local function enqueueJob(lock, rlock, rec, events, stores, id, restore, maxlen, ev, store, qprefix, iprefix, rprefix, fields)
+  local owner = redis.call('HGET', stores, store)
+  if not owner then return {'unknown', ''} end
+  local held = redis.call('GET', lock)
+  if held then
+    local r = redis.call('HGETALL', rprefix .. held)
+    if #r > 0 then
+      local out = {'dup', held}
+      for _, v in ipairs(r) do out[#out+1] = v end
+      return out
+    end
+    -- a lock whose job record is gone is stale: take it
+  end
+  if restore == '1' then
+    local r = redis.call('GET', rlock)
+    if r then return {'conflict', r} end
+    redis.call('SET', rlock, id)
+  end
+  local t = redis.call('TIME')
+  local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local queue = qprefix .. owner
+  redis.call('SET', lock, id)
+  redis.call('HSET', rec, 'node', owner, 'queue', queue, 'enq_ms', ms, unpack(fields))
+  local e = string.sub(ev, 1, -2) .. ',"node":' .. cjson.encode(owner) .. '}'
+  redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', 'json', e)
+  redis.call('SADD', iprefix .. queue, id)
+  return {'new', owner}
+end
+`
+
+// enqueueScript enqueues one job (enqueueJob) in one round trip.
 //
 // It is safe to run any number of times: the job id is new to this call,
 // so a run that finds the record is a copy of a run that wrote it (go-redis
@@ -152,38 +187,14 @@ func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + 
 // both). It writes nothing and answers 'replayed' with the record as it is
 // now, which may already be terminal: a reconciler can have settled it
 // between the two runs, and a terminal state is final.
-var enqueueScript = redis.NewScript(`
+var enqueueScript = redis.NewScript(enqueueJobLua + `
 if redis.call('EXISTS', KEYS[3]) == 1 then
   local r = {'replayed', ''}
   for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do r[#r+1] = v end
   return r
 end
-local owner = redis.call('HGET', KEYS[5], ARGV[5])
-if not owner then return {'unknown', ''} end
-local held = redis.call('GET', KEYS[1])
-if held then
-  local rec = redis.call('HGETALL', ARGV[8] .. held)
-  if #rec > 0 then
-    local r = {'dup', held}
-    for _, v in ipairs(rec) do r[#r+1] = v end
-    return r
-  end
-  -- a lock whose job record is gone is stale: take it
-end
-if ARGV[2] == '1' then
-  local r = redis.call('GET', KEYS[2])
-  if r then return {'conflict', r} end
-  redis.call('SET', KEYS[2], ARGV[1])
-end
-local t = redis.call('TIME')
-local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local queue = ARGV[6] .. owner
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[3], 'node', owner, 'queue', queue, 'enq_ms', ms, unpack(ARGV, 9))
-local ev = string.sub(ARGV[4], 1, -2) .. ',"node":' .. cjson.encode(owner) .. '}'
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[3], '*', 'json', ev)
-redis.call('SADD', ARGV[7] .. queue, ARGV[1])
-return {'new', owner}
+return enqueueJob(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
+  ARGV[6], ARGV[7], ARGV[8], {unpack(ARGV, 9)})
 `)
 
 // Enqueue enqueues req, or returns the equal job already in flight. It
@@ -204,23 +215,15 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 		return Enqueued{}, fmt.Errorf("%w: %w", ErrBadPayload, err)
 	}
 	p := Payload{JobID: id, Kind: req.Kind, Store: req.Store, Trigger: req.Trigger, Actor: req.Actor, BatchID: req.BatchID, Params: req.Params}
-	task, err := p.Encode()
+	rec, task, ev, err := c.newJob(p, time.Now().UTC())
 	if err != nil {
 		return Enqueued{}, err
 	}
-	now := time.Now().UTC()
-	rec := Record{
-		ID: p.JobID, Kind: p.Kind, Store: p.Store, State: StatePending,
-		Trigger: p.Trigger, Actor: p.Actor, BatchID: p.BatchID, Params: p.Params,
-		MaxRetry: c.cfg.MaxRetry[p.Kind], Errors: []AttemptError{}, EnqueuedAt: now,
-	}
-	ev, _ := json.Marshal(Event{Type: EventJobEnqueued, JobID: rec.ID, Kind: rec.Kind, Store: rec.Store,
-		Trigger: rec.Trigger, Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
 	restore := "0"
 	if p.Kind == KindRestore {
 		restore = "1"
 	}
-	argv := rec.appendFields([]any{rec.ID, restore, c.cfg.EventsMaxLen, string(ev), p.Store, NodeQueue(""), InFlightKey(""), RecordKey("")}, "node", "queue")
+	argv := rec.appendFields([]any{rec.ID, restore, c.cfg.EventsMaxLen, ev, p.Store, NodeQueue(""), InFlightKey(""), RecordKey("")}, "node", "queue")
 	keys := []string{LockKey(p), RestoreLockKey(p.Store), RecordKey(rec.ID), EventsStream, StoresKey}
 	// From here the enqueue runs to its end even if the caller goes away:
 	// a script that ran but whose answer nobody read would leave a pending
@@ -263,8 +266,35 @@ func (c *Client) Enqueue(ctx context.Context, req Request) (Enqueued, error) {
 	return Enqueued{Record: rec}, nil
 }
 
+// newJob returns the pending record of the job p asks for, its asynq
+// task payload and its job.enqueued event as JSON (without a node: the
+// enqueue script adds the owner's).
+func (c *Client) newJob(p Payload, now time.Time) (Record, []byte, string, error) {
+	task, err := p.Encode()
+	if err != nil {
+		return Record{}, nil, "", err
+	}
+	rec := Record{
+		ID: p.JobID, Kind: p.Kind, Store: p.Store, State: StatePending,
+		Trigger: p.Trigger, Actor: p.Actor, BatchID: p.BatchID, Params: p.Params,
+		MaxRetry: c.cfg.MaxRetry[p.Kind], Errors: []AttemptError{}, EnqueuedAt: now,
+	}
+	ev, _ := json.Marshal(Event{Type: EventJobEnqueued, JobID: rec.ID, Kind: rec.Kind, Store: rec.Store,
+		Trigger: rec.Trigger, Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
+	return rec, task, string(ev), nil
+}
+
 // toAsynq hands a recorded job's task to asynq, or abandons the job.
 func (c *Client) toAsynq(ctx context.Context, rec Record, task []byte) error {
+	if err := c.handOver(ctx, rec, task); err != nil {
+		c.abandon(rec, err)
+		return unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
+	}
+	return nil
+}
+
+// handOver hands a recorded job's task to asynq.
+func (c *Client) handOver(ctx context.Context, rec Record, task []byte) error {
 	_, err := c.aq.EnqueueContext(ctx, asynq.NewTask(string(rec.Kind), task),
 		asynq.TaskID(rec.ID), asynq.Queue(rec.Queue), asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[rec.Kind]))
 	if errors.Is(err, asynq.ErrTaskIDConflict) {
@@ -272,11 +302,7 @@ func (c *Client) toAsynq(ctx context.Context, rec Record, task []byte) error {
 		// enqueue was sent twice and its second run found the first.
 		err = nil
 	}
-	if err != nil {
-		c.abandon(rec, err)
-		return unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
-	}
-	return nil
+	return err
 }
 
 // abandon finishes a job whose task never reached asynq, through the one
@@ -287,12 +313,18 @@ func (c *Client) toAsynq(ctx context.Context, rec Record, task []byte) error {
 // the reason it failed; then the worker's reconciler settles the job once
 // its grace has passed. The caller was told (an error), so nothing is
 // notified.
-func (c *Client) abandon(rec Record, cause error) {
+func (c *Client) abandon(rec Record, cause error) { c.abandonAll([]Record{rec}, cause) }
+
+// abandonAll abandons recs, all within one 2 s budget: when Redis is the
+// reason, the first uses it up and the rest are left to the reconciler.
+func (c *Client) abandonAll(recs []Record, cause error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	ch := Change{Op: NewOp("abandon")}
-	ch.End(rec, Terminal{State: StateFailed, Reason: "enqueue failed", Error: cause.Error(), At: time.Now().UTC()}, c.cfg)
-	_, _ = Apply(ctx, c.rdb, rec.ID, ObservedGuard(Record{State: StatePending}), ch)
+	for _, rec := range recs {
+		ch := Change{Op: NewOp("abandon")}
+		ch.End(rec, Terminal{State: StateFailed, Reason: "enqueue failed", Error: cause.Error(), At: time.Now().UTC()}, c.cfg)
+		_, _ = Apply(ctx, c.rdb, rec.ID, ObservedGuard(Record{State: StatePending}), ch)
+	}
 }
 
 // Get returns a job's record.

@@ -13,6 +13,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 )
 
 func TestIDsSortByTimeAndAreUnique(t *testing.T) {
@@ -37,9 +38,13 @@ func TestIDsSortByTimeAndAreUnique(t *testing.T) {
 	wg.Wait()
 	before := time.Now().Add(-time.Millisecond)
 	a := NewID()
-	time.Sleep(2 * time.Millisecond) // ids sort by millisecond
-	b := NewID()
-	if a >= b {
+	// Ids sort by their millisecond, and within one by the order they
+	// were made.
+	if b := NewID(); a >= b {
+		t.Fatalf("ids of one millisecond do not sort by creation: %s >= %s", a, b)
+	}
+	testsignal.WaitFor(t, "the next millisecond", func() bool { return time.Since(before) > 2*time.Millisecond })
+	if b := NewID(); a >= b {
 		t.Fatalf("ids do not sort by time: %s >= %s", a, b)
 	}
 	at, err := IDTime(a)

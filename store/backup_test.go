@@ -20,6 +20,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"storekeeper/internal/testsignal"
 )
 
 // backupFixture is a data dir and a backup dir for one test.
@@ -81,8 +83,34 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { time.Sleep(50 * time.Millisecond); it.Close() }()
-	res := mustRestore(t, s, "")
+	type restored struct {
+		res RestoreResult
+		err error
+	}
+	done := make(chan restored, 1)
+	go func() {
+		res, err := s.Restore(t.Context(), "")
+		done <- restored{res, err}
+	}()
+	// The fence takes the store out of service, then waits for the
+	// iterator: the restore cannot go on while it is open.
+	testsignal.WaitFor(t, "the restore fencing the store", func() bool {
+		st, _ := s.State()
+		return st == StateRestoring
+	})
+	select {
+	case got := <-done:
+		t.Fatalf("the restore ended (%v) with an iterator open", got.err)
+	default:
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got := <-done
+	if got.err != nil {
+		t.Fatalf("Restore: %v", got.err)
+	}
+	res := got.res
 	if res.BackupID != b.Backup.ID || !res.BackupAt.Equal(b.Backup.CreatedAt) {
 		t.Fatalf("restore result %+v does not name the backup %s at %v", res, b.Backup.ID, b.Backup.CreatedAt)
 	}

@@ -11,6 +11,8 @@ import (
 	"slices"
 	"syscall"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 // The crash tests run a backup or a restore in a child process (this test
@@ -40,7 +42,10 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(diskFullEnv); spec != "" {
 		diskFullChildMain(spec) // never returns
 	}
-	os.Exit(m.Run())
+	// No goroutine may outlive the tests: every one our code starts has
+	// an owner that ends it. One of Pebble's cannot be ended: see
+	// pebbleDiskHealthTicker.
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(pebbleDiskHealthTicker))
 }
 
 // crashChildMain runs one backup or restore that kills itself at a crash

@@ -22,12 +22,8 @@ const copyBuf = 1 << 20
 // fileCopiers is how many files a backup or a restore copies at once. A
 // copy waits on the disk (its writes and its fsync) far more than it uses
 // a core for SHA-256, and disks, virtual ones above all, serve several
-// requests faster than one at a time. Chosen by a one-off comparison on
-// the 2-core VM of docs/BENCHMARKS (BenchmarkBackupFull with the limit
-// edited): a full backup of the 150 MiB store took about 1.37 s with 2 at
-// once (one per core, as before), 0.94 s with 8 and 0.85 s with 16, where
-// a plain sequential copy with fsyncs took about 0.5 s. make bench
-// reports the result beside that baseline.
+// requests faster than one at a time, so it is well above the core count
+// (docs/BENCHMARKS.md, "Notes", says how it was chosen).
 const fileCopiers = 16
 
 // copyTiming is where a copy's time went, for the benchmark breakdowns.

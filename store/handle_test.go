@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"storekeeper/internal/testsignal"
 )
 
 func TestHandleReadWrite(t *testing.T) {
@@ -156,16 +158,10 @@ func TestCloseWaitsForIterators(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	// New work is refused as soon as Close begins...
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := s.Get([]byte("a")); errors.Is(err, ErrClosed) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Close did not start refusing work")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testsignal.WaitForWithin(t, 5*time.Second, "Close refusing work", func() bool {
+		_, err := s.Get([]byte("a"))
+		return errors.Is(err, ErrClosed)
+	})
 	// ...but the open iterator still works and Close waits for it.
 	select {
 	case err := <-closed:

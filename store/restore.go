@@ -72,8 +72,13 @@ func (r *Registry) quarantineDir(name string) string {
 	return filepath.Join(r.meta, "quarantine", name)
 }
 
-// Restore replaces the store with a backup: backupID, or the newest
-// verified one when empty. It fences the store (handles return
+// Restore replaces the store with a backup: backupID, or the newest one
+// not marked bad when empty. Its check is integrity only: it refuses a
+// backup marked bad and checks the one it uses on the way in (every file
+// against the manifest's size and SHA-256, then an open of the staged
+// copy); which backups may be restored beyond that is the caller's policy
+// (storekeeper's worker always names the backup, chosen by
+// jobs.BackupSummary.Usable). It fences the store (handles return
 // ErrUnavailable, open iterators are waited for), stages a copy of the
 // backup beside the live directory, verifies it, swaps it in atomically,
 // keeps the replaced generation in quarantine and reopens. It works on a
@@ -196,7 +201,8 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 	return res, nil
 }
 
-// pickBackup returns the named backup, or the newest verified good one.
+// pickBackup returns the named backup, or the newest one not marked bad:
+// integrity only, see Restore.
 func (s *Store) pickBackup(paths backupPaths, id string) (BackupInfo, error) {
 	if id != "" {
 		info, err := s.backupInfo(paths, id)
@@ -213,7 +219,7 @@ func (s *Store) pickBackup(paths backupPaths, id string) (BackupInfo, error) {
 		return BackupInfo{}, err
 	}
 	for _, b := range all {
-		if !b.Bad && !b.VerifiedAt.IsZero() {
+		if !b.Bad {
 			return b, nil
 		}
 	}

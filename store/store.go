@@ -48,8 +48,12 @@ type Store struct {
 
 	maint sync.Mutex // serialises backups and restores of this store
 
-	abortMu sync.Mutex
-	aborts  map[*int]context.CancelCauseFunc // running compactions, stopped by a background error
+	// compactionCancels holds the cancel of each running compaction, by
+	// the registration watchBackground made for it; a background error
+	// calls them all.
+	abortMu           sync.Mutex
+	nextWatch         compactionWatch
+	compactionCancels map[compactionWatch]context.CancelCauseFunc
 
 	guard guard
 
@@ -426,19 +430,24 @@ func (s *Store) failingFlush() error {
 // compaction that hits ENOSPC is otherwise retried by Pebble until space
 // returns, and db.Compact waits all that time.
 func (s *Store) watchBackground(cancel context.CancelCauseFunc) (unwatch func()) {
-	key := new(int)
 	s.abortMu.Lock()
-	if s.aborts == nil {
-		s.aborts = map[*int]context.CancelCauseFunc{}
+	if s.compactionCancels == nil {
+		s.compactionCancels = map[compactionWatch]context.CancelCauseFunc{}
 	}
-	s.aborts[key] = cancel
+	s.nextWatch++
+	id := s.nextWatch
+	s.compactionCancels[id] = cancel
 	s.abortMu.Unlock()
 	return func() {
 		s.abortMu.Lock()
-		delete(s.aborts, key)
+		delete(s.compactionCancels, id)
 		s.abortMu.Unlock()
 	}
 }
+
+// compactionWatch numbers a running compaction's registration with
+// watchBackground, within its store.
+type compactionWatch uint64
 
 func (s *Store) abortCompactions(err error) {
 	if errors.Is(err, context.Canceled) {
@@ -446,7 +455,7 @@ func (s *Store) abortCompactions(err error) {
 	}
 	s.abortMu.Lock()
 	defer s.abortMu.Unlock()
-	for _, cancel := range s.aborts {
+	for _, cancel := range s.compactionCancels {
 		cancel(err)
 	}
 }

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
@@ -62,6 +65,10 @@ type Config struct {
 	// Metrics, when set, receives the worker's counters of the jobs it
 	// runs (storekeeper_worker_*).
 	Metrics prometheus.Registerer
+	// Clock drives the scheduler, the progress throttle, the heartbeat
+	// that renews the leases and the reconciler (default: the real clock;
+	// tests pass a fake one).
+	Clock clockwork.Clock
 }
 
 // DefaultSchedules: verify daily, backup every 6 h, compact daily; all
@@ -76,15 +83,18 @@ func (c *Config) withDefaults() error {
 	if c.Redis == nil || c.Registry == nil {
 		return errors.New("worker: Redis and Registry are required")
 	}
+	if err := c.Validate(); err != nil {
+		return err
+	}
 	if c.Node == "" {
 		host, err := os.Hostname()
 		if err != nil {
 			return fmt.Errorf("worker: node name: %w", err)
 		}
+		if err := jobs.ValidateNodeName(host); err != nil {
+			return fmt.Errorf("worker: the host name as node name: %w", err)
+		}
 		c.Node = host
-	}
-	if err := jobs.ValidateNodeName(c.Node); err != nil {
-		return fmt.Errorf("worker: %w", err)
 	}
 	if c.Concurrency == 0 {
 		c.Concurrency = 4
@@ -107,9 +117,6 @@ func (c *Config) withDefaults() error {
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 15 * time.Second
 	}
-	if c.LeaseTTL < 3*time.Second {
-		return errors.New("worker: lease TTL must be at least 3 s")
-	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -118,32 +125,14 @@ func (c *Config) withDefaults() error {
 		sched[k] = v
 	}
 	for k, v := range c.Schedules {
-		if _, ok := DefaultSchedules[k]; !ok {
-			return fmt.Errorf("worker: no schedule for kind %q (only compact, backup, verify)", k)
-		}
-		if _, err := parseSchedule(v); err != nil {
-			return fmt.Errorf("worker: %s schedule: %w", k, err)
-		}
 		sched[k] = v
 	}
 	c.Schedules = sched
-	switch c.AutoRestore {
-	case "":
+	if c.AutoRestore == "" {
 		c.AutoRestore = "on"
-	case "on", "off":
-	default:
-		return fmt.Errorf("worker: auto-restore must be on or off, not %q", c.AutoRestore)
 	}
 	if c.AutoRestoreLimit == 0 {
 		c.AutoRestoreLimit = 3
-	}
-	if c.AutoRestoreLimit < 0 {
-		return errors.New("worker: the auto-restore limit must be positive")
-	}
-	for i, h := range c.Webhooks {
-		if err := h.validate(); err != nil {
-			return fmt.Errorf("worker: webhook %d: %w", i+1, err)
-		}
 	}
 	if err := c.Push.withDefaults(); err != nil {
 		return fmt.Errorf("worker: %w", err)
@@ -155,6 +144,67 @@ func (c *Config) withDefaults() error {
 		c.HTTPClient = &http.Client{Timeout: c.NotifyTimeout}
 	}
 	c.Jobs = c.Jobs.WithDefaults()
+	return nil
+}
+
+// ConfigError is a Config field Validate refused. Field names it as Go
+// spells it ("Concurrency", "Schedules[backup]", "Push"), so that a
+// command can name the flag that set it.
+type ConfigError struct {
+	Field string
+	Err   error
+}
+
+func (e *ConfigError) Error() string { return "worker: " + e.Field + ": " + e.Err.Error() }
+
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Validate checks the settings of c, zero values standing for their
+// defaults. It leaves out Redis and Registry, which New also requires, so
+// that a command can check its configuration before it connects to
+// anything. The errors are *ConfigError.
+func (c Config) Validate() error {
+	bad := func(field string, err error) error { return &ConfigError{Field: field, Err: err} }
+	if c.Node != "" {
+		if err := jobs.ValidateNodeName(c.Node); err != nil {
+			return bad("Node", err)
+		}
+	}
+	if c.Concurrency < 0 {
+		return bad("Concurrency", errors.New("must be at least 1"))
+	}
+	if c.LeaseTTL != 0 && c.LeaseTTL < 3*time.Second {
+		return bad("LeaseTTL", errors.New("must be at least 3s"))
+	}
+	for field, d := range map[string]time.Duration{"TaskCheckInterval": c.TaskCheckInterval,
+		"DelayedTaskCheckInterval": c.DelayedTaskCheckInterval, "ShutdownTimeout": c.ShutdownTimeout, "NotifyTimeout": c.NotifyTimeout} {
+		if d < 0 {
+			return bad(field, errors.New("must not be negative"))
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.Schedules)) {
+		field := "Schedules[" + string(k) + "]"
+		if _, ok := DefaultSchedules[k]; !ok {
+			return bad(field, fmt.Errorf("no schedule for kind %q (only compact, backup, verify)", k))
+		}
+		if _, err := parseSchedule(c.Schedules[k]); err != nil {
+			return bad(field, err)
+		}
+	}
+	if c.AutoRestore != "" && c.AutoRestore != "on" && c.AutoRestore != "off" {
+		return bad("AutoRestore", fmt.Errorf("%q is not on or off", c.AutoRestore))
+	}
+	if c.AutoRestoreLimit < 0 {
+		return bad("AutoRestoreLimit", errors.New("must be at least 1"))
+	}
+	for i, h := range c.Webhooks {
+		if err := h.validate(); err != nil {
+			return bad("Webhooks", fmt.Errorf("webhook %d: %w", i+1, err))
+		}
+	}
+	if err := c.Push.Validate(); err != nil {
+		return bad("Push", err)
+	}
 	return nil
 }
 

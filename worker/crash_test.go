@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -18,8 +19,10 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -32,7 +35,9 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(childEnv); spec != "" {
 		os.Exit(childMain(spec))
 	}
-	os.Exit(m.Run())
+	// No goroutine may outlive the tests: every one our code starts has
+	// an owner that ends it.
+	goleak.VerifyTestMain(m)
 }
 
 // childMain is a worker node n1 over a data dir, until it is killed.
@@ -111,19 +116,13 @@ func (r *crashRig) start(t *testing.T, extra ...string) *exec.Cmd {
 
 func (r *crashRig) waitState(t *testing.T, id string, states ...jobs.State) jobs.Record {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		rec, err := r.client.Get(t.Context(), id)
-		for _, s := range states {
-			if err == nil && rec.State == s {
-				return rec
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s did not reach %v: %+v (%v)", id, states, rec, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var rec jobs.Record
+	testsignal.WaitForWithin(t, 60*time.Second, fmt.Sprintf("job %s reaching %v", id, states), func() bool {
+		var err error
+		rec, err = r.client.Get(t.Context(), id)
+		return err == nil && slices.Contains(states, rec.State)
+	})
+	return rec
 }
 
 // checksum opens the data dir (no worker may hold it) and hashes store kv.
@@ -218,14 +217,11 @@ func TestWorkerKilledDuringCompaction(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for _, err := os.Stat(marker); err != nil; _, err = os.Stat(marker) {
-		if time.Now().After(deadline) {
-			rec, _ := r.client.Get(t.Context(), got.Record.ID)
-			t.Fatalf("the compaction did not begin: %v; the job: %+v", err, rec)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	// The child writes the marker once Pebble's compaction begins.
+	testsignal.WaitForWithin(t, 30*time.Second, "the compaction beginning", func() bool {
+		_, err := os.Stat(marker)
+		return err == nil
+	})
 	killNow(t, child)
 	if rec, _ := r.client.Get(t.Context(), got.Record.ID); rec.State != jobs.StateActive {
 		t.Fatalf("compaction was %s when killed in the middle of it", rec.State)
@@ -280,12 +276,8 @@ func TestWorkerKilledDuringRestore(t *testing.T) {
 // waitOwned waits until the child has claimed the store, then returns req.
 func waitOwned(t *testing.T, r *crashRig, req jobs.Request) jobs.Request {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for r.rdb.Exists(t.Context(), jobs.LeaseKey(req.Store)).Val() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("child worker did not claim the store")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testsignal.WaitForWithin(t, 30*time.Second, "the child worker claiming the store", func() bool {
+		return r.rdb.Exists(t.Context(), jobs.LeaseKey(req.Store)).Val() == 1
+	})
 	return req
 }

@@ -19,6 +19,7 @@ import (
 
 	"storekeeper/internal/faultproxy"
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -141,17 +142,13 @@ func (f *faults) settled(t *testing.T) []jobs.Notification {
 // waitTerminal waits for the job's record to reach a terminal state.
 func (b *bundle) waitTerminal(t *testing.T, id string) jobs.Record {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r, err := b.client.Get(t.Context(), id)
-		if err == nil && r.State.Terminal() {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s did not end: %+v (%v)", id, r, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var r jobs.Record
+	testsignal.WaitFor(t, "job "+id+" ending", func() bool {
+		var err error
+		r, err = b.client.Get(t.Context(), id)
+		return err == nil && r.State.Terminal()
+	})
+	return r
 }
 
 // checkOneFate asserts a finished job's invariants: its state, one history
@@ -473,11 +470,10 @@ func TestStalledIncident(t *testing.T) {
 	f.w.incidents.add("orders", &store.CorruptionError{Store: "orders", Err: errors.New("test: checksum mismatch")})
 	release(t, h, 2)
 	var corrupt []jobs.Event
-	deadline := time.Now().Add(20 * time.Second)
-	for len(corrupt) == 0 && time.Now().Before(deadline) {
+	testsignal.WaitFor(t, "store.corrupt", func() bool {
 		corrupt = f.eventsOfType(t, jobs.EventStoreCorrupt)
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(corrupt) > 0
+	})
 	if len(corrupt) != 1 || corrupt[0].Action != ActionAutoRestore || corrupt[0].RestoreJobID == "" {
 		t.Fatalf("store.corrupt events %+v; want one, restoring", corrupt)
 	}
@@ -558,13 +554,7 @@ func monitor(t *testing.T, srv *redistest.Server, marker string) func() int {
 // waitCount waits until count() reaches at least n.
 func waitCount(t *testing.T, what string, count func() int, n int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for count() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: %d, want at least %d", what, count(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsignal.WaitFor(t, fmt.Sprintf("%s reaching %d", what, n), func() bool { return count() >= n })
 }
 
 // The stall of the report: a job's end is sent while Redis is stopped
@@ -582,8 +572,9 @@ func TestRedisStoppedDuringFinish(t *testing.T) {
 		t.Fatal(err)
 	}
 	g.finish <- nil
-	// The stall itself is what is under test: Redis stays stopped for
-	// several read timeouts while the worker sends the end and its retries.
+	// A real wall-clock wait: the stall itself is what is under test.
+	// Redis stays stopped for several of go-redis's read timeouts while
+	// the worker sends the end and its retries.
 	time.Sleep(1500 * time.Millisecond)
 	if err := f.srv.Resume(); err != nil {
 		t.Fatal(err)
@@ -620,8 +611,9 @@ func TestRedisStoppedDuringEnqueue(t *testing.T) {
 		got, err := c.Enqueue(context.Background(), jobs.Request{Kind: jobs.KindBackup, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 		done <- answer{got, err}
 	}()
-	// The stall is what is under test: longer than the enqueuer's read
-	// timeout, so the script is sent again while Redis is stopped.
+	// A real wall-clock wait: the stall is what is under test, longer
+	// than the enqueuer's read timeout, so the script is sent again while
+	// Redis is stopped.
 	time.Sleep(1200 * time.Millisecond)
 	if err := f.srv.Resume(); err != nil {
 		t.Fatal(err)
@@ -644,27 +636,24 @@ func TestRedisStoppedDuringEnqueue(t *testing.T) {
 		if !errors.Is(a.err, jobs.ErrUnavailable) {
 			t.Fatalf("enqueue: %v", a.err)
 		}
-		for f.waitSettled(t, rec.ID) {
-		}
+		f.waitSettled(t, rec.ID)
 		f.checkOneFate(t, rec.ID, jobs.StateFailed, 1)
 	}
 	f.checkCounters(t)
 }
 
-// waitSettled runs the reconciler until the job is settled; it reports
-// whether to try again.
-func (f *faults) waitSettled(t *testing.T, id string) bool {
+// waitSettled runs the reconciler until it settles the job: once its
+// grace has passed on Redis's clock.
+func (f *faults) waitSettled(t *testing.T, id string) {
 	t.Helper()
-	if _, err := f.w.reconcile(t.Context(), time.Second); err != nil {
-		t.Fatal(err)
-	}
-	r, err := f.client.Get(t.Context(), id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.State.Terminal() {
-		return false
-	}
-	time.Sleep(100 * time.Millisecond)
-	return true
+	testsignal.WaitFor(t, "the reconciler settling job "+id, func() bool {
+		if _, err := f.w.reconcile(t.Context(), time.Second); err != nil {
+			t.Fatal(err)
+		}
+		r, err := f.client.Get(t.Context(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.State.Terminal()
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,7 +19,7 @@ func compactJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, e
 		return outcome{}, err
 	}
 	status := map[store.Outcome]jobs.HistoryStatus{store.Compacted: jobs.StatusCompacted, store.Skipped: jobs.StatusSkipped, store.DryRun: jobs.StatusDryRun}[res.Outcome]
-	return outcome{Status: status, Reason: res.Decision.Reason, Result: res, BytesBefore: res.BytesBefore, BytesAfter: res.BytesAfter}, nil
+	return outcome{Status: status, Reason: res.Decision.Reason, Result: compactResult(res), BytesBefore: res.BytesBefore, BytesAfter: res.BytesAfter}, nil
 }
 
 func backupJob(ctx context.Context, s *store.Store, _ jobs.Payload) (outcome, error) {
@@ -26,7 +27,7 @@ func backupJob(ctx context.Context, s *store.Store, _ jobs.Payload) (outcome, er
 	if err != nil {
 		return outcome{}, err
 	}
-	return outcome{Status: jobs.StatusBackedUp, Result: res, BytesAfter: uint64(res.Backup.Bytes), BackupID: res.Backup.ID}, nil
+	return outcome{Status: jobs.StatusBackedUp, Result: backupResult(res), BytesAfter: uint64(res.Backup.Bytes), BackupID: res.Backup.ID}, nil
 }
 
 // verifyJob checks the live store, then its newest backup not yet known
@@ -38,14 +39,13 @@ func backupJob(ctx context.Context, s *store.Store, _ jobs.Payload) (outcome, er
 func verifyJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
 	res, err := s.Verify(ctx, store.VerifyOptions{Deep: p.Params.Deep})
 	if errors.Is(err, store.ErrCorrupt) {
-		return outcome{Status: jobs.StatusCorrupt, Reason: err.Error(), Result: map[string]string{"corrupt": err.Error()}}, nil
+		return outcome{Status: jobs.StatusCorrupt, Reason: err.Error(), Result: jobs.VerifyResult{Corrupt: err.Error()}}, nil
 	}
 	if err != nil {
 		return outcome{}, err
 	}
-	out := outcome{Status: jobs.StatusVerified}
-	result := map[string]any{"live": res}
-	out.Result = result
+	result := &jobs.VerifyResult{Live: verifyCheck(res)}
+	out := outcome{Status: jobs.StatusVerified, Result: result}
 	backups, err := s.Backups()
 	if err != nil || len(backups) == 0 {
 		return out, nil // no backup directory, or nothing to check yet
@@ -57,7 +57,7 @@ func verifyJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, er
 		bres, err := s.VerifyBackup(ctx, b.ID, store.VerifyOptions{Deep: p.Params.Deep})
 		if errors.Is(err, store.ErrBadBackup) {
 			now := time.Now().UTC()
-			result["backup"] = map[string]string{"id": b.ID, "bad": err.Error()}
+			result.Backup = &jobs.VerifiedBackup{ID: b.ID, Bad: err.Error()}
 			out.Reason = "backup " + b.ID + " is corrupt"
 			out.Events = append(out.Events, jobs.Event{Type: jobs.EventBackupCorrupt, JobID: p.JobID, Kind: p.Kind, Store: p.Store,
 				Trigger: p.Trigger, Actor: p.Actor, BackupID: b.ID, BackupAt: b.CreatedAt, Error: err.Error()})
@@ -70,14 +70,21 @@ func verifyJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, er
 		if err != nil {
 			return outcome{}, err
 		}
-		result["backup"] = bres
+		result.Backup = &jobs.VerifiedBackup{ID: bres.ID,
+			VerifyCheck: &jobs.VerifyCheck{Files: bres.Files, Bytes: uint64(bres.Bytes), Points: bres.Points, Deep: bres.Deep, Duration: bres.Duration}}
 		break
 	}
 	return out, nil
 }
 
+// restoreJob restores the backup the job names, or the newest usable one,
+// by jobs.BackupSummary.Usable: the store refuses only a backup known bad.
 func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
-	res, err := s.Restore(ctx, p.Params.BackupID)
+	id, err := usableBackup(s, p.Params.BackupID)
+	if err != nil {
+		return outcome{}, err
+	}
+	res, err := s.Restore(ctx, id)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -88,7 +95,7 @@ func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, e
 	}
 	e := jobs.Event{Type: jobs.EventStoreRestored, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger,
 		Actor: p.Actor, BackupID: res.BackupID, BackupAt: res.BackupAt, Quarantine: res.Quarantine}
-	out := outcome{Status: jobs.StatusRestored, Result: res, BackupID: res.BackupID, Events: []jobs.Event{e}}
+	out := outcome{Status: jobs.StatusRestored, Result: restoreResult(res), BackupID: res.BackupID, Events: []jobs.Event{e}}
 	if p.Trigger == jobs.TriggerAuto { // a manual restore is what its operator asked for: no notification
 		out.Notes = append(out.Notes, jobs.Notification{ID: jobs.NotificationID(string(jobs.EventStoreRestored), p.JobID),
 			Type: jobs.EventStoreRestored, Store: p.Store, JobID: p.JobID, Kind: p.Kind, Trigger: p.Trigger, Actor: p.Actor,
@@ -97,4 +104,102 @@ func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, e
 				p.Store, res.BackupID, res.BackupAt.UTC().Format(time.RFC3339), res.Quarantine)})
 	}
 	return out, nil
+}
+
+// usableBackup returns the id of the backup a restore uses: id when that
+// backup is usable, or the newest usable one when id is empty.
+func usableBackup(s *store.Store, id string) (string, error) {
+	infos, err := s.Backups()
+	if err != nil {
+		return "", err
+	}
+	backups := backupSummaries(infos)
+	if id == "" {
+		b, ok := jobs.NewestUsable(backups)
+		if !ok {
+			return "", fmt.Errorf("store %s: %w: no backup is verified and not marked bad", s.Name(), store.ErrNoBackup)
+		}
+		return b.ID, nil
+	}
+	i := slices.IndexFunc(backups, func(b jobs.BackupSummary) bool { return b.ID == id })
+	switch {
+	case i < 0:
+		return "", fmt.Errorf("%w %q of store %s", store.ErrUnknownBackup, id, s.Name())
+	case backups[i].Bad:
+		return "", fmt.Errorf("%w %s: %s", store.ErrBadBackup, id, backups[i].Error)
+	case !backups[i].Usable():
+		return "", fmt.Errorf("backup %s of store %s: %w: it was never verified", id, s.Name(), store.ErrNoBackup)
+	}
+	return id, nil
+}
+
+// The worker publishes and reports what the store package measured, in
+// jobs' types: store knows nothing of Redis or of other processes.
+
+func storeStatus(node string, st store.Stats, backups []store.BackupInfo, at time.Time) jobs.StoreStatus {
+	return jobs.StoreStatus{Node: node, Stats: storeStats(st), Backups: backupSummaries(backups), At: at}
+}
+
+func storeStats(st store.Stats) jobs.StoreStats {
+	out := jobs.StoreStats{Name: st.Name, State: jobs.StoreState(st.State.String()), Error: st.Error, NotOwner: st.NotOwner,
+		DiskBytes: st.DiskBytes, LiveBytes: st.LiveBytes, EstimatedKeys: st.EstimatedKeys, ReadAmp: st.ReadAmp,
+		L0Sublevels: st.L0Sublevels, Tombstones: st.Tombstones, GarbagePointBytes: st.GarbagePointBytes,
+		GarbageRangeBytes: st.GarbageRangeBytes, AboveBottomBytes: st.AboveBottomBytes, ReclaimableBytes: st.ReclaimableBytes,
+		StatsComplete: st.StatsComplete, LastCompaction: st.LastCompaction, LastVerify: st.LastVerify, BackgroundErrors: st.BackgroundErrors}
+	if st.Levels != nil {
+		out.Levels = make([]jobs.LevelStats, len(st.Levels))
+		for i, l := range st.Levels {
+			out.Levels[i] = jobs.LevelStats{Level: l.Level, Tables: l.Tables, Bytes: l.Bytes, Sublevels: l.Sublevels}
+		}
+	}
+	return out
+}
+
+// backupSummaries keeps nil nil: a store without a backup directory
+// publishes no backups field.
+func backupSummaries(bs []store.BackupInfo) []jobs.BackupSummary {
+	if bs == nil {
+		return nil
+	}
+	out := make([]jobs.BackupSummary, len(bs))
+	for i, b := range bs {
+		out[i] = backupSummary(b)
+	}
+	return out
+}
+
+func backupSummary(b store.BackupInfo) jobs.BackupSummary {
+	out := jobs.BackupSummary{ID: b.ID, Store: b.Store, CreatedAt: b.CreatedAt, FormatVersion: b.FormatVersion, Keys: b.Keys,
+		Bytes: b.Bytes, NewBytes: b.NewBytes, VerifiedAt: b.VerifiedAt, Bad: b.Bad, Error: b.Error}
+	if b.Files != nil {
+		out.Files = make([]jobs.BackupFile, len(b.Files))
+		for i, f := range b.Files {
+			out.Files[i] = jobs.BackupFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, Shared: f.Shared}
+		}
+	}
+	return out
+}
+
+func compactResult(r store.CompactResult) jobs.CompactResult {
+	return jobs.CompactResult{Outcome: jobs.CompactOutcome(r.Outcome),
+		Decision:    jobs.CompactDecision{Compact: r.Decision.Compact, Reason: r.Decision.Reason, Stats: storeStats(r.Decision.Stats)},
+		BytesBefore: r.BytesBefore, BytesAfter: r.BytesAfter, Duration: r.Duration}
+}
+
+func backupResult(r store.BackupResult) jobs.BackupResult {
+	t := r.Timing
+	return jobs.BackupResult{Backup: backupSummary(r.Backup), Copied: r.Copied, Shared: r.Shared, Reread: r.Reread, Pruned: r.Pruned,
+		Timing: jobs.BackupTiming{Checkpoint: t.Checkpoint, Copy: t.Copy, Hash: t.Hash, FileSync: t.FileSync, Validate: t.Validate, Publish: t.Publish},
+		Took:   r.Took}
+}
+
+func verifyCheck(r store.VerifyResult) *jobs.VerifyCheck {
+	return &jobs.VerifyCheck{Files: r.Files, Bytes: r.Bytes, Points: r.Points, Deep: r.Deep, Duration: r.Duration}
+}
+
+func restoreResult(r store.RestoreResult) jobs.RestoreResult {
+	t := r.Timing
+	return jobs.RestoreResult{BackupID: r.BackupID, BackupAt: r.BackupAt, Quarantine: r.Quarantine,
+		Timing: jobs.RestoreTiming{Fence: t.Fence, Stage: t.Stage, Hash: t.Hash, Sync: t.Sync, Verify: t.Verify, Swap: t.Swap, Reopen: t.Reopen},
+		Took:   r.Took}
 }

@@ -206,21 +206,15 @@ func (w *Worker) decideRestore(ctx context.Context, name string, inc *incident, 
 	if err != nil && !errors.Is(err, store.ErrNoBackupDir) {
 		return "", "", "", "", err
 	}
-	var newest *store.BackupInfo
-	for i := range backups { // newest first
-		if !backups[i].Bad && !backups[i].VerifiedAt.IsZero() {
-			newest = &backups[i]
-			break
-		}
-	}
-	if newest == nil {
+	newest, ok := jobs.NewestUsable(backupSummaries(backups))
+	if !ok {
 		return ActionNoBackup, "", "", "there is no verified backup to restore from: the store stays corrupt", nil
 	}
-	ok, err := breakerScript.Run(ctx, w.rdb, []string{jobs.AutoRestoresKey(name)}, now.UnixMilli(), w.cfg.AutoRestoreLimit, inc.id).Int()
+	admitted, err := breakerScript.Run(ctx, w.rdb, []string{jobs.AutoRestoresKey(name)}, now.UnixMilli(), w.cfg.AutoRestoreLimit, inc.id).Int()
 	if err != nil {
 		return "", "", "", "", err
 	}
-	if ok == 0 {
+	if admitted == 0 {
 		return ActionBreakerOpen, newest.ID, "", fmt.Sprintf("%d automatic restores in the last 24 h reached the limit: the store stays corrupt until restored by hand", w.cfg.AutoRestoreLimit), nil
 	}
 	res, err := w.jobs.Enqueue(ctx, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: newest.ID},

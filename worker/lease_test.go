@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -40,15 +41,11 @@ func TestLeaseStolen(t *testing.T) {
 	}
 
 	// store.lost within a heartbeat (LeaseTTL/3), waited for as an event.
-	deadline := time.Now().Add(2 * f.w.cfg.LeaseTTL / 3)
 	var lost []jobs.Event
-	for len(lost) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no store.lost within a heartbeat")
-		}
+	testsignal.WaitForWithin(t, 2*f.w.cfg.LeaseTTL/3, "store.lost within a heartbeat", func() bool {
 		lost = f.eventsOfType(t, jobs.EventStoreLost)
-		time.Sleep(10 * time.Millisecond)
-	}
+		return len(lost) > 0
+	})
 	if lost[0].Store != "orders" || lost[0].Node != "n1" || lost[0].Holder != "n2" {
 		t.Fatalf("store.lost %+v", lost[0])
 	}
@@ -64,8 +61,13 @@ func TestLeaseStolen(t *testing.T) {
 	if got := f.w.Lost(); got["orders"] != "n2" || len(got) != 1 {
 		t.Fatalf("Lost() = %v", got)
 	}
-	info := f.nodeInfo(t)
-	if info.Lost["orders"] != "n2" {
+	// The heartbeat that found the loss says so once it beats, right
+	// after renewing the leases.
+	var info jobs.NodeInfo
+	if !testsignal.Poll(testsignal.Timeout, func() bool {
+		info = f.nodeInfo(t)
+		return info.Lost["orders"] == "n2"
+	}) {
 		t.Fatalf("heartbeat says lost %v", info.Lost)
 	}
 	// A stale stats publish and a stale finish are refused by Redis.
@@ -121,17 +123,15 @@ func TestLeaseStolen(t *testing.T) {
 // waitRecord waits until the job's record satisfies ok.
 func (b *bundle) waitRecord(t *testing.T, id string, ok func(jobs.Record) bool) jobs.Record {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r, err := b.client.Get(t.Context(), id)
-		if err == nil && ok(r) {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s: %+v (%v)", id, r, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var (
+		r   jobs.Record
+		err error
+	)
+	testsignal.WaitFor(t, "job "+id, func() bool {
+		r, err = b.client.Get(t.Context(), id)
+		return err == nil && ok(r)
+	})
+	return r
 }
 
 func (b *bundle) nodeInfo(t *testing.T) jobs.NodeInfo {
@@ -153,13 +153,7 @@ func (b *bundle) nodeInfo(t *testing.T) jobs.NodeInfo {
 func (b *bundle) waitHeartbeat(t *testing.T) {
 	t.Helper()
 	before := b.nodeInfo(t).At
-	deadline := time.Now().Add(20 * time.Second)
-	for !b.nodeInfo(t).At.After(before) {
-		if time.Now().After(deadline) {
-			t.Fatal("no heartbeat")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsignal.WaitFor(t, "the next heartbeat", func() bool { return b.nodeInfo(t).At.After(before) })
 }
 
 // Stop gives up when its context ends, even if a handler never returns:

@@ -157,8 +157,8 @@ func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 	// moved its task on without any middleware): end it first.
 	lostAttempt := a.event(jobs.EventJobRetrying, w.cfg.Node)
 	lostAttempt.Attempt, lostAttempt.Error = a.n-1, "attempt lost: its worker stopped without ending it"
-	ch.IfWasActive = append(ch.IfWasActive, jobs.NewEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, lostAttempt))
-	ch.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, a.event(jobs.EventJobStarted, w.cfg.Node))
+	ch.IfWasActive = append(ch.IfWasActive, jobs.EventEntry(w.cfg.Jobs.EventsMaxLen, lostAttempt))
+	ch.AddEvent(w.cfg.Jobs.EventsMaxLen, a.event(jobs.EventJobStarted, w.cfg.Node))
 	res, err := jobs.Apply(ctx, w.rdb, p.JobID, jobs.StartGuard(a.run, a.n), ch)
 	switch {
 	case errors.Is(err, jobs.ErrUnknownJob):
@@ -189,7 +189,7 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 		}
 		fin.Lease = lease
 		if js, serr := w.statsJSON(p.Store); serr == nil {
-			fin.Set = append(fin.Set, jobs.SetKey{Key: jobs.StatsKey(p.Store), Value: js})
+			fin.SetStoreStatus(p.Store, js)
 		}
 	}
 	result, _ := json.Marshal(out.Result)
@@ -203,7 +203,7 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 		History: jobs.HistoryEntry{Status: out.Status, Reason: out.Reason, BytesBefore: out.BytesBefore, BytesAfter: out.BytesAfter,
 			BackupID: out.BackupID, Attempts: a.n, DurationMS: now.Sub(rec.StartedAt).Milliseconds(), Node: w.cfg.Node}}, w.cfg.Jobs)
 	if p.Kind == jobs.KindRestore {
-		fin.Del = append(fin.Del, jobs.IncidentKey(p.Store)) // a new corruption is a new incident
+		fin.ClearIncident(p.Store) // a new corruption is a new incident
 	}
 	for _, n := range out.Notes {
 		fin.Notify(n)
@@ -248,7 +248,7 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 		}
 		retrying := a.event(jobs.EventJobRetrying, w.cfg.Node)
 		retrying.Error = err.Error()
-		fin.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, retrying)
+		fin.AddEvent(w.cfg.Jobs.EventsMaxLen, retrying)
 	}
 	// A failure is fenced like a success, except when the lease is why it
 	// failed: then it is recorded whoever holds the store now.
@@ -277,7 +277,7 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 		a.log.Error("job failed", "err", err, "permanent", permanent(err))
 		if p.Kind == jobs.KindNotify {
 			// Logged and counted, never notified: no loop.
-			w.rdb.Incr(context.WithoutCancel(ctx), jobs.NotifyFailedKey)
+			_ = jobs.CountNotifyFailed(context.WithoutCancel(ctx), w.rdb)
 		}
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
@@ -291,7 +291,7 @@ func (w *Worker) interrupted(ctx context.Context, rec jobs.Record, a attempt, re
 	ch := jobs.Change{Op: "end:" + a.run, HSet: map[string]any{"state": string(jobs.StateRetry), "reason": reason}}
 	e := a.event(jobs.EventJobRetrying, w.cfg.Node)
 	e.Error = msg
-	ch.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, e)
+	ch.AddEvent(w.cfg.Jobs.EventsMaxLen, e)
 	_, err := w.settle(ctx, a, jobs.RunGuard(a.run), ch)
 	a.log.Info("job interrupted; asynq requeues it", "reason", reason, "err", err)
 }

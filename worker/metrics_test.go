@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -71,17 +72,13 @@ func TestCounters(t *testing.T) {
 		`storekeeper_worker_job_attempts_failed_total{kind="restore",} 1`,
 	}
 	// The counters move just after the records are written.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		got := series()
-		missing := slices.DeleteFunc(slices.Clone(want), func(w string) bool { return slices.Contains(got, w) })
-		if len(missing) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no %v in\n%v", missing, got)
-		}
-		time.Sleep(10 * time.Millisecond)
+	var got, missing []string
+	if !testsignal.Poll(5*time.Second, func() bool {
+		got = series()
+		missing = slices.DeleteFunc(slices.Clone(want), func(w string) bool { return slices.Contains(got, w) })
+		return len(missing) == 0
+	}) {
+		t.Fatalf("no %v in\n%v", missing, got)
 	}
 }
 

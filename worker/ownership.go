@@ -188,14 +188,15 @@ func (w *Worker) regain(ctx context.Context, name, value string) {
 // heartbeat renews the leases and publishes every store's stats until ctx
 // ends.
 func (w *Worker) heartbeat(ctx context.Context) {
-	t := time.NewTicker(w.cfg.LeaseTTL / 3)
+	t := w.clock.NewTicker(w.cfg.LeaseTTL / 3)
 	defer t.Stop()
 	for {
 		w.renew(ctx)
+		w.signals.heartbeat.Signal(struct{}{})
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 	}
 }
@@ -292,22 +293,14 @@ func (w *Worker) nodeInfo() jobs.NodeInfo {
 // that holds each one's lease (for /readyz and logs).
 func (w *Worker) Lost() map[string]string { return w.own.lostStores() }
 
-// statsJSON is what the API reads about a store.
+// statsJSON is what the API reads about a store: its jobs.StoreStatus.
 func (w *Worker) statsJSON(name string) (string, error) {
 	s, err := w.cfg.Registry.Store(name)
 	if err != nil {
 		return "", err
 	}
-	v := struct {
-		Node    string    `json:"node"`
-		Stats   any       `json:"stats"`
-		Backups any       `json:"backups,omitempty"`
-		At      time.Time `json:"at"`
-	}{Node: w.cfg.Node, Stats: s.Stats(), At: time.Now().UTC()}
-	if bs, err := s.Backups(); err == nil {
-		v.Backups = bs
-	}
-	b, err := json.Marshal(v)
+	bs, _ := s.Backups() // none listed when the backup directory cannot be read
+	b, err := json.Marshal(storeStatus(w.cfg.Node, s.Stats(), bs, time.Now().UTC()))
 	return string(b), err
 }
 

@@ -29,7 +29,8 @@ const (
 func (w *Worker) progressReporter(ctx context.Context, a attempt) (report store.ProgressFunc, stop func()) {
 	var (
 		mu      sync.Mutex
-		last    = time.Now() // the job's start: the first window opens progressMin later
+		clock   = w.clock
+		last    = clock.Now() // the job's start: the first window opens progressMin later
 		phase   string
 		pending *jobs.Event
 		armed   bool // a timer will call flush
@@ -56,13 +57,15 @@ func (w *Worker) progressReporter(ctx context.Context, a attempt) (report store.
 		armed = false
 		if stopped || pending == nil {
 			mu.Unlock()
+			w.signals.progressFlushed.Signal(false)
 			return
 		}
-		now := time.Now()
+		now := clock.Now()
 		if at := due(pending.Phase); now.Before(at) { // a report went out meanwhile
 			armed = true
-			time.AfterFunc(at.Sub(now), flush)
+			clock.AfterFunc(at.Sub(now), flush)
 			mu.Unlock()
+			w.signals.progressFlushed.Signal(false)
 			return
 		}
 		e := *pending
@@ -72,9 +75,10 @@ func (w *Worker) progressReporter(ctx context.Context, a attempt) (report store.
 		wg.Add(1)
 		mu.Unlock()
 		publish(e, n)
+		w.signals.progressFlushed.Signal(true)
 	}
 	report = func(p string, done, total int64) {
-		now := time.Now()
+		now := clock.Now()
 		e := a.event(jobs.EventJobProgress, w.cfg.Node)
 		e.Phase, e.Done, e.Total, e.At = p, done, total, now.UTC()
 		mu.Lock()
@@ -86,7 +90,7 @@ func (w *Worker) progressReporter(ctx context.Context, a attempt) (report store.
 			pending = &e
 			if !armed {
 				armed = true
-				time.AfterFunc(at.Sub(now), flush)
+				clock.AfterFunc(at.Sub(now), flush)
 			}
 			mu.Unlock()
 			return

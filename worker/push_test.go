@@ -34,6 +34,7 @@ import (
 
 	"storekeeper/internal/netguard"
 	"storekeeper/internal/pushtest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -344,16 +345,10 @@ func (h *rawHook) received() [][]byte {
 	return slices.Clone(h.bodies)
 }
 
-// waitUntil polls cond until it holds, with a deadline.
+// waitUntil waits until cond holds, with a deadline.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsignal.WaitFor(t, what, cond)
 }
 
 // failVerify makes every verify fail for good, so enqueuing one raises a

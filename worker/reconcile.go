@@ -93,7 +93,7 @@ func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Du
 		default:
 			continue
 		}
-		at := time.Now().UTC()
+		at := w.clock.Now().UTC()
 		ch := jobs.Change{Op: jobs.NewOp("settle")}
 		ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: reason, Error: reason, At: at,
 			Event:   jobs.Event{Node: w.cfg.Node, Attempt: rec.Attempts},
@@ -116,16 +116,18 @@ func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Du
 
 // reconcileLoop runs reconcile every interval until ctx ends.
 func (w *Worker) reconcileLoop(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+	t := w.clock.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
-		if _, err := w.reconcile(ctx, reconcileGrace); err != nil && ctx.Err() == nil {
+		n, err := w.reconcile(ctx, reconcileGrace)
+		if err != nil && ctx.Err() == nil {
 			w.log.Warn("reconciling jobs failed", "err", err)
 		}
+		w.signals.reconciled.Signal(n)
 	}
 }

@@ -77,7 +77,8 @@ func newScheduler(w *Worker) (*scheduler, error) {
 // rule): the next one comes.
 func (s *scheduler) run(ctx context.Context) {
 	next := map[jobs.Kind]time.Time{}
-	now := time.Now().UTC()
+	clock := s.w.clock
+	now := clock.Now().UTC()
 	for k, sch := range s.kinds {
 		if sch != nil {
 			next[k] = sch.Next(now)
@@ -95,14 +96,15 @@ func (s *scheduler) run(ctx context.Context) {
 				soonest = t
 			}
 		}
-		timer := time.NewTimer(time.Until(soonest))
+		timer := clock.NewTimer(clock.Until(soonest))
+		s.w.signals.scheduleWaiting.Signal(soonest)
 		select {
 		case <-ctx.Done():
 			timer.Stop()
 			return
-		case <-timer.C:
+		case <-timer.Chan():
 		}
-		now := time.Now().UTC()
+		now := clock.Now().UTC()
 		fired := map[jobs.Kind]time.Time{}
 		kinds := make([]jobs.Kind, 0, len(next))
 		for k := range next {
@@ -171,7 +173,7 @@ func (s *scheduler) publish(ctx context.Context, next, fired map[jobs.Kind]time.
 		}
 		s.info[k] = inf
 	}
-	v := jobs.NodeSchedules{Node: s.w.cfg.Node, Stores: s.w.cfg.Registry.Names(), Kinds: maps.Clone(s.info), At: time.Now().UTC()}
+	v := jobs.NodeSchedules{Node: s.w.cfg.Node, Stores: s.w.cfg.Registry.Names(), Kinds: maps.Clone(s.info), At: s.w.clock.Now().UTC()}
 	s.mu.Unlock()
 	if err := jobs.PublishSchedules(ctx, s.w.rdb, v); err != nil {
 		s.w.log.Warn("publishing schedules failed", "err", err)

@@ -6,6 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 )
 
@@ -41,34 +44,56 @@ func TestParseSchedule(t *testing.T) {
 
 // A seconds-scale schedule fires once per slot, with trigger scheduled and
 // actor scheduler, even with a second scheduler racing it (another
-// process of the node, or the same one restarted inside the slot).
+// process of the node, or the same one restarted inside the slot). The
+// clock is fake: each step moves it to the next slot, and both schedulers
+// say when they have fired what was due and wait for the next one.
 func TestScheduleFiresOncePerSlot(t *testing.T) {
+	start := time.Date(2026, 11, 22, 10, 17, 3, 500*int(time.Millisecond), time.UTC)
+	clock := clockwork.NewFakeClockAt(start)
 	b := setupWith(t, options{worker: func(c *Config) {
 		c.Schedules = map[jobs.Kind]string{jobs.KindVerify: "* * * * * *"}
-	}}, nil, "orders")
+		c.Clock = clock
+	}}, func(w *Worker) { w.signals.scheduleWaiting.Init(t) }, "orders")
 	second, err := newScheduler(b.w)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
 	wg.Go(func() { second.run(ctx) })
-	time.Sleep(3500 * time.Millisecond)
-	cancel()
-	wg.Wait()
 
-	// One run a second: two runs of one slot would be enqueued within
-	// milliseconds of each other.
-	runs := b.jobsOf(t, jobs.KindVerify, "orders")
-	if len(runs) < 3 || len(runs) > 4 {
-		t.Fatalf("%d scheduled runs in 3.5 s of a once-a-second schedule", len(runs))
+	// waitBoth waits for both schedulers to wait for slot.
+	waitBoth := func(slot time.Time) {
+		t.Helper()
+		for range 2 {
+			if got := b.w.signals.scheduleWaiting.Wait(); !got.Equal(slot) {
+				t.Fatalf("a scheduler waits for %s, want %s", got, slot)
+			}
+		}
 	}
-	for i, r := range runs {
+	slot := start.Truncate(time.Second).Add(time.Second)
+	waitBoth(slot)
+	if runs := b.jobsOf(t, jobs.KindVerify, "orders"); len(runs) != 0 {
+		t.Fatalf("%d runs before the first slot", len(runs))
+	}
+	const slots = 3
+	for i := 1; i <= slots; i++ {
+		clock.Advance(slot.Sub(clock.Now()))
+		slot = slot.Add(time.Second)
+		waitBoth(slot)
+		runs := b.jobsOf(t, jobs.KindVerify, "orders")
+		if len(runs) != i {
+			t.Fatalf("%d scheduled runs after %d slot(s) of two schedulers, want %d", len(runs), i, i)
+		}
+		// Done before the next slot: an in-flight job would absorb the
+		// next run as a duplicate.
+		b.waitState(t, runs[i-1].ID, jobs.StateSucceeded)
+	}
+	for _, r := range b.jobsOf(t, jobs.KindVerify, "orders") {
 		if r.Trigger != jobs.TriggerScheduled || r.Actor != jobs.ActorScheduler {
 			t.Fatalf("scheduled job %+v", r)
-		}
-		if i > 0 && r.EnqueuedAt.Sub(runs[i-1].EnqueuedAt) < 500*time.Millisecond {
-			t.Fatalf("two runs %s apart: a slot ran twice", r.EnqueuedAt.Sub(runs[i-1].EnqueuedAt))
 		}
 	}
 	all, err := jobs.Schedules(t.Context(), b.rdb)
@@ -76,8 +101,9 @@ func TestScheduleFiresOncePerSlot(t *testing.T) {
 		t.Fatalf("published schedules %+v, %v", all, err)
 	}
 	v := all[0].Kinds[jobs.KindVerify]
-	if v.Spec != "* * * * * *" || v.Next.IsZero() || v.Last.IsZero() || all[0].Kinds[jobs.KindCompact].Spec != DefaultSchedules[jobs.KindCompact] {
-		t.Fatalf("verify schedule %+v", all[0].Kinds)
+	if !v.Next.Equal(slot) || !v.Last.Equal(slot.Add(-time.Second)) || v.Spec != "* * * * * *" ||
+		all[0].Kinds[jobs.KindCompact].Spec != DefaultSchedules[jobs.KindCompact] {
+		t.Fatalf("verify schedule %+v, want next %s", all[0].Kinds, slot)
 	}
 }
 
@@ -126,10 +152,13 @@ func TestNodeEvents(t *testing.T) {
 	b := setup(t, nil, "orders")
 	b.waitEvent(t, jobs.EventNodeUp, "", func(e jobs.Event) bool { return e.Node == "n1" })
 	gone := jobs.NodeInfo{Node: "n2", Host: "elsewhere", Instance: "x", At: time.Now().UTC()}
-	if err := jobs.NodeUp(t.Context(), b.rdb, gone, time.Second, 1000); err != nil {
+	if err := jobs.NodeUp(t.Context(), b.rdb, gone, 10*time.Millisecond, 1000); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Redis expires the heartbeat on its own clock.
+	testsignal.WaitFor(t, "n2's heartbeat expiring", func() bool {
+		return b.rdb.Exists(t.Context(), jobs.NodeKey("n2")).Val() == 0
+	})
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {

@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/jonboulle/clockwork"
 
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -75,7 +76,7 @@ func TestUnavailableStoreIsNeverRestored(t *testing.T) {
 		t.Fatalf("store %s (%v); want unavailable with EIO", st, cause)
 	}
 	// Published as unavailable, with its error.
-	b.waitStats(t, "orders", func(st statsView) bool {
+	b.waitStats(t, "orders", func(st jobs.StoreStats) bool {
 		return st.State == "unavailable" && strings.Contains(st.Error, "input/output error")
 	})
 	// A job on it fails with the disk's error, is not taken for
@@ -86,17 +87,26 @@ func TestUnavailableStoreIsNeverRestored(t *testing.T) {
 		t.Fatalf("job error %q", failed.Errors[0].Error)
 	}
 
-	// The disk is fixed; the registry's next retry opens the store.
+	// The disk is fixed; the registry's next retry opens the store. The
+	// clock has not moved, so the retry waits on its first timer.
 	eio.Off()
-	deadline := time.Now().Add(20 * time.Second)
-	for st, _ := s.State(); st != store.StateOpen; st, _ = s.State() {
-		if time.Now().After(deadline) {
-			t.Fatalf("store still %s after the fault cleared", st)
+	opened := make(chan struct{}, 1)
+	defer b.reg.OnStateChange(func(name string, st store.State, _ error) {
+		if name == "orders" && st == store.StateOpen {
+			opened <- struct{}{}
 		}
-		clock.Advance(time.Minute)
-		time.Sleep(10 * time.Millisecond)
+	})()
+	if err := clock.BlockUntilContext(testCtx(t), 1); err != nil {
+		t.Fatalf("the registry's retry is not waiting: %v", err)
 	}
-	b.waitStats(t, "orders", func(st statsView) bool { return st.State == "open" })
+	clock.Advance(time.Minute)
+	select {
+	case <-opened:
+	case <-time.After(testsignal.Timeout):
+		st, cause := s.State()
+		t.Fatalf("store still %s (%v) after the fault cleared and the retry ran", st, cause)
+	}
+	b.waitStats(t, "orders", func(st jobs.StoreStats) bool { return st.State == "open" })
 	after := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{Force: true})
 	b.waitState(t, after.ID, jobs.StateSucceeded)
 
@@ -115,31 +125,19 @@ func TestUnavailableStoreIsNeverRestored(t *testing.T) {
 	}
 }
 
-// statsView is the part of a store's published stats these tests read.
-type statsView struct {
-	State string `json:"state"`
-	Error string `json:"error"`
-}
-
 // waitStats waits until the store's published stats satisfy ok.
-func (b *bundle) waitStats(t *testing.T, name string, ok func(statsView) bool) {
+func (b *bundle) waitStats(t *testing.T, name string, ok func(jobs.StoreStats) bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	var last string
-	for {
+	if !testsignal.Poll(testsignal.Timeout, func() bool {
 		raw, err := b.rdb.Get(t.Context(), jobs.StatsKey(name)).Result()
-		if err == nil {
-			last = raw
-			var p struct {
-				Stats statsView `json:"stats"`
-			}
-			if json.Unmarshal([]byte(raw), &p) == nil && ok(p.Stats) {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("published stats of %s: %s", name, last)
-		}
-		time.Sleep(10 * time.Millisecond)
+		last = raw
+		var p jobs.StoreStatus
+		return json.Unmarshal([]byte(raw), &p) == nil && ok(p.Stats)
+	}) {
+		t.Fatalf("published stats of %s: %s", name, last)
 	}
 }

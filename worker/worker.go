@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -29,6 +31,7 @@ var (
 type Worker struct {
 	cfg   Config
 	rdb   redis.UniversalClient
+	clock clockwork.Clock
 	log   *slog.Logger
 	lease jobs.Lease // this process's identity in leases; each store's value (token included) is in own
 	own   ownership
@@ -57,6 +60,8 @@ type Worker struct {
 	// dispatched, when set (tests), sees each notification the outbox
 	// dispatcher takes, in outbox order, before it is handed to sinks.
 	dispatched func(jobs.Notification)
+	// signals are the steps tests wait for; off (free) in production.
+	signals signals
 
 	stop func()         // ends heartbeat and cancel subscription
 	bg   sync.WaitGroup // their goroutines
@@ -70,6 +75,7 @@ func New(cfg Config) (*Worker, error) {
 	w := &Worker{
 		cfg:        cfg,
 		rdb:        cfg.Redis,
+		clock:      cfg.Clock,
 		log:        cfg.Logger.With("component", "worker", "node", cfg.Node),
 		lease:      jobs.Lease{Node: cfg.Node, Host: hostname(), Instance: newInstance()},
 		slots:      map[string]chan struct{}{},
@@ -79,6 +85,9 @@ func New(cfg Config) (*Worker, error) {
 		jobs:       jobs.NewClient(cfg.Redis, cfg.Jobs),
 		incidents:  incidents{pending: map[string]*incident{}, wake: make(chan struct{}, 1)},
 		changed:    make(chan string, 64),
+	}
+	if w.clock == nil {
+		w.clock = clockwork.NewRealClock()
 	}
 	var err error
 	if w.counters, err = newCounters(cfg.Metrics); err != nil {
@@ -98,17 +107,37 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
+// signals are the internal steps a test can wait for (see
+// internal/testsignal); a test initialises the ones it uses before Start.
+type signals struct {
+	// scheduleWaiting: a scheduler has armed its timer for the soonest
+	// slot, the value (every slot due before it has been fired).
+	scheduleWaiting testsignal.Signal[time.Time]
+	// progressFlushed: a held-back progress window opened; true when a
+	// report went out, false when there was nothing (left) to publish.
+	progressFlushed testsignal.Signal[bool]
+	// heartbeat: a heartbeat renewed the leases and beat the node.
+	heartbeat testsignal.Signal[struct{}]
+	// reconciled: the reconcile loop ran once, settling n jobs.
+	reconciled testsignal.Signal[int]
+}
+
 // runningJob is a handler running an attempt.
 type runningJob struct {
 	store  string
 	cancel context.CancelCauseFunc
 }
 
-// Start claims the stores (one that another live node holds is kept as
-// lost, not served), announces the node (node.up), starts the heartbeat,
-// the cancel listener, the scheduler, the corruption handler and the
-// notification dispatcher, and starts consuming jobs.
+// Start refuses a Redis whose key layout is another version
+// (jobs.CheckLayout), then claims the stores (one that another live node
+// holds is kept as lost, not served), announces the node (node.up),
+// starts the heartbeat, the cancel listener, the scheduler, the
+// corruption handler and the notification dispatcher, and starts
+// consuming jobs.
 func (w *Worker) Start(ctx context.Context) error {
+	if err := jobs.CheckLayout(ctx, w.rdb); err != nil {
+		return fmt.Errorf("worker: %w", err)
+	}
 	if err := jobs.LoadScripts(ctx, w.rdb); err != nil {
 		return fmt.Errorf("worker: load scripts: %w", err)
 	}
@@ -129,7 +158,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	bgCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	w.stop = stop
-	sub := w.rdb.Subscribe(bgCtx, jobs.CancelChannel)
+	sub := jobs.SubscribeCancels(bgCtx, w.rdb)
 	if _, err := sub.Receive(ctx); err != nil { // subscribed before any job runs
 		stop()
 		return fmt.Errorf("worker: subscribe to cancels: %w", err)

@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -102,17 +104,13 @@ func (b *bundle) enqueue(t *testing.T, kind jobs.Kind, st string, params jobs.Pa
 // waitState polls the job record until it reaches state, with a deadline.
 func (b *bundle) waitState(t *testing.T, id string, state jobs.State) jobs.Record {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		r, err := b.client.Get(t.Context(), id)
-		if err == nil && r.State == state {
-			return r
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job %s did not reach %s: %+v (%v)", id, state, r, err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var r jobs.Record
+	testsignal.WaitFor(t, fmt.Sprintf("job %s reaching %s", id, state), func() bool {
+		var err error
+		r, err = b.client.Get(t.Context(), id)
+		return err == nil && r.State == state
+	})
+	return r
 }
 
 func (b *bundle) events(t *testing.T, id string) []jobs.Event {
@@ -161,10 +159,12 @@ func (b *bundle) history(t *testing.T, id string) []jobs.HistoryEntry {
 
 func TestJobLifecycle(t *testing.T) {
 	// The job outlives progress's first window (100 ms), as any job worth
-	// watching does, so the compaction's phases are published.
-	b := setup(t, func(w *Worker) {
+	// watching does, so the compaction's phases are published: the fake
+	// clock moves past the window before the compaction starts.
+	clock := clockwork.NewFakeClock()
+	b := setupWith(t, options{worker: func(c *Config) { c.Clock = clock }}, func(w *Worker) {
 		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
-			time.Sleep(150 * time.Millisecond)
+			clock.Advance(progressMin)
 			return compactJob(ctx, s, p)
 		}
 	}, "orders")
@@ -308,6 +308,8 @@ func TestCancelIsFinal(t *testing.T) {
 // compact, backup and restore on one store never overlap.
 func TestOneJobPerStore(t *testing.T) {
 	var active, peak atomic.Int32
+	var insp *asynq.Inspector
+	enqueued := make(chan struct{})
 	wrap := func(h handlerFunc) handlerFunc {
 		return func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
 			n := active.Add(1)
@@ -318,7 +320,16 @@ func TestOneJobPerStore(t *testing.T) {
 				}
 			}
 			defer active.Add(-1)
-			time.Sleep(20 * time.Millisecond) // widen the window an overlap would need
+			// Hold the store until asynq has handed out every task (four
+			// workers, four jobs): the others are in the worker, at the
+			// store's slot, and would be here if it let them.
+			<-enqueued
+			if !testsignal.Poll(testsignal.Timeout, func() bool {
+				info, err := insp.GetQueueInfo(jobs.NodeQueue("n1"))
+				return err == nil && info.Pending == 0
+			}) {
+				return outcome{}, errors.New("asynq kept tasks pending")
+			}
 			return h(ctx, s, p)
 		}
 	}
@@ -332,10 +343,12 @@ func TestOneJobPerStore(t *testing.T) {
 	if _, err := s.Backup(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	insp = asynq.NewInspectorFromRedisClient(b.rdb)
 	var ids []string
 	for _, k := range []jobs.Kind{jobs.KindCompact, jobs.KindBackup, jobs.KindRestore, jobs.KindVerify} {
 		ids = append(ids, b.enqueue(t, k, "orders", jobs.Params{}).ID)
 	}
+	close(enqueued)
 	for _, id := range ids {
 		b.waitState(t, id, jobs.StateSucceeded)
 	}
@@ -458,11 +471,11 @@ func TestRedisRestart(t *testing.T) {
 	// go-redis stops dialing after PoolSize failed dials and probes once
 	// a second, so the client may answer "unavailable" for up to a second
 	// after Redis is back.
-	r, err := b.client.Get(t.Context(), first.ID)
-	for deadline := time.Now().Add(5 * time.Second); errors.Is(err, jobs.ErrUnavailable) && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
+	var r jobs.Record
+	testsignal.WaitForWithin(t, 5*time.Second, "the client reconnecting", func() bool {
 		r, err = b.client.Get(t.Context(), first.ID)
-	}
+		return !errors.Is(err, jobs.ErrUnavailable)
+	})
 	if err != nil || r.State != jobs.StateSucceeded {
 		t.Fatalf("record lost across the Redis restart: %+v, %v", r, err)
 	}
@@ -471,38 +484,72 @@ func TestRedisRestart(t *testing.T) {
 }
 
 // However often a store reports, a job publishes a few progress events a
-// second; nothing in its first 100 ms, a report held back goes out when
-// its window opens, and nothing follows stop.
+// second: nothing in its first 100 ms, then one per 250 ms in a phase and
+// one per 100 ms across a phase change; a report held back goes out when
+// its window opens, unless a later one replaced it or went out first; and
+// nothing follows stop. The clock is fake, so every count is exact; each
+// window that opens signals whether it published.
 func TestProgressIsThrottled(t *testing.T) {
-	b := setup(t, nil, "orders")
+	clock := clockwork.NewFakeClock()
+	b := setupWith(t, options{worker: func(c *Config) { c.Clock = clock }},
+		func(w *Worker) { w.signals.progressFlushed.Init(t) }, "orders")
 	// Progress is appended only for the active run of a job's record.
 	b.rdb.HSet(t.Context(), jobs.RecordKey("jthrottle"), "id", "jthrottle", "state", "active", "run", "r1")
 	report, stop := b.w.progressReporter(t.Context(), attempt{p: jobs.Payload{JobID: "jthrottle"}, n: 1, run: "r1"})
+	flushed := func(want bool) {
+		t.Helper()
+		if got := b.w.signals.progressFlushed.Wait(); got != want {
+			t.Fatalf("a window opened and published: %v, want %v", got, want)
+		}
+	}
+	check := func(when string, want ...string) {
+		t.Helper()
+		var got []string
+		for _, e := range b.events(t, "jthrottle") {
+			got = append(got, fmt.Sprintf("%s %d", e.Phase, e.Done))
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("%s: progress events %q, want %q", when, got, want)
+		}
+	}
+
 	report("checkpoint", 0, 0)
 	report("validating", 0, 0) // replaces the held-back checkpoint
-	if n := len(b.events(t, "jthrottle")); n != 0 {
-		t.Fatalf("%d progress events in a job's first 100 ms", n)
+	clock.Advance(progressMin - time.Millisecond)
+	check("in the job's first 100 ms")
+	clock.Advance(time.Millisecond)
+	flushed(true)
+	check("when the first window opened", "validating 0")
+
+	// A burst at one instant: held back, the last one goes out when its
+	// window opens (a phase change's 100 ms, counted from the last event,
+	// waits for the 250 ms timer armed by the first held report).
+	for i := range 1000 {
+		report("validating", int64(i), 1000)
 	}
-	time.Sleep(200 * time.Millisecond)
-	evs := b.events(t, "jthrottle")
-	if len(evs) != 1 || evs[0].Phase != "validating" {
-		t.Fatalf("held-back report: %+v", evs)
-	}
-	start := time.Now()
-	for i := 0; time.Since(start) < 600*time.Millisecond; i++ {
-		report([]string{"copying", "validating"}[i/50000%2], int64(i), 1<<30)
-	}
+	report("copying", 1000, 1000)
+	clock.Advance(progressEvery)
+	flushed(true)
+	check("after a burst", "validating 0", "copying 1000")
+
+	// A phase change due at once goes out at once, and drops what was
+	// held back; the window armed for that finds nothing.
+	report("copying", 1, 3)
+	clock.Advance(progressMin)
+	report("copying", 2, 3)
+	report("validating", 3, 3)
+	check("after a phase change", "validating 0", "copying 1000", "validating 3")
+	clock.Advance(progressEvery - progressMin)
+	flushed(false)
+
+	// Nothing follows stop: not what was held back, not a later report.
+	report("validating", 4, 5)
 	stop()
-	n := len(b.events(t, "jthrottle"))
-	// 600 ms allows at most 7 more events at one per 100 ms (phase changes).
-	if n < 2 || n > 8 {
-		t.Fatalf("%d progress events in 800 ms", n)
-	}
-	report("copying", 1, 1)
-	time.Sleep(300 * time.Millisecond)
-	if m := len(b.events(t, "jthrottle")); m != n {
-		t.Fatalf("%d progress events after stop", m-n)
-	}
+	report("validating", 5, 5)
+	clock.Advance(progressEvery)
+	flushed(false)
+	check("after stop", "validating 0", "copying 1000", "validating 3")
+	b.w.signals.progressFlushed.RequireEmpty()
 }
 
 // A task asynq archived or lost without the worker is settled: the record
@@ -563,8 +610,7 @@ func TestReconcile(t *testing.T) {
 	// Each settled failure is notified like any final failure: a notify
 	// job per sink, carrying job.failed for that job.
 	notified := map[string]bool{}
-	deadline := time.Now().Add(10 * time.Second)
-	for len(notified) < 2 && time.Now().Before(deadline) {
+	testsignal.WaitFor(t, "two notify jobs", func() bool {
 		tasks, _ := insp.ListPendingTasks(jobs.NotifyQueue)
 		for _, task := range tasks {
 			p, err := jobs.Decode(task.Payload)
@@ -577,8 +623,8 @@ func TestReconcile(t *testing.T) {
 			}
 			notified[n.JobID] = true
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return len(notified) >= 2
+	})
 	if !notified[archived.ID] || !notified[gone.ID] || len(notified) != 2 {
 		t.Fatalf("notified %v; want the two settled jobs", notified)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/client"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
 )
@@ -21,6 +22,10 @@ const (
 	ctlOperatorToken = "ctl-test-operator-token"
 	ctlViewerToken   = "ctl-test-viewer-token-0"
 )
+
+// These tests run storekeeper ctl (package internal/ctl) through the
+// command's dispatch against `storekeeper serve`; the tests that need no
+// server, or a scripted one, are in internal/ctl.
 
 // ctlServer is `storekeeper serve` run in-process on a private Redis, with
 // stores a and b and no schedules.
@@ -120,10 +125,7 @@ func TestCtl(t *testing.T) {
 	t.Run("compact --all --wait --json", func(t *testing.T) {
 		out := s.mustCtl(t, "compact", "--all", "--wait", "--json")
 		lines := strings.Split(strings.TrimSpace(out), "\n")
-		var batch struct {
-			BatchID string        `json:"batch_id"`
-			Jobs    []enqueuedJob `json:"jobs"`
-		}
+		var batch client.Batch
 		if err := json.Unmarshal([]byte(lines[0]), &batch); err != nil || batch.BatchID == "" || len(batch.Jobs) != 2 {
 			t.Fatalf("first line is not the batch: %v\n%s", err, out)
 		}
@@ -166,7 +168,7 @@ func TestCtl(t *testing.T) {
 			{[]string{"stores", "--token", "not-a-token-of-this-server"}, "unauthorized"},
 			{[]string{"compact", "a", "--wait", "--token", "not-a-token-of-this-server"}, "unauthorized"},
 			{[]string{"compact", "a", "--token", ctlViewerToken}, "forbidden"},
-			{[]string{"history", "--limit", "0"}, "invalid_request"},
+			{[]string{"history", "--limit", "501"}, "invalid_request"},
 		} {
 			code, out, errOut := s.ctl(t, c.args...)
 			lines := strings.Split(strings.TrimSuffix(errOut, "\n"), "\n")
@@ -192,7 +194,7 @@ func TestCtl(t *testing.T) {
 		// the watcher is subscribed.
 		live := `{"type":"stream.live"}`
 		waitFor(t, 30*time.Second, "watch to be subscribed (stream.live)", func() bool { return strings.Contains(out.String(), live) })
-		var job enqueuedJob
+		var job client.Enqueued
 		if err := json.Unmarshal([]byte(s.mustCtl(t, "compact", "b", "--json")), &job); err != nil || job.ID == "" {
 			t.Fatalf("compact b --json: %v %+v", err, job)
 		}
@@ -288,99 +290,6 @@ func TestCtl(t *testing.T) {
 			t.Fatalf("ctl stores from the environment: exit %d: %s", code, errOut.String())
 		}
 	})
-}
-
-// Usage errors exit 2 without a request; --help lists the flags, exit 0.
-func TestCtlUsage(t *testing.T) {
-	for _, args := range [][]string{
-		{},
-		{"nosuch"},
-		{"--bogus", "stores"},
-		{"stores", "extra"},
-		{"stores", "--bogus"},
-		{"compact"},
-		{"compact", "a", "--all"},
-		{"compact", "a", "b"},
-		{"restore"},
-		{"restore", "--all"},
-		{"job"},
-		{"cancel", "a", "b"},
-		{"history", "--limit", "ten"},
-		{"--server", "ftp://example.com", "stores"},
-	} {
-		var out, errOut bytes.Buffer
-		if code := run(t.Context(), append([]string{"ctl", "--server", "127.0.0.1:1"}, args...), &out, &errOut); code != 2 || errOut.Len() == 0 {
-			t.Errorf("ctl %v: exit %d, stderr %q; want exit 2 and a message", args, code, errOut.String())
-		}
-	}
-
-	var out, errOut bytes.Buffer
-	if code := run(t.Context(), []string{"ctl", "--help"}, &out, &errOut); code != 0 {
-		t.Fatalf("ctl --help: exit %d", code)
-	}
-	for _, cmd := range ctlCommands {
-		if !strings.Contains(out.String(), "\n  "+cmd.name) {
-			t.Errorf("ctl --help does not list %s:\n%s", cmd.name, out.String())
-		}
-	}
-	for _, cmd := range ctlCommands {
-		out.Reset()
-		if code := run(t.Context(), []string{"ctl", cmd.name, "--help"}, &out, &errOut); code != 0 {
-			t.Fatalf("ctl %s --help: exit %d", cmd.name, code)
-		}
-		for _, f := range []string{"-server", "-token", "-json"} {
-			if !strings.Contains(out.String(), f) {
-				t.Errorf("ctl %s --help lacks %s:\n%s", cmd.name, f, out.String())
-			}
-		}
-	}
-	out.Reset()
-	run(t.Context(), []string{"ctl", "compact", "--help"}, &out, &errOut)
-	for _, f := range []string{"-all", "-force", "-dry-run", "-wait"} {
-		if !strings.Contains(out.String(), f) {
-			t.Errorf("ctl compact --help lacks %s:\n%s", f, out.String())
-		}
-	}
-}
-
-// A server that cannot be reached is one line and exit 1.
-func TestCtlUnreachable(t *testing.T) {
-	var out, errOut bytes.Buffer
-	code := run(t.Context(), []string{"ctl", "--server", "http://" + freeAddr(t), "stores"}, &out, &errOut)
-	if code != 1 || strings.Count(errOut.String(), "\n") != 1 || !strings.HasPrefix(errOut.String(), "storekeeper: ") {
-		t.Fatalf("exit %d, stderr %q", code, errOut.String())
-	}
-}
-
-// On a terminal the status line is rewritten in place; ends get lines of
-// their own and the status line is gone at the end.
-func TestCtlProgressTerminal(t *testing.T) {
-	var out bytes.Buffer
-	recs := []jobs.Record{{ID: "j1", Kind: jobs.KindBackup, Store: "a", State: jobs.StatePending}, {ID: "j2", Kind: jobs.KindBackup, Store: "b", State: jobs.StatePending}}
-	p := newProgress(&out, false, true, recs)
-	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	ev := func(typ jobs.EventType, id, store string) jobs.Event {
-		return jobs.Event{Type: typ, JobID: id, Kind: jobs.KindBackup, Store: store, Node: "n", Attempt: 1, MaxRetry: 3, At: at}
-	}
-	p.event(ev(jobs.EventJobStarted, "j1", "a"), nil)
-	pr := ev(jobs.EventJobProgress, "j1", "a")
-	pr.Phase, pr.Done, pr.Total = "copying", 50, 200
-	p.event(pr, nil)
-	if !strings.HasSuffix(out.String(), "\rbackup: 0 of 2 ended · a copying 25% · b pending") {
-		t.Fatalf("status line: %q", out.String())
-	}
-	p.event(ev(jobs.EventJobSucceeded, "j1", "a"), nil)
-	failed := ev(jobs.EventJobFailed, "j2", "b")
-	failed.Error = "disk full"
-	p.event(failed, nil)
-	p.clear()
-	text := out.String()
-	if p.running() != 0 || !strings.Contains(text, "backup a j1: succeeded\n") || !strings.HasSuffix(text, "backup b j2: failed: disk full\n") {
-		t.Fatalf("output: %q", text)
-	}
-	if err := p.outcome(); err == nil || !strings.Contains(err.Error(), "1 of 2 jobs did not succeed: job j2 (backup b) failed: disk full") {
-		t.Fatalf("outcome: %v", err)
-	}
 }
 
 // damageBackup changes one private (not shared) file of the store's newest

@@ -6,11 +6,15 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"storekeeper/internal/ctl"
+	"storekeeper/internal/demo"
 )
 
 const usage = `usage: storekeeper <command> [flags]
@@ -43,7 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "serve", "api", "worker":
 		return runServe(ctx, args[0], args[1:], stdout, stderr)
 	case "ctl":
-		return runCtl(ctx, args[1:], stdout, stderr)
+		return ctl.Run(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage+"\nstorekeeper <command> --help lists a command's flags and their STOREKEEPER_* variables.\n")
 		return 0
@@ -51,4 +55,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "storekeeper: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}
+}
+
+// runDemo is storekeeper demo: the store engine on its own, on three
+// churned stores.
+func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dataDir := fs.String("data-dir", "./data", "directory that holds the stores")
+	backupDir := fs.String("backup-dir", "./backups", "directory that holds the backups (not inside --data-dir)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if err := demo.Run(ctx, *dataDir, *backupDir, stdout, stderr); err != nil {
+		fmt.Fprintf(stderr, "storekeeper demo: %v\n", err)
+		return 1
+	}
+	return 0
 }

@@ -12,7 +12,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"storekeeper/internal/demo"
 )
+
+// demoStores are the stores serve --demo creates (browser_test.go counts
+// them too).
+var demoStores = demo.Stores
 
 // What a newcomer does: `make run` (no Redis, no token given), then the
 // dashboard, the API and asynqmon answer within 10 s of the process
@@ -151,8 +157,8 @@ func TestMakeRun(t *testing.T) {
 				t.Errorf("ctl watch --since 0 on a fresh server reported a gap: %s", l)
 			}
 			for _, d := range demoStores {
-				if strings.Contains(l, `"type":"job.succeeded"`) && strings.Contains(l, `"kind":"compact"`) && strings.Contains(l, `"store":"`+d.name+`"`) {
-					succeeded[d.name] = true
+				if strings.Contains(l, `"type":"job.succeeded"`) && strings.Contains(l, `"kind":"compact"`) && strings.Contains(l, `"store":"`+d.Name+`"`) {
+					succeeded[d.Name] = true
 				}
 			}
 		case <-deadline:

@@ -29,6 +29,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/config"
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
 )
@@ -40,10 +41,10 @@ func TestHelpListsEveryFlag(t *testing.T) {
 		if code := run(t.Context(), []string{mode, "--help"}, &stdout, &stderr); code != 0 {
 			t.Fatalf("%s --help: exit %d: %s", mode, code, stderr.String())
 		}
-		fs, _ := serveFlags(mode, io.Discard)
+		fs, _ := config.NewFlagSet(mode, io.Discard)
 		fs.VisitAll(func(f *flag.Flag) {
-			if !strings.Contains(stderr.String(), "-"+f.Name) || !strings.Contains(stderr.String(), envName(f.Name)) {
-				t.Errorf("%s --help lacks --%s or %s", mode, f.Name, envName(f.Name))
+			if !strings.Contains(stderr.String(), "-"+f.Name) || !strings.Contains(stderr.String(), config.EnvName(f.Name)) {
+				t.Errorf("%s --help lacks --%s or %s", mode, f.Name, config.EnvName(f.Name))
 			}
 		})
 	}
@@ -81,6 +82,18 @@ func TestInvalidConfiguration(t *testing.T) {
 		{[]string{"serve", "--metrics-token", "short"}, "", "--metrics-token"},
 		{[]string{"worker", "--redis", "redis://127.0.0.1:1/0", "--metrics-token", "short"}, "", "--metrics-token"},
 		{[]string{"serve", "--push-subscriptions-per-token", "0"}, "", "--push-subscriptions-per-token"},
+		{[]string{"serve", "--push-subscriptions-per-token", "-1"}, "", "--push-subscriptions-per-token"},
+		{[]string{"serve", "--concurrency", "0"}, "", "--concurrency"},
+		{[]string{"serve", "--concurrency", "-1"}, "", "--concurrency"},
+		{[]string{"worker", "--redis", "redis://127.0.0.1:1/0", "--concurrency", "-1"}, "", "--concurrency"},
+		{[]string{"serve"}, "STOREKEEPER_CONCURRENCY=-2", "--concurrency"},
+		{[]string{"serve", "--lease-ttl", "0s"}, "", "--lease-ttl"},
+		{[]string{"serve", "--node", ""}, "", "--node"},
+		{[]string{"serve", "--auto-restore", ""}, "", "--auto-restore"},
+		{[]string{"serve", "--auto-restore-limit", "-1"}, "", "--auto-restore-limit"},
+		{[]string{"serve", "--shutdown-timeout", "0s"}, "", "--shutdown-timeout"},
+		{[]string{"serve", "--webhook", "ftp://example.com/hook#secret"}, "", "--webhook"},
+		{[]string{"serve"}, "STOREKEEPER_CONCURRENCY=many", "--concurrency"},
 	} {
 		if c.env != "" {
 			k, v, _ := strings.Cut(c.env, "=")

@@ -14,12 +14,19 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
-	"storekeeper/store"
 	"storekeeper/worker"
 )
+
+// TestMain fails the tests if a goroutine outlives them: the application
+// stops everything it starts.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // The application keeps writing while storekeeper compacts, backs up and
 // restores its store. Every write acknowledged before the backup started
@@ -46,6 +53,7 @@ func TestAcknowledgedWritesSurviveRestore(t *testing.T) {
 		mu    sync.Mutex
 		acked []time.Time // acked[i]: when key i was acknowledged
 	)
+	acks := make(chan struct{}, 1) // a write was acknowledged since the last receive
 	ctx, stopWriter := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -59,43 +67,49 @@ func TestAcknowledgedWritesSurviveRestore(t *testing.T) {
 			mu.Lock()
 			acked = append(acked, time.Now())
 			mu.Unlock()
+			select {
+			case acks <- struct{}{}:
+			default:
+			}
 		}
 	})
 	ackedCount := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
-	for ackedCount() < 500 {
-		time.Sleep(5 * time.Millisecond)
+	// waitAcked waits until n writes in all were acknowledged.
+	waitAcked := func(n int) {
+		t.Helper()
+		for ackedCount() < n {
+			select {
+			case <-acks:
+			case <-time.After(testsignal.Timeout):
+				t.Fatalf("%d writes acknowledged, want %d", ackedCount(), n)
+			}
+		}
 	}
+	waitAcked(500)
 	run := func(kind jobs.Kind, params jobs.Params) jobs.Record {
 		t.Helper()
 		res, err := a.jobs.Enqueue(t.Context(), jobs.Request{Kind: kind, Store: storeName, Params: params, Trigger: jobs.TriggerManual, Actor: "test"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			r, err := a.jobs.Get(t.Context(), res.Record.ID)
-			if err == nil && r.State == jobs.StateSucceeded {
-				return r
-			}
-			if err == nil && r.State.Terminal() || time.Now().After(deadline) {
-				t.Fatalf("%s job: %+v, %v", kind, r, err)
-			}
-			time.Sleep(10 * time.Millisecond)
+		var r jobs.Record
+		if !testsignal.Poll(30*time.Second, func() bool {
+			r, err = a.jobs.Get(t.Context(), res.Record.ID)
+			return err == nil && r.State.Terminal()
+		}) || r.State != jobs.StateSucceeded {
+			t.Fatalf("%s job: %+v, %v", kind, r, err)
 		}
+		return r
 	}
 	run(jobs.KindCompact, jobs.Params{Force: true})
 	backup := run(jobs.KindBackup, jobs.Params{})
-	var bres store.BackupResult
+	var bres jobs.BackupResult
 	if err := json.Unmarshal(backup.Result, &bres); err != nil {
 		t.Fatal(err)
 	}
-	for n := ackedCount(); ackedCount() < n+300; { // writes inside the rollback window
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitAcked(ackedCount() + 300) // writes inside the rollback window
 	restore := run(jobs.KindRestore, jobs.Params{BackupID: bres.Backup.ID})
-	for n := ackedCount(); ackedCount() < n+300; { // writes after the restore
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitAcked(ackedCount() + 300) // writes after the restore
 	stopWriter()
 	wg.Wait()
 

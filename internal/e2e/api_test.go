@@ -28,6 +28,7 @@ import (
 	"storekeeper/api"
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
 	"storekeeper/worker"
@@ -90,14 +91,11 @@ func setupTB(t testing.TB, tweak ...func(*api.Config)) *env {
 
 // waitStats waits for the worker's heartbeat to publish a store.
 func (e *env) waitStats(name string) {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		if n, _ := e.rdb.Exists(e.t.Context(), jobs.StatsKey(name)).Result(); n == 1 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	e.t.Fatalf("no stats published for %s", name)
+	e.t.Helper()
+	testsignal.WaitFor(e.t, "stats published for "+name, func() bool {
+		n, _ := e.rdb.Exists(e.t.Context(), jobs.StatsKey(name)).Result()
+		return n == 1
+	})
 }
 
 type answer struct {
@@ -143,17 +141,14 @@ func (e *env) do(method, path, token string, body any) answer {
 
 func (e *env) waitJob(id string, state jobs.State) map[string]any {
 	e.t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		a := e.do("GET", "/api/jobs/"+id, viewerToken, nil)
-		if a.status == 200 && a.body["state"] == string(state) {
-			return a.body
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("job %s: %s", id, a.raw)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var a answer
+	if !testsignal.Poll(testsignal.Timeout, func() bool {
+		a = e.do("GET", "/api/jobs/"+id, viewerToken, nil)
+		return a.status == 200 && a.body["state"] == string(state)
+	}) {
+		e.t.Fatalf("job %s: %s", id, a.raw)
 	}
+	return a.body
 }
 
 // Every route × {no token, viewer, operator}: 401 without a token, 403 for
@@ -492,12 +487,8 @@ func TestSlowWatcher(t *testing.T) {
 	// Wait until the server has dropped events for the watcher (its
 	// counter says so): a fixed wait is not enough on a loaded machine,
 	// where the tailer may not have pushed enough yet to overflow it.
-	deadline := time.Now().Add(30 * time.Second)
-	for e.metric("storekeeper_ws_dropped_total") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no event was dropped for a watcher that reads nothing")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testsignal.Poll(30*time.Second, func() bool { return e.metric("storekeeper_ws_dropped_total") != 0 }) {
+		t.Fatal("no event was dropped for a watcher that reads nothing")
 	}
 	e.waitJob(a.body["job_id"].(string), jobs.StateSucceeded)
 	last := e.do("POST", "/api/admin/backup/orders", operatorToken, nil)
@@ -612,6 +603,9 @@ func TestStuckWatcherDisconnected(t *testing.T) {
 		if _, err := pipe.Exec(t.Context()); err != nil {
 			t.Fatal(err)
 		}
+		// A real wall-clock wait: being stuck for StuckWatcher (1 s) of
+		// real time is what is under test; the rounds of events between
+		// the waits keep the sender finding the watcher full.
 		time.Sleep(400 * time.Millisecond)
 	}
 	// Reading now drains what was buffered, then the close frame.

@@ -63,8 +63,9 @@ func TestReplayLongerThanBuffer(t *testing.T) {
 	next, lives := 0, 0
 	for next < replayed+live {
 		if next < watcherBuffer {
-			// The slow watcher: a millisecond per event while the replay
-			// could fill its buffer many times over.
+			// A real wall-clock wait: the slow watcher is what is under
+			// test, a millisecond per event while the replay could fill
+			// its buffer many times over.
 			time.Sleep(time.Millisecond)
 		}
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))

@@ -97,7 +97,7 @@ var routeClasses = map[string]routeClass{
 	"TRACE /monitoring/*path":        classMonitoring,
 }
 
-// errorCodes are the documented error codes (README, "The HTTP API").
+// errorCodes are the documented error codes (docs/design.md, "HTTP API").
 var errorCodes = []string{"invalid_request", "unauthorized", "forbidden", "cross_origin", "unsupported_media_type",
 	"not_found", "unknown_store", "unknown_job", "unknown_backup", "method_not_allowed", "body_too_large", "no_backup",
 	"restore_in_progress", "job_finished", "too_many_subscriptions", "store_unknown_state", "redis_unavailable",

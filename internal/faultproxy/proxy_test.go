@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 )
 
 // incrScript stands for storekeeper's Lua scripts: one INCR per run, so
@@ -61,13 +62,7 @@ func getInt(t *testing.T, direct *redis.Client, key string) int {
 // waitUntil polls cond until it holds, failing the test after 10s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond) // poll interval
-	}
+	testsignal.WaitForWithin(t, 10*time.Second, what, cond)
 }
 
 func isTimeout(err error) bool {

@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"storekeeper/internal/testsignal"
 )
 
 // stub resolves from a table, or with next (which sees how many lookups
@@ -336,9 +338,5 @@ func TestClientAllowPrivate(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("timed out")
-		}
-	}
+	testsignal.WaitForWithin(t, 5*time.Second, "the condition", cond)
 }

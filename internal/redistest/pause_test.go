@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/testsignal"
 )
 
 // fastFailClient gives up on a reply after 100ms, without retrying.
@@ -41,16 +43,12 @@ func TestPauseResume(t *testing.T) {
 		t.Fatalf("resume: %v", err)
 	}
 	// The INCR that timed out sat in the server's socket buffer: it runs now.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		n, err := c.Get(ctx, "n").Int()
-		if err == nil && n == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after resume: n = %d, %v; want 1", n, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
+	var n int
+	if !testsignal.Poll(5*time.Second, func() bool {
+		n, err = c.Get(ctx, "n").Int()
+		return err == nil && n == 1
+	}) {
+		t.Fatalf("after resume: n = %d, %v; want 1", n, err)
 	}
 }
 

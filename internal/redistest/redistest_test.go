@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/testsignal"
 )
 
 func setGet(t *testing.T, c *redis.Client, key, val string) {
@@ -156,13 +158,9 @@ func TestFallbackToMiniredis(t *testing.T) {
 	if err := c.Set(ctx, "ttl", "x", time.Second).Err(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Exists(ctx, "ttl").Val() != 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("key with 1s TTL did not expire within 5s")
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval
-	}
+	testsignal.WaitForWithin(t, 5*time.Second, "the key with a 1 s TTL expiring", func() bool {
+		return c.Exists(ctx, "ttl").Val() == 0
+	})
 
 	if err := s.Kill(); !errors.Is(err, ErrNotReal) {
 		t.Errorf("Kill() = %v, want ErrNotReal", err)

@@ -1,4 +1,4 @@
-package main
+package ctl
 
 import (
 	"bytes"
@@ -8,53 +8,29 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"storekeeper/client"
 	"storekeeper/jobs"
 )
 
-// The ctl commands that ask and print; enqueueing and events are in
-// ctl_wait.go.
-
-// storeRow is the part of GET /api/stores a table shows.
-type storeRow struct {
-	Name       string     `json:"name"`
-	Node       string     `json:"node"`
-	NodeUp     bool       `json:"node_up"`
-	Paused     bool       `json:"paused"`
-	LastBackup *time.Time `json:"last_backup"`
-	Backups    []struct {
-		ID string `json:"id"`
-	} `json:"backups"`
-	Stats struct {
-		State            string `json:"state"`
-		LiveBytes        uint64 `json:"live_bytes"`
-		DiskBytes        uint64 `json:"disk_bytes"`
-		ReclaimableBytes uint64 `json:"reclaimable_bytes"`
-		ReadAmp          int    `json:"read_amp"`
-	} `json:"stats"`
-	Health []struct {
-		Kind string `json:"kind"`
-	} `json:"health"`
-}
+// The ctl commands that ask and print; the ones that make jobs are in
+// enqueue.go, watch in watch.go.
 
 func ctlStores(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
 	if _, err := c.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	var v struct {
-		Stores []storeRow `json:"stores"`
-	}
-	if done, err := c.call(ctx, "GET", "/api/stores", nil, nil, &v); done || err != nil {
+	stores, err := c.api.Stores(c.answer(ctx))
+	if err != nil || c.json {
 		return err
 	}
 	tw := newTable(c.stdout, "STORE", "NODE", "STATE", "LIVE", "DISK", "RECLAIMABLE~", "READ AMP", "BACKUPS", "LAST BACKUP", "PAUSED", "HEALTH")
-	for _, s := range v.Stores {
+	for _, s := range stores {
 		node := s.Node
 		if !s.NodeUp {
 			node += " (down)"
@@ -63,59 +39,66 @@ func ctlStores(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) err
 		for _, h := range s.Health {
 			health = append(health, h.Kind)
 		}
-		tw.row(s.Name, node, orDash(s.Stats.State), mib(s.Stats.LiveBytes), mib(s.Stats.DiskBytes), mib(s.Stats.ReclaimableBytes),
-			s.Stats.ReadAmp, len(s.Backups), timeOr(s.LastBackup, "never"), yesNo(s.Paused), orText(strings.Join(health, ","), "ok"))
+		var st jobs.StoreStats // zero until the owner has published
+		if s.Stats != nil {
+			st = *s.Stats
+		}
+		tw.row(s.Name, node, orDash(string(st.State)), mib(st.LiveBytes), mib(st.DiskBytes), mib(st.ReclaimableBytes),
+			st.ReadAmp, len(s.Backups), timeOr(s.LastBackup, "never"), yesNo(s.Paused), orText(strings.Join(health, ","), "ok"))
 	}
 	return tw.flush()
 }
 
-// storeSwitch is pause or resume.
-func storeSwitch(verb string) func(context.Context, *ctl, *flag.FlagSet, []string) error {
+// storeSwitch is pause (pause true) or resume.
+func storeSwitch(pause bool) func(context.Context, *ctl, *flag.FlagSet, []string) error {
 	return func(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
 		pos, err := c.parse(fs, args, 1, 1)
 		if err != nil {
 			return err
 		}
-		var v struct {
-			Store  string `json:"store"`
-			Paused bool   `json:"paused"`
+		op := c.api.Resume
+		if pause {
+			op = c.api.Pause
 		}
-		if done, err := c.call(ctx, "POST", apiPath("/api/stores", pos[0])+"/"+verb, nil, nil, &v); done || err != nil {
+		if err := op(c.answer(ctx), pos[0]); err != nil || c.json {
 			return err
 		}
-		if v.Paused {
-			fmt.Fprintf(c.stdout, "store %s paused: its scheduled and automatic jobs wait until it is resumed\n", v.Store)
+		if pause {
+			fmt.Fprintf(c.stdout, "store %s paused: its scheduled and automatic jobs wait until it is resumed\n", pos[0])
 		} else {
-			fmt.Fprintf(c.stdout, "store %s resumed\n", v.Store)
+			fmt.Fprintf(c.stdout, "store %s resumed\n", pos[0])
 		}
 		return nil
 	}
 }
 
 func ctlJobs(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
-	q := url.Values{}
-	for _, name := range []string{"store", "kind", "state", "batch"} {
-		fs.Func(name, "only jobs with this `"+name+"`", func(v string) error { q.Set(name, v); return nil })
+	var q client.JobsQuery
+	for name, set := range map[string]func(string){
+		"store": func(v string) { q.Store = v },
+		"kind":  func(v string) { q.Kind = jobs.Kind(v) },
+		"state": func(v string) { q.State = jobs.State(v) },
+		"batch": func(v string) { q.Batch = v },
+	} {
+		fs.Func(name, "only jobs with this `"+name+"`", func(v string) error { set(v); return nil })
 	}
 	if _, err := c.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	var v struct {
-		Jobs []jobs.Record `json:"jobs"`
-	}
-	if done, err := c.call(ctx, "GET", "/api/jobs", q, nil, &v); done || err != nil {
+	recs, err := c.api.Jobs(c.answer(ctx), q)
+	if err != nil || c.json {
 		return err
 	}
-	if len(v.Jobs) == 0 {
+	if len(recs) == 0 {
 		what := "no jobs in flight"
-		if len(q) > 0 {
+		if q != (client.JobsQuery{}) {
 			what = "no such jobs"
 		}
 		fmt.Fprintln(c.stdout, what)
 		return nil
 	}
 	tw := newTable(c.stdout, "JOB", "KIND", "STORE", "STATE", "ATTEMPTS", "TRIGGER", "ACTOR", "ENQUEUED", "BATCH")
-	for _, r := range v.Jobs {
+	for _, r := range recs {
 		tw.row(r.ID, r.Kind, r.Store, r.State, fmt.Sprintf("%d/%d", r.Attempts, r.MaxRetry+1), r.Trigger, r.Actor,
 			timeOr(&r.EnqueuedAt, "-"), orDash(r.BatchID))
 	}
@@ -127,8 +110,8 @@ func ctlJob(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error 
 	if err != nil {
 		return err
 	}
-	var r jobs.Record
-	if done, err := c.call(ctx, "GET", apiPath("/api/jobs", pos[0]), nil, nil, &r); done || err != nil {
+	r, err := c.api.Job(c.answer(ctx), pos[0])
+	if err != nil || c.json {
 		return err
 	}
 	printRecord(c.stdout, r)
@@ -140,8 +123,8 @@ func ctlCancel(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) err
 	if err != nil {
 		return err
 	}
-	var r jobs.Record
-	if done, err := c.call(ctx, "DELETE", apiPath("/api/jobs", pos[0]), nil, nil, &r); done || err != nil {
+	r, err := c.api.Cancel(c.answer(ctx), pos[0])
+	if err != nil || c.json {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "job %s (%s %s) %s\n", r.ID, r.Kind, r.Store, r.State)
@@ -192,29 +175,32 @@ func printRecord(w io.Writer, r jobs.Record) {
 }
 
 func ctlHistory(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
-	q := url.Values{}
-	fs.Func("store", "only this `store`'s jobs", func(v string) error { q.Set("store", v); return nil })
-	fs.Func("kind", "only jobs of this `kind`", func(v string) error { q.Set("kind", v); return nil })
+	var q jobs.HistoryQuery
+	fs.Func("store", "only this `store`'s jobs", func(v string) error { q.Store = v; return nil })
+	fs.Func("kind", "only jobs of this `kind`", func(v string) error { q.Kind = jobs.Kind(v); return nil })
 	fs.Func("limit", "at most `N` entries (1–500; the server's default otherwise)", func(v string) error {
-		if _, err := strconv.Atoi(v); err != nil {
+		n, err := strconv.Atoi(v)
+		switch {
+		case err != nil:
 			return errors.New("not a number")
+		case n < 1:
+			// 0 would mean the server's default to the client: an
+			// explicit --limit asks for a number of entries.
+			return errors.New("not a positive number")
 		}
-		q.Set("limit", v)
+		q.Limit = n
 		return nil
 	})
-	fs.Func("before", "entries older than this history `id` (the next page)", func(v string) error { q.Set("before", v); return nil })
+	fs.Func("before", "entries older than this history `id` (the next page)", func(v string) error { q.Before = v; return nil })
 	if _, err := c.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	var v struct {
-		History []jobs.HistoryEntry `json:"history"`
-		Next    string              `json:"next"`
-	}
-	if done, err := c.call(ctx, "GET", "/api/history", q, nil, &v); done || err != nil {
+	page, err := c.api.History(c.answer(ctx), q)
+	if err != nil || c.json {
 		return err
 	}
 	tw := newTable(c.stdout, "AT", "STORE", "KIND", "STATUS", "TOOK", "BEFORE", "AFTER", "TRIGGER", "ACTOR", "JOB", "DETAIL")
-	for _, h := range v.History {
+	for _, h := range page.Entries {
 		detail := h.Error
 		if detail == "" {
 			detail = h.Reason
@@ -228,8 +214,8 @@ func ctlHistory(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) er
 	if err := tw.flush(); err != nil {
 		return err
 	}
-	if v.Next != "" {
-		fmt.Fprintf(c.stdout, "\nolder entries: storekeeper ctl history --before %s\n", v.Next)
+	if page.Next != "" {
+		fmt.Fprintf(c.stdout, "\nolder entries: storekeeper ctl history --before %s\n", page.Next)
 	}
 	return nil
 }
@@ -238,11 +224,8 @@ func ctlSchedules(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) 
 	if _, err := c.parse(fs, args, 0, 0); err != nil {
 		return err
 	}
-	var v struct {
-		Nodes  []jobs.NodeSchedules      `json:"nodes"`
-		Paused map[string]jobs.PauseInfo `json:"paused"`
-	}
-	if done, err := c.call(ctx, "GET", "/api/schedules", nil, nil, &v); done || err != nil {
+	v, err := c.api.Schedules(c.answer(ctx))
+	if err != nil || c.json {
 		return err
 	}
 	tw := newTable(c.stdout, "NODE", "KIND", "SCHEDULE", "NEXT", "LAST", "STORES")
@@ -274,47 +257,4 @@ func ctlSchedules(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) 
 		tw.row(n, orDash(p.Actor), timeOr(&p.At, "-"))
 	}
 	return tw.flush()
-}
-
-// table is a tabwriter with a header.
-type table struct{ tw *tabwriter.Writer }
-
-func newTable(w io.Writer, header ...string) table {
-	t := table{tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)}
-	fmt.Fprintln(t.tw, strings.Join(header, "\t"))
-	return t
-}
-
-func (t table) row(cells ...any) {
-	s := make([]string, len(cells))
-	for i, c := range cells {
-		s[i] = fmt.Sprint(c)
-	}
-	fmt.Fprintln(t.tw, strings.Join(s, "\t"))
-}
-
-func (t table) flush() error { return t.tw.Flush() }
-
-// timeOr formats t in local time, or says none when it is nil or zero.
-func timeOr(t *time.Time, none string) string {
-	if t == nil || t.IsZero() {
-		return none
-	}
-	return t.Local().Format("2006-01-02 15:04:05")
-}
-
-func orText(s, none string) string {
-	if s == "" {
-		return none
-	}
-	return s
-}
-
-func orDash(s string) string { return orText(s, "-") }
-
-func yesNo(b bool) string {
-	if b {
-		return "yes"
-	}
-	return "no"
 }

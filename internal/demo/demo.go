@@ -1,62 +1,76 @@
-package main
+// Package demo makes the demo stores: the `storekeeper demo` command, which
+// shows the store engine on its own, and the stores, first backups and
+// light writer of `storekeeper serve --demo` (make run).
+package demo
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"text/tabwriter"
 
+	"storekeeper/jobs"
 	"storekeeper/store"
 )
 
-// demoStores describes the churn each demo store gets: keys written, value
-// size, and the share of keys overwritten and deleted afterwards.
-var demoStores = []struct {
-	name              string
-	keys, size        int
-	overwrite, delete int // every Nth key
-}{
+// A Store is a demo store and the churn it gets: keys written, value size,
+// and the share of keys overwritten and deleted afterwards.
+type Store struct {
+	Name              string
+	Keys, Size        int
+	Overwrite, Delete int // every Nth key
+}
+
+// Stores are the demo stores.
+var Stores = []Store{
 	{"orders", 40000, 256, 2, 5},
 	{"sessions", 60000, 128, 1, 3},
 	{"metrics", 25000, 512, 4, 10},
 }
 
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", "./data", "directory that holds the stores")
-	backupDir := fs.String("backup-dir", "./backups", "directory that holds the backups (not inside --data-dir)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+// Names are the names of Stores.
+func Names() []string {
+	names := make([]string, len(Stores))
+	for i, d := range Stores {
+		names[i] = d.Name
 	}
-	names := make([]string, len(demoStores))
-	for i, d := range demoStores {
-		names[i] = d.name
-	}
+	return names
+}
+
+// Schedules replace the daily defaults under --demo (unless a --schedule-*
+// flag or variable says otherwise), so the history fills while someone
+// looks at it.
+var Schedules = map[jobs.Kind]string{
+	jobs.KindCompact: "@every 10m",
+	jobs.KindBackup:  "@every 15m",
+	jobs.KindVerify:  "@every 20m",
+}
+
+// Run is `storekeeper demo`: it creates the demo stores in dataDir with
+// churn, shows their stats, compacts, verifies and backs them up into
+// backupDir, restores one, and prints the numbers to stdout.
+func Run(ctx context.Context, dataDir, backupDir string, stdout, stderr io.Writer) error {
 	reg, err := store.Open(store.Config{
-		DataDir:   *dataDir,
-		BackupDir: *backupDir,
-		Stores:    names,
+		DataDir:   dataDir,
+		BackupDir: backupDir,
+		Stores:    Names(),
 		Logger:    slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})
 	if err != nil {
-		fmt.Fprintf(stderr, "storekeeper demo: %v\n", err)
-		return 1
+		return err
 	}
 	defer reg.Close()
 
 	fmt.Fprintf(stdout, "storekeeper demo in %s\n\nwriting churn (writes, overwrites, deletes, a range delete)...\n", reg.DataDir())
-	for _, d := range demoStores {
-		s, err := reg.Store(d.name)
+	for _, d := range Stores {
+		s, err := reg.Store(d.Name)
 		if err == nil {
-			err = demoChurn(s, d.keys, d.size, d.overwrite, d.delete)
+			err = churn(s, d)
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "storekeeper demo: %s: %v\n", d.name, err)
-			return 1
+			return fmt.Errorf("%s: %w", d.Name, err)
 		}
 	}
 	fmt.Fprintln(stdout, "\nbefore compaction:")
@@ -69,8 +83,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		s, _ := reg.Store(name)
 		res, err := s.Compact(ctx, store.CompactOptions{})
 		if err != nil {
-			fmt.Fprintf(stderr, "storekeeper demo: compact %s: %v\n", name, err)
-			return 1
+			return fmt.Errorf("compact %s: %w", name, err)
 		}
 		var verify string
 		if v, err := s.Verify(ctx, store.VerifyOptions{Deep: true}); err != nil {
@@ -92,8 +105,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		s, _ := reg.Store(name)
 		res, err := s.Backup(ctx)
 		if err != nil {
-			fmt.Fprintf(stderr, "storekeeper demo: backup %s: %v\n", name, err)
-			return 1
+			return fmt.Errorf("backup %s: %w", name, err)
 		}
 		all, _ := s.Backups()
 		b := res.Backup
@@ -105,23 +117,24 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// A restore rolls back whatever was written after the backup.
 	s, _ := reg.Store("orders")
 	if err := s.Set([]byte("written-after-the-backup"), []byte("x")); err != nil {
-		fmt.Fprintf(stderr, "storekeeper demo: %v\n", err)
-		return 1
+		return err
 	}
 	res, err := s.Restore(ctx, "")
 	if err != nil {
-		fmt.Fprintf(stderr, "storekeeper demo: restore orders: %v\n", err)
-		return 1
+		return fmt.Errorf("restore orders: %w", err)
 	}
 	_, err = s.Get([]byte("written-after-the-backup"))
 	fmt.Fprintf(stdout, "\nrestored orders from %s in %s: writes after %s are gone (lookup of one: %v);\nthe replaced generation is kept in %s\n",
 		res.BackupID, res.Took.Round(1e6), res.BackupAt.Format("15:04:05.000"), err, res.Quarantine)
-	return 0
+	return nil
 }
 
-func demoChurn(s *store.Store, keys, size, overwrite, del int) error {
-	rng := rand.New(rand.NewPCG(uint64(keys), uint64(size)))
-	val := make([]byte, size)
+// churn writes d's keys, overwrites and deletes some of them, and deletes
+// a range: garbage for a compaction to reclaim.
+func churn(s *store.Store, d Store) error {
+	keys, overwrite := d.Keys, d.Overwrite
+	rng := rand.New(rand.NewPCG(uint64(keys), uint64(d.Size)))
+	val := make([]byte, d.Size)
 	key := func(i int) []byte { return fmt.Appendf(nil, "%s-%08d", s.Name(), i) }
 	for pass, step := range []int{1, overwrite} {
 		for lo := 0; lo < keys; lo += 1000 * step {
@@ -142,7 +155,7 @@ func demoChurn(s *store.Store, keys, size, overwrite, del int) error {
 		}
 	}
 	return s.Update(func(b *store.Batch) error {
-		for i := 0; i < keys; i += del {
+		for i := 0; i < keys; i += d.Delete {
 			if err := b.Delete(key(i)); err != nil {
 				return err
 			}

@@ -1,36 +1,49 @@
-package main
+package ctl
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"strings"
 
+	"storekeeper/client"
+	"storekeeper/internal/config"
 	"storekeeper/jobs"
 )
 
 const defaultServer = "http://127.0.0.1:8080"
 
-// ctlCommand is one ctl subcommand; run defines its flags on fs, then
-// parses args with ctl.parse. args and summary are for the usage texts.
-type ctlCommand struct {
+// The variables that set --server and --token, named as the serve
+// flags' are.
+var (
+	envServer = config.EnvName("server")
+	envToken  = config.EnvName("token")
+)
+
+// liveWait bounds how long --wait waits for the server to confirm its
+// watcher's subscription (client.WithLiveWait).
+var liveWait = client.DefaultLiveWait
+
+// command is one ctl subcommand; run defines its flags on fs, then parses
+// args with ctl.parse. args and summary are for the usage texts.
+type command struct {
 	name, args, summary string
 	run                 func(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error
 }
 
-var ctlCommands = []ctlCommand{
+var commands = []command{
 	{"stores", "", "every store: owner node, state, size, backups, health", ctlStores},
 	{"compact", "[STORE|--all]", "compact a store, or every store (--all); --force, --dry-run, --wait", enqueueCmd(jobs.KindCompact)},
 	{"backup", "[STORE|--all]", "back up a store, or every store (--all); --wait", enqueueCmd(jobs.KindBackup)},
 	{"verify", "[STORE|--all]", "verify a store and its newest backup, or every store (--all); --deep, --wait", enqueueCmd(jobs.KindVerify)},
 	{"restore", "STORE", "restore a store from its newest verified backup, or --backup ID; --wait", ctlRestore},
-	{"pause", "STORE", "pause a store's scheduled and automatic jobs", storeSwitch("pause")},
-	{"resume", "STORE", "resume a paused store's scheduled and automatic jobs", storeSwitch("resume")},
+	{"pause", "STORE", "pause a store's scheduled and automatic jobs", storeSwitch(true)},
+	{"resume", "STORE", "resume a paused store's scheduled and automatic jobs", storeSwitch(false)},
 	{"jobs", "", "jobs in flight, or a batch's jobs (--batch); --store, --kind, --state", ctlJobs},
 	{"job", "ID", "one job's record", ctlJob},
 	{"cancel", "ID", "cancel a job (final)", ctlCancel},
@@ -42,11 +55,11 @@ var ctlCommands = []ctlCommand{
 // ctl is one ctl invocation: the global flags, where output goes, and the
 // API client, made once the flags are parsed.
 type ctl struct {
-	cmd            ctlCommand // being run
+	cmd            command // being run
 	server, token  string
 	json           bool
 	stdout, stderr io.Writer
-	api            *apiClient
+	api            *client.Client
 }
 
 // errHelp: --help was asked for and printed; exit 0.
@@ -59,14 +72,15 @@ func (e usageError) Error() string { return e.msg }
 
 func usagef(format string, a ...any) error { return usageError{fmt.Sprintf(format, a...)} }
 
-// runCtl runs `storekeeper ctl [global flags] <command> [args] [flags]`:
-// client commands against a running server's HTTP API and WebSocket.
-// Answers print as tables, or with --json as the API sent them (one object
-// per line). Exit status: 0 done; 1 an API or network error, or a job
-// --wait followed that failed or was canceled; 2 a usage error.
-func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := &ctl{server: defaultServer, token: os.Getenv(envName("token")), stdout: stdout, stderr: stderr}
-	if v := os.Getenv(envName("server")); v != "" {
+// Run runs `storekeeper ctl [global flags] <command> [args] [flags]`
+// (args start after "ctl"): client commands against a running server's
+// HTTP API and WebSocket. Answers print as tables, or with --json as the
+// API sent them (one object per line). It returns the exit status: 0
+// done; 1 an API or network error, or a job --wait followed that failed
+// or was canceled; 2 a usage error.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	c := &ctl{server: defaultServer, token: os.Getenv(envToken), stdout: stdout, stderr: stderr}
+	if v := os.Getenv(envServer); v != "" {
 		c.server = v
 	}
 	fs := flag.NewFlagSet("ctl", flag.ContinueOnError)
@@ -74,33 +88,33 @@ func runCtl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	c.globalFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			ctlHelp(stdout, fs)
+			help(stdout, fs)
 			return 0
 		}
 		fmt.Fprintf(stderr, "storekeeper ctl: %v\n\n", err)
-		ctlHelp(stderr, fs)
+		help(stderr, fs)
 		return 2
 	}
 	if fs.NArg() == 0 {
-		ctlHelp(stderr, fs)
+		help(stderr, fs)
 		return 2
 	}
 	name, rest := fs.Arg(0), fs.Args()[1:]
 	if name == "help" {
 		if len(rest) == 0 {
-			ctlHelp(stdout, fs)
+			help(stdout, fs)
 			return 0
 		}
 		name, rest = rest[0], []string{"--help"}
 	}
-	for _, cmd := range ctlCommands {
+	for _, cmd := range commands {
 		if cmd.name == name {
 			c.cmd = cmd
 			return c.exit(cmd.run(ctx, c, c.flagSet(), rest))
 		}
 	}
 	fmt.Fprintf(stderr, "storekeeper ctl: unknown command %q\n\n", name)
-	ctlHelp(stderr, fs)
+	help(stderr, fs)
 	return 2
 }
 
@@ -130,8 +144,8 @@ func (s secretFlag) Set(v string) error { *s.p = v; return nil }
 // globalFlags defines --server, --token and --json, accepted before the
 // command and after it; the defaults are what c holds already.
 func (c *ctl) globalFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.server, "server", c.server, "the server's base `URL` (env "+envName("server")+")")
-	fs.Var(secretFlag{&c.token}, "token", "the API `token` (env "+envName("token")+")")
+	fs.StringVar(&c.server, "server", c.server, "the server's base `URL` (env "+envServer+")")
+	fs.Var(secretFlag{&c.token}, "token", "the API `token` (env "+envToken+")")
 	fs.BoolVar(&c.json, "json", c.json, "print the API's JSON answers as they are, one object per line")
 }
 
@@ -163,8 +177,9 @@ func (c *ctl) parse(fs *flag.FlagSet, args []string, min, max int) ([]string, er
 	case len(pos) > max:
 		return nil, usagef("unexpected argument %q", pos[max])
 	}
-	if c.api, err = newAPIClient(c.server, c.token); err != nil {
-		return nil, usageError{err.Error()}
+	c.api, err = client.New(c.server, client.WithToken(c.token), client.WithLiveWait(liveWait))
+	if err != nil {
+		return nil, usageError{"--" + err.Error()} // --server "…": want …
 	}
 	return pos, nil
 }
@@ -188,9 +203,9 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func ctlHelp(w io.Writer, global *flag.FlagSet) {
+func help(w io.Writer, global *flag.FlagSet) {
 	fmt.Fprint(w, "usage: storekeeper ctl [global flags] <command> [args] [flags]\n\ncommands:\n")
-	for _, cmd := range ctlCommands {
+	for _, cmd := range commands {
 		fmt.Fprintf(w, "  %-30s %s\n", strings.TrimSpace(cmd.name+" "+cmd.args), cmd.summary)
 	}
 	fmt.Fprint(w, "\nglobal flags (also accepted after the command):\n")
@@ -200,7 +215,7 @@ func ctlHelp(w io.Writer, global *flag.FlagSet) {
 		"followed failed or was canceled; 2 a usage error.\n")
 }
 
-func cmdHelp(w io.Writer, cmd ctlCommand, fs *flag.FlagSet) {
+func cmdHelp(w io.Writer, cmd command, fs *flag.FlagSet) {
 	fmt.Fprintf(w, "usage: storekeeper ctl %s [flags]\n\n%s\n\nflags:\n", strings.TrimSpace(cmd.name+" "+cmd.args), cmd.summary)
 	printFlags(w, fs)
 }
@@ -211,27 +226,17 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 	fs.SetOutput(io.Discard)
 }
 
-// call does one API request. With --json it prints the answer as it came
-// and reports done; otherwise it decodes the answer into out.
-func (c *ctl) call(ctx context.Context, method, path string, q url.Values, body, out any) (done bool, err error) {
-	raw, err := c.api.do(ctx, method, path, q, body)
-	if err != nil {
-		return true, err
+// answer returns ctx, under which with --json the API's answers are
+// printed as they came (client.WithAnswer). A command that printed them
+// has nothing more to show.
+func (c *ctl) answer(ctx context.Context) context.Context {
+	if !c.json {
+		return ctx
 	}
-	if c.json {
-		c.printRaw(raw)
-		return true, nil
-	}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return true, fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
-	}
-	return false, nil
+	return client.WithAnswer(ctx, c.printRaw)
 }
 
-// printRaw prints one JSON answer on one line.
-func (c *ctl) printRaw(raw []byte) {
-	fmt.Fprintf(c.stdout, "%s\n", strings.TrimSpace(string(raw)))
+// printRaw prints one JSON answer or frame on one line.
+func (c *ctl) printRaw(raw json.RawMessage) {
+	fmt.Fprintf(c.stdout, "%s\n", bytes.TrimSpace(raw))
 }
-
-// apiPath appends one escaped path segment (a store name, a job id).
-func apiPath(prefix, segment string) string { return prefix + "/" + url.PathEscape(segment) }

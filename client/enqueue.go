@@ -1,0 +1,88 @@
+package client
+
+import (
+	"context"
+	"net/url"
+
+	"storekeeper/jobs"
+)
+
+// Enqueued is the API's answer to an enqueue, or one job of a batch: the
+// job's record, and whether the job was already in flight (the answer is
+// that job; no second one was made).
+type Enqueued struct {
+	jobs.Record
+	Deduplicated bool `json:"deduplicated"`
+}
+
+// Batch is the answer to an enqueue for every store: one job per store
+// the server knows, under one batch id (Jobs lists them by batch).
+type Batch struct {
+	BatchID string     `json:"batch_id"`
+	Jobs    []Enqueued `json:"jobs"`
+}
+
+// Enqueue asks for a job of kind on store. The parameters that apply:
+// compact takes Force and DryRun, verify Deep, restore BackupID (empty:
+// the newest usable backup); backup none. The server refuses the others
+// (invalid_request), and a restore with no usable backup (no_backup)
+// without making a job.
+func (c *Client) Enqueue(ctx context.Context, kind jobs.Kind, store string, p jobs.Params) (Enqueued, error) {
+	var j Enqueued
+	err := c.call(ctx, "POST", apiPath("/api/admin/"+string(kind), store), nil, body(p), &j)
+	return j, err
+}
+
+// EnqueueAll asks for a job of kind on every store, under one batch id.
+// Compact, backup and verify only: a restore names its store.
+func (c *Client) EnqueueAll(ctx context.Context, kind jobs.Kind, p jobs.Params) (Batch, error) {
+	var b Batch
+	err := c.call(ctx, "POST", "/api/admin/"+string(kind), nil, body(p), &b)
+	return b, err
+}
+
+// body is p as a request body: none when no parameter is set.
+func body(p jobs.Params) any {
+	if p == (jobs.Params{}) {
+		return nil
+	}
+	return p
+}
+
+// Job returns a job's record.
+func (c *Client) Job(ctx context.Context, id string) (jobs.Record, error) {
+	var r jobs.Record
+	err := c.call(ctx, "GET", apiPath("/api/jobs", id), nil, nil, &r)
+	return r, err
+}
+
+// Cancel cancels a job, for good, and returns its record. A job that has
+// already ended is an *Error with code job_finished.
+func (c *Client) Cancel(ctx context.Context, id string) (jobs.Record, error) {
+	var r jobs.Record
+	err := c.call(ctx, "DELETE", apiPath("/api/jobs", id), nil, nil, &r)
+	return r, err
+}
+
+// JobsQuery chooses jobs; an empty field does not filter.
+type JobsQuery struct {
+	Store string
+	Kind  jobs.Kind
+	State jobs.State
+	Batch string // a batch's jobs, whether in flight or not; otherwise the jobs in flight
+}
+
+// Jobs returns the jobs in flight, or a batch's jobs, newest first.
+func (c *Client) Jobs(ctx context.Context, q JobsQuery) ([]jobs.Record, error) {
+	v := url.Values{}
+	for k, s := range map[string]string{"store": q.Store, "kind": string(q.Kind), "state": string(q.State), "batch": q.Batch} {
+		if s != "" {
+			v.Set(k, s)
+		}
+	}
+	var a struct {
+		Jobs []jobs.Record `json:"jobs"`
+	}
+	err := c.call(ctx, "GET", "/api/jobs", v, nil, &a)
+	return a.Jobs, err
+}

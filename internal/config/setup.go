@@ -1,0 +1,255 @@
+package config
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"storekeeper/api"
+	"storekeeper/internal/demo"
+	"storekeeper/jobs"
+	"storekeeper/store"
+	"storekeeper/worker"
+)
+
+// Error is bad configuration: the flag to fix (without the dashes; "" when
+// no one flag is at fault) and why.
+type Error struct {
+	Flag string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Flag == "" {
+		return e.Err.Error()
+	}
+	return "--" + e.Flag + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func flagErr(name string, err error) error { return &Error{Flag: name, Err: err} }
+
+// fieldFlags names the flag that sets each package Config field a flag
+// sets: the one place that knows both spellings.
+var fieldFlags = map[string]string{
+	"api.Listen":                    "listen",
+	"api.AllowedOrigins":            "allowed-origins",
+	"api.PublicURL":                 "public-url",
+	"api.TrustedProxies":            "trusted-proxies",
+	"api.MetricsToken":              "metrics-token",
+	"api.PushSubscriptionsPerToken": "push-subscriptions-per-token",
+	"worker.Node":                   "node",
+	"worker.Concurrency":            "concurrency",
+	"worker.LeaseTTL":               "lease-ttl",
+	"worker.ShutdownTimeout":        "shutdown-timeout",
+	"worker.Schedules[compact]":     "schedule-compact",
+	"worker.Schedules[backup]":      "schedule-backup",
+	"worker.Schedules[verify]":      "schedule-verify",
+	"worker.AutoRestore":            "auto-restore",
+	"worker.AutoRestoreLimit":       "auto-restore-limit",
+	"worker.Webhooks":               "webhook",
+	"worker.Push":                   "push-subscriber",
+}
+
+// FlagError is err, a package's refusal of its Config, as an *Error that
+// names the flag which set the refused field.
+func FlagError(err error) error {
+	var ae *api.ConfigError
+	var we *worker.ConfigError
+	switch {
+	case errors.As(err, &ae):
+		if name, ok := fieldFlags["api."+ae.Field]; ok {
+			return flagErr(name, ae.Err)
+		}
+	case errors.As(err, &we):
+		if name, ok := fieldFlags["worker."+we.Field]; ok {
+			return flagErr(name, we.Err)
+		}
+	}
+	return &Error{Err: err}
+}
+
+// Setup is the configuration of each package a mode runs, from its flags.
+type Setup struct {
+	Redis Redis // where --redis points
+	Jobs  jobs.ClientConfig
+	// Store and Worker are set for serve and worker.
+	Store  store.Config
+	Worker worker.Config
+	// API is set for serve and api, but for what only a running process
+	// knows (Redis, Metrics, Ready, Status, and Listen as bound); in
+	// worker mode, only its MetricsToken.
+	API api.Config
+	// GeneratedToken is the operator token made for this run when serve or
+	// api has no --tokens.
+	GeneratedToken string
+}
+
+// Setup checks every flag of c's mode with the packages' own rules, before
+// anything is opened or connected to, and returns the packages'
+// configurations. Without --tokens it generates an operator token and
+// requires a loopback --listen. The errors are *Error.
+func (c *Config) Setup(log *slog.Logger) (Setup, error) {
+	var s Setup
+	s.Jobs = jobs.ClientConfig{RecordRetention: c.JobRetention}
+	if c.Mode != "serve" && c.Redis == "" {
+		return s, flagErr("redis", fmt.Errorf("%s needs a shared Redis: the in-process one serves only a single storekeeper serve", c.Mode))
+	}
+	s.API = api.Config{AllowedOrigins: splitList(c.AllowedOrigins), PublicURL: c.PublicURL, Listen: c.Listen,
+		TLS: c.TLSCert != "", TrustedProxies: splitList(c.TrustedProxies), Jobs: s.Jobs, Logger: log,
+		PushAllowPrivate: c.PushAllowPrivate, PushSubscriptionsPerToken: c.PushPerToken,
+		MaxWatchersPerToken: c.WSMaxWatchers, MaxWatchFilters: c.WSMaxFilters, MetricsToken: c.MetricsToken}
+	if c.Mode != "worker" {
+		if err := c.tokens(&s); err != nil {
+			return s, err
+		}
+		if (c.TLSCert == "") != (c.TLSKey == "") {
+			return s, flagErr("tls-cert", errors.New("--tls-cert and --tls-key go together"))
+		}
+	} else {
+		s.API = api.Config{MetricsToken: c.MetricsToken}
+	}
+	if c.Mode != "api" {
+		var err error
+		if s.Store, err = c.storeConfig(log); err != nil {
+			return s, err
+		}
+		if s.Worker, err = c.workerConfig(log); err != nil {
+			return s, err
+		}
+		s.Worker.Jobs = s.Jobs
+	}
+	// A flag always gives its field a value: the zero value, which the
+	// packages take for "the default", is refused rather than replaced.
+	for _, z := range []struct {
+		flag   string
+		isZero bool
+		why    string
+	}{
+		{"node", c.Mode != "api" && c.Node == "", "must not be empty"},
+		{"concurrency", c.Mode != "api" && c.Concurrency == 0, "must be at least 1"},
+		{"lease-ttl", c.Mode != "api" && c.LeaseTTL == 0, "must be at least 3s"},
+		{"auto-restore", c.Mode != "api" && c.AutoRestore == "", `"" is not on or off`},
+		{"auto-restore-limit", c.Mode != "api" && c.AutoRestoreLimit == 0, "must be at least 1"},
+		{"push-subscriptions-per-token", c.Mode != "worker" && c.PushPerToken == 0, "must be at least 1"},
+	} {
+		if z.isZero {
+			return s, flagErr(z.flag, errors.New(z.why))
+		}
+	}
+	if c.Mode != "api" {
+		if err := s.Worker.Validate(); err != nil {
+			return s, FlagError(err)
+		}
+	}
+	if err := s.API.Validate(); err != nil {
+		return s, FlagError(err)
+	}
+	var err error
+	s.Redis, err = parseRedis(c.Redis)
+	return s, err
+}
+
+// tokens sets s.API.Tokens from --tokens, or generates one operator token
+// when there is none, which only a loopback --listen may serve.
+func (c *Config) tokens(s *Setup) error {
+	tokens, err := api.ParseTokens(c.Tokens)
+	if err != nil {
+		return flagErr("tokens", err)
+	}
+	if len(tokens) == 0 {
+		if !loopbackOnly(c.Listen) {
+			return flagErr("listen", fmt.Errorf("%s is not a loopback address: without --tokens, storekeeper serves loopback only", c.Listen))
+		}
+		b := make([]byte, 24)
+		_, _ = rand.Read(b)
+		s.GeneratedToken = base64.RawURLEncoding.EncodeToString(b)
+		tokens = []api.Token{{Name: "admin", Role: api.RoleOperator, Secret: s.GeneratedToken}}
+	}
+	s.API.Tokens = tokens
+	return nil
+}
+
+// loopbackOnly reports whether a listen address (host:port) takes
+// connections from this machine only: localhost or a loopback IP, not a
+// wildcard. (The api package's isLoopback is about a host in a URL.)
+func loopbackOnly(listen string) bool {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func (c *Config) storeConfig(log *slog.Logger) (store.Config, error) {
+	cfg := store.Config{DataDir: c.DataDir, BackupDir: c.BackupDir, Logger: log}
+	if c.Demo {
+		cfg.Stores = demo.Names()
+	}
+	if c.Stores != "" {
+		for _, n := range strings.Split(c.Stores, ",") {
+			n = strings.TrimSpace(n)
+			if err := jobs.ValidateStoreName(n); err != nil {
+				return cfg, flagErr("stores", err)
+			}
+			cfg.Stores = append(cfg.Stores, n)
+		}
+	}
+	for _, kv := range strings.Split(c.BackupRetention, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		n, err := strconv.Atoi(v)
+		if !ok || err != nil || n < 0 || (k != "last" && k != "daily") {
+			return cfg, flagErr("backup-retention", fmt.Errorf("%q: want last=N,daily=D", c.BackupRetention))
+		}
+		if k == "last" {
+			cfg.Retention.Last = n
+		} else {
+			cfg.Retention.Daily = n
+		}
+	}
+	return cfg, nil
+}
+
+func (c *Config) workerConfig(log *slog.Logger) (worker.Config, error) {
+	cfg := worker.Config{Node: c.Node, Logger: log, Concurrency: c.Concurrency, LeaseTTL: c.LeaseTTL,
+		AutoRestore: c.AutoRestore, AutoRestoreLimit: c.AutoRestoreLimit,
+		Schedules: map[jobs.Kind]string{jobs.KindCompact: c.ScheduleCompact, jobs.KindBackup: c.ScheduleBackup, jobs.KindVerify: c.ScheduleVerify},
+		Push:      worker.PushConfig{Subscriber: c.PushSubscriber, AllowPrivate: c.PushAllowPrivate}}
+	for _, h := range c.Webhooks {
+		u, secret, ok := strings.Cut(h, "#")
+		if !ok {
+			return cfg, flagErr("webhook", fmt.Errorf("%q: want url#secret", u))
+		}
+		cfg.Webhooks = append(cfg.Webhooks, worker.Webhook{URL: u, Secret: secret})
+	}
+	// The flag bounds the whole stop; asynq gives running jobs half of it
+	// (at most 10 s) to finish before it requeues them, then they are
+	// cancelled and waited for.
+	if c.ShutdownTimeout < time.Second {
+		return cfg, flagErr("shutdown-timeout", errors.New("must be at least 1s"))
+	}
+	cfg.ShutdownTimeout = min(10*time.Second, c.ShutdownTimeout/2)
+	return cfg, nil
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}

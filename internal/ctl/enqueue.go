@@ -1,0 +1,153 @@
+package ctl
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+
+	"storekeeper/client"
+	"storekeeper/jobs"
+)
+
+// The ctl commands that make jobs: compact, backup, verify and restore,
+// and their --wait.
+
+const waitHelp = "follow the job(s) to their end with a progress line; exit 1 if any failed or was canceled"
+
+// enqueueCmd is compact, backup or verify: one store, or --all.
+func enqueueCmd(kind jobs.Kind) func(context.Context, *ctl, *flag.FlagSet, []string) error {
+	return func(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
+		all := fs.Bool("all", false, "every store: one job each, under one batch id")
+		wait := fs.Bool("wait", false, waitHelp)
+		var p jobs.Params
+		switch kind {
+		case jobs.KindCompact:
+			fs.BoolVar(&p.Force, "force", false, "compact even when the rule says it is not worth it")
+			fs.BoolVar(&p.DryRun, "dry-run", false, "decide only: the job's result is the decision and its reason")
+		case jobs.KindVerify:
+			fs.BoolVar(&p.Deep, "deep", false, "also walk the whole LSM (CheckLevels): slower")
+		}
+		pos, err := c.parse(fs, args, 0, 1)
+		if err != nil {
+			return err
+		}
+		if *all == (len(pos) == 1) {
+			return usagef("give a STORE or --all")
+		}
+		store := ""
+		if len(pos) == 1 {
+			store = pos[0]
+		}
+		return c.enqueue(ctx, kind, store, p, *wait)
+	}
+}
+
+func ctlRestore(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
+	var p jobs.Params
+	fs.StringVar(&p.BackupID, "backup", "", "the backup `id` to restore (see storekeeper ctl stores --json); default: the newest verified one")
+	wait := fs.Bool("wait", false, waitHelp)
+	pos, err := c.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	return c.enqueue(ctx, jobs.KindRestore, pos[0], p, *wait)
+}
+
+// enqueue asks for a kind job on store, or on every store when store is
+// "", and with wait follows the jobs to their end. The watcher is
+// subscribed (the server said stream.live) before the request is sent, so
+// none of the jobs' events passes unseen: it follows the store (or, for
+// every store, the kind) and keeps the events of the jobs the answer
+// names.
+func (c *ctl) enqueue(ctx context.Context, kind jobs.Kind, store string, p jobs.Params, wait bool) error {
+	var f *client.Feed
+	if wait {
+		filter := client.Filter{Kinds: []jobs.Kind{kind}}
+		if store != "" {
+			filter = client.Filter{Stores: []string{store}}
+		}
+		var err error
+		if f, err = c.api.Watch(ctx, filter); err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := f.WaitLive(ctx); errors.Is(err, client.ErrNotLive) {
+			fmt.Fprintf(c.stderr, "storekeeper: %v; going on without\n", err)
+		} else if err != nil {
+			return err
+		}
+	}
+	recs, err := c.ask(ctx, kind, store, p)
+	if err != nil || !wait {
+		return err
+	}
+	return c.follow(ctx, f, recs)
+}
+
+// ask sends the enqueue, prints its answer and returns the jobs it names.
+func (c *ctl) ask(ctx context.Context, kind jobs.Kind, store string, p jobs.Params) ([]jobs.Record, error) {
+	var batch client.Batch
+	if store != "" {
+		j, err := c.api.Enqueue(c.answer(ctx), kind, store, p)
+		if err != nil {
+			return nil, err
+		}
+		batch.Jobs = []client.Enqueued{j}
+	} else {
+		var err error
+		if batch, err = c.api.EnqueueAll(c.answer(ctx), kind, p); err != nil {
+			return nil, err
+		}
+	}
+	recs := make([]jobs.Record, len(batch.Jobs))
+	for i, j := range batch.Jobs {
+		recs[i] = j.Record
+	}
+	switch {
+	case c.json:
+		// printed as it came
+	case store != "":
+		j := batch.Jobs[0]
+		fmt.Fprintf(c.stdout, "%s %s: job %s %s%s\n", kind, j.Store, j.ID, j.State, dedupNote(j))
+	case len(batch.Jobs) == 0:
+		fmt.Fprintf(c.stdout, "%s: no stores\n", kind)
+	default:
+		fmt.Fprintf(c.stdout, "%s: batch %s, %d jobs\n", kind, batch.BatchID, len(batch.Jobs))
+		tw := newTable(c.stdout, "STORE", "JOB", "STATE")
+		for _, j := range batch.Jobs {
+			tw.row(j.Store, j.ID, string(j.State)+dedupNote(j))
+		}
+		if err := tw.flush(); err != nil {
+			return nil, err
+		}
+	}
+	return recs, nil
+}
+
+func dedupNote(j client.Enqueued) string {
+	if j.Deduplicated {
+		return " (already asked for: the job in flight)"
+	}
+	return ""
+}
+
+// follow shows the jobs' events from f until every job has ended
+// (client.Follow), and fails unless each succeeded.
+func (c *ctl) follow(ctx context.Context, f *client.Feed, recs []jobs.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	p := newProgress(c.stdout, c.json, isTerminal(c.stdout), recs)
+	defer p.clear()
+	err := c.api.Follow(ctx, f, recs, p.event)
+	switch {
+	case errors.Is(err, client.ErrStoppedWaiting) && len(recs) == 1:
+		return fmt.Errorf("stopped waiting; job %s goes on (storekeeper ctl job %s)", recs[0].ID, recs[0].ID)
+	case errors.Is(err, client.ErrStoppedWaiting):
+		return fmt.Errorf("stopped waiting; the jobs go on (storekeeper ctl jobs --batch %s)", recs[0].BatchID)
+	case err != nil:
+		return err
+	}
+	return p.outcome()
+}

@@ -1,0 +1,72 @@
+package ctl
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"storekeeper/jobs"
+)
+
+// resultText is a job's result in a few words; `storekeeper ctl job ID`
+// and --json show all of it.
+func resultText(kind jobs.Kind, raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	switch kind {
+	case jobs.KindCompact:
+		var r jobs.CompactResult
+		if json.Unmarshal(raw, &r) != nil {
+			return ""
+		}
+		switch {
+		case r.Outcome == jobs.OutcomeCompacted:
+			return fmt.Sprintf("compacted, %s → %s", mib(r.BytesBefore), mib(r.BytesAfter))
+		case r.Outcome == jobs.OutcomeDryRun && r.Decision.Compact:
+			return "dry run: would compact (" + r.Decision.Reason + ")"
+		case r.Outcome == jobs.OutcomeDryRun:
+			return "dry run: would skip (" + r.Decision.Reason + ")"
+		case r.Decision.Reason != "":
+			return string(r.Outcome) + " (" + r.Decision.Reason + ")"
+		}
+		return string(r.Outcome)
+	case jobs.KindBackup:
+		var r jobs.BackupResult
+		if json.Unmarshal(raw, &r) != nil {
+			return ""
+		}
+		return fmt.Sprintf("backup %s, %s: %d files copied, %d shared with earlier backups", r.Backup.ID, mib(uint64(r.Backup.Bytes)), r.Copied, r.Shared)
+	case jobs.KindVerify:
+		var r jobs.VerifyResult
+		if json.Unmarshal(raw, &r) != nil {
+			return ""
+		}
+		if r.Corrupt != "" {
+			return "the store is corrupt: " + r.Corrupt
+		}
+		var live jobs.VerifyCheck
+		if r.Live != nil {
+			live = *r.Live
+		}
+		s := fmt.Sprintf("%d files, %s: checksums good", live.Files, mib(live.Bytes))
+		switch b := r.Backup; {
+		case b == nil:
+		case b.Bad != "":
+			s += fmt.Sprintf("; backup %s is corrupt and was marked bad: %s", b.ID, b.Bad)
+		case b.ID != "":
+			files := 0
+			if b.VerifyCheck != nil {
+				files = b.Files
+			}
+			s += fmt.Sprintf("; backup %s good (%d files)", b.ID, files)
+		}
+		return s
+	case jobs.KindRestore:
+		var r jobs.RestoreResult
+		if json.Unmarshal(raw, &r) != nil {
+			return ""
+		}
+		return "restored from backup " + r.BackupID
+	}
+	return ""
+}

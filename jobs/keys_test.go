@@ -1,0 +1,156 @@
+package jobs
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"maps"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// keyLayout is storekeeper's Redis key layout, version LayoutVersion:
+// every key name and pattern, the streams and the channel, spelled out.
+// If this test fails, a key changed: data written by nodes of the previous
+// build is no longer where this build looks. Bump LayoutVersion, and say
+// in docs/design.md how to upgrade (or migrate) — do not just edit the
+// strings here.
+var keyLayout = map[string]struct{ got, want string }{
+	// constants
+	"LayoutKey":            {LayoutKey, "storekeeper:layout"},
+	"StoresKey":            {StoresKey, "storekeeper:stores"},
+	"PausedKey":            {PausedKey, "storekeeper:paused"},
+	"NodesKey":             {NodesKey, "storekeeper:nodes"},
+	"SchedulesKey":         {SchedulesKey, "storekeeper:schedules"},
+	"OutboxKey":            {OutboxKey, "storekeeper:outbox"},
+	"NotifyFailedKey":      {NotifyFailedKey, "storekeeper:notify:failed"},
+	"VAPIDKey":             {VAPIDKey, "storekeeper:push:vapid"},
+	"PushSubscriptionsKey": {PushSubscriptionsKey, "storekeeper:push:subscriptions"},
+	"PushMovedKey":         {PushMovedKey, "storekeeper:push:moved"},
+	"HistoryIndexMeta":     {HistoryIndexMeta, "storekeeper:history:index"},
+	"EventsStream":         {EventsStream, "storekeeper:events"},
+	"HistoryStream":        {HistoryStream, "storekeeper:history"},
+	"CancelChannel":        {CancelChannel, "storekeeper:cancel"},
+	// keys made from names
+	"RecordKey": {RecordKey("j01"), "storekeeper:job:j01"},
+	// the lock's suffix: the first 8 bytes of SHA-256 of the request's
+	// DedupeKey, in hex
+	"LockKey":             {LockKey(Payload{Kind: KindCompact, Store: "orders", Params: Params{Force: true}}), "storekeeper:lock:orders:compact:3d78735839fe9fbf"},
+	"RestoreLockKey":      {RestoreLockKey("orders"), "storekeeper:lock:orders:restore"},
+	"BatchKey":            {BatchKey("b01"), "storekeeper:batch:b01"},
+	"InFlightKey":         {InFlightKey("node.n1"), "storekeeper:inflight:node.n1"},
+	"LeaseKey":            {LeaseKey("orders"), "storekeeper:lease:orders"},
+	"LeaseTokenKey":       {LeaseTokenKey("orders"), "storekeeper:leasetoken:orders"},
+	"StatsKey":            {StatsKey("orders"), "storekeeper:storestats:orders"},
+	"NodeKey":             {NodeKey("n1"), "storekeeper:node:n1"},
+	"NodeDownKey":         {NodeDownKey("n1"), "storekeeper:nodedown:n1"},
+	"SlotKey":             {SlotKey(KindBackup, "orders", time.Unix(1700000000, 0)), "storekeeper:slot:backup:orders:1700000000"},
+	"IncidentKey":         {IncidentKey("orders"), "storekeeper:incident:orders"},
+	"StoreLostKey":        {StoreLostKey("orders", "n1"), "storekeeper:lost:orders:n1"},
+	"AutoRestoresKey":     {AutoRestoresKey("orders"), "storekeeper:autorestores:orders"},
+	"OutboxProcessingKey": {OutboxProcessingKey("n1"), "storekeeper:outbox:n1"},
+	"deliveryKey":         {deliveryKey("n01", "webhook"), "storekeeper:delivery:n01:webhook"},
+	"PushOwnerKey":        {PushOwnerKey("alice"), "storekeeper:push:owner:alice"},
+	"HistoryIndexKey":     {strings.Join(HistoryIndexes("orders", KindCompact), " "), "storekeeper:history:store:orders storekeeper:history:kind:compact storekeeper:history:sk:orders:compact"},
+	// asynq queues (asynq's keys embed them) and the streams' entry field
+	"NodeQueue":   {NodeQueue("n1"), "node.n1"},
+	"NotifyQueue": {NotifyQueue, "notify"},
+	"StreamField": {StreamField, "json"},
+}
+
+func TestKeyLayout(t *testing.T) {
+	if LayoutVersion != 1 {
+		t.Fatalf("LayoutVersion is %d: update keyLayout to that version's keys", LayoutVersion)
+	}
+	for name, k := range keyLayout {
+		if k.got != k.want {
+			t.Errorf("%s = %q, layout %d has %q: a changed key needs a new LayoutVersion and an upgrade procedure", name, k.got, LayoutVersion, k.want)
+		}
+	}
+}
+
+// Every key the package declares is pinned above: an exported constant
+// whose value starts with "storekeeper:", and every function named …Key
+// (the key builders).
+func TestKeyLayoutIsComplete(t *testing.T) {
+	fset := token.NewFileSet()
+	names, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var files []*ast.File
+	for _, name := range names {
+		if strings.HasSuffix(name, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	var declared []string
+	for _, f := range files {
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Recv == nil && strings.HasSuffix(strings.ToLower(d.Name.Name), "key") && d.Name.Name != "DedupeKey" {
+					declared = append(declared, d.Name.Name)
+				}
+			case *ast.GenDecl:
+				if d.Tok != token.CONST {
+					continue
+				}
+				for _, s := range d.Specs {
+					vs := s.(*ast.ValueSpec)
+					for i, n := range vs.Names {
+						if i >= len(vs.Values) {
+							continue
+						}
+						if v := constString(vs.Values[i]); strings.HasPrefix(v, "storekeeper:") && n.IsExported() {
+							declared = append(declared, n.Name)
+						}
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(declared)
+	var missing []string
+	for _, n := range declared {
+		if _, ok := keyLayout[n]; !ok {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("keys not pinned in keyLayout: %v (declared: %v; pinned: %v)", missing, declared, slices.Sorted(maps.Keys(keyLayout)))
+	}
+}
+
+// constString is the value of a string literal, or of two concatenated.
+func constString(e ast.Expr) string {
+	switch e := e.(type) {
+	case *ast.BasicLit:
+		s, _ := strconv.Unquote(e.Value)
+		return s
+	case *ast.BinaryExpr:
+		return constString(e.X) + constString(e.Y)
+	}
+	return ""
+}
+
+// The job record's hash fields are part of the layout too: the scripts
+// read them by name (the change script also keeps op and run there, and
+// the enqueue script enq_ms).
+func TestRecordFieldLayout(t *testing.T) {
+	got := slices.Sorted(maps.Keys(Record{}.Fields()))
+	want := []string{"actor", "attempts", "batch_id", "enqueued_at", "errors", "finished_at", "id", "kind", "max_retry",
+		"node", "params", "queue", "reason", "result", "started_at", "state", "store", "trigger"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("record fields %v, layout %d has %v", got, LayoutVersion, want)
+	}
+}

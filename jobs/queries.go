@@ -1,0 +1,175 @@
+package jobs
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// The reads the API, the metrics and the worker make of storekeeper's
+// keys, so that no other package spells a key. Each costs a bounded number
+// of round trips, said on each.
+
+// StoreNames returns every store a node owns or owned (StoresKey), sorted.
+// One round trip.
+func StoreNames(ctx context.Context, rdb redis.Cmdable) ([]string, error) {
+	names, err := rdb.HKeys(ctx, StoresKey).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// StoreOwners returns each store's owning node (StoresKey). One round trip.
+func StoreOwners(ctx context.Context, rdb redis.Cmdable) (map[string]string, error) {
+	owners, err := rdb.HGetAll(ctx, StoresKey).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return owners, nil
+}
+
+// PublishedStatus returns what each of stores' owners last published
+// (StatsKey: a StoreStatus as JSON), in the order of stores, nil for a
+// store with nothing published yet. Decoding is the caller's: the API
+// refuses a restore on a value it cannot read, the listings skip it. One
+// round trip.
+func PublishedStatus(ctx context.Context, rdb redis.Cmdable, stores []string) ([]json.RawMessage, error) {
+	out := make([]json.RawMessage, len(stores))
+	if len(stores) == 0 {
+		return out, nil
+	}
+	keys := make([]string, len(stores))
+	for i, s := range stores {
+		keys[i] = StatsKey(s)
+	}
+	vals, err := rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			out[i] = json.RawMessage(s)
+		}
+	}
+	return out, nil
+}
+
+// StoreOwnerAndStatus returns store's owner and what it last published
+// (nil: nothing yet), or ErrUnknownStore when no node owns or owned it.
+// One round trip.
+func StoreOwnerAndStatus(ctx context.Context, rdb redis.Cmdable, store string) (string, json.RawMessage, error) {
+	pipe := rdb.Pipeline()
+	owner := pipe.HGet(ctx, StoresKey, store)
+	stats := pipe.Get(ctx, StatsKey(store))
+	_, _ = pipe.Exec(ctx)
+	node, err := owner.Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil, fmt.Errorf("%w %q", ErrUnknownStore, store)
+	} else if err != nil {
+		return "", nil, unavailable(err)
+	}
+	v, err := stats.Result()
+	if errors.Is(err, redis.Nil) {
+		return node, nil, nil
+	} else if err != nil {
+		return "", nil, unavailable(err)
+	}
+	return node, json.RawMessage(v), nil
+}
+
+// LastEventID returns the id of the events stream's newest entry, "0-0"
+// when the stream is empty: where a tail that must miss nothing appended
+// from now on starts. One round trip.
+func LastEventID(ctx context.Context, rdb redis.Cmdable) (string, error) {
+	msgs, err := rdb.XRevRangeN(ctx, EventsStream, "+", "-", 1).Result()
+	if err != nil {
+		return "", unavailable(err)
+	}
+	if len(msgs) == 0 {
+		return "0-0", nil
+	}
+	return msgs[0].ID, nil
+}
+
+// SubscribeCancels subscribes to CancelChannel, on which Cancel publishes
+// the ids of canceled jobs. The caller closes the subscription.
+func SubscribeCancels(ctx context.Context, rdb redis.UniversalClient) *redis.PubSub {
+	return rdb.Subscribe(ctx, CancelChannel)
+}
+
+// CountNotifyFailed counts one notify job that failed for good in
+// NotifyFailedKey (such failures are counted, never notified: no loop).
+// One round trip.
+func CountNotifyFailed(ctx context.Context, rdb redis.Cmdable) error {
+	return unavailableOrNil(rdb.Incr(ctx, NotifyFailedKey).Err())
+}
+
+// BatchJobs returns the records of batch's jobs (BatchKey), newest first;
+// a job whose record has expired is left out. Two round trips.
+func (c *Client) BatchJobs(ctx context.Context, batch string) ([]Record, error) {
+	ids, err := c.rdb.SMembers(ctx, BatchKey(batch)).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return c.records(ctx, ids)
+}
+
+// InFlight returns the records of every job not finished yet (the
+// queues' InFlightKey sets), newest first. The sets are found with SCAN
+// (one round trip per thousand keys in Redis), then read in one round
+// trip, then the records in one more.
+func (c *Client) InFlight(ctx context.Context) ([]Record, error) {
+	var sets []string
+	iter := c.rdb.Scan(ctx, 0, InFlightKey("*"), 1000).Iterator()
+	for iter.Next(ctx) {
+		sets = append(sets, iter.Val())
+	}
+	if err := iter.Err(); err != nil {
+		return nil, unavailable(err)
+	}
+	if len(sets) == 0 {
+		return []Record{}, nil
+	}
+	ids, err := c.rdb.SUnion(ctx, sets...).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	return c.records(ctx, ids)
+}
+
+// records reads the records of ids in one round trip, newest first (ids
+// are time-sortable), leaving out the ones that have expired.
+func (c *Client) records(ctx context.Context, ids []string) ([]Record, error) {
+	out := []Record{}
+	if len(ids) == 0 {
+		return out, nil
+	}
+	pipe := c.rdb.Pipeline()
+	gets := make([]*redis.MapStringStringCmd, len(ids))
+	for i, id := range ids {
+		gets[i] = pipe.HGetAll(ctx, RecordKey(id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, unavailable(err)
+	}
+	for _, g := range gets {
+		h := g.Val()
+		if len(h) == 0 {
+			continue // expired
+		}
+		r, err := RecordFromHash(h)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Record) int { return cmp.Compare(b.ID, a.ID) })
+	return out, nil
+}

@@ -1,0 +1,166 @@
+package worker
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"storekeeper/jobs"
+	"storekeeper/store"
+)
+
+// fill sets every exported field of v, recursively, to a non-zero value.
+func fill(v reflect.Value) {
+	if v.Type() == reflect.TypeFor[time.Time]() {
+		v.Set(reflect.ValueOf(time.Date(2026, 11, 22, 1, 2, 3, 0, time.UTC)))
+		return
+	}
+	switch v.Kind() {
+	case reflect.String:
+		v.SetString("x")
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		v.SetInt(1)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		v.SetUint(1)
+	case reflect.Pointer:
+		v.Set(reflect.New(v.Type().Elem()))
+		fill(v.Elem())
+	case reflect.Slice:
+		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
+		fill(v.Index(0))
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				fill(v.Field(i))
+			}
+		}
+	}
+}
+
+func filled[T any]() T {
+	var v T
+	fill(reflect.ValueOf(&v).Elem())
+	return v
+}
+
+// The jobs types the worker publishes and reports carry every field of the
+// store package's values, under the same JSON names: what a worker wrote
+// before they existed (the store values themselves) is what it writes now,
+// and a field added on one side only fails here.
+func TestWireTypesCarryStoreValues(t *testing.T) {
+	st, bi := filled[store.Stats](), filled[store.BackupInfo]()
+	bv := filled[store.BackupVerifyResult]()
+	for _, c := range []struct {
+		name             string
+		was, now         any
+		zeroWas, zeroNow any
+	}{
+		{name: "stats", was: st, now: storeStats(st), zeroWas: store.Stats{}, zeroNow: storeStats(store.Stats{})},
+		{name: "backup", was: bi, now: backupSummary(bi), zeroWas: store.BackupInfo{}, zeroNow: backupSummary(store.BackupInfo{})},
+		{name: "compact", was: filled[store.CompactResult](), now: compactResult(filled[store.CompactResult]()),
+			zeroWas: store.CompactResult{}, zeroNow: compactResult(store.CompactResult{})},
+		{name: "backup job", was: filled[store.BackupResult](), now: backupResult(filled[store.BackupResult]()),
+			zeroWas: store.BackupResult{}, zeroNow: backupResult(store.BackupResult{})},
+		{name: "verify", was: filled[store.VerifyResult](), now: verifyCheck(filled[store.VerifyResult]()),
+			zeroWas: store.VerifyResult{}, zeroNow: verifyCheck(store.VerifyResult{})},
+		{name: "verify backup", was: bv, now: jobs.VerifiedBackup{ID: bv.ID, VerifyCheck: &jobs.VerifyCheck{Files: bv.Files, Bytes: uint64(bv.Bytes),
+			Points: bv.Points, Deep: bv.Deep, Duration: bv.Duration}}, zeroWas: store.BackupVerifyResult{},
+			zeroNow: jobs.VerifiedBackup{VerifyCheck: &jobs.VerifyCheck{}}},
+		{name: "restore", was: filled[store.RestoreResult](), now: restoreResult(filled[store.RestoreResult]()),
+			zeroWas: store.RestoreResult{}, zeroNow: restoreResult(store.RestoreResult{})},
+		{name: "status", was: struct {
+			Node    string    `json:"node"`
+			Stats   any       `json:"stats"`
+			Backups any       `json:"backups,omitempty"`
+			At      time.Time `json:"at"`
+		}{"n1", st, []store.BackupInfo{bi}, st.LastVerify}, now: storeStatus("n1", st, []store.BackupInfo{bi}, st.LastVerify)},
+	} {
+		sameJSON(t, c.name, c.was, c.now)
+		if c.zeroWas != nil {
+			sameJSON(t, c.name+" (zero)", c.zeroWas, c.zeroNow)
+		}
+	}
+}
+
+func sameJSON(t *testing.T, name string, was, now any) {
+	t.Helper()
+	decode := func(v any) any {
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out any
+		if err := json.Unmarshal(b, &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if d := cmp.Diff(decode(was), decode(now)); d != "" {
+		t.Errorf("%s: the jobs type encodes differently from the store value (-store +jobs):\n%s", name, d)
+	}
+}
+
+// jobs.StoreStates are the names of store's states, in order.
+func TestStoreStatesAreStoresStates(t *testing.T) {
+	var names []jobs.StoreState
+	for st := store.StateOpen; st.String() != "unknown"; st++ {
+		names = append(names, jobs.StoreState(st.String()))
+	}
+	if !slices.Equal(names, jobs.StoreStates) {
+		t.Errorf("jobs.StoreStates = %v; store's states are %v", jobs.StoreStates, names)
+	}
+}
+
+// A restore uses a backup only by jobs.BackupSummary.Usable, named or not:
+// one never verified is refused (permanently, nothing touched), and the
+// newest usable one is taken when none is named.
+func TestRestoreUsesOnlyUsableBackups(t *testing.T) {
+	b := setup(t, nil, "orders")
+	b.waitState(t, b.enqueue(t, jobs.KindBackup, "orders", jobs.Params{}).ID, jobs.StateSucceeded)
+	b.waitState(t, b.enqueue(t, jobs.KindBackup, "orders", jobs.Params{}).ID, jobs.StateSucceeded)
+	s, err := b.reg.Store("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	backups, err := s.Backups()
+	if err != nil || len(backups) != 2 {
+		t.Fatalf("backups: %v, %v", backups, err)
+	}
+	older, newest := backups[1].ID, backups[0].ID
+	// The newest backup's verification was never recorded (as when the
+	// process stopped right after publishing it): its status file is gone.
+	if err := os.Remove(filepath.Join(b.reg.BackupDir(), "orders", "status", newest+".json")); err != nil {
+		t.Fatal(err)
+	}
+
+	if _, err := usableBackup(s, "nosuch"); !errors.Is(err, store.ErrUnknownBackup) {
+		t.Errorf("an unknown backup: %v, want ErrUnknownBackup", err)
+	}
+	named := b.enqueue(t, jobs.KindRestore, "orders", jobs.Params{BackupID: newest})
+	r := b.waitState(t, named.ID, jobs.StateFailed)
+	if r.Attempts != 1 || len(r.Errors) != 1 || !strings.Contains(r.Errors[0].Error, "never verified") {
+		t.Fatalf("restore of an unverified backup: %d attempts, errors %+v; want one attempt refused as never verified", r.Attempts, r.Errors)
+	}
+	if h := b.history(t, named.ID); len(h) != 1 || h[0].Status != jobs.StatusFailed {
+		t.Fatalf("history of the refused restore: %+v", h)
+	}
+
+	latest := b.waitState(t, b.enqueue(t, jobs.KindRestore, "orders", jobs.Params{}).ID, jobs.StateSucceeded)
+	var res jobs.RestoreResult
+	if err := json.Unmarshal(latest.Result, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.BackupID != older {
+		t.Fatalf("restore of the newest usable backup used %s; want %s (the newest, %s, is unverified)", res.BackupID, older, newest)
+	}
+}
