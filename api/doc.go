@@ -4,6 +4,6 @@
 //
 // It imports jobs (and jobmetrics, which imports only jobs), never store or
 // worker: it learns about stores from what workers publish in Redis
-// (jobs.StatsKey, node heartbeats, schedules), about jobs from their
+// (the status each owner publishes, node heartbeats, schedules), about jobs from their
 // records, and about history and events from the streams. The dashboard page and Web Push come with issue 7.
 package api

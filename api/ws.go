@@ -54,7 +54,7 @@ const (
 )
 
 // streamLive is the frame that tells a watcher it is subscribed.
-var streamLive = []byte(`{"type":"stream.live"}`)
+var streamLive = []byte(`{"type":"` + string(jobs.FrameLive) + `"}`)
 
 // watcher is one session's filters and position.
 type watcher struct {
@@ -303,7 +303,7 @@ func (h *hub) replay(ctx context.Context, w *watcher) {
 			return true
 		}
 		told = cursor
-		b, _ := json.Marshal(map[string]string{"type": "stream.gap", "since": cursor})
+		b, _ := json.Marshal(map[string]string{"type": string(jobs.FrameGap), "since": cursor})
 		return h.replayWrite(ctx, w, b)
 	}
 	trimmed, err := jobs.EventsGap(ctx, h.s.rdb, cursor, h.s.cfg.Jobs.EventsMaxLen)
@@ -375,7 +375,7 @@ func (h *hub) replay(ctx context.Context, w *watcher) {
 		w.last = last
 		w.mu.Unlock()
 		if dropped > 0 { // they came after pending was full: after these
-			notice, _ := json.Marshal(map[string]any{"type": "stream.dropped", "count": dropped})
+			notice, _ := json.Marshal(map[string]any{"type": jobs.FrameDropped, "count": dropped})
 			if !h.replayWrite(ctx, w, notice) {
 				return
 			}
@@ -431,7 +431,7 @@ func (h *hub) replayWrite(ctx context.Context, w *watcher, b []byte) bool {
 // reports it to HandleError, which counts it.
 func (h *hub) writeOutsideLock(w *watcher, b []byte) {
 	if n := w.dropped; n > 0 {
-		notice, _ := json.Marshal(map[string]any{"type": "stream.dropped", "count": n})
+		notice, _ := json.Marshal(map[string]any{"type": jobs.FrameDropped, "count": n})
 		w.mu.Unlock()
 		_ = w.ss.Write(notice)
 		w.mu.Lock()

@@ -16,18 +16,11 @@ import (
 	"storekeeper/jobs"
 )
 
-// Control frames of /ws: they are not events (docs/design.md, "HTTP API").
+// Control frames of /ws (jobs.FrameLive, FrameGap, FrameDropped).
 const (
-	// FrameLive: the connection is subscribed (after its since= replay):
-	// from here on every event it matches reaches it.
-	FrameLive jobs.EventType = "stream.live"
-	// FrameGap: the server could not replay what a since= asked for (its
-	// stream no longer holds it, or could not be read): events may be
-	// missing.
-	FrameGap jobs.EventType = "stream.gap"
-	// frameDropped: the server dropped events for this connection (it
-	// read too slowly); the feed reconnects and asks for a replay.
-	frameDropped jobs.EventType = "stream.dropped"
+	FrameLive    = jobs.FrameLive
+	FrameGap     = jobs.FrameGap
+	frameDropped = jobs.FrameDropped
 )
 
 // Filter chooses the events a Feed gets: those of any of the stores, any

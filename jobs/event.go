@@ -96,3 +96,19 @@ type HistoryEntry struct {
 	Node        string        `json:"node"`
 	At          time.Time     `json:"at"`
 }
+
+// Control frames of the API's /ws: not events (they are never in the
+// stream), but sent in the same {"type": …} shape (docs/design.md, "HTTP
+// API").
+const (
+	// FrameLive: the connection is subscribed (after its since= replay):
+	// from here on every event it matches reaches it.
+	FrameLive EventType = "stream.live"
+	// FrameGap: the server could not replay what a since= asked for (its
+	// stream no longer holds it, or could not be read): events may be
+	// missing.
+	FrameGap EventType = "stream.gap"
+	// FrameDropped: the server dropped events for this connection (it
+	// read too slowly); a client reconnects and asks for a replay.
+	FrameDropped EventType = "stream.dropped"
+)

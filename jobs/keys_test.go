@@ -1,11 +1,15 @@
 package jobs
 
 import (
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"io/fs"
 	"maps"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -152,5 +156,39 @@ func TestRecordFieldLayout(t *testing.T) {
 		"node", "params", "queue", "reason", "result", "started_at", "state", "store", "trigger"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("record fields %v, layout %d has %v", got, LayoutVersion, want)
+	}
+}
+
+// No package but jobs spells a storekeeper key, a stream or a script in
+// its non-test code (asynq's own keys, in worker/asynqkeys.go, are the one
+// exception): a key's layout changes in one place.
+func TestNoKeyOutsideJobs(t *testing.T) {
+	spelled := regexp.MustCompile(`jobs\.[A-Za-z]*(Key|Stream|Channel)\b|redis\.NewScript|"storekeeper:[a-z]`)
+	var found []string
+	for _, dir := range []string{"../api", "../worker", "../jobmetrics", "../cmd", "../client", "../internal", "../store", "../examples"} {
+		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+				return err
+			}
+			if filepath.ToSlash(path) == "../worker/asynqkeys.go" {
+				return nil
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			for i, line := range strings.Split(string(b), "\n") {
+				if m := spelled.FindString(line); m != "" {
+					found = append(found, fmt.Sprintf("%s:%d: %s", path, i+1, m))
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(found) > 0 {
+		t.Errorf("storekeeper's Redis keys are spelled only in jobs; add an operation there instead of:\n%s", strings.Join(found, "\n"))
 	}
 }

@@ -61,7 +61,7 @@ func (w *Worker) reclaimOrphans(ctx context.Context, queue string) ([]string, er
 			return ids, fmt.Errorf("worker: reclaim orphaned job %s: %w", id, err)
 		}
 		ch := jobs.Change{Op: jobs.NewOp("orphan"), HSet: map[string]any{"state": string(jobs.StateRetry), "reason": "interrupted"}}
-		ch.AddEntry(jobs.EventsStream, w.cfg.Jobs.EventsMaxLen, jobs.Event{Type: jobs.EventJobRetrying, JobID: id, Kind: rec.Kind,
+		ch.AddEvent(w.cfg.Jobs.EventsMaxLen, jobs.Event{Type: jobs.EventJobRetrying, JobID: id, Kind: rec.Kind,
 			Store: rec.Store, Node: w.cfg.Node, Trigger: rec.Trigger, Actor: rec.Actor, Attempt: rec.Attempts, MaxRetry: rec.MaxRetry,
 			Error: "interrupted: the node's previous process stopped while running it", At: time.Now().UTC()})
 		if _, err := jobs.Apply(ctx, w.rdb, id, jobs.ActiveGuard(), ch); err != nil {

@@ -41,7 +41,7 @@
 //     forgotten). Sent for a job's final failure, a
 //     store found corrupt, a corrupt backup, a completed automatic restore
 //     and any failed restore; never for a success, a manual restore, or a
-//     failing notify job (counted in jobs.NotifyFailedKey instead).
+//     failing notify job (counted in Redis instead: jobs.CountNotifyFailed).
 //   - node.up when a worker starts; node.down once, when a heartbeat
 //     expires, from whichever process sees it first.
 //

@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
@@ -101,18 +99,6 @@ const (
 	ActionBreakerOpen       = "breaker_open"
 )
 
-// breakerScript admits an automatic restore when fewer than ARGV[2] were
-// admitted in the 24 h before ARGV[1] (ms), and records it as ARGV[3] (the
-// incident): the same incident asking again is the same admission.
-var breakerScript = redis.NewScript(`
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 86400000)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], 86400000)
-return 1
-`)
-
 // handleCorrupt reports one incident: it decides the action (and enqueues
 // the automatic restore, under an id chosen once per incident), then
 // writes the incident, store.corrupt and its notification in one step.
@@ -126,10 +112,10 @@ func (w *Worker) handleCorrupt(ctx context.Context, name string, inc *incident) 
 		log.Warn("corrupt store not handled: this node lost it to another node", "evidence", inc.evidence)
 		return nil
 	}
-	if raw, err := w.rdb.Get(ctx, jobs.IncidentKey(name)).Result(); err == nil {
-		return w.reported(ctx, name, raw, inc)
-	} else if !errors.Is(err, redis.Nil) {
+	if raw, ok, err := jobs.ReportedIncident(ctx, w.rdb, name); err != nil {
 		return err
+	} else if ok {
+		return w.reported(ctx, name, raw, inc)
 	}
 	now := time.Now().UTC()
 	action, backupID, restoreJob, why, err := w.decideRestore(ctx, name, inc, now)
@@ -145,7 +131,7 @@ func (w *Worker) handleCorrupt(ctx context.Context, name string, inc *incident) 
 		Type: jobs.EventStoreCorrupt, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
 		Error: evidence, Summary: summary, Action: action, RestoreJobID: restoreJob, BackupID: backupID, At: now}
 	value, _ := json.Marshal(rec)
-	made, other, err := jobs.Announce(ctx, w.rdb, jobs.IncidentKey(name), string(value), w.cfg.Jobs.EventsMaxLen, ev, &n)
+	made, other, err := jobs.AnnounceIncident(ctx, w.rdb, name, string(value), w.cfg.Jobs.EventsMaxLen, ev, &n)
 	if err != nil {
 		return err
 	}
@@ -210,11 +196,11 @@ func (w *Worker) decideRestore(ctx context.Context, name string, inc *incident, 
 	if !ok {
 		return ActionNoBackup, "", "", "there is no verified backup to restore from: the store stays corrupt", nil
 	}
-	admitted, err := breakerScript.Run(ctx, w.rdb, []string{jobs.AutoRestoresKey(name)}, now.UnixMilli(), w.cfg.AutoRestoreLimit, inc.id).Int()
+	admitted, err := jobs.AdmitAutoRestore(ctx, w.rdb, name, now, w.cfg.AutoRestoreLimit, inc.id)
 	if err != nil {
 		return "", "", "", "", err
 	}
-	if admitted == 0 {
+	if !admitted {
 		return ActionBreakerOpen, newest.ID, "", fmt.Sprintf("%d automatic restores in the last 24 h reached the limit: the store stays corrupt until restored by hand", w.cfg.AutoRestoreLimit), nil
 	}
 	res, err := w.jobs.Enqueue(ctx, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: newest.ID},

@@ -6,7 +6,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,7 +14,6 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
-	"github.com/redis/go-redis/v9"
 
 	"storekeeper/jobs"
 )
@@ -117,21 +115,18 @@ func (w *Worker) deliver(ctx context.Context, p jobs.Payload) (outcome, error) {
 // delivery is enqueued once per sink even when an entry is dispatched
 // twice.
 func (w *Worker) dispatchLoop(ctx context.Context) {
-	proc := jobs.OutboxProcessingKey(w.cfg.Node)
 	for ctx.Err() == nil {
-		// What this node was dispatching when it stopped or failed, oldest first.
-		v, err := w.rdb.LIndex(ctx, proc, -1).Result()
-		if errors.Is(err, redis.Nil) {
-			v, err = w.rdb.BLMove(ctx, jobs.OutboxKey, proc, "RIGHT", "LEFT", time.Second).Result()
-			if errors.Is(err, redis.Nil) {
-				continue
-			}
+		// What this node was dispatching when it stopped or failed, oldest
+		// first, else the outbox's next.
+		v, ok, err := jobs.NextOutbox(ctx, w.rdb, w.cfg.Node, time.Second)
+		if err == nil && !ok {
+			continue
 		}
 		if err == nil {
 			err = w.dispatch(ctx, v)
 		}
 		if err == nil {
-			err = w.rdb.LRem(ctx, proc, 1, v).Err()
+			err = jobs.DoneOutbox(ctx, w.rdb, w.cfg.Node, v)
 		}
 		if err != nil && ctx.Err() == nil {
 			w.log.Warn("dispatching notifications failed; retrying", "err", err)

@@ -54,7 +54,7 @@ func (o *ownership) lease(name string) (*jobs.LeaseCheck, bool) {
 	if !ok {
 		return nil, false
 	}
-	return &jobs.LeaseCheck{Key: jobs.LeaseKey(name), Value: v}, true
+	return jobs.LeaseFence(name, v), true
 }
 
 // holder returns who holds a store this node lost.
@@ -151,7 +151,7 @@ func (w *Worker) announceLost(ctx context.Context, name string) {
 	n := jobs.Notification{ID: jobs.NotificationID(string(jobs.EventStoreLost), name, w.cfg.Node, holderValue),
 		Type: jobs.EventStoreLost, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
 		Error: msg, Summary: msg, At: now}
-	if _, _, err := jobs.Announce(ctx, w.rdb, jobs.StoreLostKey(name, w.cfg.Node), holderValue, w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
+	if err := jobs.AnnounceStoreLost(ctx, w.rdb, name, w.cfg.Node, holderValue, w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
 		w.log.Warn("announcing a lost store failed; retrying at the next heartbeat", "store", name, "err", err)
 		return
 	}
@@ -173,7 +173,7 @@ func (w *Worker) regain(ctx context.Context, name, value string) {
 	if err == nil {
 		s.Own()
 	}
-	if err := w.rdb.Del(ctx, jobs.StoreLostKey(name, w.cfg.Node)).Err(); err != nil {
+	if err := jobs.ClearStoreLost(ctx, w.rdb, name, w.cfg.Node); err != nil {
 		w.log.Warn("clearing a lost store's mark failed", "store", name, "err", err)
 	}
 	l, _ := jobs.DecodeLease(value)

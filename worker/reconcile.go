@@ -42,12 +42,8 @@ func (w *Worker) reconcile(ctx context.Context, grace time.Duration) (int, error
 }
 
 func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Duration) (int, error) {
-	ids, err := w.rdb.SMembers(ctx, jobs.InFlightKey(queue)).Result()
+	ids, now, err := jobs.InFlightIDs(ctx, w.rdb, queue) // now: Redis's clock, which enq_ms is on
 	if err != nil || len(ids) == 0 {
-		return 0, err
-	}
-	now, err := w.rdb.Time(ctx).Result() // Redis's clock, which enq_ms is on
-	if err != nil {
 		return 0, err
 	}
 	insp := asynq.NewInspectorFromRedisClient(w.rdb)
@@ -55,14 +51,14 @@ func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Du
 	for _, id := range ids {
 		rec, err := w.jobs.Get(ctx, id)
 		if errors.Is(err, jobs.ErrUnknownJob) {
-			w.rdb.SRem(ctx, jobs.InFlightKey(queue), id)
+			_ = jobs.DropInFlight(ctx, w.rdb, queue, id) // the next pass drops it if this fails
 			continue
 		}
 		if err != nil {
 			return settled, err
 		}
 		if rec.State.Terminal() {
-			w.rdb.SRem(ctx, jobs.InFlightKey(queue), id)
+			_ = jobs.DropInFlight(ctx, w.rdb, queue, id)
 			continue
 		}
 		var reason string

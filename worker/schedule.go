@@ -143,7 +143,7 @@ func (s *scheduler) fire(ctx context.Context, kind jobs.Kind, slot, following ti
 			log.Warn("store lost to another node: scheduled run skipped", "store", name)
 			continue
 		}
-		won, err := s.w.rdb.SetNX(ctx, jobs.SlotKey(kind, name, slot), s.w.lease.Instance, ttl).Result()
+		won, err := jobs.ClaimSlot(ctx, s.w.rdb, kind, name, slot, s.w.lease.Instance, ttl)
 		if err != nil {
 			log.Warn("scheduled run skipped: claiming the slot failed", "store", name, "err", err)
 			continue

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"go.uber.org/goleak"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"storekeeper/internal/testsignal"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,6 +47,13 @@ func TestMain(m *testing.M) {
 	if binary.dir != "" {
 		os.RemoveAll(binary.dir)
 	}
+	// Runs in this process (serve, ctl) leave no goroutine behind.
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 
@@ -74,19 +83,20 @@ var listeningRE = regexp.MustCompile(`storekeeper listening.*?\burl"?[=:]"?(http
 // be nil) reports the process gone, or after 60 s.
 func listening(t *testing.T, logs func() string, stopped func() bool) string {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	var url string
+	if !testsignal.Poll(60*time.Second, func() bool {
 		if m := listeningRE.FindStringSubmatch(logs()); m != nil {
-			return m[1]
+			url = m[1]
+			return true
 		}
 		if stopped != nil && stopped() {
 			t.Fatalf("stopped before it listened:\n%s", logs())
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no \"storekeeper listening\" line after 60 s:\n%s", logs())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("no \"storekeeper listening\" line after 60 s:\n%s", logs())
 	}
+	return url
 }
 
 // exited reports, without waiting, whether a run in this process has
@@ -107,13 +117,7 @@ func exited(t *testing.T, done <-chan int, what string) func() bool {
 // waitFor polls cond until it holds, failing the test after limit.
 func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s after %s", what, limit)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testsignal.WaitForWithin(t, limit, what, cond)
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
@@ -146,25 +150,23 @@ func waitReady(t *testing.T, client *http.Client, base string, stopped func() bo
 		}
 		t.Fatalf(format, args...)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		last := ""
+	last := ""
+	if !testsignal.Poll(30*time.Second, func() bool {
 		if resp, err := client.Get(base + "/readyz"); err != nil {
 			last = err.Error()
 		} else {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return true
 			}
 			last = resp.Status
 		}
 		if stopped != nil && stopped() {
 			fail("%s stopped before it was ready", base)
 		}
-		if time.Now().After(deadline) {
-			fail("%s not ready after 30 s (last answer: %s)", base, last)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	}) {
+		fail("%s not ready after 30 s (last answer: %s)", base, last)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"storekeeper/internal/testsignal"
 	"strconv"
 	"strings"
 	"testing"
@@ -293,13 +294,16 @@ func answersAs(t *testing.T, port, pid int) bool {
 	t.Helper()
 	c := redis.NewClient(&redis.Options{Addr: fmt.Sprintf("127.0.0.1:%d", port), MaxRetries: -1})
 	defer c.Close()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+	answered := false
+	testsignal.Poll(10*time.Second, func() bool {
 		info, err := c.Info(t.Context(), "server").Result()
-		if err == nil {
-			return strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", pid))
+		if err != nil {
+			return false
 		}
-	}
-	return false
+		answered = strings.Contains(info, fmt.Sprintf("process_id:%d\r\n", pid))
+		return true
+	})
+	return answered
 }
 
 func mustParse(t *testing.T, der []byte) *x509.Certificate {

@@ -63,6 +63,7 @@ func apiOnly(b *testing.B, srv *redistest.Server, n int) (*api.Server, *redis.Cl
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(a.Close)
 	return a, rdb, cnt
 }
 

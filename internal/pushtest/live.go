@@ -26,6 +26,7 @@ func WaitLive(tb testing.TB, c *websocket.Conn) []map[string]any {
 		if err := c.ReadJSON(&m); err != nil {
 			tb.Fatalf("waiting for stream.live after %d frames: %v", len(before), err)
 		}
+		// jobs.FrameLive, spelled here: jobs' own tests import this package.
 		if m["type"] == "stream.live" {
 			return before
 		}
