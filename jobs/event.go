@@ -98,8 +98,8 @@ type HistoryEntry struct {
 }
 
 // Control frames of the API's /ws: not events (they are never in the
-// stream), but sent in the same {"type": …} shape (docs/design.md, "HTTP
-// API").
+// stream), but sent in the same {"type": …} shape
+// (docs/design.md, "HTTP API").
 const (
 	// FrameLive: the connection is subscribed (after its since= replay):
 	// from here on every event it matches reaches it.
