@@ -129,6 +129,7 @@ func TestMakeRun(t *testing.T) {
 	if err := watch.Start(); err != nil {
 		t.Fatal(err)
 	}
+	defer func() { stopWatch(); _ = watch.Wait() }()
 	watched := make(chan string, 1000)
 	go func() {
 		sc := bufio.NewScanner(watchOut)

@@ -255,7 +255,16 @@ func (p *proc) run(ctx context.Context, handler http.Handler, stops ...func()) e
 	// A second signal exits at once.
 	again := make(chan os.Signal, 1)
 	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
-	go func() { <-again; p.log.Warn("second signal: exiting now"); os.Exit(1) }()
+	done := make(chan struct{})
+	defer func() { signal.Stop(again); close(done) }()
+	go func() {
+		select {
+		case <-again:
+			p.log.Warn("second signal: exiting now")
+			os.Exit(1)
+		case <-done:
+		}
+	}()
 	p.log.Info("shutting down: HTTP, then watchers, then the worker (running jobs are finished or requeued), then the stores")
 	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
