@@ -229,6 +229,8 @@ func (q *rawQueue) stop() {
 // every phase of the workers' polling.
 func idleGap(b *testing.B) {
 	b.StopTimer()
+	// A real wall-clock wait: the gap between jobs is what the benchmark
+	// varies, against workers that poll on the real clock.
 	time.Sleep(time.Duration(rand.Int64N(int64(30 * time.Millisecond))))
 	b.StartTimer()
 }

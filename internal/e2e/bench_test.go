@@ -26,6 +26,7 @@ import (
 	"storekeeper/api"
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 )
 
@@ -237,10 +238,7 @@ func BenchmarkWatchers(b *testing.B) {
 		// Delivered measures loss, not speed (the latencies do): on this
 		// 2-core machine the last of 2 million frames can trail the
 		// publishing by more than 10 s, so wait up to 30 s for them.
-		deadline := time.Now().Add(30 * time.Second)
-		for got.Load() < int64(total*watchers) && time.Now().Before(deadline) {
-			time.Sleep(50 * time.Millisecond)
-		}
+		testsignal.Poll(30*time.Second, func() bool { return got.Load() >= int64(total*watchers) })
 		b.StopTimer()
 		cpu := processCPU(b) - cpu0
 		for _, c := range conns {
@@ -296,10 +294,8 @@ func BenchmarkWatchers(b *testing.B) {
 		// melody says nothing to a session it registered: its count is
 		// all there is to wait for.
 		registered := func(conns []*websocket.Conn) {
-			for deadline := time.Now().Add(pushtest.LiveTimeout); m.Len() < len(conns); time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					b.Fatalf("melody registered %d of %d sessions", m.Len(), len(conns))
-				}
+			if !testsignal.Poll(pushtest.LiveTimeout, func() bool { return m.Len() >= len(conns) }) {
+				b.Fatalf("melody registered %d of %d sessions", m.Len(), len(conns))
 			}
 		}
 		run(b, "ws"+strings.TrimPrefix(hs.URL, "http"), nil, registered, func(i int, at time.Time) {
