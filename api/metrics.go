@@ -54,7 +54,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	snapshot := jobmetrics.NewSnapshot(jobmetrics.DefaultMaxAge, asynqmetrics.NewQueueMetricsCollector(s.insp), cluster)
+	snapshot := jobmetrics.NewSnapshot(jobmetrics.DefaultMaxAge, asynqmetrics.NewQueueMetricsCollector(s.insp), cluster).WithClock(s.cfg.Clock.Now)
 	for _, c := range []prometheus.Collector{m.requests, m.enqueues, m.wsWatchers, m.wsDropped, m.wsRefused, snapshot} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

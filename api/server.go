@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/jonboulle/clockwork"
 	"log/slog"
 	"net/http"
 	"time"
@@ -71,6 +72,9 @@ type Config struct {
 	// kind together); more is refused with 400 too_many_filters. 0: 100;
 	// negative: no cap.
 	MaxWatchFilters int
+	// Clock ages the /metrics snapshot (default: the real clock; tests
+	// set a fake one).
+	Clock clockwork.Clock
 	// MetricsToken, when set, is the bearer token /metrics requires (401
 	// without it); empty: /metrics is open.
 	MetricsToken string
@@ -124,6 +128,9 @@ func New(cfg Config) (*Server, error) {
 	cfg.Jobs.Autopipeline = true // the API is where many callers enqueue at once
 	if cfg.StuckWatcher == 0 {
 		cfg.StuckWatcher = 10 * time.Second
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
 	s := &Server{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger.With("component", "api"), tokens: cfg.Tokens,
 		jobs: jobs.NewClient(cfg.Redis, cfg.Jobs), insp: asynq.NewInspectorFromRedisClient(cfg.Redis)}

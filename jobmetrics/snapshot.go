@@ -23,7 +23,7 @@ const DefaultMaxAge = 2 * time.Second
 type Snapshot struct {
 	maxAge time.Duration
 	cs     []prometheus.Collector
-	now    func() time.Time // the clock snapshots are aged on (tests set a fake one)
+	now    func() time.Time // the clock snapshots are aged on (WithClock)
 
 	mu      sync.Mutex // held during a refresh
 	at      time.Time  // when the refresh began; zero: none yet
@@ -36,6 +36,12 @@ var _ prometheus.Collector = (*Snapshot)(nil)
 // every scrape. Register it instead of cs.
 func NewSnapshot(maxAge time.Duration, cs ...prometheus.Collector) *Snapshot {
 	return &Snapshot{maxAge: maxAge, cs: cs, now: time.Now}
+}
+
+// WithClock makes s age its snapshots on now instead of the real clock.
+func (s *Snapshot) WithClock(now func() time.Time) *Snapshot {
+	s.now = now
+	return s
 }
 
 // Describe sends the descriptions of the collectors.
