@@ -8,47 +8,24 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
+	"storekeeper/internal/reflectfill"
 	"storekeeper/jobs"
 )
 
-// fill sets every field of v, recursively, to a non-zero value, so that
-// encoding/json writes every field, omitempty ones included.
+// fill sets every field of v, recursively, to a non-zero value
+// (reflectfill), a job's result (a json.RawMessage) to a restore's.
 func fill(v reflect.Value) {
-	switch {
-	case v.Type() == reflect.TypeFor[time.Time]():
-		v.Set(reflect.ValueOf(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)))
-		return
-	case v.Type() == reflect.TypeFor[json.RawMessage](): // a job's result
+	reflectfill.Fill(v, func(v reflect.Value) bool {
+		if v.Type() != reflect.TypeFor[json.RawMessage]() {
+			return false
+		}
 		r := jobs.RestoreResult{BackupID: "x", Quarantine: "x"}
 		fill(reflect.ValueOf(&r.Timing).Elem())
 		b, _ := json.Marshal(r)
 		v.SetBytes(b)
-		return
-	}
-	switch v.Kind() {
-	case reflect.String:
-		v.SetString("x")
-	case reflect.Bool:
-		v.SetBool(true)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		v.SetInt(1)
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		v.SetUint(1)
-	case reflect.Pointer:
-		v.Set(reflect.New(v.Type().Elem()))
-		fill(v.Elem())
-	case reflect.Slice:
-		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
-		fill(v.Index(0))
-	case reflect.Struct:
-		for i := range v.NumField() {
-			if v.Type().Field(i).IsExported() {
-				fill(v.Field(i))
-			}
-		}
-	}
+		return true
+	})
 }
 
 // The schemas list exactly the fields a fully populated value of each Go

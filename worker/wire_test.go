@@ -5,7 +5,6 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -13,53 +12,18 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"storekeeper/internal/reflectfill"
 	"storekeeper/jobs"
 	"storekeeper/store"
 )
-
-// fill sets every exported field of v, recursively, to a non-zero value.
-func fill(v reflect.Value) {
-	if v.Type() == reflect.TypeFor[time.Time]() {
-		v.Set(reflect.ValueOf(time.Date(2026, 11, 22, 1, 2, 3, 0, time.UTC)))
-		return
-	}
-	switch v.Kind() {
-	case reflect.String:
-		v.SetString("x")
-	case reflect.Bool:
-		v.SetBool(true)
-	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		v.SetInt(1)
-	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
-		v.SetUint(1)
-	case reflect.Pointer:
-		v.Set(reflect.New(v.Type().Elem()))
-		fill(v.Elem())
-	case reflect.Slice:
-		v.Set(reflect.MakeSlice(v.Type(), 1, 1))
-		fill(v.Index(0))
-	case reflect.Struct:
-		for i := range v.NumField() {
-			if v.Type().Field(i).IsExported() {
-				fill(v.Field(i))
-			}
-		}
-	}
-}
-
-func filled[T any]() T {
-	var v T
-	fill(reflect.ValueOf(&v).Elem())
-	return v
-}
 
 // The jobs types the worker publishes and reports carry every field of the
 // store package's values, under the same JSON names: what a worker wrote
 // before they existed (the store values themselves) is what it writes now,
 // and a field added on one side only fails here.
 func TestWireTypesCarryStoreValues(t *testing.T) {
-	st, bi := filled[store.Stats](), filled[store.BackupInfo]()
-	bv := filled[store.BackupVerifyResult]()
+	st, bi := reflectfill.Filled[store.Stats](), reflectfill.Filled[store.BackupInfo]()
+	bv := reflectfill.Filled[store.BackupVerifyResult]()
 	for _, c := range []struct {
 		name             string
 		was, now         any
@@ -67,16 +31,16 @@ func TestWireTypesCarryStoreValues(t *testing.T) {
 	}{
 		{name: "stats", was: st, now: storeStats(st), zeroWas: store.Stats{}, zeroNow: storeStats(store.Stats{})},
 		{name: "backup", was: bi, now: backupSummary(bi), zeroWas: store.BackupInfo{}, zeroNow: backupSummary(store.BackupInfo{})},
-		{name: "compact", was: filled[store.CompactResult](), now: compactResult(filled[store.CompactResult]()),
+		{name: "compact", was: reflectfill.Filled[store.CompactResult](), now: compactResult(reflectfill.Filled[store.CompactResult]()),
 			zeroWas: store.CompactResult{}, zeroNow: compactResult(store.CompactResult{})},
-		{name: "backup job", was: filled[store.BackupResult](), now: backupResult(filled[store.BackupResult]()),
+		{name: "backup job", was: reflectfill.Filled[store.BackupResult](), now: backupResult(reflectfill.Filled[store.BackupResult]()),
 			zeroWas: store.BackupResult{}, zeroNow: backupResult(store.BackupResult{})},
-		{name: "verify", was: filled[store.VerifyResult](), now: verifyCheck(filled[store.VerifyResult]()),
+		{name: "verify", was: reflectfill.Filled[store.VerifyResult](), now: verifyCheck(reflectfill.Filled[store.VerifyResult]()),
 			zeroWas: store.VerifyResult{}, zeroNow: verifyCheck(store.VerifyResult{})},
 		{name: "verify backup", was: bv, now: jobs.VerifiedBackup{ID: bv.ID, VerifyCheck: &jobs.VerifyCheck{Files: bv.Files, Bytes: uint64(bv.Bytes),
 			Points: bv.Points, Deep: bv.Deep, Duration: bv.Duration}}, zeroWas: store.BackupVerifyResult{},
 			zeroNow: jobs.VerifiedBackup{VerifyCheck: &jobs.VerifyCheck{}}},
-		{name: "restore", was: filled[store.RestoreResult](), now: restoreResult(filled[store.RestoreResult]()),
+		{name: "restore", was: reflectfill.Filled[store.RestoreResult](), now: restoreResult(reflectfill.Filled[store.RestoreResult]()),
 			zeroWas: store.RestoreResult{}, zeroNow: restoreResult(store.RestoreResult{})},
 		{name: "status", was: struct {
 			Node    string    `json:"node"`
