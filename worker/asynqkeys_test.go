@@ -49,6 +49,10 @@ func TestAsynqKeyLayout(t *testing.T) {
 	if st := rdb.HGet(ctx, asynqTaskKeyPrefix(q)+"t1", "state").Val(); st != "active" {
 		t.Fatalf("asynq changed its task hash: state %q", st)
 	}
+	// Stop pulling first: once reclaim puts t1 back on pending, a server
+	// still polling would start it a second time (CI saw the handler run
+	// twice and the task land in retry).
+	srv.Stop()
 	// Reclaim moves it back exactly as asynq's requeue would.
 	w := &Worker{rdb: rdb, jobs: jobs.NewClient(rdb, jobs.ClientConfig{}), cfg: Config{Node: "n1", Jobs: jobs.ClientConfig{}.WithDefaults()}}
 	ids, err := w.reclaimOrphans(ctx, q)
