@@ -245,15 +245,15 @@ func (s *Server) history(c *gin.Context) {
 		}
 		hq.Limit = n
 	}
-	entries, next, err := jobs.History(c, s.rdb, hq)
-	if err != nil {
-		s.fail(c, err)
-		return
+	entries, next, err := jobs.HistoryRaw(c, s.rdb, hq)
+	if err == nil {
+		var body []byte
+		if body, err = historyPageJSON(entries, next); err == nil {
+			c.Data(http.StatusOK, "application/json; charset=utf-8", body)
+			return
+		}
 	}
-	if entries == nil {
-		entries = []jobs.HistoryEntry{}
-	}
-	c.JSON(http.StatusOK, gin.H{"history": publicHistory(entries), "next": next})
+	s.fail(c, err)
 }
 
 // emptyBody reads a body that must be {} or nothing.

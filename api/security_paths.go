@@ -3,7 +3,9 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"storekeeper/jobs"
@@ -96,6 +98,58 @@ func publicHistory(entries []jobs.HistoryEntry) []jobs.HistoryEntry {
 		entries[i].Error = relativePath(entries[i].Error)
 	}
 	return entries
+}
+
+// historyPageJSON is GET /api/history's body, {"history": […], "next":
+// …}, built from the entries as HistoryStream holds them: each entry's
+// JSON with its id put first and its paths relative (relativeJSON, which
+// costs nothing for an entry that names none). Decoding and re-encoding a
+// page of 500 entries was most of a query's time (docs/BENCHMARKS.md).
+// Only what storekeeper's finishes write (json.Marshal of a HistoryEntry
+// without its id: rawHistoryObject) is passed on so; anything else is
+// decoded and encoded.
+func historyPageJSON(entries []jobs.RawHistoryEntry, next string) ([]byte, error) {
+	size := 32 + len(next)
+	for _, e := range entries {
+		size += len(e.ID) + len(e.JSON) + 16
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, `{"history":[`...)
+	for i, e := range entries {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		raw := e.JSON
+		if !rawHistoryObject(raw) {
+			var h jobs.HistoryEntry
+			if err := json.Unmarshal([]byte(raw), &h); err != nil {
+				return nil, fmt.Errorf("history entry %s: %w", e.ID, err)
+			}
+			h.ID = ""
+			b, _ := json.Marshal(h)
+			raw = string(b)
+		}
+		if strings.Contains(raw, dataMarker) {
+			raw = string(relativeJSON([]byte(raw)))
+		}
+		buf = append(buf, `{"id":`...)
+		buf = strconv.AppendQuote(buf, e.ID)
+		buf = append(buf, ',')
+		buf = append(buf, raw[1:]...)
+	}
+	buf = append(buf, `],"next":`...)
+	buf = strconv.AppendQuote(buf, next)
+	return append(buf, '}'), nil
+}
+
+// rawHistoryObject reports whether raw is an entry as storekeeper writes
+// it: json.Marshal of a HistoryEntry with no id, which opens with its
+// job_id and ends the object. (json.Valid on every entry cost as much as
+// the rest of a query; an entry of that shape that is not JSON could only
+// come from a hostile writer to Redis, which docs/SECURITY.md already
+// counts as able to falsify history.)
+func rawHistoryObject(raw string) bool {
+	return strings.HasPrefix(raw, `{"job_id":`) && strings.HasSuffix(raw, "}")
 }
 
 // publicEvent is an event's JSON as the API shows it (the WebSocket): its

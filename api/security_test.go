@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"regexp"
 	"strings"
 	"sync"
@@ -487,6 +488,56 @@ func TestRelativePaths(t *testing.T) {
 	plain := []byte(`{"type":"job.progress","store":"orders"}`)
 	if got := publicEvent(plain); &got[0] != &plain[0] {
 		t.Error("an event with no path was copied")
+	}
+}
+
+// GET /api/history passes stored entries on without decoding them: the
+// body decodes to what decoding them would give (ids set, paths relative),
+// an entry storekeeper did not write is decoded and encoded (a duplicate
+// "id" would otherwise reach clients), and one that is not JSON is an
+// error, never a broken body.
+func TestHistoryPageJSON(t *testing.T) {
+	at := time.Date(2026, 12, 3, 10, 0, 0, 0, time.UTC)
+	written := func(h jobs.HistoryEntry) string {
+		b, err := json.Marshal(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	plain := jobs.HistoryEntry{JobID: "j1", Kind: jobs.KindBackup, Store: "orders", Status: jobs.StatusFailed, Reason: "a <b> & c", Node: "n", At: at}
+	withPath := plain
+	withPath.JobID, withPath.Error = "j2", "stage /srv/d/.storekeeper/stage/x: no space"
+	foreign := `{"id":"forged","job_id":"j3","kind":"verify","store":"orders","status":"verified","node":"n","at":"2026-12-03T10:00:00Z"}`
+	body, err := historyPageJSON([]jobs.RawHistoryEntry{
+		{ID: "3-0", JSON: written(plain)}, {ID: "2-0", JSON: written(withPath)}, {ID: "1-0", JSON: foreign},
+	}, "1-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct {
+		History []jobs.HistoryEntry `json:"history"`
+		Next    string              `json:"next"`
+	}
+	d := json.NewDecoder(bytes.NewReader(body))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&got); err != nil {
+		t.Fatalf("%s: %v", body, err)
+	}
+	plain.ID, withPath.ID = "3-0", "2-0"
+	withPath.Error = "stage .storekeeper/stage/x: no space"
+	want := []jobs.HistoryEntry{plain, withPath, {ID: "1-0", JobID: "j3", Kind: jobs.KindVerify, Store: "orders", Status: jobs.StatusVerified, Node: "n", At: at}}
+	if got.Next != "1-0" || !reflect.DeepEqual(got.History, want) {
+		t.Errorf("page %s\ngot  %+v\nwant %+v", body, got.History, want)
+	}
+	if bytes.Count(body, []byte(`"id":`)) != 3 {
+		t.Errorf("an entry carries two ids: %s", body)
+	}
+	if body, err := historyPageJSON(nil, ""); err != nil || string(body) != `{"history":[],"next":""}` {
+		t.Errorf("empty page %s, %v", body, err)
+	}
+	if body, err := historyPageJSON([]jobs.RawHistoryEntry{{ID: "1-0", JSON: `{"job_id":`}}, ""); err == nil {
+		t.Errorf("a truncated entry gave %s", body)
 	}
 }
 

@@ -166,6 +166,47 @@ func parseDecimal(s string) (uint64, bool) {
 // one round trip that reads the page, one entry more and two bounds. Only
 // entries the indexes do not hold are scanned for (see HistoryIndexMeta).
 func History(ctx context.Context, c redis.Cmdable, q HistoryQuery) ([]HistoryEntry, string, error) {
+	msgs, next, err := historyPage(ctx, c, q)
+	if err != nil {
+		return nil, "", err
+	}
+	var out []HistoryEntry
+	for _, m := range msgs {
+		e, err := decodeHistory(m)
+		if err != nil {
+			return nil, "", err
+		}
+		out = append(out, e)
+	}
+	return out, next, nil
+}
+
+// RawHistoryEntry is a history entry as HistoryStream holds it: its id
+// and its JSON (a HistoryEntry without its id).
+type RawHistoryEntry struct {
+	ID   string
+	JSON string
+}
+
+// HistoryRaw is History without decoding: the page's entries as stored,
+// for a caller that only passes them on (the API's GET /api/history,
+// where decoding and encoding 500 entries was most of a query's time).
+func HistoryRaw(ctx context.Context, c redis.Cmdable, q HistoryQuery) ([]RawHistoryEntry, string, error) {
+	msgs, next, err := historyPage(ctx, c, q)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make([]RawHistoryEntry, len(msgs))
+	for i, m := range msgs {
+		s, _ := m.Values[StreamField].(string)
+		out[i] = RawHistoryEntry{ID: m.ID, JSON: s}
+	}
+	return out, next, nil
+}
+
+// historyPage is the stream entries of History's page and its next
+// cursor.
+func historyPage(ctx context.Context, c redis.Cmdable, q HistoryQuery) ([]redis.XMessage, string, error) {
 	if q.Limit == 0 {
 		q.Limit = 50
 	}
@@ -235,11 +276,7 @@ func History(ctx context.Context, c redis.Cmdable, q HistoryQuery) ([]HistoryEnt
 	if len(msgs) > q.Limit || floor == first {
 		return page(msgs, q.Limit)
 	}
-	out, _, err := page(msgs, q.Limit)
-	if err != nil {
-		return nil, "", err
-	}
-	return legacyScan(ctx, c, q, below, out)
+	return legacyScan(ctx, c, q, below, msgs)
 }
 
 // afterFloor reports whether id is at or after floor ("<id>": at or
@@ -251,28 +288,20 @@ func afterFloor(id, floor string) bool {
 	return CompareStreamIDs(id, floor) >= 0
 }
 
-// page decodes msgs (newest first, up to limit and one more): the
-// entries, and the next cursor when there is one more.
-func page(msgs []redis.XMessage, limit int) ([]HistoryEntry, string, error) {
-	var out []HistoryEntry
-	for _, m := range msgs {
-		if len(out) == limit {
-			return out, out[limit-1].ID, nil
-		}
-		e, err := decodeHistory(m)
-		if err != nil {
-			return nil, "", err
-		}
-		out = append(out, e)
+// page is msgs (newest first, up to limit and one more) cut to limit,
+// and the next cursor when there is one more.
+func page(msgs []redis.XMessage, limit int) ([]redis.XMessage, string, error) {
+	if len(msgs) > limit {
+		return msgs[:limit], msgs[limit-1].ID, nil
 	}
-	return out, "", nil
+	return msgs, "", nil
 }
 
 // legacyScan completes a filtered page (out so far) from HistoryStream's
 // entries at or below below, older than q.Before, that the indexes may not
 // hold, reading at most HistoryLegacyScan of them. When that budget runs
 // out first, the page may be short and the cursor is the last entry read.
-func legacyScan(ctx context.Context, c redis.Cmdable, q HistoryQuery, below string, out []HistoryEntry) ([]HistoryEntry, string, error) {
+func legacyScan(ctx context.Context, c redis.Cmdable, q HistoryQuery, below string, out []redis.XMessage) ([]redis.XMessage, string, error) {
 	if len(out) == q.Limit {
 		return out, out[q.Limit-1].ID, nil
 	}
@@ -307,9 +336,9 @@ func legacyScan(ctx context.Context, c redis.Cmdable, q HistoryQuery, below stri
 			if (q.Store != "" && e.Store != q.Store) || (q.Kind != "" && e.Kind != q.Kind) {
 				continue
 			}
-			out = append(out, e)
+			out = append(out, m)
 			if len(out) == q.Limit {
-				return out, e.ID, nil
+				return out, m.ID, nil
 			}
 		}
 		if len(msgs) < n {
