@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // decodeBody reads an optional JSON body strictly: no body is {}; a body
@@ -160,7 +161,7 @@ func (s *Server) published(c *gin.Context, name string) (*jobs.StoreStatus, erro
 	if err := jobs.ValidateStoreName(name); err != nil {
 		return nil, err
 	}
-	_, v, err := jobs.StoreOwnerAndStatus(c, s.rdb, name)
+	_, v, err := jobsdb.StoreOwnerAndStatus(c, s.rdb, name)
 	if err != nil || v == nil {
 		return nil, err
 	}
@@ -245,7 +246,7 @@ func (s *Server) history(c *gin.Context) {
 		}
 		hq.Limit = n
 	}
-	entries, next, err := jobs.HistoryRaw(c, s.rdb, hq)
+	entries, next, err := jobsdb.HistoryRaw(c, s.rdb, hq)
 	if err == nil {
 		var body []byte
 		if body, err = historyPageJSON(entries, next); err == nil {
@@ -270,7 +271,7 @@ func (s *Server) pause(c *gin.Context) {
 	if !s.emptyBody(c) {
 		return
 	}
-	if err := jobs.Pause(c, s.rdb, c.Param("store"), actor(c)); err != nil {
+	if err := jobsdb.Pause(c, s.rdb, c.Param("store"), actor(c)); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -281,7 +282,7 @@ func (s *Server) resume(c *gin.Context) {
 	if !s.emptyBody(c) {
 		return
 	}
-	if err := jobs.Resume(c, s.rdb, c.Param("store")); err != nil {
+	if err := jobsdb.Resume(c, s.rdb, c.Param("store")); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -289,12 +290,12 @@ func (s *Server) resume(c *gin.Context) {
 }
 
 func (s *Server) schedules(c *gin.Context) {
-	nodes, err := jobs.Schedules(c, s.rdb)
+	nodes, err := jobsdb.Schedules(c, s.rdb)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	paused, err := jobs.Paused(c, s.rdb)
+	paused, err := jobsdb.Paused(c, s.rdb)
 	if err != nil {
 		s.fail(c, err)
 		return

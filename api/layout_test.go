@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
 )
@@ -30,13 +31,13 @@ func TestStartChecksLayout(t *testing.T) {
 	if err := start(); err != nil {
 		t.Fatal(err)
 	}
-	if v := rdb.Get(t.Context(), jobs.LayoutKey).Val(); v != "1" {
+	if v := rdb.Get(t.Context(), keyspace.LayoutKey).Val(); v != "1" {
 		t.Fatalf("layout %q after the first start, want 1", v)
 	}
 	if err := start(); err != nil {
 		t.Fatalf("same layout: %v", err)
 	}
-	rdb.Set(t.Context(), jobs.LayoutKey, "2", 0)
+	rdb.Set(t.Context(), keyspace.LayoutKey, "2", 0)
 	err = start()
 	if !errors.Is(err, jobs.ErrLayoutMismatch) || !strings.Contains(err.Error(), "version 2") || !strings.Contains(err.Error(), "version 1") {
 		t.Fatalf("start on layout 2: %v", err)

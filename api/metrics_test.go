@@ -2,7 +2,6 @@ package api
 
 import (
 	"fmt"
-	"github.com/jonboulle/clockwork"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -11,10 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // clusterInRedis writes what a small cluster keeps in Redis: stores owned
@@ -24,13 +27,13 @@ func clusterInRedis(t *testing.T, rdb redis.UniversalClient, stores int) {
 	ctx := t.Context()
 	for i := range stores {
 		name := fmt.Sprintf("s%d", i)
-		rdb.HSet(ctx, jobs.StoresKey, name, "n1")
-		rdb.Set(ctx, jobs.StatsKey(name), `{"node":"n1","stats":{"state":"open","disk_bytes":1000}}`, 0)
+		rdb.HSet(ctx, keyspace.StoresKey, name, "n1")
+		rdb.Set(ctx, keyspace.StatsKey(name), `{"node":"n1","stats":{"state":"open","disk_bytes":1000}}`, 0)
 	}
-	if err := jobs.NodeUp(ctx, rdb, jobs.NodeInfo{Node: "n1", At: time.Now()}, time.Hour, 1000); err != nil {
+	if err := jobsdb.NodeUp(ctx, rdb, jobs.NodeInfo{Node: "n1", At: time.Now()}, time.Hour, 1000); err != nil {
 		t.Fatal(err)
 	}
-	jc := jobs.NewClient(rdb, jobs.ClientConfig{})
+	jc := jobsdb.NewClient(rdb, jobs.ClientConfig{})
 	for i := range min(stores, 3) {
 		if _, err := jc.Enqueue(ctx, jobs.Request{Kind: jobs.KindCompact, Store: fmt.Sprintf("s%d", i), Trigger: jobs.TriggerManual, Actor: "t"}); err != nil {
 			t.Fatal(err)
@@ -80,7 +83,7 @@ func TestMetricsScrapeCost(t *testing.T) {
 	}
 
 	// A change shows within 2 s (of the fake clock).
-	rdb.Set(t.Context(), jobs.StatsKey("s7"), `{"node":"n1","stats":{"state":"open","disk_bytes":2000}}`, 0)
+	rdb.Set(t.Context(), keyspace.StatsKey("s7"), `{"node":"n1","stats":{"state":"open","disk_bytes":2000}}`, 0)
 	changed := `storekeeper_store_disk_bytes{node="n1",store="s7"} 2000`
 	shown := func() bool { return strings.Contains(scrape(t, h).Body.String(), changed) }
 	for waited := time.Duration(0); !shown(); waited += every {

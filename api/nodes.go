@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // nodeCheckEvery is how often an API process looks for nodes whose
@@ -13,7 +13,7 @@ const nodeCheckEvery = 5 * time.Second
 
 // watchNodes emits node.down for nodes whose heartbeat expired, every
 // nodeCheckEvery until ctx ends: whichever API or worker process sees it
-// first does, once (jobs.CheckNodes). It runs under the events hub, which
+// first does, once (jobsdb.CheckNodes). It runs under the events hub, which
 // starts and stops it.
 func (s *Server) watchNodes(ctx context.Context) {
 	t := time.NewTicker(nodeCheckEvery)
@@ -24,7 +24,7 @@ func (s *Server) watchNodes(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if down, err := jobs.CheckNodes(ctx, s.rdb, s.cfg.Jobs.EventsMaxLen); err == nil && len(down) > 0 {
+		if down, err := jobsdb.CheckNodes(ctx, s.rdb, s.cfg.Jobs.EventsMaxLen); err == nil && len(down) > 0 {
 			s.log.Warn("nodes down: their heartbeats expired", "nodes", down)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"storekeeper/internal/netguard"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // Web Push: the dashboard page subscribes its browser with the
@@ -32,7 +33,7 @@ const pushEndpointRefused = "push_endpoint_refused"
 // for PushManager.subscribe. The first caller in the deployment, API or
 // worker, makes the key pair.
 func (s *Server) pushKey(c *gin.Context) {
-	k, err := jobs.VAPID(c, s.rdb)
+	k, err := jobsdb.VAPID(c, s.rdb)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -51,7 +52,7 @@ func (s *Server) subscribePush(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	rec, err := jobs.Subscribe(c, s.rdb, sub, actor(c), jobs.SubscribeOptions{
+	rec, err := jobsdb.Subscribe(c, s.rdb, sub, actor(c), jobs.SubscribeOptions{
 		Policy:   netguard.Policy{AllowPrivate: s.cfg.PushAllowPrivate, Resolver: s.cfg.PushResolver},
 		PerToken: s.cfg.PushSubscriptionsPerToken,
 	})
@@ -90,7 +91,7 @@ func (s *Server) unsubscribePush(c *gin.Context) {
 	}
 	owner := actor(c)
 	if !s.isOperator(owner) {
-		id, err := jobs.Unsubscribe(c, s.rdb, owner, b.Endpoint)
+		id, err := jobsdb.Unsubscribe(c, s.rdb, owner, b.Endpoint)
 		if err != nil {
 			s.fail(c, err)
 			return
@@ -98,7 +99,7 @@ func (s *Server) unsubscribePush(c *gin.Context) {
 		c.JSON(http.StatusOK, pushUnsubscribed{ID: id, Deleted: true})
 		return
 	}
-	ids, err := jobs.UnsubscribeEndpoint(c, s.rdb, b.Endpoint)
+	ids, err := jobsdb.UnsubscribeEndpoint(c, s.rdb, b.Endpoint)
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // A restore is refused before any job is made unless jobs'
@@ -24,10 +26,10 @@ func TestRestoreTakesOnlyUsableBackups(t *testing.T) {
 	publish := func(backups ...jobs.BackupSummary) {
 		t.Helper()
 		b, _ := json.Marshal(jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{Name: "orders", State: jobs.StoreCorrupt}, Backups: backups, At: at})
-		if err := rdb.HSet(ctx, jobs.StoresKey, "orders", "n1").Err(); err != nil {
+		if err := rdb.HSet(ctx, keyspace.StoresKey, "orders", "n1").Err(); err != nil {
 			t.Fatal(err)
 		}
-		if err := rdb.Set(ctx, jobs.StatsKey("orders"), b, 0).Err(); err != nil {
+		if err := rdb.Set(ctx, keyspace.StatsKey("orders"), b, 0).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -42,7 +44,7 @@ func TestRestoreTakesOnlyUsableBackups(t *testing.T) {
 			// One restore per store at a time: cancel it for the next case.
 			var e enqueued
 			_ = json.Unmarshal(rec.Body.Bytes(), &e)
-			if _, err := jobs.NewClient(rdb, jobs.ClientConfig{}).Cancel(ctx, e.ID, "t"); err != nil {
+			if _, err := jobsdb.NewClient(rdb, jobs.ClientConfig{}).Cancel(ctx, e.ID, "t"); err != nil {
 				t.Fatal(err)
 			}
 			return rec.Code, e.Params.BackupID

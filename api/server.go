@@ -7,10 +7,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/jonboulle/clockwork"
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 
 	"github.com/gin-gonic/gin"
 	"github.com/hibiken/asynq"
@@ -19,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // MaxBody caps request bodies.
@@ -100,7 +102,7 @@ type Server struct {
 	log     *slog.Logger
 	tokens  []Token
 	sums    [][sha256.Size]byte // of each token's secret, compared per request
-	jobs    *jobs.Client
+	jobs    *jobsdb.Client
 	insp    *asynq.Inspector
 	engine  *gin.Engine
 	hub     *hub
@@ -133,7 +135,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Clock = clockwork.NewRealClock()
 	}
 	s := &Server{cfg: cfg, rdb: cfg.Redis, log: cfg.Logger.With("component", "api"), tokens: cfg.Tokens,
-		jobs: jobs.NewClient(cfg.Redis, cfg.Jobs), insp: asynq.NewInspectorFromRedisClient(cfg.Redis)}
+		jobs: jobsdb.NewClient(cfg.Redis, cfg.Jobs), insp: asynq.NewInspectorFromRedisClient(cfg.Redis)}
 	for _, t := range cfg.Tokens {
 		s.sums = append(s.sums, sha256.Sum256([]byte(t.Secret)))
 	}
@@ -157,10 +159,10 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.engine }
 
 // Start refuses a Redis whose key layout is another version
-// (jobs.CheckLayout), then runs the one events tailer of this process,
+// (jobsdb.CheckLayout), then runs the one events tailer of this process,
 // which feeds every WebSocket watcher, until ctx ends or Close.
 func (s *Server) Start(ctx context.Context) error {
-	if err := jobs.CheckLayout(ctx, s.rdb); err != nil {
+	if err := jobsdb.CheckLayout(ctx, s.rdb); err != nil {
 		return fmt.Errorf("api: %w", err)
 	}
 	return s.hub.Start(ctx)

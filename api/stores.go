@@ -11,6 +11,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // Health thresholds.
@@ -21,7 +22,7 @@ const (
 )
 
 func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, error) {
-	owners, err := jobs.StoreOwners(ctx, s.rdb)
+	owners, err := jobsdb.StoreOwners(ctx, s.rdb)
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +36,7 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 		}
 		owners = map[string]string{only: node}
 	}
-	nodes, err := jobs.Nodes(ctx, s.rdb)
+	nodes, err := jobsdb.Nodes(ctx, s.rdb)
 	if err != nil {
 		return nil, err
 	}
@@ -51,7 +52,7 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 				Message: fmt.Sprintf("node %s has store %s but lost its lease to node %s: it does not serve its copy until the lease is free", n.Node, st, holder)})
 		}
 	}
-	paused, err := jobs.Paused(ctx, s.rdb)
+	paused, err := jobsdb.Paused(ctx, s.rdb)
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +61,7 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	published, err := jobs.PublishedStatus(ctx, s.rdb, names)
+	published, err := jobsdb.PublishedStatus(ctx, s.rdb, names)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +153,7 @@ func (s *Server) dashboard(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	recent, _, err := jobs.History(c, s.rdb, jobs.HistoryQuery{Limit: 50})
+	recent, _, err := jobsdb.History(c, s.rdb, jobs.HistoryQuery{Limit: 50})
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -160,12 +161,12 @@ func (s *Server) dashboard(c *gin.Context) {
 	if recent == nil {
 		recent = []jobs.HistoryEntry{}
 	}
-	scheds, err := jobs.Schedules(c, s.rdb)
+	scheds, err := jobsdb.Schedules(c, s.rdb)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	nodes, err := jobs.Nodes(c, s.rdb)
+	nodes, err := jobsdb.Nodes(c, s.rdb)
 	if err != nil {
 		s.fail(c, err)
 		return

@@ -19,6 +19,7 @@ import (
 	"github.com/olahol/melody"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // WebSocket watchers (docs/design.md, "Melody — facts measured"): one tailer
@@ -306,7 +307,7 @@ func (h *hub) replay(ctx context.Context, w *watcher) {
 		b, _ := json.Marshal(map[string]string{"type": string(jobs.FrameGap), "since": cursor})
 		return h.replayWrite(ctx, w, b)
 	}
-	trimmed, err := jobs.EventsGap(ctx, h.s.rdb, cursor, h.s.cfg.Jobs.EventsMaxLen)
+	trimmed, err := jobsdb.EventsGap(ctx, h.s.rdb, cursor, h.s.cfg.Jobs.EventsMaxLen)
 	if err != nil {
 		if ctx.Err() != nil {
 			return
@@ -317,7 +318,7 @@ func (h *hub) replay(ctx context.Context, w *watcher) {
 		return
 	}
 	for {
-		evs, err := jobs.ReadEvents(ctx, h.s.rdb, cursor, replayPage, 0)
+		evs, err := jobsdb.ReadEvents(ctx, h.s.rdb, cursor, replayPage, 0)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -503,7 +504,7 @@ func (h *hub) Start(ctx context.Context) error {
 func (h *hub) tail(ctx context.Context) {
 	var last string
 	for last == "" {
-		id, err := jobs.LastEventID(ctx, h.s.rdb)
+		id, err := jobsdb.LastEventID(ctx, h.s.rdb)
 		switch {
 		case ctx.Err() != nil:
 			return
@@ -520,7 +521,7 @@ func (h *hub) tail(ctx context.Context) {
 	}
 	close(h.placed)
 	for ctx.Err() == nil {
-		evs, err := jobs.ReadEvents(ctx, h.s.rdb, last, 1000, time.Second)
+		evs, err := jobsdb.ReadEvents(ctx, h.s.rdb, last, 1000, time.Second)
 		if err != nil {
 			if ctx.Err() == nil {
 				h.s.log.Warn("tailing events failed; retrying", "err", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
 	"storekeeper/internal/testsignal"
@@ -60,7 +61,7 @@ func appendEvents(t *testing.T, rdb redis.UniversalClient, n int, pad string) []
 	pipe := rdb.Pipeline()
 	cmds := make([]*redis.StringCmd, n)
 	for i := range n {
-		args, _ := jobs.AppendArgs(jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "s", Phase: pad, Done: int64(i), At: time.Now()})
+		args, _ := keyspace.AppendArgs(keyspace.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "s", Phase: pad, Done: int64(i), At: time.Now()})
 		cmds[i] = pipe.XAdd(t.Context(), args)
 	}
 	if _, err := pipe.Exec(t.Context()); err != nil {
@@ -79,7 +80,7 @@ func appendEvents(t *testing.T, rdb redis.UniversalClient, n int, pad string) []
 func TestReplayErrorSaysGapFromWhereItStopped(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	ids := appendEvents(t, rdb, replayPage+100, "")
-	if err := rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: jobs.EventsStream, Values: []any{jobs.StreamField, "not json"}}).Err(); err != nil {
+	if err := rdb.XAdd(t.Context(), &redis.XAddArgs{Stream: keyspace.EventsStream, Values: []any{keyspace.StreamField, "not json"}}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	appendEvents(t, rdb, 5, "")

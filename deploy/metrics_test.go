@@ -21,8 +21,10 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // exposed is what a server's /metrics offers: series name → label names.
@@ -151,7 +153,7 @@ func scrapeServe(t *testing.T) exposed {
 	// Compacting a store this small reclaims nothing, and the gauge of
 	// reclaimed bytes has samples only for compactions that did: add the
 	// history entry of one, as a worker writes it.
-	_, err = jobs.Append(t.Context(), rs.Client(t), jobs.HistoryStream, jobs.DefaultHistoryMaxLen, jobs.HistoryEntry{
+	_, err = jobsdb.Append(t.Context(), rs.Client(t), keyspace.HistoryStream, jobs.DefaultHistoryMaxLen, jobs.HistoryEntry{
 		JobID: "j-deploy-test", Kind: jobs.KindCompact, Store: "orders", Status: jobs.StatusCompacted, Trigger: jobs.TriggerManual,
 		Actor: "ops", Attempts: 1, DurationMS: 1500, BytesBefore: 3 << 20, BytesAfter: 1 << 20, Node: "deploytest", At: time.Now().UTC()})
 	if err != nil {
@@ -161,7 +163,7 @@ func scrapeServe(t *testing.T) exposed {
 	// its heartbeat says.
 	other := jobs.NodeInfo{Node: "deploytest-2", Host: "elsewhere", Instance: "i2", Stores: []string{"orders"},
 		Lost: map[string]string{"orders": "deploytest"}, StartedAt: time.Now().UTC(), At: time.Now().UTC()}
-	if err := jobs.NodeUp(t.Context(), rs.Client(t), other, time.Hour, jobs.DefaultEventsMaxLen); err != nil {
+	if err := jobsdb.NodeUp(t.Context(), rs.Client(t), other, time.Hour, jobs.DefaultEventsMaxLen); err != nil {
 		t.Fatal(err)
 	}
 

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // Config configures a Collector.
@@ -118,7 +119,7 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) {
 }
 
 func (c *Collector) collectHistory(ctx context.Context, ch chan<- prometheus.Metric) {
-	hist, _, err := jobs.History(ctx, c.cfg.Redis, jobs.HistoryQuery{Limit: HistoryWindow})
+	hist, _, err := jobsdb.History(ctx, c.cfg.Redis, jobs.HistoryQuery{Limit: HistoryWindow})
 	if err != nil {
 		return
 	}
@@ -158,11 +159,11 @@ func (c *Collector) collectHistory(ctx context.Context, ch chan<- prometheus.Met
 }
 
 func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metric) {
-	owners, err := jobs.StoreOwners(ctx, c.cfg.Redis)
+	owners, err := jobsdb.StoreOwners(ctx, c.cfg.Redis)
 	if err != nil {
 		return
 	}
-	nodes, err := jobs.Nodes(ctx, c.cfg.Redis)
+	nodes, err := jobsdb.Nodes(ctx, c.cfg.Redis)
 	if err != nil {
 		return
 	}
@@ -184,7 +185,7 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 			names = append(names, name)
 		}
 	}
-	published, err := jobs.PublishedStatus(ctx, c.cfg.Redis, names)
+	published, err := jobsdb.PublishedStatus(ctx, c.cfg.Redis, names)
 	if err != nil {
 		return
 	}

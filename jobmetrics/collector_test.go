@@ -12,8 +12,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // series gathers c and returns its exposition's sample lines, sorted.
@@ -48,20 +50,20 @@ func TestCollectorScopes(t *testing.T) {
 		{JobID: "j2", Kind: jobs.KindBackup, Store: "orders", Status: jobs.StatusBackedUp, Node: "n1", DurationMS: 20, At: now},
 		{JobID: "j3", Kind: jobs.KindCompact, Store: "users", Status: jobs.StatusFailed, Node: "n2", DurationMS: 5, At: now},
 	} {
-		if _, err := jobs.Append(ctx, rdb, jobs.HistoryStream, 1000, h); err != nil {
+		if _, err := jobsdb.Append(ctx, rdb, keyspace.HistoryStream, 1000, h); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rdb.HSet(ctx, jobs.StoresKey, "orders", "n1", "users", "n2")
+	rdb.HSet(ctx, keyspace.StoresKey, "orders", "n1", "users", "n2")
 	for node, stores := range map[string][]string{"n1": {"orders"}, "n2": {"users"}} {
-		if err := jobs.NodeUp(ctx, rdb, jobs.NodeInfo{Node: node, Stores: stores, At: now}, time.Minute, 1000); err != nil {
+		if err := jobsdb.NodeUp(ctx, rdb, jobs.NodeInfo{Node: node, Stores: stores, At: now}, time.Minute, 1000); err != nil {
 			t.Fatal(err)
 		}
 	}
-	rdb.Set(ctx, jobs.StatsKey("orders"), `{"node":"n1","stats":{"state":"open","disk_bytes":4096},"backups":[{"id":"b2","created_at":"`+
+	rdb.Set(ctx, keyspace.StatsKey("orders"), `{"node":"n1","stats":{"state":"open","disk_bytes":4096},"backups":[{"id":"b2","created_at":"`+
 		now.Add(-time.Hour).Format(time.RFC3339)+`","bad":true},{"id":"b1","created_at":"`+now.Add(-2*time.Hour).Format(time.RFC3339)+`"}]}`, 0)
-	rdb.Set(ctx, jobs.StatsKey("users"), `{"node":"n2","stats":{"state":"corrupt","disk_bytes":10}}`, 0)
-	rdb.SAdd(ctx, jobs.NodesKey, "n3") // known, heartbeat expired
+	rdb.Set(ctx, keyspace.StatsKey("users"), `{"node":"n2","stats":{"state":"corrupt","disk_bytes":10}}`, 0)
+	rdb.SAdd(ctx, keyspace.NodesKey, "n3") // known, heartbeat expired
 
 	cluster, err := New(Config{Redis: rdb})
 	if err != nil {
@@ -131,7 +133,7 @@ func TestCollectorScopes(t *testing.T) {
 	}
 }
 
-// The package imports only jobs of storekeeper's packages, and api, which
+// The package imports only jobs and jobsdb of storekeeper's packages, and api, which
 // uses it, still reaches neither store nor worker.
 func TestImports(t *testing.T) {
 	out, err := exec.Command("go", "list", "-deps", "storekeeper/jobmetrics", "storekeeper/api").Output()
@@ -148,7 +150,7 @@ func TestImports(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range strings.Fields(string(direct)) {
-		if strings.HasPrefix(p, "storekeeper/") && p != "storekeeper/jobs" {
+		if strings.HasPrefix(p, "storekeeper/") && p != "storekeeper/jobs" && p != "storekeeper/jobsdb" {
 			t.Errorf("jobmetrics imports %s", p)
 		}
 	}

@@ -9,8 +9,8 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
-	"storekeeper/jobs"
 )
 
 // counting is a collector that counts its Collects and reports the count.
@@ -92,8 +92,8 @@ func TestSnapshot(t *testing.T) {
 // scraped. MaxAge < 0 reads on every scrape.
 func TestCollectorReadsRedisOncePerMaxAge(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
-	rdb.HSet(t.Context(), jobs.StoresKey, "orders", "n1")
-	rdb.Set(t.Context(), jobs.StatsKey("orders"), `{"node":"n1","stats":{"state":"open","disk_bytes":4096}}`, 0)
+	rdb.HSet(t.Context(), keyspace.StoresKey, "orders", "n1")
+	rdb.Set(t.Context(), keyspace.StatsKey("orders"), `{"node":"n1","stats":{"state":"open","disk_bytes":4096}}`, 0)
 	cnt := &redistest.RoundTrips{}
 	rdb.AddHook(cnt)
 	for _, tc := range []struct {

@@ -1,64 +1,12 @@
 package jobs
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"time"
 )
-
-// CancelChannel carries the ids of canceled jobs to the workers running them.
-const CancelChannel = "storekeeper:cancel"
 
 // ErrFinished: the job already ended; it cannot be canceled. 409.
 var ErrFinished = errors.New("job already finished")
 
 // DefaultRecordRetention is how long a finished job's record is kept.
 const DefaultRecordRetention = 24 * time.Hour
-
-// Cancel ends a job for good. The record is marked canceled first (with
-// its locks released, job.canceled and its history entry, atomically),
-// then a task that has not started is removed from asynq, and a running
-// one is told to stop: its handler's context is cancelled and the store is
-// released when it returns. Any later attempt of the task exits without
-// running. asynq's own CancelProcessing is not used: it turns a cancel
-// into a retry whatever the handler returns.
-func (c *Client) Cancel(ctx context.Context, id, actor string) (Record, error) {
-	rec, err := c.Get(ctx, id)
-	if err != nil {
-		return rec, err
-	}
-	if rec.State.Terminal() {
-		return rec, fmt.Errorf("%w: job %s is %s", ErrFinished, id, rec.State)
-	}
-	now := time.Now().UTC()
-	reason := "canceled by " + actor
-	ch := Change{
-		Op:       NewOp("cancel"),
-		Publish:  []Message{{Channel: CancelChannel, Payload: id}},
-		ReadBack: true,
-	}
-	ch.End(rec, Terminal{State: StateCanceled, Reason: reason, At: now,
-		Event:   Event{Actor: actor, Attempt: rec.Attempts},
-		History: HistoryEntry{Reason: reason}}, c.cfg)
-	// Sent again after a lost answer, the cancel finds its own op on the
-	// record (Replayed): it is the cancel that ended the job, not a 409.
-	res, err := Apply(ctx, c.rdb, id, LiveGuard(), ch)
-	if err != nil {
-		return rec, err
-	}
-	if !res.OK {
-		return res.Record, fmt.Errorf("%w: job %s is %s", ErrFinished, id, res.Prior)
-	}
-	// A task still waiting in asynq goes; an active one cannot be deleted,
-	// and its worker stops it on the cancel message.
-	_ = c.insp.DeleteTask(rec.Queue, id)
-	return res.Record, nil
-}
-
-func durationMS(start, end time.Time) int64 {
-	if start.IsZero() {
-		return 0
-	}
-	return end.Sub(start).Milliseconds()
-}

@@ -27,9 +27,6 @@ func (s State) Terminal() bool {
 	return s == StateSucceeded || s == StateFailed || s == StateCanceled
 }
 
-// RecordKey is the Redis hash holding job id's record.
-func RecordKey(id string) string { return "storekeeper:job:" + id }
-
 // AttemptError is one failed attempt.
 type AttemptError struct {
 	Attempt int       `json:"attempt"`
@@ -77,10 +74,10 @@ func (r Record) Fields() map[string]any {
 	return f
 }
 
-// appendFields appends the record's non-empty fields as HSET arguments,
+// AppendFields appends the record's non-empty fields as HSET arguments,
 // leaving out skip (an absent field reads as empty). It is on every
 // enqueue's path, so it goes from the fixed list straight to arguments.
-func (r Record) appendFields(args []any, skip ...string) []any {
+func (r Record) AppendFields(args []any, skip ...string) []any {
 	for _, kv := range r.fields() {
 		if kv[1] != "" && !slices.Contains(skip, kv[0]) {
 			args = append(args, kv[0], kv[1])
@@ -104,7 +101,7 @@ func (r Record) fields() [recordFields][2]string {
 		{"state", string(r.State)}, {"reason", r.Reason}, {"trigger", string(r.Trigger)}, {"actor", r.Actor},
 		{"batch_id", r.BatchID}, {"params", string(params)}, {"attempts", strconv.Itoa(r.Attempts)},
 		{"max_retry", strconv.Itoa(r.MaxRetry)}, {"errors", errs}, {"result", string(r.Result)},
-		{"enqueued_at", formatTime(r.EnqueuedAt)}, {"started_at", formatTime(r.StartedAt)}, {"finished_at", formatTime(r.FinishedAt)},
+		{"enqueued_at", FormatTime(r.EnqueuedAt)}, {"started_at", FormatTime(r.StartedAt)}, {"finished_at", FormatTime(r.FinishedAt)},
 	}
 }
 
@@ -162,7 +159,7 @@ func atoi(s string) (int, error) {
 	return strconv.Atoi(s)
 }
 
-func formatTime(t time.Time) string {
+func FormatTime(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}

@@ -8,7 +8,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // This file is the one place that knows asynq's internal Redis keys
@@ -60,11 +62,11 @@ func (w *Worker) reclaimOrphans(ctx context.Context, queue string) ([]string, er
 		if err != nil {
 			return ids, fmt.Errorf("worker: reclaim orphaned job %s: %w", id, err)
 		}
-		ch := jobs.Change{Op: jobs.NewOp("orphan"), HSet: map[string]any{"state": string(jobs.StateRetry), "reason": "interrupted"}}
+		ch := keyspace.Change{Op: keyspace.NewOp("orphan"), HSet: map[string]any{"state": string(jobs.StateRetry), "reason": "interrupted"}}
 		ch.AddEvent(w.cfg.Jobs.EventsMaxLen, jobs.Event{Type: jobs.EventJobRetrying, JobID: id, Kind: rec.Kind,
 			Store: rec.Store, Node: w.cfg.Node, Trigger: rec.Trigger, Actor: rec.Actor, Attempt: rec.Attempts, MaxRetry: rec.MaxRetry,
 			Error: "interrupted: the node's previous process stopped while running it", At: time.Now().UTC()})
-		if _, err := jobs.Apply(ctx, w.rdb, id, jobs.ActiveGuard(), ch); err != nil {
+		if _, err := jobsdb.Apply(ctx, w.rdb, id, keyspace.ActiveGuard(), ch); err != nil {
 			return ids, fmt.Errorf("worker: reclaim orphaned job %s: %w", id, err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // The keys asynqkeys.go relies on, checked against a live asynq server.
@@ -54,7 +55,7 @@ func TestAsynqKeyLayout(t *testing.T) {
 	// twice and the task land in retry).
 	srv.Stop()
 	// Reclaim moves it back exactly as asynq's requeue would.
-	w := &Worker{rdb: rdb, jobs: jobs.NewClient(rdb, jobs.ClientConfig{}), cfg: Config{Node: "n1", Jobs: jobs.ClientConfig{}.WithDefaults()}}
+	w := &Worker{rdb: rdb, jobs: jobsdb.NewClient(rdb, jobs.ClientConfig{}), cfg: Config{Node: "n1", Jobs: jobs.ClientConfig{}.WithDefaults()}}
 	ids, err := w.reclaimOrphans(ctx, q)
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("reclaim = %v, %v", ids, err)

@@ -23,8 +23,10 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -108,7 +110,7 @@ func (b *bundle) waitEvent(t *testing.T, typ jobs.EventType, st string, ok func(
 	t.Helper()
 	var found jobs.Event
 	testsignal.WaitFor(t, fmt.Sprintf("a %s event for %q", typ, st), func() bool {
-		evs, err := jobs.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
+		evs, err := jobsdb.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,7 +128,7 @@ func (b *bundle) waitEvent(t *testing.T, typ jobs.EventType, st string, ok func(
 // jobsOf returns the records of every job of kind on store, oldest first.
 func (b *bundle) jobsOf(t *testing.T, kind jobs.Kind, st string) []jobs.Record {
 	t.Helper()
-	evs, err := jobs.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
+	evs, err := jobsdb.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -423,7 +425,7 @@ func TestWebhookDelivery(t *testing.T) {
 	// The dead receiver's notify job runs 1 + 8 retries, then fails for
 	// good: counted, logged, and no notification about it anywhere.
 	testsignal.WaitForWithin(t, 30*time.Second, "the dead receiver's notify job failing for good", func() bool {
-		failed, _ := b.rdb.Get(t.Context(), jobs.NotifyFailedKey).Int()
+		failed, _ := b.rdb.Get(t.Context(), keyspace.NotifyFailedKey).Int()
 		return failed == 1
 	})
 	if deadHits.Load() != 9 {
@@ -433,7 +435,7 @@ func TestWebhookDelivery(t *testing.T) {
 	// record notified; once the outbox is dispatched, every notification
 	// written has its notify jobs.
 	testsignal.WaitFor(t, "the outbox dispatched", func() bool {
-		return b.rdb.LLen(t.Context(), jobs.OutboxKey).Val() == 0 && b.rdb.LLen(t.Context(), jobs.OutboxProcessingKey("n1")).Val() == 0
+		return b.rdb.LLen(t.Context(), keyspace.OutboxKey).Val() == 0 && b.rdb.LLen(t.Context(), keyspace.OutboxProcessingKey("n1")).Val() == 0
 	})
 	if got := flaky.notifications(); len(got) != 1 {
 		t.Fatalf("a failing notify job was notified: %+v", got)

@@ -21,9 +21,11 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/goleak"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -95,7 +97,7 @@ func childMain(spec string) int {
 type crashRig struct {
 	srv           *redistest.Server
 	rdb           *redis.Client
-	client        *jobs.Client
+	client        *jobsdb.Client
 	data, backups string
 	// pebble, when set, are the Pebble options checksum opens the store
 	// with (no automatic compactions, to leave its LSM as it is).
@@ -149,7 +151,7 @@ func newCrashRig(t *testing.T, keys int) *crashRig {
 	srv := redistest.Start(t, redistest.RequireReal())
 	rdb := srv.Client(t)
 	root := t.TempDir()
-	r := &crashRig{srv: srv, rdb: rdb, client: jobs.NewClient(rdb, jobs.ClientConfig{}),
+	r := &crashRig{srv: srv, rdb: rdb, client: jobsdb.NewClient(rdb, jobs.ClientConfig{}),
 		data: filepath.Join(root, "data"), backups: filepath.Join(root, "backups")}
 	reg, err := store.Open(store.Config{DataDir: r.data, BackupDir: r.backups, Stores: []string{"kv"}, NoSync: true, Logger: quietLogger()})
 	if err != nil {
@@ -277,7 +279,7 @@ func TestWorkerKilledDuringRestore(t *testing.T) {
 func waitOwned(t *testing.T, r *crashRig, req jobs.Request) jobs.Request {
 	t.Helper()
 	testsignal.WaitForWithin(t, 30*time.Second, "the child worker claiming the store", func() bool {
-		return r.rdb.Exists(t.Context(), jobs.LeaseKey(req.Store)).Val() == 1
+		return r.rdb.Exists(t.Context(), keyspace.LeaseKey(req.Store)).Val() == 1
 	})
 	return req
 }

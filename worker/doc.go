@@ -6,7 +6,7 @@
 // every attempt in the lifecycle that writes the job record, job.started /
 // job.retrying / job.succeeded / job.failed events and exactly one history
 // entry per finished job, atomically and never over a cancel. Cancel is
-// final: jobs.Client.Cancel marks the record first and the worker cancels
+// final: jobsdb.Client.Cancel marks the record first and the worker cancels
 // the running handler's context on the cancel message; a later attempt of
 // a canceled job exits without running. Shutdown follows docs/design.md's order.
 //
@@ -41,7 +41,7 @@
 //     forgotten). Sent for a job's final failure, a
 //     store found corrupt, a corrupt backup, a completed automatic restore
 //     and any failed restore; never for a success, a manual restore, or a
-//     failing notify job (counted in Redis instead: jobs.CountNotifyFailed).
+//     failing notify job (counted in Redis instead: jobsdb.CountNotifyFailed).
 //   - node.up when a worker starts; node.down once, when a heartbeat
 //     expires, from whichever process sees it first.
 //

@@ -18,9 +18,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/faultproxy"
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -111,7 +113,7 @@ func release(t *testing.T, h *faultproxy.Hold, sends int) {
 func (f *faults) settled(t *testing.T) []jobs.Notification {
 	t.Helper()
 	marker := jobs.Notification{ID: "marker-" + jobs.NewID(), Type: "test.marker", Summary: "marker"}
-	push := jobs.OutboxPush(marker)
+	push := keyspace.OutboxPush(marker)
 	if err := f.rdb.LPush(t.Context(), push.Key, push.Value).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +228,7 @@ func validSequence(evs []jobs.Event) error {
 // holds.
 func (f *faults) checkCounters(t *testing.T) {
 	t.Helper()
-	all, _, err := jobs.History(t.Context(), f.rdb, jobs.HistoryQuery{Limit: 500})
+	all, _, err := jobsdb.History(t.Context(), f.rdb, jobs.HistoryQuery{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +348,7 @@ func TestStalledCancel(t *testing.T) {
 	rec := f.enqueue(t, jobs.KindBackup, "orders", jobs.Params{})
 	g.waitStarted(t)
 	h := f.px.Hold(script("cancel:"))
-	canceler := jobs.NewClient(f.w.rdb, jobs.ClientConfig{}) // through the proxy
+	canceler := jobsdb.NewClient(f.w.rdb, jobs.ClientConfig{}) // through the proxy
 	done := make(chan error, 1)
 	go func() { _, err := canceler.Cancel(context.Background(), rec.ID, "bob"); done <- err }()
 	release(t, h, 2)
@@ -362,7 +364,7 @@ func TestStalledEnqueue(t *testing.T) {
 	t.Parallel()
 	f := setupFaults(t, options{}, nil, "orders")
 	h := f.px.Hold(script(`"type":"job.enqueued"`))
-	c := jobs.NewClient(f.w.rdb, jobs.ClientConfig{}) // through the proxy
+	c := jobsdb.NewClient(f.w.rdb, jobs.ClientConfig{}) // through the proxy
 	done := make(chan jobs.Enqueued, 1)
 	go func() {
 		got, err := c.Enqueue(context.Background(), jobs.Request{Kind: jobs.KindVerify, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
@@ -374,7 +376,7 @@ func TestStalledEnqueue(t *testing.T) {
 	release(t, h, 2)
 	got := <-done
 	f.checkOneFate(t, got.Record.ID, jobs.StateSucceeded, 0)
-	inflight, _ := f.rdb.Keys(t.Context(), jobs.RecordKey("*")).Result()
+	inflight, _ := f.rdb.Keys(t.Context(), keyspace.RecordKey("*")).Result()
 	if len(inflight) != 1 {
 		t.Fatalf("%d job records, want 1", len(inflight))
 	}
@@ -388,7 +390,7 @@ func TestEnqueueRetryAfterSettleStaysFailed(t *testing.T) {
 	t.Parallel()
 	f := setupFaults(t, options{}, nil, "orders")
 	h := f.px.Hold(script(`"type":"job.enqueued"`))
-	c := jobs.NewClient(f.w.rdb, jobs.ClientConfig{}) // through the proxy, like the API's
+	c := jobsdb.NewClient(f.w.rdb, jobs.ClientConfig{}) // through the proxy, like the API's
 	done := make(chan jobs.Enqueued, 1)
 	go func() {
 		got, err := c.Enqueue(context.Background(), jobs.Request{Kind: jobs.KindBackup, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
@@ -425,11 +427,11 @@ func TestEnqueueRetryAfterSettleStaysFailed(t *testing.T) {
 // onlyJob returns the one job record in Redis.
 func (f *faults) onlyJob(t *testing.T) jobs.Record {
 	t.Helper()
-	keys, err := f.rdb.Keys(t.Context(), jobs.RecordKey("*")).Result()
+	keys, err := f.rdb.Keys(t.Context(), keyspace.RecordKey("*")).Result()
 	if err != nil || len(keys) != 1 {
 		t.Fatalf("job records %v, %v; want one", keys, err)
 	}
-	r, err := f.client.Get(t.Context(), strings.TrimPrefix(keys[0], jobs.RecordKey("")))
+	r, err := f.client.Get(t.Context(), strings.TrimPrefix(keys[0], keyspace.RecordKey("")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +468,7 @@ func TestStalledIncident(t *testing.T) {
 	f.waitState(t, backup.ID, jobs.StateSucceeded)
 	verify := f.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
 	f.waitState(t, verify.ID, jobs.StateSucceeded) // the backup is verified: restorable
-	h := f.px.Hold(script(jobs.IncidentKey("orders")))
+	h := f.px.Hold(script(keyspace.IncidentKey("orders")))
 	f.w.incidents.add("orders", &store.CorruptionError{Store: "orders", Err: errors.New("test: checksum mismatch")})
 	release(t, h, 2)
 	var corrupt []jobs.Event
@@ -497,7 +499,7 @@ func TestStalledIncident(t *testing.T) {
 	if st, _ := s.State(); st != store.StateOpen {
 		t.Fatalf("store %s after the restore", st)
 	}
-	if n, _ := f.rdb.ZCard(t.Context(), jobs.AutoRestoresKey("orders")).Result(); n != 1 {
+	if n, _ := f.rdb.ZCard(t.Context(), keyspace.AutoRestoresKey("orders")).Result(); n != 1 {
 		t.Fatalf("the breaker counted %d automatic restores, want 1", n)
 	}
 }
@@ -594,8 +596,8 @@ func TestRedisStoppedDuringEnqueue(t *testing.T) {
 	f := setupFaults(t, options{client: stalledClient(3 * time.Second)}, nil, "orders")
 	enqueuer := redis.NewClient(&redis.Options{Addr: f.srv.Addr(), ReadTimeout: time.Second, WriteTimeout: time.Second, MinIdleConns: 4})
 	t.Cleanup(func() { enqueuer.Close() })
-	c := jobs.NewClient(enqueuer, jobs.ClientConfig{})
-	if err := jobs.LoadScripts(t.Context(), enqueuer); err != nil {
+	c := jobsdb.NewClient(enqueuer, jobs.ClientConfig{})
+	if err := jobsdb.LoadScripts(t.Context(), enqueuer); err != nil {
 		t.Fatal(err)
 	}
 	enqueues := monitor(t, f.srv, `job.enqueued`)

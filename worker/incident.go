@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -112,7 +113,7 @@ func (w *Worker) handleCorrupt(ctx context.Context, name string, inc *incident) 
 		log.Warn("corrupt store not handled: this node lost it to another node", "evidence", inc.evidence)
 		return nil
 	}
-	if raw, ok, err := jobs.ReportedIncident(ctx, w.rdb, name); err != nil {
+	if raw, ok, err := jobsdb.ReportedIncident(ctx, w.rdb, name); err != nil {
 		return err
 	} else if ok {
 		return w.reported(ctx, name, raw, inc)
@@ -131,7 +132,7 @@ func (w *Worker) handleCorrupt(ctx context.Context, name string, inc *incident) 
 		Type: jobs.EventStoreCorrupt, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
 		Error: evidence, Summary: summary, Action: action, RestoreJobID: restoreJob, BackupID: backupID, At: now}
 	value, _ := json.Marshal(rec)
-	made, other, err := jobs.AnnounceIncident(ctx, w.rdb, name, string(value), w.cfg.Jobs.EventsMaxLen, ev, &n)
+	made, other, err := jobsdb.AnnounceIncident(ctx, w.rdb, name, string(value), w.cfg.Jobs.EventsMaxLen, ev, &n)
 	if err != nil {
 		return err
 	}
@@ -177,7 +178,7 @@ func (w *Worker) decideRestore(ctx context.Context, name string, inc *incident, 
 	if w.cfg.AutoRestore == "off" {
 		return ActionPolicyOff, "", "", "automatic restore is off: the store stays corrupt until restored by hand", nil
 	}
-	paused, err := jobs.IsPaused(ctx, w.rdb, name)
+	paused, err := jobsdb.IsPaused(ctx, w.rdb, name)
 	if err != nil {
 		return "", "", "", "", err
 	}
@@ -196,7 +197,7 @@ func (w *Worker) decideRestore(ctx context.Context, name string, inc *incident, 
 	if !ok {
 		return ActionNoBackup, "", "", "there is no verified backup to restore from: the store stays corrupt", nil
 	}
-	admitted, err := jobs.AdmitAutoRestore(ctx, w.rdb, name, now, w.cfg.AutoRestoreLimit, inc.id)
+	admitted, err := jobsdb.AdmitAutoRestore(ctx, w.rdb, name, now, w.cfg.AutoRestoreLimit, inc.id)
 	if err != nil {
 		return "", "", "", "", err
 	}

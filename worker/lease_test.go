@@ -7,8 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -30,13 +32,13 @@ func TestLeaseStolen(t *testing.T) {
 	g.waitStarted(t)
 
 	// Another node takes the lease.
-	f.rdb.Del(t.Context(), jobs.LeaseKey("orders"))
+	f.rdb.Del(t.Context(), keyspace.LeaseKey("orders"))
 	thief := jobs.Lease{Node: "n2", Host: "elsewhere", Instance: "i2"}
-	held, ok, err := jobs.ClaimLease(t.Context(), f.rdb, "orders", thief, time.Hour)
+	held, ok, err := jobsdb.ClaimLease(t.Context(), f.rdb, "orders", thief, time.Hour)
 	if err != nil || !ok {
 		t.Fatalf("thief claim: %v %v", ok, err)
 	}
-	if ok, err := jobs.PublishStats(t.Context(), f.rdb, "orders", held, `{"node":"n2"}`); err != nil || !ok {
+	if ok, err := jobsdb.PublishStats(t.Context(), f.rdb, "orders", held, `{"node":"n2"}`); err != nil || !ok {
 		t.Fatal(ok, err)
 	}
 
@@ -73,13 +75,13 @@ func TestLeaseStolen(t *testing.T) {
 	// A stale stats publish and a stale finish are refused by Redis.
 	stale, _ := jobs.DecodeLease(held)
 	stale.Node, stale.Host, stale.Instance, stale.Token = "n1", f.w.lease.Host, f.w.lease.Instance, stale.Token-1
-	if ok, err := jobs.PublishStats(t.Context(), f.rdb, "orders", stale.Encode(), `{"node":"n1"}`); err != nil || ok {
+	if ok, err := jobsdb.PublishStats(t.Context(), f.rdb, "orders", stale.Encode(), `{"node":"n1"}`); err != nil || ok {
 		t.Fatalf("stale publish: %v %v", ok, err)
 	}
 	// Another heartbeat passes (node key rewritten): the stats are still
 	// the holder's.
 	f.waitHeartbeat(t)
-	if got := f.rdb.Get(t.Context(), jobs.StatsKey("orders")).Val(); got != `{"node":"n2"}` {
+	if got := f.rdb.Get(t.Context(), keyspace.StatsKey("orders")).Val(); got != `{"node":"n2"}` {
 		t.Fatalf("stats overwritten by the node that lost the store: %s", got)
 	}
 	// The other store is still served; no job starts on the lost one.
@@ -92,7 +94,7 @@ func TestLeaseStolen(t *testing.T) {
 	}
 
 	// The thief lets go: the node takes the store back and serves it.
-	f.rdb.Del(t.Context(), jobs.LeaseKey("orders"))
+	f.rdb.Del(t.Context(), keyspace.LeaseKey("orders"))
 	f.waitRecord(t, running.ID, func(r jobs.Record) bool { return r.State == jobs.StateActive })
 	g.waitStarted(t)
 	g.finish <- nil
@@ -136,7 +138,7 @@ func (b *bundle) waitRecord(t *testing.T, id string, ok func(jobs.Record) bool) 
 
 func (b *bundle) nodeInfo(t *testing.T) jobs.NodeInfo {
 	t.Helper()
-	nodes, err := jobs.Nodes(t.Context(), b.rdb)
+	nodes, err := jobsdb.Nodes(t.Context(), b.rdb)
 	if err != nil {
 		t.Fatal(err)
 	}

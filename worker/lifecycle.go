@@ -10,7 +10,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -45,7 +47,7 @@ func (a attempt) event(t jobs.EventType, node string) jobs.Event {
 
 // process is the asynq handler: the lifecycle around one attempt.
 //
-// Every write it makes to the job's record is a jobs.Change guarded by the
+// Every write it makes to the job's record is a keyspace.Change guarded by the
 // attempt's run token, so that each step happens once however often Redis
 // runs it: the start only for a record that is not terminal and that this
 // run has not started; the end only while this run is the active one. A
@@ -62,7 +64,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	}
 	retried, _ := asynq.GetRetryCount(ctx)
 	maxRetry, _ := asynq.GetMaxRetry(ctx)
-	a := attempt{p: p, n: retried + 1, maxRetry: maxRetry, run: jobs.NewRun()}
+	a := attempt{p: p, n: retried + 1, maxRetry: maxRetry, run: keyspace.NewRun()}
 	a.log = w.log.With("job", p.JobID, "kind", p.Kind, "store", p.Store, "attempt", a.n)
 	var run func(context.Context) (outcome, error)
 	if p.Kind == jobs.KindNotify {
@@ -143,7 +145,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 	p := a.p
 	started := time.Now().UTC()
-	ch := jobs.Change{Op: "start:" + a.run, ReadBack: true,
+	ch := keyspace.Change{Op: "start:" + a.run, ReadBack: true,
 		HSet: map[string]any{"state": string(jobs.StateActive), "attempts": a.n, "node": w.cfg.Node,
 			"started_at": started.Format(time.RFC3339Nano), "reason": "", "run": a.run, "pseq": 0}}
 	if p.Store != "" {
@@ -157,9 +159,9 @@ func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 	// moved its task on without any middleware): end it first.
 	lostAttempt := a.event(jobs.EventJobRetrying, w.cfg.Node)
 	lostAttempt.Attempt, lostAttempt.Error = a.n-1, "attempt lost: its worker stopped without ending it"
-	ch.IfWasActive = append(ch.IfWasActive, jobs.EventEntry(w.cfg.Jobs.EventsMaxLen, lostAttempt))
+	ch.IfWasActive = append(ch.IfWasActive, keyspace.EventEntry(w.cfg.Jobs.EventsMaxLen, lostAttempt))
 	ch.AddEvent(w.cfg.Jobs.EventsMaxLen, a.event(jobs.EventJobStarted, w.cfg.Node))
-	res, err := jobs.Apply(ctx, w.rdb, p.JobID, jobs.StartGuard(a.run, a.n), ch)
+	res, err := jobsdb.Apply(ctx, w.rdb, p.JobID, keyspace.StartGuard(a.run, a.n), ch)
 	switch {
 	case errors.Is(err, jobs.ErrUnknownJob):
 		a.log.Error("task without a job record; dropping it")
@@ -181,7 +183,7 @@ func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out outcome) error {
 	p := a.p
 	now := time.Now().UTC()
-	fin := jobs.Change{Op: "end:" + a.run}
+	fin := keyspace.Change{Op: "end:" + a.run}
 	if p.Store != "" {
 		lease, ok := w.own.lease(p.Store)
 		if !ok {
@@ -208,7 +210,7 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 	for _, n := range out.Notes {
 		fin.Notify(n)
 	}
-	res, err := w.settle(ctx, a, jobs.RunGuard(a.run), fin)
+	res, err := w.settle(ctx, a, keyspace.RunGuard(a.run), fin)
 	if err != nil {
 		return err
 	}
@@ -231,7 +233,7 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 	p := a.p
 	now := time.Now().UTC()
 	final := permanent(err) || a.n > a.maxRetry
-	fin := jobs.Change{Op: "end:" + a.run}
+	fin := keyspace.Change{Op: "end:" + a.run}
 	if final {
 		ev := a.event(jobs.EventJobFailed, w.cfg.Node)
 		fin.End(rec, jobs.Terminal{State: jobs.StateFailed, Error: err.Error(), At: now, Event: ev,
@@ -260,7 +262,7 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 			return w.fail(ctx, rec, a, err)
 		}
 	}
-	res, aerr := w.settle(ctx, a, jobs.RunGuard(a.run), fin)
+	res, aerr := w.settle(ctx, a, keyspace.RunGuard(a.run), fin)
 	switch {
 	case aerr != nil:
 		a.log.Error("recording a failed attempt", "err", aerr, "attempt_err", err)
@@ -277,7 +279,7 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 		a.log.Error("job failed", "err", err, "permanent", permanent(err))
 		if p.Kind == jobs.KindNotify {
 			// Logged and counted, never notified: no loop.
-			_ = jobs.CountNotifyFailed(context.WithoutCancel(ctx), w.rdb)
+			_ = jobsdb.CountNotifyFailed(context.WithoutCancel(ctx), w.rdb)
 		}
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
@@ -288,11 +290,11 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 // interrupted records an attempt stopped by shutdown (or a restart): not
 // a failure, asynq requeues the task.
 func (w *Worker) interrupted(ctx context.Context, rec jobs.Record, a attempt, reason, msg string) {
-	ch := jobs.Change{Op: "end:" + a.run, HSet: map[string]any{"state": string(jobs.StateRetry), "reason": reason}}
+	ch := keyspace.Change{Op: "end:" + a.run, HSet: map[string]any{"state": string(jobs.StateRetry), "reason": reason}}
 	e := a.event(jobs.EventJobRetrying, w.cfg.Node)
 	e.Error = msg
 	ch.AddEvent(w.cfg.Jobs.EventsMaxLen, e)
-	_, err := w.settle(ctx, a, jobs.RunGuard(a.run), ch)
+	_, err := w.settle(ctx, a, keyspace.RunGuard(a.run), ch)
 	a.log.Info("job interrupted; asynq requeues it", "reason", reason, "err", err)
 }
 
@@ -305,12 +307,12 @@ const (
 
 // settle applies an attempt's end, sending it again while Redis is
 // unavailable, for up to settlePatience.
-func (w *Worker) settle(ctx context.Context, a attempt, g jobs.Guard, ch jobs.Change) (jobs.Applied, error) {
+func (w *Worker) settle(ctx context.Context, a attempt, g keyspace.Guard, ch keyspace.Change) (jobsdb.Applied, error) {
 	ctx = context.WithoutCancel(ctx)
 	deadline := time.Now().Add(settlePatience)
 	wait := 50 * time.Millisecond
 	for {
-		res, err := jobs.Apply(ctx, w.rdb, a.p.JobID, g, ch)
+		res, err := jobsdb.Apply(ctx, w.rdb, a.p.JobID, g, ch)
 		if err == nil || !errors.Is(err, jobs.ErrUnavailable) || time.Now().After(deadline) {
 			return res, err
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // Webhook is a notification sink: each notification is POSTed to URL as
@@ -118,7 +119,7 @@ func (w *Worker) dispatchLoop(ctx context.Context) {
 	for ctx.Err() == nil {
 		// What this node was dispatching when it stopped or failed, oldest
 		// first, else the outbox's next.
-		v, ok, err := jobs.NextOutbox(ctx, w.rdb, w.cfg.Node, time.Second)
+		v, ok, err := jobsdb.NextOutbox(ctx, w.rdb, w.cfg.Node, time.Second)
 		if err == nil && !ok {
 			continue
 		}
@@ -126,7 +127,7 @@ func (w *Worker) dispatchLoop(ctx context.Context) {
 			err = w.dispatch(ctx, v)
 		}
 		if err == nil {
-			err = jobs.DoneOutbox(ctx, w.rdb, w.cfg.Node, v)
+			err = jobsdb.DoneOutbox(ctx, w.rdb, w.cfg.Node, v)
 		}
 		if err != nil && ctx.Err() == nil {
 			w.log.Warn("dispatching notifications failed; retrying", "err", err)
@@ -170,7 +171,7 @@ func (w *Worker) dispatch(ctx context.Context, v string) error {
 // sinks names where a notification goes: every configured webhook and
 // every browser subscribed to Web Push when it is dispatched.
 func (w *Worker) sinks(ctx context.Context) ([]string, error) {
-	ids, err := jobs.PushSubscriptionIDs(ctx, w.rdb)
+	ids, err := jobsdb.PushSubscriptionIDs(ctx, w.rdb)
 	if err != nil {
 		return nil, err
 	}

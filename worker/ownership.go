@@ -12,7 +12,9 @@ import (
 	"sync"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -47,14 +49,14 @@ func newOwnership() ownership {
 
 // lease returns the lease check a fenced change on store needs, and false
 // when this node does not hold the store.
-func (o *ownership) lease(name string) (*jobs.LeaseCheck, bool) {
+func (o *ownership) lease(name string) (*keyspace.LeaseCheck, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	v, ok := o.held[name]
 	if !ok {
 		return nil, false
 	}
-	return jobs.LeaseFence(name, v), true
+	return keyspace.LeaseFence(name, v), true
 }
 
 // holder returns who holds a store this node lost.
@@ -89,7 +91,7 @@ func (o *ownership) lostStores() map[string]string {
 // stores and holds that one as lost until its lease is free.
 func (w *Worker) claim(ctx context.Context) error {
 	for _, name := range w.cfg.Registry.Names() {
-		v, ok, err := jobs.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+		v, ok, err := jobsdb.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
 		if err != nil {
 			return fmt.Errorf("worker: claim store %s: %w", name, err)
 		}
@@ -151,7 +153,7 @@ func (w *Worker) announceLost(ctx context.Context, name string) {
 	n := jobs.Notification{ID: jobs.NotificationID(string(jobs.EventStoreLost), name, w.cfg.Node, holderValue),
 		Type: jobs.EventStoreLost, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
 		Error: msg, Summary: msg, At: now}
-	if err := jobs.AnnounceStoreLost(ctx, w.rdb, name, w.cfg.Node, holderValue, w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
+	if err := jobsdb.AnnounceStoreLost(ctx, w.rdb, name, w.cfg.Node, holderValue, w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
 		w.log.Warn("announcing a lost store failed; retrying at the next heartbeat", "store", name, "err", err)
 		return
 	}
@@ -173,7 +175,7 @@ func (w *Worker) regain(ctx context.Context, name, value string) {
 	if err == nil {
 		s.Own()
 	}
-	if err := jobs.ClearStoreLost(ctx, w.rdb, name, w.cfg.Node); err != nil {
+	if err := jobsdb.ClearStoreLost(ctx, w.rdb, name, w.cfg.Node); err != nil {
 		w.log.Warn("clearing a lost store's mark failed", "store", name, "err", err)
 	}
 	l, _ := jobs.DecodeLease(value)
@@ -206,10 +208,10 @@ func (w *Worker) renew(ctx context.Context) {
 		w.renewStore(ctx, name)
 	}
 	// After the leases: the heartbeat says which stores were lost.
-	if err := jobs.NodeBeat(ctx, w.rdb, w.nodeInfo(), w.cfg.LeaseTTL); err != nil {
+	if err := jobsdb.NodeBeat(ctx, w.rdb, w.nodeInfo(), w.cfg.LeaseTTL); err != nil {
 		w.log.Warn("node heartbeat failed", "err", err)
 	}
-	if down, err := jobs.CheckNodes(ctx, w.rdb, w.cfg.Jobs.EventsMaxLen); err != nil {
+	if down, err := jobsdb.CheckNodes(ctx, w.rdb, w.cfg.Jobs.EventsMaxLen); err != nil {
 		w.log.Warn("checking other nodes failed", "err", err)
 	} else if len(down) > 0 {
 		w.log.Warn("nodes down: their heartbeats expired", "nodes", down)
@@ -221,7 +223,7 @@ func (w *Worker) renew(ctx context.Context) {
 func (w *Worker) renewStore(ctx context.Context, name string) {
 	check, held := w.own.lease(name)
 	if !held {
-		v, ok, err := jobs.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+		v, ok, err := jobsdb.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
 		switch {
 		case err != nil:
 			w.log.Warn("claiming a lost store's lease failed", "store", name, "err", err)
@@ -235,7 +237,7 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 			return
 		}
 	} else {
-		st, other, err := jobs.RenewLease(ctx, w.rdb, name, check.Value, w.cfg.LeaseTTL)
+		st, other, err := jobsdb.RenewLease(ctx, w.rdb, name, check.Value, w.cfg.LeaseTTL)
 		if err != nil {
 			w.log.Warn("lease renewal failed", "store", name, "err", err)
 			return
@@ -247,7 +249,7 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 		case jobs.LeaseExpired:
 			// Redis was away longer than the TTL: take it again unless
 			// another node has it. A new claim means a new token.
-			v, ok, err := jobs.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+			v, ok, err := jobsdb.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
 			if err != nil {
 				w.log.Warn("claiming an expired lease again failed", "store", name, "err", err)
 				return
@@ -275,7 +277,7 @@ func (w *Worker) checkLease(ctx context.Context, name string) {
 	if !held {
 		return
 	}
-	st, other, err := jobs.RenewLease(ctx, w.rdb, name, check.Value, w.cfg.LeaseTTL)
+	st, other, err := jobsdb.RenewLease(ctx, w.rdb, name, check.Value, w.cfg.LeaseTTL)
 	if err == nil && st == jobs.LeaseTaken {
 		w.lose(ctx, name, other)
 	}
@@ -310,7 +312,7 @@ func (w *Worker) publishStats(ctx context.Context, name, lease string) error {
 	if err != nil {
 		return err
 	}
-	ok, err := jobs.PublishStats(ctx, w.rdb, name, lease, js)
+	ok, err := jobsdb.PublishStats(ctx, w.rdb, name, lease, js)
 	if err == nil && !ok {
 		w.checkLease(ctx, name)
 	}

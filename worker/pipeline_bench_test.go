@@ -26,6 +26,7 @@ import (
 
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -93,7 +94,7 @@ func (s *samples) report(b *testing.B, name string) {
 type pipeline struct {
 	rdb    *redis.Client
 	rts    *redistest.RoundTrips
-	client *jobs.Client
+	client *jobsdb.Client
 	w      *Worker
 	reg    *store.Registry
 	stores []string
@@ -133,7 +134,7 @@ func startPipeline(b *testing.B, srv *redistest.Server, n int, watch bool, wrap 
 		w.handlers[jobs.KindVerify] = wrap(w.handlers[jobs.KindVerify])
 	}
 	p.w = w
-	p.client = jobs.NewClient(p.rdb, jobs.ClientConfig{})
+	p.client = jobsdb.NewClient(p.rdb, jobs.ClientConfig{})
 
 	// The tailer reads on its own client: its round trips are the
 	// watchers', not the jobs'.
@@ -148,7 +149,7 @@ func startPipeline(b *testing.B, srv *redistest.Server, n int, watch bool, wrap 
 		defer wg.Done()
 		last := "0-0"
 		for watch && ctx.Err() == nil {
-			evs, err := jobs.ReadEvents(ctx, tailRDB, last, 1000, 100*time.Millisecond)
+			evs, err := jobsdb.ReadEvents(ctx, tailRDB, last, 1000, 100*time.Millisecond)
 			now := time.Now()
 			if err != nil {
 				continue

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -24,7 +25,7 @@ const (
 // job.progress events of attempt a. stop must be called when the handler
 // returns: it drops what is still held back and waits for a publish in
 // flight, so no progress follows the job's end. Each event is appended
-// once (jobs.Progress: numbered, and only while a's run is the active
+// once (jobsdb.Progress: numbered, and only while a's run is the active
 // one), however often Redis runs the command.
 func (w *Worker) progressReporter(ctx context.Context, a attempt) (report store.ProgressFunc, stop func()) {
 	var (
@@ -40,7 +41,7 @@ func (w *Worker) progressReporter(ctx context.Context, a attempt) (report store.
 	)
 	publish := func(e jobs.Event, n int64) {
 		defer wg.Done()
-		if _, err := jobs.Progress(context.WithoutCancel(ctx), w.rdb, a.p.JobID, a.run, n, w.cfg.Jobs.EventsMaxLen, e); err != nil {
+		if _, err := jobsdb.Progress(context.WithoutCancel(ctx), w.rdb, a.p.JobID, a.run, n, w.cfg.Jobs.EventsMaxLen, e); err != nil {
 			w.log.Warn("publishing progress failed", "job", e.JobID, "err", err)
 		}
 	}

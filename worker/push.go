@@ -20,6 +20,7 @@ import (
 
 	"storekeeper/internal/netguard"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // Web Push delivery. Browsers subscribed through the API are sinks like
@@ -106,7 +107,7 @@ const maxPushMessage = 4096 - 16 - 86 - 1
 func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notification, body []byte) (outcome, error) {
 	log := w.log.With("sink", sink, "notification", n.ID)
 	result := map[string]any{"sink": sink, "notification": n.ID}
-	sub, err := jobs.PushSubscriptionByID(ctx, w.rdb, id)
+	sub, err := jobsdb.PushSubscriptionByID(ctx, w.rdb, id)
 	if errors.Is(err, jobs.ErrUnknownSubscription) {
 		log.Info("push subscription removed before delivery; nothing sent")
 		return outcome{Status: jobs.StatusDelivered, Reason: "unsubscribed before delivery; nothing sent", Result: result}, nil
@@ -118,7 +119,7 @@ func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notifi
 	if _, err := w.cfg.Push.policy().CheckSyntax(sub.Endpoint); err != nil {
 		return w.refusedPush(ctx, log, sink, sub, err)
 	}
-	keys, err := jobs.VAPID(ctx, w.rdb)
+	keys, err := jobsdb.VAPID(ctx, w.rdb)
 	if err != nil {
 		return outcome{}, err
 	}
@@ -162,7 +163,7 @@ func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notifi
 	case c >= 200 && c < 300:
 		return outcome{Status: jobs.StatusDelivered, Result: result}, nil
 	case c == http.StatusNotFound || c == http.StatusGone:
-		err := jobs.ForgetPushSubscription(context.WithoutCancel(ctx), w.rdb, sub.ID)
+		err := jobsdb.ForgetPushSubscription(context.WithoutCancel(ctx), w.rdb, sub.ID)
 		if err != nil && !errors.Is(err, jobs.ErrUnknownSubscription) {
 			return outcome{}, fmt.Errorf("push to %s: forgetting the expired subscription: %w", sink, err)
 		}
@@ -182,7 +183,7 @@ func (w *Worker) deliverPush(ctx context.Context, sink, id string, n jobs.Notifi
 func (w *Worker) refusedPush(ctx context.Context, log *slog.Logger, sink string, sub jobs.PushSubscriptionRecord, cause error) (outcome, error) {
 	log.Warn("push endpoint refused by the address policy; nothing sent, subscription forgotten", "err", cause)
 	forgotten := "; subscription forgotten"
-	if err := jobs.ForgetPushSubscription(context.WithoutCancel(ctx), w.rdb, sub.ID); err != nil && !errors.Is(err, jobs.ErrUnknownSubscription) {
+	if err := jobsdb.ForgetPushSubscription(context.WithoutCancel(ctx), w.rdb, sub.ID); err != nil && !errors.Is(err, jobs.ErrUnknownSubscription) {
 		forgotten = "; forgetting the subscription failed"
 	}
 	reason := "the push service's address is not public (checked as the connection was made)"

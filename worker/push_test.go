@@ -32,10 +32,12 @@ import (
 
 	webpush "github.com/SherClockHolmes/webpush-go"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/netguard"
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -240,7 +242,7 @@ func (ps *pushService) subscribeAt(t *testing.T, b *bundle, endpoint string) *br
 	ps.mu.Lock()
 	ps.browsers[u.Path] = br
 	ps.mu.Unlock()
-	if _, err := jobs.Subscribe(t.Context(), b.rdb, br.sub, "tester", allowPrivate); err != nil {
+	if _, err := jobsdb.Subscribe(t.Context(), b.rdb, br.sub, "tester", allowPrivate); err != nil {
 		t.Fatal(err)
 	}
 	return br
@@ -362,7 +364,7 @@ func failVerify(w *Worker) {
 // notifyJob finds the notify job that delivered (or tried) to sink.
 func (b *bundle) notifyJob(t *testing.T, sink string) (jobs.Record, bool) {
 	t.Helper()
-	evs, err := jobs.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
+	evs, err := jobsdb.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +410,7 @@ func TestPushDelivery(t *testing.T) {
 	if err != nil || n.Type != jobs.EventJobFailed || n.JobID != v.ID || !strings.Contains(n.Error, "verify broke") {
 		t.Fatalf("notification %+v, %v", n, err)
 	}
-	keys, err := jobs.VAPID(t.Context(), b.rdb)
+	keys, err := jobsdb.VAPID(t.Context(), b.rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -481,7 +483,7 @@ func TestPushAnswers(t *testing.T) {
 		if r.State != jobs.StateSucceeded || r.Attempts != 1 || !strings.Contains(r.Reason, "subscription gone") {
 			t.Errorf("%s: %+v", p, r)
 		}
-		if _, err := jobs.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", ps.srv.URL+p)); !errors.Is(err, jobs.ErrUnknownSubscription) {
+		if _, err := jobsdb.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", ps.srv.URL+p)); !errors.Is(err, jobs.ErrUnknownSubscription) {
 			t.Errorf("%s: subscription kept: %v", p, err)
 		}
 	}
@@ -492,22 +494,22 @@ func TestPushAnswers(t *testing.T) {
 	if r.State != jobs.StateFailed || r.Attempts != 1 || !strings.Contains(r.Errors[0].Error, "400 Bad Request") {
 		t.Errorf("refused: %+v", r)
 	}
-	if _, err := jobs.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", ps.srv.URL+"/refused")); err != nil {
+	if _, err := jobsdb.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", ps.srv.URL+"/refused")); err != nil {
 		t.Errorf("a refused message forgot the subscription: %v", err)
 	}
 	waitUntil(t, "the failed notify job is counted", func() bool {
-		n, _ := b.rdb.Get(t.Context(), jobs.NotifyFailedKey).Int()
+		n, _ := b.rdb.Get(t.Context(), keyspace.NotifyFailedKey).Int()
 		return n == 1
 	})
 	// Nothing notifies the failed notify job: once the outbox is empty,
 	// the one verify failure went to the five sinks, and nothing more.
 	waitUntil(t, "the webhook gets the verify failure", func() bool { return len(hook.received()) == 1 })
 	waitUntil(t, "the outbox drains", func() bool {
-		n1, _ := b.rdb.LLen(t.Context(), jobs.OutboxKey).Result()
-		n2, _ := b.rdb.LLen(t.Context(), jobs.OutboxProcessingKey("n1")).Result()
+		n1, _ := b.rdb.LLen(t.Context(), keyspace.OutboxKey).Result()
+		n2, _ := b.rdb.LLen(t.Context(), keyspace.OutboxProcessingKey("n1")).Result()
 		return n1 == 0 && n2 == 0
 	})
-	evs, err := jobs.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
+	evs, err := jobsdb.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -652,7 +654,7 @@ func TestPushRefusedAtDialTime(t *testing.T) {
 		if endpoint == rebound && strings.Contains(r.Errors[0].Error, "127.0.0.1") {
 			t.Errorf("%s: the record names the address the host resolved to: %s", endpoint, r.Errors[0].Error)
 		}
-		if _, err := jobs.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", endpoint)); !errors.Is(err, jobs.ErrUnknownSubscription) {
+		if _, err := jobsdb.PushSubscriptionByID(t.Context(), b.rdb, jobs.PushSubscriptionID("tester", endpoint)); !errors.Is(err, jobs.ErrUnknownSubscription) {
 			t.Errorf("%s: subscription kept: %v", endpoint, err)
 		}
 	}
@@ -732,7 +734,7 @@ func TestPushRecordsStatusOnly(t *testing.T) {
 		}
 	}
 	// Nowhere: not in any record, not in the history or events.
-	evs, err := jobs.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
+	evs, err := jobsdb.ReadEvents(t.Context(), b.rdb, "0", 100000, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

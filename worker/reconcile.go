@@ -8,7 +8,9 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // reconcileGrace leaves alone a job enqueued so recently that its task may
@@ -42,7 +44,7 @@ func (w *Worker) reconcile(ctx context.Context, grace time.Duration) (int, error
 }
 
 func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Duration) (int, error) {
-	ids, now, err := jobs.InFlightIDs(ctx, w.rdb, queue) // now: Redis's clock, which enq_ms is on
+	ids, now, err := jobsdb.InFlightIDs(ctx, w.rdb, queue) // now: Redis's clock, which enq_ms is on
 	if err != nil || len(ids) == 0 {
 		return 0, err
 	}
@@ -51,14 +53,14 @@ func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Du
 	for _, id := range ids {
 		rec, err := w.jobs.Get(ctx, id)
 		if errors.Is(err, jobs.ErrUnknownJob) {
-			_ = jobs.DropInFlight(ctx, w.rdb, queue, id) // the next pass drops it if this fails
+			_ = jobsdb.DropInFlight(ctx, w.rdb, queue, id) // the next pass drops it if this fails
 			continue
 		}
 		if err != nil {
 			return settled, err
 		}
 		if rec.State.Terminal() {
-			_ = jobs.DropInFlight(ctx, w.rdb, queue, id)
+			_ = jobsdb.DropInFlight(ctx, w.rdb, queue, id)
 			continue
 		}
 		var reason string
@@ -90,14 +92,14 @@ func (w *Worker) reconcileQueue(ctx context.Context, queue string, grace time.Du
 			continue
 		}
 		at := w.clock.Now().UTC()
-		ch := jobs.Change{Op: jobs.NewOp("settle")}
+		ch := keyspace.Change{Op: keyspace.NewOp("settle")}
 		ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: reason, Error: reason, At: at,
 			Event:   jobs.Event{Node: w.cfg.Node, Attempt: rec.Attempts},
 			History: jobs.HistoryEntry{Node: w.cfg.Node}}, w.cfg.Jobs)
 		if notify {
 			ch.Notify(w.failureNote(rec.ID, rec.Kind, rec.Store, rec.Trigger, rec.Actor, rec.Attempts, reason, at))
 		}
-		res, err := jobs.Apply(ctx, w.rdb, id, jobs.ObservedGuard(rec), ch)
+		res, err := jobsdb.Apply(ctx, w.rdb, id, keyspace.ObservedGuard(rec), ch)
 		if err != nil {
 			return settled, fmt.Errorf("settle job %s: %w", id, err)
 		}

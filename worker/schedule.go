@@ -13,6 +13,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // specParser reads five-field specs, six with seconds first, and the
@@ -129,7 +130,7 @@ func (s *scheduler) run(ctx context.Context) {
 func (s *scheduler) fire(ctx context.Context, kind jobs.Kind, slot, following time.Time) {
 	log := s.w.log.With("kind", kind, "slot", slot)
 	ttl := max(following.Sub(slot), time.Second)
-	paused, err := jobs.Paused(ctx, s.w.rdb)
+	paused, err := jobsdb.Paused(ctx, s.w.rdb)
 	if err != nil {
 		log.Warn("scheduled run skipped: Redis unavailable", "err", err)
 		return
@@ -143,7 +144,7 @@ func (s *scheduler) fire(ctx context.Context, kind jobs.Kind, slot, following ti
 			log.Warn("store lost to another node: scheduled run skipped", "store", name)
 			continue
 		}
-		won, err := jobs.ClaimSlot(ctx, s.w.rdb, kind, name, slot, s.w.lease.Instance, ttl)
+		won, err := jobsdb.ClaimSlot(ctx, s.w.rdb, kind, name, slot, s.w.lease.Instance, ttl)
 		if err != nil {
 			log.Warn("scheduled run skipped: claiming the slot failed", "store", name, "err", err)
 			continue
@@ -175,7 +176,7 @@ func (s *scheduler) publish(ctx context.Context, next, fired map[jobs.Kind]time.
 	}
 	v := jobs.NodeSchedules{Node: s.w.cfg.Node, Stores: s.w.cfg.Registry.Names(), Kinds: maps.Clone(s.info), At: s.w.clock.Now().UTC()}
 	s.mu.Unlock()
-	if err := jobs.PublishSchedules(ctx, s.w.rdb, v); err != nil {
+	if err := jobsdb.PublishSchedules(ctx, s.w.rdb, v); err != nil {
 		s.w.log.Warn("publishing schedules failed", "err", err)
 	}
 }

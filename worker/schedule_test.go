@@ -8,8 +8,10 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 func TestParseSchedule(t *testing.T) {
@@ -96,7 +98,7 @@ func TestScheduleFiresOncePerSlot(t *testing.T) {
 			t.Fatalf("scheduled job %+v", r)
 		}
 	}
-	all, err := jobs.Schedules(t.Context(), b.rdb)
+	all, err := jobsdb.Schedules(t.Context(), b.rdb)
 	if err != nil || len(all) != 1 || all[0].Node != "n1" {
 		t.Fatalf("published schedules %+v, %v", all, err)
 	}
@@ -125,10 +127,10 @@ func TestScheduleSlotAndPause(t *testing.T) {
 		t.Fatalf("the slot ran again: %d jobs", n)
 	}
 
-	if err := jobs.Pause(t.Context(), b.rdb, "orders", "alice"); err != nil {
+	if err := jobsdb.Pause(t.Context(), b.rdb, "orders", "alice"); err != nil {
 		t.Fatal(err)
 	}
-	if err := jobs.Pause(t.Context(), b.rdb, "nosuch", "alice"); err == nil {
+	if err := jobsdb.Pause(t.Context(), b.rdb, "nosuch", "alice"); err == nil {
 		t.Fatal("paused an unknown store")
 	}
 	s.fire(t.Context(), jobs.KindVerify, slot.Add(time.Hour), slot.Add(2*time.Hour))
@@ -137,7 +139,7 @@ func TestScheduleSlotAndPause(t *testing.T) {
 	}
 	// Manual jobs still run on a paused store.
 	b.run(t, jobs.KindVerify, "orders", jobs.Params{})
-	if err := jobs.Resume(t.Context(), b.rdb, "orders"); err != nil {
+	if err := jobsdb.Resume(t.Context(), b.rdb, "orders"); err != nil {
 		t.Fatal(err)
 	}
 	s.fire(t.Context(), jobs.KindVerify, slot.Add(2*time.Hour), slot.Add(3*time.Hour))
@@ -152,23 +154,23 @@ func TestNodeEvents(t *testing.T) {
 	b := setup(t, nil, "orders")
 	b.waitEvent(t, jobs.EventNodeUp, "", func(e jobs.Event) bool { return e.Node == "n1" })
 	gone := jobs.NodeInfo{Node: "n2", Host: "elsewhere", Instance: "x", At: time.Now().UTC()}
-	if err := jobs.NodeUp(t.Context(), b.rdb, gone, 10*time.Millisecond, 1000); err != nil {
+	if err := jobsdb.NodeUp(t.Context(), b.rdb, gone, 10*time.Millisecond, 1000); err != nil {
 		t.Fatal(err)
 	}
 	// Redis expires the heartbeat on its own clock.
 	testsignal.WaitFor(t, "n2's heartbeat expiring", func() bool {
-		return b.rdb.Exists(t.Context(), jobs.NodeKey("n2")).Val() == 0
+		return b.rdb.Exists(t.Context(), keyspace.NodeKey("n2")).Val() == 0
 	})
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Go(func() {
-			if _, err := jobs.CheckNodes(t.Context(), b.rdb, 1000); err != nil {
+			if _, err := jobsdb.CheckNodes(t.Context(), b.rdb, 1000); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
-	evs, _ := jobs.ReadEvents(t.Context(), b.rdb, "0", 1000, 0)
+	evs, _ := jobsdb.ReadEvents(t.Context(), b.rdb, "0", 1000, 0)
 	downs := 0
 	for _, e := range evs {
 		if e.Type == jobs.EventNodeDown {
@@ -181,7 +183,7 @@ func TestNodeEvents(t *testing.T) {
 	if downs != 1 {
 		t.Fatalf("%d node.down events, want 1", downs)
 	}
-	nodes, err := jobs.Nodes(t.Context(), b.rdb)
+	nodes, err := jobsdb.Nodes(t.Context(), b.rdb)
 	if err != nil || len(nodes) != 2 {
 		t.Fatalf("nodes %+v, %v", nodes, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/jonboulle/clockwork"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/store"
@@ -115,7 +116,7 @@ func TestUnavailableStoreIsNeverRestored(t *testing.T) {
 	if n := len(b.eventsOfType(t, jobs.EventStoreCorrupt)); n != 0 {
 		t.Fatalf("%d store.corrupt events for a disk error", n)
 	}
-	if n, _ := b.rdb.Exists(t.Context(), jobs.IncidentKey("orders")).Result(); n != 0 {
+	if n, _ := b.rdb.Exists(t.Context(), keyspace.IncidentKey("orders")).Result(); n != 0 {
 		t.Fatal("an incident was recorded for a disk error")
 	}
 	for _, e := range b.eventsOfType(t, jobs.EventJobEnqueued) {
@@ -130,7 +131,7 @@ func (b *bundle) waitStats(t *testing.T, name string, ok func(jobs.StoreStats) b
 	t.Helper()
 	var last string
 	if !testsignal.Poll(testsignal.Timeout, func() bool {
-		raw, err := b.rdb.Get(t.Context(), jobs.StatsKey(name)).Result()
+		raw, err := b.rdb.Get(t.Context(), keyspace.StatsKey(name)).Result()
 		if err != nil {
 			return false
 		}

@@ -17,6 +17,7 @@ import (
 
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -38,7 +39,7 @@ type Worker struct {
 	srv   *asynq.Server
 
 	handlers  map[jobs.Kind]handlerFunc
-	jobs      *jobs.Client
+	jobs      *jobsdb.Client
 	sched     *scheduler
 	incidents incidents
 	counters  *counters
@@ -82,7 +83,7 @@ func New(cfg Config) (*Worker, error) {
 		running:    map[string]runningJob{},
 		own:        newOwnership(),
 		canceledAt: map[string]time.Time{},
-		jobs:       jobs.NewClient(cfg.Redis, cfg.Jobs),
+		jobs:       jobsdb.NewClient(cfg.Redis, cfg.Jobs),
 		incidents:  incidents{pending: map[string]*incident{}, wake: make(chan struct{}, 1)},
 		changed:    make(chan string, 64),
 	}
@@ -129,16 +130,16 @@ type runningJob struct {
 }
 
 // Start refuses a Redis whose key layout is another version
-// (jobs.CheckLayout), then claims the stores (one that another live node
+// (jobsdb.CheckLayout), then claims the stores (one that another live node
 // holds is kept as lost, not served), announces the node (node.up),
 // starts the heartbeat, the cancel listener, the scheduler, the
 // corruption handler and the notification dispatcher, and starts
 // consuming jobs.
 func (w *Worker) Start(ctx context.Context) error {
-	if err := jobs.CheckLayout(ctx, w.rdb); err != nil {
+	if err := jobsdb.CheckLayout(ctx, w.rdb); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	if err := jobs.LoadScripts(ctx, w.rdb); err != nil {
+	if err := jobsdb.LoadScripts(ctx, w.rdb); err != nil {
 		return fmt.Errorf("worker: load scripts: %w", err)
 	}
 	now := time.Now().UTC()
@@ -146,7 +147,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err := w.claim(ctx); err != nil {
 		return err
 	}
-	if err := jobs.NodeUp(ctx, w.rdb, w.nodeInfo(), w.cfg.LeaseTTL, w.cfg.Jobs.EventsMaxLen); err != nil {
+	if err := jobsdb.NodeUp(ctx, w.rdb, w.nodeInfo(), w.cfg.LeaseTTL, w.cfg.Jobs.EventsMaxLen); err != nil {
 		return fmt.Errorf("worker: announce node: %w", err)
 	}
 	orphans, err := w.reclaimOrphans(ctx, jobs.NodeQueue(w.cfg.Node))
@@ -158,7 +159,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	bgCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	w.stop = stop
-	sub := jobs.SubscribeCancels(bgCtx, w.rdb)
+	sub := jobsdb.SubscribeCancels(bgCtx, w.rdb)
 	if _, err := sub.Receive(ctx); err != nil { // subscribed before any job runs
 		stop()
 		return fmt.Errorf("worker: subscribe to cancels: %w", err)

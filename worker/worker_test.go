@@ -15,9 +15,11 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -26,7 +28,7 @@ type bundle struct {
 	srv    *redistest.Server
 	reg    *store.Registry
 	w      *Worker
-	client *jobs.Client
+	client *jobsdb.Client
 }
 
 func quietLogger() *slog.Logger {
@@ -89,7 +91,7 @@ func setupWith(t *testing.T, o options, tweak func(*Worker), stores ...string) *
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { w.Shutdown(); reg.Close() })
-	return &bundle{rdb: rdb, srv: srv, reg: reg, w: w, client: jobs.NewClient(rdb, jobs.ClientConfig{})}
+	return &bundle{rdb: rdb, srv: srv, reg: reg, w: w, client: jobsdb.NewClient(rdb, jobs.ClientConfig{})}
 }
 
 func (b *bundle) enqueue(t *testing.T, kind jobs.Kind, st string, params jobs.Params) jobs.Record {
@@ -121,7 +123,7 @@ func (b *bundle) events(t *testing.T, id string) []jobs.Event {
 // eventsWhere returns the events in the stream that keep accepts.
 func (b *bundle) eventsWhere(t *testing.T, keep func(jobs.Event) bool) []jobs.Event {
 	t.Helper()
-	all, err := jobs.ReadEvents(t.Context(), b.rdb, "0", 10000, 0)
+	all, err := jobsdb.ReadEvents(t.Context(), b.rdb, "0", 10000, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +146,7 @@ func types(evs []jobs.Event) string {
 
 func (b *bundle) history(t *testing.T, id string) []jobs.HistoryEntry {
 	t.Helper()
-	all, _, err := jobs.History(t.Context(), b.rdb, jobs.HistoryQuery{Limit: 500})
+	all, _, err := jobsdb.History(t.Context(), b.rdb, jobs.HistoryQuery{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,10 +203,10 @@ func TestJobLifecycle(t *testing.T) {
 		h[0].Attempts != 1 || h[0].Node != "n1" || h[0].BytesBefore == 0 || h[0].Store != "orders" || h[0].Kind != jobs.KindCompact {
 		t.Fatalf("history %+v", h)
 	}
-	if ttl := b.rdb.TTL(t.Context(), jobs.RecordKey(rec.ID)).Val(); ttl <= 0 {
+	if ttl := b.rdb.TTL(t.Context(), keyspace.RecordKey(rec.ID)).Val(); ttl <= 0 {
 		t.Fatalf("finished record has no retention TTL (%v)", ttl)
 	}
-	if n, _ := b.rdb.Exists(t.Context(), jobs.StatsKey("orders")).Result(); n != 1 {
+	if n, _ := b.rdb.Exists(t.Context(), keyspace.StatsKey("orders")).Result(); n != 1 {
 		t.Fatal("stats not published")
 	}
 	// The lock is gone: the same request is a new job.
@@ -388,7 +390,7 @@ func TestSecondNodeHoldsStoreAsLost(t *testing.T) {
 		t.Fatal("n2 does not serve its other store")
 	}
 	// The store stays n1's: jobs go there, and run.
-	if owner := b.rdb.HGet(t.Context(), jobs.StoresKey, "orders").Val(); owner != "n1" {
+	if owner := b.rdb.HGet(t.Context(), keyspace.StoresKey, "orders").Val(); owner != "n1" {
 		t.Fatalf("owner %s, want n1", owner)
 	}
 	rec := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
@@ -456,7 +458,7 @@ func TestRedisRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Shutdown()
-	b := &bundle{rdb: rdb, reg: reg, w: w, client: jobs.NewClient(rdb, jobs.ClientConfig{})}
+	b := &bundle{rdb: rdb, reg: reg, w: w, client: jobsdb.NewClient(rdb, jobs.ClientConfig{})}
 	first := b.enqueue(t, jobs.KindVerify, "orders", jobs.Params{})
 	b.waitState(t, first.ID, jobs.StateSucceeded)
 	if err := srv.Kill(); err != nil {
@@ -494,7 +496,7 @@ func TestProgressIsThrottled(t *testing.T) {
 	b := setupWith(t, options{worker: func(c *Config) { c.Clock = clock }},
 		func(w *Worker) { w.signals.progressFlushed.Init(t) }, "orders")
 	// Progress is appended only for the active run of a job's record.
-	b.rdb.HSet(t.Context(), jobs.RecordKey("jthrottle"), "id", "jthrottle", "state", "active", "run", "r1")
+	b.rdb.HSet(t.Context(), keyspace.RecordKey("jthrottle"), "id", "jthrottle", "state", "active", "run", "r1")
 	report, stop := b.w.progressReporter(t.Context(), attempt{p: jobs.Payload{JobID: "jthrottle"}, n: 1, run: "r1"})
 	flushed := func(want bool) {
 		t.Helper()

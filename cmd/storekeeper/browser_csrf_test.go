@@ -19,8 +19,10 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"storekeeper/api"
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -228,14 +230,14 @@ window.sent = Promise.allSettled([
 
 	// The other site's page.
 	jobKeys := func() int {
-		keys, err := rdb.Keys(t.Context(), jobs.RecordKey("*")).Result()
+		keys, err := rdb.Keys(t.Context(), keyspace.RecordKey("*")).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return len(keys)
 	}
 	jobsBefore := jobKeys()
-	eventsBefore, _ := rdb.XLen(t.Context(), jobs.EventsStream).Result()
+	eventsBefore, _ := rdb.XLen(t.Context(), keyspace.EventsStream).Result()
 	if err := chromedp.Do(ctx, chromedp.Navigate(evil.URL+"/")); err != nil {
 		t.Fatalf("open the other site: %v", err)
 	}
@@ -265,7 +267,7 @@ window.sent = Promise.allSettled([
 	if withBasic == 0 {
 		t.Error("the browser sent the other site's requests without the credentials it holds: this test shows nothing")
 	}
-	paused, err := jobs.Paused(t.Context(), rdb)
+	paused, err := jobsdb.Paused(t.Context(), rdb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +277,7 @@ window.sent = Promise.allSettled([
 	if n := jobKeys(); n != jobsBefore {
 		t.Errorf("%d jobs made by the other site", n-jobsBefore)
 	}
-	if n, _ := rdb.XLen(t.Context(), jobs.EventsStream).Result(); n != eventsBefore {
+	if n, _ := rdb.XLen(t.Context(), keyspace.EventsStream).Result(); n != eventsBefore {
 		t.Errorf("%d events appended while the other site's page ran", n-eventsBefore)
 	}
 	t.Logf("took %s", time.Since(start).Round(time.Millisecond))

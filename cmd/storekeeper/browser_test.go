@@ -16,7 +16,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"storekeeper/internal/redistest"
-	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // chromium finds Debian's chromium. .ci/run installs it and sets
@@ -153,14 +153,14 @@ func TestDashboardInBrowser(t *testing.T) {
 	})()`, chromedp.EvalAwaitPromise)
 	rdb := rs.Client(t)
 	subscriptions := func() int {
-		ids, err := jobs.PushSubscriptionIDs(t.Context(), rdb)
+		ids, err := jobsdb.PushSubscriptionIDs(t.Context(), rdb)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return len(ids)
 	}
 	do("subscribe", chromedp.Click(css("#push")), chromedp.WaitVisible(css(`#push[data-on="1"]`)))
-	keys, err := jobs.VAPID(t.Context(), rdb)
+	keys, err := jobsdb.VAPID(t.Context(), rdb)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // startInProcess runs storekeeper with args in this process until the test
@@ -78,7 +79,7 @@ func TestWorkerMetrics(t *testing.T) {
 	saddr := startInProcess(t, append([]string{"serve", "--node", "sv", "--stores", "sales", "--tokens", "ops:operator:operator-token-0123456789",
 		"--data-dir", filepath.Join(dir, "sdata"), "--backup-dir", filepath.Join(dir, "sbackups")}, common...)...)
 
-	client := jobs.NewClient(rdb, jobs.ClientConfig{})
+	client := jobsdb.NewClient(rdb, jobs.ClientConfig{})
 	var ids []string
 	for _, req := range []jobs.Request{
 		{Kind: jobs.KindCompact, Store: "orders", Params: jobs.Params{Force: true}},

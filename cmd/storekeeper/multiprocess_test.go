@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
 )
@@ -94,7 +95,7 @@ func TestMultiProcess(t *testing.T) {
 
 	// Watchers on both APIs, replaying from now: none can miss the start.
 	since := "0"
-	if last, err := rdb.XRevRangeN(ctx, jobs.EventsStream, "+", "-", 1).Result(); err != nil {
+	if last, err := rdb.XRevRangeN(ctx, keyspace.EventsStream, "+", "-", 1).Result(); err != nil {
 		t.Fatal(err)
 	} else if len(last) == 1 {
 		since = last[0].ID
@@ -168,13 +169,13 @@ func TestMultiProcess(t *testing.T) {
 	// (b) Both watchers see every event of those jobs, in stream order,
 	// once: exactly what the events stream holds.
 	var truth []string
-	stream, err := rdb.XRange(ctx, jobs.EventsStream, "("+since, "+").Result()
+	stream, err := rdb.XRange(ctx, keyspace.EventsStream, "("+since, "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range stream {
 		var e jobs.Event
-		_ = json.Unmarshal([]byte(m.Values[jobs.StreamField].(string)), &e)
+		_ = json.Unmarshal([]byte(m.Values[keyspace.StreamField].(string)), &e)
 		if slices.Contains(ids, e.JobID) {
 			truth = append(truth, m.ID+" "+string(e.Type)+" "+e.JobID)
 		}
@@ -216,7 +217,7 @@ func TestMultiProcess(t *testing.T) {
 		t.Errorf("the third worker's /readyz: %d %v; want 503 naming alpha held by n1", resp.StatusCode, ready)
 	}
 	w3.stop(t)
-	if l, _ := rdb.Get(ctx, jobs.LeaseKey("alpha")).Result(); !strings.Contains(l, `"node":"n1"`) {
+	if l, _ := rdb.Get(ctx, keyspace.LeaseKey("alpha")).Result(); !strings.Contains(l, `"node":"n1"`) {
 		t.Errorf("alpha's lease after the refused claim: %s", l)
 	}
 
@@ -286,14 +287,14 @@ func readFrames(t *testing.T, name string, c *websocket.Conn, until func(map[str
 // countEvents counts the events after since that match.
 func countEvents(t *testing.T, rdb *redis.Client, since string, match func(map[string]any) bool) int {
 	t.Helper()
-	stream, err := rdb.XRange(t.Context(), jobs.EventsStream, "("+since, "+").Result()
+	stream, err := rdb.XRange(t.Context(), keyspace.EventsStream, "("+since, "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
 	n := 0
 	for _, m := range stream {
 		var e map[string]any
-		_ = json.Unmarshal([]byte(m.Values[jobs.StreamField].(string)), &e)
+		_ = json.Unmarshal([]byte(m.Values[keyspace.StreamField].(string)), &e)
 		if match(e) {
 			n++
 		}

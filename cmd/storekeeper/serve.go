@@ -24,7 +24,7 @@ import (
 	"storekeeper/internal/demo"
 	"storekeeper/internal/memredis"
 	"storekeeper/jobmetrics"
-	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -218,7 +218,7 @@ func (p *proc) startWorker(ctx context.Context) (*worker.Worker, func(), error) 
 		return nil, nil, err
 	}
 	if p.c.Demo {
-		stopDemo = demo.Start(ctx, reg, jobs.NewClient(p.rdb, p.set.Jobs), p.log)
+		stopDemo = demo.Start(ctx, reg, jobsdb.NewClient(p.rdb, p.set.Jobs), p.log)
 	}
 	return w, stop, nil
 }

@@ -11,7 +11,7 @@
 //
 // The embedding API is three calls: store.Open (with the application's
 // own Pebble options), Registry.Store for handles, and worker.New/Start to
-// run storekeeper's jobs in-process. jobs.Client enqueues jobs, as the
+// run storekeeper's jobs in-process. jobsdb.Client enqueues jobs, as the
 // HTTP API of `storekeeper serve` does.
 package main
 
@@ -34,6 +34,7 @@ import (
 
 	"storekeeper/internal/memredis"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -48,7 +49,7 @@ type app struct {
 	rdb    *redis.Client
 	cache  *pebble.Cache
 	worker *worker.Worker
-	jobs   *jobs.Client
+	jobs   *jobsdb.Client
 	log    *slog.Logger
 }
 
@@ -101,7 +102,7 @@ func start(ctx context.Context, cfg config) (*app, error) {
 		cache.Unref()
 		return nil, err
 	}
-	return &app{reg: reg, kv: kv, rdb: rdb, cache: cache, worker: w, jobs: jobs.NewClient(rdb, jobs.ClientConfig{}), log: cfg.log}, nil
+	return &app{reg: reg, kv: kv, rdb: rdb, cache: cache, worker: w, jobs: jobsdb.NewClient(rdb, jobs.ClientConfig{}), log: cfg.log}, nil
 }
 
 // close stops in the right order: the worker (it finishes or requeues its

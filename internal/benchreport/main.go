@@ -297,7 +297,7 @@ func pipeline(b *bytes.Buffer, res results) {
 	if len(th) == 0 && len(res["EnqueueToStart"]) == 0 {
 		return
 	}
-	b.WriteString("\n## The job pipeline, per job\n\nMedians over the rounds of the throughput run. A round trip is one command or pipeline a client sends (concurrent enqueue scripts share one: see jobs.Client); the commands column counts each command alone, what the round trips would be with no sharing, and the target is judged on it. Storekeeper's round trips are those touching its own keys (the enqueue script, the start and the finish of the attempt), the rest are asynq's. CPU is what the benchmark process (client and worker) and the Redis server spent per job.\n\n")
+	b.WriteString("\n## The job pipeline, per job\n\nMedians over the rounds of the throughput run. A round trip is one command or pipeline a client sends (concurrent enqueue scripts share one: see jobsdb.Client); the commands column counts each command alone, what the round trips would be with no sharing, and the target is judged on it. Storekeeper's round trips are those touching its own keys (the enqueue script, the start and the finish of the attempt), the rest are asynq's. CPU is what the benchmark process (client and worker) and the Redis server spent per job.\n\n")
 	b.WriteString("| | round trips | commands | of them storekeeper's | Go CPU | Redis CPU |\n|---|---|---|---|---|---|\n")
 	for _, sub := range []string{sk, "watched", "verify", raw} {
 		m := th[sub]

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 	"storekeeper/store"
 )
 
@@ -20,7 +21,7 @@ var seeded = []byte("_demo/seeded")
 // through the job pipeline, so it shows in the history) and keeps a light
 // writer running on every demo store until stop is called. stop returns
 // once the writer has stopped: call it before the stores close.
-func Start(ctx context.Context, reg *store.Registry, client *jobs.Client, log *slog.Logger) (stop func()) {
+func Start(ctx context.Context, reg *store.Registry, client *jobsdb.Client, log *slog.Logger) (stop func()) {
 	log = log.With("component", "demo")
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -35,7 +36,7 @@ func Start(ctx context.Context, reg *store.Registry, client *jobs.Client, log *s
 	return func() { cancel(); wg.Wait() }
 }
 
-func seed(ctx context.Context, reg *store.Registry, client *jobs.Client, d Store, log *slog.Logger) error {
+func seed(ctx context.Context, reg *store.Registry, client *jobsdb.Client, d Store, log *slog.Logger) error {
 	s, err := reg.Store(d.Name)
 	if err != nil {
 		return err

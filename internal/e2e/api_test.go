@@ -26,6 +26,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/api"
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
 	"storekeeper/internal/testsignal"
@@ -93,7 +94,7 @@ func setupTB(t testing.TB, tweak ...func(*api.Config)) *env {
 func (e *env) waitStats(name string) {
 	e.t.Helper()
 	testsignal.WaitFor(e.t, "stats published for "+name, func() bool {
-		n, _ := e.rdb.Exists(e.t.Context(), jobs.StatsKey(name)).Result()
+		n, _ := e.rdb.Exists(e.t.Context(), keyspace.StatsKey(name)).Result()
 		return n == 1
 	})
 }
@@ -447,7 +448,7 @@ func TestWebSocket(t *testing.T) {
 	}
 
 	// since older than the stream holds: stream.gap first.
-	e.rdb.XTrimMaxLen(t.Context(), jobs.EventsStream, 1)
+	e.rdb.XTrimMaxLen(t.Context(), keyspace.EventsStream, 1)
 	g, _, err := dial(t, e, "since=1-0", auth)
 	if err != nil {
 		t.Fatal(err)
@@ -473,7 +474,7 @@ func TestSlowWatcher(t *testing.T) {
 	pad := strings.Repeat("x", 1000)
 	pipe := e.rdb.Pipeline()
 	for i := range 20000 {
-		args, _ := jobs.AppendArgs(jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "orders", Phase: pad, Done: int64(i), At: time.Now()})
+		args, _ := keyspace.AppendArgs(keyspace.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "orders", Phase: pad, Done: int64(i), At: time.Now()})
 		pipe.XAdd(t.Context(), args)
 	}
 	if _, err := pipe.Exec(t.Context()); err != nil {
@@ -597,7 +598,7 @@ func TestStuckWatcherDisconnected(t *testing.T) {
 	for round := range 6 {
 		pipe := e.rdb.Pipeline()
 		for i := range 5000 {
-			args, _ := jobs.AppendArgs(jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "orders", Phase: pad, Done: int64(round*5000 + i), At: time.Now()})
+			args, _ := keyspace.AppendArgs(keyspace.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "orders", Phase: pad, Done: int64(round*5000 + i), At: time.Now()})
 			pipe.XAdd(t.Context(), args)
 		}
 		if _, err := pipe.Exec(t.Context()); err != nil {

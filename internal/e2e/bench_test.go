@@ -24,10 +24,12 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/api"
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 func percentiles(b *testing.B, d []time.Duration, name string) {
@@ -48,14 +50,14 @@ func apiOnly(b *testing.B, srv *redistest.Server, n int) (*api.Server, *redis.Cl
 	pipe := rdb.Pipeline()
 	for i := range n {
 		name := fmt.Sprintf("store-%04d", i)
-		pipe.HSet(b.Context(), jobs.StoresKey, name, "n1")
-		pipe.Set(b.Context(), jobs.StatsKey(name), fmt.Sprintf(`{"node":"n1","stats":`+stats+`,"backups":[{"id":"20261122T000000.000Z-000001","created_at":"%s","verified_at":"%s"}],"at":"%s"}`,
+		pipe.HSet(b.Context(), keyspace.StoresKey, name, "n1")
+		pipe.Set(b.Context(), keyspace.StatsKey(name), fmt.Sprintf(`{"node":"n1","stats":`+stats+`,"backups":[{"id":"20261122T000000.000Z-000001","created_at":"%s","verified_at":"%s"}],"at":"%s"}`,
 			name, time.Now().UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339), time.Now().UTC().Format(time.RFC3339)), 0)
 	}
 	if _, err := pipe.Exec(b.Context()); err != nil {
 		b.Fatal(err)
 	}
-	if err := jobs.NodeUp(b.Context(), rdb, jobs.NodeInfo{Node: "n1", At: time.Now()}, time.Hour, 1000); err != nil {
+	if err := jobsdb.NodeUp(b.Context(), rdb, jobs.NodeInfo{Node: "n1", At: time.Now()}, time.Hour, 1000); err != nil {
 		b.Fatal(err)
 	}
 	rdb.AddHook(cnt)
@@ -135,7 +137,7 @@ func BenchmarkEnqueueAPI(b *testing.B) {
 			return nil
 		})
 		// A request's script may share its round trip with others'
-		// (jobs.Client.batched): rt/req counts the shared round trips,
+		// (jobsdb.Client.batched): rt/req counts the shared round trips,
 		// cmd/req what each request costs Redis without that sharing.
 		b.ReportMetric(float64(cnt.Total()-rt0)/float64(b.N), "rt/req")
 		b.ReportMetric(float64(cnt.Commands()-cmd0)/float64(b.N), "cmd/req")
@@ -278,7 +280,7 @@ func BenchmarkWatchers(b *testing.B) {
 				}
 			}
 			run(b, "ws"+strings.TrimPrefix(hs.URL, "http")+"/ws?"+query, http.Header{"Authorization": {"Bearer " + operatorToken}}, live, func(i int, at time.Time) {
-				if _, err := jobs.Append(ctx, rdb, jobs.EventsStream, 100000, event(i, at)); err != nil {
+				if _, err := jobsdb.Append(ctx, rdb, keyspace.EventsStream, 100000, event(i, at)); err != nil {
 					b.Error(err)
 				}
 			})

@@ -12,8 +12,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // historyEntries appends n history entries as finishes do (with their
@@ -28,7 +30,7 @@ func historyEntries(b *testing.B, rdb *redis.Client, n, stores int) {
 				h := jobs.HistoryEntry{JobID: jobs.NewID(), Kind: kinds[i%4], Store: fmt.Sprintf("store-%04d", i%stores),
 					Status: jobs.StatusCompacted, Reason: "reclaimable bytes over threshold", Trigger: jobs.TriggerScheduled, Actor: jobs.ActorSystem,
 					Attempts: 1, DurationMS: 1234, BytesBefore: 123456789, BytesAfter: 100000000, Node: "node-a", At: time.Now().UTC()}
-				if _, err := jobs.AppendHistory(context.Background(), rdb, jobs.DefaultHistoryMaxLen, h); err != nil {
+				if _, err := jobsdb.AppendHistory(context.Background(), rdb, jobs.DefaultHistoryMaxLen, h); err != nil {
 					errs <- err
 					return
 				}
@@ -46,10 +48,10 @@ func historyEntries(b *testing.B, rdb *redis.Client, n, stores int) {
 // the history stream and of its indexes, per history entry.
 func historyMemory(b *testing.B, rdb *redis.Client) (global, indexes float64) {
 	ctx := context.Background()
-	n := rdb.XLen(ctx, jobs.HistoryStream).Val()
-	g := rdb.MemoryUsage(ctx, jobs.HistoryStream, 0).Val()
+	n := rdb.XLen(ctx, keyspace.HistoryStream).Val()
+	g := rdb.MemoryUsage(ctx, keyspace.HistoryStream, 0).Val()
 	var idx int64
-	iter := rdb.Scan(ctx, 0, jobs.HistoryStream+":*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, keyspace.HistoryStream+":*", 1000).Iterator()
 	for iter.Next(ctx) {
 		idx += rdb.MemoryUsage(ctx, iter.Val(), 0).Val()
 	}
@@ -76,7 +78,7 @@ func BenchmarkHistoryFiltered(b *testing.B) {
 	global, indexes := historyMemory(b, rdb)
 	// Cursors to page from: ids spread over the history.
 	var cursors []string
-	for _, m := range rdb.XRevRangeN(context.Background(), jobs.HistoryStream, "+", "-", n).Val()[1000:] {
+	for _, m := range rdb.XRevRangeN(context.Background(), keyspace.HistoryStream, "+", "-", n).Val()[1000:] {
 		if len(cursors) < 100 {
 			cursors = append(cursors, m.ID)
 		}

@@ -17,6 +17,7 @@ import (
 	"storekeeper/api"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // lockedBuffer is a log sink safe for the server's goroutines.
@@ -45,7 +46,7 @@ func historyAPI(t *testing.T) (*httptest.Server, *lockedBuffer, []string) {
 	rdb := rs.Client(t)
 	var ids []string
 	for i, k := range []jobs.Kind{jobs.KindCompact, jobs.KindBackup, jobs.KindCompact} {
-		id, err := jobs.AppendHistory(t.Context(), rdb, jobs.DefaultHistoryMaxLen, jobs.HistoryEntry{JobID: fmt.Sprintf("j%d", i), Kind: k,
+		id, err := jobsdb.AppendHistory(t.Context(), rdb, jobs.DefaultHistoryMaxLen, jobs.HistoryEntry{JobID: fmt.Sprintf("j%d", i), Kind: k,
 			Store: "orders", Status: jobs.StatusCompacted, Trigger: jobs.TriggerManual, Actor: "ops", Attempts: 1, Node: "n1", At: time.Now().UTC()})
 		if err != nil {
 			t.Fatal(err)

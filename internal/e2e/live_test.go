@@ -8,15 +8,17 @@ import (
 
 	"github.com/gorilla/websocket"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/pushtest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // appendEvent appends one job.progress event for store with done, and
 // returns its id.
 func (e *env) appendEvent(store string, done int) string {
 	e.t.Helper()
-	id, err := jobs.Append(e.t.Context(), e.rdb, jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: store, Phase: "live", Done: int64(done), At: time.Now()})
+	id, err := jobsdb.Append(e.t.Context(), e.rdb, keyspace.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: store, Phase: "live", Done: int64(done), At: time.Now()})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -26,7 +28,7 @@ func (e *env) appendEvent(store string, done int) string {
 // lastEventID is the id of the newest event, "0" when there is none.
 func (e *env) lastEventID() string {
 	e.t.Helper()
-	last, err := e.rdb.XRevRangeN(e.t.Context(), jobs.EventsStream, "+", "-", 1).Result()
+	last, err := e.rdb.XRevRangeN(e.t.Context(), keyspace.EventsStream, "+", "-", 1).Result()
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"storekeeper/api"
 	"storekeeper/internal/pushtest"
 	"storekeeper/jobs"
+	"storekeeper/jobsdb"
 )
 
 // pushSubscription is what a browser's PushSubscription.toJSON gives.
@@ -93,7 +94,7 @@ func TestPushRoutes(t *testing.T) {
 	if again := e.do("GET", "/api/push/key", operatorToken, nil); again.body["public_key"] != key.body["public_key"] {
 		t.Fatalf("the key changed: %s, then %s", key.raw, again.raw)
 	}
-	if k, err := jobs.VAPID(t.Context(), e.rdb); err != nil || k.Public != key.body["public_key"] {
+	if k, err := jobsdb.VAPID(t.Context(), e.rdb); err != nil || k.Public != key.body["public_key"] {
 		t.Fatalf("served %s; workers sign with %+v (%v)", key.raw, k, err)
 	}
 
@@ -102,7 +103,7 @@ func TestPushRoutes(t *testing.T) {
 	if a.status != 201 || id != jobs.PushSubscriptionID("ann", "https://push.example.com/send/abc") {
 		t.Fatalf("subscribe: %d %s", a.status, a.raw)
 	}
-	rec, err := jobs.PushSubscriptionByID(t.Context(), e.rdb, id)
+	rec, err := jobsdb.PushSubscriptionByID(t.Context(), e.rdb, id)
 	if err != nil || rec.Owner != "ann" || rec.Actor != "ann" || rec.SubscribedAt.IsZero() || rec.Keys.P256dh != sub["keys"].(map[string]string)["p256dh"] {
 		t.Fatalf("stored %+v, %v", rec, err)
 	}
@@ -110,7 +111,7 @@ func TestPushRoutes(t *testing.T) {
 	if a := e.do("POST", "/api/push/subscriptions", viewerToken, sub); a.status != 201 || a.body["id"] != id {
 		t.Fatalf("subscribe again: %d %s", a.status, a.raw)
 	}
-	if ids, _ := jobs.PushSubscriptionIDs(t.Context(), e.rdb); len(ids) != 1 {
+	if ids, _ := jobsdb.PushSubscriptionIDs(t.Context(), e.rdb); len(ids) != 1 {
 		t.Fatalf("subscriptions %v", ids)
 	}
 
@@ -159,7 +160,7 @@ func TestPushRoutes(t *testing.T) {
 	if a := e.do("DELETE", q, viewerToken, nil); a.status != 200 {
 		t.Fatalf("unsubscribe by query: %d %s", a.status, a.raw)
 	}
-	if ids, _ := jobs.PushSubscriptionIDs(t.Context(), e.rdb); len(ids) != 0 {
+	if ids, _ := jobsdb.PushSubscriptionIDs(t.Context(), e.rdb); len(ids) != 0 {
 		t.Fatalf("subscriptions left: %v", ids)
 	}
 	for name, c := range map[string]struct {
@@ -215,7 +216,7 @@ func TestPushSubscribeRefusesPrivate(t *testing.T) {
 			t.Errorf("%s: the answer says what the host resolved to: %s", ep, msg)
 		}
 	}
-	if ids, _ := jobs.PushSubscriptionIDs(t.Context(), e.rdb); len(ids) != 0 {
+	if ids, _ := jobsdb.PushSubscriptionIDs(t.Context(), e.rdb); len(ids) != 0 {
 		t.Fatalf("refused endpoints kept: %v", ids)
 	}
 	if a := e.do("POST", "/api/push/subscriptions", viewerToken, pushSubscription(t, "https://push.example.com/push")); a.status != 201 {
@@ -251,11 +252,11 @@ func TestPushOwnership(t *testing.T) {
 	if ann.status != 201 || bea.status != 201 || ann.body["id"] == bea.body["id"] {
 		t.Fatalf("two tokens, one endpoint: %s, %s", ann.raw, bea.raw)
 	}
-	if ids, _ := jobs.PushSubscriptionIDs(t.Context(), e.rdb); len(ids) != 2 {
+	if ids, _ := jobsdb.PushSubscriptionIDs(t.Context(), e.rdb); len(ids) != 2 {
 		t.Fatalf("subscriptions %v, want one per token", ids)
 	}
 	for tok, id := range map[string]any{"ann": ann.body["id"], "bea": bea.body["id"]} {
-		if rec, err := jobs.PushSubscriptionByID(t.Context(), e.rdb, asString(id)); err != nil || rec.Owner != tok || rec.Endpoint != shared {
+		if rec, err := jobsdb.PushSubscriptionByID(t.Context(), e.rdb, asString(id)); err != nil || rec.Owner != tok || rec.Endpoint != shared {
 			t.Fatalf("%s's: %+v, %v", tok, rec, err)
 		}
 	}
@@ -263,7 +264,7 @@ func TestPushOwnership(t *testing.T) {
 	if a := e.do("POST", "/api/push/subscriptions", beaToken, pushSubscription(t, shared)); a.status != 201 || a.body["id"] != bea.body["id"] {
 		t.Fatalf("bea again: %d %s", a.status, a.raw)
 	}
-	if rec, err := jobs.PushSubscriptionByID(t.Context(), e.rdb, asString(ann.body["id"])); err != nil || rec.Owner != "ann" {
+	if rec, err := jobsdb.PushSubscriptionByID(t.Context(), e.rdb, asString(ann.body["id"])); err != nil || rec.Owner != "ann" {
 		t.Fatalf("ann's after bea's again: %+v, %v", rec, err)
 	}
 
@@ -291,14 +292,14 @@ func TestPushOwnership(t *testing.T) {
 	if mine.status != 404 || mine.body["error"] != "not_found" || nobodys.status != 404 || nobodys.body["error"] != "not_found" {
 		t.Fatalf("ann deleting bea's: %d %s; nobody's: %d %s", mine.status, mine.raw, nobodys.status, nobodys.raw)
 	}
-	if _, err := jobs.PushSubscriptionByID(t.Context(), e.rdb, jobs.PushSubscriptionID("bea", onlyBeas)); err != nil {
+	if _, err := jobsdb.PushSubscriptionByID(t.Context(), e.rdb, jobs.PushSubscriptionID("bea", onlyBeas)); err != nil {
 		t.Fatalf("bea's removed by ann: %v", err)
 	}
 	// Ann removing the shared endpoint removes only hers.
 	if a := e.do("DELETE", "/api/push/subscriptions", viewerToken, map[string]string{"endpoint": shared}); a.status != 200 || a.body["id"] != ann.body["id"] {
 		t.Fatalf("ann unsubscribes: %d %s", a.status, a.raw)
 	}
-	if _, err := jobs.PushSubscriptionByID(t.Context(), e.rdb, asString(bea.body["id"])); err != nil {
+	if _, err := jobsdb.PushSubscriptionByID(t.Context(), e.rdb, asString(bea.body["id"])); err != nil {
 		t.Fatalf("ann's unsubscribe took bea's: %v", err)
 	}
 	// An operator removes any: every token's subscription of the endpoint.
@@ -309,7 +310,7 @@ func TestPushOwnership(t *testing.T) {
 		t.Fatalf("operator unsubscribes: %d %s", a.status, a.raw)
 	}
 	for _, tok := range []string{"ann", "bea"} {
-		if _, err := jobs.PushSubscriptionByID(t.Context(), e.rdb, jobs.PushSubscriptionID(tok, shared)); err == nil {
+		if _, err := jobsdb.PushSubscriptionByID(t.Context(), e.rdb, jobs.PushSubscriptionID(tok, shared)); err == nil {
 			t.Errorf("%s's survived the operator's unsubscribe", tok)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/pushtest"
 	"storekeeper/jobs"
 )
@@ -37,7 +38,7 @@ func TestReplayLongerThanBuffer(t *testing.T) {
 		t.Helper()
 		pipe := e.rdb.Pipeline()
 		for i := from; i < from+n; i++ {
-			args, _ := jobs.AppendArgs(jobs.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "replay", Phase: pad, Done: int64(i), At: time.Now()})
+			args, _ := keyspace.AppendArgs(keyspace.EventsStream, 100000, jobs.Event{Type: jobs.EventJobProgress, Store: "replay", Phase: pad, Done: int64(i), At: time.Now()})
 			pipe.XAdd(ctx, args)
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
@@ -45,7 +46,7 @@ func TestReplayLongerThanBuffer(t *testing.T) {
 		}
 	}
 	since := "0"
-	if last, err := e.rdb.XRevRangeN(ctx, jobs.EventsStream, "+", "-", 1).Result(); err != nil {
+	if last, err := e.rdb.XRevRangeN(ctx, keyspace.EventsStream, "+", "-", 1).Result(); err != nil {
 		t.Fatal(err)
 	} else if len(last) == 1 {
 		since = last[0].ID

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/api"
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
 )
 
@@ -496,7 +497,7 @@ func TestRestoreBeforeStatsPublished(t *testing.T) {
 	v := e.do("POST", "/api/admin/verify/orders", operatorToken, nil)
 	e.waitJob(v.body["job_id"].(string), jobs.StateSucceeded)
 	e.w.Shutdown() // nothing publishes again
-	if err := e.rdb.Del(t.Context(), jobs.StatsKey("orders")).Err(); err != nil {
+	if err := e.rdb.Del(t.Context(), keyspace.StatsKey("orders")).Err(); err != nil {
 		t.Fatal(err)
 	}
 	before := redisSnapshot(t, e.rdb)
@@ -526,12 +527,12 @@ func TestQuarantinePathRelative(t *testing.T) {
 	dataDir := e.reg.DataDir()
 	// The worker writes the path relative to the data dir itself; the API
 	// also cuts an absolute one (a record written by an older worker).
-	stored, err := e.rdb.HGet(t.Context(), jobs.RecordKey(id), "result").Result()
+	stored, err := e.rdb.HGet(t.Context(), keyspace.RecordKey(id), "result").Result()
 	if err != nil || strings.Contains(stored, dataDir) || !strings.Contains(stored, `".storekeeper/quarantine/orders/`) {
 		t.Fatalf("the worker's record: %q %v; want the quarantine path relative to the data dir", stored, err)
 	}
 	old := strings.Replace(stored, `".storekeeper/quarantine/`, `"`+dataDir+`/.storekeeper/quarantine/`, 1)
-	if err := e.rdb.HSet(t.Context(), jobs.RecordKey(id), "result", old).Err(); err != nil {
+	if err := e.rdb.HSet(t.Context(), keyspace.RecordKey(id), "result", old).Err(); err != nil {
 		t.Fatal(err)
 	}
 	rec := e.do("GET", "/api/jobs/"+id, viewerToken, nil).body

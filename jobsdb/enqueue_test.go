@@ -1,4 +1,4 @@
-package jobs
+package jobsdb
 
 import (
 	"context"
@@ -12,14 +12,16 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
 )
 
 // ownedBy records node as the owner of stores, as a worker's heartbeat does.
 func ownedBy(t *testing.T, rdb *redis.Client, node string, stores ...string) {
 	t.Helper()
 	for _, s := range stores {
-		if err := rdb.HSet(t.Context(), StoresKey, s, node).Err(); err != nil {
+		if err := rdb.HSet(t.Context(), keyspace.StoresKey, s, node).Err(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -29,20 +31,20 @@ func TestEnqueueRoutesRecordsAndAnnounces(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	ownedBy(t, rdb, "n1", "orders")
-	c := NewClient(rdb, ClientConfig{})
-	got, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Params: Params{DryRun: true}, Trigger: TriggerManual, Actor: "alice", BatchID: "b1"})
+	c := NewClient(rdb, jobs.ClientConfig{})
+	got, err := c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindCompact, Store: "orders", Params: jobs.Params{DryRun: true}, Trigger: jobs.TriggerManual, Actor: "alice", BatchID: "b1"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := got.Record
-	if got.Deduplicated || r.State != StatePending || r.Queue != "node.n1" || r.Node != "n1" || r.MaxRetry != 3 || r.BatchID != "b1" || !r.Params.DryRun {
+	if got.Deduplicated || r.State != jobs.StatePending || r.Queue != "node.n1" || r.Node != "n1" || r.MaxRetry != 3 || r.BatchID != "b1" || !r.Params.DryRun {
 		t.Fatalf("enqueued %+v", got)
 	}
 	stored, err := c.Get(t.Context(), r.ID)
-	if err != nil || stored.ID != r.ID || stored.State != StatePending || stored.Actor != "alice" || stored.Node != "n1" || stored.Queue != "node.n1" {
+	if err != nil || stored.ID != r.ID || stored.State != jobs.StatePending || stored.Actor != "alice" || stored.Node != "n1" || stored.Queue != "node.n1" {
 		t.Fatalf("Get = %+v, %v", stored, err)
 	}
-	if in, err := rdb.SIsMember(t.Context(), InFlightKey("node.n1"), r.ID).Result(); err != nil || !in {
+	if in, err := rdb.SIsMember(t.Context(), keyspace.InFlightKey("node.n1"), r.ID).Result(); err != nil || !in {
 		t.Fatalf("not in the owner queue's in-flight set: %v, %v", in, err)
 	}
 	// The task is in the owner's queue under the job id.
@@ -51,33 +53,33 @@ func TestEnqueueRoutesRecordsAndAnnounces(t *testing.T) {
 	if err != nil || info.Type != "compact" || info.MaxRetry != 3 {
 		t.Fatalf("asynq task: %+v, %v", info, err)
 	}
-	p, err := Decode(info.Payload)
+	p, err := jobs.Decode(info.Payload)
 	if err != nil || p.JobID != r.ID || p.Actor != "alice" {
 		t.Fatalf("task payload %+v, %v", p, err)
 	}
 	// job.enqueued is in the events stream, before anything else of the job.
 	evs, err := ReadEvents(t.Context(), rdb, "0", 10, 0)
-	if err != nil || len(evs) != 1 || evs[0].Type != EventJobEnqueued || evs[0].JobID != r.ID || evs[0].Node != "n1" {
+	if err != nil || len(evs) != 1 || evs[0].Type != jobs.EventJobEnqueued || evs[0].JobID != r.ID || evs[0].Node != "n1" {
 		t.Fatalf("events %+v, %v", evs, err)
 	}
-	if _, err := c.Get(t.Context(), "jnope"); !errors.Is(err, ErrUnknownJob) {
+	if _, err := c.Get(t.Context(), "jnope"); !errors.Is(err, jobs.ErrUnknownJob) {
 		t.Fatalf("Get(unknown) = %v", err)
 	}
 }
 
 func TestEnqueueRejects(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
-	c := NewClient(rdb, ClientConfig{})
-	req := Request{Kind: KindBackup, Store: "ghost", Trigger: TriggerManual, Actor: "a"}
-	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, ErrUnknownStore) {
+	c := NewClient(rdb, jobs.ClientConfig{})
+	req := jobs.Request{Kind: jobs.KindBackup, Store: "ghost", Trigger: jobs.TriggerManual, Actor: "a"}
+	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, jobs.ErrUnknownStore) {
 		t.Fatalf("unowned store: %v", err)
 	}
 	req.Store = "../x"
-	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, ErrInvalidStore) {
+	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, jobs.ErrInvalidStore) {
 		t.Fatalf("hostile store: %v", err)
 	}
-	req.Store, req.Kind = "ghost", KindNotify
-	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, ErrBadPayload) {
+	req.Store, req.Kind = "ghost", jobs.KindNotify
+	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, jobs.ErrBadPayload) {
 		t.Fatalf("notify through Enqueue: %v", err)
 	}
 	if n, _ := rdb.DBSize(t.Context()).Result(); n != 0 {
@@ -88,21 +90,21 @@ func TestEnqueueRejects(t *testing.T) {
 // 50 concurrent requests for the same compaction give one job.
 func TestEnqueueDeduplicates(t *testing.T) {
 	for _, ap := range []bool{false, true} {
-		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testDeduplicates(t, ClientConfig{Autopipeline: ap}) })
+		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testDeduplicates(t, jobs.ClientConfig{Autopipeline: ap}) })
 	}
 }
 
-func testDeduplicates(t *testing.T, cfg ClientConfig) {
+func testDeduplicates(t *testing.T, cfg jobs.ClientConfig) {
 	rdb := redistest.Start(t).Client(t)
 	ownedBy(t, rdb, "n1", "orders")
 	c := NewClient(rdb, cfg)
 	var wg sync.WaitGroup
-	results := make(chan Enqueued, 50)
+	results := make(chan jobs.Enqueued, 50)
 	for range 50 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+			got, err := c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindCompact, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 			if err != nil {
 				t.Error(err)
 				return
@@ -124,7 +126,7 @@ func testDeduplicates(t *testing.T, cfg ClientConfig) {
 		t.Fatalf("%d distinct jobs, %d not deduplicated; want 1 and 1", len(ids), fresh)
 	}
 	// Other parameters are another request.
-	other, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Params: Params{Force: true}, Trigger: TriggerManual, Actor: "a"})
+	other, err := c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindCompact, Store: "orders", Params: jobs.Params{Force: true}, Trigger: jobs.TriggerManual, Actor: "a"})
 	if err != nil || other.Deduplicated || ids[other.Record.ID] {
 		t.Fatalf("forced compaction: %+v, %v", other, err)
 	}
@@ -134,11 +136,11 @@ func testDeduplicates(t *testing.T, cfg ClientConfig) {
 	for k := range ids {
 		id = k
 	}
-	p := Payload{Kind: KindCompact, Store: "orders"}
-	if err := rdb.Del(t.Context(), LockKey(p)).Err(); err != nil {
+	p := jobs.Payload{Kind: jobs.KindCompact, Store: "orders"}
+	if err := rdb.Del(t.Context(), keyspace.LockKey(p)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	again, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	again, err := c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindCompact, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 	if err != nil || again.Deduplicated || again.Record.ID == id {
 		t.Fatalf("after release: %+v, %v", again, err)
 	}
@@ -147,8 +149,8 @@ func testDeduplicates(t *testing.T, cfg ClientConfig) {
 func TestEnqueueRestoreConflict(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	ownedBy(t, rdb, "n1", "orders")
-	c := NewClient(rdb, ClientConfig{})
-	req := Request{Kind: KindRestore, Store: "orders", Params: Params{BackupID: "b1"}, Trigger: TriggerManual, Actor: "a"}
+	c := NewClient(rdb, jobs.ClientConfig{})
+	req := jobs.Request{Kind: jobs.KindRestore, Store: "orders", Params: jobs.Params{BackupID: "b1"}, Trigger: jobs.TriggerManual, Actor: "a"}
 	first, err := c.Enqueue(t.Context(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +159,7 @@ func TestEnqueueRestoreConflict(t *testing.T) {
 		t.Fatalf("same restore: %+v, %v", same, err)
 	}
 	req.Params.BackupID = "b2"
-	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, ErrRestoreInProgress) {
+	if _, err := c.Enqueue(t.Context(), req); !errors.Is(err, jobs.ErrRestoreInProgress) {
 		t.Fatalf("restore of another backup: %v, want ErrRestoreInProgress", err)
 	}
 }
@@ -166,37 +168,37 @@ func TestEnqueueRestoreConflict(t *testing.T) {
 // returns (AOF), what was accepted is still there.
 func TestEnqueueRedisDown(t *testing.T) {
 	for _, ap := range []bool{false, true} {
-		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testRedisDown(t, ClientConfig{Autopipeline: ap}) })
+		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testRedisDown(t, jobs.ClientConfig{Autopipeline: ap}) })
 	}
 }
 
-func testRedisDown(t *testing.T, cfg ClientConfig) {
+func testRedisDown(t *testing.T, cfg jobs.ClientConfig) {
 	srv := redistest.Start(t, redistest.RequireReal(), redistest.WithAOF("always"))
 	rdb := srv.Client(t)
 	ownedBy(t, rdb, "n1", "orders")
 	c := NewClient(rdb, cfg)
-	accepted, err := c.Enqueue(t.Context(), Request{Kind: KindVerify, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	accepted, err := c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindVerify, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := srv.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = c.Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"})
-	if !errors.Is(err, ErrUnavailable) {
+	_, err = c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindBackup, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
+	if !errors.Is(err, jobs.ErrUnavailable) {
 		t.Fatalf("Enqueue with Redis down = %v, want ErrUnavailable", err)
 	}
 	if err := srv.Restart(); err != nil {
 		t.Fatal(err)
 	}
 	got, err := c.Get(t.Context(), accepted.Record.ID)
-	if err != nil || got.State != StatePending {
+	if err != nil || got.State != jobs.StatePending {
 		t.Fatalf("accepted job after Redis restart: %+v, %v", got, err)
 	}
 	if _, err := asynq.NewInspectorFromRedisClient(rdb).GetTaskInfo("node.n1", accepted.Record.ID); err != nil {
 		t.Fatalf("accepted task lost: %v", err)
 	}
-	if _, err := c.Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"}); err != nil {
+	if _, err := c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindBackup, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"}); err != nil {
 		t.Fatalf("Enqueue after Redis returned: %v", err)
 	}
 }
@@ -205,8 +207,8 @@ func testRedisDown(t *testing.T, cfg ClientConfig) {
 func TestStaleLockIsTaken(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	ownedBy(t, rdb, "n1", "orders")
-	c := NewClient(rdb, ClientConfig{})
-	req := Request{Kind: KindVerify, Store: "orders", Trigger: TriggerManual, Actor: "a"}
+	c := NewClient(rdb, jobs.ClientConfig{})
+	req := jobs.Request{Kind: jobs.KindVerify, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"}
 	first, err := c.Enqueue(t.Context(), req)
 	if err != nil {
 		t.Fatal(err)
@@ -215,7 +217,7 @@ func TestStaleLockIsTaken(t *testing.T) {
 	if err != nil || !dup.Deduplicated || dup.Record.ID != first.Record.ID || dup.Record.Actor != "a" {
 		t.Fatalf("dedupe: %+v, %v", dup, err)
 	}
-	rdb.Del(t.Context(), RecordKey(first.Record.ID))
+	rdb.Del(t.Context(), keyspace.RecordKey(first.Record.ID))
 	again, err := c.Enqueue(t.Context(), req)
 	if err != nil || again.Deduplicated || again.Record.ID == first.Record.ID {
 		t.Fatalf("after the record vanished: %+v, %v", again, err)
@@ -255,22 +257,22 @@ func isScript(cmd redis.Cmder) bool { return strings.HasPrefix(cmd.Name(), "eval
 // a notify job.
 func TestEnqueueIsSafeToResend(t *testing.T) {
 	for _, ap := range []bool{false, true} {
-		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testResend(t, ClientConfig{Autopipeline: ap}) })
+		t.Run(fmt.Sprintf("autopipeline=%v", ap), func(t *testing.T) { testResend(t, jobs.ClientConfig{Autopipeline: ap}) })
 	}
 }
 
-func testResend(t *testing.T, cfg ClientConfig) {
+func testResend(t *testing.T, cfg jobs.ClientConfig) {
 	rdb := redistest.Start(t).Client(t)
 	ownedBy(t, rdb, "n1", "orders")
 	rdb.AddHook(resendScripts{})
 	c := NewClient(rdb, cfg)
-	req := Request{Kind: KindRestore, Store: "orders", Params: Params{BackupID: "b1"}, Trigger: TriggerManual, Actor: "a"}
+	req := jobs.Request{Kind: jobs.KindRestore, Store: "orders", Params: jobs.Params{BackupID: "b1"}, Trigger: jobs.TriggerManual, Actor: "a"}
 	got, err := c.Enqueue(t.Context(), req)
 	if err != nil || got.Deduplicated || got.Record.Node != "n1" {
 		t.Fatalf("Enqueue with every script sent twice: %+v, %v", got, err)
 	}
 	stored, err := c.Get(t.Context(), got.Record.ID)
-	if err != nil || stored.State != StatePending {
+	if err != nil || stored.State != jobs.StatePending {
 		t.Fatalf("record %+v, %v; want pending", stored, err)
 	}
 	if _, err := c.insp.GetTaskInfo("node.n1", got.Record.ID); err != nil {
@@ -280,7 +282,7 @@ func testResend(t *testing.T, cfg ClientConfig) {
 		t.Fatalf("%d tasks pending in asynq, want 1", n)
 	}
 	evs, err := ReadEvents(t.Context(), rdb, "0", 10, 0)
-	if err != nil || len(evs) != 1 || evs[0].Type != EventJobEnqueued {
+	if err != nil || len(evs) != 1 || evs[0].Type != jobs.EventJobEnqueued {
 		t.Fatalf("events %+v, %v; want one job.enqueued", evs, err)
 	}
 	dup, err := c.Enqueue(t.Context(), req)
@@ -288,12 +290,12 @@ func testResend(t *testing.T, cfg ClientConfig) {
 		t.Fatalf("the same request again: %+v, %v", dup, err)
 	}
 
-	n := Notification{ID: "n-1", Type: EventJobFailed, Store: "orders", Summary: "x"}
+	n := jobs.Notification{ID: "n-1", Type: jobs.EventJobFailed, Store: "orders", Summary: "x"}
 	rec, made, err := c.EnqueueNotify(t.Context(), n, "hook")
 	if err != nil || !made {
 		t.Fatalf("EnqueueNotify with every script sent twice: made %v, %v", made, err)
 	}
-	if stored, err := c.Get(t.Context(), rec.ID); err != nil || stored.State != StatePending {
+	if stored, err := c.Get(t.Context(), rec.ID); err != nil || stored.State != jobs.StatePending {
 		t.Fatalf("notify record %+v, %v; want pending", stored, err)
 	}
 	if _, made, err := c.EnqueueNotify(t.Context(), n, "hook"); err != nil || made {

@@ -1,4 +1,4 @@
-package jobs
+package jobsdb
 
 import (
 	"encoding/json"
@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
 )
 
 func TestStoreQueries(t *testing.T) {
@@ -29,8 +31,8 @@ func TestStoreQueries(t *testing.T) {
 	if err != nil || len(owners) != 2 || owners["orders"] != "n1" || owners["users"] != "n2" {
 		t.Fatalf("StoreOwners = %v, %v", owners, err)
 	}
-	js, _ := json.Marshal(StoreStatus{Node: "n1", Stats: StoreStats{Name: "orders", State: StoreOpen}})
-	rdb.Set(ctx, StatsKey("orders"), js, 0)
+	js, _ := json.Marshal(jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{Name: "orders", State: jobs.StoreOpen}})
+	rdb.Set(ctx, keyspace.StatsKey("orders"), js, 0)
 	got, err := PublishedStatus(ctx, rdb, []string{"orders", "users"})
 	if err != nil || string(got[0]) != string(js) || got[1] != nil {
 		t.Fatalf("PublishedStatus = %q, %v", got, err)
@@ -41,10 +43,10 @@ func TestStoreQueries(t *testing.T) {
 	if node, st, err := StoreOwnerAndStatus(ctx, rdb, "users"); err != nil || node != "n2" || st != nil {
 		t.Fatalf("StoreOwnerAndStatus(users) = %q, %q, %v", node, st, err)
 	}
-	if _, _, err := StoreOwnerAndStatus(ctx, rdb, "nope"); !errors.Is(err, ErrUnknownStore) {
+	if _, _, err := StoreOwnerAndStatus(ctx, rdb, "nope"); !errors.Is(err, jobs.ErrUnknownStore) {
 		t.Fatalf("StoreOwnerAndStatus(nope): %v, want ErrUnknownStore", err)
 	}
-	id, err := Append(ctx, rdb, EventsStream, 10, Event{Type: EventNodeUp, Node: "n1", At: time.Now()})
+	id, err := Append(ctx, rdb, keyspace.EventsStream, 10, jobs.Event{Type: jobs.EventNodeUp, Node: "n1", At: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +60,7 @@ func TestStoreQueries(t *testing.T) {
 func TestInFlight(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	ctx := t.Context()
-	c := NewClient(rdb, ClientConfig{})
+	c := NewClient(rdb, jobs.ClientConfig{})
 	if got, err := c.InFlight(ctx); err != nil || len(got) != 0 {
 		t.Fatalf("InFlight on an empty Redis = %v, %v", got, err)
 	}
@@ -66,8 +68,8 @@ func TestInFlight(t *testing.T) {
 	ownedBy(t, rdb, "n2", "users")
 	var ids []string
 	for _, st := range []string{"orders", "users", "orders"} {
-		kind := map[int]Kind{0: KindCompact, 1: KindCompact, 2: KindBackup}[len(ids)]
-		e, err := c.Enqueue(ctx, Request{Kind: kind, Store: st, Trigger: TriggerManual, Actor: "a"})
+		kind := map[int]jobs.Kind{0: jobs.KindCompact, 1: jobs.KindCompact, 2: jobs.KindBackup}[len(ids)]
+		e, err := c.Enqueue(ctx, jobs.Request{Kind: kind, Store: st, Trigger: jobs.TriggerManual, Actor: "a"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,4 +1,4 @@
-package jobs
+package jobsdb
 
 import (
 	"cmp"
@@ -9,6 +9,9 @@ import (
 	"slices"
 
 	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/keyspace"
+	"storekeeper/jobs"
 )
 
 // The reads the API, the metrics and the worker make of storekeeper's
@@ -18,7 +21,7 @@ import (
 // StoreNames returns every store a node owns or owned (StoresKey), sorted.
 // One round trip.
 func StoreNames(ctx context.Context, rdb redis.Cmdable) ([]string, error) {
-	names, err := rdb.HKeys(ctx, StoresKey).Result()
+	names, err := rdb.HKeys(ctx, keyspace.StoresKey).Result()
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -28,7 +31,7 @@ func StoreNames(ctx context.Context, rdb redis.Cmdable) ([]string, error) {
 
 // StoreOwners returns each store's owning node (StoresKey). One round trip.
 func StoreOwners(ctx context.Context, rdb redis.Cmdable) (map[string]string, error) {
-	owners, err := rdb.HGetAll(ctx, StoresKey).Result()
+	owners, err := rdb.HGetAll(ctx, keyspace.StoresKey).Result()
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -47,7 +50,7 @@ func PublishedStatus(ctx context.Context, rdb redis.Cmdable, stores []string) ([
 	}
 	keys := make([]string, len(stores))
 	for i, s := range stores {
-		keys[i] = StatsKey(s)
+		keys[i] = keyspace.StatsKey(s)
 	}
 	vals, err := rdb.MGet(ctx, keys...).Result()
 	if err != nil {
@@ -66,12 +69,12 @@ func PublishedStatus(ctx context.Context, rdb redis.Cmdable, stores []string) ([
 // One round trip.
 func StoreOwnerAndStatus(ctx context.Context, rdb redis.Cmdable, store string) (string, json.RawMessage, error) {
 	pipe := rdb.Pipeline()
-	owner := pipe.HGet(ctx, StoresKey, store)
-	stats := pipe.Get(ctx, StatsKey(store))
+	owner := pipe.HGet(ctx, keyspace.StoresKey, store)
+	stats := pipe.Get(ctx, keyspace.StatsKey(store))
 	_, _ = pipe.Exec(ctx)
 	node, err := owner.Result()
 	if errors.Is(err, redis.Nil) {
-		return "", nil, fmt.Errorf("%w %q", ErrUnknownStore, store)
+		return "", nil, fmt.Errorf("%w %q", jobs.ErrUnknownStore, store)
 	} else if err != nil {
 		return "", nil, unavailable(err)
 	}
@@ -88,7 +91,7 @@ func StoreOwnerAndStatus(ctx context.Context, rdb redis.Cmdable, store string) (
 // when the stream is empty: where a tail that must miss nothing appended
 // from now on starts. One round trip.
 func LastEventID(ctx context.Context, rdb redis.Cmdable) (string, error) {
-	msgs, err := rdb.XRevRangeN(ctx, EventsStream, "+", "-", 1).Result()
+	msgs, err := rdb.XRevRangeN(ctx, keyspace.EventsStream, "+", "-", 1).Result()
 	if err != nil {
 		return "", unavailable(err)
 	}
@@ -101,20 +104,20 @@ func LastEventID(ctx context.Context, rdb redis.Cmdable) (string, error) {
 // SubscribeCancels subscribes to CancelChannel, on which Cancel publishes
 // the ids of canceled jobs. The caller closes the subscription.
 func SubscribeCancels(ctx context.Context, rdb redis.UniversalClient) *redis.PubSub {
-	return rdb.Subscribe(ctx, CancelChannel)
+	return rdb.Subscribe(ctx, keyspace.CancelChannel)
 }
 
 // CountNotifyFailed counts one notify job that failed for good in
 // NotifyFailedKey (such failures are counted, never notified: no loop).
 // One round trip.
 func CountNotifyFailed(ctx context.Context, rdb redis.Cmdable) error {
-	return unavailableOrNil(rdb.Incr(ctx, NotifyFailedKey).Err())
+	return unavailableOrNil(rdb.Incr(ctx, keyspace.NotifyFailedKey).Err())
 }
 
 // BatchJobs returns the records of batch's jobs (BatchKey), newest first;
 // a job whose record has expired is left out. Two round trips.
-func (c *Client) BatchJobs(ctx context.Context, batch string) ([]Record, error) {
-	ids, err := c.rdb.SMembers(ctx, BatchKey(batch)).Result()
+func (c *Client) BatchJobs(ctx context.Context, batch string) ([]jobs.Record, error) {
+	ids, err := c.rdb.SMembers(ctx, keyspace.BatchKey(batch)).Result()
 	if err != nil {
 		return nil, unavailable(err)
 	}
@@ -125,9 +128,9 @@ func (c *Client) BatchJobs(ctx context.Context, batch string) ([]Record, error) 
 // queues' InFlightKey sets), newest first. The sets are found with SCAN
 // (one round trip per thousand keys in Redis), then read in one round
 // trip, then the records in one more.
-func (c *Client) InFlight(ctx context.Context) ([]Record, error) {
+func (c *Client) InFlight(ctx context.Context) ([]jobs.Record, error) {
 	var sets []string
-	iter := c.rdb.Scan(ctx, 0, InFlightKey("*"), 1000).Iterator()
+	iter := c.rdb.Scan(ctx, 0, keyspace.InFlightKey("*"), 1000).Iterator()
 	for iter.Next(ctx) {
 		sets = append(sets, iter.Val())
 	}
@@ -135,7 +138,7 @@ func (c *Client) InFlight(ctx context.Context) ([]Record, error) {
 		return nil, unavailable(err)
 	}
 	if len(sets) == 0 {
-		return []Record{}, nil
+		return []jobs.Record{}, nil
 	}
 	ids, err := c.rdb.SUnion(ctx, sets...).Result()
 	if err != nil {
@@ -146,15 +149,15 @@ func (c *Client) InFlight(ctx context.Context) ([]Record, error) {
 
 // records reads the records of ids in one round trip, newest first (ids
 // are time-sortable), leaving out the ones that have expired.
-func (c *Client) records(ctx context.Context, ids []string) ([]Record, error) {
-	out := []Record{}
+func (c *Client) records(ctx context.Context, ids []string) ([]jobs.Record, error) {
+	out := []jobs.Record{}
 	if len(ids) == 0 {
 		return out, nil
 	}
 	pipe := c.rdb.Pipeline()
 	gets := make([]*redis.MapStringStringCmd, len(ids))
 	for i, id := range ids {
-		gets[i] = pipe.HGetAll(ctx, RecordKey(id))
+		gets[i] = pipe.HGetAll(ctx, keyspace.RecordKey(id))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, unavailable(err)
@@ -164,12 +167,12 @@ func (c *Client) records(ctx context.Context, ids []string) ([]Record, error) {
 		if len(h) == 0 {
 			continue // expired
 		}
-		r, err := RecordFromHash(h)
+		r, err := jobs.RecordFromHash(h)
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, r)
 	}
-	slices.SortFunc(out, func(a, b Record) int { return cmp.Compare(b.ID, a.ID) })
+	slices.SortFunc(out, func(a, b jobs.Record) int { return cmp.Compare(b.ID, a.ID) })
 	return out, nil
 }

@@ -1,30 +1,32 @@
-package jobs
+package keyspace
 
 import (
 	"encoding/json"
 	"strconv"
 	"strings"
+
+	"storekeeper/jobs"
 )
 
-// decodeHistoryJSON decodes a history entry's JSON as json.Unmarshal does,
+// DecodeHistoryJSON decodes a history entry's JSON as json.Unmarshal does,
 // fast for the JSON storekeeper writes: one flat object, the fields'
 // exact names, strings without escapes. Anything else (an escape, another
 // name, a value of another type, a syntax error) goes to json.Unmarshal,
 // so the result and the errors are always json.Unmarshal's. A page of
 // history is 500 entries: with encoding/json alone, decoding them was
 // half of a query's time.
-func decodeHistoryJSON(s string) (HistoryEntry, error) {
-	if e, ok := fastHistoryEntry(s); ok {
+func DecodeHistoryJSON(s string) (jobs.HistoryEntry, error) {
+	if e, ok := FastHistoryEntry(s); ok {
 		return e, nil
 	}
-	var e HistoryEntry
+	var e jobs.HistoryEntry
 	err := json.Unmarshal([]byte(s), &e)
 	return e, err
 }
 
-// fastHistoryEntry is decodeHistoryJSON's fast path; ok false: use
+// FastHistoryEntry is DecodeHistoryJSON's fast path; ok false: use
 // json.Unmarshal.
-func fastHistoryEntry(s string) (e HistoryEntry, ok bool) {
+func FastHistoryEntry(s string) (e jobs.HistoryEntry, ok bool) {
 	p := jsonScanner{s: s}
 	if !p.byte('{') {
 		return e, false
@@ -51,19 +53,19 @@ func fastHistoryEntry(s string) (e HistoryEntry, ok bool) {
 			case "kind":
 				var v string
 				v, ok = p.str()
-				e.Kind = Kind(v)
+				e.Kind = jobs.Kind(v)
 			case "store":
 				e.Store, ok = p.str()
 			case "status":
 				var v string
 				v, ok = p.str()
-				e.Status = HistoryStatus(v)
+				e.Status = jobs.HistoryStatus(v)
 			case "reason":
 				e.Reason, ok = p.str()
 			case "trigger":
 				var v string
 				v, ok = p.str()
-				e.Trigger = Trigger(v)
+				e.Trigger = jobs.Trigger(v)
 			case "actor":
 				e.Actor, ok = p.str()
 			case "attempts":

@@ -1,11 +1,13 @@
-package jobs
+package jobsdb
 
 import (
 	"errors"
 	"strings"
 	"testing"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
 )
 
 func TestCheckLayout(t *testing.T) {
@@ -15,8 +17,8 @@ func TestCheckLayout(t *testing.T) {
 	if err := CheckLayout(ctx, rdb); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := rdb.Get(ctx, LayoutKey).Result(); err != nil || v != "1" {
-		t.Fatalf("%s = %q, %v; want 1", LayoutKey, v, err)
+	if v, err := rdb.Get(ctx, keyspace.LayoutKey).Result(); err != nil || v != "1" {
+		t.Fatalf("%s = %q, %v; want 1", keyspace.LayoutKey, v, err)
 	}
 	// The same version: the next node starts.
 	if err := CheckLayout(ctx, rdb); err != nil {
@@ -25,9 +27,9 @@ func TestCheckLayout(t *testing.T) {
 	// Another version: refused, naming both and the upgrade procedure,
 	// and the stored version is left alone.
 	for _, stored := range []string{"2", "two"} {
-		rdb.Set(ctx, LayoutKey, stored, 0)
+		rdb.Set(ctx, keyspace.LayoutKey, stored, 0)
 		err := CheckLayout(ctx, rdb)
-		if !errors.Is(err, ErrLayoutMismatch) {
+		if !errors.Is(err, jobs.ErrLayoutMismatch) {
 			t.Fatalf("layout %q: err = %v, want ErrLayoutMismatch", stored, err)
 		}
 		for _, want := range []string{"version " + map[string]string{"2": "2", "two": `"two"`}[stored], "version 1", "docs/design.md", "stop every node"} {
@@ -35,7 +37,7 @@ func TestCheckLayout(t *testing.T) {
 				t.Errorf("layout %q: %q does not say %q", stored, err, want)
 			}
 		}
-		if v := rdb.Get(ctx, LayoutKey).Val(); v != stored {
+		if v := rdb.Get(ctx, keyspace.LayoutKey).Val(); v != stored {
 			t.Fatalf("the check rewrote the version: %q", v)
 		}
 	}
@@ -48,7 +50,7 @@ func TestCheckLayoutNewerBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := checkLayout(t.Context(), rdb, 2)
-	if !errors.Is(err, ErrLayoutMismatch) || !strings.Contains(err.Error(), "version 1") || !strings.Contains(err.Error(), "version 2") {
+	if !errors.Is(err, jobs.ErrLayoutMismatch) || !strings.Contains(err.Error(), "version 1") || !strings.Contains(err.Error(), "version 2") {
 		t.Fatalf("err = %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package jobs
+package jobsdb
 
 import (
 	"context"
@@ -10,7 +10,9 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
 )
 
 // replayScripts sends each script whose arguments contain match Times
@@ -87,7 +89,7 @@ func eventsOf(t *testing.T, rdb redis.Cmdable, id string) string {
 
 func historyOf(t *testing.T, rdb redis.Cmdable, id string) int {
 	t.Helper()
-	hs, _, err := History(t.Context(), rdb, HistoryQuery{Limit: 500})
+	hs, _, err := History(t.Context(), rdb, jobs.HistoryQuery{Limit: 500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,12 +115,12 @@ func oneFinish(t *testing.T, rdb redis.Cmdable, id, events string) {
 
 // pendingJob starts a Redis where node n1 owns store orders, and enqueues
 // one job of kind there.
-func pendingJob(t *testing.T, kind Kind) (*redistest.Server, *redis.Client, Record) {
+func pendingJob(t *testing.T, kind jobs.Kind) (*redistest.Server, *redis.Client, jobs.Record) {
 	t.Helper()
 	srv := redistest.Start(t)
 	plain := srv.Client(t)
 	ownedBy(t, plain, "n1", "orders")
-	enq, err := NewClient(plain, ClientConfig{}).Enqueue(t.Context(), Request{Kind: kind, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	enq, err := NewClient(plain, jobs.ClientConfig{}).Enqueue(t.Context(), jobs.Request{Kind: kind, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,26 +133,26 @@ func TestChangesAreSafeToReplay(t *testing.T) {
 	srv := redistest.Start(t)
 	plain := srv.Client(t)
 	ownedBy(t, plain, "n1", "orders")
-	c := NewClient(plain, ClientConfig{})
-	enq, err := c.Enqueue(t.Context(), Request{Kind: KindCompact, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	c := NewClient(plain, jobs.ClientConfig{})
+	enq, err := c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindCompact, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	rec := enq.Record
-	plain.Set(t.Context(), LeaseKey("orders"), "lease-1", 0)
-	lease := &LeaseCheck{Key: LeaseKey("orders"), Value: "lease-1"}
+	plain.Set(t.Context(), keyspace.LeaseKey("orders"), "lease-1", 0)
+	lease := &keyspace.LeaseCheck{Key: keyspace.LeaseKey("orders"), Value: "lease-1"}
 
 	for _, step := range []struct {
 		name  string
-		guard Guard
-		ch    Change
+		guard keyspace.Guard
+		ch    keyspace.Change
 	}{
-		{"start", StartGuard("run1", 1), Change{Op: "start:run1", Lease: lease, HSet: map[string]any{"state": "active", "attempts": 1, "run": "run1"},
-			XAdd: []StreamEntry{NewEntry(EventsStream, 1000, Event{Type: EventJobStarted, JobID: rec.ID})}}},
-		{"retry", RunGuard("run1"), Change{Op: "end:run1", Lease: lease, HSet: map[string]any{"state": "retry"},
-			XAdd: []StreamEntry{NewEntry(EventsStream, 1000, Event{Type: EventJobRetrying, JobID: rec.ID})}}},
-		{"start again", StartGuard("run2", 2), Change{Op: "start:run2", Lease: lease, HSet: map[string]any{"state": "active", "attempts": 2, "run": "run2"},
-			XAdd: []StreamEntry{NewEntry(EventsStream, 1000, Event{Type: EventJobStarted, JobID: rec.ID})}}},
+		{"start", keyspace.StartGuard("run1", 1), keyspace.Change{Op: "start:run1", Lease: lease, HSet: map[string]any{"state": "active", "attempts": 1, "run": "run1"},
+			XAdd: []keyspace.StreamEntry{keyspace.NewEntry(keyspace.EventsStream, 1000, jobs.Event{Type: jobs.EventJobStarted, JobID: rec.ID})}}},
+		{"retry", keyspace.RunGuard("run1"), keyspace.Change{Op: "end:run1", Lease: lease, HSet: map[string]any{"state": "retry"},
+			XAdd: []keyspace.StreamEntry{keyspace.NewEntry(keyspace.EventsStream, 1000, jobs.Event{Type: jobs.EventJobRetrying, JobID: rec.ID})}}},
+		{"start again", keyspace.StartGuard("run2", 2), keyspace.Change{Op: "start:run2", Lease: lease, HSet: map[string]any{"state": "active", "attempts": 2, "run": "run2"},
+			XAdd: []keyspace.StreamEntry{keyspace.NewEntry(keyspace.EventsStream, 1000, jobs.Event{Type: jobs.EventJobStarted, JobID: rec.ID})}}},
 	} {
 		r := &replayScripts{Match: step.ch.Op, Times: 3}
 		res, err := Apply(t.Context(), replayClient(t, srv, r), rec.ID, step.guard, step.ch)
@@ -161,46 +163,46 @@ func TestChangesAreSafeToReplay(t *testing.T) {
 	// Progress: each report once, a late copy of an older one never.
 	for seq := int64(1); seq <= 2; seq++ {
 		r := &replayScripts{Match: "run2", Times: 3}
-		ok, err := Progress(t.Context(), replayClient(t, srv, r), rec.ID, "run2", seq, 1000, Event{Type: EventJobProgress, JobID: rec.ID})
+		ok, err := Progress(t.Context(), replayClient(t, srv, r), rec.ID, "run2", seq, 1000, jobs.Event{Type: jobs.EventJobProgress, JobID: rec.ID})
 		if err != nil || !ok {
 			t.Fatalf("progress %d: %v, %v", seq, ok, err)
 		}
 	}
-	if ok, _ := Progress(t.Context(), plain, rec.ID, "run2", 1, 1000, Event{Type: EventJobProgress, JobID: rec.ID}); !ok {
+	if ok, _ := Progress(t.Context(), plain, rec.ID, "run2", 1, 1000, jobs.Event{Type: jobs.EventJobProgress, JobID: rec.ID}); !ok {
 		t.Fatal("a late copy of progress 1 reported as not in the stream")
 	}
 	// The end, sent three times; a reconciler settling what it saw before
 	// the end is refused between the copies.
 	stale := rec
-	stale.State, stale.Run, stale.Attempts = StateActive, "run2", 2
-	end := Change{Op: "end:run2", Lease: lease}
-	end.End(stale, Terminal{State: StateSucceeded, At: time.Now(), History: HistoryEntry{Status: StatusCompacted}}, c.cfg)
+	stale.State, stale.Run, stale.Attempts = jobs.StateActive, "run2", 2
+	end := keyspace.Change{Op: "end:run2", Lease: lease}
+	end.End(stale, jobs.Terminal{State: jobs.StateSucceeded, At: time.Now(), History: jobs.HistoryEntry{Status: jobs.StatusCompacted}}, c.cfg)
 	var settled Applied
 	r := &replayScripts{Match: end.Op, Times: 3, Between: func(int) {
-		settle := Change{Op: NewOp("settle")}
-		settle.End(stale, Terminal{State: StateFailed, Error: "asynq archived the task", At: time.Now()}, c.cfg)
-		settled, _ = Apply(t.Context(), plain, rec.ID, ObservedGuard(stale), settle)
+		settle := keyspace.Change{Op: keyspace.NewOp("settle")}
+		settle.End(stale, jobs.Terminal{State: jobs.StateFailed, Error: "asynq archived the task", At: time.Now()}, c.cfg)
+		settled, _ = Apply(t.Context(), plain, rec.ID, keyspace.ObservedGuard(stale), settle)
 	}}
-	res, err := Apply(t.Context(), replayClient(t, srv, r), rec.ID, RunGuard("run2"), end)
+	res, err := Apply(t.Context(), replayClient(t, srv, r), rec.ID, keyspace.RunGuard("run2"), end)
 	if err != nil || !res.OK || !res.Replayed || settled.OK {
 		t.Fatalf("end sent 3 times with a settle between: %+v, %v; settle %+v", res, err, settled)
 	}
 	// Late copies of old steps change nothing now.
 	for _, late := range []struct {
-		guard Guard
-		ch    Change
+		guard keyspace.Guard
+		ch    keyspace.Change
 	}{
-		{StartGuard("run1", 1), Change{Op: "start:run1b", HSet: map[string]any{"state": "active"}}},
-		{StartGuard("run3", 3), Change{Op: "start:run3", HSet: map[string]any{"state": "active"}}},
-		{RunGuard("run1"), Change{Op: "end:run1b", HSet: map[string]any{"state": "failed"}}},
-		{LiveGuard(), Change{Op: "cancel:x", HSet: map[string]any{"state": "canceled"}}},
+		{keyspace.StartGuard("run1", 1), keyspace.Change{Op: "start:run1b", HSet: map[string]any{"state": "active"}}},
+		{keyspace.StartGuard("run3", 3), keyspace.Change{Op: "start:run3", HSet: map[string]any{"state": "active"}}},
+		{keyspace.RunGuard("run1"), keyspace.Change{Op: "end:run1b", HSet: map[string]any{"state": "failed"}}},
+		{keyspace.LiveGuard(), keyspace.Change{Op: "cancel:x", HSet: map[string]any{"state": "canceled"}}},
 	} {
 		if res, err := Apply(t.Context(), plain, rec.ID, late.guard, late.ch); err != nil || res.OK {
 			t.Fatalf("late %s applied to a finished job: %+v, %v", late.ch.Op, res, err)
 		}
 	}
 	got, err := c.Get(t.Context(), rec.ID)
-	if err != nil || got.State != StateSucceeded {
+	if err != nil || got.State != jobs.StateSucceeded {
 		t.Fatalf("record %+v, %v; want succeeded", got, err)
 	}
 	oneFinish(t, plain, rec.ID, "job.enqueued job.started job.retrying job.started job.progress job.progress job.succeeded")
@@ -209,11 +211,11 @@ func TestChangesAreSafeToReplay(t *testing.T) {
 // A cancel whose first send applied and whose answer was lost is the
 // cancel that ended the job, not "already finished".
 func TestCancelIsSafeToReplay(t *testing.T) {
-	srv, plain, rec := pendingJob(t, KindBackup)
+	srv, plain, rec := pendingJob(t, jobs.KindBackup)
 	r := &replayScripts{Match: "cancel:", Times: 4}
-	c := NewClient(replayClient(t, srv, r), ClientConfig{})
+	c := NewClient(replayClient(t, srv, r), jobs.ClientConfig{})
 	got, err := c.Cancel(t.Context(), rec.ID, "bob")
-	if err != nil || got.State != StateCanceled || r.runs.Load() < 2 {
+	if err != nil || got.State != jobs.StateCanceled || r.runs.Load() < 2 {
 		t.Fatalf("cancel sent %d times: %+v, %v", r.runs.Load(), got, err)
 	}
 	oneFinish(t, plain, rec.ID, "job.enqueued job.canceled")
@@ -232,30 +234,30 @@ func TestEnqueueReplayAfterSettleKeepsTerminalState(t *testing.T) {
 		if run != 1 {
 			return
 		}
-		ids, _ := plain.SMembers(context.Background(), InFlightKey("node.n1")).Result()
+		ids, _ := plain.SMembers(context.Background(), keyspace.InFlightKey("node.n1")).Result()
 		for _, id := range ids {
-			rec, err := NewClient(plain, ClientConfig{}).Get(context.Background(), id)
+			rec, err := NewClient(plain, jobs.ClientConfig{}).Get(context.Background(), id)
 			if err != nil {
 				t.Error(err)
 				return
 			}
-			ch := Change{Op: NewOp("settle")}
-			ch.End(rec, Terminal{State: StateFailed, Reason: "task is gone from asynq", Error: "task is gone from asynq", At: time.Now()}, ClientConfig{})
-			if res, err := Apply(context.Background(), plain, id, ObservedGuard(rec), ch); err != nil || !res.OK {
+			ch := keyspace.Change{Op: keyspace.NewOp("settle")}
+			ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: "task is gone from asynq", Error: "task is gone from asynq", At: time.Now()}, jobs.ClientConfig{})
+			if res, err := Apply(context.Background(), plain, id, keyspace.ObservedGuard(rec), ch); err != nil || !res.OK {
 				t.Errorf("settle: %+v, %v", res, err)
 			}
 		}
 	}
-	c := NewClient(replayClient(t, srv, r), ClientConfig{})
-	got, err := c.Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	c := NewClient(replayClient(t, srv, r), jobs.ClientConfig{})
+	got, err := c.Enqueue(t.Context(), jobs.Request{Kind: jobs.KindBackup, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Record.State != StateFailed {
+	if got.Record.State != jobs.StateFailed {
 		t.Fatalf("enqueue answered %s, want the settled record (failed)", got.Record.State)
 	}
 	stored, err := c.Get(t.Context(), got.Record.ID)
-	if err != nil || stored.State != StateFailed {
+	if err != nil || stored.State != jobs.StateFailed {
 		t.Fatalf("record %+v, %v; want failed", stored, err)
 	}
 	if n, _ := plain.LLen(t.Context(), "asynq:{node.n1}:pending").Result(); n != 0 {
@@ -267,35 +269,35 @@ func TestEnqueueReplayAfterSettleKeepsTerminalState(t *testing.T) {
 // abandon goes through the finish path: history entry and record expiry,
 // once however often it is sent, and never over a job that started.
 func TestAbandonIsOneFinish(t *testing.T) {
-	srv, plain, rec := pendingJob(t, KindVerify)
+	srv, plain, rec := pendingJob(t, jobs.KindVerify)
 	r := &replayScripts{Match: "abandon:", Times: 3}
-	c := NewClient(replayClient(t, srv, r), ClientConfig{})
+	c := NewClient(replayClient(t, srv, r), jobs.ClientConfig{})
 	c.abandon(rec, fmt.Errorf("asynq said no"))
 	if r.runs.Load() < 2 {
 		t.Fatalf("abandon ran %d times", r.runs.Load())
 	}
 	got, err := c.Get(t.Context(), rec.ID)
-	if err != nil || got.State != StateFailed || got.FinishedAt.IsZero() {
+	if err != nil || got.State != jobs.StateFailed || got.FinishedAt.IsZero() {
 		t.Fatalf("record %+v, %v", got, err)
 	}
-	if ttl := plain.TTL(t.Context(), RecordKey(got.ID)).Val(); ttl <= 0 {
+	if ttl := plain.TTL(t.Context(), keyspace.RecordKey(got.ID)).Val(); ttl <= 0 {
 		t.Fatalf("abandoned record has no retention TTL (%v)", ttl)
 	}
 	oneFinish(t, plain, got.ID, "job.enqueued job.failed")
-	if n, _ := plain.Exists(t.Context(), LockKey(Payload{Kind: KindVerify, Store: "orders"})).Result(); n != 0 {
+	if n, _ := plain.Exists(t.Context(), keyspace.LockKey(jobs.Payload{Kind: jobs.KindVerify, Store: "orders"})).Result(); n != 0 {
 		t.Fatal("abandoned job still holds its lock")
 	}
 
 	// A job whose task did land and started is not abandoned.
-	started, err := NewClient(plain, ClientConfig{}).Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	started, err := NewClient(plain, jobs.ClientConfig{}).Enqueue(t.Context(), jobs.Request{Kind: jobs.KindBackup, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res, err := Apply(t.Context(), plain, started.Record.ID, StartGuard("r", 1), Change{Op: "start:r", HSet: map[string]any{"state": "active", "run": "r", "attempts": 1}}); err != nil || !res.OK {
+	if res, err := Apply(t.Context(), plain, started.Record.ID, keyspace.StartGuard("r", 1), keyspace.Change{Op: "start:r", HSet: map[string]any{"state": "active", "run": "r", "attempts": 1}}); err != nil || !res.OK {
 		t.Fatal(res, err)
 	}
 	c.abandon(started.Record, fmt.Errorf("timeout"))
-	if got, _ := c.Get(t.Context(), started.Record.ID); got.State != StateActive {
+	if got, _ := c.Get(t.Context(), started.Record.ID); got.State != jobs.StateActive {
 		t.Fatalf("a running job was abandoned: %s", got.State)
 	}
 }
@@ -307,13 +309,13 @@ func TestAnnounceIsSafeToReplay(t *testing.T) {
 	plain := srv.Client(t)
 	r := &replayScripts{Match: `"id":"i1"`, Times: 3}
 	rdb := replayClient(t, srv, r)
-	ev := Event{Type: EventStoreCorrupt, Store: "orders"}
-	n := Notification{ID: "n1", Type: EventStoreCorrupt, Store: "orders", Summary: "x"}
-	made, _, err := Announce(t.Context(), rdb, IncidentKey("orders"), `{"id":"i1"}`, 1000, ev, &n)
+	ev := jobs.Event{Type: jobs.EventStoreCorrupt, Store: "orders"}
+	n := jobs.Notification{ID: "n1", Type: jobs.EventStoreCorrupt, Store: "orders", Summary: "x"}
+	made, _, err := Announce(t.Context(), rdb, keyspace.IncidentKey("orders"), `{"id":"i1"}`, 1000, ev, &n)
 	if err != nil || !made || r.runs.Load() < 2 {
 		t.Fatalf("announce sent %d times: %v, %v", r.runs.Load(), made, err)
 	}
-	made, other, err := Announce(t.Context(), plain, IncidentKey("orders"), `{"id":"i2"}`, 1000, ev, &n)
+	made, other, err := Announce(t.Context(), plain, keyspace.IncidentKey("orders"), `{"id":"i2"}`, 1000, ev, &n)
 	if err != nil || made || other != `{"id":"i1"}` {
 		t.Fatalf("a second incident: made %v, other %q, %v", made, other, err)
 	}
@@ -321,7 +323,7 @@ func TestAnnounceIsSafeToReplay(t *testing.T) {
 	if len(evs) != 1 {
 		t.Fatalf("%d events, want 1", len(evs))
 	}
-	if l, _ := plain.LLen(t.Context(), OutboxKey).Result(); l != 1 {
+	if l, _ := plain.LLen(t.Context(), keyspace.OutboxKey).Result(); l != 1 {
 		t.Fatalf("%d notifications queued, want 1", l)
 	}
 }
@@ -332,30 +334,30 @@ func TestLeaseFencing(t *testing.T) {
 	srv := redistest.Start(t)
 	plain := srv.Client(t)
 	r := &replayScripts{Match: "inst-a", Times: 3}
-	a := Lease{Node: "n1", Host: "h1", Instance: "inst-a"}
+	a := jobs.Lease{Node: "n1", Host: "h1", Instance: "inst-a"}
 	v1, ok, err := ClaimLease(t.Context(), replayClient(t, srv, r), "orders", a, time.Minute)
 	if err != nil || !ok {
 		t.Fatalf("claim: %q %v %v", v1, ok, err)
 	}
-	l1, _ := DecodeLease(v1)
+	l1, _ := jobs.DecodeLease(v1)
 	if l1.Token != 1 || l1.Node != "n1" {
 		t.Fatalf("lease %+v; want token 1 after a claim sent %d times", l1, r.runs.Load())
 	}
-	if st, _, err := RenewLease(t.Context(), plain, "orders", v1, time.Minute); err != nil || st != LeaseHeld {
+	if st, _, err := RenewLease(t.Context(), plain, "orders", v1, time.Minute); err != nil || st != jobs.LeaseHeld {
 		t.Fatalf("renew: %v %v", st, err)
 	}
 	// Another node cannot take it while it lives.
-	b := Lease{Node: "n2", Host: "h2", Instance: "inst-b"}
+	b := jobs.Lease{Node: "n2", Host: "h2", Instance: "inst-b"}
 	if held, ok, _ := ClaimLease(t.Context(), plain, "orders", b, time.Minute); ok || held != v1 {
 		t.Fatalf("n2 took a live lease: %q", held)
 	}
 	// It expires; n2 claims it: a new token, and n1 finds it taken.
-	plain.Del(t.Context(), LeaseKey("orders"))
+	plain.Del(t.Context(), keyspace.LeaseKey("orders"))
 	v2, ok, err := ClaimLease(t.Context(), plain, "orders", b, time.Minute)
-	if l2, _ := DecodeLease(v2); err != nil || !ok || l2.Token != 2 {
+	if l2, _ := jobs.DecodeLease(v2); err != nil || !ok || l2.Token != 2 {
 		t.Fatalf("n2 claim: %q %v %v", v2, ok, err)
 	}
-	if st, other, err := RenewLease(t.Context(), plain, "orders", v1, time.Minute); err != nil || st != LeaseTaken || other != v2 {
+	if st, other, err := RenewLease(t.Context(), plain, "orders", v1, time.Minute); err != nil || st != jobs.LeaseTaken || other != v2 {
 		t.Fatalf("n1 renew after the theft: %v %q %v", st, other, err)
 	}
 	if ok, err := PublishStats(t.Context(), plain, "orders", v1, `{"from":"n1"}`); err != nil || ok {
@@ -366,16 +368,16 @@ func TestLeaseFencing(t *testing.T) {
 	}
 	// A fenced change with the stale value is refused.
 	ownedBy(t, plain, "n2", "orders")
-	enq, err := NewClient(plain, ClientConfig{}).Enqueue(t.Context(), Request{Kind: KindBackup, Store: "orders", Trigger: TriggerManual, Actor: "a"})
+	enq, err := NewClient(plain, jobs.ClientConfig{}).Enqueue(t.Context(), jobs.Request{Kind: jobs.KindBackup, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := Apply(t.Context(), plain, enq.Record.ID, StartGuard("r", 1),
-		Change{Op: "start:r", Lease: &LeaseCheck{Key: LeaseKey("orders"), Value: v1}, HSet: map[string]any{"state": "active"}})
+	res, err := Apply(t.Context(), plain, enq.Record.ID, keyspace.StartGuard("r", 1),
+		keyspace.Change{Op: "start:r", Lease: &keyspace.LeaseCheck{Key: keyspace.LeaseKey("orders"), Value: v1}, HSet: map[string]any{"state": "active"}})
 	if err != nil || res.OK || !res.Fenced {
 		t.Fatalf("stale start: %+v, %v; want Fenced", res, err)
 	}
-	if plain.Get(t.Context(), StatsKey("orders")).Val() != `{"from":"n2"}` {
+	if plain.Get(t.Context(), keyspace.StatsKey("orders")).Val() != `{"from":"n2"}` {
 		t.Fatal("stale publish overwrote the holder's stats")
 	}
 }

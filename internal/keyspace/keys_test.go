@@ -1,20 +1,18 @@
-package jobs
+package keyspace
 
 import (
-	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
 	"maps"
-	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"storekeeper/jobs"
 )
 
 // keyLayout is storekeeper's Redis key layout, version LayoutVersion:
@@ -43,7 +41,7 @@ var keyLayout = map[string]struct{ got, want string }{
 	"RecordKey": {RecordKey("j01"), "storekeeper:job:j01"},
 	// the lock's suffix: the first 8 bytes of SHA-256 of the request's
 	// DedupeKey, in hex
-	"LockKey":             {LockKey(Payload{Kind: KindCompact, Store: "orders", Params: Params{Force: true}}), "storekeeper:lock:orders:compact:3d78735839fe9fbf"},
+	"LockKey":             {LockKey(jobs.Payload{Kind: jobs.KindCompact, Store: "orders", Params: jobs.Params{Force: true}}), "storekeeper:lock:orders:compact:3d78735839fe9fbf"},
 	"RestoreLockKey":      {RestoreLockKey("orders"), "storekeeper:lock:orders:restore"},
 	"BatchKey":            {BatchKey("b01"), "storekeeper:batch:b01"},
 	"InFlightKey":         {InFlightKey("node.n1"), "storekeeper:inflight:node.n1"},
@@ -52,17 +50,17 @@ var keyLayout = map[string]struct{ got, want string }{
 	"StatsKey":            {StatsKey("orders"), "storekeeper:storestats:orders"},
 	"NodeKey":             {NodeKey("n1"), "storekeeper:node:n1"},
 	"NodeDownKey":         {NodeDownKey("n1"), "storekeeper:nodedown:n1"},
-	"SlotKey":             {SlotKey(KindBackup, "orders", time.Unix(1700000000, 0)), "storekeeper:slot:backup:orders:1700000000"},
+	"SlotKey":             {SlotKey(jobs.KindBackup, "orders", time.Unix(1700000000, 0)), "storekeeper:slot:backup:orders:1700000000"},
 	"IncidentKey":         {IncidentKey("orders"), "storekeeper:incident:orders"},
 	"StoreLostKey":        {StoreLostKey("orders", "n1"), "storekeeper:lost:orders:n1"},
 	"AutoRestoresKey":     {AutoRestoresKey("orders"), "storekeeper:autorestores:orders"},
 	"OutboxProcessingKey": {OutboxProcessingKey("n1"), "storekeeper:outbox:n1"},
-	"deliveryKey":         {deliveryKey("n01", "webhook"), "storekeeper:delivery:n01:webhook"},
+	"DeliveryKey":         {DeliveryKey("n01", "webhook"), "storekeeper:delivery:n01:webhook"},
 	"PushOwnerKey":        {PushOwnerKey("alice"), "storekeeper:push:owner:alice"},
-	"HistoryIndexKey":     {strings.Join(HistoryIndexes("orders", KindCompact), " "), "storekeeper:history:store:orders storekeeper:history:kind:compact storekeeper:history:sk:orders:compact"},
+	"HistoryIndexKey":     {strings.Join(HistoryIndexes("orders", jobs.KindCompact), " "), "storekeeper:history:store:orders storekeeper:history:kind:compact storekeeper:history:sk:orders:compact"},
 	// asynq queues (asynq's keys embed them) and the streams' entry field
-	"NodeQueue":   {NodeQueue("n1"), "node.n1"},
-	"NotifyQueue": {NotifyQueue, "notify"},
+	"NodeQueue":   {jobs.NodeQueue("n1"), "node.n1"},
+	"NotifyQueue": {jobs.NotifyQueue, "notify"},
 	"StreamField": {StreamField, "json"},
 }
 
@@ -151,44 +149,10 @@ func constString(e ast.Expr) string {
 // read them by name (the change script also keeps op and run there, and
 // the enqueue script enq_ms).
 func TestRecordFieldLayout(t *testing.T) {
-	got := slices.Sorted(maps.Keys(Record{}.Fields()))
+	got := slices.Sorted(maps.Keys(jobs.Record{}.Fields()))
 	want := []string{"actor", "attempts", "batch_id", "enqueued_at", "errors", "finished_at", "id", "kind", "max_retry",
 		"node", "params", "queue", "reason", "result", "started_at", "state", "store", "trigger"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("record fields %v, layout %d has %v", got, LayoutVersion, want)
-	}
-}
-
-// No package but jobs spells a storekeeper key, a stream or a script in
-// its non-test code (asynq's own keys, in worker/asynqkeys.go, are the one
-// exception): a key's layout changes in one place.
-func TestNoKeyOutsideJobs(t *testing.T) {
-	spelled := regexp.MustCompile(`jobs\.[A-Za-z]*(Key|Stream|Channel)\b|redis\.NewScript|"storekeeper:[a-z]`)
-	var found []string
-	for _, dir := range []string{"../api", "../worker", "../jobmetrics", "../cmd", "../client", "../internal", "../store", "../examples"} {
-		err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-			if err != nil || d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-				return err
-			}
-			if filepath.ToSlash(path) == "../worker/asynqkeys.go" {
-				return nil
-			}
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return err
-			}
-			for i, line := range strings.Split(string(b), "\n") {
-				if m := spelled.FindString(line); m != "" {
-					found = append(found, fmt.Sprintf("%s:%d: %s", path, i+1, m))
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(found) > 0 {
-		t.Errorf("storekeeper's Redis keys are spelled only in jobs; add an operation there instead of:\n%s", strings.Join(found, "\n"))
 	}
 }

@@ -1,4 +1,4 @@
-package jobs
+package jobsdb
 
 import (
 	"context"
@@ -6,21 +6,16 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/keyspace"
+	"storekeeper/jobs"
 )
-
-// The worker's own Redis steps, so that no package but jobs spells a key.
-
-// LeaseFence is the fencing check of a write by store's owner: the lease
-// must still hold value (the claim that made this node the owner).
-func LeaseFence(store, value string) *LeaseCheck {
-	return &LeaseCheck{Key: LeaseKey(store), Value: value}
-}
 
 // InFlightIDs returns a queue's unfinished job ids and Redis's clock (the
 // clock a record's enq_ms is on), in one round trip.
 func InFlightIDs(ctx context.Context, c redis.Cmdable, queue string) ([]string, time.Time, error) {
 	pipe := c.Pipeline()
-	ids := pipe.SMembers(ctx, InFlightKey(queue))
+	ids := pipe.SMembers(ctx, keyspace.InFlightKey(queue))
 	now := pipe.Time(ctx)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, time.Time{}, unavailable(err)
@@ -31,7 +26,7 @@ func InFlightIDs(ctx context.Context, c redis.Cmdable, queue string) ([]string, 
 // DropInFlight removes id from a queue's in-flight set (a job whose record
 // is gone or already final).
 func DropInFlight(ctx context.Context, c redis.Cmdable, queue, id string) error {
-	if err := c.SRem(ctx, InFlightKey(queue), id).Err(); err != nil {
+	if err := c.SRem(ctx, keyspace.InFlightKey(queue), id).Err(); err != nil {
 		return unavailable(err)
 	}
 	return nil
@@ -39,8 +34,8 @@ func DropInFlight(ctx context.Context, c redis.Cmdable, queue, id string) error 
 
 // ClaimSlot claims one scheduled run of kind on store for the slot starting
 // at slot, for holder, for ttl: true for the one claimant that wins it.
-func ClaimSlot(ctx context.Context, c redis.Cmdable, kind Kind, store string, slot time.Time, holder string, ttl time.Duration) (bool, error) {
-	won, err := c.SetNX(ctx, SlotKey(kind, store, slot), holder, ttl).Result()
+func ClaimSlot(ctx context.Context, c redis.Cmdable, kind jobs.Kind, store string, slot time.Time, holder string, ttl time.Duration) (bool, error) {
+	won, err := c.SetNX(ctx, keyspace.SlotKey(kind, store, slot), holder, ttl).Result()
 	if err != nil {
 		return false, unavailable(err)
 	}
@@ -50,7 +45,7 @@ func ClaimSlot(ctx context.Context, c redis.Cmdable, kind Kind, store string, sl
 // ReportedIncident returns store's reported incident as stored (JSON
 // Incident), ok false when none is.
 func ReportedIncident(ctx context.Context, c redis.Cmdable, store string) (raw string, ok bool, err error) {
-	raw, err = c.Get(ctx, IncidentKey(store)).Result()
+	raw, err = c.Get(ctx, keyspace.IncidentKey(store)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
 	}
@@ -63,44 +58,32 @@ func ReportedIncident(ctx context.Context, c redis.Cmdable, store string) (raw s
 // AnnounceIncident reports store's incident (value: JSON Incident) with
 // its event and notification, unless one is reported already: made false
 // and the reported one's value then (see Announce).
-func AnnounceIncident(ctx context.Context, c redis.Scripter, store, value string, eventsMaxLen int64, ev Event, n *Notification) (made bool, other string, err error) {
-	return Announce(ctx, c, IncidentKey(store), value, eventsMaxLen, ev, n)
+func AnnounceIncident(ctx context.Context, c redis.Scripter, store, value string, eventsMaxLen int64, ev jobs.Event, n *jobs.Notification) (made bool, other string, err error) {
+	return Announce(ctx, c, keyspace.IncidentKey(store), value, eventsMaxLen, ev, n)
 }
 
 // AnnounceStoreLost reports once that node lost store's lease to holder
 // (the holder's lease value), with its event and notification.
-func AnnounceStoreLost(ctx context.Context, c redis.Scripter, store, node, holder string, eventsMaxLen int64, ev Event, n *Notification) error {
-	_, _, err := Announce(ctx, c, StoreLostKey(store, node), holder, eventsMaxLen, ev, n)
+func AnnounceStoreLost(ctx context.Context, c redis.Scripter, store, node, holder string, eventsMaxLen int64, ev jobs.Event, n *jobs.Notification) error {
+	_, _, err := Announce(ctx, c, keyspace.StoreLostKey(store, node), holder, eventsMaxLen, ev, n)
 	return err
 }
 
 // ClearStoreLost forgets that node lost store (it holds it again), so a
 // later loss is announced again.
 func ClearStoreLost(ctx context.Context, c redis.Cmdable, store, node string) error {
-	if err := c.Del(ctx, StoreLostKey(store, node)).Err(); err != nil {
+	if err := c.Del(ctx, keyspace.StoreLostKey(store, node)).Err(); err != nil {
 		return unavailable(err)
 	}
 	return nil
 }
-
-// breakerScript admits an automatic restore when fewer than ARGV[2] were
-// admitted in the 24 h before ARGV[1] (ms), and records it as ARGV[3] (the
-// incident): the same incident asking again is the same admission.
-var breakerScript = redis.NewScript(`
-if redis.call('ZSCORE', KEYS[1], ARGV[3]) then return 1 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[1]) - 86400000)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], 86400000)
-return 1
-`)
 
 // AdmitAutoRestore is the automatic-restore breaker: true when fewer than
 // limit automatic restores of store were admitted in the 24 h before now,
 // recording this one under incidentID. Safe to repeat: the same incident
 // asking again gets the same answer.
 func AdmitAutoRestore(ctx context.Context, c redis.Scripter, store string, now time.Time, limit int, incidentID string) (bool, error) {
-	n, err := breakerScript.Run(ctx, c, []string{AutoRestoresKey(store)}, now.UnixMilli(), limit, incidentID).Int()
+	n, err := keyspace.BreakerScript.Run(ctx, c, []string{keyspace.AutoRestoresKey(store)}, now.UnixMilli(), limit, incidentID).Int()
 	if err != nil {
 		return false, unavailable(err)
 	}
@@ -111,10 +94,10 @@ func AdmitAutoRestore(ctx context.Context, c redis.Scripter, store string, now t
 // oldest one it was dispatching when it stopped, else one moved from the
 // outbox to its processing list (waiting up to wait). ok false: none came.
 func NextOutbox(ctx context.Context, c redis.Cmdable, node string, wait time.Duration) (v string, ok bool, err error) {
-	proc := OutboxProcessingKey(node)
+	proc := keyspace.OutboxProcessingKey(node)
 	v, err = c.LIndex(ctx, proc, -1).Result()
 	if errors.Is(err, redis.Nil) {
-		v, err = c.BLMove(ctx, OutboxKey, proc, "RIGHT", "LEFT", wait).Result()
+		v, err = c.BLMove(ctx, keyspace.OutboxKey, proc, "RIGHT", "LEFT", wait).Result()
 	}
 	if errors.Is(err, redis.Nil) {
 		return "", false, nil
@@ -128,7 +111,7 @@ func NextOutbox(ctx context.Context, c redis.Cmdable, node string, wait time.Dur
 // DoneOutbox removes a dispatched notification from node's processing
 // list.
 func DoneOutbox(ctx context.Context, c redis.Cmdable, node, v string) error {
-	if err := c.LRem(ctx, OutboxProcessingKey(node), 1, v).Err(); err != nil {
+	if err := c.LRem(ctx, keyspace.OutboxProcessingKey(node), 1, v).Err(); err != nil {
 		return unavailable(err)
 	}
 	return nil

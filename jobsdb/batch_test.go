@@ -1,4 +1,4 @@
-package jobs
+package jobsdb
 
 import (
 	"strings"
@@ -7,18 +7,20 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
 )
 
 // batchSetup starts a Redis where n1 owns a and c and n2 owns b, with a
 // compact job on a already in flight (held by the batch's equal request).
-func batchSetup(t *testing.T) (*redistest.Server, *redis.Client, Record) {
+func batchSetup(t *testing.T) (*redistest.Server, *redis.Client, jobs.Record) {
 	t.Helper()
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	ownedBy(t, rdb, "n1", "a", "c")
 	ownedBy(t, rdb, "n2", "b")
-	held, err := NewClient(rdb, ClientConfig{}).Enqueue(t.Context(), Request{Kind: KindCompact, Store: "a", Trigger: TriggerManual, Actor: "x"})
+	held, err := NewClient(rdb, jobs.ClientConfig{}).Enqueue(t.Context(), jobs.Request{Kind: jobs.KindCompact, Store: "a", Trigger: jobs.TriggerManual, Actor: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +30,7 @@ func batchSetup(t *testing.T) (*redistest.Server, *redis.Client, Record) {
 // checkBatch asserts a batch over a, b, c whose a job was held: the
 // answer, the batch key, the records, one job.enqueued per new job and
 // their tasks.
-func checkBatch(t *testing.T, rdb *redis.Client, b Batch, held Record) {
+func checkBatch(t *testing.T, rdb *redis.Client, b jobs.Batch, held jobs.Record) {
 	t.Helper()
 	if len(b.Jobs) != 3 || b.ID == "" || b.ID[0] != 'b' {
 		t.Fatalf("batch %+v", b)
@@ -41,7 +43,7 @@ func checkBatch(t *testing.T, rdb *redis.Client, b Batch, held Record) {
 		j := b.Jobs[i+1]
 		r := j.Record
 		node := map[string]string{"b": "n2", "c": "n1"}[st]
-		if j.Deduplicated || r.Store != st || r.BatchID != b.ID || r.State != StatePending || r.Node != node || r.Queue != NodeQueue(node) {
+		if j.Deduplicated || r.Store != st || r.BatchID != b.ID || r.State != jobs.StatePending || r.Node != node || r.Queue != jobs.NodeQueue(node) {
 			t.Fatalf("store %s: %+v", st, j)
 		}
 		if ev := eventsOf(t, rdb, r.ID); ev != "job.enqueued" {
@@ -51,7 +53,7 @@ func checkBatch(t *testing.T, rdb *redis.Client, b Batch, held Record) {
 			t.Fatalf("store %s: no task: %v", st, err)
 		}
 	}
-	listed, err := NewClient(rdb, ClientConfig{}).BatchJobs(t.Context(), b.ID)
+	listed, err := NewClient(rdb, jobs.ClientConfig{}).BatchJobs(t.Context(), b.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,14 +65,14 @@ func checkBatch(t *testing.T, rdb *redis.Client, b Batch, held Record) {
 	if strings.Join(ids, " ") != strings.Join(want, " ") {
 		t.Fatalf("batch lists %v, want %v", ids, want)
 	}
-	if ttl := rdb.PTTL(t.Context(), BatchKey(b.ID)).Val(); ttl <= 0 {
+	if ttl := rdb.PTTL(t.Context(), keyspace.BatchKey(b.ID)).Val(); ttl <= 0 {
 		t.Fatalf("batch key TTL %v", ttl)
 	}
 }
 
 func TestEnqueueBatch(t *testing.T) {
 	_, rdb, held := batchSetup(t)
-	b, err := NewClient(rdb, ClientConfig{}).EnqueueBatch(t.Context(), BatchRequest{Kind: KindCompact, Trigger: TriggerManual, Actor: "alice"})
+	b, err := NewClient(rdb, jobs.ClientConfig{}).EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindCompact, Trigger: jobs.TriggerManual, Actor: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,18 +81,18 @@ func TestEnqueueBatch(t *testing.T) {
 
 func TestEnqueueBatchNoStores(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
-	b, err := NewClient(rdb, ClientConfig{}).EnqueueBatch(t.Context(), BatchRequest{Kind: KindBackup, Trigger: TriggerManual, Actor: "alice"})
+	b, err := NewClient(rdb, jobs.ClientConfig{}).EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindBackup, Trigger: jobs.TriggerManual, Actor: "alice"})
 	if err != nil || len(b.Jobs) != 0 || b.Jobs == nil {
 		t.Fatalf("batch %+v, %v", b, err)
 	}
-	if n := rdb.Exists(t.Context(), BatchKey(b.ID)).Val(); n != 0 {
+	if n := rdb.Exists(t.Context(), keyspace.BatchKey(b.ID)).Val(); n != 0 {
 		t.Fatal("an empty batch was written")
 	}
 }
 
 func TestEnqueueBatchRefusesRestore(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
-	if _, err := NewClient(rdb, ClientConfig{}).EnqueueBatch(t.Context(), BatchRequest{Kind: KindRestore}); err == nil {
+	if _, err := NewClient(rdb, jobs.ClientConfig{}).EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindRestore}); err == nil {
 		t.Fatal("a batch of restores was accepted")
 	}
 }
@@ -101,7 +103,7 @@ func TestEnqueueBatchRefusesRestore(t *testing.T) {
 func TestEnqueueBatchIsSafeToReplay(t *testing.T) {
 	srv, rdb, held := batchSetup(t)
 	r := &replayScripts{Match: `"actor":"replayer"`, Times: 3}
-	b, err := NewClient(replayClient(t, srv, r), ClientConfig{}).EnqueueBatch(t.Context(), BatchRequest{Kind: KindCompact, Trigger: TriggerManual, Actor: "replayer"})
+	b, err := NewClient(replayClient(t, srv, r), jobs.ClientConfig{}).EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindCompact, Trigger: jobs.TriggerManual, Actor: "replayer"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,8 +123,8 @@ func TestEnqueueBatchHandOverFailure(t *testing.T) {
 	ownedBy(t, rdb, "n2", "b")
 	// asynq's pending list of n2's queue is not a list: its enqueue fails.
 	rdb.Set(t.Context(), "asynq:{node.n2}:pending", "not a list", 0)
-	c := NewClient(rdb, ClientConfig{})
-	b, err := c.EnqueueBatch(t.Context(), BatchRequest{Kind: KindBackup, Trigger: TriggerManual, Actor: "alice"})
+	c := NewClient(rdb, jobs.ClientConfig{})
+	b, err := c.EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindBackup, Trigger: jobs.TriggerManual, Actor: "alice"})
 	if err == nil || !strings.Contains(err.Error(), b.ID) {
 		t.Fatalf("err = %v, want one naming batch %s", err, b.ID)
 	}
@@ -130,17 +132,17 @@ func TestEnqueueBatchHandOverFailure(t *testing.T) {
 	if lerr != nil || len(listed) != 3 {
 		t.Fatalf("batch lists %d jobs, %v; want 3", len(listed), lerr)
 	}
-	state := map[string]State{}
+	state := map[string]jobs.State{}
 	for _, r := range listed {
 		state[r.Store] = r.State
-		if r.State == StateFailed {
+		if r.State == jobs.StateFailed {
 			if r.Reason != "enqueue failed" {
 				t.Errorf("store %s: reason %q", r.Store, r.Reason)
 			}
 			oneFinish(t, rdb, r.ID, "job.enqueued job.failed")
 		}
 	}
-	if state["a"] != StatePending || state["b"] != StateFailed || state["c"] != StateFailed {
+	if state["a"] != jobs.StatePending || state["b"] != jobs.StateFailed || state["c"] != jobs.StateFailed {
 		t.Fatalf("states %v; want a pending, b and c failed", state)
 	}
 }

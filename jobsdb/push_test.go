@@ -1,4 +1,4 @@
-package jobs
+package jobsdb
 
 import (
 	"context"
@@ -14,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/netguard"
 	"storekeeper/internal/pushtest"
 	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
 )
 
 // Every node asking for the VAPID keys at once gets the same pair, made
@@ -25,7 +27,7 @@ func TestVAPIDKeysMadeOnce(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	const callers = 8
-	got := make([]VAPIDKeys, callers)
+	got := make([]jobs.VAPIDKeys, callers)
 	errs := make([]error, callers)
 	var wg sync.WaitGroup
 	for i := range callers {
@@ -53,7 +55,7 @@ func TestVAPIDKeysMadeOnce(t *testing.T) {
 		t.Fatalf("public key %q is not an unpadded base64url uncompressed point (%v)", got[0].Public, err)
 	}
 	// Damaged keys are an error, never silently replaced.
-	rdb.Set(t.Context(), VAPIDKey, `{"public":"x","private":"y"}`, 0)
+	rdb.Set(t.Context(), keyspace.VAPIDKey, `{"public":"x","private":"y"}`, 0)
 	if _, err := VAPID(t.Context(), rdb); err == nil {
 		t.Fatal("damaged keys accepted")
 	}
@@ -61,10 +63,10 @@ func TestVAPIDKeysMadeOnce(t *testing.T) {
 
 // browserSubscription is what a browser would send: a fresh P-256 key and
 // a 16-byte secret.
-func browserSubscription(t *testing.T, endpoint string) PushSubscription {
+func browserSubscription(t *testing.T, endpoint string) jobs.PushSubscription {
 	t.Helper()
 	b := pushtest.NewBrowser(t)
-	return PushSubscription{Endpoint: endpoint, Keys: SubscriptionKeys{P256dh: b.P256dh, Auth: b.Auth}}
+	return jobs.PushSubscription{Endpoint: endpoint, Keys: jobs.SubscriptionKeys{P256dh: b.P256dh, Auth: b.Auth}}
 }
 
 // stubResolver answers from a table; these tests never ask a real
@@ -80,7 +82,7 @@ func (r stubResolver) LookupNetIP(_ context.Context, _, host string) ([]netip.Ad
 
 // public is the policy the tests subscribe with: push.example.com is a
 // public host, internal.example a private one.
-var public = SubscribeOptions{Policy: netguard.Policy{Resolver: stubResolver{
+var public = jobs.SubscribeOptions{Policy: netguard.Policy{Resolver: stubResolver{
 	"push.example.com": {netip.MustParseAddr("142.250.74.106")},
 	"internal.example": {netip.MustParseAddr("10.1.2.3")},
 }}}
@@ -93,29 +95,29 @@ func TestPushSubscriptionValidate(t *testing.T) {
 	offCurve := append([]byte{4}, make([]byte, 64)...)
 	for _, c := range []struct {
 		name string
-		edit func(*PushSubscription)
+		edit func(*jobs.PushSubscription)
 		ok   bool
 	}{
-		{"browser", func(*PushSubscription) {}, true},
-		{"padded base64url", func(s *PushSubscription) { s.Keys.Auth += "==" }, true},
-		{"http (the policy decides)", func(s *PushSubscription) { s.Endpoint = "http://push.example.com/x" }, true},
-		{"other scheme", func(s *PushSubscription) { s.Endpoint = "ftp://push.example.com/x" }, false},
-		{"no endpoint", func(s *PushSubscription) { s.Endpoint = "" }, false},
-		{"user info", func(s *PushSubscription) { s.Endpoint = "https://u:p@push.example.com/x" }, false},
-		{"fragment", func(s *PushSubscription) { s.Endpoint = "https://push.example.com/x#y" }, false},
-		{"huge endpoint", func(s *PushSubscription) { s.Endpoint = "https://push.example.com/" + strings.Repeat("a", 3000) }, false},
-		{"no keys", func(s *PushSubscription) { s.Keys = SubscriptionKeys{} }, false},
-		{"compressed point", func(s *PushSubscription) { s.Keys.P256dh = b64(append([]byte{2}, make([]byte, 32)...)) }, false},
-		{"point off the curve", func(s *PushSubscription) { s.Keys.P256dh = b64(offCurve) }, false},
-		{"standard base64", func(s *PushSubscription) {
+		{"browser", func(*jobs.PushSubscription) {}, true},
+		{"padded base64url", func(s *jobs.PushSubscription) { s.Keys.Auth += "==" }, true},
+		{"http (the policy decides)", func(s *jobs.PushSubscription) { s.Endpoint = "http://push.example.com/x" }, true},
+		{"other scheme", func(s *jobs.PushSubscription) { s.Endpoint = "ftp://push.example.com/x" }, false},
+		{"no endpoint", func(s *jobs.PushSubscription) { s.Endpoint = "" }, false},
+		{"user info", func(s *jobs.PushSubscription) { s.Endpoint = "https://u:p@push.example.com/x" }, false},
+		{"fragment", func(s *jobs.PushSubscription) { s.Endpoint = "https://push.example.com/x#y" }, false},
+		{"huge endpoint", func(s *jobs.PushSubscription) { s.Endpoint = "https://push.example.com/" + strings.Repeat("a", 3000) }, false},
+		{"no keys", func(s *jobs.PushSubscription) { s.Keys = jobs.SubscriptionKeys{} }, false},
+		{"compressed point", func(s *jobs.PushSubscription) { s.Keys.P256dh = b64(append([]byte{2}, make([]byte, 32)...)) }, false},
+		{"point off the curve", func(s *jobs.PushSubscription) { s.Keys.P256dh = b64(offCurve) }, false},
+		{"standard base64", func(s *jobs.PushSubscription) {
 			s.Keys.P256dh = strings.NewReplacer("-", "+", "_", "/").Replace(s.Keys.P256dh) + "+/"
 		}, false},
-		{"short auth", func(s *PushSubscription) { s.Keys.Auth = b64(make([]byte, 8)) }, false},
+		{"short auth", func(s *jobs.PushSubscription) { s.Keys.Auth = b64(make([]byte, 8)) }, false},
 	} {
 		s := good
 		c.edit(&s)
 		err := s.Validate()
-		if c.ok != (err == nil) || err != nil && !errors.Is(err, ErrBadSubscription) {
+		if c.ok != (err == nil) || err != nil && !errors.Is(err, jobs.ErrBadSubscription) {
 			t.Errorf("%s: %v", c.name, err)
 		}
 	}
@@ -149,8 +151,8 @@ func TestCheckPushEndpoint(t *testing.T) {
 			policy netguard.Policy
 			ok     bool
 		}{{public.Policy, c.public}, {open, c.local}} {
-			err := CheckPushEndpoint(t.Context(), p.policy, c.endpoint)
-			if p.ok != (err == nil) || err != nil && (!errors.Is(err, ErrEndpointRefused) || !errors.Is(err, ErrBadSubscription)) {
+			err := jobs.CheckPushEndpoint(t.Context(), p.policy, c.endpoint)
+			if p.ok != (err == nil) || err != nil && (!errors.Is(err, jobs.ErrEndpointRefused) || !errors.Is(err, jobs.ErrBadSubscription)) {
 				t.Errorf("%.60s (allow private %v): %v", c.endpoint, p.policy.AllowPrivate, err)
 			}
 			if err != nil && strings.Contains(err.Error(), "10.1.2.3") {
@@ -168,13 +170,13 @@ func TestPushSubscriptions(t *testing.T) {
 	ctx := t.Context()
 	a := browserSubscription(t, "https://push.example.com/a")
 	rec, err := Subscribe(ctx, rdb, a, "ann", public)
-	if err != nil || rec.ID != PushSubscriptionID("ann", a.Endpoint) || rec.Owner != "ann" || len(rec.ID) != 32 {
+	if err != nil || rec.ID != jobs.PushSubscriptionID("ann", a.Endpoint) || rec.Owner != "ann" || len(rec.ID) != 32 {
 		t.Fatalf("subscribe: %+v, %v", rec, err)
 	}
 	// Another token, the same browser: an entry of its own.
 	b := browserSubscription(t, a.Endpoint)
 	bob, err := Subscribe(ctx, rdb, b, "bob", public)
-	if err != nil || bob.ID == rec.ID || bob.ID != PushSubscriptionID("bob", a.Endpoint) {
+	if err != nil || bob.ID == rec.ID || bob.ID != jobs.PushSubscriptionID("bob", a.Endpoint) {
 		t.Fatalf("bob: %+v, %v", bob, err)
 	}
 	// Ann's browser again (new keys): still one entry of ann's, the new keys.
@@ -185,10 +187,10 @@ func TestPushSubscriptions(t *testing.T) {
 	if _, err := Subscribe(ctx, rdb, browserSubscription(t, "https://push.example.com/b"), "ann", public); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Subscribe(ctx, rdb, PushSubscription{Endpoint: "https://x"}, "ann", public); !errors.Is(err, ErrBadSubscription) {
+	if _, err := Subscribe(ctx, rdb, jobs.PushSubscription{Endpoint: "https://x"}, "ann", public); !errors.Is(err, jobs.ErrBadSubscription) {
 		t.Fatalf("bad subscription: %v", err)
 	}
-	if _, err := Subscribe(ctx, rdb, browserSubscription(t, "http://127.0.0.1:6379/"), "ann", public); !errors.Is(err, ErrEndpointRefused) {
+	if _, err := Subscribe(ctx, rdb, browserSubscription(t, "http://127.0.0.1:6379/"), "ann", public); !errors.Is(err, jobs.ErrEndpointRefused) {
 		t.Fatalf("loopback endpoint: %v", err)
 	}
 	ids, err := PushSubscriptionIDs(ctx, rdb)
@@ -202,23 +204,23 @@ func TestPushSubscriptions(t *testing.T) {
 	if got, err := PushSubscriptionByID(ctx, rdb, bob.ID); err != nil || got.Keys != b.Keys || got.Owner != "bob" {
 		t.Fatalf("bob's %+v, %v", got, err)
 	}
-	if id, ok := PushSinkID(PushSink(rec.ID)); !ok || id != rec.ID {
+	if id, ok := jobs.PushSinkID(jobs.PushSink(rec.ID)); !ok || id != rec.ID {
 		t.Fatalf("sink round trip: %q %v", id, ok)
 	}
-	if _, ok := PushSinkID("webhook-0123abcd"); ok {
+	if _, ok := jobs.PushSinkID("webhook-0123abcd"); ok {
 		t.Fatal("a webhook is not a push sink")
 	}
 	// Carol has none of that endpoint: unknown, whoever else has it.
-	if _, err := Unsubscribe(ctx, rdb, "carol", a.Endpoint); !errors.Is(err, ErrUnknownSubscription) {
+	if _, err := Unsubscribe(ctx, rdb, "carol", a.Endpoint); !errors.Is(err, jobs.ErrUnknownSubscription) {
 		t.Fatalf("carol unsubscribes ann's: %v", err)
 	}
 	if id, err := Unsubscribe(ctx, rdb, "ann", a.Endpoint); err != nil || id != rec.ID {
 		t.Fatalf("unsubscribe: %q, %v", id, err)
 	}
-	if _, err := Unsubscribe(ctx, rdb, "ann", a.Endpoint); !errors.Is(err, ErrUnknownSubscription) {
+	if _, err := Unsubscribe(ctx, rdb, "ann", a.Endpoint); !errors.Is(err, jobs.ErrUnknownSubscription) {
 		t.Fatalf("unsubscribe twice: %v", err)
 	}
-	if _, err := PushSubscriptionByID(ctx, rdb, rec.ID); !errors.Is(err, ErrUnknownSubscription) {
+	if _, err := PushSubscriptionByID(ctx, rdb, rec.ID); !errors.Is(err, jobs.ErrUnknownSubscription) {
 		t.Fatalf("gone subscription: %v", err)
 	}
 	if _, err := PushSubscriptionByID(ctx, rdb, bob.ID); err != nil {
@@ -231,11 +233,11 @@ func TestPushSubscriptions(t *testing.T) {
 	if ids, err := UnsubscribeEndpoint(ctx, rdb, a.Endpoint); err != nil || len(ids) != 2 || !slices.Contains(ids, rec.ID) || !slices.Contains(ids, bob.ID) {
 		t.Fatalf("unsubscribe the endpoint: %v, %v", ids, err)
 	}
-	if _, err := UnsubscribeEndpoint(ctx, rdb, a.Endpoint); !errors.Is(err, ErrUnknownSubscription) {
+	if _, err := UnsubscribeEndpoint(ctx, rdb, a.Endpoint); !errors.Is(err, jobs.ErrUnknownSubscription) {
 		t.Fatalf("again: %v", err)
 	}
 	for _, owner := range []string{"ann", "bob"} {
-		n, _ := rdb.SCard(ctx, PushOwnerKey(owner)).Result()
+		n, _ := rdb.SCard(ctx, keyspace.PushOwnerKey(owner)).Result()
 		if want := map[string]int64{"ann": 1, "bob": 0}[owner]; n != want {
 			t.Errorf("%s's index has %d, want %d", owner, n, want)
 		}
@@ -249,20 +251,20 @@ func TestPushSubscriptionsBoundedPerToken(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	ctx := t.Context()
 	sub := browserSubscription(t, "https://push.example.com/0")
-	endpoint := func(i int) PushSubscription {
+	endpoint := func(i int) jobs.PushSubscription {
 		s := sub
 		s.Endpoint = fmt.Sprintf("https://push.example.com/%d", i)
 		return s
 	}
-	for i := range DefaultPushSubscriptionsPerToken {
+	for i := range jobs.DefaultPushSubscriptionsPerToken {
 		if _, err := Subscribe(ctx, rdb, endpoint(i), "ann", public); err != nil {
 			t.Fatalf("subscription %d: %v", i, err)
 		}
 	}
 	extra := endpoint(100)
 	_, err := Subscribe(ctx, rdb, extra, "ann", public)
-	if !errors.Is(err, ErrTooManySubscriptions) || !strings.Contains(err.Error(), "ann has 8") {
-		t.Fatalf("subscription %d: %v, want ErrTooManySubscriptions", DefaultPushSubscriptionsPerToken+1, err)
+	if !errors.Is(err, jobs.ErrTooManySubscriptions) || !strings.Contains(err.Error(), "ann has 8") {
+		t.Fatalf("subscription %d: %v, want ErrTooManySubscriptions", jobs.DefaultPushSubscriptionsPerToken+1, err)
 	}
 	if _, err := Subscribe(ctx, rdb, extra, "bob", public); err != nil {
 		t.Fatalf("bob is held back by ann's bound: %v", err)
@@ -278,7 +280,7 @@ func TestPushSubscriptionsBoundedPerToken(t *testing.T) {
 	}
 	// A node of the first layout forgets one without the index: the
 	// bound counts what is there.
-	if err := rdb.HDel(ctx, PushSubscriptionsKey, PushSubscriptionID("ann", endpoint(1).Endpoint)).Err(); err != nil {
+	if err := rdb.HDel(ctx, keyspace.PushSubscriptionsKey, jobs.PushSubscriptionID("ann", endpoint(1).Endpoint)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := Subscribe(ctx, rdb, endpoint(101), "ann", public); err != nil {
@@ -290,11 +292,11 @@ func TestPushSubscriptionsBoundedPerToken(t *testing.T) {
 	if _, err := Subscribe(ctx, rdb, endpoint(0), "carol", few); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Subscribe(ctx, rdb, endpoint(1), "carol", few); !errors.Is(err, ErrTooManySubscriptions) {
+	if _, err := Subscribe(ctx, rdb, endpoint(1), "carol", few); !errors.Is(err, jobs.ErrTooManySubscriptions) {
 		t.Fatalf("carol's second with PerToken 1: %v", err)
 	}
 	ids, _ := PushSubscriptionIDs(ctx, rdb)
-	if len(ids) != DefaultPushSubscriptionsPerToken+2 {
+	if len(ids) != jobs.DefaultPushSubscriptionsPerToken+2 {
 		t.Fatalf("%d subscriptions, want 8 of ann's, bob's and carol's", len(ids))
 	}
 }
@@ -310,10 +312,10 @@ func TestPushSubscriptionsMigrated(t *testing.T) {
 	ctx := t.Context()
 	old := func(endpoint, actor string, at time.Time) string {
 		t.Helper()
-		id := legacyPushSubscriptionID(endpoint)
+		id := jobs.LegacyPushSubscriptionID(endpoint)
 		b, _ := json.Marshal(map[string]any{"id": id, "endpoint": endpoint, "keys": browserSubscription(t, endpoint).Keys,
 			"actor": actor, "subscribed_at": at})
-		if err := rdb.HSet(ctx, PushSubscriptionsKey, id, b).Err(); err != nil {
+		if err := rdb.HSet(ctx, keyspace.PushSubscriptionsKey, id, b).Err(); err != nil {
 			t.Fatal(err)
 		}
 		return id
@@ -324,7 +326,7 @@ func TestPushSubscriptionsMigrated(t *testing.T) {
 		old(fmt.Sprintf("https://push.example.com/m%d", i), "mallory", t0.Add(time.Duration(i)*time.Minute))
 	}
 	old("https://push.example.com/nobody", "", t0)
-	_ = rdb.HSet(ctx, PushSubscriptionsKey, legacyPushSubscriptionID("garbage"), "{not json").Err()
+	_ = rdb.HSet(ctx, keyspace.PushSubscriptionsKey, jobs.LegacyPushSubscriptionID("garbage"), "{not json").Err()
 	// Bob subscribes anew (which moves every old entry there is), then an
 	// old entry of the same endpoint of his appears (a node of the first
 	// layout): the listing moves it, and his newer entry wins.
@@ -344,7 +346,7 @@ func TestPushSubscriptionsMigrated(t *testing.T) {
 			t.Errorf("id %s of the first layout left", id)
 		}
 		rec, err := PushSubscriptionByID(ctx, rdb, id)
-		if err != nil || rec.ID != id || rec.ID != PushSubscriptionID(rec.Owner, rec.Endpoint) {
+		if err != nil || rec.ID != id || rec.ID != jobs.PushSubscriptionID(rec.Owner, rec.Endpoint) {
 			t.Fatalf("%s: %+v, %v", id, rec, err)
 		}
 		owners[rec.Owner]++
@@ -352,34 +354,34 @@ func TestPushSubscriptionsMigrated(t *testing.T) {
 			t.Errorf("mallory's oldest kept over the newer: %s", rec.Endpoint)
 		}
 	}
-	if owners["ann"] != 1 || owners["bob"] != 1 || owners["mallory"] != DefaultPushSubscriptionsPerToken || len(owners) != 3 {
+	if owners["ann"] != 1 || owners["bob"] != 1 || owners["mallory"] != jobs.DefaultPushSubscriptionsPerToken || len(owners) != 3 {
 		t.Fatalf("owners after the move: %v", owners)
 	}
 	for owner, n := range owners {
-		if got, _ := rdb.SCard(ctx, PushOwnerKey(owner)).Result(); got != int64(n) {
+		if got, _ := rdb.SCard(ctx, keyspace.PushOwnerKey(owner)).Result(); got != int64(n) {
 			t.Errorf("%s's index has %d, want %d", owner, got, n)
 		}
 	}
 	// A notify job of before the move finds the subscription by its old id.
 	rec, err := PushSubscriptionByID(ctx, rdb, annOld)
-	if err != nil || rec.ID != PushSubscriptionID("ann", "https://push.example.com/ann") || rec.Owner != "ann" {
+	if err != nil || rec.ID != jobs.PushSubscriptionID("ann", "https://push.example.com/ann") || rec.Owner != "ann" {
 		t.Fatalf("by the old id: %+v, %v", rec, err)
 	}
-	if rec, err := PushSubscriptionByID(ctx, rdb, bobOld); err != nil || rec.ID != PushSubscriptionID("bob", "https://push.example.com/bob") || rec.Keys != bobSub.Keys {
+	if rec, err := PushSubscriptionByID(ctx, rdb, bobOld); err != nil || rec.ID != jobs.PushSubscriptionID("bob", "https://push.example.com/bob") || rec.Keys != bobSub.Keys {
 		t.Fatalf("bob's by the old id: %+v, %v", rec, err)
 	}
-	if ttl, _ := rdb.TTL(ctx, PushMovedKey).Result(); ttl <= 0 || ttl > pushMovedTTL {
+	if ttl, _ := rdb.TTL(ctx, keyspace.PushMovedKey).Result(); ttl <= 0 || ttl > pushMovedTTL {
 		t.Fatalf("the moved map's TTL is %v", ttl)
 	}
 	// And forgetting it by the old id forgets the moved one.
 	if err := ForgetPushSubscription(ctx, rdb, annOld); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Unsubscribe(ctx, rdb, "ann", "https://push.example.com/ann"); !errors.Is(err, ErrUnknownSubscription) {
+	if _, err := Unsubscribe(ctx, rdb, "ann", "https://push.example.com/ann"); !errors.Is(err, jobs.ErrUnknownSubscription) {
 		t.Fatalf("forgotten by the old id, still there: %v", err)
 	}
 	// Mallory is at her bound.
-	if _, err := Subscribe(ctx, rdb, browserSubscription(t, "https://push.example.com/m-new"), "mallory", public); !errors.Is(err, ErrTooManySubscriptions) {
+	if _, err := Subscribe(ctx, rdb, browserSubscription(t, "https://push.example.com/m-new"), "mallory", public); !errors.Is(err, jobs.ErrTooManySubscriptions) {
 		t.Fatalf("mallory past her bound after the move: %v", err)
 	}
 }

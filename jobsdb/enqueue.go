@@ -1,0 +1,198 @@
+package jobsdb
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/keyspace"
+	"storekeeper/jobs"
+)
+
+// Client enqueues jobs: it validates, routes a job to the queue of the node
+// owning its store, deduplicates, writes the record and job.enqueued in one
+// atomic step, then hands the task to asynq.
+type Client struct {
+	rdb  redis.UniversalClient
+	aq   *asynq.Client
+	insp *asynq.Inspector
+	cfg  jobs.ClientConfig
+	// batched runs the enqueue script. With cfg.Autopipeline over a
+	// *redis.Client it is go-redis's blocking autopipeliner: each call
+	// still waits for its own answer, but the scripts of concurrent
+	// enqueues (32 API clients) travel in one write and one read instead
+	// of one round trip each. That saves system calls on both sides and
+	// lets Redis read them in one go (docs/BENCHMARKS.md, "The API"). The
+	// script is safe to send twice (a batch retried after a broken
+	// connection): see EnqueueScript.
+	batched redis.Scripter
+}
+
+// NewClient returns a Client over rdb. It does not close rdb; closing rdb
+// also stops the autopipeliner NewClient may start on it.
+func NewClient(rdb redis.UniversalClient, cfg jobs.ClientConfig) *Client {
+	c := &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), cfg: cfg.WithDefaults(), batched: rdb}
+	if rc, ok := rdb.(*redis.Client); ok && c.cfg.Autopipeline {
+		if ap, err := rc.AutoPipeline(); err == nil { // the client's one shared instance
+			c.batched = ap
+		}
+	}
+	return c
+}
+
+// Enqueue enqueues req, or returns the equal job already in flight. It
+// costs two round trips: the script above (shared with concurrent
+// enqueues under ClientConfig.Autopipeline), and asynq's enqueue; one when
+// the request is deduplicated.
+func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, error) {
+	if err := jobs.ValidateStoreName(req.Store); err != nil {
+		return jobs.Enqueued{}, err
+	}
+	if !req.Kind.Maintenance() {
+		return jobs.Enqueued{}, fmt.Errorf("%w: %q is not a store job kind", jobs.ErrBadPayload, req.Kind)
+	}
+	id := req.JobID
+	if id == "" {
+		id = jobs.NewID()
+	} else if _, err := jobs.IDTime(id); err != nil {
+		return jobs.Enqueued{}, fmt.Errorf("%w: %w", jobs.ErrBadPayload, err)
+	}
+	p := jobs.Payload{JobID: id, Kind: req.Kind, Store: req.Store, Trigger: req.Trigger, Actor: req.Actor, BatchID: req.BatchID, Params: req.Params}
+	rec, task, ev, err := c.newJob(p, time.Now().UTC())
+	if err != nil {
+		return jobs.Enqueued{}, err
+	}
+	restore := "0"
+	if p.Kind == jobs.KindRestore {
+		restore = "1"
+	}
+	argv := rec.AppendFields([]any{rec.ID, restore, c.cfg.EventsMaxLen, ev, p.Store, jobs.NodeQueue(""), keyspace.InFlightKey(""), keyspace.RecordKey("")}, "node", "queue")
+	keys := []string{keyspace.LockKey(p), keyspace.RestoreLockKey(p.Store), keyspace.RecordKey(rec.ID), keyspace.EventsStream, keyspace.StoresKey}
+	// From here the enqueue runs to its end even if the caller goes away:
+	// a script that ran but whose answer nobody read would leave a pending
+	// record and a lock with no task behind them.
+	ctx = context.WithoutCancel(ctx)
+	out, err := keyspace.EnqueueScript.Run(ctx, c.batched, keys, argv...).StringSlice()
+	if err != nil {
+		return jobs.Enqueued{}, unavailable(err)
+	}
+	switch out[0] {
+	case "replayed": // a copy of this call already wrote the record
+		mine, err := jobs.RecordFromHash(pairs(out[2:]))
+		if err != nil {
+			return jobs.Enqueued{}, fmt.Errorf("job %s: %w", rec.ID, err)
+		}
+		if mine.State != jobs.StatePending {
+			// Settled meanwhile (a reconciler found no task): final.
+			return jobs.Enqueued{Record: mine}, nil
+		}
+		if err := c.toAsynq(ctx, mine, task); err != nil {
+			return jobs.Enqueued{}, err
+		}
+		return jobs.Enqueued{Record: mine}, nil
+	case "dup": // the script returned the held job's record
+		held, err := jobs.RecordFromHash(pairs(out[2:]))
+		if err != nil {
+			return jobs.Enqueued{}, fmt.Errorf("job %s holding the lock: %w", out[1], err)
+		}
+		return jobs.Enqueued{Record: held, Deduplicated: true}, nil
+	case "conflict":
+		return jobs.Enqueued{}, fmt.Errorf("%w on store %s: job %s", jobs.ErrRestoreInProgress, p.Store, out[1])
+	case "unknown":
+		return jobs.Enqueued{}, fmt.Errorf("%w %q: no node owns it", jobs.ErrUnknownStore, req.Store)
+	}
+	rec.Node = out[1]
+	rec.Queue = jobs.NodeQueue(rec.Node)
+	if err := c.toAsynq(ctx, rec, task); err != nil {
+		return jobs.Enqueued{}, err
+	}
+	return jobs.Enqueued{Record: rec}, nil
+}
+
+// newJob returns the pending record of the job p asks for, its asynq
+// task payload and its job.enqueued event as JSON (without a node: the
+// enqueue script adds the owner's).
+func (c *Client) newJob(p jobs.Payload, now time.Time) (jobs.Record, []byte, string, error) {
+	task, err := p.Encode()
+	if err != nil {
+		return jobs.Record{}, nil, "", err
+	}
+	rec := jobs.Record{
+		ID: p.JobID, Kind: p.Kind, Store: p.Store, State: jobs.StatePending,
+		Trigger: p.Trigger, Actor: p.Actor, BatchID: p.BatchID, Params: p.Params,
+		MaxRetry: c.cfg.MaxRetry[p.Kind], Errors: []jobs.AttemptError{}, EnqueuedAt: now,
+	}
+	ev, _ := json.Marshal(jobs.Event{Type: jobs.EventJobEnqueued, JobID: rec.ID, Kind: rec.Kind, Store: rec.Store,
+		Trigger: rec.Trigger, Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
+	return rec, task, string(ev), nil
+}
+
+// toAsynq hands a recorded job's task to asynq, or abandons the job.
+func (c *Client) toAsynq(ctx context.Context, rec jobs.Record, task []byte) error {
+	if err := c.handOver(ctx, rec, task); err != nil {
+		c.abandon(rec, err)
+		return unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
+	}
+	return nil
+}
+
+// handOver hands a recorded job's task to asynq.
+func (c *Client) handOver(ctx context.Context, rec jobs.Record, task []byte) error {
+	_, err := c.aq.EnqueueContext(ctx, asynq.NewTask(string(rec.Kind), task),
+		asynq.TaskID(rec.ID), asynq.Queue(rec.Queue), asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[rec.Kind]))
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		// The id was made for this job, so the task is this one: asynq's
+		// enqueue was sent twice and its second run found the first.
+		err = nil
+	}
+	return err
+}
+
+// abandon finishes a job whose task never reached asynq, through the one
+// finish path: the record fails, its locks go, job.failed follows
+// job.enqueued, and history has its entry. Only a job still pending and
+// never started is abandoned (an asynq enqueue that timed out may still
+// have landed, and its attempt may be running). Best effort: Redis may be
+// the reason it failed; then the worker's reconciler settles the job once
+// its grace has passed. The caller was told (an error), so nothing is
+// notified.
+func (c *Client) abandon(rec jobs.Record, cause error) { c.abandonAll([]jobs.Record{rec}, cause) }
+
+// abandonAll abandons recs, all within one 2 s budget: when Redis is the
+// reason, the first uses it up and the rest are left to the reconciler.
+func (c *Client) abandonAll(recs []jobs.Record, cause error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, rec := range recs {
+		ch := keyspace.Change{Op: keyspace.NewOp("abandon")}
+		ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: "enqueue failed", Error: cause.Error(), At: time.Now().UTC()}, c.cfg)
+		_, _ = Apply(ctx, c.rdb, rec.ID, keyspace.ObservedGuard(jobs.Record{State: jobs.StatePending}), ch)
+	}
+}
+
+// Get returns a job's record.
+func (c *Client) Get(ctx context.Context, id string) (jobs.Record, error) {
+	h, err := c.rdb.HGetAll(ctx, keyspace.RecordKey(id)).Result()
+	if err != nil {
+		return jobs.Record{}, unavailable(err)
+	}
+	if len(h) == 0 {
+		return jobs.Record{}, fmt.Errorf("%w %q", jobs.ErrUnknownJob, id)
+	}
+	return jobs.RecordFromHash(h)
+}
+
+// unavailable marks errors that are not Redis replies (connection refused,
+// timeouts) as ErrUnavailable.
+func unavailable(err error) error {
+	var reply redis.Error
+	if errors.As(err, &reply) && !errors.Is(err, redis.ErrClosed) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+}
