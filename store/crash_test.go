@@ -43,9 +43,9 @@ func TestMain(m *testing.M) {
 		diskFullChildMain(spec) // never returns
 	}
 	// No goroutine may outlive the tests: every one our code starts has
-	// an owner that ends it. One of Pebble's cannot be ended: see
-	// pebbleDiskHealthTicker.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction(pebbleDiskHealthTicker))
+	// an owner that ends it (Pebble's disk-health watcher included: the
+	// registry owns it).
+	goleak.VerifyTestMain(m)
 }
 
 // crashChildMain runs one backup or restore that kills itself at a crash

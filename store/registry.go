@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -130,9 +131,17 @@ type Registry struct {
 	meta string
 	lock *os.File
 
-	backupFS  vfs.FS
-	writeOpts *pebble.WriteOptions
-	freeSpace func(path string) (uint64, error) // statfs; tests replace it
+	backupFS vfs.FS
+	// storeFS is the stores' file system when Config.PebbleOptions gives
+	// none: vfs.Default with Pebble's disk-health checks, as Pebble's own
+	// default would be, but closed by the registry (release), so its
+	// watcher goroutine ends with it. Pebble's default closer is private to
+	// the DB, and an open that fails (a corrupt or unavailable store) has
+	// no DB to close: each such open left the watcher running.
+	storeFS    vfs.FS
+	storeFSEnd io.Closer
+	writeOpts  *pebble.WriteOptions
+	freeSpace  func(path string) (uint64, error) // statfs; tests replace it
 
 	mu     sync.RWMutex
 	stores map[string]*Store
@@ -232,12 +241,15 @@ func Open(cfg Config) (*Registry, error) {
 	if cfg.NoSync {
 		r.writeOpts = pebble.NoSync
 	}
+	r.storeFS, r.storeFSEnd = vfs.WithDiskHealthChecks(vfs.Default, diskSlowThreshold, nil, r.diskSlow)
 	for _, d := range []string{dataDir, r.meta, filepath.Join(r.meta, "guard")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
+			r.release()
 			return nil, fmt.Errorf("store: create %s: %w", d, err)
 		}
 	}
 	if r.lock, err = lockInstance(filepath.Join(r.meta, "instance.lock")); err != nil {
+		r.release()
 		return nil, err
 	}
 	names, err := r.discover()
@@ -246,7 +258,7 @@ func Open(cfg Config) (*Registry, error) {
 		failed, err = r.recover(names)
 	}
 	if err != nil {
-		r.unlock()
+		r.release()
 		return nil, err
 	}
 	unavailable := 0
@@ -501,7 +513,7 @@ func (r *Registry) CloseContext(ctx context.Context) error {
 	r.mu.Lock()
 	r.done = true
 	r.mu.Unlock()
-	r.unlock()
+	r.release()
 	return errors.Join(errs...)
 }
 
@@ -514,6 +526,9 @@ func (r *Registry) pebbleOptions(name string) *pebble.Options {
 		opts = &pebble.Options{}
 	} else {
 		opts = opts.Clone()
+	}
+	if opts.FS == nil {
+		opts.FS = r.storeFS
 	}
 	if opts.Logger == nil {
 		opts.Logger = pebbleLogger{r.log.With("store", name)}
@@ -584,12 +599,25 @@ func holderString(b []byte) string {
 	return "unknown"
 }
 
-func (r *Registry) unlock() {
+// release gives back what the registry holds for its life: the data
+// directory's instance lock and the disk-health watcher.
+func (r *Registry) release() {
 	if r.lock != nil {
 		_ = syscall.Flock(int(r.lock.Fd()), syscall.LOCK_UN)
 		_ = r.lock.Close()
 		r.lock = nil
 	}
+	_ = r.storeFSEnd.Close()
+}
+
+// diskSlowThreshold is Pebble's own: a disk operation slower than this is
+// logged (diskSlow).
+const diskSlowThreshold = 5 * time.Second
+
+// diskSlow logs a disk operation on a store's files slower than
+// diskSlowThreshold (Pebble's default listener logs it the same way).
+func (r *Registry) diskSlow(info vfs.DiskSlowInfo) {
+	r.log.Warn("slow disk operation", "path", info.Path, "op", info.OpType.String(), "took", info.Duration.Round(time.Millisecond))
 }
 
 // pebbleLogger sends Pebble's log lines to slog. Pebble calls Fatalf on a

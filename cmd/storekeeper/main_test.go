@@ -49,9 +49,7 @@ func TestMain(m *testing.M) {
 	}
 	// Runs in this process (serve, ctl) leave no goroutine behind.
 	if code == 0 {
-		// Pebble's disk-health ticker outlives a failed open (its closer
-		// is private; see store/leak_test.go).
-		if err := goleak.Find(goleak.IgnoreTopFunction("github.com/cockroachdb/pebble/v2/vfs.(*diskHealthCheckingFS).startTickerLocked.func1")); err != nil {
+		if err := goleak.Find(); err != nil {
 			fmt.Fprintln(os.Stderr, "goleak:", err)
 			code = 1
 		}
