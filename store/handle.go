@@ -12,7 +12,7 @@ import (
 // panic: while the store is fenced for a restore, or did not open (corrupt
 // or unavailable), they return ErrUnavailable, after Close ErrClosed.
 // Writes are synced to the WAL unless the registry was configured with
-// NoSync.
+// NoSync; an Update chooses for its own batch with Batch.Sync.
 //
 // Ownership: the worker holds each store through a lease. When it loses
 // the lease it calls Disown, and from then on every write (Set, Delete,
@@ -117,7 +117,27 @@ func (s *Store) DeleteRange(start, end []byte) error {
 }
 
 // Batch collects writes that Update commits atomically.
-type Batch struct{ b *pebble.Batch }
+type Batch struct {
+	b *pebble.Batch
+	// wo is the commit's write options when Sync chose them; nil commits
+	// with the registry's (synced unless Config.NoSync).
+	wo *pebble.WriteOptions
+}
+
+// Sync chooses how this one batch commits, over Config.NoSync:
+// Sync(true) makes Update return only once the WAL is fsynced (the batch
+// survives a crash of the process or the machine); Sync(false) makes it
+// return without waiting for the fsync, so a crash may lose the batch
+// until a later synced write, or a flush, makes it durable. Without a call
+// the batch commits as every handle write does: synced unless the
+// registry has NoSync. The last call before fn returns wins.
+func (b *Batch) Sync(sync bool) {
+	if sync {
+		b.wo = pebble.Sync
+	} else {
+		b.wo = pebble.NoSync
+	}
+}
 
 // Set adds a set of key to value to the batch.
 func (b *Batch) Set(key, value []byte) error { return b.b.Set(key, value, nil) }
@@ -145,14 +165,19 @@ func (s *Store) Update(fn func(*Batch) error) error {
 	defer s.release()
 	pb := db.NewBatch()
 	defer pb.Close()
-	if err := fn(&Batch{b: pb}); err != nil {
+	b := &Batch{b: pb}
+	if err := fn(b); err != nil {
 		return err
 	}
 	if err := s.owned(); err != nil {
 		return err
 	}
+	wo := s.reg.writeOpts
+	if b.wo != nil {
+		wo = b.wo
+	}
 	defer s.changes.Add(1)
-	return s.wrap("commit batch", pb.Commit(s.reg.writeOpts))
+	return s.wrap("commit batch", pb.Commit(wo))
 }
 
 func (s *Store) wrap(op string, err error) error {
