@@ -52,7 +52,23 @@ type ClientConfig struct {
 	// a few (a worker, the schedules), only pays the hand-over to the
 	// flusher and its wait for stragglers.
 	Autopipeline bool
+	// MinReplicas, when at least 1, has every write that accepts a job
+	// (Enqueue, EnqueueBatch, EnqueueNotify), cancels one, or ends one
+	// in a worker confirmed on that many Redis replicas (WAIT) before
+	// anyone is told: Redis replicates asynchronously, and a replica
+	// promoted after a failover can lack writes the old primary
+	// acknowledged. A shortfall is an error wrapping ErrUnavailable. 0
+	// (the default): no confirmation, no extra round trip. See "Durable
+	// acceptance across failover" in docs/design.md.
+	MinReplicas int
+	// MinReplicasTimeout bounds each WAIT; default
+	// DefaultMinReplicasTimeout. Unused when MinReplicas is 0.
+	MinReplicasTimeout time.Duration
 }
+
+// DefaultMinReplicasTimeout bounds the WAIT that confirms a write when
+// ClientConfig.MinReplicas is at least 1.
+const DefaultMinReplicasTimeout = time.Second
 
 // WithDefaults fills the zero fields.
 func (cfg ClientConfig) WithDefaults() ClientConfig {
@@ -70,6 +86,9 @@ func (cfg ClientConfig) WithDefaults() ClientConfig {
 	}
 	if cfg.RecordRetention == 0 {
 		cfg.RecordRetention = DefaultRecordRetention
+	}
+	if cfg.MinReplicasTimeout == 0 {
+		cfg.MinReplicasTimeout = DefaultMinReplicasTimeout
 	}
 	return cfg
 }

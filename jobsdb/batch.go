@@ -25,6 +25,14 @@ import (
 //
 // It costs three round trips and one per new job: the store list, the
 // script, asynq's enqueues.
+//
+// With ClientConfig.MinReplicas at least 1, one more round trip confirms
+// the whole batch on that many replicas, every job's record and task (see
+// confirm). When fewer confirm in time, the error wraps ErrUnconfirmed
+// (so jobs.ErrUnavailable: 503) and says the batch may or may not have
+// been accepted: its jobs are recorded and queued on the primary. Sending
+// the same request again makes a new batch whose jobs are the same ones,
+// each deduplicated by its lock while it is in flight, and confirms them.
 func (c *Client) EnqueueBatch(ctx context.Context, req jobs.BatchRequest) (jobs.Batch, error) {
 	if !req.Kind.Maintenance() || req.Kind == jobs.KindRestore {
 		return jobs.Batch{}, fmt.Errorf("%w: %q is not a batchable job kind", jobs.ErrBadPayload, req.Kind)
@@ -122,6 +130,14 @@ func (c *Client) EnqueueBatch(ctx context.Context, req jobs.BatchRequest) (jobs.
 			return b, unavailable(fmt.Errorf("batch %s: hand job %s to asynq (it and the %d jobs after it were abandoned): %w",
 				b.ID, rec.ID, len(rest)-1, err))
 		}
+	}
+	ids := make([]string, len(b.Jobs))
+	for i, e := range b.Jobs {
+		ids[i] = e.Record.ID
+	}
+	if err := c.confirmAccepted(ctx, ids...); err != nil {
+		return jobs.Batch{}, fmt.Errorf("batch %s may or may not have been accepted: its %d jobs are recorded and queued on the Redis primary, "+
+			"which may lose them in a failover; the same request sent again returns them while they are in flight: %w", b.ID, len(ids), err)
 	}
 	return b, nil
 }

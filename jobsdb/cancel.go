@@ -15,7 +15,9 @@ import (
 // one is told to stop: its handler's context is cancelled and the store is
 // released when it returns. Any later attempt of the task exits without
 // running. asynq's own CancelProcessing is not used: it turns a cancel
-// into a retry whatever the handler returns.
+// into a retry whatever the handler returns. With
+// ClientConfig.MinReplicas, the canceled state is confirmed on that many
+// replicas first (see confirm), or the error wraps ErrUnconfirmed.
 func (c *Client) Cancel(ctx context.Context, id, actor string) (jobs.Record, error) {
 	rec, err := c.Get(ctx, id)
 	if err != nil {
@@ -42,6 +44,14 @@ func (c *Client) Cancel(ctx context.Context, id, actor string) (jobs.Record, err
 	}
 	if !res.OK {
 		return res.Record, fmt.Errorf("%w: job %s is %s", jobs.ErrFinished, id, res.Prior)
+	}
+	// With MinReplicas, the cancel is confirmed before anyone is told: a
+	// cancel a failover loses would let the job run. Unconfirmed, the task
+	// is left alone (the record, canceled on the primary, stops it); a
+	// cancel sent again finds the job canceled (409 job_finished) unless a
+	// failover lost it, and then cancels it again.
+	if err := confirm(ctx, c.rdb, c.cfg.MinReplicas, c.cfg.MinReplicasTimeout, []string{id}, true); err != nil {
+		return res.Record, fmt.Errorf("job %s is canceled on the Redis primary, which may lose that in a failover: %w", id, err)
 	}
 	// A task still waiting in asynq goes; an active one cannot be deleted,
 	// and its worker stops it on the cancel message.

@@ -9,7 +9,10 @@
 // streams; the rest reads and writes leases, published store status,
 // paused stores, node heartbeats, schedules, incidents, the automatic-
 // restore breaker, the notification outbox and Web Push subscriptions.
-// CheckLayout refuses data written by another layout version.
+// CheckLayout refuses data written by another layout version. With
+// jobs.ClientConfig.MinReplicas, the writes that accept, cancel or end a
+// job are confirmed on that many replicas before they are reported
+// (confirm.go).
 //
 // Keys and scripts come from internal/keyspace; every type from jobs.
 package jobsdb

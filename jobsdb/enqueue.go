@@ -49,6 +49,18 @@ func NewClient(rdb redis.UniversalClient, cfg jobs.ClientConfig) *Client {
 // costs two round trips: the script above (shared with concurrent
 // enqueues under ClientConfig.Autopipeline), and asynq's enqueue; one when
 // the request is deduplicated.
+//
+// With ClientConfig.MinReplicas at least 1, the job is then confirmed on
+// that many replicas, its record and its asynq task both (one more round
+// trip, never autopipelined: see confirm), deduplicated or not. When
+// fewer confirm in time, Enqueue fails with an error wrapping
+// ErrUnconfirmed (so jobs.ErrUnavailable: the API's 503) that says the
+// job may or may not have been accepted: it is recorded and queued on the
+// primary and will run unless a failover loses it. Sending the same
+// request again is safe: while that job is in flight its lock makes the
+// repeat return it (Deduplicated) rather than make a second one, and a
+// request naming its JobID finds it; either way the repeat is confirmed
+// in turn.
 func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, error) {
 	if err := jobs.ValidateStoreName(req.Store); err != nil {
 		return jobs.Enqueued{}, err
@@ -89,18 +101,18 @@ func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, 
 		}
 		if mine.State != jobs.StatePending {
 			// Settled meanwhile (a reconciler found no task): final.
-			return jobs.Enqueued{Record: mine}, nil
+			return c.accepted(ctx, jobs.Enqueued{Record: mine})
 		}
 		if err := c.toAsynq(ctx, mine, task); err != nil {
 			return jobs.Enqueued{}, err
 		}
-		return jobs.Enqueued{Record: mine}, nil
+		return c.accepted(ctx, jobs.Enqueued{Record: mine})
 	case "dup": // the script returned the held job's record
 		held, err := jobs.RecordFromHash(pairs(out[2:]))
 		if err != nil {
 			return jobs.Enqueued{}, fmt.Errorf("job %s holding the lock: %w", out[1], err)
 		}
-		return jobs.Enqueued{Record: held, Deduplicated: true}, nil
+		return c.accepted(ctx, jobs.Enqueued{Record: held, Deduplicated: true})
 	case "conflict":
 		return jobs.Enqueued{}, fmt.Errorf("%w on store %s: job %s", jobs.ErrRestoreInProgress, p.Store, out[1])
 	case "unknown":
@@ -111,7 +123,19 @@ func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, 
 	if err := c.toAsynq(ctx, rec, task); err != nil {
 		return jobs.Enqueued{}, err
 	}
-	return jobs.Enqueued{Record: rec}, nil
+	return c.accepted(ctx, jobs.Enqueued{Record: rec})
+}
+
+// accepted returns e once its job is confirmed on ClientConfig.MinReplicas
+// replicas (see confirm), or the error saying it may or may not have been
+// accepted. A job that is not confirmed is not abandoned: it is in place
+// on the primary, and may well run.
+func (c *Client) accepted(ctx context.Context, e jobs.Enqueued) (jobs.Enqueued, error) {
+	if err := c.confirmAccepted(ctx, e.Record.ID); err != nil {
+		return jobs.Enqueued{}, fmt.Errorf("job %s may or may not have been accepted: it is recorded and queued on the Redis primary, "+
+			"which may lose it in a failover; the same request sent again returns this job while it is in flight: %w", e.Record.ID, err)
+	}
+	return e, nil
 }
 
 // newJob returns the pending record of the job p asks for, its asynq

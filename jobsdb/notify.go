@@ -3,6 +3,7 @@ package jobsdb
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"storekeeper/internal/keyspace"
@@ -17,6 +18,12 @@ const deliveryMemory = 24 * time.Hour
 // EnqueueNotify makes a notify job delivering n to the named sink, unless
 // one was made already; it reports whether it made one. The payload names
 // the sink: secrets stay in configuration, never in tasks.
+//
+// With ClientConfig.MinReplicas at least 1, the job (or the one made
+// already) is then confirmed on that many replicas (see confirm); when
+// fewer confirm in time the error wraps ErrUnconfirmed, and the outbox
+// entry stays to be dispatched again: the delivery key makes the repeat
+// find the job instead of making a second one, and confirms it in turn.
 func (c *Client) EnqueueNotify(ctx context.Context, n jobs.Notification, sink string) (jobs.Record, bool, error) {
 	body, err := json.Marshal(n)
 	if err != nil {
@@ -39,11 +46,21 @@ func (c *Client) EnqueueNotify(ctx context.Context, n jobs.Notification, sink st
 		return jobs.Record{}, false, unavailable(err)
 	}
 	if made == 0 {
+		// Made by an earlier dispatch, whose confirmation may have failed:
+		// the job is not named here, but what the primary holds is
+		// confirmed, and it holds the delivery key.
+		if err := c.confirmAccepted(ctx); err != nil {
+			return jobs.Record{}, false, fmt.Errorf("notification %s to %s, queued by an earlier dispatch: %w", n.ID, sink, err)
+		}
 		return jobs.Record{}, false, nil
 	}
 	if err := c.toAsynq(ctx, rec, task); err != nil {
 		c.rdb.Del(context.WithoutCancel(ctx), keyspace.DeliveryKey(n.ID, sink)) // let a later dispatch retry it
 		return jobs.Record{}, false, err
+	}
+	if err := c.confirmAccepted(ctx, rec.ID); err != nil {
+		// Not undone: the job is in place on the primary and may run.
+		return jobs.Record{}, false, fmt.Errorf("notify job %s (notification %s to %s) may or may not have been queued: %w", rec.ID, n.ID, sink, err)
 	}
 	return rec, true, nil
 }

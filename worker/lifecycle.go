@@ -53,6 +53,13 @@ func (a attempt) event(t jobs.EventType, node string) jobs.Event {
 // run has not started; the end only while this run is the active one. A
 // record found terminal (canceled, or settled by a reconciler while asynq
 // still held the task) is not run: a terminal state is final.
+//
+// With Jobs.MinReplicas at least 1, the task is acknowledged to asynq
+// (the handler returns nil, or an error asynq does not retry) only once
+// the job's terminal state is confirmed on that many Redis replicas
+// (confirmEnded); otherwise the handler returns an error and asynq keeps
+// the task for another attempt, which finds the job ended and confirms
+// again — or, if a failover lost the end, runs the job again.
 func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 	p, err := jobs.Decode(task.Payload())
 	if err != nil {
@@ -124,7 +131,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 		// Pebble stops only compactions not yet started, so a cancel can
 		// wait for the one running: say how long.
 		a.log.Info("canceled job stopped; store released", "cancel_took", time.Since(canceledAt), "err", err)
-		return nil
+		return w.confirmEnded(ctx, a)
 	case errors.Is(cause, errInterrupted) || w.shuttingDown.Load() && err != nil && ctx.Err() != nil:
 		// Stopped by shutdown (ours, or asynq's own cancel of the handler
 		// context when its ShutdownTimeout ran out): not a failure.
@@ -173,6 +180,9 @@ func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 		return nil, fmt.Errorf("%w: store %s: the lease changed", errLeaseLost, p.Store)
 	case !res.OK:
 		a.log.Info("not running the job: it is canceled, ended or started by a later attempt", "state", res.Prior)
+		if res.Prior.Terminal() {
+			return nil, w.confirmEnded(ctx, a)
+		}
 		return nil, nil
 	}
 	return &res.Record, nil
@@ -220,11 +230,11 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 	}
 	if !res.OK {
 		a.log.Info("job did its work but was canceled meanwhile", "state", res.Prior)
-		return nil
+		return w.confirmEnded(ctx, a)
 	}
 	w.counters.succeeded(p.Kind, out.Status)
 	a.log.Info("job succeeded", "status", out.Status, "reason", out.Reason, "took", now.Sub(rec.StartedAt), "replayed", res.Replayed)
-	return nil
+	return w.confirmEnded(ctx, a)
 }
 
 // fail records a failed attempt: job.retrying, or, out of retries or not
@@ -272,6 +282,9 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 		return w.fail(ctx, rec, a, fmt.Errorf("%w: store %s: the lease changed (the job failed meanwhile: %w)", errLeaseLost, p.Store, err))
 	case !res.OK:
 		a.log.Info("failed attempt not recorded: the job was canceled or ended meanwhile", "state", res.Prior, "err", err)
+		if res.Prior.Terminal() {
+			return w.confirmEnded(ctx, a)
+		}
 		return nil
 	}
 	w.counters.attemptFailed(p.Kind, final)
@@ -280,6 +293,9 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 		if p.Kind == jobs.KindNotify {
 			// Logged and counted, never notified: no loop.
 			_ = jobsdb.CountNotifyFailed(context.WithoutCancel(ctx), w.rdb)
+		}
+		if cerr := w.confirmEnded(ctx, a); cerr != nil {
+			return cerr // not SkipRetry: asynq keeps the task (unless out of retries)
 		}
 		return fmt.Errorf("%w: %w", asynq.SkipRetry, err)
 	}
@@ -320,6 +336,30 @@ func (w *Worker) settle(ctx context.Context, a attempt, g keyspace.Guard, ch key
 		time.Sleep(wait)
 		wait = min(2*wait, settleBackoff)
 	}
+}
+
+// confirmEnded makes sure the job's terminal state is on
+// Jobs.MinReplicas Redis replicas (jobsdb.ConfirmEnded; nothing to do
+// when it is 0) before the handler lets asynq drop the task. An error
+// (jobsdb.ErrUnconfirmed) is returned to asynq, which keeps the task and
+// retries it: that attempt finds the job ended and confirms again, or,
+// when a failover lost the end, finds it unfinished and runs it again —
+// an effect at least once, a terminal state exactly once. Such an error
+// does not use up a retry (isFailure), but on the task's last attempt
+// asynq archives it whatever the error: a job whose end a failover then
+// loses is settled failed by the reconciler. A task whose end is
+// confirmed by a later attempt is acknowledged as done, not archived,
+// even when the job failed: the record, not asynq, says how it ended.
+func (w *Worker) confirmEnded(ctx context.Context, a attempt) error {
+	if w.cfg.Jobs.MinReplicas <= 0 {
+		return nil
+	}
+	err := jobsdb.ConfirmEnded(context.WithoutCancel(ctx), w.rdb, a.p.JobID, w.cfg.Jobs.MinReplicas, w.cfg.Jobs.MinReplicasTimeout)
+	if err != nil {
+		a.log.Warn("the job's end is not confirmed on enough Redis replicas; asynq keeps the task, whose next attempt checks again", "err", err)
+		return fmt.Errorf("job %s: end not confirmed: %w", a.p.JobID, err)
+	}
+	return nil
 }
 
 // failureNote is the notification of a job's final failure. Its id comes

@@ -191,6 +191,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		TaskCheckInterval:        w.cfg.TaskCheckInterval,
 		DelayedTaskCheckInterval: w.cfg.DelayedTaskCheckInterval,
 		RetryDelayFunc:           w.retryDelay,
+		IsFailure:                isFailure,
 		ShutdownTimeout:          w.cfg.ShutdownTimeout,
 		Logger:                   asynqLogger{w.log},
 		LogLevel:                 asynq.WarnLevel,
@@ -350,6 +351,14 @@ func (w *Worker) retryDelay(n int, err error, _ *asynq.Task) time.Duration {
 	}
 	return w.cfg.RetryDelay(n)
 }
+
+// isFailure tells asynq whether a handler's error is the attempt's
+// failure, which uses up one of the task's retries. A job whose end is
+// written but not yet confirmed on enough replicas (jobsdb.ErrUnconfirmed,
+// see confirmEnded) did not fail: its task is kept and tried again as
+// often as it takes, at the first retry's delay, without using up retries
+// (except on its last attempt, which asynq archives whatever the error).
+func isFailure(err error) bool { return err != nil && !errors.Is(err, jobsdb.ErrUnconfirmed) }
 
 // slot serialises jobs per store.
 func (w *Worker) slot(name string) chan struct{} {

@@ -32,6 +32,8 @@ type Config struct {
 	Listen, Redis, LogFormat, MetricsToken string
 	PushAllowPrivate                       bool
 	JobRetention                           time.Duration
+	RedisMinReplicas                       int
+	RedisMinReplicasTimeout                time.Duration
 
 	// serve and api
 	Tokens, AllowedOrigins, PublicURL, TrustedProxies, TLSCert, TLSKey string
@@ -106,6 +108,8 @@ func NewFlagSet(mode string, output io.Writer) (*flag.FlagSet, *Config) {
 		fs.BoolVar(&c.Demo, "demo", false, "also create the demo stores ("+strings.Join(demo.Names(), ", ")+") with churn and a first backup, keep a light writer on them, and schedule jobs every few minutes"+env("demo"))
 	}
 	fs.DurationVar(&c.JobRetention, "job-retention", jobs.DefaultRecordRetention, "how long finished job records are kept"+env("job-retention"))
+	fs.IntVar(&c.RedisMinReplicas, "redis-min-replicas", 0, "Redis replicas that must confirm (WAIT) each write that accepts a job or ends one before the API answers or a worker lets asynq drop the task, so that a failover to one of them loses neither; fewer in time: 503 redis_unavailable, and a worker leaves the task to asynq. Pair with min-replicas-to-write on Redis. 0: no confirmation, no extra round trip"+env("redis-min-replicas"))
+	fs.DurationVar(&c.RedisMinReplicasTimeout, "redis-min-replicas-timeout", jobs.DefaultMinReplicasTimeout, "how long each confirmation waits for --redis-min-replicas replicas; shorter than the Redis read timeout (3s unless --redis sets read_timeout)"+env("redis-min-replicas-timeout"))
 	return fs, c
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"storekeeper/api"
 	"storekeeper/jobs"
@@ -75,6 +76,13 @@ func TestSetupNamesTheFlag(t *testing.T) {
 		{"serve", []string{"--push-subscriptions-per-token", "-1"}, "push-subscriptions-per-token"},
 		{"serve", []string{"--redis", "redis://h:6379/x"}, "redis"},
 		{"worker", nil, "redis"},
+		{"serve", []string{"--redis", "redis://h:6379/0", "--redis-min-replicas", "-1"}, "redis-min-replicas"},
+		{"serve", []string{"--redis-min-replicas", "1"}, "redis-min-replicas"}, // the in-process Redis has no replicas
+		{"api", []string{"--redis", "redis://h:6379/0", "--tokens", "a:viewer:0123456789abcdef", "--redis-min-replicas-timeout", "0s"}, "redis-min-replicas-timeout"},
+		{"worker", []string{"--redis", "redis://h:6379/0", "--redis-min-replicas-timeout", "-1s"}, "redis-min-replicas-timeout"},
+		{"worker", []string{"--redis", "redis://h:6379/0", "--redis-min-replicas", "1", "--redis-min-replicas-timeout", "3s"}, "redis-min-replicas-timeout"},
+		{"serve", []string{"--redis", "redis://h:6379/0?read_timeout=500ms", "--redis-min-replicas", "2"}, "redis-min-replicas-timeout"},
+		{"serve", []string{"--redis", "redis+sentinel://h:26379/m", "--redis-min-replicas", "1", "--redis-min-replicas-timeout", "1h"}, "redis-min-replicas-timeout"},
 	} {
 		cfg, err := Parse(c.mode, c.args, env(nil), io.Discard)
 		if err != nil {
@@ -158,5 +166,57 @@ func TestFlags(t *testing.T) {
 		if f := byName[name]; !slices.Equal(f.Modes, modes) || f.Env != EnvName(name) || f.Usage == "" || strings.Contains(f.Usage, "(env ") {
 			t.Errorf("%s: %+v", name, f)
 		}
+	}
+}
+
+// --redis-min-replicas and its timeout, from flags or variables, reach the
+// job-layer configuration of the API and the worker alike; the default
+// confirms nothing.
+func TestMinReplicas(t *testing.T) {
+	for _, mode := range Modes {
+		args := []string{"--redis", "redis://h:6379/0", "--tokens", "a:viewer:0123456789abcdef"}
+		if mode == "worker" {
+			args = args[:2]
+		}
+		c, err := Parse(mode, args, env(nil), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.Setup(quiet)
+		if err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if s.Jobs.MinReplicas != 0 || s.Jobs.MinReplicasTimeout != jobs.DefaultMinReplicasTimeout || s.Worker.Jobs.MinReplicas != 0 || s.API.Jobs.MinReplicas != 0 {
+			t.Errorf("%s defaults: jobs %+v", mode, s.Jobs)
+		}
+
+		c, err = Parse(mode, args, env(map[string]string{"STOREKEEPER_REDIS_MIN_REPLICAS": "2", "STOREKEEPER_REDIS_MIN_REPLICAS_TIMEOUT": "750ms"}), io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s, err = c.Setup(quiet); err != nil {
+			t.Fatalf("%s: %v", mode, err)
+		}
+		if s.Jobs.MinReplicas != 2 || s.Jobs.MinReplicasTimeout != 750*time.Millisecond {
+			t.Errorf("%s from the variables: jobs %+v", mode, s.Jobs)
+		}
+		if mode != "api" && (s.Worker.Jobs.MinReplicas != 2 || s.Worker.Jobs.MinReplicasTimeout != 750*time.Millisecond) {
+			t.Errorf("%s: worker jobs %+v", mode, s.Worker.Jobs)
+		}
+		if mode != "worker" && (s.API.Jobs.MinReplicas != 2 || s.API.Jobs.MinReplicasTimeout != 750*time.Millisecond) {
+			t.Errorf("%s: api jobs %+v", mode, s.API.Jobs)
+		}
+	}
+	var ce *Error
+	if _, err := Parse("worker", nil, env(map[string]string{"STOREKEEPER_REDIS_MIN_REPLICAS": "one"}), io.Discard); !errors.As(err, &ce) || ce.Flag != "redis-min-replicas" {
+		t.Errorf("STOREKEEPER_REDIS_MIN_REPLICAS=one: %v, want an *Error for redis-min-replicas", err)
+	}
+	// A read timeout the WAIT fits in.
+	c, err := Parse("worker", []string{"--redis", "redis://h:6379/0?read_timeout=10s", "--redis-min-replicas", "1", "--redis-min-replicas-timeout", "5s"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := c.Setup(quiet); err != nil || s.Worker.Jobs.MinReplicasTimeout != 5*time.Second {
+		t.Errorf("5s within a 10s read timeout: %v", err)
 	}
 }

@@ -98,9 +98,12 @@ type Setup struct {
 // requires a loopback --listen. The errors are *Error.
 func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 	var s Setup
-	s.Jobs = jobs.ClientConfig{RecordRetention: c.JobRetention}
+	s.Jobs = jobs.ClientConfig{RecordRetention: c.JobRetention, MinReplicas: c.RedisMinReplicas, MinReplicasTimeout: c.RedisMinReplicasTimeout}
 	if c.Mode != "serve" && c.Redis == "" {
 		return s, flagErr("redis", fmt.Errorf("%s needs a shared Redis: the in-process one serves only a single storekeeper serve", c.Mode))
+	}
+	if err := c.checkMinReplicas(); err != nil {
+		return s, err
 	}
 	s.API = api.Config{AllowedOrigins: splitList(c.AllowedOrigins), PublicURL: c.PublicURL, Listen: c.Listen,
 		TLS: c.TLSCert != "", TrustedProxies: splitList(c.TrustedProxies), Jobs: s.Jobs, Logger: log,
@@ -153,8 +156,46 @@ func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 		return s, FlagError(err)
 	}
 	var err error
-	s.Redis, err = parseRedis(c.Redis)
-	return s, err
+	if s.Redis, err = parseRedis(c.Redis); err != nil {
+		return s, err
+	}
+	return s, c.checkMinReplicasTimeout(s.Redis)
+}
+
+// checkMinReplicas checks --redis-min-replicas and its timeout alone.
+func (c *Config) checkMinReplicas() error {
+	switch {
+	case c.RedisMinReplicas < 0:
+		return flagErr("redis-min-replicas", fmt.Errorf("%d: must be 0 (no confirmation) or more", c.RedisMinReplicas))
+	case c.RedisMinReplicasTimeout <= 0:
+		return flagErr("redis-min-replicas-timeout", fmt.Errorf("%s: must be more than 0", c.RedisMinReplicasTimeout))
+	case c.RedisMinReplicas > 0 && c.Redis == "":
+		return flagErr("redis-min-replicas", errors.New("needs --redis: the in-process Redis has no replicas"))
+	}
+	return nil
+}
+
+// checkMinReplicasTimeout checks that a confirmation's WAIT answers
+// within the client's read timeout: the confirmation is a pipeline, read
+// under that timeout, and one that times out is sent again.
+func (c *Config) checkMinReplicasTimeout(r Redis) error {
+	if c.RedisMinReplicas == 0 {
+		return nil
+	}
+	var rt time.Duration
+	switch {
+	case r.Options != nil:
+		rt = r.Options.ReadTimeout
+	case r.Failover != nil:
+		rt = r.Failover.ReadTimeout
+	}
+	if rt == 0 {
+		rt = 3 * time.Second // go-redis's default
+	}
+	if rt > 0 && c.RedisMinReplicasTimeout >= rt {
+		return flagErr("redis-min-replicas-timeout", fmt.Errorf("%s: must be shorter than the Redis client's read timeout, %s (read_timeout in --redis)", c.RedisMinReplicasTimeout, rt))
+	}
+	return nil
 }
 
 // tokens sets s.API.Tokens from --tokens, or generates one operator token

@@ -55,6 +55,7 @@ var keyLayout = map[string]struct{ got, want string }{
 	"StoreLostKey":        {StoreLostKey("orders", "n1"), "storekeeper:lost:orders:n1"},
 	"AutoRestoresKey":     {AutoRestoresKey("orders"), "storekeeper:autorestores:orders"},
 	"OutboxProcessingKey": {OutboxProcessingKey("n1"), "storekeeper:outbox:n1"},
+	"ConfirmChannel":      {ConfirmChannel, "storekeeper:confirm"},
 	"DeliveryKey":         {DeliveryKey("n01", "webhook"), "storekeeper:delivery:n01:webhook"},
 	"PushOwnerKey":        {PushOwnerKey("alice"), "storekeeper:push:owner:alice"},
 	"HistoryIndexKey":     {strings.Join(HistoryIndexes("orders", jobs.KindCompact), " "), "storekeeper:history:store:orders storekeeper:history:kind:compact storekeeper:history:sk:orders:compact"},

@@ -28,6 +28,11 @@
 // what it buffered never runs. To stall single commands rather than the
 // whole server, put a faultproxy in front of it.
 //
+// StartReplica starts a second redis-server replicating a started one
+// and waits until it acknowledges the primary's writes, so that WAIT
+// counts it; pausing it (Pause) makes a WAIT on the primary fall short,
+// as a lagging or cut-off replica does.
+//
 // StartMain is the variant for TestMain and other code without a
 // testing.TB: it returns a stop function instead of registering a cleanup,
 // so one server can be shared by a package's tests, each of which can call
@@ -40,7 +45,8 @@
 // once per process. A background ticker advances miniredis' clock by one
 // second per second so that TTLs expire. miniredis cannot crash, reload
 // data or stall: Kill, Restart, Pause and Resume return an error wrapping
-// ErrNotReal.
+// ErrNotReal. Nor can it replicate: StartReplica skips the test (or fails
+// it, when a real server is required).
 //
 // The fallback is forbidden, and Start fails the test (StartMain returns an
 // error) instead, when

@@ -43,6 +43,8 @@ func writeConfig(dir string, port int, cfg config) error {
 	if cfg.aof {
 		appendonly, fsync = "yes", cfg.fsync
 	}
+	// repl-diskless-sync-delay 0: a primary starts a replica's first sync
+	// at once instead of waiting 5 s for more replicas to join it.
 	conf := fmt.Sprintf(`port %d
 bind 127.0.0.1
 protected-mode no
@@ -52,7 +54,12 @@ logfile %q
 save ""
 appendonly %s
 appendfsync %s
+repl-diskless-sync-delay 0
 `, port, dir, filepath.Join(dir, logName), appendonly, fsync)
+	if cfg.replicaOf != "" {
+		host, port, _ := strings.Cut(cfg.replicaOf, ":")
+		conf += fmt.Sprintf("replicaof %s %s\n", host, port)
+	}
 	if err := os.WriteFile(filepath.Join(dir, confName), []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("redistest: write config: %w", err)
 	}

@@ -36,6 +36,7 @@ type config struct {
 	aof         bool
 	fsync       string
 	requireReal bool
+	replicaOf   string // host:port of the primary; "" for a primary
 }
 
 // WithAOF turns on the append-only file with the given appendfsync policy,
