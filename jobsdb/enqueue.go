@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -211,12 +213,24 @@ func (c *Client) Get(ctx context.Context, id string) (jobs.Record, error) {
 	return jobs.RecordFromHash(h)
 }
 
-// unavailable marks errors that are not Redis replies (connection refused,
-// timeouts) as ErrUnavailable.
+// unavailable marks as ErrUnavailable the errors that say Redis cannot
+// serve now rather than that the request is wrong: no answer (connection
+// refused, timeouts) and the replies of a primary that may not write
+// (transientReplies: no good replica under min-replicas-to-write, a
+// replica answering after a failover, a dataset still loading).
 func unavailable(err error) error {
 	var reply redis.Error
-	if errors.As(err, &reply) && !errors.Is(err, redis.ErrClosed) {
+	if errors.As(err, &reply) && !errors.Is(err, redis.ErrClosed) && !transientReply(reply.Error()) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+}
+
+// transientReplies are the Redis error codes that go away on their own
+// (a replica catching up, a failover ending).
+var transientReplies = []string{"NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY"}
+
+func transientReply(msg string) bool {
+	code, _, _ := strings.Cut(msg, " ")
+	return slices.Contains(transientReplies, code)
 }
