@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
@@ -65,4 +66,44 @@ func TestAsynqKeyLayout(t *testing.T) {
 		t.Fatalf("after reclaim: %+v, %v", info, err)
 	}
 	close(release)
+}
+
+// A task asynq left active after its lease ran out (its handler returned
+// while Redis refused writes, and asynq's move kept failing) goes back to
+// pending at the reconciler's next pass instead of waiting up to 90 s for
+// asynq's recoverer; one this process runs, or whose lease is live, stays
+// (the chaos run found jobs still pending a minute after a replica
+// outage).
+func TestStrandedTasksRequeued(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := t.Context()
+	const q = "node.stranded"
+	cl := asynq.NewClientFromRedisClient(rdb)
+	now, err := rdb.Time(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, lease := range map[string]int64{"expired": now.Unix() - 5, "running": now.Unix() - 5, "live": now.Unix() + 30} {
+		if _, err := cl.Enqueue(asynq.NewTask("x", nil), asynq.Queue(q), asynq.TaskID(id)); err != nil {
+			t.Fatal(err)
+		}
+		// As asynq's dequeue leaves it: active, with a lease.
+		rdb.LRem(ctx, asynqPendingKey(q), 0, id)
+		rdb.RPush(ctx, asynqActiveKey(q), id)
+		rdb.ZAdd(ctx, asynqLeaseKey(q), redis.Z{Score: float64(lease), Member: id})
+		rdb.HSet(ctx, asynqTaskKeyPrefix(q)+id, "state", "active")
+	}
+	w := &Worker{rdb: rdb, jobs: jobsdb.NewClient(rdb, jobs.ClientConfig{}), cfg: Config{Node: "n1", Jobs: jobs.ClientConfig{}.WithDefaults()},
+		running: map[string]runningJob{"running": {}}}
+	ids, err := w.reclaimStranded(ctx, q)
+	if err != nil || len(ids) != 1 || ids[0] != "expired" {
+		t.Fatalf("reclaimStranded = %v, %v; want [expired]", ids, err)
+	}
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	for id, want := range map[string]asynq.TaskState{"expired": asynq.TaskStatePending, "running": asynq.TaskStateActive, "live": asynq.TaskStateActive} {
+		info, err := insp.GetTaskInfo(q, id)
+		if err != nil || info.State != want || info.Retried != 0 {
+			t.Errorf("%s: %+v, %v; want %v, no retry counted", id, info, err, want)
+		}
+	}
 }

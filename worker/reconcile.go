@@ -34,6 +34,13 @@ const reconcileGrace = 10 * time.Second
 func (w *Worker) reconcile(ctx context.Context, grace time.Duration) (int, error) {
 	total := 0
 	for _, q := range []string{jobs.NodeQueue(w.cfg.Node), jobs.NotifyQueue} {
+		stranded, err := w.reclaimStranded(ctx, q)
+		if err != nil {
+			return total, err
+		}
+		if len(stranded) > 0 {
+			w.log.Warn("requeued tasks asynq left active with an expired lease", "queue", q, "jobs", stranded)
+		}
 		n, err := w.reconcileQueue(ctx, q, grace)
 		total += n
 		if err != nil {
