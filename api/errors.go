@@ -50,6 +50,7 @@ func classify(err error) *apiError {
 		{jobs.ErrUnknownJob, http.StatusNotFound, "unknown_job"},
 		{jobs.ErrRestoreInProgress, http.StatusConflict, "restore_in_progress"},
 		{jobs.ErrFinished, http.StatusConflict, "job_finished"},
+		{jobs.ErrNotCancelable, http.StatusConflict, "not_cancelable"},
 		{jobs.ErrBadCursor, http.StatusBadRequest, "bad_cursor"}, // before ErrBadQuery, which it also is
 		{jobs.ErrBadQuery, http.StatusBadRequest, "invalid_request"},
 		{jobs.ErrBadPayload, http.StatusBadRequest, "invalid_request"},

@@ -27,7 +27,7 @@ var documented = []routeDoc{
 	{"POST", "/api/admin/restore/:store", "operator", "Restore a store; body {backup_id?} (empty: the newest usable backup: verified and not marked bad); 409 no_backup when the named backup, or every backup, is not usable (named or not, a backup never verified is refused); 409 store_unknown_state until its owner has published its state", []int{202, 400, 401, 403, 404, 409, 415, 503}},
 	{"GET", "/api/jobs", "viewer", "Jobs in flight, or a batch's jobs (?batch=); filters store, kind, state", []int{200, 400, 401, 503}},
 	{"GET", "/api/jobs/:id", "viewer", "A job's record", []int{200, 401, 404, 503}},
-	{"DELETE", "/api/jobs/:id", "operator", "Cancel a job (final)", []int{200, 401, 403, 404, 409, 415, 503}},
+	{"DELETE", "/api/jobs/:id", "operator", "Cancel a job (final); 409 job_finished when it has ended, 409 not_cancelable for a restore that has started (it may already have replaced the store, and runs to its end)", []int{200, 401, 403, 404, 409, 415, 503}},
 	{"GET", "/api/history", "viewer", "Finished jobs newest first; store, kind, limit (1–500), before=<id> (400 bad_cursor when it is not an entry id); filtered views read at most limit entries", []int{200, 400, 401, 503}},
 	{"GET", "/api/stores", "viewer", "Every store: owner, node up, paused, stats, backups, health", []int{200, 401, 503}},
 	{"GET", "/api/stores/:store", "viewer", "One store", []int{200, 401, 404, 503}},

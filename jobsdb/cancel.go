@@ -23,8 +23,8 @@ func (c *Client) Cancel(ctx context.Context, id, actor string) (jobs.Record, err
 	if err != nil {
 		return rec, err
 	}
-	if rec.State.Terminal() {
-		return rec, fmt.Errorf("%w: job %s is %s", jobs.ErrFinished, id, rec.State)
+	if err := rec.Cancelable(); err != nil {
+		return rec, err
 	}
 	now := time.Now().UTC()
 	reason := "canceled by " + actor
@@ -38,11 +38,20 @@ func (c *Client) Cancel(ctx context.Context, id, actor string) (jobs.Record, err
 		History: jobs.HistoryEntry{Reason: reason}}, c.cfg)
 	// Sent again after a lost answer, the cancel finds its own op on the
 	// record (Replayed): it is the cancel that ended the job, not a 409.
-	res, err := Apply(ctx, c.rdb, id, keyspace.LiveGuard(), ch)
+	// A restore is canceled only exactly as it was read, not started: one
+	// that started meanwhile runs to its end.
+	guard := keyspace.LiveGuard()
+	if rec.Kind == jobs.KindRestore {
+		guard = keyspace.ObservedGuard(rec)
+	}
+	res, err := Apply(ctx, c.rdb, id, guard, ch)
 	if err != nil {
 		return rec, err
 	}
 	if !res.OK {
+		if err := res.Record.Cancelable(); err != nil {
+			return res.Record, err
+		}
 		return res.Record, fmt.Errorf("%w: job %s is %s", jobs.ErrFinished, id, res.Prior)
 	}
 	// With MinReplicas, the cancel is confirmed before anyone is told: a
