@@ -20,7 +20,7 @@ func fill(v reflect.Value) {
 		if v.Type() != reflect.TypeFor[json.RawMessage]() {
 			return false
 		}
-		r := jobs.RestoreResult{BackupID: "x", Quarantine: "x"}
+		r := jobs.RestoreResult{Replayed: true, BackupID: "x", Quarantine: "x"}
 		fill(reflect.ValueOf(&r.Timing).Elem())
 		b, _ := json.Marshal(r)
 		v.SetBytes(b)

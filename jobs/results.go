@@ -86,6 +86,9 @@ type VerifiedBackup struct {
 // replaced generation is kept in Quarantine (relative to the data
 // directory).
 type RestoreResult struct {
+	// Replayed: an earlier attempt of this job made the restore (and could
+	// not record it); this attempt found it done and changed nothing.
+	Replayed   bool          `json:"replayed,omitempty"`
 	BackupID   string        `json:"backup_id"`
 	BackupAt   time.Time     `json:"backup_at"`
 	Quarantine string        `json:"quarantine,omitempty"` // empty when there was no live directory

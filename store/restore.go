@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,6 +20,10 @@ import (
 // made after it are not in the restored store; the replaced generation is
 // kept in Quarantine.
 type RestoreResult struct {
+	// Replayed: RestoreOnce found this key's restore already made and
+	// changed nothing; the rest describes that restore (Timing and Took
+	// are zero).
+	Replayed   bool          `json:"replayed,omitempty"`
 	BackupID   string        `json:"backup_id"`
 	BackupAt   time.Time     `json:"backup_at"`
 	Quarantine string        `json:"quarantine,omitempty"` // empty when there was no live directory
@@ -55,11 +60,37 @@ func (q Quarantine) withDefaults() Quarantine {
 // a restore resumable: before the swap it is rolled back, after it is
 // finished.
 type restoreJournal struct {
+	Key       string    `json:"key,omitempty"` // RestoreOnce's key
 	BackupID  string    `json:"backup_id"`
 	BackupAt  time.Time `json:"backup_at"`
 	Phase     string    `json:"phase"` // "stage", then "swap"
 	StagedIno uint64    `json:"staged_ino,omitempty"`
 	StartedAt time.Time `json:"started_at"`
+}
+
+// restoredPath holds the last keyed restore of a store (lastRestore),
+// written when its swap is done.
+func (r *Registry) restoredPath(name string) string {
+	return filepath.Join(r.meta, "restored", name+".json")
+}
+
+// readJSON decodes the JSON file at path into v.
+func readJSON(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// lastRestore is what restoredPath holds: the key of the last restore made
+// with one, and what it did.
+type lastRestore struct {
+	Key        string    `json:"key"`
+	BackupID   string    `json:"backup_id"`
+	BackupAt   time.Time `json:"backup_at"`
+	Quarantine string    `json:"quarantine,omitempty"`
+	At         time.Time `json:"at"`
 }
 
 func (r *Registry) journalPath(name string) string {
@@ -87,6 +118,40 @@ func (r *Registry) quarantineDir(name string) string {
 // ErrNotOwner. A restored store that cannot be opened for a reason other
 // than damage is left unavailable, and the registry retries its open.
 func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, error) {
+	return s.restore(ctx, backupID, "")
+}
+
+// RestoreOnce is Restore made at most once per key (a caller's id for the
+// restore, such as its job's): when the store's last restore with a key
+// was made with this one, it changes nothing and returns that restore's
+// result, Replayed. A caller that retries a restore whose outcome it lost
+// (its process died, or it could not record it) so never rolls the store
+// back a second time, over writes made since, and learns which rollback
+// happened. The key is kept in the data directory, with the swap.
+func (s *Store) RestoreOnce(ctx context.Context, key, backupID string) (RestoreResult, error) {
+	if key == "" {
+		return RestoreResult{}, errors.New("store: RestoreOnce needs a key")
+	}
+	return s.restore(ctx, backupID, key)
+}
+
+// RestoredWith returns the result of the store's last restore when it was
+// made with key (RestoreOnce), Replayed; ok false when it was not.
+func (s *Store) RestoredWith(key string) (res RestoreResult, ok bool, err error) {
+	var last lastRestore
+	if err := readJSON(s.reg.restoredPath(s.name), &last); err != nil {
+		if isNotExist(err) {
+			return res, false, nil
+		}
+		return res, false, fmt.Errorf("store %s: read the last restore: %w", s.name, err)
+	}
+	if key == "" || last.Key != key {
+		return res, false, nil
+	}
+	return RestoreResult{BackupID: last.BackupID, BackupAt: last.BackupAt, Quarantine: last.Quarantine, Replayed: true}, true, nil
+}
+
+func (s *Store) restore(ctx context.Context, backupID, key string) (RestoreResult, error) {
 	start := time.Now()
 	var res RestoreResult
 	if err := s.owned(); err != nil {
@@ -98,16 +163,23 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 	}
 	s.maint.Lock()
 	defer s.maint.Unlock()
+	// A journal left by an earlier attempt in this process: settle it
+	// first (it may be this key's restore, swapped but not finished).
+	if err := s.reg.recoverRestore(s.name); err != nil {
+		return res, err
+	}
+	if done, ok, err := s.RestoredWith(key); err != nil || ok {
+		if ok {
+			s.log.Info("restore already made with this key: nothing to do", "key", key, "backup", done.BackupID, "backup_at", done.BackupAt)
+		}
+		return done, err
+	}
 	info, err := s.pickBackup(paths, backupID)
 	if err != nil {
 		return res, err
 	}
 	res.BackupID, res.BackupAt = info.ID, info.CreatedAt
 	if err := s.reg.preflight("restore", s.reg.meta, uint64(info.Bytes)); err != nil {
-		return res, err
-	}
-	// A journal left by an earlier attempt in this process: settle it first.
-	if err := s.reg.recoverRestore(s.name); err != nil {
 		return res, err
 	}
 
@@ -138,7 +210,7 @@ func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, er
 		}
 	}()
 
-	j := restoreJournal{BackupID: info.ID, BackupAt: info.CreatedAt, Phase: "stage", StartedAt: start.UTC()}
+	j := restoreJournal{Key: key, BackupID: info.ID, BackupAt: info.CreatedAt, Phase: "stage", StartedAt: start.UTC()}
 	if err := s.reg.writeJournal(s.name, j); err != nil {
 		return res, err
 	}
@@ -348,6 +420,17 @@ func (r *Registry) finishSwap(name string, j restoreJournal) (string, error) {
 		}
 	}
 	crashPoint("restore.quarantined")
+	if j.Key != "" {
+		// Before the journal goes: a restore settled from its journal
+		// (after a crash) records its key too.
+		last := lastRestore{Key: j.Key, BackupID: j.BackupID, BackupAt: j.BackupAt, Quarantine: quarantine, At: time.Now().UTC()}
+		if err := os.MkdirAll(filepath.Dir(r.restoredPath(name)), 0o755); err != nil {
+			return quarantine, err
+		}
+		if err := writeJSONAtomic(r.dataFS(), r.restoredPath(name), last); err != nil {
+			return quarantine, err
+		}
+	}
 	if err := os.Remove(r.journalPath(name)); err != nil && !isNotExist(err) {
 		return quarantine, err
 	}

@@ -79,14 +79,24 @@ func verifyJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, er
 
 // restoreJob restores the backup the job names, or the newest usable one,
 // by jobs.BackupSummary.Usable: the store refuses only a backup known bad.
+// It restores once per job (store.RestoreOnce, keyed by the job id): an
+// attempt after one that restored the store but could not record it (its
+// process died, Redis refused the write, its lease ran out) reports that
+// restore, whose rollback window is the one that happened, and does not
+// roll the store back again.
 func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
-	id, err := usableBackup(s, p.Params.BackupID)
+	res, done, err := s.RestoredWith(p.JobID)
 	if err != nil {
 		return outcome{}, err
 	}
-	res, err := s.Restore(ctx, id)
-	if err != nil {
-		return outcome{}, err
+	if !done {
+		id, err := usableBackup(s, p.Params.BackupID)
+		if err != nil {
+			return outcome{}, err
+		}
+		if res, err = s.RestoreOnce(ctx, p.JobID, id); err != nil {
+			return outcome{}, err
+		}
 	}
 	// Viewers read results, events and browser notifications: the path of
 	// the replaced generation is told relative to the data directory.
@@ -199,7 +209,7 @@ func verifyCheck(r store.VerifyResult) *jobs.VerifyCheck {
 
 func restoreResult(r store.RestoreResult) jobs.RestoreResult {
 	t := r.Timing
-	return jobs.RestoreResult{BackupID: r.BackupID, BackupAt: r.BackupAt, Quarantine: r.Quarantine,
+	return jobs.RestoreResult{Replayed: r.Replayed, BackupID: r.BackupID, BackupAt: r.BackupAt, Quarantine: r.Quarantine,
 		Timing: jobs.RestoreTiming{Fence: t.Fence, Stage: t.Stage, Hash: t.Hash, Sync: t.Sync, Verify: t.Verify, Swap: t.Swap, Reopen: t.Reopen},
 		Took:   r.Took}
 }
