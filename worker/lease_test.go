@@ -195,3 +195,58 @@ func containsAll(s string, subs ...string) bool {
 	}
 	return true
 }
+
+// A renewal that finds the lease expired claims it again (a new token)
+// while a fenced write refused meanwhile checks the lease (checkLease):
+// that check must not take the node's own new claim for another's, and if
+// it already gave the store up, the claim serves it again. make chaos
+// found a store given up for good under a lease its node held (its jobs
+// "not started on a store this node lost", its writes refused).
+func TestOwnReclaimIsNotALoss(t *testing.T) {
+	f := setupFaults(t, options{worker: func(c *Config) { c.LeaseTTL = time.Hour }}, nil, "orders")
+	ctx := t.Context()
+	s, _ := f.reg.Store("orders")
+	old, held := f.w.own.lease("orders")
+	if !held {
+		t.Fatal("orders not held at start")
+	}
+	// The lease ran out while Redis was away; the renewal claims it again.
+	f.rdb.Del(ctx, keyspace.LeaseKey("orders"))
+	v2, ok, err := jobsdb.ClaimLease(ctx, f.rdb, "orders", f.w.lease, time.Hour)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	f.w.own.mu.Lock()
+	f.w.own.held["orders"] = v2
+	f.w.own.mu.Unlock()
+	// The check of a refused write finds v2 where it expected the old value.
+	f.w.lose(ctx, "orders", v2)
+	if err := s.Set([]byte("k"), []byte("v")); err != nil {
+		t.Fatalf("a write after the node's own reclaim: %v", err)
+	}
+	if len(f.w.Lost()) != 0 {
+		t.Fatalf("Lost() = %v after the node's own reclaim", f.w.Lost())
+	}
+
+	// The other order: the check gave the store up first, then the
+	// renewal (still holding the old value) finds the lease expired.
+	f.rdb.Del(ctx, keyspace.LeaseKey("orders"))
+	f.w.own.mu.Lock()
+	f.w.own.held["orders"] = old.Value
+	f.w.own.mu.Unlock()
+	f.w.lose(ctx, "orders", `{"node":"n1","host":"gone","instance":"x","token":99}`)
+	f.w.own.mu.Lock()
+	f.w.own.held["orders"] = old.Value // the renewal read it before the loss
+	f.w.own.mu.Unlock()
+	f.w.renewStore(ctx, "orders")
+	if err := s.Set([]byte("k"), []byte("v")); err != nil {
+		t.Fatalf("a write after the renewal claimed the lease again: %v", err)
+	}
+	if len(f.w.Lost()) != 0 {
+		t.Fatalf("Lost() = %v after the renewal claimed the lease again", f.w.Lost())
+	}
+	cur, _ := f.rdb.Get(ctx, keyspace.LeaseKey("orders")).Result()
+	if l, _ := jobs.DecodeLease(cur); l.Instance != f.w.lease.Instance {
+		t.Fatalf("lease %s, want this process's", cur)
+	}
+}

@@ -113,6 +113,12 @@ func (w *Worker) claim(ctx context.Context) error {
 func (w *Worker) lose(ctx context.Context, name, holderValue string) {
 	holder, _ := jobs.DecodeLease(holderValue)
 	w.own.mu.Lock()
+	if cur, ok := w.own.held[name]; ok && cur == holderValue {
+		// The "other" claim is this node's own, made meanwhile by the
+		// renewal that found the old lease expired: nothing is lost.
+		w.own.mu.Unlock()
+		return
+	}
 	_, wasHeld := w.own.held[name]
 	prev, wasLost := w.own.lost[name]
 	delete(w.own.held, name)
@@ -259,10 +265,18 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 				return
 			}
 			w.own.mu.Lock()
+			_, lostMeanwhile := w.own.lost[name]
 			w.own.held[name] = v
 			w.own.mu.Unlock()
+			if lostMeanwhile {
+				// A fenced write refused meanwhile (checkLease) took the
+				// new claim for another's and gave the store up: serve it
+				// again, or it stays given up under a lease it holds.
+				w.regain(ctx, name, v)
+			} else {
+				w.log.Warn("store lease had expired; claimed it again", "store", name)
+			}
 			check, _ = w.own.lease(name)
-			w.log.Warn("store lease had expired; claimed it again", "store", name)
 		}
 	}
 	if err := w.publishStats(ctx, name, check.Value); err != nil {
