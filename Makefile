@@ -6,7 +6,7 @@ DATA_DIR    ?= ./data
 BACKUP_DIR  ?= ./backups
 LISTEN      ?= 127.0.0.1:8080
 
-.PHONY: run test bench fuzz lint build clean
+.PHONY: run test bench chaos fuzz lint build clean
 
 ## run: build, then the all-in-one server with demo stores in $(DATA_DIR) on an in-process Redis: dashboard at http://$(LISTEN)/
 run: build
@@ -19,6 +19,13 @@ test:
 ## bench: Go benchmarks beside their raw baselines; writes docs/BENCHMARKS.md
 bench:
 	$(GO) run ./internal/benchreport -out docs/BENCHMARKS.md
+
+## chaos: the multi-process soak under random faults (DURATION, SEED; 0 = random, printed); writes docs/CHAOS.md
+DURATION ?= 10m
+SEED     ?= 0
+CHAOS_REPORT ?= docs/CHAOS.md
+chaos:
+	$(GO) run ./internal/chaos/cmd/chaos -duration $(DURATION) -seed $(SEED) -report "$(CHAOS_REPORT)"
 
 ## fuzz: every fuzz target for FUZZTIME each (their seed corpora also run in make test)
 FUZZTIME ?= 30s

@@ -1,0 +1,447 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"storekeeper/internal/keyspace"
+	"storekeeper/jobs"
+)
+
+// invariant is one checked promise and what broke it.
+type invariant struct {
+	Name       string
+	Violations []string
+	Note       string // what was checked, in numbers
+}
+
+func (iv *invariant) failf(format string, a ...any) {
+	iv.Violations = append(iv.Violations, fmt.Sprintf(format, a...))
+}
+
+// streamAll reads a whole stream, oldest first.
+func streamAll(ctx context.Context, rdb *redis.Client, key string) ([]redis.XMessage, error) {
+	var out []redis.XMessage
+	start := "-"
+	for {
+		msgs, err := rdb.XRangeN(ctx, key, start, "+", 5000).Result()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msgs...)
+		if len(msgs) < 5000 {
+			return out, nil
+		}
+		start = "(" + msgs[len(msgs)-1].ID
+	}
+}
+
+type checker struct {
+	c       *Cluster
+	l       *load
+	ctx     context.Context
+	records map[string]jobs.Record
+	history map[string][]jobs.HistoryEntry
+	events  []jobs.Event
+	byJob   map[string][]jobs.Event
+}
+
+func (k *checker) load() error {
+	hist, err := streamAll(k.ctx, k.c.rdb, keyspace.HistoryStream)
+	if err != nil {
+		return fmt.Errorf("read history: %w", err)
+	}
+	k.history = map[string][]jobs.HistoryEntry{}
+	for _, m := range hist {
+		var h jobs.HistoryEntry
+		if err := json.Unmarshal([]byte(m.Values[keyspace.StreamField].(string)), &h); err != nil {
+			return fmt.Errorf("history entry %s: %w", m.ID, err)
+		}
+		h.ID = m.ID
+		k.history[h.JobID] = append(k.history[h.JobID], h)
+	}
+	evs, err := streamAll(k.ctx, k.c.rdb, keyspace.EventsStream)
+	if err != nil {
+		return fmt.Errorf("read events: %w", err)
+	}
+	k.byJob = map[string][]jobs.Event{}
+	for _, m := range evs {
+		var e jobs.Event
+		if err := json.Unmarshal([]byte(m.Values[keyspace.StreamField].(string)), &e); err != nil {
+			return fmt.Errorf("event %s: %w", m.ID, err)
+		}
+		e.ID = m.ID
+		k.events = append(k.events, e)
+		if e.JobID != "" {
+			k.byJob[e.JobID] = append(k.byJob[e.JobID], e)
+		}
+	}
+	k.records = map[string]jobs.Record{}
+	for id := range k.l.accepted {
+		h, err := k.c.rdb.HGetAll(k.ctx, keyspace.RecordKey(id)).Result()
+		if err != nil {
+			return fmt.Errorf("read record %s: %w", id, err)
+		}
+		if len(h) == 0 {
+			continue
+		}
+		r, err := jobs.RecordFromHash(h)
+		if err != nil {
+			return fmt.Errorf("record %s: %w", id, err)
+		}
+		k.records[id] = r
+	}
+	return nil
+}
+
+// acceptedJobs: every 202 reaches exactly one terminal state, with exactly
+// one history entry (and no job has two).
+func (k *checker) acceptedJobs() (*invariant, *invariant, int) {
+	terminal := &invariant{Name: "every accepted job reaches exactly one terminal state"}
+	hist := &invariant{Name: "exactly one history entry per finished job"}
+	lost := 0
+	ids := sortedKeys(k.l.accepted)
+	for _, id := range ids {
+		r, ok := k.records[id]
+		switch {
+		case !ok:
+			lost++
+			if k.c.opt.MinReplicas > 0 {
+				terminal.failf("job %s (%s %s) was accepted and is gone", id, k.l.accepted[id].Kind, k.l.accepted[id].Store)
+			}
+		case !r.State.Terminal():
+			terminal.failf("job %s is %s after convergence", id, r.State)
+		case len(k.history[id]) != 1:
+			hist.failf("job %s (%s) has %d history entries", id, r.State, len(k.history[id]))
+		}
+	}
+	for id, hs := range k.history {
+		if len(hs) > 1 && k.l.accepted[id].ID == "" {
+			hist.failf("job %s has %d history entries", id, len(hs))
+		}
+	}
+	terminal.Note = fmt.Sprintf("%d jobs accepted", len(ids))
+	if k.c.opt.MinReplicas == 0 {
+		terminal.Note += fmt.Sprintf("; with --redis-min-replicas 0, %d accepted jobs were lost in failovers (measured, not a violation)", lost)
+	}
+	hist.Note = fmt.Sprintf("%d history entries", countAll(k.history))
+	return terminal, hist, lost
+}
+
+// eventSequences: each job's events start with one job.enqueued and hold
+// at most one terminal event, last, matching the record.
+func (k *checker) eventSequences() *invariant {
+	iv := &invariant{Name: "each job's events form a valid sequence"}
+	checked := 0
+	for id, evs := range k.byJob {
+		if evs[0].Type != jobs.EventJobEnqueued {
+			continue // its start was trimmed from the stream
+		}
+		checked++
+		enq, term := 0, 0
+		for i, e := range evs {
+			switch e.Type {
+			case jobs.EventJobEnqueued:
+				enq++
+			case jobs.EventJobSucceeded, jobs.EventJobFailed, jobs.EventJobCanceled:
+				term++
+				if i != len(evs)-1 {
+					iv.failf("job %s: %s then %s", id, e.Type, evs[len(evs)-1].Type)
+				}
+				if r, ok := k.records[id]; ok && string(r.State) != strings.TrimPrefix(string(e.Type), "job.") {
+					iv.failf("job %s: event %s but record %s", id, e.Type, r.State)
+				}
+			}
+		}
+		if enq != 1 || term > 1 {
+			iv.failf("job %s: %d job.enqueued, %d terminal events", id, enq, term)
+		}
+	}
+	iv.Note = fmt.Sprintf("%d jobs' sequences, %d events", checked, len(k.events))
+	return iv
+}
+
+// notifications: no job.failed notification for a job that did not fail;
+// every accepted job that failed notified exactly once (distinct ids).
+func (k *checker) notifications() *invariant {
+	iv := &invariant{Name: "failures notified once, and only failures"}
+	failedIDs := map[string]map[string]bool{}
+	notes := k.c.sink.notifications()
+	for _, n := range notes {
+		if n.Type != jobs.EventJobFailed {
+			continue
+		}
+		if failedIDs[n.JobID] == nil {
+			failedIDs[n.JobID] = map[string]bool{}
+		}
+		failedIDs[n.JobID][n.ID] = true
+		if r, ok := k.records[n.JobID]; ok && r.State != jobs.StateFailed {
+			iv.failf("job %s: job.failed notified, but the job is %s", n.JobID, r.State)
+		}
+	}
+	failed := 0
+	for id, r := range k.records {
+		if r.State != jobs.StateFailed {
+			continue
+		}
+		failed++
+		if n := len(failedIDs[id]); n != 1 {
+			iv.failf("job %s failed and was notified %d times", id, n)
+		}
+	}
+	iv.Note = fmt.Sprintf("%d notifications, %d accepted jobs failed", len(notes), failed)
+	return iv
+}
+
+// watchers: a watcher that resumed with since= saw every event the stream
+// still holds between since and the last event it got, unless it was
+// told of a gap.
+func (k *checker) watchers() *invariant {
+	iv := &invariant{Name: "resumed watchers miss nothing silently"}
+	resumed, gaps := 0, 0
+	for _, s := range k.l.sessions {
+		if s.Since == "" || len(s.IDs) == 0 {
+			continue
+		}
+		resumed++
+		if s.Gap {
+			gaps++
+			continue
+		}
+		got := map[string]bool{}
+		for _, id := range s.IDs {
+			got[id] = true
+		}
+		hi := s.IDs[len(s.IDs)-1]
+		missing := 0
+		for _, e := range k.events {
+			if jobs.CompareStreamIDs(e.ID, s.Since) <= 0 || jobs.CompareStreamIDs(e.ID, hi) > 0 {
+				continue
+			}
+			if s.Filter != "" && e.Store != s.Filter {
+				continue
+			}
+			if !got[e.ID] {
+				missing++
+			}
+		}
+		if missing > 0 {
+			iv.failf("a watcher resumed since %s (store=%q) missed %d events up to %s with no gap frame", s.Since, s.Filter, missing, hi)
+		}
+	}
+	iv.Note = fmt.Sprintf("%d sessions, %d resumed, %d told of a gap", len(k.l.sessions), resumed, gaps)
+	return iv
+}
+
+// apiAnswers: no answer a fault cannot excuse (a 500, a backup of an
+// unknown store accepted, ctl's usage error).
+func (k *checker) apiAnswers() *invariant {
+	iv := &invariant{Name: "no wrong API answer", Violations: slices.Clone(k.l.wrong)}
+	n := 0
+	for _, v := range k.l.actions {
+		n += v
+	}
+	iv.Note = fmt.Sprintf("%d requests", n)
+	return iv
+}
+
+// converge waits, after the faults, until every store is open and
+// healthy, nothing is pending or active, and every node is ready.
+func (k *checker) converge(timeout time.Duration) (*invariant, time.Duration) {
+	iv := &invariant{Name: "the system converges within 60 s after the faults"}
+	start := time.Now()
+	var last error
+	err := waitFor(k.ctx, timeout, "convergence", func() error {
+		last = k.convergedNow()
+		return last
+	})
+	took := time.Since(start)
+	if err != nil {
+		iv.failf("not converged after %s: %v", timeout, last)
+	}
+	iv.Note = fmt.Sprintf("converged in %s", took.Round(time.Millisecond))
+	return iv, took
+}
+
+func (k *checker) convergedNow() error {
+	for _, a := range k.c.apis {
+		if err := httpOK(k.ctx, "http://"+a.addr+"/readyz"); err != nil {
+			return err
+		}
+	}
+	for _, n := range k.c.nodes {
+		if err := httpOK(k.ctx, "http://"+n.addr+"/healthz"); err != nil {
+			return err
+		}
+	}
+	var stores struct {
+		Stores []jobs.StoreView `json:"stores"`
+	}
+	if err := k.getJSON("/api/stores", &stores); err != nil {
+		return err
+	}
+	if len(stores.Stores) < len(k.c.stores()) {
+		return fmt.Errorf("%d stores listed, want %d", len(stores.Stores), len(k.c.stores()))
+	}
+	for _, s := range stores.Stores {
+		if s.Stats == nil || s.Stats.State != jobs.StoreOpen || s.Stats.NotOwner != "" || !s.NodeUp {
+			return fmt.Errorf("store %s not open and owned: %+v", s.Name, s.Stats)
+		}
+		for _, h := range s.Health {
+			if slices.Contains([]string{"corrupt", "unavailable", "lost", "node_down"}, h.Kind) {
+				return fmt.Errorf("store %s: %s: %s", s.Name, h.Kind, h.Message)
+			}
+		}
+	}
+	var inflight struct {
+		Jobs []jobs.Record `json:"jobs"`
+	}
+	if err := k.getJSON("/api/jobs", &inflight); err != nil {
+		return err
+	}
+	for _, r := range inflight.Jobs {
+		if r.State == jobs.StatePending || r.State == jobs.StateActive {
+			return fmt.Errorf("job %s (%s %s) still %s", r.ID, r.Kind, r.Store, r.State)
+		}
+	}
+	return nil
+}
+
+func (k *checker) getJSON(path string, v any) error {
+	req, _ := http.NewRequestWithContext(k.ctx, "GET", "http://"+k.c.apis[0].addr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+k.c.token)
+	resp, err := quick.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %d", path, resp.StatusCode)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// restoresFile writes, for chaosnode verify, every successful restore's
+// rollback window: "<store> <backup_at ns> <finished ns>".
+func (k *checker) restoresFile(path string) (int, error) {
+	var lines []string
+	for id, hs := range k.history {
+		for _, h := range hs {
+			if h.Kind != jobs.KindRestore || h.Status != jobs.StatusRestored {
+				continue
+			}
+			raw, err := k.c.rdb.HGet(k.ctx, keyspace.RecordKey(id), "result").Result()
+			if err != nil {
+				return 0, fmt.Errorf("restore %s: its record has no result: %w", id, err)
+			}
+			var r jobs.RestoreResult
+			if err := json.Unmarshal([]byte(raw), &r); err != nil {
+				return 0, fmt.Errorf("restore %s: %w", id, err)
+			}
+			lines = append(lines, fmt.Sprintf("%s %d %d", h.Store, r.BackupAt.UnixNano(), h.At.UnixNano()))
+		}
+	}
+	sort.Strings(lines)
+	return len(lines), os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+}
+
+// writes runs chaosnode verify on every node's stores (the nodes stopped):
+// no acknowledged synced write lost but what a restore rolled back, no
+// write that was never attempted, every store and backup passes Pebble's
+// CheckLevels.
+func (k *checker) writes(restores string) *invariant {
+	iv := &invariant{Name: "no acknowledged synced write lost; stores and backups pass CheckLevels"}
+	var acked, rolled, backups int
+	for _, n := range k.c.nodes {
+		cmd := exec.CommandContext(k.ctx, k.c.nodeBin, "verify", "--data", n.data, "--ledger", n.ledger,
+			"--stores", strings.Join(n.stores, ","), "--restores", restores, "--backups", n.backups)
+		out, err := cmd.Output()
+		var res struct {
+			Stores map[string]struct {
+				AckedSynced    int      `json:"acked_synced"`
+				MissingSynced  []string `json:"missing_synced"`
+				RolledBack     int      `json:"rolled_back"`
+				UnknownPresent []string `json:"unknown_present"`
+				CheckLevels    string   `json:"check_levels"`
+				BackupsChecked int      `json:"backups_checked"`
+				BackupErrors   []string `json:"backup_errors"`
+			} `json:"stores"`
+			Violations int `json:"violations"`
+		}
+		if jerr := json.Unmarshal(out, &res); jerr != nil {
+			iv.failf("%s: chaosnode verify: %v (%v): %s", n.name, err, jerr, trim(out))
+			continue
+		}
+		for name, s := range res.Stores {
+			acked += s.AckedSynced
+			rolled += s.RolledBack
+			backups += s.BackupsChecked
+			for _, key := range s.MissingSynced {
+				iv.failf("%s: acknowledged synced write %s is gone", name, key)
+			}
+			for _, key := range s.UnknownPresent {
+				iv.failf("%s: %s is present but was never written", name, key)
+			}
+			if s.CheckLevels != "ok" {
+				iv.failf("%s: CheckLevels: %s", name, s.CheckLevels)
+			}
+			for _, e := range s.BackupErrors {
+				iv.failf("%s: backup: %s", name, e)
+			}
+		}
+	}
+	iv.Note = fmt.Sprintf("%d synced writes acknowledged, %d rolled back by restores, %d backups checked", acked, rolled, backups)
+	return iv
+}
+
+// ledgerAcks counts the acknowledged writes in a node's ledger.
+func ledgerAcks(path string) (synced, unsynced int) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) >= 4 && fs[0] == "A" {
+			if fs[3] == "1" {
+				synced++
+			} else {
+				unsynced++
+			}
+		}
+	}
+	return synced, unsynced
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func countAll(m map[string][]jobs.HistoryEntry) int {
+	n := 0
+	for _, v := range m {
+		n += len(v)
+	}
+	return n
+}
+
+var _ = filepath.Join

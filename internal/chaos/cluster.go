@@ -1,0 +1,372 @@
+package chaos
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// masterName is the Sentinel name of the Redis primary.
+const masterName = "sk"
+
+// Options shape a run.
+type Options struct {
+	Dir           string        // work directory (binaries, data, logs)
+	Seed          int64         // the fault schedule and the load's choices
+	Duration      time.Duration // of load and faults; then convergence and checks
+	MinReplicas   int           // --redis-min-replicas of every node (0: report the loss window)
+	Nodes         int           // worker nodes (3)
+	APIs          int           // API nodes (2)
+	StoresPerNode int           // 2
+	Log           io.Writer
+}
+
+// Cluster is the processes under test and the harness's view of them.
+type Cluster struct {
+	opt       Options
+	bin       string // storekeeper
+	nodeBin   string // chaosnode
+	redisURL  string
+	token     string
+	redis     []*redisServer
+	sentinels []*proc
+	sentPorts []int
+	nodes     []*node
+	apis      []*apiNode
+	sink      *webhookSink
+	rdb       *redis.Client // the harness's own client, through the Sentinels
+}
+
+type redisServer struct {
+	port int
+	*proc
+}
+
+type node struct {
+	name    string
+	stores  []string
+	data    string
+	backups string
+	ledger  string
+	addr    string
+	*proc
+}
+
+type apiNode struct {
+	name string
+	addr string
+	*proc
+}
+
+func (c *Cluster) logf(format string, a ...any) {
+	fmt.Fprintf(c.opt.Log, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
+}
+
+// freePort is a loopback port nobody listens on now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func ports(n int) ([]int, error) {
+	var out []int
+	for range n {
+		p, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// build compiles storekeeper and chaosnode into dir.
+func build(ctx context.Context, dir string) (bin, nodeBin string, err error) {
+	root, err := exec.CommandContext(ctx, "go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := filepath.Dir(strings.TrimSpace(string(root)))
+	bin, nodeBin = filepath.Join(dir, "storekeeper"), filepath.Join(dir, "chaosnode")
+	for out, pkg := range map[string]string{bin: "./cmd/storekeeper", nodeBin: "./internal/chaos/chaosnode"} {
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", out, pkg)
+		cmd.Dir = mod
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+		}
+	}
+	return bin, nodeBin, nil
+}
+
+// Start builds the binaries and starts every process, then waits until
+// each answers.
+func Start(ctx context.Context, opt Options) (*Cluster, error) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		return nil, fmt.Errorf("chaos needs redis-server (apt-get install redis-server): %w", err)
+	}
+	c := &Cluster{opt: opt, sink: newWebhookSink()}
+	var err error
+	if c.bin, c.nodeBin, err = build(ctx, opt.Dir); err != nil {
+		return nil, err
+	}
+	tok := make([]byte, 16)
+	_, _ = rand.Read(tok)
+	c.token = hex.EncodeToString(tok)
+	if err := c.startRedis(); err != nil {
+		return c, err
+	}
+	c.rdb = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: masterName, SentinelAddrs: c.sentinelAddrs(),
+		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
+	if err := waitFor(ctx, 20*time.Second, "Redis through the Sentinels", func() error { return c.rdb.Ping(ctx).Err() }); err != nil {
+		return c, err
+	}
+	if err := c.sink.start(); err != nil {
+		return c, err
+	}
+	if err := c.startNodes(); err != nil {
+		return c, err
+	}
+	if err := c.startAPIs(); err != nil {
+		return c, err
+	}
+	for _, n := range c.nodes {
+		if err := waitFor(ctx, 60*time.Second, n.name, func() error { return httpOK(ctx, "http://"+n.addr+"/healthz") }); err != nil {
+			return c, err
+		}
+	}
+	for _, a := range c.apis {
+		if err := waitFor(ctx, 60*time.Second, a.name, func() error { return httpOK(ctx, "http://"+a.addr+"/readyz") }); err != nil {
+			return c, err
+		}
+	}
+	return c, nil
+}
+
+func (c *Cluster) sentinelAddrs() []string {
+	var out []string
+	for _, p := range c.sentPorts {
+		out = append(out, "127.0.0.1:"+strconv.Itoa(p))
+	}
+	return out
+}
+
+// startRedis starts a primary, its replica and three Sentinels. AOF is on;
+// with MinReplicas ≥ 1 each server refuses writes without a replica
+// (min-replicas-to-write), as docs/design.md tells operators to set.
+func (c *Cluster) startRedis() error {
+	ps, err := ports(5)
+	if err != nil {
+		return err
+	}
+	for i := range 2 {
+		dir := filepath.Join(c.opt.Dir, fmt.Sprintf("redis%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		args := []string{"redis-server", "--port", strconv.Itoa(ps[i]), "--bind", "127.0.0.1", "--dir", dir,
+			"--appendonly", "yes", "--save", "", "--protected-mode", "no", "--repl-diskless-sync", "yes",
+			"--repl-diskless-sync-delay", "0"}
+		if c.opt.MinReplicas > 0 {
+			args = append(args, "--min-replicas-to-write", strconv.Itoa(c.opt.MinReplicas), "--min-replicas-max-lag", "10")
+		}
+		if i == 1 {
+			args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(ps[0]))
+		}
+		r := &redisServer{port: ps[i], proc: &proc{name: fmt.Sprintf("redis%d", i), args: args, log: filepath.Join(dir, "redis.log")}}
+		if err := r.start(); err != nil {
+			return err
+		}
+		c.redis = append(c.redis, r)
+	}
+	c.sentPorts = ps[2:]
+	for i, p := range c.sentPorts {
+		dir := filepath.Join(c.opt.Dir, fmt.Sprintf("sentinel%d", i))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		conf := filepath.Join(dir, "sentinel.conf")
+		body := fmt.Sprintf("port %d\nbind 127.0.0.1\nprotected-mode no\ndir %s\n"+
+			"sentinel monitor %s 127.0.0.1 %d 2\nsentinel down-after-milliseconds %[3]s 1500\n"+
+			"sentinel failover-timeout %[3]s 6000\nsentinel parallel-syncs %[3]s 1\n", p, dir, masterName, ps[0])
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			return err
+		}
+		s := &proc{name: fmt.Sprintf("sentinel%d", i), args: []string{"redis-server", conf, "--sentinel"}, log: filepath.Join(dir, "sentinel.log")}
+		if err := s.start(); err != nil {
+			return err
+		}
+		c.sentinels = append(c.sentinels, s)
+	}
+	c.redisURL = "redis+sentinel://" + strings.Join(c.sentinelAddrs(), ",") + "/" + masterName
+	return nil
+}
+
+// restartRedis starts a killed Redis server again: as a replica of the
+// server the Sentinels name as primary when that is another one (it
+// resyncs at once instead of waiting for a Sentinel to notice it), alone
+// otherwise (it was the primary, and no failover happened yet).
+func (c *Cluster) restartRedis(r *redisServer) error {
+	var args []string
+	for i := 0; i < len(r.args); i++ {
+		if r.args[i] == "--replicaof" {
+			i += 2
+			continue
+		}
+		args = append(args, r.args[i])
+	}
+	if p := c.primary(context.Background()); p != nil && p != r {
+		args = append(args, "--replicaof", "127.0.0.1", strconv.Itoa(p.port))
+	}
+	r.args = args
+	return r.start()
+}
+
+// primary is the server the Sentinels name as primary now.
+func (c *Cluster) primary(ctx context.Context) *redisServer {
+	for _, addr := range c.sentinelAddrs() {
+		s := redis.NewSentinelClient(&redis.Options{Addr: addr, DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond})
+		m, err := s.GetMasterAddrByName(ctx, masterName).Result()
+		s.Close()
+		if err == nil && len(m) == 2 {
+			for _, r := range c.redis {
+				if strconv.Itoa(r.port) == m[1] {
+					return r
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) startNodes() error {
+	for i := range c.opt.Nodes {
+		name := fmt.Sprintf("n%d", i+1)
+		dir := filepath.Join(c.opt.Dir, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		n := &node{name: name, data: filepath.Join(dir, "data"), backups: filepath.Join(dir, "backups"),
+			ledger: filepath.Join(dir, "ledger"), addr: "127.0.0.1:" + strconv.Itoa(p)}
+		for s := range c.opt.StoresPerNode {
+			n.stores = append(n.stores, fmt.Sprintf("%s-s%d", name, s+1))
+		}
+		n.proc = &proc{name: name, log: filepath.Join(dir, "node.log"), args: []string{c.nodeBin, "run",
+			"--redis", c.redisURL, "--node", name, "--data", n.data, "--backups", n.backups,
+			"--stores", strings.Join(n.stores, ","), "--ledger", n.ledger, "--listen", n.addr,
+			"--seed", strconv.FormatInt(c.opt.Seed+int64(i), 10), "--min-replicas", strconv.Itoa(c.opt.MinReplicas),
+			"--webhook", c.sink.url() + "#chaos-webhook-secret", "--fast"}}
+		if err := n.start(); err != nil {
+			return err
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	return nil
+}
+
+func (c *Cluster) startAPIs() error {
+	for i := range c.opt.APIs {
+		name := fmt.Sprintf("api%d", i+1)
+		dir := filepath.Join(c.opt.Dir, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		a := &apiNode{name: name, addr: "127.0.0.1:" + strconv.Itoa(p)}
+		a.proc = &proc{name: name, log: filepath.Join(dir, "api.log"), args: []string{c.bin, "api",
+			"--redis", c.redisURL, "--listen", a.addr, "--tokens", "chaos:operator:" + c.token,
+			"--redis-min-replicas", strconv.Itoa(c.opt.MinReplicas)}}
+		if err := a.start(); err != nil {
+			return err
+		}
+		c.apis = append(c.apis, a)
+	}
+	return nil
+}
+
+// stores lists every store of the cluster with its node.
+func (c *Cluster) stores() map[string]*node {
+	out := map[string]*node{}
+	for _, n := range c.nodes {
+		for _, s := range n.stores {
+			out[s] = n
+		}
+	}
+	return out
+}
+
+// Close stops every process (gracefully where it can).
+func (c *Cluster) Close() {
+	for _, a := range c.apis {
+		_ = a.stop(10 * time.Second)
+	}
+	for _, n := range c.nodes {
+		_ = n.stop(30 * time.Second)
+	}
+	if c.rdb != nil {
+		c.rdb.Close()
+	}
+	for _, s := range c.sentinels {
+		_ = s.stop(5 * time.Second)
+	}
+	for _, r := range c.redis {
+		_ = r.stop(5 * time.Second)
+	}
+	c.sink.stop()
+}
+
+// waitFor polls fn until it returns nil or timeout passes.
+func waitFor(ctx context.Context, timeout time.Duration, what string, fn func() error) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := fn()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %s: %w", what, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+var quick = &http.Client{Timeout: 2 * time.Second}
+
+func httpOK(ctx context.Context, url string) error {
+	req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+	resp, err := quick.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: %d", url, resp.StatusCode)
+	}
+	return nil
+}

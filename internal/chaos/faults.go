@@ -1,0 +1,312 @@
+package chaos
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"storekeeper/internal/keyspace"
+	"storekeeper/jobs"
+	"storekeeper/jobsdb"
+)
+
+// The fault kinds, each drawn with the same weight.
+const (
+	faultKillNode       = "kill-node"
+	faultPauseNode      = "pause-node"
+	faultKillAPI        = "kill-api"
+	faultKillPrimary    = "kill-redis-primary"
+	faultPausePrimary   = "pause-redis-primary"
+	faultKillReplica    = "kill-redis-replica"
+	faultKillSentinel   = "kill-sentinel"
+	faultStealLease     = "steal-lease"
+	faultCorruptSSTable = "corrupt-sstable"
+)
+
+var faultKinds = []string{faultKillNode, faultPauseNode, faultKillAPI, faultKillPrimary, faultPausePrimary,
+	faultKillReplica, faultKillSentinel, faultStealLease, faultCorruptSSTable}
+
+// fault is one injected fault: what, on what, and how long the system
+// took to recover once the fault was healed (the process restarted or
+// resumed, the lease left to expire).
+type fault struct {
+	Kind      string
+	Target    string
+	At        time.Time
+	Healed    time.Time
+	Recovered time.Duration // from heal until the target and an enqueue work again
+	Note      string
+}
+
+// faults injects one fault at a time, drawn from its own seeded RNG so
+// that a seed replays the same schedule.
+type faults struct {
+	c      *Cluster
+	l      *load
+	rng    *rand.Rand
+	mu     sync.Mutex
+	log    []*fault
+	active atomic.Bool
+}
+
+func newFaults(c *Cluster, l *load, seed int64) *faults {
+	return &faults{c: c, l: l, rng: rand.New(rand.NewPCG(uint64(seed), 0xfa17))}
+}
+
+func (f *faults) dur(lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(f.rng.Int64N(int64(hi-lo)))
+}
+
+// run injects faults until ctx ends, one every few seconds.
+func (f *faults) run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(f.dur(2*time.Second, 6*time.Second)):
+		}
+		kind := faultKinds[f.rng.IntN(len(faultKinds))]
+		ft := &fault{Kind: kind, At: time.Now()}
+		f.active.Store(true)
+		if err := f.inject(ctx, ft); err != nil {
+			ft.Note = err.Error()
+		}
+		f.active.Store(false)
+		f.c.logf("fault %-20s %-12s healed after %s, recovered in %s %s", ft.Kind, ft.Target,
+			ft.Healed.Sub(ft.At).Round(time.Millisecond), ft.Recovered.Round(time.Millisecond), ft.Note)
+		f.mu.Lock()
+		f.log = append(f.log, ft)
+		f.mu.Unlock()
+	}
+}
+
+// hold waits d, or less when ctx ends (a fault is always healed).
+func hold(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+func (f *faults) inject(ctx context.Context, ft *fault) error {
+	c := f.c
+	bg := context.Background() // healing and recovery outlive the run's ctx
+	switch ft.Kind {
+	case faultKillNode, faultPauseNode:
+		n := c.nodes[f.rng.IntN(len(c.nodes))]
+		ft.Target = n.name
+		if ft.Kind == faultKillNode {
+			if err := n.kill(); err != nil {
+				return err
+			}
+			hold(ctx, f.dur(500*time.Millisecond, 4*time.Second))
+			ft.Healed = time.Now()
+			if err := n.start(); err != nil {
+				return err
+			}
+		} else {
+			if err := n.pause(); err != nil {
+				return err
+			}
+			hold(ctx, f.dur(time.Second, 10*time.Second))
+			ft.Healed = time.Now()
+			if err := n.resume(); err != nil {
+				return err
+			}
+		}
+		return f.recovered(bg, ft, func() error { return httpOK(bg, "http://"+n.addr+"/healthz") })
+	case faultKillAPI:
+		a := c.apis[f.rng.IntN(len(c.apis))]
+		ft.Target = a.name
+		if err := a.kill(); err != nil {
+			return err
+		}
+		hold(ctx, f.dur(200*time.Millisecond, 3*time.Second))
+		ft.Healed = time.Now()
+		if err := a.start(); err != nil {
+			return err
+		}
+		return f.recovered(bg, ft, func() error { return httpOK(bg, "http://"+a.addr+"/readyz") })
+	case faultKillPrimary, faultPausePrimary:
+		p := c.primary(bg)
+		if p == nil {
+			ft.Healed = time.Now()
+			return fmt.Errorf("no primary known to the Sentinels")
+		}
+		ft.Target = p.name
+		if ft.Kind == faultKillPrimary {
+			if err := p.kill(); err != nil {
+				return err
+			}
+			hold(ctx, f.dur(2*time.Second, 6*time.Second))
+			ft.Healed = time.Now()
+			if err := c.restartRedis(p); err != nil {
+				return err
+			}
+		} else {
+			if err := p.pause(); err != nil {
+				return err
+			}
+			hold(ctx, f.dur(time.Second, 6*time.Second))
+			ft.Healed = time.Now()
+			if err := p.resume(); err != nil {
+				return err
+			}
+		}
+		return f.recovered(bg, ft, func() error { return c.rdb.Ping(bg).Err() })
+	case faultKillReplica:
+		p := c.primary(bg)
+		var r *redisServer
+		for _, s := range c.redis {
+			if s != p {
+				r = s
+			}
+		}
+		ft.Target = r.name
+		if err := r.kill(); err != nil {
+			return err
+		}
+		hold(ctx, f.dur(time.Second, 5*time.Second))
+		ft.Healed = time.Now()
+		if err := c.restartRedis(r); err != nil {
+			return err
+		}
+		return f.recovered(bg, ft, func() error { return nil })
+	case faultKillSentinel:
+		s := c.sentinels[f.rng.IntN(len(c.sentinels))]
+		ft.Target = s.name
+		if err := s.kill(); err != nil {
+			return err
+		}
+		hold(ctx, f.dur(time.Second, 5*time.Second))
+		ft.Healed = time.Now()
+		if err := s.start(); err != nil {
+			return err
+		}
+		return f.recovered(bg, ft, func() error { return nil })
+	case faultStealLease:
+		return f.stealLease(ctx, ft)
+	case faultCorruptSSTable:
+		return f.corruptSSTable(ft)
+	}
+	return fmt.Errorf("unknown fault %q", ft.Kind)
+}
+
+// recovered measures, from ft.Healed, until ok passes and an enqueue
+// through the API is accepted again (up to 60 s).
+func (f *faults) recovered(ctx context.Context, ft *fault, ok func() error) error {
+	err := waitFor(ctx, 60*time.Second, ft.Target, func() error {
+		if err := ok(); err != nil {
+			return err
+		}
+		if _, status := f.l.enqueue(ctx, jobs.KindVerify, f.l.store(), nil); status != 202 {
+			return fmt.Errorf("enqueue probe: %d", status)
+		}
+		return nil
+	})
+	ft.Recovered = time.Since(ft.Healed)
+	return err
+}
+
+// stealLease takes a store's lease from its owner, as another node that
+// wrongly believes the store is free would (the key deleted, then claimed
+// in that node's name for a few seconds): the owner must stop acting on
+// the store at once, and claim it back once the thief's lease expires.
+// Jobs enqueued meanwhile go to the thief's queue; it does not have the
+// store, so they fail there, which is a fate like any other.
+func (f *faults) stealLease(ctx context.Context, ft *fault) error {
+	c := f.c
+	stores := c.stores()
+	names := make([]string, 0, len(stores))
+	for s := range stores {
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	store := names[f.rng.IntN(len(names))]
+	ft.Target = store
+	bg := context.Background()
+	if err := c.rdb.Del(bg, keyspace.LeaseKey(store)).Err(); err != nil {
+		ft.Healed = time.Now()
+		return err
+	}
+	owner := stores[store].name
+	thief := c.nodes[f.rng.IntN(len(c.nodes))].name
+	if thief == owner {
+		thief = c.nodes[(slices.IndexFunc(c.nodes, func(n *node) bool { return n.name == owner })+1)%len(c.nodes)].name
+	}
+	ft.Target += " to " + thief
+	_, ok, err := jobsdb.ClaimLease(bg, c.rdb, store, jobs.Lease{Node: thief, Host: "chaos", Instance: "chaos-thief"}, f.dur(2*time.Second, 6*time.Second))
+	ft.Healed = time.Now()
+	if err != nil || !ok {
+		ft.Note = fmt.Sprintf("claim: ok=%v err=%v", ok, err)
+	}
+	return f.recovered(bg, ft, func() error {
+		v, err := c.rdb.Get(bg, keyspace.LeaseKey(store)).Result()
+		if err != nil {
+			return err
+		}
+		l, err := jobs.DecodeLease(v)
+		if err != nil {
+			return err
+		}
+		if l.Node != owner {
+			return fmt.Errorf("lease held by %s", l.Node)
+		}
+		return nil
+	})
+}
+
+// corruptSSTable flips one byte in the middle of a random sstable of a
+// live store. Nothing heals it but storekeeper: a verify (or a read)
+// finds it, and the automatic restore brings the newest good backup back.
+func (f *faults) corruptSSTable(ft *fault) error {
+	stores := f.c.stores()
+	names := make([]string, 0, len(stores))
+	for s := range stores {
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	store := names[f.rng.IntN(len(names))]
+	ft.Target = store
+	ft.Healed = time.Now()
+	ssts, _ := filepath.Glob(filepath.Join(stores[store].data, store, "*.sst"))
+	slices.Sort(ssts)
+	if len(ssts) == 0 {
+		return fmt.Errorf("no sstable yet")
+	}
+	path := ssts[f.rng.IntN(len(ssts))]
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil || st.Size() < 64 {
+		return fmt.Errorf("sstable %s too small", filepath.Base(path))
+	}
+	off := st.Size() / 3
+	b := make([]byte, 1)
+	if _, err := fh.ReadAt(b, off); err != nil {
+		return err
+	}
+	b[0] ^= 0x5a
+	if _, err := fh.WriteAt(b, off); err != nil {
+		return err
+	}
+	ft.Note = fmt.Sprintf("%s byte %d", filepath.Base(path), off)
+	ft.Recovered = 0
+	return nil
+}
+
+func (f *faults) faults() []*fault {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.log)
+}

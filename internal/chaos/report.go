@@ -1,0 +1,87 @@
+package chaos
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// WriteReport writes docs/CHAOS.md: what the last full run did and found,
+// and the command that reproduces it.
+func (r *Result) WriteReport(path string) error {
+	var b bytes.Buffer
+	commit := "unknown"
+	if out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
+		commit = strings.TrimSpace(string(out))
+	}
+	p, f := r.Passed()
+	fmt.Fprintf(&b, "# Chaos\n\n")
+	fmt.Fprintf(&b, "`make chaos` runs storekeeper as real processes on loopback — a Redis primary with a replica and three\n"+
+		"Sentinels (AOF on), three worker nodes (`internal/chaos/chaosnode`: the store registry, the worker and a writer\n"+
+		"that records every acknowledged write in a ledger outside the stores), two `storekeeper api` nodes — under load\n"+
+		"(enqueues of every kind, duplicates, cancels, restores, unknown stores, batch enqueues, `ctl --wait`, dashboard\n"+
+		"reads, WebSocket watchers that drop and resume with `since`) while faults drawn from a printed seed hit it. Then it\n"+
+		"lets the system converge, stops it and checks the invariants below. `.ci/run` runs two minutes of it with a random\n"+
+		"seed; a release runs the ten-minute default.\n\n")
+	fmt.Fprintf(&b, "## The last full run\n\n")
+	fmt.Fprintf(&b, "At commit `%s`, %s, seed %d, %s of faults, `--redis-min-replicas %d`:\n\n", commit,
+		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Options.Seed, r.Options.Duration, r.Options.MinReplicas)
+	fmt.Fprintf(&b, "    go run ./internal/chaos/cmd/chaos -seed %d -duration %s -min-replicas %d\n\n", r.Options.Seed, r.Options.Duration, r.Options.MinReplicas)
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| jobs accepted (202) | %s |\n", kindCounts(r.Accepted))
+	fmt.Fprintf(&b, "| writes acknowledged | %d synced, %d unsynced |\n", r.Writes[0], r.Writes[1])
+	fmt.Fprintf(&b, "| API requests | %d; p99 %s outside faults, %s during faults |\n", r.Requests, r.P99.Round(time.Millisecond), r.P99F.Round(time.Millisecond))
+	fmt.Fprintf(&b, "| converged after the faults in | %s |\n", r.Converged.Round(time.Millisecond))
+	if r.Options.MinReplicas == 0 {
+		fmt.Fprintf(&b, "| accepted jobs lost (loss window without `--redis-min-replicas`) | %d |\n", r.Lost)
+	}
+	fmt.Fprintf(&b, "\n| fault | injected | longest recovery |\n|---|---|---|\n")
+	for _, k := range sortedKeys(r.FaultCount) {
+		fmt.Fprintf(&b, "| %s | %d | %s |\n", k, r.FaultCount[k], r.Recovery[k].Round(time.Millisecond))
+	}
+	fmt.Fprintf(&b, "\nRecovery is measured from the fault's end (the process restarted or resumed, the stolen lease\n"+
+		"left to expire) until the target answers again and an enqueue through the API is accepted.\n")
+	fmt.Fprintf(&b, "A corrupted sstable has no recovery time of its own: a verify or a read finds it and the\n"+
+		"automatic restore brings the newest good backup back, checked at the end by the invariants.\n\n")
+	fmt.Fprintf(&b, "| invariant | result | checked |\n|---|---|---|\n")
+	for _, iv := range r.Invariants {
+		res := "passed"
+		if len(iv.Violations) > 0 {
+			res = fmt.Sprintf("**%d violations**", len(iv.Violations))
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", iv.Name, res, iv.Note)
+	}
+	fmt.Fprintf(&b, "\n%d passed, %d failed.\n", p, f)
+	b.WriteString(chaosMethod)
+	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+const chaosMethod = `
+## What is checked, and how
+
+- **Every accepted job reaches exactly one terminal state**: every job id the API answered 202 for
+  (single, batch, ` + "`ctl --wait`" + `) has a record in Redis, terminal after convergence. With
+  ` + "`--redis-min-replicas 1`" + ` a job whose record is gone (a failover lost it) is a violation; with 0
+  it is counted as the loss window.
+- **Exactly one history entry per finished job**, for every job in the history stream, accepted or
+  not (scheduled, automatic, notifications).
+- **Valid event sequences**: each job whose events still start in the stream has one ` + "`job.enqueued`" + `,
+  first, and at most one terminal event, last, matching its record.
+- **Notifications**: a webhook receiver in the harness records every delivery; a ` + "`job.failed`" + ` for a
+  job that did not fail, or an accepted job that failed without exactly one ` + "`job.failed`" + ` (by
+  notification id), is a violation.
+- **Watchers**: a watcher that resumed with ` + "`since`" + ` must have received every event the stream
+  still holds between ` + "`since`" + ` and the last event it got, unless it got ` + "`stream.gap`" + ` or
+  ` + "`stream.dropped`" + `.
+- **Writes**: ` + "`chaosnode verify`" + ` opens each store read-only after its node stopped: every write the
+  ledger says was acknowledged with sync is present, unless a restore's rollback window (its
+  ` + "`backup_at`" + ` to its finish) covers it; every present key was attempted; Pebble's ` + "`CheckLevels`" + `
+  passes on every store and every backup.
+- **Convergence**: within 60 s of the faults' end (and a deep verify of every store), every store
+  is open, owned and healthy, no job is pending or active, and every node answers ` + "`/readyz`" + ` /
+  ` + "`/healthz`" + `.
+- **No wrong API answer**: no 500, no 2xx for an unknown store, no ` + "`ctl`" + ` usage error.
+`
