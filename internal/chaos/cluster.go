@@ -30,6 +30,7 @@ type Options struct {
 	Nodes         int           // worker nodes (3)
 	APIs          int           // API nodes (2)
 	StoresPerNode int           // 2
+	Faults        []string      // the fault kinds to draw from; empty: every kind
 	Log           io.Writer
 }
 

@@ -72,7 +72,11 @@ func (f *faults) run(ctx context.Context) {
 			return
 		case <-time.After(f.dur(2*time.Second, 6*time.Second)):
 		}
-		kind := faultKinds[f.rng.IntN(len(faultKinds))]
+		kinds := faultKinds
+		if len(f.c.opt.Faults) > 0 {
+			kinds = f.c.opt.Faults
+		}
+		kind := kinds[f.rng.IntN(len(kinds))]
 		ft := &fault{Kind: kind, At: time.Now()}
 		f.active.Store(true)
 		if err := f.inject(ctx, ft); err != nil {

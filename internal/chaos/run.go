@@ -13,6 +13,10 @@ import (
 	"storekeeper/jobs"
 )
 
+// FailoverFaults are the faults that make Sentinel fail over: the
+// loss-window run draws only these.
+var FailoverFaults = []string{faultKillPrimary, faultPausePrimary}
+
 // Result is what a run found.
 type Result struct {
 	Options    Options
@@ -30,6 +34,9 @@ type Result struct {
 	Lost       int // accepted jobs gone (MinReplicas 0 only)
 	Invariants []*invariant
 	Err        error
+	// LossWindow is the extra run with MinReplicas 0, when one was made:
+	// its lost jobs are measured, not failed on.
+	LossWindow *Result
 }
 
 // Passed and Failed count the invariants.

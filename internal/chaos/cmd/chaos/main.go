@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -24,7 +25,9 @@ func main() {
 	seed := flag.Int64("seed", 0, "the fault schedule's seed; 0: a random one (printed)")
 	minReplicas := flag.Int("min-replicas", 1, "--redis-min-replicas of every node; 0 measures the loss window instead of failing on it")
 	dir := flag.String("dir", "", "work directory (kept after the run); empty: a new temporary one")
-	report := flag.String("report", "", "write the run's figures to this Markdown file (docs/CHAOS.md)")
+	report := flag.String("report", "", "write the run's figures to this Markdown file (docs/CHAOS.md); with -min-replicas 0, only the loss-window section of it")
+	lossRun := flag.Duration("loss-window-run", 0, "after the run, one more of this length with --redis-min-replicas 0 and only failover faults (the primary killed or paused), which measures and reports how many accepted jobs failovers lose without it (never a failure); 0: none")
+	failoversOnly := flag.Bool("failovers-only", false, "draw only the faults that make Sentinel fail over (what the loss-window run does)")
 	flag.Parse()
 	if flag.NArg() > 0 || *duration <= 0 || *minReplicas < 0 {
 		flag.Usage()
@@ -33,7 +36,8 @@ func main() {
 	if *seed == 0 {
 		*seed = time.Now().UnixNano() % 1_000_000_000
 	}
-	if *dir == "" {
+	keep := *dir != ""
+	if !keep {
 		d, err := os.MkdirTemp("", "storekeeper-chaos-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -41,19 +45,46 @@ func main() {
 		}
 		*dir = d
 	}
-	fmt.Printf("chaos: seed %d (replay: go run ./internal/chaos/cmd/chaos -seed %d -duration %s -min-replicas %d); work dir %s\n",
-		*seed, *seed, *duration, *minReplicas, *dir)
+	replay := ""
+	if *failoversOnly {
+		replay = " -failovers-only"
+	}
+	fmt.Printf("chaos: seed %d (replay: go run ./internal/chaos/cmd/chaos -seed %d -duration %s -min-replicas %d%s); work dir %s\n",
+		*seed, *seed, *duration, *minReplicas, replay, *dir)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res := chaos.Run(ctx, chaos.Options{Dir: *dir, Seed: *seed, Duration: *duration, MinReplicas: *minReplicas,
-		Nodes: 3, APIs: 2, StoresPerNode: 2, Log: os.Stdout})
+	opt := chaos.Options{Dir: *dir, Seed: *seed, Duration: *duration, MinReplicas: *minReplicas,
+		Nodes: 3, APIs: 2, StoresPerNode: 2, Log: os.Stdout}
+	if *failoversOnly {
+		opt.Faults = chaos.FailoverFaults
+	}
+	res := chaos.Run(ctx, opt)
 	res.Print(os.Stdout)
+	if *lossRun > 0 && ctx.Err() == nil {
+		ldir := filepath.Join(*dir, "loss-window")
+		if err := os.MkdirAll(ldir, 0o755); err == nil {
+			fmt.Printf("\nchaos: the loss-window run, %s with --redis-min-replicas 0, seed %d\n", *lossRun, *seed)
+			lw := chaos.Run(ctx, chaos.Options{Dir: ldir, Seed: *seed, Duration: *lossRun, MinReplicas: 0,
+				Nodes: 3, APIs: 2, StoresPerNode: 2, Faults: chaos.FailoverFaults, Log: os.Stdout})
+			lw.Print(os.Stdout)
+			res.LossWindow = lw
+		}
+	}
+	_, failed := res.Passed()
 	if *report != "" {
-		if err := res.WriteReport(*report); err != nil {
+		write := res.WriteReport
+		if *minReplicas == 0 {
+			write = res.AppendLossWindow
+		}
+		if err := write(*report); err != nil {
 			fmt.Fprintln(os.Stderr, "report:", err)
 		}
 	}
-	if _, failed := res.Passed(); failed > 0 {
+	if failed > 0 {
+		fmt.Printf("chaos: FAILED; the processes' logs and data are in %s\n", *dir)
 		os.Exit(1)
+	}
+	if !keep {
+		_ = os.RemoveAll(*dir)
 	}
 }
