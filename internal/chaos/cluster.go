@@ -59,6 +59,7 @@ type node struct {
 	name    string
 	stores  []string
 	data    string
+	tmpfs   bool // data is a size-limited tmpfs the harness mounted (the disk-full fault)
 	backups string
 	ledger  string
 	addr    string
@@ -268,6 +269,7 @@ func (c *Cluster) startNodes() error {
 		}
 		n := &node{name: name, data: filepath.Join(dir, "data"), backups: filepath.Join(dir, "backups"),
 			ledger: filepath.Join(dir, "ledger"), addr: "127.0.0.1:" + strconv.Itoa(p)}
+		n.tmpfs = mountTmpfs(n.data, 256) == nil
 		for s := range c.opt.StoresPerNode {
 			n.stores = append(n.stores, fmt.Sprintf("%s-s%d", name, s+1))
 		}
@@ -336,6 +338,20 @@ func (c *Cluster) Close() {
 		_ = r.stop(5 * time.Second)
 	}
 	c.sink.stop()
+	for _, n := range c.nodes {
+		if n.tmpfs && !n.running() {
+			_ = exec.Command("umount", n.data).Run()
+		}
+	}
+}
+
+// mountTmpfs mounts a tmpfs of sizeMB at dir, for the disk-full fault: it
+// needs root (CAP_SYS_ADMIN); without it the fault is not drawn.
+func mountTmpfs(dir string, sizeMB int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMB), "tmpfs", dir).Run()
 }
 
 // waitFor polls fn until it returns nil or timeout passes.

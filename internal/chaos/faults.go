@@ -28,10 +28,11 @@ const (
 	faultKillSentinel   = "kill-sentinel"
 	faultStealLease     = "steal-lease"
 	faultCorruptSSTable = "corrupt-sstable"
+	faultDiskFull       = "disk-full"
 )
 
 var faultKinds = []string{faultKillNode, faultPauseNode, faultKillAPI, faultKillPrimary, faultPausePrimary,
-	faultKillReplica, faultKillSentinel, faultStealLease, faultCorruptSSTable}
+	faultKillReplica, faultKillSentinel, faultStealLease, faultCorruptSSTable, faultDiskFull}
 
 // fault is one injected fault: what, on what, and how long the system
 // took to recover once the fault was healed (the process restarted or
@@ -72,6 +73,7 @@ func (f *faults) run(ctx context.Context) {
 			return
 		case <-time.After(f.dur(2*time.Second, 6*time.Second)):
 		}
+		f.supervise()
 		kinds := faultKinds
 		if len(f.c.opt.Faults) > 0 {
 			kinds = f.c.opt.Faults
@@ -88,6 +90,24 @@ func (f *faults) run(ctx context.Context) {
 		f.mu.Lock()
 		f.log = append(f.log, ft)
 		f.mu.Unlock()
+	}
+}
+
+// supervise starts again a node or API process that exited on its own
+// (a node stops itself when Pebble cannot write its WAL or MANIFEST), as
+// systemd or Kubernetes would.
+func (f *faults) supervise() {
+	for _, n := range f.c.nodes {
+		if !n.running() {
+			f.c.logf("%s had exited; starting it again", n.name)
+			_ = n.start()
+		}
+	}
+	for _, a := range f.c.apis {
+		if !a.running() {
+			f.c.logf("%s had exited; starting it again", a.name)
+			_ = a.start()
+		}
 	}
 }
 
@@ -199,6 +219,8 @@ func (f *faults) inject(ctx context.Context, ft *fault) error {
 		return f.stealLease(ctx, ft)
 	case faultCorruptSSTable:
 		return f.corruptSSTable(ft)
+	case faultDiskFull:
+		return f.diskFull(ctx, ft)
 	}
 	return fmt.Errorf("unknown fault %q", ft.Kind)
 }
@@ -307,6 +329,52 @@ func (f *faults) corruptSSTable(ft *fault) error {
 	ft.Note = fmt.Sprintf("%s byte %d", filepath.Base(path), off)
 	ft.Recovered = 0
 	return nil
+}
+
+// diskFull fills a node's data directory (a size-limited tmpfs) until
+// ENOSPC, holds it full a few seconds, then frees the space. The node may
+// exit (Pebble stops the process when a WAL or MANIFEST write fails); it
+// is then started again, as its supervisor would. Without a tmpfs (not
+// root) nothing is done and the note says so.
+func (f *faults) diskFull(ctx context.Context, ft *fault) error {
+	n := f.c.nodes[f.rng.IntN(len(f.c.nodes))]
+	ft.Target = n.name
+	hold0 := f.dur(time.Second, 5*time.Second)
+	if !n.tmpfs {
+		ft.Healed = time.Now()
+		ft.Note = "no tmpfs (needs root): skipped"
+		return nil
+	}
+	filler := filepath.Join(n.data, ".chaos-filler")
+	fh, err := os.Create(filler)
+	if err != nil {
+		ft.Healed = time.Now()
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	var filled int64
+	for {
+		w, err := fh.Write(buf)
+		filled += int64(w)
+		if err != nil {
+			break // ENOSPC: full
+		}
+	}
+	fh.Close()
+	hold(ctx, hold0)
+	ft.Healed = time.Now()
+	if err := os.Remove(filler); err != nil {
+		return err
+	}
+	ft.Note = fmt.Sprintf("%d MB filled", filled>>20)
+	if !n.running() {
+		ft.Note += "; the node exited and was started again"
+		if err := n.start(); err != nil {
+			return err
+		}
+	}
+	bg := context.Background()
+	return f.recovered(bg, ft, func() error { return httpOK(bg, "http://"+n.addr+"/healthz") })
 }
 
 func (f *faults) faults() []*fault {

@@ -60,6 +60,13 @@ func (p *proc) start() error {
 	return nil
 }
 
+// running reports whether the process is alive (paused or not).
+func (p *proc) running() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cmd != nil
+}
+
 func (p *proc) signal(sig syscall.Signal) (chan struct{}, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -139,9 +139,10 @@ const chaosMethod = `
 
 ## Not covered yet
 
-- Faults: a full disk on one node (a size-limited tmpfs), the fault proxy's delays, drops and
-  resets between the nodes and Redis (behind Sentinel it must rewrite the announced addresses),
-  a node's clock moved through its injected clock.
+- Faults: the fault proxy's delays, drops and resets between the nodes and Redis (behind
+  Sentinel it must rewrite the addresses the Sentinels announce), a node's clock moved through
+  its injected clock. (The full disk needs root to mount each node's data directory as a
+  size-limited tmpfs; without it that fault is skipped and says so.)
 - The fencing invariant as a log: every fenced write is checked by Redis, but no log of
   accepted effects with their tokens exists for the checker to read.
 - ` + "`pebble db check`" + ` itself: stores and backups get Pebble's ` + "`CheckLevels`" + ` and every

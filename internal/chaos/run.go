@@ -77,6 +77,7 @@ func Run(ctx context.Context, opt Options) *Result {
 	fl.run(runCtx)
 	stop()
 	<-done
+	fl.supervise()
 	c.logf("faults stopped: %d injected", len(fl.faults()))
 
 	// Every store gets a deep verify: a corrupted sstable nobody read yet
