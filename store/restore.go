@@ -169,10 +169,21 @@ func (s *Store) restore(ctx context.Context, backupID, key string) (RestoreResul
 		return res, err
 	}
 	if done, ok, err := s.RestoredWith(key); err != nil || ok {
-		if ok {
-			s.log.Info("restore already made with this key: nothing to do", "key", key, "backup", done.BackupID, "backup_at", done.BackupAt)
+		if err != nil {
+			return done, err
 		}
-		return done, err
+		// Made, but is the store open? A restored store that did not
+		// open fails the restore (below), and so does its replay, saying
+		// which rollback happened.
+		if st, cause := s.State(); st != StateOpen {
+			if cause == nil {
+				cause = errors.New("no cause recorded")
+			}
+			return done, fmt.Errorf("restore %s: made before with this key (backup %s, writes after %s rolled back), but the store is %s: %w",
+				s.name, done.BackupID, done.BackupAt.UTC().Format(time.RFC3339Nano), st, cause)
+		}
+		s.log.Info("restore already made with this key: nothing to do", "key", key, "backup", done.BackupID, "backup_at", done.BackupAt)
+		return done, nil
 	}
 	info, err := s.pickBackup(paths, backupID)
 	if err != nil {

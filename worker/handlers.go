@@ -89,14 +89,14 @@ func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, e
 	if err != nil {
 		return outcome{}, err
 	}
+	id := res.BackupID // done: RestoreOnce replays it, checking the store is open
 	if !done {
-		id, err := usableBackup(s, p.Params.BackupID)
-		if err != nil {
+		if id, err = usableBackup(s, p.Params.BackupID); err != nil {
 			return outcome{}, err
 		}
-		if res, err = s.RestoreOnce(ctx, p.JobID, id); err != nil {
-			return outcome{}, err
-		}
+	}
+	if res, err = s.RestoreOnce(ctx, p.JobID, id); err != nil {
+		return outcome{}, err
 	}
 	// Viewers read results, events and browser notifications: the path of
 	// the replaced generation is told relative to the data directory.
