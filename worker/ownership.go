@@ -37,6 +37,11 @@ var errLeaseLost = errors.New("store lease lost")
 // every finish and stats publish must still find in Redis) or lost (the
 // value of the claim that holds it instead).
 type ownership struct {
+	// flip serializes the transitions of a store between held and lost,
+	// from the decision (under mu) to the store's Own or Disown, so that
+	// a loss decided before a reclaim cannot disown the store after the
+	// reclaim owned it again.
+	flip      sync.Mutex
 	mu        sync.Mutex
 	held      map[string]string
 	lost      map[string]string
@@ -112,11 +117,13 @@ func (w *Worker) claim(ctx context.Context) error {
 // and notified, once per loss.
 func (w *Worker) lose(ctx context.Context, name, holderValue string) {
 	holder, _ := jobs.DecodeLease(holderValue)
+	w.own.flip.Lock()
 	w.own.mu.Lock()
 	if cur, ok := w.own.held[name]; ok && cur == holderValue {
 		// The "other" claim is this node's own, made meanwhile by the
 		// renewal that found the old lease expired: nothing is lost.
 		w.own.mu.Unlock()
+		w.own.flip.Unlock()
 		return
 	}
 	_, wasHeld := w.own.held[name]
@@ -132,6 +139,7 @@ func (w *Worker) lose(ctx context.Context, name, holderValue string) {
 	if s, err := w.cfg.Registry.Store(name); err == nil {
 		s.Disown(cause)
 	}
+	w.own.flip.Unlock()
 	w.cancelStore(name, cause)
 	if wasHeld || !wasLost {
 		w.log.Error("lost a store: another claim holds its lease; not serving it until the lease is free", "store", name,
@@ -172,6 +180,7 @@ func (w *Worker) announceLost(ctx context.Context, name string) {
 
 // regain serves a lost store again, under the lease value just claimed.
 func (w *Worker) regain(ctx context.Context, name, value string) {
+	w.own.flip.Lock()
 	w.own.mu.Lock()
 	delete(w.own.lost, name)
 	delete(w.own.announced, name)
@@ -181,6 +190,7 @@ func (w *Worker) regain(ctx context.Context, name, value string) {
 	if err == nil {
 		s.Own()
 	}
+	w.own.flip.Unlock()
 	if err := jobsdb.ClearStoreLost(ctx, w.rdb, name, w.cfg.Node); err != nil {
 		w.log.Warn("clearing a lost store's mark failed", "store", name, "err", err)
 	}
@@ -264,10 +274,14 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 				w.lose(ctx, name, v)
 				return
 			}
+			w.own.flip.Lock()
 			w.own.mu.Lock()
 			_, lostMeanwhile := w.own.lost[name]
-			w.own.held[name] = v
+			if !lostMeanwhile {
+				w.own.held[name] = v
+			}
 			w.own.mu.Unlock()
+			w.own.flip.Unlock()
 			if lostMeanwhile {
 				// A fenced write refused meanwhile (checkLease) took the
 				// new claim for another's and gave the store up: serve it
