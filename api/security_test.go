@@ -15,7 +15,6 @@ import (
 	"reflect"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/syncbuf"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 )
@@ -235,24 +235,13 @@ func TestWebSocketOrigin(t *testing.T) {
 }
 
 // syncBuffer is a log sink the server writes while the test reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
+type syncBuffer struct{ syncbuf.Buffer }
 
 func (b *syncBuffer) lines() []map[string]any {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, l := range bytes.Split(b.b.Bytes(), []byte("\n")) {
+	for _, l := range strings.Split(b.String(), "\n") {
 		var m map[string]any
-		if json.Unmarshal(l, &m) == nil {
+		if json.Unmarshal([]byte(l), &m) == nil {
 			out = append(out, m)
 		}
 	}

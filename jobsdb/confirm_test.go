@@ -1,11 +1,9 @@
 package jobsdb
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,15 +25,15 @@ const confirmTimeout = 300 * time.Millisecond
 type replicated struct {
 	rdb, replicaRDB *redis.Client
 	replica         *redistest.Server
-	names           *commandNames // every command rdb sends
+	trips           *redistest.RoundTrips // every command rdb sends
 }
 
 func startReplicated(t *testing.T) *replicated {
 	t.Helper()
 	srv := redistest.Start(t)
 	rep := srv.StartReplica(t)
-	r := &replicated{rdb: srv.Client(t), replicaRDB: rep.Client(t), replica: rep, names: &commandNames{}}
-	r.rdb.AddHook(r.names)
+	r := &replicated{rdb: srv.Client(t), replicaRDB: rep.Client(t), replica: rep, trips: &redistest.RoundTrips{}}
+	r.rdb.AddHook(r.trips)
 	return r
 }
 
@@ -68,49 +66,6 @@ func (r *replicated) onReplica(t *testing.T, id string, want jobs.State, queue s
 	if _, err := asynq.NewInspectorFromRedisClient(r.replicaRDB).GetTaskInfo(queue, id); err != nil {
 		t.Fatalf("job %s's task is not on the replica: %v", id, err)
 	}
-}
-
-// commandNames is a go-redis hook that counts the commands a client
-// sends, by name, pipelined or not.
-type commandNames struct {
-	mu sync.Mutex
-	n  map[string]int
-}
-
-func (h *commandNames) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (h *commandNames) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		h.add(cmd)
-		return next(ctx, cmd)
-	}
-}
-
-func (h *commandNames) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		h.add(cmds...)
-		return next(ctx, cmds)
-	}
-}
-
-func (h *commandNames) add(cmds ...redis.Cmder) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.n == nil {
-		h.n = map[string]int{}
-	}
-	for _, c := range cmds {
-		h.n[strings.ToLower(c.Name())]++
-	}
-}
-
-// count returns how many name commands were sent, and forgets them.
-func (h *commandNames) take(name string) int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	n := h.n[name]
-	delete(h.n, name)
-	return n
 }
 
 // unconfirmed checks that err is a confirmation that fell short, told as
@@ -288,17 +243,23 @@ func TestConfirmationCostsNothingUnlessAsked(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r.names.take("wait")
-	r.names.take("publish")
+	// sent returns the WAITs and PUBLISHes sent since it was last called.
+	var waits, publishes int64
+	sent := func() (w, p int64) {
+		w, p = r.trips.Named("wait")-waits, r.trips.Named("publish")-publishes
+		waits, publishes = waits+w, publishes+p
+		return w, p
+	}
+	sent()
 	calls(NewClient(r.rdb, jobs.ClientConfig{}), jobs.Params{})
 	if err := ConfirmEnded(t.Context(), r.rdb, "jnope", 0, confirmTimeout); err != nil {
 		t.Fatalf("ConfirmEnded with n 0: %v", err)
 	}
-	if w, p := r.names.take("wait"), r.names.take("publish"); w != 0 || p != 0 {
+	if w, p := sent(); w != 0 || p != 0 {
 		t.Fatalf("MinReplicas 0: %d WAIT and %d PUBLISH sent; want none", w, p)
 	}
 	calls(NewClient(r.rdb, jobs.ClientConfig{MinReplicas: 1, MinReplicasTimeout: confirmTimeout}), jobs.Params{Force: true})
-	if w, p := r.names.take("wait"), r.names.take("publish"); w != 5 || p != 5 {
+	if w, p := sent(); w != 5 || p != 5 {
 		t.Fatalf("MinReplicas 1: %d WAIT and %d PUBLISH for 5 calls; want one each per call", w, p)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"storekeeper/client"
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/syncbuf"
 	"storekeeper/jobs"
 )
 
@@ -40,7 +41,7 @@ func startCtlServer(t *testing.T) *ctlServer {
 	dir := t.TempDir()
 	s := &ctlServer{backupDir: filepath.Join(dir, "backups")}
 	ctx, cancel := context.WithCancel(context.Background())
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"serve", "--listen", listenAddr, "--redis", rs.URL(), "--stores", "a,b", "--node", "ctl",
@@ -185,7 +186,7 @@ func TestCtl(t *testing.T) {
 	t.Run("watch --json", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		defer cancel()
-		var out, errOut syncBuffer
+		var out, errOut syncbuf.Buffer
 		done := make(chan int, 1)
 		go func() {
 			done <- run(ctx, []string{"ctl", "--server", s.url, "--token", ctlViewerToken, "watch", "--json", "--store", "b"}, &out, &errOut)

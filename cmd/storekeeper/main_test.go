@@ -1,21 +1,22 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
-	"go.uber.org/goleak"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"storekeeper/internal/syncbuf"
 	"storekeeper/internal/testsignal"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // The binary, built once for the tests that run it as a process.
@@ -120,24 +121,6 @@ func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
 	testsignal.WaitForWithin(t, limit, what, cond)
 }
 
-// syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitReady polls base/readyz until it answers 200. It fails the test at
 // once when stopped (may be nil) reports the server gone, or after 30 s;
 // then with logs (may be nil), read only then.
@@ -175,7 +158,7 @@ type process struct {
 	name   string
 	addr   string // host:port, known once waitReady returned
 	cmd    *exec.Cmd
-	logs   syncBuffer
+	logs   syncbuf.Buffer
 	exited chan struct{}
 	err    error // Wait's, once exited is closed
 	shown  bool  // its exit and logs are in the test's output

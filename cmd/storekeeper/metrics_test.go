@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/syncbuf"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
 )
@@ -23,7 +24,7 @@ func startInProcess(t *testing.T, args ...string) (addr string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	stderr := &syncBuffer{}
+	stderr := &syncbuf.Buffer{}
 	go func() { done <- run(ctx, append(args, "--listen", listenAddr), io.Discard, stderr) }()
 	t.Cleanup(func() {
 		cancel()

@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"storekeeper/internal/syncbuf"
 	"storekeeper/internal/testsignal"
 	"strconv"
 	"strings"
@@ -270,7 +271,7 @@ func TestServeTLS(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	var stdout bytes.Buffer
-	var stderr syncBuffer // read while run writes
+	var stderr syncbuf.Buffer // read while run writes
 	go func() {
 		done <- run(ctx, []string{"serve", "--listen", listenAddr, "--tls-cert", certFile, "--tls-key", keyFile, "--stores", "orders",
 			"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "tls"}, &stdout, &stderr)
@@ -349,7 +350,7 @@ func TestServeSentinel(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan int, 1)
 	var stdout bytes.Buffer
-	var stderr syncBuffer // read while run writes
+	var stderr syncbuf.Buffer // read while run writes
 	go func() {
 		done <- run(ctx, []string{"serve", "--listen", listenAddr, "--redis", fmt.Sprintf("redis+sentinel://127.0.0.1:%d/mymaster/0", sport),
 			"--stores", "orders", "--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--node", "sen"}, &stdout, &stderr)

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -443,5 +442,3 @@ func countAll(m map[string][]jobs.HistoryEntry) int {
 	}
 	return n
 }
-
-var _ = filepath.Join

@@ -256,19 +256,29 @@ func (c *Cluster) primary(ctx context.Context) *redisServer {
 	return nil
 }
 
+// place makes the work directory of process name and picks its HTTP
+// address.
+func (c *Cluster) place(name string) (dir, addr string, err error) {
+	dir = filepath.Join(c.opt.Dir, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", "", err
+	}
+	p, err := freePort()
+	if err != nil {
+		return "", "", err
+	}
+	return dir, "127.0.0.1:" + strconv.Itoa(p), nil
+}
+
 func (c *Cluster) startNodes() error {
 	for i := range c.opt.Nodes {
 		name := fmt.Sprintf("n%d", i+1)
-		dir := filepath.Join(c.opt.Dir, name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		p, err := freePort()
+		dir, addr, err := c.place(name)
 		if err != nil {
 			return err
 		}
 		n := &node{name: name, data: filepath.Join(dir, "data"), backups: filepath.Join(dir, "backups"),
-			ledger: filepath.Join(dir, "ledger"), addr: "127.0.0.1:" + strconv.Itoa(p)}
+			ledger: filepath.Join(dir, "ledger"), addr: addr}
 		n.tmpfs = mountTmpfs(n.data, 256) == nil
 		for s := range c.opt.StoresPerNode {
 			n.stores = append(n.stores, fmt.Sprintf("%s-s%d", name, s+1))
@@ -289,15 +299,11 @@ func (c *Cluster) startNodes() error {
 func (c *Cluster) startAPIs() error {
 	for i := range c.opt.APIs {
 		name := fmt.Sprintf("api%d", i+1)
-		dir := filepath.Join(c.opt.Dir, name)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-		p, err := freePort()
+		dir, addr, err := c.place(name)
 		if err != nil {
 			return err
 		}
-		a := &apiNode{name: name, addr: "127.0.0.1:" + strconv.Itoa(p)}
+		a := &apiNode{name: name, addr: addr}
 		a.proc = &proc{name: name, log: filepath.Join(dir, "api.log"), args: []string{c.bin, "api",
 			"--redis", c.redisURL, "--listen", a.addr, "--tokens", "chaos:operator:" + c.token,
 			"--redis-min-replicas", strconv.Itoa(c.opt.MinReplicas)}}

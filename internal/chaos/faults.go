@@ -119,42 +119,38 @@ func hold(ctx context.Context, d time.Duration) {
 	}
 }
 
+// outage takes a process down, holds it there for a time drawn in
+// [lo, hi), marks the fault healed and brings the process back.
+func (f *faults) outage(ctx context.Context, ft *fault, down, up func() error, lo, hi time.Duration) error {
+	if err := down(); err != nil {
+		return err
+	}
+	hold(ctx, f.dur(lo, hi))
+	ft.Healed = time.Now()
+	return up()
+}
+
 func (f *faults) inject(ctx context.Context, ft *fault) error {
 	c := f.c
 	bg := context.Background() // healing and recovery outlive the run's ctx
+	var err error
 	switch ft.Kind {
 	case faultKillNode, faultPauseNode:
 		n := c.nodes[f.rng.IntN(len(c.nodes))]
 		ft.Target = n.name
 		if ft.Kind == faultKillNode {
-			if err := n.kill(); err != nil {
-				return err
-			}
-			hold(ctx, f.dur(500*time.Millisecond, 4*time.Second))
-			ft.Healed = time.Now()
-			if err := n.start(); err != nil {
-				return err
-			}
+			err = f.outage(ctx, ft, n.kill, n.start, 500*time.Millisecond, 4*time.Second)
 		} else {
-			if err := n.pause(); err != nil {
-				return err
-			}
-			hold(ctx, f.dur(time.Second, 10*time.Second))
-			ft.Healed = time.Now()
-			if err := n.resume(); err != nil {
-				return err
-			}
+			err = f.outage(ctx, ft, n.pause, n.resume, time.Second, 10*time.Second)
+		}
+		if err != nil {
+			return err
 		}
 		return f.recovered(bg, ft, func() error { return httpOK(bg, "http://"+n.addr+"/healthz") })
 	case faultKillAPI:
 		a := c.apis[f.rng.IntN(len(c.apis))]
 		ft.Target = a.name
-		if err := a.kill(); err != nil {
-			return err
-		}
-		hold(ctx, f.dur(200*time.Millisecond, 3*time.Second))
-		ft.Healed = time.Now()
-		if err := a.start(); err != nil {
+		if err := f.outage(ctx, ft, a.kill, a.start, 200*time.Millisecond, 3*time.Second); err != nil {
 			return err
 		}
 		return f.recovered(bg, ft, func() error { return httpOK(bg, "http://"+a.addr+"/readyz") })
@@ -166,23 +162,12 @@ func (f *faults) inject(ctx context.Context, ft *fault) error {
 		}
 		ft.Target = p.name
 		if ft.Kind == faultKillPrimary {
-			if err := p.kill(); err != nil {
-				return err
-			}
-			hold(ctx, f.dur(2*time.Second, 6*time.Second))
-			ft.Healed = time.Now()
-			if err := c.restartRedis(p); err != nil {
-				return err
-			}
+			err = f.outage(ctx, ft, p.kill, func() error { return c.restartRedis(p) }, 2*time.Second, 6*time.Second)
 		} else {
-			if err := p.pause(); err != nil {
-				return err
-			}
-			hold(ctx, f.dur(time.Second, 6*time.Second))
-			ft.Healed = time.Now()
-			if err := p.resume(); err != nil {
-				return err
-			}
+			err = f.outage(ctx, ft, p.pause, p.resume, time.Second, 6*time.Second)
+		}
+		if err != nil {
+			return err
 		}
 		return f.recovered(bg, ft, func() error { return c.rdb.Ping(bg).Err() })
 	case faultKillReplica:
@@ -194,24 +179,14 @@ func (f *faults) inject(ctx context.Context, ft *fault) error {
 			}
 		}
 		ft.Target = r.name
-		if err := r.kill(); err != nil {
-			return err
-		}
-		hold(ctx, f.dur(time.Second, 5*time.Second))
-		ft.Healed = time.Now()
-		if err := c.restartRedis(r); err != nil {
+		if err := f.outage(ctx, ft, r.kill, func() error { return c.restartRedis(r) }, time.Second, 5*time.Second); err != nil {
 			return err
 		}
 		return f.recovered(bg, ft, func() error { return nil })
 	case faultKillSentinel:
 		s := c.sentinels[f.rng.IntN(len(c.sentinels))]
 		ft.Target = s.name
-		if err := s.kill(); err != nil {
-			return err
-		}
-		hold(ctx, f.dur(time.Second, 5*time.Second))
-		ft.Healed = time.Now()
-		if err := s.start(); err != nil {
+		if err := f.outage(ctx, ft, s.kill, s.start, time.Second, 5*time.Second); err != nil {
 			return err
 		}
 		return f.recovered(bg, ft, func() error { return nil })
@@ -327,7 +302,6 @@ func (f *faults) corruptSSTable(ft *fault) error {
 		return err
 	}
 	ft.Note = fmt.Sprintf("%s byte %d", filepath.Base(path), off)
-	ft.Recovered = 0
 	return nil
 }
 

@@ -211,9 +211,8 @@ func (l *load) step(ctx context.Context) {
 	case n < 52: // the same request twice at once: one job
 		s := l.store()
 		var wg sync.WaitGroup
-		ids := make([]string, 2)
-		for i := range 2 {
-			wg.Go(func() { ids[i], _ = l.enqueue(ctx, jobs.KindBackup, s, nil) })
+		for range 2 {
+			wg.Go(func() { l.enqueue(ctx, jobs.KindBackup, s, nil) })
 		}
 		wg.Wait()
 	case n < 56:

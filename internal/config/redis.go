@@ -35,7 +35,11 @@ func (r Redis) Client() redis.UniversalClient {
 // Redacted is r's URL without its credentials, for logs and errors.
 func (r Redis) Redacted() string { return redactURL(r.URL) }
 
-func parseRedis(raw string) (Redis, error) {
+// ParseRedis reads a --redis value: a redis:// or rediss:// URL, or the
+// Sentinel form redis+sentinel://[:password@]host:port[,host:port…]/master[/db];
+// empty is the in-process Redis. Errors name the flag and hide the
+// credentials.
+func ParseRedis(raw string) (Redis, error) {
 	r := Redis{URL: raw}
 	if raw == "" {
 		return r, nil

@@ -156,7 +156,7 @@ func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 		return s, FlagError(err)
 	}
 	var err error
-	if s.Redis, err = parseRedis(c.Redis); err != nil {
+	if s.Redis, err = ParseRedis(c.Redis); err != nil {
 		return s, err
 	}
 	return s, c.checkMinReplicasTimeout(s.Redis)

@@ -13,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"storekeeper/client"
+	"storekeeper/internal/syncbuf"
 	"storekeeper/jobs"
 )
 
@@ -124,8 +125,8 @@ func (f *fakeAPI) sendLive(t *testing.T, c *websocket.Conn) {
 }
 
 // ctlWait runs `ctl compact a --wait` against f in the background.
-func (f *fakeAPI) ctlWait(ctx context.Context) (done chan int, out, errOut *syncBuffer) {
-	out, errOut = &syncBuffer{}, &syncBuffer{}
+func (f *fakeAPI) ctlWait(ctx context.Context) (done chan int, out, errOut *syncbuf.Buffer) {
+	out, errOut = &syncbuf.Buffer{}, &syncbuf.Buffer{}
 	done = make(chan int, 1)
 	go func() {
 		done <- Run(ctx, []string{"--server", f.url, "--token", "t", "compact", "a", "--wait"}, out, errOut)
@@ -134,7 +135,7 @@ func (f *fakeAPI) ctlWait(ctx context.Context) (done chan int, out, errOut *sync
 }
 
 // exitOf waits for ctl's exit status; a ctl that does not exit hangs.
-func exitOf(t *testing.T, done chan int, out, errOut *syncBuffer) int {
+func exitOf(t *testing.T, done chan int, out, errOut *syncbuf.Buffer) int {
 	t.Helper()
 	select {
 	case code := <-done:

@@ -10,37 +10,19 @@ import (
 	"net/url"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"storekeeper/api"
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/syncbuf"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
 )
 
-// lockedBuffer is a log sink safe for the server's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // historyAPI is the API alone on a private Redis holding a few history
 // entries, logging to a buffer.
-func historyAPI(t *testing.T) (*httptest.Server, *lockedBuffer, []string) {
+func historyAPI(t *testing.T) (*httptest.Server, *syncbuf.Buffer, []string) {
 	t.Helper()
 	rs := redistest.Start(t)
 	rdb := rs.Client(t)
@@ -53,7 +35,7 @@ func historyAPI(t *testing.T) (*httptest.Server, *lockedBuffer, []string) {
 		}
 		ids = append(ids, id)
 	}
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	tokens, _ := api.ParseTokens("ann:viewer:" + viewerToken)
 	a, err := api.New(api.Config{Redis: rdb, Tokens: tokens, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

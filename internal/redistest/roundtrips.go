@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
@@ -12,10 +13,21 @@ import (
 // (each command or pipeline is one; an autopipelined batch is a pipeline),
 // the commands they carried, and those round trips with an argument
 // starting with Prefix (e.g. "storekeeper:": the commands that touch
-// storekeeper's own keys rather than asynq's). Add it with AddHook.
+// storekeeper's own keys rather than asynq's), and the commands by name.
+// Add it with AddHook.
 type RoundTrips struct {
 	Prefix                    string
 	total, commands, matching atomic.Int64
+	named                     sync.Map // lower-case command name -> *atomic.Int64
+}
+
+// Named returns how many commands called name (any case) were sent,
+// pipelined or not.
+func (c *RoundTrips) Named(name string) int64 {
+	if n, ok := c.named.Load(strings.ToLower(name)); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
 }
 
 // Total returns the round trips counted so far.
@@ -46,6 +58,10 @@ func (c *RoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 func (c *RoundTrips) count(cmds ...redis.Cmder) {
 	c.total.Add(1)
 	c.commands.Add(int64(len(cmds)))
+	for _, cmd := range cmds {
+		n, _ := c.named.LoadOrStore(strings.ToLower(cmd.Name()), new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+	}
 	if c.Prefix == "" {
 		return
 	}

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/syncbuf"
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
@@ -27,24 +27,6 @@ import (
 // node's run loop stops everything it started.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// lockedBuffer is an io.Writer the node writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // runningNode is a `chaosnode run` in this process.
@@ -61,7 +43,7 @@ type runningNode struct {
 func startNode(t *testing.T, args ...string) *runningNode {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, logs lockedBuffer
+	var out, logs syncbuf.Buffer
 	n := &runningNode{t: t, cancel: cancel, done: make(chan int, 1),
 		http: &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
 	go func() {

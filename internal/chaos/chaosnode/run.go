@@ -21,6 +21,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/config"
 	"storekeeper/jobs"
 	"storekeeper/store"
 	"storekeeper/worker"
@@ -230,9 +231,11 @@ func runNode(ctx context.Context, cfg runConfig, log *slog.Logger, stdout io.Wri
 		defer stopHTTP()
 	}
 
-	if n.rdb, err = redisClient(cfg.redisURL); err != nil {
-		return fmt.Errorf("--redis: %w", err)
+	r, err := config.ParseRedis(cfg.redisURL) // storekeeper's own --redis forms
+	if err != nil {
+		return err
 	}
+	n.rdb = r.Client()
 	defer n.rdb.Close()
 	w, err := n.startWorker(ctx)
 	if err != nil || w == nil {
