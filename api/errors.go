@@ -49,6 +49,7 @@ func classify(err error) *apiError {
 		{jobs.ErrInvalidStore, http.StatusNotFound, "unknown_store"}, // a name no store can have
 		{jobs.ErrUnknownJob, http.StatusNotFound, "unknown_job"},
 		{jobs.ErrRestoreInProgress, http.StatusConflict, "restore_in_progress"},
+		{jobs.ErrStoreHeld, http.StatusConflict, "store_held"},
 		{jobs.ErrFinished, http.StatusConflict, "job_finished"},
 		{jobs.ErrNotCancelable, http.StatusConflict, "not_cancelable"},
 		{jobs.ErrBadCursor, http.StatusBadRequest, "bad_cursor"}, // before ErrBadQuery, which it also is

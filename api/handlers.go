@@ -52,8 +52,23 @@ type verifyBody struct {
 	Deep bool `json:"deep"`
 }
 
+// backupBody: reencrypt also rewrites the store's backups on every
+// encrypted backup target for the current recipients (after a rotation).
+type backupBody struct {
+	Reencrypt bool `json:"reencrypt"`
+}
+
+// drillBody: a drill restores a backup into a scratch directory (never
+// the live store) and proves it; by default the newest backup, from each
+// backup target in turn (the local backups when there is none).
+type drillBody struct {
+	BackupID string `json:"backup_id"`
+	Target   string `json:"target"`
+}
+
 type restoreBody struct {
 	BackupID string `json:"backup_id"`
+	Target   string `json:"target"` // a backup target (--backup-target) to fetch the backup from
 }
 
 func (s *Server) params(c *gin.Context, kind jobs.Kind) (jobs.Params, error) {
@@ -66,6 +81,21 @@ func (s *Server) params(c *gin.Context, kind jobs.Kind) (jobs.Params, error) {
 		var b verifyBody
 		err := decodeBody(c, &b)
 		return jobs.Params{Deep: b.Deep}, err
+	case jobs.KindBackup:
+		var b backupBody
+		err := decodeBody(c, &b)
+		return jobs.Params{Reencrypt: b.Reencrypt}, err
+	case jobs.KindDrill:
+		var b drillBody
+		if err := decodeBody(c, &b); err != nil {
+			return jobs.Params{}, err
+		}
+		if b.Target != "" {
+			if err := jobs.ValidateTargetName(b.Target); err != nil {
+				return jobs.Params{}, newError(http.StatusBadRequest, "invalid_request", err.Error())
+			}
+		}
+		return jobs.Params{BackupID: b.BackupID, Target: b.Target}, nil
 	default:
 		var b struct{}
 		return jobs.Params{}, decodeBody(c, &b)
@@ -77,6 +107,9 @@ func (s *Server) enqueueOne(kind jobs.Kind) gin.HandlerFunc {
 		p, err := s.params(c, kind)
 		if err != nil {
 			s.fail(c, err)
+			return
+		}
+		if p.Target != "" && !s.hasTarget(c, c.Param("store"), p.Target) {
 			return
 		}
 		s.enqueue(c, jobs.Request{Kind: kind, Store: c.Param("store"), Params: p, Trigger: jobs.TriggerManual, Actor: actor(c)})
@@ -124,6 +157,22 @@ func (s *Server) restore(c *gin.Context) {
 		return
 	}
 	name := c.Param("store")
+	if b.Target != "" {
+		// The backup is on the target, which only the workers reach: the
+		// owner checks the backup when the job runs (one the target lacks
+		// fails the job, naming it). Which targets there are, its
+		// published status says.
+		if err := jobs.ValidateTargetName(b.Target); err != nil {
+			s.fail(c, newError(http.StatusBadRequest, "invalid_request", err.Error()))
+			return
+		}
+		if !s.hasTarget(c, name, b.Target) {
+			return
+		}
+		s.enqueue(c, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: b.BackupID, Target: b.Target},
+			Trigger: jobs.TriggerManual, Actor: actor(c)})
+		return
+	}
 	pub, err := s.published(c, name)
 	if err != nil {
 		s.fail(c, err)
@@ -148,11 +197,91 @@ func (s *Server) restore(c *gin.Context) {
 			s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("backup %s of store %s is marked bad or was never verified", b.BackupID, name)))
 			return
 		}
-	} else if _, ok := jobs.NewestUsable(pub.Backups); !ok {
-		s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("store %s has no verified backup to restore", name)))
+	} else if _, ok := jobs.NewestUsable(pub.Backups); !ok && !slices.ContainsFunc(pub.Targets, func(t jobs.TargetStatus) bool { return t.BackupID != "" }) {
+		// Neither a usable local backup nor one on a target: the worker
+		// restores the newest across both.
+		s.fail(c, newError(http.StatusConflict, "no_backup", fmt.Sprintf("store %s has no verified backup to restore, locally or on a backup target", name)))
 		return
 	}
 	s.enqueue(c, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: b.BackupID}, Trigger: jobs.TriggerManual, Actor: actor(c)})
+}
+
+// adoptBody asks a node to make a store from a backup target: the
+// disaster recovery of a store whose machine is gone.
+type adoptBody struct {
+	Node     string `json:"node"`      // the node that adopts the store
+	Target   string `json:"target"`    // the backup target (--backup-target) holding its backups
+	BackupID string `json:"backup_id"` // empty: the newest the target holds
+	Force    bool   `json:"force"`     // adopt though the old owner's lease is still held (its node must be down)
+}
+
+// adopt enqueues an adoption on the node the body names. It refuses, with
+// no job made, what the adopting worker would refuse: a node that is not
+// up, and a store whose owner may still serve it (409 store_held: its
+// node is up, or its lease is held and force was not given). The worker
+// applies the same rules when the job runs, atomically.
+func (s *Server) adopt(c *gin.Context) {
+	var b adoptBody
+	if err := decodeBody(c, &b); err != nil {
+		s.fail(c, err)
+		return
+	}
+	name := c.Param("store")
+	if err := jobs.ValidateStoreName(name); err != nil {
+		s.fail(c, newError(http.StatusBadRequest, "invalid_request", err.Error()))
+		return
+	}
+	if b.Node == "" || b.Target == "" {
+		s.fail(c, invalid("adopt needs a node and a target"))
+		return
+	}
+	if err := jobs.ValidateTargetName(b.Target); err != nil {
+		s.fail(c, newError(http.StatusBadRequest, "invalid_request", err.Error()))
+		return
+	}
+	nodes, err := jobsdb.Nodes(c, s.rdb)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	i := slices.IndexFunc(nodes, func(n jobs.NodeStatus) bool { return n.Node == b.Node })
+	switch {
+	case i < 0:
+		s.fail(c, newError(http.StatusNotFound, "unknown_node", fmt.Sprintf("no node %q has ever run", b.Node)))
+		return
+	case !nodes[i].Up:
+		s.fail(c, newError(http.StatusConflict, "node_down", fmt.Sprintf("node %s is down: it cannot adopt a store", b.Node)))
+		return
+	case slices.Contains(nodes[i].Info.Stores, name):
+		s.fail(c, newError(http.StatusConflict, "store_exists", fmt.Sprintf("node %s has a store %s already", b.Node, name)))
+		return
+	}
+	if err := jobsdb.CheckAdopt(c, s.rdb, name, b.Node, b.Force); err != nil {
+		s.fail(c, err)
+		return
+	}
+	s.enqueue(c, jobs.Request{Kind: jobs.KindAdopt, Store: name, Params: jobs.Params{Node: b.Node, Target: b.Target, BackupID: b.BackupID, Force: b.Force},
+		Trigger: jobs.TriggerManual, Actor: actor(c)})
+}
+
+// hasTarget reports whether the owner of store name publishes backup
+// target target; when not, it has answered the request (404
+// unknown_target, or why the owner's status is not known).
+func (s *Server) hasTarget(c *gin.Context, name, target string) bool {
+	pub, err := s.published(c, name)
+	if err != nil {
+		s.fail(c, err)
+		return false
+	}
+	if pub == nil {
+		s.fail(c, errUnknownState(name))
+		return false
+	}
+	if !slices.ContainsFunc(pub.Targets, func(t jobs.TargetStatus) bool { return t.Target == target }) {
+		s.fail(c, newError(http.StatusNotFound, "unknown_target", fmt.Sprintf("store %s's node has no backup target %q (--backup-target)", name, target)))
+		return false
+	}
+	return true
 }
 
 // published returns what the store's owner last published: nil when it

@@ -80,6 +80,12 @@ type Config struct {
 	// MetricsToken, when set, is the bearer token /metrics requires (401
 	// without it); empty: /metrics is open.
 	MetricsToken string
+	// RPO, when set, is exported on /metrics (storekeeper_rpo_seconds) for
+	// the alert on the backup targets' lag.
+	RPO time.Duration
+	// RTO, when set, is exported on /metrics (storekeeper_rto_seconds) for
+	// the alert rules to compare the stores' measured drill durations with.
+	RTO time.Duration
 	// PushAllowPrivate lets browsers subscribe Web Push endpoints that
 	// are http or whose host is not public (loopback, private,
 	// link-local): for tests and push services inside the network. Off,
@@ -188,11 +194,12 @@ func (s *Server) routes() *gin.Engine {
 	viewer, operator := s.require(RoleViewer, false), s.require(RoleOperator, false)
 	api := e.Group("/api")
 	api.GET("/openapi.json", s.openAPI)
-	for _, kind := range []jobs.Kind{jobs.KindCompact, jobs.KindBackup, jobs.KindVerify} {
+	for _, kind := range []jobs.Kind{jobs.KindCompact, jobs.KindBackup, jobs.KindVerify, jobs.KindDrill} {
 		api.POST("/admin/"+string(kind), operator, s.enqueueAll(kind))
 		api.POST("/admin/"+string(kind)+"/:store", operator, s.enqueueOne(kind))
 	}
 	api.POST("/admin/restore/:store", operator, s.restore)
+	api.POST("/admin/adopt/:store", operator, s.adopt)
 	api.GET("/jobs", viewer, s.listJobs)
 	api.GET("/jobs/:id", viewer, s.getJob)
 	api.DELETE("/jobs/:id", operator, s.cancelJob)

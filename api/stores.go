@@ -76,6 +76,7 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 			if p.Backups != nil {
 				v.Backups = p.Backups
 			}
+			v.Targets, v.Drill = p.Targets, p.Drill
 		}
 		if b, ok := jobs.NewestGood(v.Backups); ok {
 			v.LastBackup = &b.CreatedAt
@@ -97,6 +98,13 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 		if v.LastBackup == nil || now.Sub(*v.LastBackup) > backupMaxAge {
 			v.Health = append(v.Health, jobs.HealthCondition{Kind: "no_recent_backup", Store: n, Message: "no backup in the last 24 h"})
 		}
+		for _, t := range v.Targets {
+			if !t.FailingSince.IsZero() {
+				v.Health = append(v.Health, jobs.HealthCondition{Kind: "backup_target_failing", Store: n,
+					Message: fmt.Sprintf("uploads to backup target %s fail since %s: %s", t.Target, t.FailingSince.UTC().Format(time.RFC3339), t.Error)})
+			}
+		}
+		v.Health = append(v.Health, s.drillHealth(n, v.Drill, now)...)
 		if st.LiveBytes > 0 && st.ReclaimableBytes >= fragmentationMin && float64(st.ReclaimableBytes) >= fragmentationShare*float64(st.LiveBytes) {
 			v.Health = append(v.Health, jobs.HealthCondition{Kind: "high_fragmentation", Store: n,
 				Message: fmt.Sprintf("%d of %d live bytes reclaimable by a compaction", st.ReclaimableBytes, st.LiveBytes)})
@@ -204,4 +212,31 @@ func (s *Server) dashboard(c *gin.Context) {
 	}
 	c.JSON(http.StatusOK, gin.H{"stores": stores, "history": publicHistory(recent), "queues": queues, "schedules": scheds, "nodes": nodes,
 		"health": health, "at": time.Now().UTC()})
+}
+
+// drillHealth: the store's last drill failed; the newest backup a drill
+// proved restorable is older than --rpo; the last passing drill took
+// longer than --rto.
+func (s *Server) drillHealth(store string, d *jobs.DrillStatus, now time.Time) []jobs.HealthCondition {
+	if d == nil {
+		return nil
+	}
+	var out []jobs.HealthCondition
+	from := "the local backups"
+	if d.Target != "" {
+		from = "backup target " + d.Target
+	}
+	if !d.OK {
+		out = append(out, jobs.HealthCondition{Kind: "drill_failed", Store: store,
+			Message: fmt.Sprintf("the last restore drill (from %s, %s) failed: %s", from, d.At.UTC().Format(time.RFC3339), d.Error)})
+	}
+	if rpo := s.cfg.RPO; rpo > 0 && !d.Restorable.IsZero() && now.Sub(d.Restorable) > rpo {
+		out = append(out, jobs.HealthCondition{Kind: "rpo_exceeded", Store: store,
+			Message: fmt.Sprintf("restorable as of %s, older than the RPO (%s)", d.Restorable.UTC().Format(time.RFC3339), rpo)})
+	}
+	if rto := s.cfg.RTO; rto > 0 && d.OK && d.RTO > rto {
+		out = append(out, jobs.HealthCondition{Kind: "rto_exceeded", Store: store,
+			Message: fmt.Sprintf("the last drill (from %s) took %s, longer than the RTO (%s)", from, d.RTO.Round(time.Millisecond), rto)})
+	}
+	return out
 }

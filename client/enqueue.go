@@ -23,7 +23,8 @@ type Batch struct {
 }
 
 // Enqueue asks for a job of kind on store. The parameters that apply:
-// compact takes Force and DryRun, verify Deep, restore BackupID (empty:
+// compact takes Force and DryRun, verify Deep, drill Target and BackupID
+// (empty: each target in turn, the newest), restore BackupID (empty:
 // the newest usable backup); backup none. The server refuses the others
 // (invalid_request), and a restore with no usable backup (no_backup)
 // without making a job.

@@ -125,19 +125,24 @@ func (s *fakeServer) enqueueOne(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.noteBody(r)
-	reply(w, http.StatusAccepted, map[string]any{"deduplicated": false, "job_id": s.enqueue(jobs.Kind(r.PathValue("kind")), store, ""),
+	rec := s.enqueue(jobs.Kind(r.PathValue("kind")), store, "")
+	s.queue <- rec.ID
+	reply(w, http.StatusAccepted, map[string]any{"deduplicated": false, "job_id": rec.ID,
 		"kind": r.PathValue("kind"), "store": store, "state": "pending", "queue": "default", "trigger": "manual", "actor": "ops"})
 }
 
 func (s *fakeServer) enqueueAll(w http.ResponseWriter, r *http.Request) {
 	s.noteBody(r)
 	batch := "b" + strconv.Itoa(len(s.records)+1)
+	// The answer holds the records as enqueued, and the runner gets the
+	// jobs only once all are: the output of the examples does not depend
+	// on how the runner's goroutine is scheduled.
 	var out []jobs.Record
 	for _, st := range fakeStores {
-		id := s.enqueue(jobs.Kind(r.PathValue("kind")), st, batch)
-		s.mu.Lock()
-		out = append(out, *s.records[id])
-		s.mu.Unlock()
+		out = append(out, s.enqueue(jobs.Kind(r.PathValue("kind")), st, batch))
+	}
+	for _, rec := range out {
+		s.queue <- rec.ID
 	}
 	reply(w, http.StatusAccepted, map[string]any{"batch_id": batch, "jobs": out})
 }
@@ -149,18 +154,18 @@ func (s *fakeServer) noteBody(r *http.Request) {
 	s.lastBody, s.lastType = b, r.Header.Get("Content-Type")
 }
 
-// enqueue makes a pending job, says so (job.enqueued) and queues it for
-// the runner.
-func (s *fakeServer) enqueue(kind jobs.Kind, store, batch string) string {
+// enqueue makes a pending job, says so (job.enqueued) and returns its
+// record as enqueued; the caller queues it for the runner.
+func (s *fakeServer) enqueue(kind jobs.Kind, store, batch string) jobs.Record {
 	s.mu.Lock()
 	s.nextJob++
 	id := "j" + strconv.Itoa(s.nextJob)
 	s.records[id] = &jobs.Record{ID: id, Kind: kind, Store: store, Queue: "default", State: jobs.StatePending, Trigger: jobs.TriggerManual,
 		Actor: "ops", BatchID: batch, MaxRetry: 3, Errors: []jobs.AttemptError{}, EnqueuedAt: fakeNow}
 	s.publish(jobs.Event{Type: jobs.EventJobEnqueued, JobID: id, Kind: kind, Store: store, Trigger: jobs.TriggerManual, Actor: "ops"})
+	rec := *s.records[id]
 	s.mu.Unlock()
-	s.queue <- id
-	return id
+	return rec
 }
 
 var fakeNow = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

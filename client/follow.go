@@ -76,7 +76,11 @@ func (c *Client) Follow(ctx context.Context, f *Feed, recs []jobs.Record, fn fun
 	for len(running) > 0 {
 		fr, err := f.Next(ctx)
 		switch {
-		case errors.Is(err, ErrClosed), err != nil && ctx.Err() != nil:
+		case err != nil && ctx.Err() != nil:
+			// The feed may tell its end (ErrClosed) before ctx's: the
+			// caller learns both.
+			return fmt.Errorf("%w: %w (%w)", ErrStoppedWaiting, ctx.Err(), err)
+		case errors.Is(err, ErrClosed):
 			return fmt.Errorf("%w: %w", ErrStoppedWaiting, err)
 		case err != nil:
 			return err

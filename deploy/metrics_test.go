@@ -56,7 +56,8 @@ func scrapeServe(t *testing.T) exposed {
 	const token = "operator-token-for-the-deploy-test"
 	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--redis", rs.URL(), "--tokens", "ops:operator:"+token,
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"), "--stores", "orders,users",
-		"--node", "deploytest", "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off")
+		"--node", "deploytest", "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off",
+		"--backup-target", "vault=file://"+filepath.Join(dir, "vault")+"?create_dir=1", "--rpo", "1h", "--rto", "1m")
 	cmd.Env = os.Environ()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -134,7 +135,7 @@ func scrapeServe(t *testing.T) exposed {
 		}
 	}
 	waitFor("orders to be published", func() bool { code, _, _ := call("GET", "/api/stores/orders", ""); return code == 200 })
-	for _, job := range []struct{ path, body string }{{"/api/admin/compact/orders", `{"force":true}`}, {"/api/admin/backup/orders", ""}} {
+	for _, job := range []struct{ path, body string }{{"/api/admin/compact/orders", `{"force":true}`}, {"/api/admin/backup/orders", ""}, {"/api/admin/drill/orders", ""}} {
 		code, m, raw := call("POST", job.path, job.body)
 		if code != http.StatusAccepted {
 			t.Fatalf("POST %s: %d %s", job.path, code, raw)
@@ -209,7 +210,8 @@ func scrapeServe(t *testing.T) exposed {
 		_, reclaimed := ex["storekeeper_compaction_reclaimed_bytes"]
 		_, backups := ex["storekeeper_backup_age_seconds"]
 		_, lost := ex["storekeeper_store_lost"]
-		return reclaimed && backups && lost
+		_, restorable := ex["storekeeper_store_last_restorable_timestamp_seconds"]
+		return reclaimed && backups && lost && restorable
 	})
 	return ex
 }

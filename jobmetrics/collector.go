@@ -21,6 +21,13 @@ type Config struct {
 	Node string
 	// Timeout bounds one scrape's Redis reads (default 5 s).
 	Timeout time.Duration
+	// RPO, when set, is exported as storekeeper_rpo_seconds, which the
+	// alert rules compare each backup target's lag with (--rpo).
+	RPO time.Duration
+	// RTO, when set, is exported as storekeeper_rto_seconds, which the
+	// alert rules compare each store's measured drill duration with
+	// (--rto).
+	RTO time.Duration
 	// MaxAge is how old the values a scrape serves may be: the Collector
 	// reads Redis at most once per MaxAge, however often it is scraped
 	// (a Snapshot of itself). 0: DefaultMaxAge; negative: on every scrape
@@ -85,7 +92,16 @@ var (
 		[]string{"store", "node", "state"}, nil)
 	descStoreLost = prometheus.NewDesc("storekeeper_store_lost", "1 for each store a live node has but does not serve because another claim holds its lease (holder: the node that does).",
 		[]string{"store", "node", "holder"}, nil)
-	descNodeUp = prometheus.NewDesc("storekeeper_node_up", "1 while the node's heartbeat is live, 0 once it has expired (on a worker: its own node only).",
+	descTargetLag = prometheus.NewDesc("storekeeper_backup_target_lag_seconds", "Age of the newest backup of each store on each backup target (when the target has none: of the store's oldest local backup, which it lacks), as the store's owner knows it.",
+		[]string{"store", "target"}, nil)
+	descTargetFailing = prometheus.NewDesc("storekeeper_backup_target_failing", "1 while uploads of the store's backups to the backup target fail, else 0.",
+		[]string{"store", "target"}, nil)
+	descRPO         = prometheus.NewDesc("storekeeper_rpo_seconds", "The recovery point objective (--rpo) the backup targets' lag is held to.", nil, nil)
+	descRTO         = prometheus.NewDesc("storekeeper_rto_seconds", "The recovery time objective (--rto) the stores' drills are held to.", nil, nil)
+	descRestorable  = prometheus.NewDesc("storekeeper_store_last_restorable_timestamp_seconds", "Creation time of the newest backup of the store a restore drill has proven restorable.", []string{"store"}, nil)
+	descDrillTook   = prometheus.NewDesc("storekeeper_drill_duration_seconds", "The measured RTO of the store's last passing drill: from its start to a fetched, fingerprinted, checked copy.", []string{"store", "target"}, nil)
+	descDrillFailed = prometheus.NewDesc("storekeeper_drill_failed", "1 when the store's last restore drill failed, else 0.", []string{"store", "target"}, nil)
+	descNodeUp      = prometheus.NewDesc("storekeeper_node_up", "1 while the node's heartbeat is live, 0 once it has expired (on a worker: its own node only).",
 		[]string{"node"}, nil)
 )
 
@@ -95,7 +111,8 @@ var durationBuckets = prometheus.ExponentialBuckets(0.01, 4, 10)
 
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp, descStoreState, descStoreLost, descNodeUp} {
+	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp, descStoreState, descStoreLost, descNodeUp,
+		descTargetLag, descTargetFailing, descRPO, descRTO, descRestorable, descDrillTook, descDrillFailed} {
 		ch <- d
 	}
 }
@@ -116,6 +133,12 @@ func (c *Collector) collect(ch chan<- prometheus.Metric) {
 	defer cancel()
 	c.collectHistory(ctx, ch)
 	c.collectStores(ctx, ch)
+	if c.cfg.RPO > 0 {
+		ch <- prometheus.MustNewConstMetric(descRPO, prometheus.GaugeValue, c.cfg.RPO.Seconds())
+	}
+	if c.cfg.RTO > 0 {
+		ch <- prometheus.MustNewConstMetric(descRTO, prometheus.GaugeValue, c.cfg.RTO.Seconds())
+	}
 }
 
 func (c *Collector) collectHistory(ctx context.Context, ch chan<- prometheus.Metric) {
@@ -205,6 +228,25 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 		}
 		if b, ok := jobs.NewestGood(p.Backups); ok {
 			ch <- prometheus.MustNewConstMetric(descBackupAge, prometheus.GaugeValue, now.Sub(b.CreatedAt).Seconds(), name)
+		}
+		for _, t := range p.Targets {
+			at := t.BackupAt
+			if at.IsZero() && len(p.Backups) > 0 {
+				at = p.Backups[len(p.Backups)-1].CreatedAt // newest first: the oldest, which the target lacks too
+			}
+			if !at.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descTargetLag, prometheus.GaugeValue, now.Sub(at).Seconds(), name, t.Target)
+			}
+			ch <- prometheus.MustNewConstMetric(descTargetFailing, prometheus.GaugeValue, b2f(!t.FailingSince.IsZero()), name, t.Target)
+		}
+		if d := p.Drill; d != nil {
+			if !d.Restorable.IsZero() {
+				ch <- prometheus.MustNewConstMetric(descRestorable, prometheus.GaugeValue, float64(d.Restorable.UnixMilli())/1000, name)
+			}
+			if d.OK {
+				ch <- prometheus.MustNewConstMetric(descDrillTook, prometheus.GaugeValue, d.RTO.Seconds(), name, d.Target)
+			}
+			ch <- prometheus.MustNewConstMetric(descDrillFailed, prometheus.GaugeValue, b2f(!d.OK), name, d.Target)
 		}
 	}
 }

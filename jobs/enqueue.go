@@ -16,7 +16,16 @@ var (
 	ErrUnavailable = errors.New("job queue unavailable")
 	// ErrUnknownJob: no record for that job id. 404.
 	ErrUnknownJob = errors.New("unknown job")
+	// ErrStoreHeld: an adoption was refused because the store's owner may
+	// still be serving it: its lease is held (adopt with force once its
+	// node is down), or the node that owns it is up. 409.
+	ErrStoreHeld = errors.New("store held by another node")
 )
+
+// ReasonStoreMoved is the reason of a job settled failed because its
+// store was adopted by another node while the job waited for the old
+// owner. Such a failure is not notified: the adoption is the news.
+const ReasonStoreMoved = "store_moved"
 
 // Request asks for one job.
 type Request struct {
@@ -99,5 +108,7 @@ var DefaultTimeout = map[Kind]time.Duration{
 	KindBackup:  2 * time.Hour,
 	KindRestore: 2 * time.Hour,
 	KindVerify:  time.Hour,
+	KindDrill:   2 * time.Hour,
+	KindAdopt:   2 * time.Hour,
 	KindNotify:  time.Minute,
 }

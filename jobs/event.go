@@ -27,6 +27,10 @@ const (
 	// another claim; it stopped serving the store (Holder names the
 	// claim that has it).
 	EventStoreLost EventType = "store.lost"
+	// EventBackupTargetFailed: a backup could not be uploaded to a backup
+	// target (Target), once per outage of that target on a node; the
+	// backup itself succeeded, and later uploads catch the target up.
+	EventBackupTargetFailed EventType = "backup.target_failed"
 )
 
 // Event is one entry of the events stream; ID is the stream entry id,
@@ -56,8 +60,15 @@ type Event struct {
 	BackupAt   time.Time `json:"backup_at,omitzero"`
 	Quarantine string    `json:"quarantine,omitempty"`
 	// store.lost: the node that holds the store's lease now
-	Holder string    `json:"holder,omitempty"`
-	At     time.Time `json:"at"`
+	Holder string `json:"holder,omitempty"`
+	// backup.target_failed: the backup target
+	Target string `json:"target,omitempty"`
+	// Fence is the fencing token of the store lease the event's change
+	// was accepted under (set on a job's start and on ends its store's
+	// owner records): the change applied only while that claim still held
+	// the lease, so along the stream a store's tokens never go down.
+	Fence int64     `json:"fence,omitempty"`
+	At    time.Time `json:"at"`
 }
 
 // HistoryStatus is how a finished job ended, per kind.
@@ -71,6 +82,8 @@ const (
 	StatusVerified  HistoryStatus = "verified"
 	StatusCorrupt   HistoryStatus = "corrupt"
 	StatusRestored  HistoryStatus = "restored"
+	StatusDrilled   HistoryStatus = "drilled" // the drill passed; a failed one is failed
+	StatusAdopted   HistoryStatus = "adopted"
 	StatusFailed    HistoryStatus = "failed"
 	StatusCanceled  HistoryStatus = "canceled"
 	StatusDelivered HistoryStatus = "delivered" // notify

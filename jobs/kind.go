@@ -14,11 +14,19 @@ const (
 	KindBackup  Kind = "backup"
 	KindVerify  Kind = "verify"
 	KindRestore Kind = "restore"
-	KindNotify  Kind = "notify"
+	// KindDrill restores a store's backup into a scratch directory and
+	// proves it usable, never touching the live store.
+	KindDrill Kind = "drill"
+	// KindAdopt creates a store on a node that never held it, from a
+	// backup on a backup target: the disaster recovery of a store whose
+	// machine is gone. It runs on the node it names (Params.Node), not
+	// on the store's owner.
+	KindAdopt  Kind = "adopt"
+	KindNotify Kind = "notify"
 )
 
 // Kinds lists every kind, maintenance kinds first.
-var Kinds = []Kind{KindCompact, KindBackup, KindVerify, KindRestore, KindNotify}
+var Kinds = []Kind{KindCompact, KindBackup, KindVerify, KindRestore, KindDrill, KindAdopt, KindNotify}
 
 // Valid reports whether k is a known kind.
 func (k Kind) Valid() bool {
@@ -34,12 +42,19 @@ func (k Kind) Valid() bool {
 // serialise on it); notify does not.
 func (k Kind) Maintenance() bool { return k.Valid() && k != KindNotify }
 
+// Exclusive reports whether jobs of this kind replace a store's data
+// (restore, adopt): one of them per store may be in flight, and one
+// that has started is never canceled.
+func (k Kind) Exclusive() bool { return k == KindRestore || k == KindAdopt }
+
 // DefaultMaxRetry is each kind's retry budget (docs/design.md's job table).
 var DefaultMaxRetry = map[Kind]int{
 	KindCompact: 3,
 	KindBackup:  3,
 	KindVerify:  1,
 	KindRestore: 2,
+	KindDrill:   1,
+	KindAdopt:   2,
 	KindNotify:  8,
 }
 

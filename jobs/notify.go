@@ -34,6 +34,7 @@ type Notification struct {
 	BackupID   string    `json:"backup_id,omitempty"`
 	BackupAt   time.Time `json:"backup_at,omitzero"` // the rollback window: writes after it are gone
 	Quarantine string    `json:"quarantine,omitempty"`
+	Target     string    `json:"target,omitempty"` // backup.target_failed
 	At         time.Time `json:"at"`
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -31,10 +32,15 @@ func IDTime(id string) (time.Time, error) {
 // Params are a job's kind-specific parameters. Two jobs of one kind on one
 // store with equal Params are the same request (deduplication).
 type Params struct {
-	Force    bool   `json:"force,omitempty"`     // compact: bypass the rule
-	DryRun   bool   `json:"dry_run,omitempty"`   // compact: decide only
-	Deep     bool   `json:"deep,omitempty"`      // verify: also CheckLevels
-	BackupID string `json:"backup_id,omitempty"` // restore: empty = newest verified
+	Force  bool `json:"force,omitempty"`   // compact: bypass the rule
+	DryRun bool `json:"dry_run,omitempty"` // compact: decide only
+	Deep   bool `json:"deep,omitempty"`    // verify: also CheckLevels
+	// backup: then rewrite the store's backups on every encrypted target
+	// for the current recipients (offsite.Target.Reencrypt)
+	Reencrypt bool   `json:"reencrypt,omitempty"`
+	BackupID  string `json:"backup_id,omitempty"` // restore, drill: empty = newest verified
+	Target    string `json:"target,omitempty"`    // restore, drill, adopt: fetch the backup from this backup target
+	Node      string `json:"node,omitempty"`      // adopt: the node that adopts the store
 }
 
 // Payload is what a task carries. Secrets never travel here (asynqmon
@@ -73,10 +79,16 @@ func (p Payload) Validate() error {
 	if err := ValidateStoreName(p.Store); err != nil {
 		return fmt.Errorf("%w: %w", ErrBadPayload, err)
 	}
-	if (p.Params.Force || p.Params.DryRun) && p.Kind != KindCompact ||
+	if p.Params.Force && p.Kind != KindCompact && p.Kind != KindAdopt ||
+		p.Params.DryRun && p.Kind != KindCompact ||
 		p.Params.Deep && p.Kind != KindVerify ||
-		p.Params.BackupID != "" && p.Kind != KindRestore {
+		p.Params.Reencrypt && p.Kind != KindBackup ||
+		(p.Params.BackupID != "" || p.Params.Target != "") && p.Kind != KindRestore && p.Kind != KindDrill && p.Kind != KindAdopt ||
+		(p.Params.Node != "") != (p.Kind == KindAdopt) {
 		return fmt.Errorf("%w: parameters %+v do not apply to %s", ErrBadPayload, p.Params, p.Kind)
+	}
+	if p.Kind == KindAdopt && p.Params.Target == "" {
+		return fmt.Errorf("%w: adopt needs a backup target", ErrBadPayload)
 	}
 	return nil
 }
@@ -110,3 +122,14 @@ func (p Payload) DedupeKey() string {
 	b, _ := json.Marshal(p.Params) // fixed field order: canonical
 	return string(p.Kind) + "|" + p.Store + "|" + string(b)
 }
+
+// ValidateTargetName checks a backup target's name (--backup-target
+// NAME=URL): 1 to 32 of a-z, 0-9, _ and -, starting with a letter or digit.
+func ValidateTargetName(name string) error {
+	if !targetNameRE.MatchString(name) {
+		return fmt.Errorf("backup target name %q: want 1-32 of a-z, 0-9, _ and -, starting with a letter or digit", name)
+	}
+	return nil
+}
+
+var targetNameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,31}$`)

@@ -42,6 +42,24 @@ type BackupResult struct {
 	Pruned []string      `json:"pruned,omitempty"`
 	Timing BackupTiming  `json:"timing"`
 	Took   time.Duration `json:"took"`
+	// Targets: the upload to each backup target, after the local backup.
+	Targets []TargetUpload `json:"targets,omitempty"`
+}
+
+// TargetUpload is a backup's upload to one backup target.
+type TargetUpload struct {
+	Target   string        `json:"target"`
+	Objects  int           `json:"objects"` // sent
+	Skipped  int           `json:"skipped"` // already on the target (shared with other backups or stores)
+	Bytes    int64         `json:"bytes"`   // sent
+	Took     time.Duration `json:"took"`
+	Error    string        `json:"error,omitempty"`  // the upload failed; the next backup's sends what is missing
+	Complete bool          `json:"complete"`         // the backup is listed on the target
+	Pruned   []string      `json:"pruned,omitempty"` // backups the target dropped after it, by the store's retention
+	// A backup asked to reencrypt: the store's backups and objects on the
+	// target rewritten for the current recipients.
+	ReencryptedBackups int `json:"reencrypted_backups,omitempty"`
+	ReencryptedObjects int `json:"reencrypted_objects,omitempty"`
 }
 
 // BackupTiming breaks a backup's time down.
@@ -94,6 +112,40 @@ type RestoreResult struct {
 	Quarantine string        `json:"quarantine,omitempty"` // empty when there was no live directory
 	Timing     RestoreTiming `json:"timing"`
 	Took       time.Duration `json:"took"`
+}
+
+// AdoptResult is an adoption's result: the backup the store was made
+// from and where it came from, the node that held the store before (empty
+// when none did), the fencing token of the adopter's claim, and the jobs
+// still queued for the old owner that were settled failed (store_moved).
+type AdoptResult struct {
+	Replayed     bool          `json:"replayed,omitempty"`
+	Target       string        `json:"target"`
+	BackupID     string        `json:"backup_id"`
+	BackupAt     time.Time     `json:"backup_at"`
+	PreviousNode string        `json:"previous_node,omitempty"`
+	Token        int64         `json:"token"`
+	Moved        []string      `json:"moved,omitempty"`
+	Timing       RestoreTiming `json:"timing"`
+	Took         time.Duration `json:"took"`
+}
+
+// DrillResult is a passing drill's result: which backup, from where
+// (Target; empty for the local backup directory), what it read, and the
+// measured RTO: from the drill's start to a fetched, fingerprinted,
+// checked store.
+type DrillResult struct {
+	Target             string        `json:"target,omitempty"`
+	BackupID           string        `json:"backup_id"`
+	BackupAt           time.Time     `json:"backup_at"`
+	Files              int           `json:"files"`
+	Bytes              int64         `json:"bytes"`
+	Points             int64         `json:"points"`
+	Fingerprint        string        `json:"fingerprint,omitempty"`
+	FingerprintChecked bool          `json:"fingerprint_checked"` // false for a backup made before fingerprints
+	RTO                time.Duration `json:"rto"`
+	Fetch              time.Duration `json:"fetch"`
+	Check              time.Duration `json:"check"`
 }
 
 // RestoreTiming breaks a restore's time down.

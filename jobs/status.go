@@ -12,6 +12,40 @@ type StoreStatus struct {
 	Stats   StoreStats      `json:"stats"`
 	Backups []BackupSummary `json:"backups,omitempty"` // newest first; absent when the store has no backup directory
 	At      time.Time       `json:"at"`
+	// Fence is the fencing token of the lease the publisher held; the
+	// publish applied only while that claim still held the lease.
+	Fence int64 `json:"fence,omitempty"`
+	// Targets: the store's copy on each backup target, as its owner knows
+	// it (absent without --backup-target).
+	Targets []TargetStatus `json:"targets,omitempty"`
+	// Drill is the store's last restore drill (absent before the first).
+	Drill *DrillStatus `json:"drill,omitempty"`
+}
+
+// DrillStatus is a store's last restore drill, and the newest backup a
+// drill has proven restorable (Restorable: the store's last restorable
+// point, kept across a later failed drill).
+type DrillStatus struct {
+	JobID      string        `json:"job_id"`
+	At         time.Time     `json:"at"` // when it finished
+	Target     string        `json:"target,omitempty"`
+	BackupID   string        `json:"backup_id,omitempty"`
+	BackupAt   time.Time     `json:"backup_at,omitzero"`
+	OK         bool          `json:"ok"`
+	Error      string        `json:"error,omitempty"`
+	RTO        time.Duration `json:"rto,omitempty"` // measured, when it passed
+	Restorable time.Time     `json:"restorable,omitzero"`
+}
+
+// TargetStatus is a store's copy on one backup target.
+type TargetStatus struct {
+	Target   string    `json:"target"`
+	BackupID string    `json:"backup_id,omitempty"` // the newest backup the target holds; empty: none known
+	BackupAt time.Time `json:"backup_at,omitzero"`
+	// Error is why the last upload failed; FailingSince when uploads to
+	// the target started failing (zero while they succeed).
+	Error        string    `json:"error,omitempty"`
+	FailingSince time.Time `json:"failing_since,omitzero"`
 }
 
 // StoreState is a store's lifecycle state by name, as published.
@@ -77,7 +111,8 @@ type BackupSummary struct {
 	Bytes         int64        `json:"bytes"`          // all files
 	NewBytes      int64        `json:"new_bytes"`      // bytes this backup copied; the rest was shared
 	Files         []BackupFile `json:"files"`
-	VerifiedAt    time.Time    `json:"verified_at"` // zero: no check completed
+	Fingerprint   string       `json:"fingerprint,omitempty"` // of its content: what a drill recomputes
+	VerifiedAt    time.Time    `json:"verified_at"`           // zero: no check completed
 	Bad           bool         `json:"bad,omitempty"`
 	Error         string       `json:"error,omitempty"` // why it is bad
 }
@@ -88,6 +123,8 @@ type BackupFile struct {
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
 	Shared bool   `json:"shared,omitempty"` // a hard link to the content shared with other backups
+	// Fingerprint of a sstable's entries or a WAL's records.
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // Usable reports whether a restore may use the backup: it was verified
@@ -147,12 +184,17 @@ type StoreView struct {
 	LastBackup  *time.Time        `json:"last_backup,omitempty"` // of the newest backup not marked bad
 	PublishedAt *time.Time        `json:"published_at,omitempty"`
 	Health      []HealthCondition `json:"health"`
+	// Targets: the store's copy on each backup target, as its owner
+	// published it (absent without --backup-target).
+	Targets []TargetStatus `json:"targets,omitempty"`
+	// Drill: the store's last restore drill (absent before the first).
+	Drill *DrillStatus `json:"drill,omitempty"`
 }
 
 // HealthCondition is one health finding, about a store (StoreView.Health)
 // or the deployment (GET /api/health).
 type HealthCondition struct {
-	Kind    string `json:"kind"` // corrupt, unavailable, lost, node_down, no_recent_backup, high_fragmentation, job_failures
+	Kind    string `json:"kind"` // corrupt, unavailable, lost, node_down, no_recent_backup, backup_target_failing, drill_failed, rpo_exceeded, rto_exceeded, high_fragmentation, job_failures
 	Store   string `json:"store,omitempty"`
 	Node    string `json:"node,omitempty"`
 	Message string `json:"message"`

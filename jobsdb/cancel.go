@@ -41,7 +41,7 @@ func (c *Client) Cancel(ctx context.Context, id, actor string) (jobs.Record, err
 	// A restore is canceled only exactly as it was read, not started: one
 	// that started meanwhile runs to its end.
 	guard := keyspace.LiveGuard()
-	if rec.Kind == jobs.KindRestore {
+	if rec.Kind.Exclusive() {
 		guard = keyspace.ObservedGuard(rec)
 	}
 	res, err := Apply(ctx, c.rdb, id, guard, ch)

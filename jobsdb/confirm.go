@@ -55,28 +55,42 @@ var ErrUnconfirmed = fmt.Errorf("%w: not confirmed by enough Redis replicas", jo
 // client's read timeout (internal/config checks it), or the pipeline's
 // read times out before WAIT answers.
 func confirm(ctx context.Context, rdb redis.Cmdable, n int, timeout time.Duration, ids []string, terminal bool) error {
+	return confirmWith(ctx, rdb, n, timeout, func(pipe redis.Pipeliner) func() error {
+		states := make([]*redis.StringCmd, len(ids))
+		for i, id := range ids {
+			states[i] = pipe.HGet(ctx, keyspace.RecordKey(id), "state")
+		}
+		return func() error {
+			for i, st := range states {
+				s, err := st.Result()
+				switch {
+				case errors.Is(err, redis.Nil):
+					return fmt.Errorf("%w: job %s has no record on the Redis primary that answered (lost in a failover?)", ErrUnconfirmed, ids[i])
+				case err != nil:
+					return fmt.Errorf("%w: read job %s: %w", ErrUnconfirmed, ids[i], err)
+				case terminal && !jobs.State(s).Terminal():
+					return fmt.Errorf("%w: job %s is %s on the Redis primary that answered, not ended (its end lost in a failover?)", ErrUnconfirmed, ids[i], s)
+				}
+			}
+			return nil
+		}
+	})
+}
+
+// confirmWith is confirm's pipeline around the reads check queues (and
+// whose results the function it returns checks, after the pipeline ran).
+func confirmWith(ctx context.Context, rdb redis.Cmdable, n int, timeout time.Duration, check func(redis.Pipeliner) func() error) error {
 	if n <= 0 {
 		return nil
 	}
 	pipe := rdb.Pipeline()
-	states := make([]*redis.StringCmd, len(ids))
-	for i, id := range ids {
-		states[i] = pipe.HGet(ctx, keyspace.RecordKey(id), "state")
-	}
+	verify := check(pipe)
 	pipe.Publish(ctx, keyspace.ConfirmChannel, "")
 	// Pipeliner has no Wait. WAIT's 0 is "forever": at least 1 ms.
 	acks := pipe.Do(ctx, "wait", n, max(1, timeout.Milliseconds()))
 	_, _ = pipe.Exec(ctx) // each command's error is read below
-	for i, st := range states {
-		s, err := st.Result()
-		switch {
-		case errors.Is(err, redis.Nil):
-			return fmt.Errorf("%w: job %s has no record on the Redis primary that answered (lost in a failover?)", ErrUnconfirmed, ids[i])
-		case err != nil:
-			return fmt.Errorf("%w: read job %s: %w", ErrUnconfirmed, ids[i], err)
-		case terminal && !jobs.State(s).Terminal():
-			return fmt.Errorf("%w: job %s is %s on the Redis primary that answered, not ended (its end lost in a failover?)", ErrUnconfirmed, ids[i], s)
-		}
+	if err := verify(); err != nil {
+		return err
 	}
 	got, err := acks.Int64()
 	if err != nil {
@@ -106,4 +120,29 @@ func ConfirmEnded(ctx context.Context, rdb redis.Cmdable, id string, n int, time
 // over before the call) are on cfg.MinReplicas replicas; see confirm.
 func (c *Client) confirmAccepted(ctx context.Context, ids ...string) error {
 	return confirm(ctx, c.rdb, c.cfg.MinReplicas, c.cfg.MinReplicasTimeout, ids, false)
+}
+
+// ConfirmClaim makes sure store's lease still holds value (a claim just
+// made) on the Redis primary and that it is on at least n of its replicas
+// (see confirm); n <= 0 confirms nothing. A worker acts on a claim only
+// once it is confirmed: a claim a failover lost would leave the lease's
+// token counter behind, and the next claim would reuse its token, so two
+// claims would hold the same fencing token (make chaos found tokens going
+// back after failovers without confirmation).
+func ConfirmClaim(ctx context.Context, rdb redis.Cmdable, store, value string, n int, timeout time.Duration) error {
+	return confirmWith(ctx, rdb, n, timeout, func(pipe redis.Pipeliner) func() error {
+		cur := pipe.Get(ctx, keyspace.LeaseKey(store))
+		return func() error {
+			v, err := cur.Result()
+			switch {
+			case errors.Is(err, redis.Nil):
+				return fmt.Errorf("%w: store %s has no lease on the Redis primary that answered (the claim lost in a failover?)", ErrUnconfirmed, store)
+			case err != nil:
+				return fmt.Errorf("%w: read the lease of %s: %w", ErrUnconfirmed, store, err)
+			case v != value:
+				return fmt.Errorf("%w: the lease of %s is another claim's on the Redis primary that answered", ErrUnconfirmed, store)
+			}
+			return nil
+		}
+	})
 }

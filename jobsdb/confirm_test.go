@@ -217,6 +217,32 @@ func TestConfirmEnded(t *testing.T) {
 	}
 }
 
+// ConfirmClaim confirms a lease claim only while the primary that answers
+// holds exactly that claim, and the replicas have it.
+func TestConfirmClaim(t *testing.T) {
+	r := startReplicated(t)
+	ctx := t.Context()
+	v, ok, err := ClaimLease(ctx, r.rdb, "orders", jobs.Lease{Node: "n1", Host: "h", Instance: "i1"}, time.Minute)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	if err := ConfirmClaim(ctx, r.rdb, "orders", v, 1, confirmTimeout); err != nil {
+		t.Fatalf("a claim on the replica: %v", err)
+	}
+	if err := ConfirmClaim(ctx, r.rdb, "orders", v, 2, confirmTimeout); !errors.Is(err, ErrUnconfirmed) || !strings.Contains(err.Error(), "1 of the 2 replicas") {
+		t.Fatalf("two replicas required, one there: %v", err)
+	}
+	if err := ConfirmClaim(ctx, r.rdb, "orders", `{"node":"n1","token":99}`, 1, confirmTimeout); !errors.Is(err, ErrUnconfirmed) || !strings.Contains(err.Error(), "another claim") {
+		t.Fatalf("a claim the primary does not hold: %v", err)
+	}
+	if err := ConfirmClaim(ctx, r.rdb, "users", v, 1, confirmTimeout); !errors.Is(err, ErrUnconfirmed) || !strings.Contains(err.Error(), "no lease") {
+		t.Fatalf("a claim lost in a failover: %v", err)
+	}
+	if err := ConfirmClaim(ctx, r.rdb, "users", v, 0, confirmTimeout); err != nil {
+		t.Fatalf("nothing asked: %v", err)
+	}
+}
+
 // MinReplicas 0 (the default) sends no WAIT and no PUBLISH: not one
 // command more than before. With 1, each accepting or ending call sends
 // exactly one WAIT.

@@ -82,10 +82,10 @@ func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, 
 		return jobs.Enqueued{}, err
 	}
 	restore := "0"
-	if p.Kind == jobs.KindRestore {
+	if p.Kind.Exclusive() {
 		restore = "1"
 	}
-	argv := rec.AppendFields([]any{rec.ID, restore, c.cfg.EventsMaxLen, ev, p.Store, jobs.NodeQueue(""), keyspace.InFlightKey(""), keyspace.RecordKey("")}, "node", "queue")
+	argv := rec.AppendFields([]any{rec.ID, restore, p.Params.Node, c.cfg.EventsMaxLen, ev, p.Store, jobs.NodeQueue(""), keyspace.InFlightKey(""), keyspace.RecordKey("")}, "node", "queue")
 	keys := []string{keyspace.LockKey(p), keyspace.RestoreLockKey(p.Store), keyspace.RecordKey(rec.ID), keyspace.EventsStream, keyspace.StoresKey}
 	// From here the enqueue runs to its end even if the caller goes away:
 	// a script that ran but whose answer nobody read would leave a pending

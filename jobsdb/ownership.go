@@ -14,7 +14,7 @@ import (
 // returns the lease value now held (its fencing token included) and true,
 // or the value another node holds and false.
 func ClaimLease(ctx context.Context, rdb redis.Scripter, store string, l jobs.Lease, ttl time.Duration) (string, bool, error) {
-	out, err := keyspace.ClaimScript.Run(ctx, rdb, []string{keyspace.LeaseKey(store), keyspace.StoresKey, keyspace.LeaseTokenKey(store)},
+	out, err := keyspace.ClaimScript.Run(ctx, rdb, []string{keyspace.LeaseKey(store), keyspace.StoresKey, keyspace.LeaseTokenKey(store), keyspace.HomeKey(store)},
 		l.Node, l.Host, l.Instance, ttl.Milliseconds(), store).StringSlice()
 	if err != nil {
 		return "", false, unavailable(err)

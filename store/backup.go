@@ -43,6 +43,10 @@ type BackupFile struct {
 	// (MANIFEST, OPTIONS, WAL, markers) are private copies, since Pebble may
 	// append to or recycle them.
 	Shared bool `json:"shared,omitempty"`
+	// Fingerprint of the file's entries (sstables) or records (WAL); see
+	// fingerprint.go. Empty for other files and in backups made before
+	// fingerprints.
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // BackupManifest describes a published backup. It is written last, and the
@@ -56,6 +60,10 @@ type BackupManifest struct {
 	Bytes         int64        `json:"bytes"`          // all files
 	NewBytes      int64        `json:"new_bytes"`      // bytes this backup copied; the rest was shared
 	Files         []BackupFile `json:"files"`
+	// Fingerprint combines the files' fingerprints: what a drill
+	// recomputes from the files it restores. Empty in backups made before
+	// fingerprints.
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 // BackupInfo is a backup as listed: its manifest and what later checks said.
@@ -193,7 +201,7 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	slices.Sort(entries)
 	var ct copyTiming
 	cache := loadHashCache(bfs, paths.hashCache())
-	newCache := map[string]string{}
+	newCache := hashCache{}
 
 	// Decide per file: shared sstable already held, sstable to copy into
 	// objects/, or private file to copy. Preflight on what must be copied.
@@ -215,9 +223,9 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 		}
 		p := plan{file: BackupFile{Name: name, Size: info.Size(), Shared: strings.HasSuffix(name, ".sst")}, src: src}
 		if p.file.Shared {
-			if sum, ok := cache[cacheKey(src)]; ok {
+			if sum, fp, ok := cache.lookup(cacheKey(src)); ok {
 				if _, err := bfs.Stat(paths.object(sum)); err == nil {
-					p.file.SHA256, p.cached = sum, true
+					p.file.SHA256, p.file.Fingerprint, p.cached = sum, fp, true
 				}
 			}
 		}
@@ -259,6 +267,18 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	for i := range plans {
 		p := &plans[i]
 		if p.cached {
+			if p.file.Fingerprint == "" {
+				// Cached by a version before fingerprints: read the
+				// object once to learn it.
+				g.Go(func() error {
+					fp, err := fingerprintTable(s.opts, bfs, paths.object(p.file.SHA256))
+					if err != nil {
+						return fmt.Errorf("backup %s: %w: %s: %w", s.name, ErrBadBackup, p.file.Name, err)
+					}
+					p.file.Fingerprint = fp.String()
+					return nil
+				})
+			}
 			continue
 		}
 		dst := filepath.Join(staging, p.file.Name)
@@ -275,14 +295,17 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 				return fmt.Errorf("backup %s: %w", s.name, err)
 			}
 			p.file.SHA256, p.file.Size = sum, n
-			var took time.Duration
-			if p.file.Shared {
-				vt := time.Now()
-				if _, err := validateTable(s.opts, bfs, dst); err != nil {
-					return fmt.Errorf("backup %s: %w: %s: %w", s.name, ErrBadBackup, p.file.Name, err)
-				}
-				took = time.Since(vt)
+			// Reading every entry back through Pebble checks the blocks'
+			// checksums and fingerprints the table (or WAL) in one pass.
+			vt := time.Now()
+			fp, has, err := fingerprintFile(s.opts, bfs, dst)
+			if err != nil {
+				return fmt.Errorf("backup %s: %w: %s: %w", s.name, ErrBadBackup, p.file.Name, err)
 			}
+			if has {
+				p.file.Fingerprint = fp.String()
+			}
+			took := time.Since(vt)
 			mu.Lock()
 			validating += took
 			ct.add(pt)
@@ -323,13 +346,16 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 			res.Copied++
 		}
 		if p.file.Shared {
-			newCache[cacheKey(p.src)] = p.file.SHA256
+			newCache[cacheKey(p.src)] = p.file.SHA256 + " " + p.file.Fingerprint
 			if err := bfs.Link(paths.object(p.file.SHA256), dst); err != nil {
 				return res, fmt.Errorf("backup %s: link %s: %w", s.name, p.file.Name, err)
 			}
 		}
 		m.Bytes += p.file.Size
 		m.Files = append(m.Files, p.file)
+	}
+	if m.Fingerprint, err = combineFingerprints(m.Files); err != nil {
+		return res, err
 	}
 	crashPoint("backup.copied")
 
@@ -421,8 +447,21 @@ func cacheKey(path string) string {
 	return fmt.Sprintf("%d:%d:%d:%d", st.Dev, st.Ino, info.Size(), info.ModTime().UnixNano())
 }
 
-func loadHashCache(fs vfs.FS, path string) map[string]string {
-	m := map[string]string{}
+// hashCache maps a checkpointed file's cacheKey to "sha256 fingerprint"
+// (a cache written before fingerprints has the hash alone).
+type hashCache map[string]string
+
+func (c hashCache) lookup(key string) (sum, fp string, ok bool) {
+	v, ok := c[key]
+	if !ok {
+		return "", "", false
+	}
+	sum, fp, _ = strings.Cut(v, " ")
+	return sum, fp, true
+}
+
+func loadHashCache(fs vfs.FS, path string) hashCache {
+	m := hashCache{}
 	if b, err := readFile(fs, path); err == nil {
 		_ = json.Unmarshal(b, &m)
 	}
@@ -430,7 +469,7 @@ func loadHashCache(fs vfs.FS, path string) map[string]string {
 	return m
 }
 
-func saveHashCache(fs vfs.FS, path string, m map[string]string) error {
+func saveHashCache(fs vfs.FS, path string, m hashCache) error {
 	delete(m, "")
 	return writeJSONAtomic(fs, path, m)
 }
@@ -448,15 +487,7 @@ func readManifest(fs vfs.FS, dir, store, id string) (BackupManifest, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, fmt.Errorf("%w %s: malformed manifest: %v", ErrBadBackup, id, err)
 	}
-	if m.ID != id || m.Store != store || len(m.Files) == 0 {
-		return m, fmt.Errorf("%w %s: manifest names backup %q of store %q with %d files", ErrBadBackup, id, m.ID, m.Store, len(m.Files))
-	}
-	for _, f := range m.Files {
-		if f.Name != filepath.Base(f.Name) || f.Name == backupManifestName || len(f.SHA256) != 64 {
-			return m, fmt.Errorf("%w %s: manifest lists a bad file entry %q", ErrBadBackup, id, f.Name)
-		}
-	}
-	return m, nil
+	return m, checkManifest(m, store, id)
 }
 
 // Backups lists the store's complete backups, newest first. A backup
@@ -561,6 +592,18 @@ func (s *Store) prune(paths backupPaths, keep string) ([]string, error) {
 }
 
 // retain returns the ids the policy keeps from backups sorted newest first.
+// Keep applies the store's retention to backups made at times (newest
+// first, keyed by id), as pruning its local backups does: the ids kept.
+// Copies elsewhere (backup targets) are pruned by the same rule.
+func (s *Store) Keep(created map[string]time.Time, now time.Time) map[string]bool {
+	backups := make([]BackupInfo, 0, len(created))
+	for id, at := range created {
+		backups = append(backups, BackupInfo{BackupManifest: BackupManifest{ID: id, CreatedAt: at}})
+	}
+	slices.SortFunc(backups, func(a, b BackupInfo) int { return b.CreatedAt.Compare(a.CreatedAt) })
+	return retain(backups, s.reg.cfg.Retention, now)
+}
+
 func retain(backups []BackupInfo, r Retention, now time.Time) map[string]bool {
 	keep := map[string]bool{}
 	for i, b := range backups {

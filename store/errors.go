@@ -12,6 +12,9 @@ var (
 	ErrInvalidName = errors.New("invalid store name")
 	// ErrUnknownStore: no store of that name in the registry.
 	ErrUnknownStore = errors.New("unknown store")
+	// ErrStoreExists: Registry.Adopt found the store here already (or
+	// being adopted): adopting over it would replace its data.
+	ErrStoreExists = errors.New("store already exists here")
 	// ErrUnavailable: the store is fenced (a restore is running) or did not
 	// open: it is corrupt, or unavailable (StateUnavailable: an I/O error,
 	// a full disk, …, named in the error); try again later.

@@ -143,11 +143,12 @@ type Registry struct {
 	writeOpts  *pebble.WriteOptions
 	freeSpace  func(path string) (uint64, error) // statfs; tests replace it
 
-	mu     sync.RWMutex
-	stores map[string]*Store
-	closed bool          // Close began: no new retries, Store refuses
-	done   bool          // every store closed and the data directory released
-	stop   chan struct{} // closed when Close begins: ends the retries
+	mu       sync.RWMutex
+	stores   map[string]*Store
+	adopting map[string]bool // Adopt runs for these names
+	closed   bool            // Close began: no new retries, Store refuses
+	done     bool            // every store closed and the data directory released
+	stop     chan struct{}   // closed when Close begins: ends the retries
 	// retries counts the goroutines retrying unavailable stores' opens.
 	// Add only under mu while !closed, so never concurrently with Wait.
 	retries sync.WaitGroup

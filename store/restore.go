@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -118,7 +119,7 @@ func (r *Registry) quarantineDir(name string) string {
 // ErrNotOwner. A restored store that cannot be opened for a reason other
 // than damage is left unavailable, and the registry retries its open.
 func (s *Store) Restore(ctx context.Context, backupID string) (RestoreResult, error) {
-	return s.restore(ctx, backupID, "")
+	return s.restore(ctx, restoreSource{id: backupID}, "")
 }
 
 // RestoreOnce is Restore made at most once per key (a caller's id for the
@@ -132,7 +133,32 @@ func (s *Store) RestoreOnce(ctx context.Context, key, backupID string) (RestoreR
 	if key == "" {
 		return RestoreResult{}, errors.New("store: RestoreOnce needs a key")
 	}
-	return s.restore(ctx, backupID, key)
+	return s.restore(ctx, restoreSource{id: backupID}, key)
+}
+
+// RestoreOnceFrom is RestoreOnce from a backup that is not in the local
+// backup directory: m, whose files open reads (from a backup target, see
+// package offsite). They are written straight into the staged copy, each
+// checked against m's size and SHA-256 as it arrives, so the backup is
+// fetched and written once; it is not kept among the local backups. A
+// file that does not match is ErrBadBackup, naming it, and the live store
+// is untouched.
+func (s *Store) RestoreOnceFrom(ctx context.Context, key string, m BackupManifest, open func(context.Context, BackupFile) (io.ReadCloser, error)) (RestoreResult, error) {
+	if key == "" {
+		return RestoreResult{}, errors.New("store: RestoreOnceFrom needs a key")
+	}
+	if err := checkManifest(m, s.name, m.ID); err != nil {
+		return RestoreResult{}, err
+	}
+	return s.restore(ctx, restoreSource{id: m.ID, m: &m, open: open}, key)
+}
+
+// restoreSource is what a restore restores: a local backup (id, or the
+// newest usable when empty), or backup m read through open.
+type restoreSource struct {
+	id   string
+	m    *BackupManifest
+	open func(context.Context, BackupFile) (io.ReadCloser, error)
 }
 
 // RestoredWith returns the result of the store's last restore when it was
@@ -151,15 +177,18 @@ func (s *Store) RestoredWith(key string) (res RestoreResult, ok bool, err error)
 	return RestoreResult{BackupID: last.BackupID, BackupAt: last.BackupAt, Quarantine: last.Quarantine, Replayed: true}, true, nil
 }
 
-func (s *Store) restore(ctx context.Context, backupID, key string) (RestoreResult, error) {
+func (s *Store) restore(ctx context.Context, src restoreSource, key string) (RestoreResult, error) {
 	start := time.Now()
 	var res RestoreResult
 	if err := s.owned(); err != nil {
 		return res, err
 	}
-	paths, err := s.backupPaths()
-	if err != nil {
-		return res, err
+	var paths backupPaths
+	if src.m == nil {
+		var err error
+		if paths, err = s.backupPaths(); err != nil {
+			return res, err
+		}
 	}
 	s.maint.Lock()
 	defer s.maint.Unlock()
@@ -185,9 +214,14 @@ func (s *Store) restore(ctx context.Context, backupID, key string) (RestoreResul
 		s.log.Info("restore already made with this key: nothing to do", "key", key, "backup", done.BackupID, "backup_at", done.BackupAt)
 		return done, nil
 	}
-	info, err := s.pickBackup(paths, backupID)
-	if err != nil {
-		return res, err
+	info := BackupInfo{}
+	if src.m != nil {
+		info.BackupManifest = *src.m
+	} else {
+		var err error
+		if info, err = s.pickBackup(paths, src.id); err != nil {
+			return res, err
+		}
 	}
 	res.BackupID, res.BackupAt = info.ID, info.CreatedAt
 	if err := s.reg.preflight("restore", s.reg.meta, uint64(info.Bytes)); err != nil {
@@ -231,7 +265,11 @@ func (s *Store) restore(ctx context.Context, backupID, key string) (RestoreResul
 	staged := s.reg.stagedPath(s.name)
 	var ct copyTiming
 	progress(ctx, "staging", 0, info.Bytes)
-	err = s.stage(ctx, paths, info.BackupManifest, staged, &ct)
+	if src.m != nil {
+		err = s.stageFrom(ctx, info.BackupManifest, staged, src.open)
+	} else {
+		err = s.stage(ctx, paths, info.BackupManifest, staged, &ct)
+	}
 	res.Timing.Hash, res.Timing.Sync = ct.Hash, ct.Sync
 	if err != nil {
 		return res, err
@@ -356,6 +394,28 @@ func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, 
 		})
 	}
 	if err := g.Wait(); err != nil {
+		return err
+	}
+	return syncDir(fs, staged)
+}
+
+// stageFrom writes the backup's files, read from open, into staged,
+// checking each against the manifest's size and hash, and syncs them.
+func (s *Store) stageFrom(ctx context.Context, m BackupManifest, staged string, open func(context.Context, BackupFile) (io.ReadCloser, error)) error {
+	fs := s.opts.FS
+	if err := fs.RemoveAll(staged); err != nil {
+		return err
+	}
+	if err := fs.MkdirAll(staged, 0o755); err != nil {
+		return err
+	}
+	err := eachFile(ctx, m.Files, func(ctx context.Context, _ int, f BackupFile) error {
+		if err := fetchChecked(ctx, fs, filepath.Join(staged, f.Name), f, open); err != nil {
+			return fmt.Errorf("restore %s from backup %s: %w", s.name, m.ID, err)
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
 	return syncDir(fs, staged)

@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/jobs"
+	"storekeeper/offsite"
 	"storekeeper/store"
 )
 
@@ -65,18 +66,31 @@ type Config struct {
 	// Metrics, when set, receives the worker's counters of the jobs it
 	// runs (storekeeper_worker_*).
 	Metrics prometheus.Registerer
+	// ReconcileInterval is how often the reconciler settles the jobs asynq
+	// ended without the worker and requeues tasks stranded with an expired
+	// lease (default 15 s). ReconcileGrace leaves alone a job whose record
+	// is younger than it, on Redis's clock, since its task may not have
+	// reached asynq yet (default 10 s; at least 1 s).
+	ReconcileInterval time.Duration
+	ReconcileGrace    time.Duration
+	// Targets are the backup targets (package offsite) every backup is
+	// uploaded to and a restore may fetch from; the caller opens and
+	// closes them.
+	Targets []*offsite.Target
 	// Clock drives the scheduler, the progress throttle, the heartbeat
 	// that renews the leases and the reconciler (default: the real clock;
 	// tests pass a fake one).
 	Clock clockwork.Clock
 }
 
-// DefaultSchedules: verify daily, backup every 6 h, compact daily; all
-// cheap when there is nothing to do.
+// DefaultSchedules: verify daily, backup every 6 h, compact daily, all
+// cheap when there is nothing to do; a restore drill weekly (it reads a
+// whole backup).
 var DefaultSchedules = map[jobs.Kind]string{
 	jobs.KindVerify:  "30 2 * * *",
 	jobs.KindBackup:  "0 */6 * * *",
 	jobs.KindCompact: "0 3 * * *",
+	jobs.KindDrill:   "0 4 * * 0",
 }
 
 func (c *Config) withDefaults() error {
@@ -116,6 +130,12 @@ func (c *Config) withDefaults() error {
 	}
 	if c.LeaseTTL == 0 {
 		c.LeaseTTL = 15 * time.Second
+	}
+	if c.ReconcileInterval == 0 {
+		c.ReconcileInterval = 15 * time.Second
+	}
+	if c.ReconcileGrace == 0 {
+		c.ReconcileGrace = reconcileGrace
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -176,8 +196,12 @@ func (c Config) Validate() error {
 	if c.LeaseTTL != 0 && c.LeaseTTL < 3*time.Second {
 		return bad("LeaseTTL", errors.New("must be at least 3s"))
 	}
+	if c.ReconcileGrace != 0 && c.ReconcileGrace < time.Second {
+		return bad("ReconcileGrace", errors.New("must be at least 1s: an enqueue writes the record before its task"))
+	}
 	for field, d := range map[string]time.Duration{"TaskCheckInterval": c.TaskCheckInterval,
-		"DelayedTaskCheckInterval": c.DelayedTaskCheckInterval, "ShutdownTimeout": c.ShutdownTimeout, "NotifyTimeout": c.NotifyTimeout} {
+		"DelayedTaskCheckInterval": c.DelayedTaskCheckInterval, "ShutdownTimeout": c.ShutdownTimeout, "NotifyTimeout": c.NotifyTimeout,
+		"ReconcileInterval": c.ReconcileInterval} {
 		if d < 0 {
 			return bad(field, errors.New("must not be negative"))
 		}
@@ -185,7 +209,7 @@ func (c Config) Validate() error {
 	for _, k := range slices.Sorted(maps.Keys(c.Schedules)) {
 		field := "Schedules[" + string(k) + "]"
 		if _, ok := DefaultSchedules[k]; !ok {
-			return bad(field, fmt.Errorf("no schedule for kind %q (only compact, backup, verify)", k))
+			return bad(field, fmt.Errorf("no schedule for kind %q (only compact, backup, verify, drill)", k))
 		}
 		if _, err := parseSchedule(c.Schedules[k]); err != nil {
 			return bad(field, err)

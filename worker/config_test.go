@@ -27,6 +27,8 @@ func TestConfigValidate(t *testing.T) {
 		{"negative shutdown timeout", Config{ShutdownTimeout: -1}, "ShutdownTimeout"},
 		{"negative notify timeout", Config{NotifyTimeout: -1}, "NotifyTimeout"},
 		{"negative task check", Config{TaskCheckInterval: -1}, "TaskCheckInterval"},
+		{"negative reconcile interval", Config{ReconcileInterval: -time.Second}, "ReconcileInterval"},
+		{"short reconcile grace", Config{ReconcileGrace: 100 * time.Millisecond}, "ReconcileGrace"},
 		{"bad schedule", Config{Schedules: map[jobs.Kind]string{jobs.KindCompact: "every day"}}, "Schedules[compact]"},
 		{"short @every", Config{Schedules: map[jobs.Kind]string{jobs.KindVerify: "@every 10ms"}}, "Schedules[verify]"},
 		{"empty schedule", Config{Schedules: map[jobs.Kind]string{jobs.KindBackup: ""}}, "Schedules[backup]"},

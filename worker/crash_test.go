@@ -26,10 +26,19 @@ import (
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
+	"storekeeper/offsite"
 	"storekeeper/store"
 )
 
 const childEnv = "STOREKEEPER_TEST_WORKER_CHILD"
+
+// A child's node name (n1 by default), its backup target's file:// URL
+// (none by default) and lease TTL (the default by default).
+const (
+	childNodeEnv     = "STOREKEEPER_TEST_WORKER_CHILD_NODE"
+	childTargetEnv   = "STOREKEEPER_TEST_WORKER_CHILD_TARGET"
+	childLeaseTTLEnv = "STOREKEEPER_TEST_WORKER_CHILD_LEASE_TTL"
+)
 
 // TestMain runs a worker process when the crash tests re-execute this
 // binary, and the tests otherwise.
@@ -39,7 +48,10 @@ func TestMain(m *testing.M) {
 	}
 	// No goroutine may outlive the tests: every one our code starts has
 	// an owner that ends it.
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// The GCS and Azure drivers' dependencies start OpenCensus's view
+		// worker at init, for the life of the process.
+		goleak.IgnoreTopFunction("go.opencensus.io/stats/view.(*worker).start"))
 }
 
 // childMain is a worker node n1 over a data dir, until it is killed.
@@ -74,7 +86,23 @@ func childMain(spec string) int {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		return 3
 	}
-	w, err := New(Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond, Logger: quiet})
+	wcfg := Config{Redis: rdb, Registry: reg, Node: "n1", TaskCheckInterval: 10 * time.Millisecond, Logger: quiet}
+	if n := os.Getenv(childNodeEnv); n != "" {
+		wcfg.Node = n
+	}
+	if d, err := time.ParseDuration(os.Getenv(childLeaseTTLEnv)); err == nil {
+		wcfg.LeaseTTL = d
+	}
+	if u := os.Getenv(childTargetEnv); u != "" {
+		t, err := offsite.Open(context.Background(), "vault", u, nil)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			return 3
+		}
+		defer t.Close()
+		wcfg.Targets = []*offsite.Target{t}
+	}
+	w, err := New(wcfg)
 	if err == nil {
 		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
 			armed.Store(true)

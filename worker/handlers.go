@@ -83,19 +83,40 @@ func verifyJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, er
 // attempt after one that restored the store but could not record it (its
 // process died, Redis refused the write, its lease ran out) reports that
 // restore, whose rollback window is the one that happened, and does not
-// roll the store back again.
-func restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+// roll the store back again. With backup targets, the backup may come
+// from one first (restoreFrom).
+func (w *Worker) restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
 	res, done, err := s.RestoredWith(p.JobID)
 	if err != nil {
 		return outcome{}, err
 	}
 	id := res.BackupID // done: RestoreOnce replays it, checking the store is open
+	var remote *remoteBackup
 	if !done {
-		if id, err = usableBackup(s, p.Params.BackupID); err != nil {
+		if id, remote, err = w.restoreFrom(ctx, s, p.Params); err != nil {
 			return outcome{}, err
 		}
+		if remote == nil {
+			if id, err = usableBackup(s, id); err != nil {
+				return outcome{}, err
+			}
+		}
 	}
-	if res, err = s.RestoreOnce(ctx, p.JobID, id); err != nil {
+	if remote != nil {
+		res, err = s.RestoreOnceFrom(ctx, p.JobID, remote.m, remote.t.OpenObject)
+		if err != nil && p.Params.Target == "" && p.Params.BackupID == "" && errors.Is(err, store.ErrBadBackup) {
+			// The newest backup was on a target, and it did not check out:
+			// the newest local one still may.
+			w.log.Error("the newest backup, on a target, does not restore; restoring the newest local one", "store", s.Name(),
+				"target", remote.t.Name, "backup", remote.m.ID, "err", err)
+			if id, err = usableBackup(s, ""); err == nil {
+				res, err = s.RestoreOnce(ctx, p.JobID, id)
+			}
+		}
+	} else {
+		res, err = s.RestoreOnce(ctx, p.JobID, id)
+	}
+	if err != nil {
 		return outcome{}, err
 	}
 	// Viewers read results, events and browser notifications: the path of
@@ -180,11 +201,11 @@ func backupSummaries(bs []store.BackupInfo) []jobs.BackupSummary {
 
 func backupSummary(b store.BackupInfo) jobs.BackupSummary {
 	out := jobs.BackupSummary{ID: b.ID, Store: b.Store, CreatedAt: b.CreatedAt, FormatVersion: b.FormatVersion, Keys: b.Keys,
-		Bytes: b.Bytes, NewBytes: b.NewBytes, VerifiedAt: b.VerifiedAt, Bad: b.Bad, Error: b.Error}
+		Bytes: b.Bytes, NewBytes: b.NewBytes, Fingerprint: b.Fingerprint, VerifiedAt: b.VerifiedAt, Bad: b.Bad, Error: b.Error}
 	if b.Files != nil {
 		out.Files = make([]jobs.BackupFile, len(b.Files))
 		for i, f := range b.Files {
-			out.Files[i] = jobs.BackupFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, Shared: f.Shared}
+			out.Files[i] = jobs.BackupFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, Shared: f.Shared, Fingerprint: f.Fingerprint}
 		}
 	}
 	return out

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -120,6 +121,36 @@ func TestLeaseStolen(t *testing.T) {
 	if err := validSequence(f.events(t, running.ID)); err != nil {
 		t.Fatal(err)
 	}
+
+	// Each start and each end the owner recorded carries the fencing
+	// token of the claim it was accepted under: the first attempt the
+	// node's first claim's, the second its claim after the thief's. Along
+	// the stream a store's tokens never go down, and the stats published
+	// now carry the current claim's token.
+	thiefToken := stale.Token + 1
+	var fences []int64
+	for _, e := range f.events(t, running.ID) {
+		switch e.Type {
+		case jobs.EventJobStarted, jobs.EventJobSucceeded:
+			if e.Fence == 0 {
+				t.Fatalf("%s without a fencing token: %+v", e.Type, e)
+			}
+			if len(fences) > 0 && e.Fence < fences[len(fences)-1] {
+				t.Fatalf("fencing tokens go down along the stream: %v then %d", fences, e.Fence)
+			}
+			fences = append(fences, e.Fence)
+		}
+	}
+	if len(fences) != 3 || fences[0] >= thiefToken || fences[1] <= thiefToken || fences[2] != fences[1] {
+		t.Fatalf("fences of started, started, succeeded: %v; want below the thief's %d, then above it twice", fences, thiefToken)
+	}
+	var st jobs.StoreStatus
+	if err := json.Unmarshal([]byte(f.rdb.Get(t.Context(), keyspace.StatsKey("orders")).Val()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Fence != fences[2] {
+		t.Fatalf("published stats carry fence %d, want the current claim's %d", st.Fence, fences[2])
+	}
 }
 
 // waitRecord waits until the job's record satisfies ok.
@@ -230,5 +261,38 @@ func TestOwnReclaimIsNotALoss(t *testing.T) {
 	cur, _ := f.rdb.Get(ctx, keyspace.LeaseKey("orders")).Result()
 	if l, _ := jobs.DecodeLease(cur); l.Instance != f.w.lease.Instance {
 		t.Fatalf("lease %s, want this process's", cur)
+	}
+}
+
+// The other order: the renewal claims the expired lease again, and before
+// its new value takes effect a refused write's lease check finds that
+// value in Redis, takes it for another's claim and gives the store up.
+// The renewal must then serve the store again under its claim, or the
+// store stays given up under a lease its own node holds.
+func TestReclaimAfterAGiveUpServesAgain(t *testing.T) {
+	f := setupFaults(t, options{worker: func(c *Config) { c.LeaseTTL = time.Hour }}, nil, "orders")
+	ctx := t.Context()
+	s, _ := f.reg.Store("orders")
+	var claimed string
+	f.w.afterReclaim = func(name, v string) {
+		claimed = v
+		f.w.lose(ctx, name, v) // what checkLease does when a fenced write was refused
+		if err := s.Set([]byte("k"), []byte("v")); !errors.Is(err, store.ErrNotOwner) {
+			t.Errorf("a write while given up: %v, want ErrNotOwner", err)
+		}
+	}
+	f.rdb.Del(ctx, keyspace.LeaseKey("orders")) // the lease ran out while Redis was away
+	f.w.renewStore(ctx, "orders")
+	if claimed == "" {
+		t.Fatal("the renewal did not claim the expired lease")
+	}
+	if check, held := f.w.own.lease("orders"); !held || check.Value != claimed {
+		t.Fatalf("after the renewal: held %v (%+v), want the new claim %s", held, check, claimed)
+	}
+	if len(f.w.Lost()) != 0 {
+		t.Fatalf("Lost() = %v", f.w.Lost())
+	}
+	if err := s.Set([]byte("k"), []byte("v")); err != nil {
+		t.Fatalf("a write after the renewal: %v", err)
 	}
 }

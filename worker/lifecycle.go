@@ -94,6 +94,9 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 			return fmt.Errorf("%w: store %s is held by node %s", errLeaseLost, p.Store, holder.Node)
 		}
 		run = func(ctx context.Context) (outcome, error) {
+			if p.Kind == jobs.KindAdopt {
+				return handler(ctx, nil, p) // the store is not here yet
+			}
 			s, err := w.cfg.Registry.Store(p.Store)
 			if err != nil {
 				return outcome{}, err
@@ -151,11 +154,11 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 // attempt started.
 func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 	p := a.p
-	started := time.Now().UTC()
+	startedAt := time.Now().UTC()
 	ch := keyspace.Change{Op: "start:" + a.run, ReadBack: true,
 		HSet: map[string]any{"state": string(jobs.StateActive), "attempts": a.n, "node": w.cfg.Node,
-			"started_at": started.Format(time.RFC3339Nano), "reason": "", "run": a.run, "pseq": 0}}
-	if p.Store != "" {
+			"started_at": startedAt.Format(time.RFC3339Nano), "reason": "", "run": a.run, "pseq": 0}}
+	if p.Store != "" && p.Kind != jobs.KindAdopt { // an adoption claims the lease once started
 		lease, ok := w.own.lease(p.Store)
 		if !ok {
 			return nil, fmt.Errorf("%w: store %s", errLeaseLost, p.Store)
@@ -167,7 +170,11 @@ func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 	lostAttempt := a.event(jobs.EventJobRetrying, w.cfg.Node)
 	lostAttempt.Attempt, lostAttempt.Error = a.n-1, "attempt lost: its worker stopped without ending it"
 	ch.IfWasActive = append(ch.IfWasActive, keyspace.EventEntry(w.cfg.Jobs.EventsMaxLen, lostAttempt))
-	ch.AddEvent(w.cfg.Jobs.EventsMaxLen, a.event(jobs.EventJobStarted, w.cfg.Node))
+	started := a.event(jobs.EventJobStarted, w.cfg.Node)
+	if ch.Lease != nil {
+		started.Fence = ch.Lease.Token
+	}
+	ch.AddEvent(w.cfg.Jobs.EventsMaxLen, started)
 	res, err := jobsdb.Apply(ctx, w.rdb, p.JobID, keyspace.StartGuard(a.run, a.n), ch)
 	switch {
 	case errors.Is(err, jobs.ErrUnknownJob):
@@ -200,17 +207,18 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 			return w.fail(ctx, rec, a, fmt.Errorf("%w: store %s", errLeaseLost, p.Store))
 		}
 		fin.Lease = lease
-		if js, serr := w.statsJSON(p.Store); serr == nil {
+		if js, serr := w.statsJSON(p.Store, lease); serr == nil {
 			fin.SetStoreStatus(p.Store, js)
 		}
 	}
 	result, _ := json.Marshal(out.Result)
 	var found []jobs.Event
 	for _, e := range out.Events {
-		e.Node = w.cfg.Node
+		e.Node, e.Fence = w.cfg.Node, fin.Fence()
 		found = append(found, e)
 	}
 	ev := a.event(jobs.EventJobSucceeded, w.cfg.Node)
+	ev.Fence = fin.Fence()
 	fin.End(rec, jobs.Terminal{State: jobs.StateSucceeded, Reason: out.Reason, Result: result, At: now, Before: found, Event: ev,
 		History: jobs.HistoryEntry{Status: out.Status, Reason: out.Reason, BytesBefore: out.BytesBefore, BytesAfter: out.BytesAfter,
 			BackupID: out.BackupID, Attempts: a.n, DurationMS: now.Sub(rec.StartedAt).Milliseconds(), Node: w.cfg.Node}}, w.cfg.Jobs)
@@ -244,8 +252,21 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 	now := time.Now().UTC()
 	final := permanent(err) || a.n > a.maxRetry
 	fin := keyspace.Change{Op: "end:" + a.run}
+	// A failure is fenced like a success, except when the lease is why it
+	// failed: then it is recorded whoever holds the store now. So is a
+	// failed adoption's, which may have failed before it claimed the
+	// lease, or let it go since.
+	if p.Store != "" && p.Kind != jobs.KindAdopt && !errors.Is(err, errLeaseLost) {
+		if lease, ok := w.own.lease(p.Store); ok {
+			fin.Lease = lease
+		} else {
+			err = fmt.Errorf("%w: store %s (the job failed meanwhile: %w)", errLeaseLost, p.Store, err)
+			return w.fail(ctx, rec, a, err)
+		}
+	}
 	if final {
 		ev := a.event(jobs.EventJobFailed, w.cfg.Node)
+		ev.Fence = fin.Fence()
 		fin.End(rec, jobs.Terminal{State: jobs.StateFailed, Error: err.Error(), At: now, Event: ev,
 			History: jobs.HistoryEntry{Attempts: a.n, DurationMS: now.Sub(rec.StartedAt).Milliseconds(), Node: w.cfg.Node}}, w.cfg.Jobs)
 		if notifiesFailure(p, err) {
@@ -259,18 +280,8 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 			fin.HSet["reason"] = "lease_lost"
 		}
 		retrying := a.event(jobs.EventJobRetrying, w.cfg.Node)
-		retrying.Error = err.Error()
+		retrying.Error, retrying.Fence = err.Error(), fin.Fence()
 		fin.AddEvent(w.cfg.Jobs.EventsMaxLen, retrying)
-	}
-	// A failure is fenced like a success, except when the lease is why it
-	// failed: then it is recorded whoever holds the store now.
-	if p.Store != "" && !errors.Is(err, errLeaseLost) {
-		if lease, ok := w.own.lease(p.Store); ok {
-			fin.Lease = lease
-		} else {
-			err = fmt.Errorf("%w: store %s (the job failed meanwhile: %w)", errLeaseLost, p.Store, err)
-			return w.fail(ctx, rec, a, err)
-		}
 	}
 	res, aerr := w.settle(ctx, a, keyspace.RunGuard(a.run), fin)
 	switch {

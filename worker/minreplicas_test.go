@@ -25,11 +25,18 @@ func TestUnconfirmedEndIsNotAcknowledged(t *testing.T) {
 	attempts.Init(t)
 	b := setupWith(t, options{worker: func(c *Config) {
 		c.Jobs.MinReplicas, c.Jobs.MinReplicasTimeout = 1, 200*time.Millisecond
+		c.LeaseTTL = 3 * time.Second
 	}}, func(w *Worker) {
 		w.handlers[jobs.KindCompact] = g.handler(compactJob)
 		w.attemptDone = func(p jobs.Payload) { attempts.Signal(p.JobID) }
 	}, "orders")
+	// The worker started before the replica: its claim could not be
+	// confirmed, so it serves the store once a heartbeat confirms one.
+	if b.w.serving("orders") {
+		t.Fatal("the store is served under a claim no replica confirmed")
+	}
 	rep := b.srv.StartReplica(t)
+	testsignal.WaitFor(t, "the claim confirmed by a heartbeat", func() bool { return b.w.serving("orders") })
 	insp := asynq.NewInspectorFromRedisClient(b.rdb)
 
 	rec := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{Force: true})

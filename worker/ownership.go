@@ -46,6 +46,7 @@ type ownership struct {
 	held      map[string]string
 	lost      map[string]string
 	announced map[string]bool // lost stores whose store.lost was written
+	adopt     map[string]bool // held stores being adopted: not listed by the registry yet
 }
 
 func newOwnership() ownership {
@@ -91,12 +92,35 @@ func (o *ownership) lostStores() map[string]string {
 	return out
 }
 
+// claimLease claims a store's lease (jobsdb.ClaimLease) and, with
+// --redis-min-replicas, confirms the claim is on the replicas before it
+// is acted on (jobsdb.ConfirmClaim): an unconfirmed claim is an error, and
+// the next heartbeat claims again (the same process's claim is kept as it
+// is) and confirms again.
+func (w *Worker) claimLease(ctx context.Context, name string) (string, bool, error) {
+	v, ok, err := jobsdb.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+	if err != nil || !ok {
+		return v, ok, err
+	}
+	if err := jobsdb.ConfirmClaim(ctx, w.rdb, name, v, w.cfg.Jobs.MinReplicas, w.cfg.Jobs.MinReplicasTimeout); err != nil {
+		return "", false, err
+	}
+	return v, true, nil
+}
+
 // claim takes every store's lease at start. A store another live node
 // holds is not a reason to refuse to start: this node serves its other
 // stores and holds that one as lost until its lease is free.
 func (w *Worker) claim(ctx context.Context) error {
 	for _, name := range w.cfg.Registry.Names() {
-		v, ok, err := jobsdb.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+		v, ok, err := w.claimLease(ctx, name)
+		if errors.Is(err, jobsdb.ErrUnconfirmed) {
+			// Not on the replicas yet (one is still syncing): the store is
+			// not held, so nothing runs on it, until a heartbeat claims it
+			// again and the replicas confirm.
+			w.log.Warn("store claim not confirmed by the Redis replicas; serving it once a heartbeat confirms it", "store", name, "err", err)
+			continue
+		}
 		if err != nil {
 			return fmt.Errorf("worker: claim store %s: %w", name, err)
 		}
@@ -223,6 +247,9 @@ func (w *Worker) renew(ctx context.Context) {
 	for _, name := range w.cfg.Registry.Names() {
 		w.renewStore(ctx, name)
 	}
+	for _, name := range w.own.adoptingStores() {
+		w.renewAdopting(ctx, name)
+	}
 	// After the leases: the heartbeat says which stores were lost.
 	if err := jobsdb.NodeBeat(ctx, w.rdb, w.nodeInfo(), w.cfg.LeaseTTL); err != nil {
 		w.log.Warn("node heartbeat failed", "err", err)
@@ -239,7 +266,7 @@ func (w *Worker) renew(ctx context.Context) {
 func (w *Worker) renewStore(ctx context.Context, name string) {
 	check, held := w.own.lease(name)
 	if !held {
-		v, ok, err := jobsdb.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+		v, ok, err := w.claimLease(ctx, name)
 		switch {
 		case err != nil:
 			w.log.Warn("claiming a lost store's lease failed", "store", name, "err", err)
@@ -265,7 +292,7 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 		case jobs.LeaseExpired:
 			// Redis was away longer than the TTL: take it again unless
 			// another node has it. A new claim means a new token.
-			v, ok, err := jobsdb.ClaimLease(ctx, w.rdb, name, w.lease, w.cfg.LeaseTTL)
+			v, ok, err := w.claimLease(ctx, name)
 			if err != nil {
 				w.log.Warn("claiming an expired lease again failed", "store", name, "err", err)
 				return
@@ -273,6 +300,9 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 			if !ok {
 				w.lose(ctx, name, v)
 				return
+			}
+			if w.afterReclaim != nil {
+				w.afterReclaim(name, v)
 			}
 			w.own.flip.Lock()
 			w.own.mu.Lock()
@@ -293,8 +323,34 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 			check, _ = w.own.lease(name)
 		}
 	}
-	if err := w.publishStats(ctx, name, check.Value); err != nil {
+	if err := w.publishStats(ctx, name, check); err != nil {
 		w.log.Warn("publishing stats failed", "store", name, "err", err)
+	}
+}
+
+// renewAdopting renews the lease of a store being adopted (nothing to
+// publish yet). Lost meanwhile, it is forgotten: the adoption's end is
+// fenced, and fails.
+func (w *Worker) renewAdopting(ctx context.Context, name string) {
+	check, held := w.own.lease(name)
+	if !held {
+		return
+	}
+	st, other, err := jobsdb.RenewLease(ctx, w.rdb, name, check.Value, w.cfg.LeaseTTL)
+	switch {
+	case err != nil:
+		w.log.Warn("lease renewal of a store being adopted failed", "store", name, "err", err)
+	case st == jobs.LeaseTaken:
+		holder, _ := jobs.DecodeLease(other)
+		w.log.Error("a store being adopted was claimed by another node", "store", name, "holder", holder.Node)
+		w.own.mu.Lock()
+		delete(w.own.held, name)
+		w.own.mu.Unlock()
+	case st == jobs.LeaseExpired:
+		w.log.Error("the lease of a store being adopted expired; the adoption will fail its end and be retried", "store", name)
+		w.own.mu.Lock()
+		delete(w.own.held, name)
+		w.own.mu.Unlock()
 	}
 }
 
@@ -315,6 +371,7 @@ func (w *Worker) checkLease(ctx context.Context, name string) {
 func (w *Worker) nodeInfo() jobs.NodeInfo {
 	info := w.node
 	info.At = time.Now().UTC()
+	info.Stores = w.cfg.Registry.Names() // an adoption adds one
 	info.Lost = w.own.lostStores()
 	return info
 }
@@ -324,23 +381,27 @@ func (w *Worker) nodeInfo() jobs.NodeInfo {
 func (w *Worker) Lost() map[string]string { return w.own.lostStores() }
 
 // statsJSON is what the API reads about a store: its jobs.StoreStatus.
-func (w *Worker) statsJSON(name string) (string, error) {
+func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, error) {
 	s, err := w.cfg.Registry.Store(name)
 	if err != nil {
 		return "", err
 	}
 	bs, _ := s.Backups() // none listed when the backup directory cannot be read
-	b, err := json.Marshal(storeStatus(w.cfg.Node, s.Stats(), bs, time.Now().UTC()))
+	st := storeStatus(w.cfg.Node, s.Stats(), bs, time.Now().UTC())
+	st.Fence = lease.Token
+	st.Targets = w.targets.status(name, w.targetNames())
+	st.Drill = w.drills.get(name)
+	b, err := json.Marshal(st)
 	return string(b), err
 }
 
 // publishStats publishes a store's stats while lease is still its lease.
-func (w *Worker) publishStats(ctx context.Context, name, lease string) error {
-	js, err := w.statsJSON(name)
+func (w *Worker) publishStats(ctx context.Context, name string, lease *keyspace.LeaseCheck) error {
+	js, err := w.statsJSON(name, lease)
 	if err != nil {
 		return err
 	}
-	ok, err := jobsdb.PublishStats(ctx, w.rdb, name, lease, js)
+	ok, err := jobsdb.PublishStats(ctx, w.rdb, name, lease.Value, js)
 	if err == nil && !ok {
 		w.checkLease(ctx, name)
 	}

@@ -13,8 +13,9 @@ import (
 	"storekeeper/jobsdb"
 )
 
-// reconcileGrace leaves alone a job enqueued so recently that its task may
-// not have reached asynq yet (the record is written first). It is measured
+// reconcileGrace (Config.ReconcileGrace's default) leaves alone a job
+// enqueued so recently that its task may not have reached asynq yet (the
+// record is written first). It is measured
 // on Redis's clock from the moment the record was written, so neither a
 // clock skew between processes nor an enqueue that waited out a Redis
 // stall can make it run out early.
@@ -129,7 +130,7 @@ func (w *Worker) reconcileLoop(ctx context.Context, every time.Duration) {
 			return
 		case <-t.Chan():
 		}
-		n, err := w.reconcile(ctx, reconcileGrace)
+		n, err := w.reconcile(ctx, w.cfg.ReconcileGrace)
 		if err != nil && ctx.Err() == nil {
 			w.log.Warn("reconciling jobs failed", "err", err)
 		}

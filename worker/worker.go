@@ -18,6 +18,7 @@ import (
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
+	"storekeeper/offsite"
 	"storekeeper/store"
 )
 
@@ -42,6 +43,8 @@ type Worker struct {
 	jobs      *jobsdb.Client
 	sched     *scheduler
 	incidents incidents
+	targets   targets // the stores' copies on the backup targets
+	drills    drills  // the stores' last restore drills
 	counters  *counters
 	node      jobs.NodeInfo
 	unlisten  func()      // removes the corruption and state listeners
@@ -58,6 +61,10 @@ type Worker struct {
 	// attemptDone, when set (benchmarks), is called as each attempt's
 	// handling ends, after its records are written.
 	attemptDone func(jobs.Payload)
+	// afterReclaim, when set (tests), runs between a renewal's new claim
+	// of an expired lease and the claim's taking effect: the window in
+	// which a refused write's lease check can give the store up.
+	afterReclaim func(store, value string)
 	// dispatched, when set (tests), sees each notification the outbox
 	// dispatcher takes, in outbox order, before it is handed to sinks.
 	dispatched func(jobs.Notification)
@@ -101,9 +108,11 @@ func New(cfg Config) (*Worker, error) {
 	w.sched = sched
 	w.handlers = map[jobs.Kind]handlerFunc{
 		jobs.KindCompact: compactJob,
-		jobs.KindBackup:  backupJob,
+		jobs.KindBackup:  w.backupJob,
 		jobs.KindVerify:  verifyJob,
-		jobs.KindRestore: restoreJob,
+		jobs.KindRestore: w.restoreJob,
+		jobs.KindDrill:   w.drillJob,
+		jobs.KindAdopt:   w.adoptJob,
 	}
 	return w, nil
 }
@@ -144,6 +153,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	now := time.Now().UTC()
 	w.node = jobs.NodeInfo{Node: w.cfg.Node, Host: w.lease.Host, Instance: w.lease.Instance, Stores: w.cfg.Registry.Names(), StartedAt: now, At: now}
+	// Before the claim publishes the stores' status: that would replace
+	// the last drills a previous process published.
+	w.learnDrills(ctx)
 	if err := w.claim(ctx); err != nil {
 		return err
 	}
@@ -179,7 +191,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.bg.Add(7)
 	go func() { defer w.bg.Done(); w.heartbeat(bgCtx) }()
 	go func() { defer w.bg.Done(); w.publishChanged(bgCtx) }()
-	go func() { defer w.bg.Done(); w.reconcileLoop(bgCtx, 15*time.Second) }()
+	go func() { defer w.bg.Done(); w.reconcileLoop(bgCtx, w.cfg.ReconcileInterval) }()
+	if len(w.cfg.Targets) > 0 {
+		w.bg.Add(1)
+		go func() { defer w.bg.Done(); w.learnTargets(bgCtx) }()
+	}
 	go func() { defer w.bg.Done(); defer sub.Close(); w.listenCancels(bgCtx, sub) }()
 	go func() { defer w.bg.Done(); w.incidentLoop(bgCtx) }()
 	go func() { defer w.bg.Done(); w.dispatchLoop(bgCtx) }()
@@ -282,9 +298,15 @@ func (w *Worker) stateChanged(name string, st store.State, cause error) {
 	case store.StateOpen:
 		w.log.Info("store open", "store", name)
 	}
+	w.publishSoon(name)
+}
+
+// publishSoon asks for the store's status to be published now rather than
+// at the next heartbeat (which publishes it anyway).
+func (w *Worker) publishSoon(name string) {
 	select {
 	case w.changed <- name:
-	default: // the heartbeat publishes it soon anyway
+	default:
 	}
 }
 
@@ -296,7 +318,7 @@ func (w *Worker) publishChanged(ctx context.Context) {
 			return
 		case name := <-w.changed:
 			if check, ok := w.own.lease(name); ok {
-				if err := w.publishStats(ctx, name, check.Value); err != nil {
+				if err := w.publishStats(ctx, name, check); err != nil {
 					w.log.Warn("publishing stats failed", "store", name, "err", err)
 				}
 			}
@@ -375,7 +397,8 @@ func (w *Worker) slot(name string) chan struct{} {
 // permanent errors are not retried: retrying cannot change them.
 func permanent(err error) bool {
 	for _, target := range []error{asynq.SkipRetry, store.ErrUnknownStore, store.ErrInvalidName, store.ErrNoBackup,
-		store.ErrUnknownBackup, store.ErrBadBackup, store.ErrNoBackupDir, jobs.ErrBadPayload, store.ErrCorrupt} {
+		store.ErrUnknownBackup, store.ErrBadBackup, store.ErrNoBackupDir, jobs.ErrBadPayload, store.ErrCorrupt, offsite.ErrIdentity,
+		store.ErrStoreExists, jobs.ErrStoreHeld, errUnknownTarget, errNothingToReencrypt} {
 		if errors.Is(err, target) {
 			return true
 		}

@@ -246,7 +246,7 @@ func TestPermanentErrorRunsOnce(t *testing.T) {
 	b := setup(t, func(w *Worker) {
 		w.handlers[jobs.KindRestore] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
 			calls.Add(1)
-			return restoreJob(ctx, s, p)
+			return w.restoreJob(ctx, s, p)
 		}
 	}, "orders")
 	rec := b.enqueue(t, jobs.KindRestore, "orders", jobs.Params{}) // no backup exists

@@ -175,7 +175,7 @@ function storeState(s) {
 
 function healthBadge(s) {
   const kinds = (s.health || []).map((c) => c.kind);
-  const worst = ["corrupt", "unavailable", "lost", "node_down", "no_recent_backup", "high_fragmentation"].find((k) => kinds.includes(k));
+  const worst = ["corrupt", "unavailable", "lost", "node_down", "drill_failed", "no_recent_backup", "rpo_exceeded", "rto_exceeded", "backup_target_failing", "high_fragmentation"].find((k) => kinds.includes(k));
   if (!worst) return h("span", { class: "badge ok" }, "healthy");
   return h("span", { class: "badge bad-" + worst, title: s.health.map((c) => c.message).join("\n") }, worst.replaceAll("_", " "));
 }
@@ -195,18 +195,33 @@ function renderStores() {
       h("td", { class: "num" }, bytes(st.reclaimable_bytes)),
       h("td", { class: "num" }, st.read_amp ?? ""),
       h("td", {}, ago(last.compact || st.last_compaction)),
-      h("td", {}, ago(s.last_backup)),
+      h("td", {}, ago(s.last_backup), restorable(s)),
       h("td", {}, ago(last.verify || st.last_verify)),
       h("td", { class: "chart" }, chart(s.name)),
       h("td", { class: "actions" },
-        ["compact", "backup", "verify"].map((k) =>
+        ["compact", "backup", "verify", "drill"].map((k) =>
           h("button", { class: "small", "data-action": k, "data-store": s.name, onclick: () => enqueue(k, s.name) }, label(k))),
         h("button", { class: "small danger", "data-action": "restore", "data-store": s.name, disabled: !(s.backups || []).length,
           onclick: () => openRestore(s) }, "Restore")));
   }));
 }
 
-function label(kind) { return { compact: "Compact", backup: "Back up", verify: "Verify" }[kind]; }
+function label(kind) { return { compact: "Compact", backup: "Back up", verify: "Verify", drill: "Drill" }[kind]; }
+
+// restorable tells what the store's last restore drill proved: the newest
+// backup known to restore, when the drill ran and how long it took (its
+// measured RTO); highlighted when the drill failed or an objective is
+// breached (the API's health conditions say which).
+function restorable(s) {
+  const d = s.drill;
+  if (!d) return h("div", { class: "muted small", "data-role": "restorable" }, "never drilled");
+  const breach = (s.health || []).filter((c) => ["drill_failed", "rpo_exceeded", "rto_exceeded"].includes(c.kind));
+  const parts = [d.restorable ? "restorable as of " + ago(d.restorable) : "not proven restorable",
+    (d.ok ? "drill " : "drill failed ") + ago(d.at)];
+  if (d.ok && d.rto) parts.push("RTO " + (d.rto / 1e9).toFixed(1) + " s");
+  return h("div", { class: "small " + (breach.length ? "breach" : "muted"), "data-role": "restorable",
+    title: breach.length ? breach.map((c) => c.message).join("\n") : (d.target ? "drilled from " + d.target : "drilled from the local backups") }, parts.join(" · "));
+}
 
 // ---- per-store charts from the history stream ------------------------------
 

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
 
 	"storekeeper/api"
 	"storekeeper/internal/config"
@@ -25,6 +26,7 @@ import (
 	"storekeeper/internal/memredis"
 	"storekeeper/jobmetrics"
 	"storekeeper/jobsdb"
+	"storekeeper/offsite"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -194,8 +196,20 @@ func (p *proc) startWorker(ctx context.Context) (*worker.Worker, func(), error) 
 	}
 	cfg := p.set.Worker
 	cfg.Redis, cfg.Registry, cfg.Metrics = p.rdb, reg, p.metrics
+	targets, err := p.openTargets(ctx)
+	if err != nil {
+		closeStores()
+		return nil, nil, err
+	}
+	closeTargets := func() {
+		for _, t := range targets {
+			_ = t.Close()
+		}
+	}
+	cfg.Targets = targets
 	w, err := worker.New(cfg)
 	if err != nil {
+		closeTargets()
 		closeStores()
 		return nil, nil, config.FlagError(err)
 	}
@@ -211,6 +225,7 @@ func (p *proc) startWorker(ctx context.Context) (*worker.Worker, func(), error) 
 			p.log.Error("worker did not stop within --shutdown-timeout", "err", err)
 		}
 		stopDemo()
+		closeTargets()
 		closeStores()
 	}
 	if err := w.Start(ctx); err != nil {
@@ -221,6 +236,44 @@ func (p *proc) startWorker(ctx context.Context) (*worker.Worker, func(), error) 
 		stopDemo = demo.Start(ctx, reg, jobsdb.NewClient(p.rdb, p.set.Jobs), p.log)
 	}
 	return w, stop, nil
+}
+
+// openTargets opens every --backup-target and probes it: one that cannot
+// be reached stops the start (a typo in a URL should not wait for the
+// first backup to show); one that ignores create-only writes is used,
+// with a warning, since each store's owner writes its index alone.
+func (p *proc) openTargets(ctx context.Context) ([]*offsite.Target, error) {
+	var out []*offsite.Target
+	var limit offsite.Limiter // one for every target: the flag bounds all uploads together
+	if n := p.set.UploadLimit; n > 0 {
+		limit = rate.NewLimiter(rate.Limit(n), int(min(n, 256<<10)))
+	}
+	fail := func(err error) ([]*offsite.Target, error) {
+		for _, t := range out {
+			_ = t.Close()
+		}
+		return nil, &config.Error{Flag: "backup-target", Err: err}
+	}
+	for _, spec := range p.set.Targets {
+		t, err := offsite.Open(ctx, spec.Name, spec.URL, p.set.Encryption)
+		if err != nil {
+			return fail(err)
+		}
+		t.Limit = limit
+		out = append(out, t)
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		pre, err := t.Probe(pctx, p.c.Node)
+		cancel()
+		if err != nil {
+			return fail(err)
+		}
+		if !pre {
+			p.log.Warn("backup target ignores create-only writes (If-None-Match); using it, since each store's owner writes its index alone",
+				"target", t.Name, "url", t.Redacted())
+		}
+		p.log.Info("backup target ready", "target", t.Name, "url", t.Redacted())
+	}
+	return out, nil
 }
 
 // run serves handler on the listener until ctx ends, then shuts HTTP down

@@ -58,6 +58,8 @@ var benches = []bench{
 	{"./internal/e2e", "Dashboard", "300x", 3},
 	{"./internal/e2e", "Watchers", "1x", 3},
 	{"./internal/e2e", "HistoryFiltered", "1000x", 3},
+	{"./offsite", "Upload", "3x", 3},
+	{"./offsite", "RestoreFromTarget", "3x", 3},
 }
 
 const sk, raw = "storekeeper", "raw"
@@ -76,6 +78,7 @@ var rows = []row{
 	{"Backup, incremental (1% in one range, compacted): new bytes", "BackupIncremental", "range-1pct-compacted", "full", "newbytes/op", 0, "after the rewritten span is compacted into the bottom level", false, 0},
 	{"Backup, incremental (1% at random, compacted): new bytes", "BackupIncremental", "random-1pct-compacted", "full", "newbytes/op", 0, "", false, 0},
 	{"Restore", "Restore", sk, raw, "ns/op", 1.5, "restore (fence, stage with hash check, verify, swap, reopen) vs a plain copy of the backup with fsync and a Pebble open", false, 0},
+	{"Drill", "Restore", "drill", sk, "ns/op", 2.0, "a restore drill of that backup from the local backups (fetched into a scratch directory with every hash checked, every sstable and the WAL fingerprinted and compared with the backup's, Pebble open and CheckLevels) vs the local restore above", false, 0},
 	{"Enqueue→start, p50", "EnqueueToStart", sk, raw, "start-p50-ms", 0, "at low load (one job at a time, a random 0–30 ms apart), from calling enqueue until the handler runs; both sides poll every 20 ms (asynq sleeps ½–1½ of it on empty queues)", false, 0},
 	{"Enqueue→start, p99", "EnqueueToStart", sk, raw, "start-p99-ms", 1.2, "the same, 99th percentile; also ≤ 50 ms", false, 50},
 	{"Throughput, trivial jobs", "Throughput", sk, raw, "jobs/s", 0.4, "jobs per second, 16 in flight on 4 asynq workers: storekeeper's handler returns at once (enqueue, record, events, history and stats all on) vs raw asynq no-op tasks", true, 0},
@@ -93,6 +96,9 @@ var rows = []row{
 	{"History by store, limit 50: p99", "HistoryFiltered", "store/limit=50/clients=1", "unfiltered/limit=50/clients=1", "req-p99-ms", 0, "the dashboard's page size", false, 5},
 	{"History by store, limit 500, 4 clients: p99", "HistoryFiltered", "store/limit=500/clients=4", "unfiltered/limit=500/clients=4", "req-p99-ms", 0, "four clients at once on the 2-core machine that also runs Redis and the clients", false, 0},
 	{"History memory per entry: indexes vs stream", "HistoryFiltered", "store/limit=500/clients=1", "store/limit=500/clients=1", "index-B/entry", 0, "Redis memory of the three index streams (by store, by kind, by both: each a copy of the entry under the same id) per history entry; the ratio column is meaningless here, the stream itself is in the next row", false, 0},
+	{"Off-site upload of a full backup", "Upload", "offsite", "raw-transfermanager", "ns/op", 1.2, "a full backup of a 150 MiB store uploaded to an S3 server on loopback (gofakes3) by offsite (HEADs, objects through gocloud's Bucket.Upload, manifest, index) vs the AWS SDK's transfer manager uploading the same files to the same server with the same client, 4 at a time", false, 0},
+	{"Off-site upload of a full backup, encrypted", "Upload", "offsite-encrypted", "raw-transfermanager", "ns/op", 1.4, "the same with age encryption and HMAC-named objects", false, 0},
+	{"Restore from a target onto a new node", "RestoreFromTarget", "offsite", "raw-sdk", "ns/op", 1.3, "that backup restored from the S3 server onto a node that never held the store (its manifest, then the objects straight into the restore's staged copy, 16 at a time, each SHA-256-checked and fsynced; Pebble opens the staged copy; the swap) vs the AWS SDK downloading the same objects 4 at a time, each fsynced, then a Pebble open", false, 0},
 	{"History memory per entry: stream", "HistoryFiltered", "store/limit=500/clients=1", "store/limit=500/clients=1", "stream-B/entry", 0, "", false, 0},
 }
 

@@ -2,14 +2,18 @@ package chaos
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -402,6 +406,38 @@ func (k *checker) writes(restores string) *invariant {
 		}
 	}
 	iv.Note = fmt.Sprintf("%d synced writes acknowledged, %d rolled back by restores, %d backups checked", acked, rolled, backups)
+	return iv
+}
+
+// pebbleCheck runs Pebble's own `db check` (chaosnode pebble) on every
+// store once the nodes stopped (it takes the directory's lock). A store
+// passes when the tool exits 0, writes nothing on stderr (its
+// informational log is dropped; a CheckLevels error is printed there with
+// exit code 0) and prints its "checked N points" line.
+func (k *checker) pebbleCheck() *invariant {
+	iv := &invariant{Name: "pebble db check passes on every store"}
+	checked, points := 0, 0
+	line := regexp.MustCompile(`checked (\d+) points?`)
+	for _, n := range k.c.nodes {
+		for _, s := range n.stores {
+			var stdout, stderr bytes.Buffer
+			cmd := exec.CommandContext(k.ctx, k.c.nodeBin, "pebble", "db", "check", filepath.Join(n.data, s))
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			m := line.FindStringSubmatch(stdout.String())
+			switch {
+			case err != nil || stderr.Len() > 0:
+				iv.failf("%s: pebble db check: %v: %s", s, err, trim(stderr.Bytes()))
+			case m == nil:
+				iv.failf("%s: pebble db check printed no \"checked N points\" line: %s", s, trim(stdout.Bytes()))
+			default:
+				checked++
+				p, _ := strconv.Atoi(m[1])
+				points += p
+			}
+		}
+	}
+	iv.Note = fmt.Sprintf("%d stores checked, %d points", checked, points)
 	return iv
 }
 

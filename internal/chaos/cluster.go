@@ -4,13 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"storekeeper/internal/freeport"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +50,9 @@ type Cluster struct {
 	apis      []*apiNode
 	sink      *webhookSink
 	rdb       *redis.Client // the harness's own client, through the Sentinels
+	// s3 is the backup target's S3 server (s3rver, from npm), nil when it
+	// is not installed: the target is then a file:// directory.
+	s3 *s3Server
 }
 
 type redisServer struct {
@@ -76,15 +81,10 @@ func (c *Cluster) logf(format string, a ...any) {
 	fmt.Fprintf(c.opt.Log, "%s  %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, a...))
 }
 
-// freePort is a loopback port nobody listens on now.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+// freePort is a loopback port nobody listens on now, from outside the
+// ephemeral range: the nodes' fault proxies listen on ephemeral ports and
+// could otherwise take a port picked for a process not started yet.
+func freePort() (int, error) { return freeport.Loopback() }
 
 func ports(n int) ([]int, error) {
 	var out []int
@@ -135,10 +135,18 @@ func Start(ctx context.Context, opt Options) (*Cluster, error) {
 	}
 	c.rdb = redis.NewFailoverClient(&redis.FailoverOptions{MasterName: masterName, SentinelAddrs: c.sentinelAddrs(),
 		DialTimeout: time.Second, ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second})
-	if err := waitFor(ctx, 20*time.Second, "Redis through the Sentinels", func() error { return c.rdb.Ping(ctx).Err() }); err != nil {
+	// A write, not a PING: with min-replicas-to-write the primary refuses
+	// writes until its replica is in sync, and a storekeeper started
+	// before that exits on its first write (a supervisor would restart it).
+	if err := waitFor(ctx, 20*time.Second, "Redis through the Sentinels, writable", func() error {
+		return c.rdb.Set(ctx, "chaos:started", time.Now().String(), 0).Err()
+	}); err != nil {
 		return c, err
 	}
 	if err := c.sink.start(); err != nil {
+		return c, err
+	}
+	if err := c.startS3(ctx); err != nil {
 		return c, err
 	}
 	if err := c.startNodes(); err != nil {
@@ -148,16 +156,37 @@ func Start(ctx context.Context, opt Options) (*Cluster, error) {
 		return c, err
 	}
 	for _, n := range c.nodes {
-		if err := waitFor(ctx, 60*time.Second, n.name, func() error { return httpOK(ctx, "http://"+n.addr+"/healthz") }); err != nil {
+		if err := awaitReady(ctx, n.proc, "http://"+n.addr+"/healthz"); err != nil {
 			return c, err
 		}
 	}
 	for _, a := range c.apis {
-		if err := waitFor(ctx, 60*time.Second, a.name, func() error { return httpOK(ctx, "http://"+a.addr+"/readyz") }); err != nil {
+		if err := awaitReady(ctx, a.proc, "http://"+a.addr+"/readyz"); err != nil {
 			return c, err
 		}
 	}
 	return c, nil
+}
+
+// awaitReady polls url until it answers 200; a process that exits first
+// fails at once, with the end of its log.
+func awaitReady(ctx context.Context, p *proc, url string) error {
+	return waitFor(ctx, 60*time.Second, p.name, func() error {
+		if !p.running() {
+			return giveUp{fmt.Errorf("%s exited while starting; the end of %s:\n%s", p.name, p.log, tail(p.log, 20))}
+		}
+		return httpOK(ctx, url)
+	})
+}
+
+// tail is the last n lines of the file at path.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
 func (c *Cluster) sentinelAddrs() []string {
@@ -270,7 +299,23 @@ func (c *Cluster) place(name string) (dir, addr string, err error) {
 	return dir, "127.0.0.1:" + strconv.Itoa(p), nil
 }
 
+// vault is where the backup target every node uploads to keeps its
+// data: s3rver's directory, or the file:// target's when s3rver is not
+// installed.
+func (c *Cluster) vault() string { return filepath.Join(c.opt.Dir, "vault") }
+
+// targetURL is the backup target's URL, for the nodes and the checker.
+func (c *Cluster) targetURL() string {
+	if c.s3 != nil {
+		return c.s3.url()
+	}
+	return "file://" + c.vault()
+}
+
 func (c *Cluster) startNodes() error {
+	if err := os.MkdirAll(c.vault(), 0o755); err != nil {
+		return err
+	}
 	for i := range c.opt.Nodes {
 		name := fmt.Sprintf("n%d", i+1)
 		dir, addr, err := c.place(name)
@@ -287,7 +332,8 @@ func (c *Cluster) startNodes() error {
 			"--redis", c.redisURL, "--node", name, "--data", n.data, "--backups", n.backups,
 			"--stores", strings.Join(n.stores, ","), "--ledger", n.ledger, "--listen", n.addr,
 			"--seed", strconv.FormatInt(c.opt.Seed+int64(i), 10), "--min-replicas", strconv.Itoa(c.opt.MinReplicas),
-			"--webhook", c.sink.url() + "#chaos-webhook-secret", "--fast"}}
+			"--webhook", c.sink.url() + "#chaos-webhook-secret", "--backup-target", "vault=" + c.targetURL(), "--fast"},
+			env: s3Env}
 		if err := n.start(); err != nil {
 			return err
 		}
@@ -344,6 +390,9 @@ func (c *Cluster) Close() {
 		_ = r.stop(5 * time.Second)
 	}
 	c.sink.stop()
+	if c.s3 != nil {
+		_ = c.s3.stop(5 * time.Second)
+	}
 	for _, n := range c.nodes {
 		if n.tmpfs && !n.running() {
 			_ = exec.Command("umount", n.data).Run()
@@ -360,13 +409,20 @@ func mountTmpfs(dir string, sizeMB int) error {
 	return exec.Command("mount", "-t", "tmpfs", "-o", fmt.Sprintf("size=%dm", sizeMB), "tmpfs", dir).Run()
 }
 
-// waitFor polls fn until it returns nil or timeout passes.
+// giveUp is an error after which waitFor stops polling.
+type giveUp struct{ error }
+
+// waitFor polls fn until it returns nil or a giveUp, or timeout passes.
 func waitFor(ctx context.Context, timeout time.Duration, what string, fn func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		err := fn()
 		if err == nil {
 			return nil
+		}
+		var g giveUp
+		if errors.As(err, &g) {
+			return g.error
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not ready after %s: %w", what, timeout, err)
@@ -390,6 +446,22 @@ func httpOK(ctx context.Context, url string) error {
 	resp.Body.Close()
 	if resp.StatusCode != 200 {
 		return fmt.Errorf("%s: %d", url, resp.StatusCode)
+	}
+	return nil
+}
+
+// postForm POSTs form v to url and wants a 200.
+func postForm(ctx context.Context, target string, v url.Values) error {
+	req, _ := http.NewRequestWithContext(ctx, "POST", target, strings.NewReader(v.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := quick.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		return fmt.Errorf("%s: %d %s", target, resp.StatusCode, strings.TrimSpace(string(b)))
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,10 +30,19 @@ const (
 	faultStealLease     = "steal-lease"
 	faultCorruptSSTable = "corrupt-sstable"
 	faultDiskFull       = "disk-full"
+	faultPartitionNode  = "partition-node"  // the node's links to Redis hold everything, then deliver it
+	faultSlowLinks      = "slow-links-node" // latency on the node's links to Redis
+	faultResetLinks     = "reset-links-node"
+	faultClockJump      = "clock-jump-node" // the node's injected clock moved, then back
+	faultTargetDown     = "target-down"     // the backup target unreachable for a while
+	faultTargetHang     = "target-hang"     // the backup target's server stopped (SIGSTOP): requests hang, then go on
+	faultTargetCorrupt  = "target-corrupt"  // a byte of an object on the target flipped, then put back
 )
 
-var faultKinds = []string{faultKillNode, faultPauseNode, faultKillAPI, faultKillPrimary, faultPausePrimary,
-	faultKillReplica, faultKillSentinel, faultStealLease, faultCorruptSSTable, faultDiskFull}
+// FaultKinds are every fault kind a run draws from.
+var FaultKinds = []string{faultKillNode, faultPauseNode, faultKillAPI, faultKillPrimary, faultPausePrimary,
+	faultKillReplica, faultKillSentinel, faultStealLease, faultCorruptSSTable, faultDiskFull,
+	faultPartitionNode, faultSlowLinks, faultResetLinks, faultClockJump, faultTargetDown, faultTargetHang, faultTargetCorrupt}
 
 // fault is one injected fault: what, on what, and how long the system
 // took to recover once the fault was healed (the process restarted or
@@ -52,13 +62,18 @@ type faults struct {
 	c      *Cluster
 	l      *load
 	rng    *rand.Rand
+	fence  *fenceLog
 	mu     sync.Mutex
 	log    []*fault
 	active atomic.Bool
+	// refusals are what restores from the target said of the objects the
+	// target-corrupt fault damaged: each must refuse the backup and name
+	// the file (offsiteRestorable checks).
+	refusals []refusal
 }
 
 func newFaults(c *Cluster, l *load, seed int64) *faults {
-	return &faults{c: c, l: l, rng: rand.New(rand.NewPCG(uint64(seed), 0xfa17))}
+	return &faults{c: c, l: l, rng: rand.New(rand.NewPCG(uint64(seed), 0xfa17)), fence: newFenceLog()}
 }
 
 func (f *faults) dur(lo, hi time.Duration) time.Duration {
@@ -74,7 +89,7 @@ func (f *faults) run(ctx context.Context) {
 		case <-time.After(f.dur(2*time.Second, 6*time.Second)):
 		}
 		f.supervise()
-		kinds := faultKinds
+		kinds := FaultKinds
 		if len(f.c.opt.Faults) > 0 {
 			kinds = f.c.opt.Faults
 		}
@@ -108,6 +123,10 @@ func (f *faults) supervise() {
 			f.c.logf("%s had exited; starting it again", a.name)
 			_ = a.start()
 		}
+	}
+	if s := f.c.s3; s != nil && !s.running() {
+		f.c.logf("s3rver had exited; starting it again")
+		_ = s.start()
 	}
 }
 
@@ -196,6 +215,19 @@ func (f *faults) inject(ctx context.Context, ft *fault) error {
 		return f.corruptSSTable(ft)
 	case faultDiskFull:
 		return f.diskFull(ctx, ft)
+	case faultPartitionNode, faultSlowLinks, faultResetLinks, faultClockJump:
+		return f.nodeHook(ctx, ft)
+	case faultTargetDown:
+		return f.targetDown(ctx, ft)
+	case faultTargetHang, faultTargetCorrupt:
+		if f.c.s3 == nil { // both act on s3rver's process or files
+			ft.Note = "no s3rver: target-down instead"
+			return f.targetDown(ctx, ft)
+		}
+		if ft.Kind == faultTargetHang {
+			return f.targetHang(ctx, ft)
+		}
+		return f.targetCorrupt(ctx, ft)
 	}
 	return fmt.Errorf("unknown fault %q", ft.Kind)
 }
@@ -243,10 +275,14 @@ func (f *faults) stealLease(ctx context.Context, ft *fault) error {
 		thief = c.nodes[(slices.IndexFunc(c.nodes, func(n *node) bool { return n.name == owner })+1)%len(c.nodes)].name
 	}
 	ft.Target += " to " + thief
-	_, ok, err := jobsdb.ClaimLease(bg, c.rdb, store, jobs.Lease{Node: thief, Host: "chaos", Instance: "chaos-thief"}, f.dur(2*time.Second, 6*time.Second))
+	v, ok, err := jobsdb.ClaimLease(bg, c.rdb, store, jobs.Lease{Node: thief, Host: "chaos", Instance: "chaos-thief"}, f.dur(2*time.Second, 6*time.Second))
 	ft.Healed = time.Now()
 	if err != nil || !ok {
 		ft.Note = fmt.Sprintf("claim: ok=%v err=%v", ok, err)
+	} else if now, terr := c.rdb.Time(bg).Result(); terr == nil {
+		l, _ := jobs.DecodeLease(v)
+		f.fence.stole(steal{Store: store, Token: l.Token, AtMS: now.UnixMilli()})
+		ft.Note = fmt.Sprintf("token %d", l.Token)
 	}
 	return f.recovered(bg, ft, func() error {
 		v, err := c.rdb.Get(bg, keyspace.LeaseKey(store)).Result()
@@ -262,6 +298,46 @@ func (f *faults) stealLease(ctx context.Context, ft *fault) error {
 		}
 		return nil
 	})
+}
+
+// nodeHook drives a fault through a node's own test hooks (chaosnode's
+// /chaos/net and /chaos/clock): its links to Redis partitioned, slowed or
+// reset, or its worker's clock moved up to two hours either way; each is
+// held a while and then undone.
+func (f *faults) nodeHook(ctx context.Context, ft *fault) error {
+	n := f.c.nodes[f.rng.IntN(len(f.c.nodes))]
+	ft.Target = n.name
+	bg := context.Background()
+	var apply, undo url.Values
+	var held time.Duration
+	switch ft.Kind {
+	case faultPartitionNode:
+		apply, undo, held = url.Values{"mode": {"partition"}}, url.Values{"mode": {"heal"}}, f.dur(time.Second, 10*time.Second)
+	case faultSlowLinks:
+		d := f.dur(20*time.Millisecond, 400*time.Millisecond)
+		apply, undo, held = url.Values{"mode": {"delay"}, "delay": {d.String()}}, url.Values{"mode": {"heal"}}, f.dur(2*time.Second, 10*time.Second)
+		ft.Note = d.String()
+	case faultResetLinks:
+		apply, undo = url.Values{"mode": {"reset"}}, url.Values{"mode": {"heal"}}
+	case faultClockJump:
+		d := f.dur(time.Minute, 2*time.Hour)
+		if f.rng.IntN(2) == 0 {
+			d = -d
+		}
+		apply, undo, held = url.Values{"offset": {d.String()}}, url.Values{"offset": {"0s"}}, f.dur(3*time.Second, 15*time.Second)
+		ft.Note = "moved " + d.Round(time.Second).String()
+	}
+	path := "/chaos/net"
+	if ft.Kind == faultClockJump {
+		path = "/chaos/clock"
+	}
+	post := func(v url.Values) func() error {
+		return func() error { return postForm(bg, "http://"+n.addr+path, v) }
+	}
+	if err := f.outage(ctx, ft, post(apply), post(undo), held, held+time.Millisecond); err != nil {
+		return err
+	}
+	return f.recovered(bg, ft, func() error { return httpOK(bg, "http://"+n.addr+"/healthz") })
 }
 
 // corruptSSTable flips one byte in the middle of a random sstable of a

@@ -71,12 +71,22 @@ const lossWindowHeading = "\n## The loss window without `--redis-min-replicas`\n
 // jobs failovers lost.
 func (r *Result) lossWindowSection() string {
 	p, f := r.Passed()
+	var failed []string
+	for _, iv := range r.Invariants {
+		if len(iv.Violations) > 0 {
+			failed = append(failed, fmt.Sprintf("%s (%d)", iv.Name, len(iv.Violations)))
+		}
+	}
+	which := ""
+	if len(failed) > 0 {
+		which = "; failed: " + strings.Join(failed, "; ")
+	}
 	return fmt.Sprintf(lossWindowHeading+"\n"+
 		"Seed %d for %s with `--redis-min-replicas 0` (Redis replication left asynchronous) and only failover faults (the primary killed or paused): "+
-		"%d of %d accepted jobs were lost in failovers (of the invariants, %d passed and %d failed; "+
+		"%d of %d accepted jobs were lost in failovers (of the invariants, %d passed and %d failed%s; "+
 		"a lost job is counted here, not failed on). `make chaos` requires none lost with `--redis-min-replicas 1`.\n"+
 		"Reproduce: `go run ./internal/chaos/cmd/chaos -seed %d -duration %s -min-replicas 0 -failovers-only`.\n",
-		r.Options.Seed, r.Options.Duration, r.Lost, total(r.Accepted), p, f, r.Options.Seed, r.Options.Duration)
+		r.Options.Seed, r.Options.Duration, r.Lost, total(r.Accepted), p, f, which, r.Options.Seed, r.Options.Duration)
 }
 
 // AppendLossWindow writes a MinReplicas 0 run's section into the report
@@ -132,19 +142,51 @@ const chaosMethod = `
   ledger says was acknowledged with sync is present, unless a restore's rollback window (its
   ` + "`backup_at`" + ` to its finish) covers it; every present key was attempted; Pebble's ` + "`CheckLevels`" + `
   passes on every store and every backup.
+- **Pebble's own check**: after the nodes stopped, ` + "`pebble db check`" + ` (Pebble's tool, built into
+  ` + "`chaosnode pebble`" + ` from ` + "`pebble/v2/tool`" + `) runs on every store; it must exit 0, print its
+  "checked N points" line and nothing on stderr (a CheckLevels error is printed there with exit 0).
+- **No effect of a stale lease holder accepted**: every change a store's owner makes (a job's start
+  and end, a stats publish) applies only while the lease still holds the owner's claim, and
+  carries that claim's fencing token (` + "`fence`" + ` on events and on published stats). In the
+  events stream, the log of accepted effects in Redis's order, a store's tokens never go down, no
+  ` + "`job.started`" + ` or ` + "`job.succeeded`" + ` lacks one, and after the harness steals a lease nothing is
+  accepted under a token below the thief's; the published stats, sampled every 250 ms, never go
+  back to an older token. (The loss-window run below found tokens going back: a failover without
+  confirmation lost claims' token increments. With ` + "`--redis-min-replicas`" + ` a worker now acts on a
+  claim only once ` + "`WAIT`" + ` confirmed it.)
+- **Off-site copies restore elsewhere**: every node uploads each backup to one backup target, an
+  S3 server in a process of its own (s3rver; a ` + "`file://`" + ` directory when s3rver is not installed);
+  after the run, the newest three backups of each store the target lists are fetched into a
+  scratch node that never held the store (every object checked against its hash) and restored.
+  Each object the target-corrupt fault damaged made the restore of its backup fail, naming the
+  file.
 - **Convergence**: within 60 s of the faults' end (and a deep verify of every store), every store
   is open, owned and healthy, no job is pending or active, and every node answers ` + "`/readyz`" + ` /
   ` + "`/healthz`" + `.
 - **No wrong API answer**: no 500, no 2xx for an unknown store, no ` + "`ctl`" + ` usage error.
 
+## The faults
+
+Each is drawn with the same weight, one at a time, every 2–6 s: a worker node, an API node, the
+Redis primary (Sentinel fails over), the replica or a Sentinel killed and restarted; a node or the
+primary paused (SIGSTOP) and resumed; a store's lease stolen (deleted and claimed for another
+node for 2–6 s); the backup target killed for 2–10 s (backups must succeed all the same, and
+later uploads catch it up), stopped (SIGSTOP: requests hang) for 1–6 s, or one object of a
+store's newest backup on it damaged for 1–5 s (a byte flipped in s3rver's file, then put back);
+a byte flipped in a live store's sstable; a node's data directory filled to
+ENOSPC (a 256 MB tmpfs the harness mounts; needs root, skipped and said so otherwise); a node's
+links to Redis partitioned (everything held 1–10 s, then delivered in order, as after a real
+partition: stale finishes and renewals arrive late), slowed (20–400 ms each way) or reset; a
+node's clock moved 1 min–2 h either way for 3–15 s. The last three go through test hooks of
+` + "`chaosnode`" + ` (` + "`POST /chaos/net`" + `, ` + "`POST /chaos/clock`" + `): each node dials Redis through fault
+proxies of its own, so that one node is cut off while the others are not, and its worker runs on
+an injected clock; the storekeeper binary has neither. The worker nodes run short schedules
+(verify every 20 s, backup 30 s, compact 45 s) so that slots meet the moved clocks.
+
 ## Not covered yet
 
-- Faults: the fault proxy's delays, drops and resets between the nodes and Redis (behind
-  Sentinel it must rewrite the addresses the Sentinels announce), a node's clock moved through
-  its injected clock. (The full disk needs root to mount each node's data directory as a
-  size-limited tmpfs; without it that fault is skipped and says so.)
-- The fencing invariant as a log: every fenced write is checked by Redis, but no log of
-  accepted effects with their tokens exists for the checker to read.
-- ` + "`pebble db check`" + ` itself: stores and backups get Pebble's ` + "`CheckLevels`" + ` and every
-  ledger key is read back.
+- The API nodes (the storekeeper binary) reach Redis directly: the network faults are the worker
+  nodes' only.
+- The target-corrupt fault's damage is put back when it heals: a backup whose object stays
+  damaged (and is then pruned or re-uploaded) is not exercised.
 `

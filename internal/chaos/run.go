@@ -74,6 +74,7 @@ func Run(ctx context.Context, opt Options) *Result {
 	runCtx, stop := context.WithTimeout(ctx, opt.Duration)
 	done := make(chan struct{})
 	go func() { l.run(runCtx, 4); close(done) }()
+	go fl.fence.sampleStats(runCtx, c, l.storeList)
 	fl.run(runCtx)
 	stop()
 	<-done
@@ -89,6 +90,8 @@ func Run(ctx context.Context, opt Options) *Result {
 	conv, took := k.converge(60 * time.Second)
 	res.Converged = took
 	c.logf("converged: %v", conv.Violations)
+	drills := k.drillsPass(90 * time.Second)
+	c.logf("drills: %s %v", drills.Note, drills.Violations)
 
 	// Stop the API nodes, then the workers (gracefully), then read
 	// everything back.
@@ -111,7 +114,7 @@ func Run(ctx context.Context, opt Options) *Result {
 		res.Err = err
 		return res
 	}
-	res.Invariants = []*invariant{terminal, hist, k.eventSequences(), k.notifications(), k.watchers(), k.writes(restores), conv, k.apiAnswers()}
+	res.Invariants = []*invariant{terminal, hist, k.eventSequences(), k.notifications(), k.watchers(), k.writes(restores), k.pebbleCheck(), k.fencing(fl.fence), k.offsiteRestorable(3, fl.refusals), drills, conv, k.apiAnswers()}
 	summarize(res, c, l, fl)
 	return res
 }

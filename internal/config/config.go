@@ -40,13 +40,16 @@ type Config struct {
 	PushPerToken, WSMaxWatchers, WSMaxFilters                          int
 
 	// serve and worker
-	DataDir, BackupDir, Node, Stores, PushSubscriber string
-	Webhooks                                         []string
-	ScheduleCompact, ScheduleBackup, ScheduleVerify  string
-	AutoRestore, BackupRetention                     string
-	AutoRestoreLimit, Concurrency                    int
-	LeaseTTL, ShutdownTimeout                        time.Duration
-	Demo                                             bool
+	DataDir, BackupDir, Node, Stores, PushSubscriber               string
+	Webhooks, BackupTargets, BackupEncryptTo                       []string
+	RPO, RTO                                                       time.Duration
+	BackupIdentity, BackupNamingKey                                string
+	BackupUploadLimit                                              string
+	ScheduleCompact, ScheduleBackup, ScheduleVerify, ScheduleDrill string
+	AutoRestore, BackupRetention                                   string
+	AutoRestoreLimit, Concurrency                                  int
+	LeaseTTL, ShutdownTimeout                                      time.Duration
+	Demo                                                           bool
 
 	// Args are the arguments after the flags; the binary ignores them.
 	Args []string
@@ -85,6 +88,8 @@ func NewFlagSet(mode string, output io.Writer) (*flag.FlagSet, *Config) {
 		str(&c.TLSKey, "tls-key", "", "TLS key file")
 		fs.IntVar(&c.PushPerToken, "push-subscriptions-per-token", 8, "Web Push subscriptions one token may keep"+env("push-subscriptions-per-token"))
 		fs.IntVar(&c.WSMaxWatchers, "ws-max-watchers-per-token", 64, "WebSocket watchers one token may have open at once on this API process (each API process counts its own); one more is refused with 429 too_many_watchers; negative: no limit"+env("ws-max-watchers-per-token"))
+		fs.DurationVar(&c.RTO, "rto", 0, "recovery time objective: /metrics exports it (storekeeper_rto_seconds) and the alert rules fire when a store's last drill took longer; 0: not exported"+env("rto"))
+		fs.DurationVar(&c.RPO, "rpo", 0, "recovery point objective: /metrics exports it (storekeeper_rpo_seconds) and the alert rules fire when a store's newest backup on a backup target, or the newest a drill proved restorable, is older; 0: not exported"+env("rpo"))
 		fs.IntVar(&c.WSMaxFilters, "ws-max-filters", 100, "filter values (store, job and kind together) one WebSocket watcher may give; more is refused with 400 too_many_filters; negative: no limit"+env("ws-max-filters"))
 	}
 	str(&c.MetricsToken, "metrics-token", "", "bearer token /metrics requires (at least 16 characters; Prometheus authorization credentials or basic_auth password); empty: /metrics is open")
@@ -99,9 +104,15 @@ func NewFlagSet(mode string, output io.Writer) (*flag.FlagSet, *Config) {
 		str(&c.ScheduleCompact, "schedule-compact", worker.DefaultSchedules[jobs.KindCompact], "cron spec for compaction, or off")
 		str(&c.ScheduleBackup, "schedule-backup", worker.DefaultSchedules[jobs.KindBackup], "cron spec for backups, or off")
 		str(&c.ScheduleVerify, "schedule-verify", worker.DefaultSchedules[jobs.KindVerify], "cron spec for verification, or off")
+		str(&c.ScheduleDrill, "schedule-drill", worker.DefaultSchedules[jobs.KindDrill], "cron spec for restore drills (each backup target in turn), or off")
 		str(&c.AutoRestore, "auto-restore", "on", "restore a corrupt store from its newest verified backup: on or off")
 		fs.IntVar(&c.AutoRestoreLimit, "auto-restore-limit", 3, "automatic restores per store in any 24 h"+env("auto-restore-limit"))
 		str(&c.BackupRetention, "backup-retention", "last=7,daily=7", "backups kept: the newest N, and the newest of each day for D days")
+		fs.Var((*multiFlag)(&c.BackupTargets), "backup-target", "NAME=URL of object storage every backup is uploaded to after it is made locally, repeatable, the same on every node: s3://bucket?prefix=p/&region=… (S3 and S3-compatible servers with endpoint=…; credentials from the AWS environment), gs://bucket (Google Cloud Storage; application default credentials), azblob://container (Azure Blob Storage; AZURE_STORAGE_ACCOUNT and its key or credentials) or file:///path (env "+EnvName("backup-target")+", space-separated)")
+		fs.Var((*multiFlag)(&c.BackupEncryptTo), "backup-encrypt-to", "age recipient (age1…) every object and manifest uploaded to a backup target is encrypted to, or @file of recipients one per line; repeatable, the same on every node (env "+EnvName("backup-encrypt-to")+", space-separated)")
+		str(&c.BackupUploadLimit, "backup-upload-limit", "", "bytes per second all uploads to the backup targets share, e.g. 50M (K, M, G: powers of 1024); empty: no limit")
+		str(&c.BackupIdentity, "backup-identity", "", "file of age identities (age-keygen's output) that decrypt what the backup targets hold: needed on nodes that restore from a target")
+		str(&c.BackupNamingKey, "backup-naming-key", "", "file of at least 32 bytes keying the names of encrypted objects (an HMAC of their hash), the same on every node and never changed; stored on each target encrypted to the recipients, so a node with --backup-identity may leave it out")
 		fs.DurationVar(&c.LeaseTTL, "lease-ttl", 15*time.Second, "store ownership lease"+env("lease-ttl"))
 		fs.IntVar(&c.Concurrency, "concurrency", 4, "jobs run at once on this node, one per store"+env("concurrency"))
 		fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM, how long running jobs may take to finish or stop; after it they are left to asynq, which runs them again, and their stores are not closed cleanly"+env("shutdown-timeout"))
@@ -140,7 +151,7 @@ func Parse(mode string, args []string, lookupEnv func(string) (string, bool), ou
 		}
 		given[f.Name] = true
 		vals := []string{v}
-		if f.Name == "webhook" {
+		if f.Name == "webhook" || f.Name == "backup-target" || f.Name == "backup-encrypt-to" {
 			vals = strings.Fields(v)
 		}
 		for _, v := range vals {

@@ -5,10 +5,14 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"filippo.io/age"
 
 	"storekeeper/api"
 	"storekeeper/jobs"
@@ -65,6 +69,17 @@ func TestSetupNamesTheFlag(t *testing.T) {
 		{"serve", []string{"--auto-restore", "x"}, "auto-restore"},
 		{"serve", []string{"--auto-restore-limit", "-1"}, "auto-restore-limit"},
 		{"serve", []string{"--webhook", "ftp://x#s"}, "webhook"},
+		{"serve", []string{"--backup-target", "vault"}, "backup-target"},
+		{"serve", []string{"--backup-upload-limit", "fast"}, "backup-upload-limit"},
+		{"serve", []string{"--backup-upload-limit", "0"}, "backup-upload-limit"},
+		{"serve", []string{"--rpo", "-1h"}, "rpo"},
+		{"serve", []string{"--rto", "-1m"}, "rto"},
+		{"serve", []string{"--backup-target", "vault=ftp://bucket"}, "backup-target"},
+		{"serve", []string{"--backup-target", "v=file:///a", "--backup-target", "v=file:///b"}, "backup-target"},
+		{"serve", []string{"--backup-encrypt-to", "age1x"}, "backup-encrypt-to"}, // no target
+		{"serve", []string{"--backup-target", "v=file:///a", "--backup-encrypt-to", "not-a-recipient"}, "backup-encrypt-to"},
+		{"serve", []string{"--backup-target", "v=file:///a", "--backup-identity", "/x"}, "backup-identity"}, // no recipients
+		{"serve", []string{"--backup-target", "v=file:///a", "--backup-encrypt-to", "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}, "backup-naming-key"},
 		{"serve", []string{"--push-subscriber", "x"}, "push-subscriber"},
 		{"serve", []string{"--shutdown-timeout", "10ms"}, "shutdown-timeout"},
 		{"serve", []string{"--listen", "nonsense"}, "listen"},
@@ -218,5 +233,39 @@ func TestMinReplicas(t *testing.T) {
 	}
 	if s, err := c.Setup(quiet); err != nil || s.Worker.Jobs.MinReplicasTimeout != 5*time.Second {
 		t.Errorf("5s within a 10s read timeout: %v", err)
+	}
+}
+
+// --backup-encrypt-to (inline or @file), --backup-identity and
+// --backup-naming-key make the targets' Encryption.
+func TestSetupEncryption(t *testing.T) {
+	dir := t.TempDir()
+	id, _ := age.GenerateX25519Identity()
+	recipients := filepath.Join(dir, "recipients")
+	identity := filepath.Join(dir, "identity")
+	key := filepath.Join(dir, "naming-key")
+	for path, body := range map[string]string{recipients: "# ops\n" + id.Recipient().String() + "\n", identity: id.String() + "\n", key: strings.Repeat("k", 40) + "\n"} {
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg, err := Parse("serve", []string{"--backup-target", "vault=file://" + dir, "--backup-encrypt-to", "@" + recipients,
+		"--backup-encrypt-to", id.Recipient().String(), "--backup-identity", identity, "--backup-naming-key", key,
+		"--backup-upload-limit", "50M"}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := cfg.Setup(quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := s.Encryption; e == nil || len(e.Recipients) != 2 || len(e.Identities) != 1 || len(e.NamingKey) != 40 {
+		t.Fatalf("encryption %+v", s.Encryption)
+	}
+	if s.UploadLimit != 50<<20 {
+		t.Fatalf("upload limit %d, want 50 MiB/s", s.UploadLimit)
+	}
+	if len(s.Targets) != 1 || s.Targets[0].Name != "vault" {
+		t.Fatalf("targets %+v", s.Targets)
 	}
 }

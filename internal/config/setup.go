@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"storekeeper/api"
 	"storekeeper/internal/demo"
 	"storekeeper/jobs"
+	"storekeeper/offsite"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -52,6 +54,7 @@ var fieldFlags = map[string]string{
 	"worker.Schedules[compact]":     "schedule-compact",
 	"worker.Schedules[backup]":      "schedule-backup",
 	"worker.Schedules[verify]":      "schedule-verify",
+	"worker.Schedules[drill]":       "schedule-drill",
 	"worker.AutoRestore":            "auto-restore",
 	"worker.AutoRestoreLimit":       "auto-restore-limit",
 	"worker.Webhooks":               "webhook",
@@ -90,7 +93,17 @@ type Setup struct {
 	// GeneratedToken is the operator token made for this run when serve or
 	// api has no --tokens.
 	GeneratedToken string
+	// Targets are the --backup-target values, checked, in order; the
+	// caller opens them (offsite.Open) into Worker.Targets, with
+	// Encryption (nil without --backup-encrypt-to).
+	Targets    []Target
+	Encryption *offsite.Encryption
+	// UploadLimit is --backup-upload-limit in bytes per second; 0: none.
+	UploadLimit int64
 }
+
+// Target is one --backup-target.
+type Target struct{ Name, URL string }
 
 // Setup checks every flag of c's mode with the packages' own rules, before
 // anything is opened or connected to, and returns the packages'
@@ -105,10 +118,16 @@ func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 	if err := c.checkMinReplicas(); err != nil {
 		return s, err
 	}
+	if c.RPO < 0 {
+		return s, flagErr("rpo", errors.New("must not be negative"))
+	}
+	if c.RTO < 0 {
+		return s, flagErr("rto", errors.New("must not be negative"))
+	}
 	s.API = api.Config{AllowedOrigins: splitList(c.AllowedOrigins), PublicURL: c.PublicURL, Listen: c.Listen,
 		TLS: c.TLSCert != "", TrustedProxies: splitList(c.TrustedProxies), Jobs: s.Jobs, Logger: log,
 		PushAllowPrivate: c.PushAllowPrivate, PushSubscriptionsPerToken: c.PushPerToken,
-		MaxWatchersPerToken: c.WSMaxWatchers, MaxWatchFilters: c.WSMaxFilters, MetricsToken: c.MetricsToken}
+		MaxWatchersPerToken: c.WSMaxWatchers, MaxWatchFilters: c.WSMaxFilters, MetricsToken: c.MetricsToken, RPO: c.RPO, RTO: c.RTO}
 	if c.Mode != "worker" {
 		if err := c.tokens(&s); err != nil {
 			return s, err
@@ -128,6 +147,24 @@ func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 			return s, err
 		}
 		s.Worker.Jobs = s.Jobs
+		seen := map[string]bool{}
+		for _, spec := range c.BackupTargets {
+			name, u, err := offsite.ParseSpec(spec)
+			if err != nil {
+				return s, flagErr("backup-target", err)
+			}
+			if seen[name] {
+				return s, flagErr("backup-target", fmt.Errorf("target %s is given twice", name))
+			}
+			seen[name] = true
+			s.Targets = append(s.Targets, Target{Name: name, URL: u})
+		}
+		if s.Encryption, err = c.encryption(); err != nil {
+			return s, err
+		}
+		if s.UploadLimit, err = parseBytes(c.BackupUploadLimit); err != nil {
+			return s, flagErr("backup-upload-limit", err)
+		}
 	}
 	// A flag always gives its field a value: the zero value, which the
 	// packages take for "the default", is refused rather than replaced.
@@ -265,7 +302,7 @@ func (c *Config) storeConfig(log *slog.Logger) (store.Config, error) {
 func (c *Config) workerConfig(log *slog.Logger) (worker.Config, error) {
 	cfg := worker.Config{Node: c.Node, Logger: log, Concurrency: c.Concurrency, LeaseTTL: c.LeaseTTL,
 		AutoRestore: c.AutoRestore, AutoRestoreLimit: c.AutoRestoreLimit,
-		Schedules: map[jobs.Kind]string{jobs.KindCompact: c.ScheduleCompact, jobs.KindBackup: c.ScheduleBackup, jobs.KindVerify: c.ScheduleVerify},
+		Schedules: map[jobs.Kind]string{jobs.KindCompact: c.ScheduleCompact, jobs.KindBackup: c.ScheduleBackup, jobs.KindVerify: c.ScheduleVerify, jobs.KindDrill: c.ScheduleDrill},
 		Push:      worker.PushConfig{Subscriber: c.PushSubscriber, AllowPrivate: c.PushAllowPrivate}}
 	for _, h := range c.Webhooks {
 		u, secret, ok := strings.Cut(h, "#")
@@ -293,4 +330,92 @@ func splitList(v string) []string {
 		}
 	}
 	return out
+}
+
+// encryption reads --backup-encrypt-to, --backup-identity and
+// --backup-naming-key: nil when none is given.
+func (c *Config) encryption() (*offsite.Encryption, error) {
+	if len(c.BackupEncryptTo) == 0 {
+		for flag, v := range map[string]string{"backup-identity": c.BackupIdentity, "backup-naming-key": c.BackupNamingKey} {
+			if v != "" {
+				return nil, flagErr(flag, errors.New("needs --backup-encrypt-to: targets are encrypted only to recipients"))
+			}
+		}
+		return nil, nil
+	}
+	if len(c.BackupTargets) == 0 {
+		return nil, flagErr("backup-encrypt-to", errors.New("needs --backup-target"))
+	}
+	e := &offsite.Encryption{}
+	for _, v := range c.BackupEncryptTo {
+		text := v
+		if path, ok := strings.CutPrefix(v, "@"); ok {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return nil, flagErr("backup-encrypt-to", err)
+			}
+			text = string(b)
+		}
+		rs, err := offsite.ParseRecipients(text)
+		if err != nil {
+			return nil, flagErr("backup-encrypt-to", err)
+		}
+		e.Recipients = append(e.Recipients, rs...)
+	}
+	// readFlagFile reads the file a flag names and parses it.
+	readFlagFile := func(flag, path string, parse func([]byte) error) error {
+		if path == "" {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err == nil {
+			err = parse(b)
+		}
+		if err != nil {
+			return flagErr(flag, err)
+		}
+		return nil
+	}
+	if err := readFlagFile("backup-identity", c.BackupIdentity, func(b []byte) (err error) {
+		e.Identities, err = offsite.ParseIdentities(b)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if err := readFlagFile("backup-naming-key", c.BackupNamingKey, func(b []byte) (err error) {
+		e.NamingKey, err = offsite.ParseNamingKey(b)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if c.BackupNamingKey == "" && len(e.Identities) == 0 {
+		return nil, flagErr("backup-naming-key", errors.New("needed with --backup-encrypt-to, unless --backup-identity can recover it from the targets"))
+	}
+	return e, nil
+}
+
+// parseBytes reads a byte count: digits with an optional K, M or G
+// (powers of 1024); empty is 0.
+func parseBytes(v string) (int64, error) {
+	if v == "" {
+		return 0, nil
+	}
+	mult := int64(1)
+	switch strings.ToUpper(v[len(v)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	}
+	digits := v
+	if mult > 1 {
+		digits = v[:len(v)-1]
+	}
+	n, err := strconv.ParseInt(digits, 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q: want a positive number of bytes, e.g. 52428800 or 50M", v)
+	}
+	return n * mult, nil
 }

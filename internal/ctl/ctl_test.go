@@ -23,6 +23,9 @@ func TestCtlUsage(t *testing.T) {
 		{"compact", "a", "b"},
 		{"restore"},
 		{"restore", "--all"},
+		{"adopt", "orders"},
+		{"adopt", "orders", "--node", "n2"},
+		{"adopt", "--node", "n2", "--target", "vault"},
 		{"job"},
 		{"cancel", "a", "b"},
 		{"history", "--limit", "ten"},
@@ -137,6 +140,7 @@ func TestResultText(t *testing.T) {
 		{jobs.KindVerify, `{"live":{"files":5,"bytes":1048576},"backup":{"id":"b1","bad":"checksum"}}`, "5 files, 1.0 MiB: checksums good; backup b1 is corrupt and was marked bad: checksum"},
 		{jobs.KindRestore, `{"backup_id":"b1"}`, "restored from backup b1"},
 		{jobs.KindRestore, `not json`, ""},
+		{jobs.KindAdopt, `{"target":"vault","backup_id":"b1","previous_node":"n1","moved":["j1","j2"]}`, "adopted from backup b1 on target vault, moved from node n1; 2 job(s) queued there failed store_moved"},
 	} {
 		if got := resultText(c.kind, []byte(c.raw)); got != c.want {
 			t.Errorf("%s %s: %q, want %q", c.kind, c.raw, got, c.want)

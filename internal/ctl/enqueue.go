@@ -15,7 +15,7 @@ import (
 
 const waitHelp = "follow the job(s) to their end with a progress line; exit 1 if any failed or was canceled"
 
-// enqueueCmd is compact, backup or verify: one store, or --all.
+// enqueueCmd is compact, backup, verify or drill: one store, or --all.
 func enqueueCmd(kind jobs.Kind) func(context.Context, *ctl, *flag.FlagSet, []string) error {
 	return func(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
 		all := fs.Bool("all", false, "every store: one job each, under one batch id")
@@ -27,6 +27,11 @@ func enqueueCmd(kind jobs.Kind) func(context.Context, *ctl, *flag.FlagSet, []str
 			fs.BoolVar(&p.DryRun, "dry-run", false, "decide only: the job's result is the decision and its reason")
 		case jobs.KindVerify:
 			fs.BoolVar(&p.Deep, "deep", false, "also walk the whole LSM (CheckLevels): slower")
+		case jobs.KindBackup:
+			fs.BoolVar(&p.Reencrypt, "reencrypt", false, "then rewrite the store's backups on every encrypted target for the current --backup-encrypt-to recipients (after a rotation; its node needs --backup-identity)")
+		case jobs.KindDrill:
+			fs.StringVar(&p.Target, "target", "", "drill the copy on this backup `target` (--backup-target NAME); default: each target in turn, or the local backups when there is none")
+			fs.StringVar(&p.BackupID, "backup", "", "the backup `id` to drill; default: the newest")
 		}
 		pos, err := c.parse(fs, args, 0, 1)
 		if err != nil {
@@ -46,12 +51,30 @@ func enqueueCmd(kind jobs.Kind) func(context.Context, *ctl, *flag.FlagSet, []str
 func ctlRestore(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
 	var p jobs.Params
 	fs.StringVar(&p.BackupID, "backup", "", "the backup `id` to restore (see storekeeper ctl stores --json); default: the newest verified one")
+	fs.StringVar(&p.Target, "target", "", "fetch the backup from this backup `target` (--backup-target NAME): its newest there, or --backup ID")
 	wait := fs.Bool("wait", false, waitHelp)
 	pos, err := c.parse(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
 	return c.enqueue(ctx, jobs.KindRestore, pos[0], p, *wait)
+}
+
+func ctlAdopt(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
+	var p jobs.Params
+	fs.StringVar(&p.Node, "node", "", "the `node` that adopts the store (it must be up)")
+	fs.StringVar(&p.Target, "target", "", "the backup `target` (--backup-target NAME) to make the store from")
+	fs.StringVar(&p.BackupID, "backup", "", "the backup `id` to adopt; default: the newest the target holds")
+	fs.BoolVar(&p.Force, "force", false, "adopt though the old owner's lease is still held (its node must be down)")
+	wait := fs.Bool("wait", false, waitHelp)
+	pos, err := c.parse(fs, args, 1, 1)
+	if err != nil {
+		return err
+	}
+	if p.Node == "" || p.Target == "" {
+		return usagef("adopt needs --node and --target")
+	}
+	return c.enqueue(ctx, jobs.KindAdopt, pos[0], p, *wait)
 }
 
 // enqueue asks for a kind job on store, or on every store when store is

@@ -57,6 +57,8 @@ func describe(e jobs.Event) string {
 			e.BackupID, timeOr(&e.BackupAt, "?"), orText(e.Quarantine, "no quarantine (there was no live store)"))
 	case jobs.EventBackupCorrupt:
 		return fmt.Sprintf("backup %s is corrupt and marked bad: %s", e.BackupID, e.Error)
+	case jobs.EventBackupTargetFailed:
+		return fmt.Sprintf("backup %s not uploaded to target %s (the backup is kept locally; later uploads catch up): %s", e.BackupID, e.Target, e.Error)
 	case jobs.EventNodeUp:
 		return "up"
 	case jobs.EventNodeDown:

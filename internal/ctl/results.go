@@ -3,6 +3,7 @@ package ctl
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"storekeeper/jobs"
 )
@@ -67,6 +68,34 @@ func resultText(kind jobs.Kind, raw json.RawMessage) string {
 			return ""
 		}
 		return "restored from backup " + r.BackupID
+	case jobs.KindAdopt:
+		var r jobs.AdoptResult
+		if json.Unmarshal(raw, &r) != nil {
+			return ""
+		}
+		s := fmt.Sprintf("adopted from backup %s on target %s", r.BackupID, r.Target)
+		if r.PreviousNode != "" {
+			s += ", moved from node " + r.PreviousNode
+		}
+		if len(r.Moved) > 0 {
+			s += fmt.Sprintf("; %d job(s) queued there failed store_moved", len(r.Moved))
+		}
+		return s
+	case jobs.KindDrill:
+		var r jobs.DrillResult
+		if json.Unmarshal(raw, &r) != nil {
+			return ""
+		}
+		from := "the local backups"
+		if r.Target != "" {
+			from = "target " + r.Target
+		}
+		fp := "fingerprint matches"
+		if !r.FingerprintChecked {
+			fp = "no fingerprint recorded (an older backup)"
+		}
+		return fmt.Sprintf("backup %s from %s restores: %d files, %s, %d points, %s; RTO %s",
+			r.BackupID, from, r.Files, mib(uint64(r.Bytes)), r.Points, fp, r.RTO.Round(time.Millisecond))
 	}
 	return ""
 }

@@ -46,6 +46,7 @@ var Schedules = map[jobs.Kind]string{
 	jobs.KindCompact: "@every 10m",
 	jobs.KindBackup:  "@every 15m",
 	jobs.KindVerify:  "@every 20m",
+	jobs.KindDrill:   "@every 30m",
 }
 
 // Run is `storekeeper demo`: it creates the demo stores in dataDir with

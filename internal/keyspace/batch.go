@@ -42,7 +42,7 @@ end
 local r = {'ok'}
 local ids = {}
 for _, j in ipairs(jobs) do
-  local out = enqueueJob(j.lock, j.rlock, j.rec, KEYS[1], KEYS[2], j.id, '0', ARGV[1], j.ev, j.store,
+  local out = enqueueJob(j.lock, j.rlock, j.rec, KEYS[1], KEYS[2], j.id, '0', '', ARGV[1], j.ev, j.store,
     ARGV[2], ARGV[3], ARGV[4], j.fields)
   r[#r+1] = out
   if out[1] == 'new' then ids[#ids+1] = j.id else ids[#ids+1] = out[2] end

@@ -49,10 +49,20 @@ type Change struct {
 	ReadBack bool
 }
 
+// Fence is the fencing token the change is accepted under: its lease
+// check's, 0 when it is not fenced.
+func (c *Change) Fence() int64 {
+	if c.Lease == nil {
+		return 0
+	}
+	return c.Lease.Token
+}
+
 // LeaseCheck names the lease value a fenced change expects.
 type LeaseCheck struct {
 	Key   string
 	Value string
+	Token int64 // the fencing token in Value, which the change's events carry (jobs.Event.Fence)
 }
 
 // SetMember removes Member from the set Key.
@@ -375,7 +385,7 @@ func (c *Change) End(r jobs.Record, t jobs.Terminal, cfg jobs.ClientConfig) {
 // ReleaseLocks are the lock keys a job holds while in flight.
 func ReleaseLocks(r jobs.Record) []string {
 	keys := []string{LockKey(jobs.Payload{Kind: r.Kind, Store: r.Store, Params: r.Params})}
-	if r.Kind == jobs.KindRestore {
+	if r.Kind.Exclusive() {
 		keys = append(keys, RestoreLockKey(r.Store))
 	}
 	return keys
@@ -383,4 +393,4 @@ func ReleaseLocks(r jobs.Record) []string {
 
 // Scripts are the Lua scripts of the job path, loaded by LoadScripts.
 var Scripts = []*redis.Script{ChangeScript, ProgressScript, EnqueueScript, EnqueueBatchScript, EnqueueNotifyScript, AnnounceScript,
-	ClaimScript, RenewScript, PublishStatsScript, NodeUpScript, NodeDownScript}
+	ClaimScript, AdoptScript, RenewScript, PublishStatsScript, NodeUpScript, NodeDownScript}

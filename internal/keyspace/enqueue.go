@@ -32,13 +32,19 @@ func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + 
 // event arrives as JSON without a node, and gets it appended). The record
 // also gets enq_ms, the time on Redis's clock, which the reconciler's
 // grace is measured against. Its arguments: the lock, restore lock and
-// record keys, the events stream and StoresKey, the job id, '1' for a
-// restore, the events' cap, the event, the store, the prefixes of queue
-// names, in-flight sets and records, and the record's fields (a table).
+// record keys, the events stream and StoresKey, the job id, '1' for a job
+// that replaces the store's data (jobs.Kind.Exclusive), the node to route
+// to instead of the owner (empty for the owner: every kind but adopt), the
+// events' cap, the event, the store, the prefixes of queue names,
+// in-flight sets and records, and the record's fields (a table).
 const enqueueJobLua = `
-local function enqueueJob(lock, rlock, rec, events, stores, id, restore, maxlen, ev, store, qprefix, iprefix, rprefix, fields)
+local function enqueueJob(lock, rlock, rec, events, stores, id, restore, route, maxlen, ev, store, qprefix, iprefix, rprefix, fields)
   local owner = redis.call('HGET', stores, store)
-  if not owner then return {'unknown', ''} end
+  if route ~= '' then
+    owner = route
+  elseif not owner then
+    return {'unknown', ''}
+  end
   local held = redis.call('GET', lock)
   if held then
     local r = redis.call('HGETALL', rprefix .. held)
@@ -80,6 +86,6 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   for _, v in ipairs(redis.call('HGETALL', KEYS[3])) do r[#r+1] = v end
   return r
 end
-return enqueueJob(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5],
-  ARGV[6], ARGV[7], ARGV[8], {unpack(ARGV, 9)})
+return enqueueJob(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
+  ARGV[7], ARGV[8], ARGV[9], {unpack(ARGV, 10)})
 `)

@@ -47,6 +47,7 @@ var keyLayout = map[string]struct{ got, want string }{
 	"InFlightKey":         {InFlightKey("node.n1"), "storekeeper:inflight:node.n1"},
 	"LeaseKey":            {LeaseKey("orders"), "storekeeper:lease:orders"},
 	"LeaseTokenKey":       {LeaseTokenKey("orders"), "storekeeper:leasetoken:orders"},
+	"HomeKey":             {HomeKey("orders"), "storekeeper:home:orders"},
 	"StatsKey":            {StatsKey("orders"), "storekeeper:storestats:orders"},
 	"NodeKey":             {NodeKey("n1"), "storekeeper:node:n1"},
 	"NodeDownKey":         {NodeDownKey("n1"), "storekeeper:nodedown:n1"},

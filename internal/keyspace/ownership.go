@@ -19,12 +19,27 @@ func LeaseKey(store string) string { return "storekeeper:lease:" + store }
 // holder's value is never seen again once another claim was made.
 func LeaseTokenKey(store string) string { return "storekeeper:leasetoken:" + store }
 
+// HomeKey pins a store to the node that adopted it (AdoptScript), a hash
+// of node and previous (the owner before): no other node's claim takes
+// the store's lease again, even once it is free, so a machine that comes
+// back with an older copy of the store never serves it. Only another
+// adoption moves the pin.
+func HomeKey(store string) string { return "storekeeper:home:" + store }
+
 // ClaimScript takes a store's lease when it is free, or held by the same
 // node on the same host (a restart after a crash: the data dir's instance
 // lock, held by the caller, proves the old process is gone), with the
 // next fencing token. A claim by the process that holds the lease already
-// (this very claim, sent twice) keeps it as it is.
+// (this very claim, sent twice) keeps it as it is. A store pinned to
+// another node (HomeKey) is refused whatever its lease: the answer names
+// the lease's holder, or the pinned node when the lease is free.
 var ClaimScript = redis.NewScript(`
+local home = redis.call('HGET', KEYS[4], 'node')
+if home and home ~= ARGV[1] then
+  local cur = redis.call('GET', KEYS[1])
+  if cur then return {'held', cur} end
+  return {'held', '{"node":' .. cjson.encode(home) .. ',"host":"","instance":"","token":0}'}
+end
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local l = cjson.decode(cur)
@@ -41,6 +56,50 @@ local v = '{"node":' .. cjson.encode(ARGV[1]) .. ',"host":' .. cjson.encode(ARGV
 redis.call('SET', KEYS[1], v, 'PX', ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
 return {'ok', v}
+`)
+
+// AdoptScript claims a store's lease for a node adopting it, and pins the
+// store to that node (HomeKey). Without force the lease must be free;
+// with force it may still be held, by a node whose heartbeat is gone
+// (the prefix of NodeKey is an argument). Either way the node that owned
+// the store before (StoresKey) must be down, unless it is the adopter.
+// The adopter's own claim, sent again, keeps the lease as it is. KEYS:
+// the lease, StoresKey, the token counter, HomeKey. ARGV: node, host,
+// instance, TTL in ms, store, '1' to force, NodeKey's prefix, '1' to
+// only check (the API's answer before it enqueues: nothing is written,
+// and a lease is the adopter's by its node alone). It answers {'ok',
+// lease, previous owner} or {'held'|'alive', holder, owner}.
+var AdoptScript = redis.NewScript(`
+local check = ARGV[8] == '1'
+local owner = redis.call('HGET', KEYS[2], ARGV[5]) or ''
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local l = cjson.decode(cur)
+  local mine = l.node == ARGV[1] and (check or l.host == ARGV[2])
+  if check and mine then return {'ok', cur, owner} end
+  if mine and l.instance == ARGV[3] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[4])
+    if redis.call('HGET', KEYS[4], 'node') == ARGV[1] then
+      owner = redis.call('HGET', KEYS[4], 'previous') or ''
+    end
+    return {'ok', cur, owner}
+  end
+  if not mine then
+    if ARGV[6] ~= '1' then return {'held', cur, owner} end
+    if redis.call('EXISTS', ARGV[7] .. l.node) == 1 then return {'alive', cur, owner} end
+  end
+end
+if owner ~= '' and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[7] .. owner) == 1 then
+  return {'alive', '', owner}
+end
+if check then return {'ok', cur or '', owner} end
+local token = redis.call('INCR', KEYS[3])
+local v = '{"node":' .. cjson.encode(ARGV[1]) .. ',"host":' .. cjson.encode(ARGV[2]) ..
+  ',"instance":' .. cjson.encode(ARGV[3]) .. ',"token":' .. token .. '}'
+redis.call('SET', KEYS[1], v, 'PX', ARGV[4])
+redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
+redis.call('HSET', KEYS[4], 'node', ARGV[1], 'previous', owner)
+return {'ok', v, owner}
 `)
 
 // RenewScript extends a lease only while it is still exactly ours.

@@ -2,6 +2,8 @@ package keyspace
 
 import (
 	"github.com/redis/go-redis/v9"
+
+	"storekeeper/jobs"
 )
 
 // The keys and scripts of the worker's own Redis steps (the steps are in
@@ -10,7 +12,8 @@ import (
 // LeaseFence is the fencing check of a write by store's owner: the lease
 // must still hold value (the claim that made this node the owner).
 func LeaseFence(store, value string) *LeaseCheck {
-	return &LeaseCheck{Key: LeaseKey(store), Value: value}
+	l, _ := jobs.DecodeLease(value) // a value this node's claim wrote
+	return &LeaseCheck{Key: LeaseKey(store), Value: value, Token: l.Token}
 }
 
 // BreakerScript admits an automatic restore when fewer than ARGV[2] were

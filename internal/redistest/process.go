@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"storekeeper/internal/freeport"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,12 +30,11 @@ var errAddrInUse = errors.New("address already in use")
 
 // freePort returns a loopback port that was free a moment ago.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	p, err := freeport.Loopback()
 	if err != nil {
 		return 0, fmt.Errorf("redistest: find free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return p, nil
 }
 
 // writeConfig writes dir/redis.conf, which launch (and so Restart) reuses.

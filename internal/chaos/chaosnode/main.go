@@ -17,13 +17,20 @@
 // With --listen it prints "listening <addr>" on stdout once bound, and
 // serves GET /healthz (200 once the worker started, 503 before and while
 // stopping) and GET /stats (JSON: per store its state and counts of
-// intents, acks, synced acks, errors and skipped ticks).
+// intents, acks, synced acks, errors and skipped ticks), and the harness's
+// fault hooks (faults.go): POST /chaos/net (mode=partition|delay|reset|heal
+// on the node's links to Redis, each of which goes through a fault proxy
+// of its own) and POST /chaos/clock (offset=DURATION, the worker's clock).
 //
 // verify runs after the node exited: it opens every store read-only with
 // Pebble, runs CheckLevels, checks the w/ keys against the ledgers and
 // every backup, prints one JSON report on stdout (verify.go) and exits 0
 // when there is no violation, 1 when there is one, 2 on a usage or I/O
 // error.
+//
+// pebble is Pebble's command-line tool (cmd/pebble's inspection commands),
+// so that the harness can run `pebble db check` on every store without a
+// binary from outside the module.
 package main
 
 import (
@@ -41,6 +48,7 @@ func main() { os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr)) }
 const usage = `usage:
   chaosnode [run] --redis URL --node NAME --data DIR --backups DIR --stores a,b --ledger FILE [--listen ADDR] [--fast] …
   chaosnode verify --data DIR --ledger FILE --stores a,b [--restores FILE] [--backups DIR]
+  chaosnode pebble db check DIR   (Pebble's own tool; also db lsm, manifest dump, …)
   chaosnode <command> -h   for the flags
 `
 
@@ -61,6 +69,8 @@ func dispatch(args []string, stdout, stderr io.Writer) int {
 		return runMain(ctx, args, stdout, stderr)
 	case "verify":
 		return verifyMain(args, stdout, stderr)
+	case "pebble":
+		return pebbleMain(args, stdout, stderr)
 	case "help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -25,7 +25,13 @@ import (
 
 // TestMain fails the package's tests if a goroutine outlives them: the
 // node's run loop stops everything it started.
+//
+// With CHAOSNODE_MAIN=1 the test binary is chaosnode itself, for tests
+// that must run it as a child process.
 func TestMain(m *testing.M) {
+	if os.Getenv("CHAOSNODE_MAIN") == "1" {
+		os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+	}
 	goleak.VerifyTestMain(m)
 }
 

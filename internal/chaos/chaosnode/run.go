@@ -19,10 +19,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/config"
 	"storekeeper/jobs"
+	"storekeeper/offsite"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -39,6 +41,7 @@ type runConfig struct {
 	minReplicas   int
 	listen        string
 	webhooks      []worker.Webhook
+	targets       []string // NAME=URL
 	fast          bool
 	logLevel      slog.Level
 }
@@ -73,6 +76,7 @@ func parseRun(args []string, stderr io.Writer) (runConfig, error) {
 	var c runConfig
 	var stores listFlag
 	var webhooks webhookFlag
+	var targets listFlag
 	level := "info"
 	fs := flag.NewFlagSet("chaosnode run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -87,6 +91,7 @@ func parseRun(args []string, stderr io.Writer) (runConfig, error) {
 	fs.IntVar(&c.minReplicas, "min-replicas", 0, "jobs.ClientConfig.MinReplicas: WAIT for this many replicas on accepting and settling writes")
 	fs.StringVar(&c.listen, "listen", "", "HTTP address for /healthz and /stats (empty: none); its bound address is printed as \"listening <addr>\"")
 	fs.Var(&webhooks, "webhook", "notification webhook url#secret, repeatable")
+	fs.Var(&targets, "backup-target", "backup targets NAME=URL, comma-separated (see storekeeper's --backup-target)")
 	fs.BoolVar(&c.fast, "fast", false, "chaos tuning: short retry backoffs, lease TTL and shutdown timeout")
 	fs.StringVar(&level, "log-level", level, "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -95,7 +100,12 @@ func parseRun(args []string, stderr io.Writer) (runConfig, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	c.stores, c.webhooks = stores, webhooks
+	c.stores, c.webhooks, c.targets = stores, webhooks, targets
+	for _, t := range c.targets {
+		if _, _, err := offsite.ParseSpec(t); err != nil {
+			return c, fmt.Errorf("--backup-target: %w", err)
+		}
+	}
 	for name, v := range map[string]string{"redis": c.redisURL, "node": c.node, "data": c.data, "ledger": c.ledger} {
 		if v == "" {
 			return c, fmt.Errorf("--%s is required", name)
@@ -139,10 +149,9 @@ func inside(path, dir string) bool {
 }
 
 // workerConfig is the worker's configuration; --fast shortens what a chaos
-// run waits on. The reconciler's interval (15 s) and grace (10 s) are not
-// in worker.Config, so they stay.
-func (c runConfig) workerConfig(rdb redis.UniversalClient, reg *store.Registry, log *slog.Logger) worker.Config {
-	wc := worker.Config{Redis: rdb, Registry: reg, Node: c.node, Logger: log, Webhooks: c.webhooks}
+// run waits on.
+func (c runConfig) workerConfig(rdb redis.UniversalClient, reg *store.Registry, log *slog.Logger, clock clockwork.Clock) worker.Config {
+	wc := worker.Config{Redis: rdb, Registry: reg, Node: c.node, Logger: log, Webhooks: c.webhooks, Clock: clock}
 	wc.Jobs.MinReplicas = c.minReplicas
 	if c.fast {
 		wc.RetryDelay = func(n int) time.Duration { return min(250*time.Millisecond<<min(n, 4), 2*time.Second) }
@@ -150,6 +159,10 @@ func (c runConfig) workerConfig(rdb redis.UniversalClient, reg *store.Registry, 
 		wc.LeaseTTL = 3 * time.Second // the least Validate takes; renewed every second
 		wc.ShutdownTimeout = 3 * time.Second
 		wc.NotifyTimeout = 2 * time.Second
+		wc.ReconcileInterval = 5 * time.Second
+		// Slots every few seconds, so that a run fires many (and a node's
+		// moved clock meets them).
+		wc.Schedules = map[jobs.Kind]string{jobs.KindVerify: "@every 20s", jobs.KindBackup: "@every 30s", jobs.KindCompact: "@every 45s", jobs.KindDrill: "@every 40s"}
 	}
 	return wc
 }
@@ -174,6 +187,9 @@ type node struct {
 	worker  atomic.Pointer[worker.Worker] // set once started
 	stats   map[string]*storeStats
 	writers sync.WaitGroup
+	targets []*offsite.Target
+	net     *netFaults    // between the node and Redis
+	clock   *shiftedClock // the worker's
 }
 
 // runMain is `chaosnode run`: it returns when ctx ends (SIGTERM, SIGINT),
@@ -196,7 +212,8 @@ func runMain(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 func runNode(ctx context.Context, cfg runConfig, log *slog.Logger, stdout io.Writer) error {
-	n := &node{cfg: cfg, log: log, stats: map[string]*storeStats{}}
+	n := &node{cfg: cfg, log: log, stats: map[string]*storeStats{}, net: newNetFaults(), clock: newShiftedClock()}
+	defer n.net.close()
 	last, err := lastSeqs(cfg.ledger, cfg.node)
 	if err != nil {
 		return fmt.Errorf("ledger: %w", err)
@@ -235,8 +252,23 @@ func runNode(ctx context.Context, cfg runConfig, log *slog.Logger, stdout io.Wri
 	if err != nil {
 		return err
 	}
+	// Every connection to Redis goes through the node's fault proxies.
+	if r.Failover != nil {
+		r.Failover.Dialer = n.net.dial
+	} else {
+		r.Options.Dialer = n.net.dial
+	}
 	n.rdb = r.Client()
 	defer n.rdb.Close()
+	for _, spec := range cfg.targets {
+		name, u, _ := offsite.ParseSpec(spec)
+		t, err := offsite.Open(ctx, name, u, nil)
+		if err != nil {
+			return err
+		}
+		defer t.Close()
+		n.targets = append(n.targets, t)
+	}
 	w, err := n.startWorker(ctx)
 	if err != nil || w == nil {
 		return err // nil: stopped before the worker started
@@ -257,7 +289,9 @@ func runNode(ctx context.Context, cfg runConfig, log *slog.Logger, stdout io.Wri
 // configuration is an error at once.
 func (n *node) startWorker(ctx context.Context) (*worker.Worker, error) {
 	for {
-		w, err := worker.New(n.cfg.workerConfig(n.rdb, n.reg, n.log))
+		wc := n.cfg.workerConfig(n.rdb, n.reg, n.log, n.clock)
+		wc.Targets = n.targets
+		w, err := worker.New(wc)
 		if err != nil {
 			return nil, err
 		}
@@ -396,6 +430,7 @@ func (n *node) serveHTTP(stdout io.Writer) (func(), error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", n.healthz)
 	mux.HandleFunc("GET /stats", n.statsHandler)
+	n.faultHandlers(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {

@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -28,10 +30,22 @@ func main() {
 	report := flag.String("report", "", "write the run's figures to this Markdown file (docs/CHAOS.md); with -min-replicas 0, only the loss-window section of it")
 	lossRun := flag.Duration("loss-window-run", 0, "after the run, one more of this length with --redis-min-replicas 0 and only failover faults (the primary killed or paused), which measures and reports how many accepted jobs failovers lose without it (never a failure); 0: none")
 	failoversOnly := flag.Bool("failovers-only", false, "draw only the faults that make Sentinel fail over (what the loss-window run does)")
+	only := flag.String("faults", "", "draw only these fault kinds, comma-separated (empty: all of "+strings.Join(chaos.FaultKinds, ", ")+")")
 	flag.Parse()
 	if flag.NArg() > 0 || *duration <= 0 || *minReplicas < 0 {
 		flag.Usage()
 		os.Exit(2)
+	}
+	var kinds []string
+	for _, k := range strings.Split(*only, ",") {
+		if k = strings.TrimSpace(k); k == "" {
+			continue
+		}
+		if !slices.Contains(chaos.FaultKinds, k) {
+			fmt.Fprintf(os.Stderr, "-faults: unknown fault %q; the kinds are %s\n", k, strings.Join(chaos.FaultKinds, ", "))
+			os.Exit(2)
+		}
+		kinds = append(kinds, k)
 	}
 	if *seed == 0 {
 		*seed = time.Now().UnixNano() % 1_000_000_000
@@ -49,6 +63,9 @@ func main() {
 	if *failoversOnly {
 		replay = " -failovers-only"
 	}
+	if len(kinds) > 0 {
+		replay += " -faults " + strings.Join(kinds, ",")
+	}
 	fmt.Printf("chaos: seed %d (replay: go run ./internal/chaos/cmd/chaos -seed %d -duration %s -min-replicas %d%s); work dir %s\n",
 		*seed, *seed, *duration, *minReplicas, replay, *dir)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -57,6 +74,8 @@ func main() {
 		Nodes: 3, APIs: 2, StoresPerNode: 2, Log: os.Stdout}
 	if *failoversOnly {
 		opt.Faults = chaos.FailoverFaults
+	} else if len(kinds) > 0 {
+		opt.Faults = kinds
 	}
 	res := chaos.Run(ctx, opt)
 	res.Print(os.Stdout)

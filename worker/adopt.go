@@ -1,0 +1,111 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"storekeeper/jobs"
+	"storekeeper/jobsdb"
+	"storekeeper/store"
+)
+
+// Adoption: a store whose machine is gone is made again on this node from
+// a backup target. The job runs on the node it names, which has never
+// held the store: it reads the backup's manifest (nothing is claimed for
+// a backup that is not there), claims the store's lease with
+// jobsdb.AdoptLease (only from an owner that is down; the new claim's
+// fencing token outranks every effect the old owner may still attempt,
+// and the store is pinned to this node), settles the jobs still queued
+// for the old owner as store_moved, and creates the store
+// (store.Registry.Adopt). The lease is renewed while the backup is
+// fetched, before the store is listed; the job's end is fenced by it like
+// any other.
+
+// adoptJob is the adopt handler; s is nil: the store is not here yet.
+func (w *Worker) adoptJob(ctx context.Context, _ *store.Store, p jobs.Payload) (outcome, error) {
+	start := time.Now()
+	if p.Params.Node != w.cfg.Node {
+		return outcome{}, fmt.Errorf("%w: adopt job for node %s ran on node %s", jobs.ErrBadPayload, p.Params.Node, w.cfg.Node)
+	}
+	t, err := w.target(p.Params.Target)
+	if err != nil {
+		return outcome{}, err
+	}
+	m, err := targetManifest(ctx, t, p.Store, p.Params.BackupID)
+	if err != nil {
+		return outcome{}, err
+	}
+	v, prev, err := jobsdb.AdoptLease(ctx, w.rdb, p.Store, w.lease, p.Params.Force, w.cfg.LeaseTTL)
+	if err != nil {
+		return outcome{}, err
+	}
+	if err := jobsdb.ConfirmClaim(ctx, w.rdb, p.Store, v, w.cfg.Jobs.MinReplicas, w.cfg.Jobs.MinReplicasTimeout); err != nil {
+		return outcome{}, err
+	}
+	w.own.adopting(p.Store, v)
+	made := false
+	defer func() { w.own.adopted(p.Store, made) }()
+	l, _ := jobs.DecodeLease(v)
+	w.log.Warn("adopting a store: its lease is claimed and pinned to this node", "store", p.Store, "previous_owner", prev,
+		"token", l.Token, "target", t.Name, "backup", m.ID)
+	moved, err := w.jobs.SettleMoved(ctx, p.Store, w.cfg.Node, p.Actor)
+	if err != nil {
+		return outcome{}, err
+	}
+	if len(moved) > 0 {
+		w.log.Info("jobs queued for the store's old owner settled as store_moved", "store", p.Store, "jobs", moved)
+	}
+	s, res, err := w.cfg.Registry.Adopt(ctx, p.Store, p.JobID, m, t.OpenObject)
+	if s != nil {
+		made = true
+		w.publishSoon(p.Store)
+	}
+	if err != nil {
+		return outcome{}, err
+	}
+	out := jobs.AdoptResult{Replayed: res.Replayed, Target: t.Name, BackupID: res.BackupID, BackupAt: res.BackupAt,
+		PreviousNode: prev, Token: l.Token, Moved: moved, Timing: jobs.RestoreTiming(res.Timing), Took: time.Since(start)}
+	reason := fmt.Sprintf("adopted from backup %s on %s", res.BackupID, t.Name)
+	if prev != "" && prev != w.cfg.Node {
+		reason += ", moved from node " + prev
+	}
+	return outcome{Status: jobs.StatusAdopted, Reason: reason, Result: out, BackupID: res.BackupID, BytesAfter: uint64(m.Bytes)}, nil
+}
+
+// adopting holds a store being adopted: its lease is renewed by the
+// heartbeat before the registry lists it.
+func (o *ownership) adopting(name, value string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.adopt == nil {
+		o.adopt = map[string]bool{}
+	}
+	o.adopt[name] = true
+	o.held[name] = value
+}
+
+// adopted ends an adoption: the store is listed now (made), or the
+// adoption failed and this node lets the lease go (it expires: the store
+// stays pinned here, and the next adoption claims it again).
+func (o *ownership) adopted(name string, made bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.adopt, name)
+	if !made {
+		delete(o.held, name)
+	}
+}
+
+// adoptingStores returns the stores being adopted, sorted.
+func (o *ownership) adoptingStores() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	var out []string
+	for n := range o.adopt {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}

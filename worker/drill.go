@@ -1,0 +1,166 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"sync"
+	"time"
+
+	"storekeeper/jobs"
+	"storekeeper/jobsdb"
+	"storekeeper/store"
+)
+
+// Restore drills. A drill restores one backup of a store into a scratch
+// directory on the store's node and proves it usable (store.Drill); it
+// never touches the live store. Its source is the job's target, or by
+// default each configured target in turn (the one after the last drill's),
+// or the local backup directory when there is no target. The store's last
+// drill is published with its status; a passing drill moves the store's
+// last restorable point to the backup it restored.
+
+// drills is what this node knows of its stores' last drills.
+type drills struct {
+	mu sync.Mutex
+	m  map[string]jobs.DrillStatus
+}
+
+func (d *drills) get(name string) *jobs.DrillStatus {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st, ok := d.m[name]
+	if !ok {
+		return nil
+	}
+	return &st
+}
+
+// record keeps a drill's status: a failure keeps the restorable point an
+// earlier drill proved.
+func (d *drills) record(name string, st jobs.DrillStatus) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[string]jobs.DrillStatus{}
+	}
+	prev := d.m[name]
+	if !st.OK || st.BackupAt.Before(prev.Restorable) {
+		st.Restorable = prev.Restorable
+	}
+	if st.OK && st.BackupAt.After(st.Restorable) {
+		st.Restorable = st.BackupAt
+	}
+	d.m[name] = st
+}
+
+// seed takes a drill status published before this process started, unless
+// a drill has run here since.
+func (d *drills) seed(name string, st jobs.DrillStatus) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.m == nil {
+		d.m = map[string]jobs.DrillStatus{}
+	}
+	if _, ok := d.m[name]; !ok {
+		d.m[name] = st
+	}
+}
+
+// learnDrills reads each store's last drill from its published status
+// (one round trip), so that a restarted node keeps telling its stores'
+// restorable points. Unread, they are learnt again from the next drills.
+func (w *Worker) learnDrills(ctx context.Context) {
+	names := w.cfg.Registry.Names()
+	raws, err := jobsdb.PublishedStatus(ctx, w.rdb, names)
+	if err != nil {
+		w.log.Warn("stores' last drills not read; the next drills tell them again", "err", err)
+		return
+	}
+	for i, raw := range raws {
+		var st jobs.StoreStatus
+		if raw != nil && json.Unmarshal(raw, &st) == nil && st.Drill != nil {
+			w.drills.seed(names[i], *st.Drill)
+		}
+	}
+}
+
+// drillTarget is the target a drill without one uses: the one after the
+// store's last drill's, so that each target is drilled in turn; "" (the
+// local backups) when there is none.
+func (w *Worker) drillTarget(name string) string {
+	names := w.targetNames()
+	if len(names) == 0 {
+		return ""
+	}
+	last := w.drills.get(name)
+	if last == nil {
+		return names[0]
+	}
+	i := slices.Index(names, last.Target)
+	return names[(i+1)%len(names)]
+}
+
+func (w *Worker) drillJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+	start := time.Now()
+	source := p.Params.Target
+	if source == "" {
+		source = w.drillTarget(s.Name())
+	}
+	st := jobs.DrillStatus{JobID: p.JobID, Target: source}
+	m, open, err := w.drillSource(ctx, s, source, p.Params.BackupID)
+	if err == nil {
+		st.BackupID, st.BackupAt = m.ID, m.CreatedAt
+		var rep store.DrillReport
+		if rep, err = s.Drill(ctx, m, open); err == nil {
+			st.OK, st.RTO = true, time.Since(start)
+			st.At = time.Now().UTC()
+			w.drills.record(s.Name(), st)
+			w.publishSoon(s.Name())
+			return outcome{Status: jobs.StatusDrilled, BackupID: m.ID, BytesAfter: uint64(rep.Bytes),
+				Result: jobs.DrillResult{Target: source, BackupID: m.ID, BackupAt: m.CreatedAt, Files: rep.Files, Bytes: rep.Bytes,
+					Points: rep.Points, Fingerprint: rep.Fingerprint, FingerprintChecked: rep.FingerprintChecked, RTO: st.RTO,
+					Fetch: rep.Timing.Fetch, Check: rep.Timing.Check}}, nil
+		}
+	}
+	if ctx.Err() == nil {
+		st.Error, st.At = err.Error(), time.Now().UTC()
+		w.drills.record(s.Name(), st)
+		w.publishSoon(s.Name())
+	}
+	return outcome{}, err
+}
+
+// drillSource finds the backup a drill restores (id, or the newest) on
+// target, or among the local backups when target is "", and how to read
+// its files.
+func (w *Worker) drillSource(ctx context.Context, s *store.Store, target, id string) (store.BackupManifest, func(context.Context, store.BackupFile) (io.ReadCloser, error), error) {
+	if target != "" {
+		t, err := w.target(target)
+		if err != nil {
+			return store.BackupManifest{}, nil, fmt.Errorf("%w: %w", store.ErrNoBackup, err)
+		}
+		m, err := targetManifest(ctx, t, s.Name(), id)
+		return m, t.OpenObject, err
+	}
+	if id == "" {
+		infos, err := s.Backups()
+		if err != nil {
+			return store.BackupManifest{}, nil, err
+		}
+		b, ok := jobs.NewestUsable(backupSummaries(infos))
+		if !ok {
+			return store.BackupManifest{}, nil, fmt.Errorf("%w: %s has no usable local backup", store.ErrNoBackup, s.Name())
+		}
+		id = b.ID
+	}
+	b, err := s.LookupBackup(id)
+	if err != nil {
+		return store.BackupManifest{}, nil, err
+	}
+	return b.BackupManifest, func(_ context.Context, f store.BackupFile) (io.ReadCloser, error) {
+		return s.OpenBackupFile(id, f.Name)
+	}, nil
+}
