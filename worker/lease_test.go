@@ -227,13 +227,25 @@ func containsAll(s string, subs ...string) bool {
 	return true
 }
 
+// quietLeases starts a worker holding "orders" whose heartbeat has run
+// its first renewal and will not run again during the test (the TTL is an
+// hour): a test that calls renewStore itself must not race the heartbeat's
+// own renewal, which would claim, lose or regain the store under it.
+func quietLeases(t *testing.T) *faults {
+	t.Helper()
+	f := setupFaults(t, options{worker: func(c *Config) { c.LeaseTTL = time.Hour }},
+		func(w *Worker) { w.signals.heartbeat.Init(t) }, "orders")
+	f.w.signals.heartbeat.Wait()
+	return f
+}
+
 // A renewal that finds the lease expired claims it again (a new token)
 // while a fenced write refused meanwhile checks the lease (checkLease):
 // that check must not take the node's own new claim for another's. make chaos
 // found a store given up for good under a lease its node held (its jobs
 // "not started on a store this node lost", its writes refused).
 func TestOwnReclaimIsNotALoss(t *testing.T) {
-	f := setupFaults(t, options{worker: func(c *Config) { c.LeaseTTL = time.Hour }}, nil, "orders")
+	f := quietLeases(t)
 	ctx := t.Context()
 	s, _ := f.reg.Store("orders")
 	_, held := f.w.own.lease("orders")
@@ -270,7 +282,7 @@ func TestOwnReclaimIsNotALoss(t *testing.T) {
 // The renewal must then serve the store again under its claim, or the
 // store stays given up under a lease its own node holds.
 func TestReclaimAfterAGiveUpServesAgain(t *testing.T) {
-	f := setupFaults(t, options{worker: func(c *Config) { c.LeaseTTL = time.Hour }}, nil, "orders")
+	f := quietLeases(t)
 	ctx := t.Context()
 	s, _ := f.reg.Store("orders")
 	var claimed string
