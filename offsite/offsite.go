@@ -53,6 +53,7 @@ import (
 	_ "gocloud.dev/blob/s3blob"    // s3://bucket?endpoint=…, S3 and S3-compatible servers
 	"gocloud.dev/gcerrors"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/semaphore"
 
 	"storekeeper/jobs"
 	"storekeeper/store"
@@ -92,6 +93,9 @@ type Target struct {
 	// Limit, when set, paces uploads: every byte sent waits for it (one
 	// *rate.Limiter shared by all targets makes --backup-upload-limit).
 	Limit Limiter
+
+	rangeSize int64               // a ranged read's size (rangeSize unless a test says)
+	rangeSem  *semaphore.Weighted // read-ahead buffers (see ranged.go)
 }
 
 // Limiter paces bytes; *rate.Limiter is one.
@@ -136,7 +140,7 @@ func Open(ctx context.Context, name, rawURL string, enc *Encryption) (*Target, e
 		}
 		return nil, fmt.Errorf("target %s: %w", name, err)
 	}
-	t := &Target{Name: name, url: rawURL, bucket: b, Parallel: 4}
+	t := &Target{Name: name, url: rawURL, bucket: b, Parallel: 4, rangeSem: semaphore.NewWeighted(rangeBuffers)}
 	if enc != nil {
 		e := *enc
 		t.enc = &e
@@ -322,7 +326,7 @@ var ErrNoBackup = errors.New("no such backup on the target")
 // OpenObject opens a backup file's content. Its hash is checked by whoever
 // reads it (store.ImportBackup does).
 func (t *Target) OpenObject(ctx context.Context, f store.BackupFile) (io.ReadCloser, error) {
-	r, err := t.bucket.NewReader(ctx, t.objectName(f.SHA256), nil)
+	r, err := t.openRanged(ctx, t.objectName(f.SHA256), f.Size)
 	if notFound(err) {
 		return nil, fmt.Errorf("%w: target %s lacks object %s (%s)", store.ErrBadBackup, t.Name, f.SHA256, f.Name)
 	}

@@ -135,6 +135,7 @@ func TestUploadThenRecoverElsewhere(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			tg := open(t, c.url(t))
+			tg.rangeSize = 4 << 10 // large tables come back as several ranged reads
 			if ok, err := tg.Probe(ctx, "test"); err != nil || ok != c.preconditions {
 				t.Fatalf("probe: preconditions %v, err %v; want %v", ok, err, c.preconditions)
 			}
@@ -243,6 +244,7 @@ func TestUploadResumes(t *testing.T) {
 func TestFetchRefusesCorruptObject(t *testing.T) {
 	ctx := context.Background()
 	tg := open(t, "file://"+t.TempDir())
+	tg.rangeSize = 4 << 10 // the victim comes back in ranges
 	a := newNode(t, "orders")
 	orders := a.store(t, "orders")
 	write(t, orders, 0, 1000)
@@ -272,6 +274,17 @@ func TestFetchRefusesCorruptObject(t *testing.T) {
 	}
 	if _, err := fresh.LookupBackup(m.ID); err == nil {
 		t.Fatal("a backup with a corrupted object was published locally")
+	}
+	// Cut short: fewer ranges than the manifest's size needs.
+	if victim.Size <= 2*tg.rangeSize {
+		t.Fatalf("victim %s has %d bytes; the test needs more than two ranges", victim.Name, victim.Size)
+	}
+	if err := tg.bucket.WriteAll(ctx, tg.objectName(victim.SHA256), data[:len(data)/2], nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = tg.Fetch(ctx, fresh, m.ID)
+	if !errors.Is(err, store.ErrBadBackup) || !strings.Contains(err.Error(), victim.Name) {
+		t.Fatalf("fetch of a truncated object: %v; want ErrBadBackup naming %s", err, victim.Name)
 	}
 	// The manifest of one backup stored under another's name.
 	b2 := backup(t, orders)
