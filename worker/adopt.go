@@ -65,6 +65,14 @@ func (w *Worker) adoptJob(ctx context.Context, _ *store.Store, p jobs.Payload) (
 	if err != nil {
 		return outcome{}, err
 	}
+	// What the targets hold of the store is known now, not at its first
+	// backup here: its status shows each target's lag with the adoption.
+	w.learnStoreTargets(ctx, p.Store)
+	if check, held := w.own.lease(p.Store); held {
+		if err := w.publishStats(ctx, p.Store, check); err != nil {
+			w.log.Warn("publishing stats failed", "store", p.Store, "err", err)
+		}
+	}
 	out := jobs.AdoptResult{Replayed: res.Replayed, Target: t.Name, BackupID: res.BackupID, BackupAt: res.BackupAt,
 		PreviousNode: prev, Token: l.Token, Moved: moved, Timing: jobs.RestoreTiming(res.Timing), Took: time.Since(start)}
 	reason := fmt.Sprintf("adopted from backup %s on %s", res.BackupID, t.Name)

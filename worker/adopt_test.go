@@ -123,6 +123,15 @@ func TestDisasterAdoptOnAnotherNode(t *testing.T) {
 	if sum := storeSum(t, adopted); sum != want {
 		t.Fatal("the adopted store's content differs from the backup's")
 	}
+	// What vault holds of it is published with the adoption, not at the
+	// store's first backup on n2.
+	var st jobs.StoreStatus
+	if err := json.Unmarshal([]byte(b.rdb.Get(t.Context(), keyspace.StatsKey("orders")).Val()), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Targets) != 1 || st.Targets[0].Target != "vault" || st.Targets[0].BackupID != res.Backup.ID {
+		t.Fatalf("the adopted store's published targets %+v; want vault holding %s", st.Targets, res.Backup.ID)
+	}
 
 	// n1 comes back with its data directory: it holds orders as lost.
 	startA()

@@ -116,27 +116,37 @@ func (w *Worker) targetNames() []string {
 // targets' lag before the first upload. Best effort, in the background.
 func (w *Worker) learnTargets(ctx context.Context) {
 	for _, name := range w.cfg.Registry.Names() {
-		for _, t := range w.cfg.Targets {
-			ictx, cancel := context.WithTimeout(ctx, indexReadTimeout)
-			entries, err := t.Backups(ictx, name)
-			cancel()
-			if ctx.Err() != nil {
-				return
-			}
-			if err != nil {
-				w.log.Warn("backup target's index not read", "store", name, "target", t.Name, "err", err)
-				continue
-			}
-			if len(entries) > 0 {
-				w.targets.set(name, t.Name, func(st *jobs.TargetStatus) {
-					if entries[0].CreatedAt.After(st.BackupAt) {
-						st.BackupID, st.BackupAt = entries[0].ID, entries[0].CreatedAt
-					}
-				})
-			}
+		if !w.learnStoreTargets(ctx, name) {
+			return
 		}
 		w.publishSoon(name)
 	}
+}
+
+// learnStoreTargets reads the newest backup each target holds of one
+// store into its status (for the caller to publish); false when ctx
+// ended.
+func (w *Worker) learnStoreTargets(ctx context.Context, name string) bool {
+	for _, t := range w.cfg.Targets {
+		ictx, cancel := context.WithTimeout(ctx, indexReadTimeout)
+		entries, err := t.Backups(ictx, name)
+		cancel()
+		if ctx.Err() != nil {
+			return false
+		}
+		if err != nil {
+			w.log.Warn("backup target's index not read", "store", name, "target", t.Name, "err", err)
+			continue
+		}
+		if len(entries) > 0 {
+			w.targets.set(name, t.Name, func(st *jobs.TargetStatus) {
+				if entries[0].CreatedAt.After(st.BackupAt) {
+					st.BackupID, st.BackupAt = entries[0].ID, entries[0].CreatedAt
+				}
+			})
+		}
+	}
+	return true
 }
 
 // backupJob backs the store up, then uploads the backup to every target.
