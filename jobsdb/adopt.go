@@ -54,6 +54,19 @@ func adopt(ctx context.Context, rdb redis.Scripter, store string, l jobs.Lease, 
 	}
 }
 
+// AbandonAdopt undoes the adoption of store that claimed value when it
+// made no store (keyspace.AbandonAdoptScript): the lease is released, the
+// pin and the owner are put back as they were before it. Sent again, or
+// after another adoption, it changes nothing.
+func AbandonAdopt(ctx context.Context, rdb redis.Scripter, store, node, value string) error {
+	err := keyspace.AbandonAdoptScript.Run(ctx, rdb, []string{keyspace.LeaseKey(store), keyspace.StoresKey, keyspace.HomeKey(store)},
+		value, node, store).Err()
+	if err != nil {
+		return unavailable(err)
+	}
+	return nil
+}
+
 func flag(b bool) string {
 	if b {
 		return "1"

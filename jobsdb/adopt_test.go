@@ -81,6 +81,81 @@ func TestAdoptLease(t *testing.T) {
 	}
 }
 
+// An adoption that made no store is undone: its lease released, the pin
+// and the owner put back as they were, however often the undo is sent.
+// The old owner then serves its store again; a store pinned by an earlier
+// adoption keeps that pin; an undo of an adoption a later one replaced
+// changes nothing.
+func TestAbandonAdopt(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	ctx := t.Context()
+	n0 := jobs.Lease{Node: "n0", Host: "h0", Instance: "inst-0"}
+	n1 := jobs.Lease{Node: "n1", Host: "h1", Instance: "inst-1"}
+	n2 := jobs.Lease{Node: "n2", Host: "h2", Instance: "inst-2"}
+	if _, ok, err := ClaimLease(ctx, rdb, "orders", n1, time.Minute); err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	rdb.Del(ctx, keyspace.LeaseKey("orders")) // n1 is gone, its lease expired
+
+	v2, prev, err := AdoptLease(ctx, rdb, "orders", n2, false, time.Minute)
+	if err != nil || prev != "n1" {
+		t.Fatal(prev, err)
+	}
+	r := &replayScripts{Match: "inst-2", Times: 3}
+	if err := AbandonAdopt(ctx, replayClient(t, srv, r), "orders", "n2", v2); err != nil || r.runs.Load() < 2 {
+		t.Fatalf("abandon sent %d times: %v", r.runs.Load(), err)
+	}
+	if n := rdb.Exists(ctx, keyspace.LeaseKey("orders"), keyspace.HomeKey("orders")).Val(); n != 0 {
+		t.Fatalf("%d of the lease and the pin left after the undo", n)
+	}
+	if owner := rdb.HGet(ctx, keyspace.StoresKey, "orders").Val(); owner != "n1" {
+		t.Fatalf("owner %q after the undo, want n1 back", owner)
+	}
+	if _, ok, err := ClaimLease(ctx, rdb, "orders", n1, time.Minute); err != nil || !ok {
+		t.Fatalf("the old owner's claim after the undo: %v %v", ok, err)
+	}
+
+	// Pinned to n0 by an earlier adoption; n0 and n1 gone; n2's adoption
+	// fails: the pin is n0's again.
+	rdb.Del(ctx, keyspace.LeaseKey("orders"))
+	if _, _, err := AdoptLease(ctx, rdb, "orders", n0, false, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	rdb.Del(ctx, keyspace.LeaseKey("orders"))
+	v2, _, err = AdoptLease(ctx, rdb, "orders", n2, false, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := AbandonAdopt(ctx, rdb, "orders", "n2", v2); err != nil {
+		t.Fatal(err)
+	}
+	if home := rdb.HGet(ctx, keyspace.HomeKey("orders"), "node").Val(); home != "n0" {
+		t.Fatalf("pin %q after the undo, want n0's back", home)
+	}
+	if _, ok, _ := ClaimLease(ctx, rdb, "orders", n1, time.Minute); ok {
+		t.Fatal("n1 claimed a store pinned to n0")
+	}
+	if _, ok, err := ClaimLease(ctx, rdb, "orders", n0, time.Minute); err != nil || !ok {
+		t.Fatalf("n0's claim: %v %v", ok, err)
+	}
+
+	// An undo that comes after a later adoption changes nothing.
+	rdb.Del(ctx, keyspace.LeaseKey("orders"))
+	v2, _, _ = AdoptLease(ctx, rdb, "orders", n2, false, time.Minute)
+	rdb.Del(ctx, keyspace.LeaseKey("orders"))
+	v1, _, err := AdoptLease(ctx, rdb, "orders", n1, false, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := AbandonAdopt(ctx, rdb, "orders", "n2", v2); err != nil {
+		t.Fatal(err)
+	}
+	if rdb.Get(ctx, keyspace.LeaseKey("orders")).Val() != v1 || rdb.HGet(ctx, keyspace.HomeKey("orders"), "node").Val() != "n1" {
+		t.Fatal("undo of a replaced adoption changed the later one's lease or pin")
+	}
+}
+
 // Jobs of the store queued for its old owner are settled failed,
 // store_moved, once each however often it runs; other stores' jobs and
 // the adopter's are left alone.

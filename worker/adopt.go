@@ -21,7 +21,8 @@ import (
 // for the old owner as store_moved, and creates the store
 // (store.Registry.Adopt). The lease is renewed while the backup is
 // fetched, before the store is listed; the job's end is fenced by it like
-// any other.
+// any other. An attempt that fails before the store is made undoes its
+// claim and pin (abandonAdoption).
 
 // adoptJob is the adopt handler; s is nil: the store is not here yet.
 func (w *Worker) adoptJob(ctx context.Context, _ *store.Store, p jobs.Payload) (outcome, error) {
@@ -41,12 +42,17 @@ func (w *Worker) adoptJob(ctx context.Context, _ *store.Store, p jobs.Payload) (
 	if err != nil {
 		return outcome{}, err
 	}
+	made := false
+	defer func() {
+		if !made {
+			w.abandonAdoption(context.WithoutCancel(ctx), p.Store, v)
+		}
+	}()
 	if err := jobsdb.ConfirmClaim(ctx, w.rdb, p.Store, v, w.cfg.Jobs.MinReplicas, w.cfg.Jobs.MinReplicasTimeout); err != nil {
 		return outcome{}, err
 	}
 	w.own.adopting(p.Store, v)
-	made := false
-	defer func() { w.own.adopted(p.Store, made) }()
+	defer func() { w.own.adopted(p.Store, made) }() // before abandonAdoption: the heartbeat stops renewing first
 	l, _ := jobs.DecodeLease(v)
 	w.log.Warn("adopting a store: its lease is claimed and pinned to this node", "store", p.Store, "previous_owner", prev,
 		"token", l.Token, "target", t.Name, "backup", m.ID)
@@ -81,6 +87,26 @@ func (w *Worker) adoptJob(ctx context.Context, _ *store.Store, p jobs.Payload) (
 	}
 	return outcome{Status: jobs.StatusAdopted, Reason: reason, Result: out, BackupID: res.BackupID, BytesAfter: uint64(m.Bytes)}, nil
 }
+
+// abandonAdoption undoes an adoption that made no store (the backup could
+// not be fetched, the node is stopping): the lease, the pin and the owner
+// are put back as they were, so the old machine serves its store again
+// if it comes back and another node may adopt it. A retry of the job
+// claims and pins again.
+func (w *Worker) abandonAdoption(ctx context.Context, name, value string) {
+	ctx, cancel := context.WithTimeout(ctx, abandonTimeout)
+	defer cancel()
+	if err := jobsdb.AbandonAdopt(ctx, w.rdb, name, w.cfg.Node, value); err != nil {
+		w.log.Error("an adoption that made no store could not be undone: the store stays pinned to this node until it is adopted again",
+			"store", name, "err", err)
+		return
+	}
+	w.log.Warn("adoption undone: it made no store; the store's lease, pin and owner are as they were before it", "store", name)
+}
+
+// abandonTimeout bounds abandonAdoption, which runs after the job's
+// context may have ended.
+const abandonTimeout = 10 * time.Second
 
 // adopting holds a store being adopted: its lease is renewed by the
 // heartbeat before the registry lists it.

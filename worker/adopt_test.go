@@ -154,3 +154,64 @@ func TestDisasterAdoptOnAnotherNode(t *testing.T) {
 		}
 	}
 }
+
+// An adoption whose backup cannot be fetched (an object gone from the
+// target) made no store: it is undone, so that the store is not left
+// pinned to a node that does not have it. The old owner's claim works
+// again and nothing stays held.
+func TestFailedAdoptionIsUndone(t *testing.T) {
+	dir := t.TempDir()
+	vault := openTarget(t, "vault", "file://"+dir)
+	b := setupFaults(t, options{redis: []redistest.Option{redistest.RequireReal()}, worker: func(c *Config) {
+		c.Node = "n2"
+		c.Targets = []*offsite.Target{vault}
+	}}, nil)
+
+	// n1's store, backed up to vault; n1 is gone (it never beats here).
+	seed, err := store.Open(store.Config{DataDir: filepath.Join(dir, "..", "n1data"), BackupDir: filepath.Join(dir, "..", "n1backups"),
+		Stores: []string{"orders"}, NoSync: true, Logger: quietLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = seed.Close() })
+	s, _ := seed.Store("orders")
+	for i := range 2000 {
+		if err := s.Set(fmt.Appendf(nil, "k%05d", i), fmt.Appendf(nil, "value %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := s.Backup(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vault.Upload(t.Context(), s, res.Backup.BackupManifest, nil); err != nil {
+		t.Fatal(err)
+	}
+	b.rdb.HSet(t.Context(), keyspace.StoresKey, "orders", "n1")
+	victim := res.Backup.Files[0]
+	for _, f := range res.Backup.Files {
+		if f.Size > victim.Size {
+			victim = f
+		}
+	}
+	if err := os.Remove(filepath.Join(dir, "objects", victim.SHA256)); err != nil {
+		t.Fatal(err)
+	}
+
+	adopt := b.waitState(t, b.enqueue(t, jobs.KindAdopt, "orders", jobs.Params{Node: "n2", Target: "vault"}).ID, jobs.StateFailed)
+	if len(adopt.Errors) == 0 {
+		t.Fatalf("adoption failed with no error recorded: %+v", adopt)
+	}
+	if _, err := b.reg.Store("orders"); err == nil {
+		t.Fatal("a failed adoption made the store")
+	}
+	if n := b.rdb.Exists(t.Context(), keyspace.HomeKey("orders")).Val(); n != 0 {
+		t.Fatalf("the store stays pinned after a failed adoption: %v", b.rdb.HGetAll(t.Context(), keyspace.HomeKey("orders")).Val())
+	}
+	if owner := b.rdb.HGet(t.Context(), keyspace.StoresKey, "orders").Val(); owner != "n1" {
+		t.Fatalf("owner %q after a failed adoption, want n1", owner)
+	}
+	if v, ok, err := jobsdb.ClaimLease(t.Context(), b.rdb, "orders", jobs.Lease{Node: "n1", Host: "h1", Instance: "i1"}, time.Minute); err != nil || !ok {
+		t.Fatalf("n1's claim after a failed adoption: %q %v %v", v, ok, err)
+	}
+}

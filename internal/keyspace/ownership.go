@@ -20,10 +20,12 @@ func LeaseKey(store string) string { return "storekeeper:lease:" + store }
 func LeaseTokenKey(store string) string { return "storekeeper:leasetoken:" + store }
 
 // HomeKey pins a store to the node that adopted it (AdoptScript), a hash
-// of node and previous (the owner before): no other node's claim takes
-// the store's lease again, even once it is free, so a machine that comes
-// back with an older copy of the store never serves it. Only another
-// adoption moves the pin.
+// of node, previous (the owner before) and lease (the adoption's claim),
+// with was_node and was_previous when an earlier pin was replaced: no
+// other node's claim takes the store's lease again, even once it is free,
+// so a machine that comes back with an older copy of the store never
+// serves it. Only another adoption moves the pin, and an adoption that
+// made no store puts it back (AbandonAdoptScript).
 func HomeKey(store string) string { return "storekeeper:home:" + store }
 
 // ClaimScript takes a store's lease when it is free, or held by the same
@@ -98,8 +100,37 @@ local v = '{"node":' .. cjson.encode(ARGV[1]) .. ',"host":' .. cjson.encode(ARGV
   ',"instance":' .. cjson.encode(ARGV[3]) .. ',"token":' .. token .. '}'
 redis.call('SET', KEYS[1], v, 'PX', ARGV[4])
 redis.call('HSET', KEYS[2], ARGV[5], ARGV[1])
-redis.call('HSET', KEYS[4], 'node', ARGV[1], 'previous', owner)
+local wasNode = redis.call('HGET', KEYS[4], 'node')
+local wasPrevious = redis.call('HGET', KEYS[4], 'previous') or ''
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], 'node', ARGV[1], 'previous', owner, 'lease', v)
+if wasNode then redis.call('HSET', KEYS[4], 'was_node', wasNode, 'was_previous', wasPrevious) end
 return {'ok', v, owner}
+`)
+
+// AbandonAdoptScript undoes an adoption that made no store (its backup
+// could not be fetched, the node stopped): the adopter's lease is
+// released, the pin AdoptScript wrote is put back as it was (removed, or
+// the earlier adopter's), and the store's owner is the one before the
+// adoption again, so that the old machine may serve its store if it comes
+// back and another node may adopt it. Only the adoption that holds value
+// (HomeKey's 'lease') is undone: sent again, or after a later adoption,
+// it changes nothing. KEYS: the lease, StoresKey, HomeKey. ARGV: the
+// adoption's lease value, the adopter node, the store. It answers 1 when
+// this run undid the adoption (a replay answers 0: callers look at the
+// state, not the answer).
+var AbandonAdoptScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if redis.call('HGET', KEYS[3], 'lease') ~= ARGV[1] then return 0 end
+local previous = redis.call('HGET', KEYS[3], 'previous') or ''
+local wasNode = redis.call('HGET', KEYS[3], 'was_node')
+local wasPrevious = redis.call('HGET', KEYS[3], 'was_previous') or ''
+redis.call('DEL', KEYS[3])
+if wasNode then redis.call('HSET', KEYS[3], 'node', wasNode, 'previous', wasPrevious) end
+if redis.call('HGET', KEYS[2], ARGV[3]) == ARGV[2] then
+  if previous ~= '' then redis.call('HSET', KEYS[2], ARGV[3], previous) else redis.call('HDEL', KEYS[2], ARGV[3]) end
+end
+return 1
 `)
 
 // RenewScript extends a lease only while it is still exactly ours.
