@@ -339,6 +339,10 @@ func (t *Target) OpenObject(ctx context.Context, f store.BackupFile) (io.ReadClo
 	plain, err := t.decrypt(r)
 	if err != nil {
 		r.Close()
+		if !errors.Is(err, ErrIdentity) {
+			// Its header does not parse: the object is damaged.
+			err = fmt.Errorf("%w: %w", store.ErrBadBackup, err)
+		}
 		return nil, fmt.Errorf("target %s: object %s (%s): %w", t.Name, f.SHA256, f.Name, err)
 	}
 	return readCloser{plain, r}, nil

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -126,11 +127,45 @@ func (w *Worker) drillJob(ctx context.Context, s *store.Store, p jobs.Payload) (
 		}
 	}
 	if ctx.Err() == nil {
+		if source != "" && m.ID != "" && errors.Is(err, store.ErrBadBackup) {
+			err = w.repairTarget(ctx, s, source, m, err)
+		}
 		st.Error, st.At = err.Error(), time.Now().UTC()
 		w.drills.record(s.Name(), st)
 		w.publishSoon(s.Name())
 	}
 	return outcome{}, err
+}
+
+// repairTarget follows a drill that found backup m damaged on a target:
+// every object of m there is checked, and each damaged or missing one is
+// sent again from this node's copy of m, when it has one (a backup made
+// here). The drill still fails (the target was not restorable when it
+// ran); its error says what was repaired, and the next drill proves it.
+// Without the repair, a damaged object stays damaged: later uploads find
+// it present and skip it, and every backup sharing it stays unrestorable
+// from that target.
+func (w *Worker) repairTarget(ctx context.Context, s *store.Store, target string, m store.BackupManifest, drillErr error) error {
+	t, err := w.target(target)
+	if err != nil {
+		return drillErr
+	}
+	if _, err := s.LookupBackup(m.ID); err != nil {
+		return fmt.Errorf("%w; backup %s is not among this node's backups, so target %s's copy cannot be repaired from here", drillErr, m.ID, target)
+	}
+	rep, err := t.Repair(ctx, s, m)
+	if err != nil {
+		w.log.Warn("repairing a damaged backup on a target failed", "store", s.Name(), "target", target, "backup", m.ID, "err", err)
+		return fmt.Errorf("%w; repairing target %s's copy failed: %w", drillErr, target, err)
+	}
+	w.log.Warn("a drill found a damaged backup on a target; its objects were checked and the damaged ones sent again",
+		"store", s.Name(), "target", target, "backup", m.ID, "checked", rep.Checked, "resent", rep.Resent, "unrepaired", rep.Missing)
+	msg := fmt.Sprintf("target %s's copy of backup %s: %d objects checked, %d sent again from this node's copy %v",
+		target, m.ID, rep.Checked, len(rep.Resent), rep.Resent)
+	if len(rep.Missing) > 0 {
+		msg += fmt.Sprintf(", %d not repairable (this node's copy is not whole) %v", len(rep.Missing), rep.Missing)
+	}
+	return fmt.Errorf("%w; %s", drillErr, msg)
 }
 
 // drillSource finds the backup a drill restores (id, or the newest) on

@@ -85,6 +85,11 @@ func TestDrillEachTargetInTurnAndACorruptCopyFails(t *testing.T) {
 	if len(rec.Errors) != 1 || !strings.Contains(rec.Errors[0].Error, "bad backup") || !strings.Contains(rec.Errors[0].Error, "sha256") {
 		t.Fatalf("drill of a corrupted copy: %+v; want one attempt naming the bad file", rec.Errors)
 	}
+	// The failed drill checked every object of the backup on two and sent
+	// the damaged ones again from this node's copy.
+	if want := fmt.Sprintf("%d sent again from this node's copy", distinctObjects(backup.Files)); !strings.Contains(rec.Errors[0].Error, want) {
+		t.Fatalf("drill of a corrupted copy: %q; want the repair said (%s)", rec.Errors[0].Error, want)
+	}
 	a.waitSettled(t, rec.ID)
 	if notes := a.settled(t); len(notes) != 1 || notes[0].Type != jobs.EventJobFailed || notes[0].Kind != jobs.KindDrill {
 		t.Fatalf("notifications %+v; want the failed drill's", notes)
@@ -97,6 +102,23 @@ func TestDrillEachTargetInTurnAndACorruptCopyFails(t *testing.T) {
 	if err := s.Scan(t.Context(), nil, nil, func(_, _ []byte) error { n++; return nil }); err != nil || n != 500 {
 		t.Fatalf("live store after drills: %d keys, %v", n, err)
 	}
+	// Repaired: the next drill of two passes.
+	rec = a.waitState(t, a.enqueue(t, jobs.KindDrill, "orders", jobs.Params{Target: "two"}).ID, jobs.StateSucceeded)
+	if res := drillResultOf(t, rec); res.Target != "two" || res.BackupID != backup.ID {
+		t.Fatalf("drill after the repair: %+v", res)
+	}
+}
+
+// distinctObjects counts a backup's distinct non-empty contents: the
+// objects the test above damages.
+func distinctObjects(files []jobs.BackupFile) int {
+	seen := map[string]bool{}
+	for _, f := range files {
+		if f.Size > 0 {
+			seen[f.SHA256] = true
+		}
+	}
+	return len(seen)
 }
 
 // Without targets a drill restores the newest local backup; with no
