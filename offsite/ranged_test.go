@@ -1,14 +1,11 @@
 package offsite
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
 	"sync/atomic"
 	"testing"
-
-	"filippo.io/age"
 
 	"storekeeper/internal/s3test"
 	"storekeeper/internal/testsignal"
@@ -30,11 +27,7 @@ func TestRangedReads(t *testing.T) {
 				}
 				return false
 			})
-			var enc *Encryption
-			if encrypted {
-				id, _ := age.GenerateX25519Identity()
-				enc = &Encryption{Recipients: []age.Recipient{id.Recipient()}, Identities: []age.Identity{id}, NamingKey: bytes.Repeat([]byte("k"), 32)}
-			}
+			enc := testEncryption(encrypted)
 			tg, err := Open(ctx, "t1", srv.URL("prod/"), enc)
 			if err != nil {
 				t.Fatal(err)

@@ -12,6 +12,15 @@ import (
 	"storekeeper/store"
 )
 
+// testEncryption is a fresh key pair's Encryption when encrypted, else nil.
+func testEncryption(encrypted bool) *Encryption {
+	if !encrypted {
+		return nil
+	}
+	id, _ := age.GenerateX25519Identity()
+	return &Encryption{Recipients: []age.Recipient{id.Recipient()}, Identities: []age.Identity{id}, NamingKey: bytes.Repeat([]byte("k"), 32)}
+}
+
 // garbageSource gives every file as the right number of wrong bytes: a
 // local copy that is not whole.
 type garbageSource struct{ m store.BackupManifest }
@@ -33,11 +42,7 @@ func TestRepair(t *testing.T) {
 	for _, encrypted := range []bool{false, true} {
 		t.Run(map[bool]string{false: "plain", true: "encrypted"}[encrypted], func(t *testing.T) {
 			ctx := context.Background()
-			var enc *Encryption
-			if encrypted {
-				id, _ := age.GenerateX25519Identity()
-				enc = &Encryption{Recipients: []age.Recipient{id.Recipient()}, Identities: []age.Identity{id}, NamingKey: bytes.Repeat([]byte("k"), 32)}
-			}
+			enc := testEncryption(encrypted)
 			tg, err := Open(ctx, "t1", "file://"+t.TempDir(), enc)
 			if err != nil {
 				t.Fatal(err)
