@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+
+	"storekeeper/internal/testsignal"
 )
 
 // Backup and restore benchmarks, beside a plain copy with fsync in the
@@ -44,18 +46,16 @@ func benchRegistry(b *testing.B, fixture string) (*Registry, *Store) {
 // compared with never saw. Every arm starts from the same store at rest.
 func atRest(b *testing.B, s *Store) {
 	b.Helper()
-	deadline := time.Now().Add(2 * time.Minute)
-	for {
+	// Pebble tells no one when its compaction debt is paid: its metrics
+	// are polled, as testsignal does for what cannot be signalled.
+	var m *pebble.Metrics
+	if !testsignal.Poll(2*time.Minute, func() bool {
 		s.mu.RLock()
-		m := s.db.Metrics()
+		m = s.db.Metrics()
 		s.mu.RUnlock()
-		if m.Compact.NumInProgress == 0 && m.Compact.EstimatedDebt == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("compactions still running after 2 minutes: %d in progress, debt %d", m.Compact.NumInProgress, m.Compact.EstimatedDebt)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return m.Compact.NumInProgress == 0 && m.Compact.EstimatedDebt == 0
+	}) {
+		b.Fatalf("compactions still running after 2 minutes: %d in progress, debt %d", m.Compact.NumInProgress, m.Compact.EstimatedDebt)
 	}
 }
 
