@@ -12,13 +12,10 @@ import (
 	"hash"
 	"io"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
 	"gocloud.dev/blob"
-	"golang.org/x/sync/errgroup"
 
 	"storekeeper/store"
 )
@@ -273,7 +270,6 @@ func (t *Target) Reencrypt(ctx context.Context, storeName string, progress Progr
 	}
 	var files []store.BackupFile
 	seen := map[string]bool{}
-	var total int64
 	for _, e := range entries {
 		m, err := t.Manifest(ctx, storeName, e.ID)
 		if err != nil {
@@ -294,31 +290,11 @@ func (t *Target) Reencrypt(ctx context.Context, storeName string, progress Progr
 			if !seen[f.SHA256] {
 				seen[f.SHA256] = true
 				files = append(files, f)
-				total += f.Size
 			}
 		}
 	}
-	var done atomic.Int64
-	var mu sync.Mutex
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(t.Parallel, 1))
-	for _, f := range files {
-		g.Go(func() error {
-			if err := t.reseal(gctx, f); err != nil {
-				return err
-			}
-			n := done.Add(f.Size)
-			mu.Lock()
-			out.Objects++
-			if progress != nil {
-				progress(n, total)
-			}
-			mu.Unlock()
-			return nil
-		})
-	}
-	err = g.Wait()
-	out.Bytes, out.Took = done.Load(), time.Since(start)
+	out.Objects, out.Bytes, err = t.eachObject(ctx, files, progress, t.reseal)
+	out.Took = time.Since(start)
 	return out, err
 }
 

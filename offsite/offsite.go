@@ -42,7 +42,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"filippo.io/age"
@@ -424,34 +423,13 @@ func (t *Target) Upload(ctx context.Context, src Source, m store.BackupManifest,
 			up.Skipped++
 		}
 	}
-	var total int64
-	for _, f := range send {
-		total += f.Size
-	}
-	var done atomic.Int64
-	var mu sync.Mutex
 	if progress != nil {
-		progress(0, total)
+		progress(0, sizeOf(send))
 	}
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(max(t.Parallel, 1))
-	for _, f := range send {
-		g.Go(func() error {
-			if err := t.put(gctx, src, m.ID, f, over[f.SHA256]); err != nil {
-				return err
-			}
-			n := done.Add(f.Size)
-			mu.Lock()
-			up.Objects++
-			if progress != nil {
-				progress(n, total)
-			}
-			mu.Unlock()
-			return nil
-		})
-	}
-	err := g.Wait()
-	up.Bytes = done.Load()
+	var err error
+	up.Objects, up.Bytes, err = t.eachObject(ctx, send, progress, func(ctx context.Context, f store.BackupFile) error {
+		return t.put(ctx, src, m.ID, f, over[f.SHA256])
+	})
 	if err != nil {
 		return fail(err)
 	}
@@ -541,6 +519,45 @@ func (a abortOnError) Read(p []byte) (int, error) {
 		a.abort()
 	}
 	return n, err
+}
+
+// eachObject runs fn on files, t.Parallel at a time, and tells progress
+// the bytes of those done. It returns how many files fn finished and
+// their bytes, and the first error (which stops the rest).
+func (t *Target) eachObject(ctx context.Context, files []store.BackupFile, progress Progress, fn func(context.Context, store.BackupFile) error) (int, int64, error) {
+	total := sizeOf(files)
+	var mu sync.Mutex
+	var n int
+	var done int64
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(max(t.Parallel, 1))
+	for _, f := range files {
+		g.Go(func() error {
+			if err := fn(gctx, f); err != nil {
+				return err
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			n++
+			done += f.Size
+			if progress != nil {
+				progress(done, total)
+			}
+			return nil
+		})
+	}
+	err := g.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	return n, done, err
+}
+
+func sizeOf(files []store.BackupFile) int64 {
+	var n int64
+	for _, f := range files {
+		n += f.Size
+	}
+	return n
 }
 
 // addToIndex writes the next generation of the store's index with m in it.

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"slices"
+	"sync"
 
 	"storekeeper/store"
 )
@@ -17,7 +19,8 @@ type Repaired struct {
 	Missing []string `json:"unrepaired,omitempty"` // damaged ones src could not give whole
 }
 
-// Repair reads every object of backup m on the target, checks each
+// Repair reads every object of backup m on the target (t.Parallel at a
+// time), checks each
 // against its size and SHA-256, and sends each one that does not check
 // out (damaged, cut short, missing) again, over it, from src's copy of
 // backup m, itself checked as it is sent: a local copy that is not whole
@@ -27,35 +30,38 @@ type Repaired struct {
 // target, and later uploads skip it (its name and size are there).
 func (t *Target) Repair(ctx context.Context, src Source, m store.BackupManifest) (Repaired, error) {
 	var rep Repaired
+	var files []store.BackupFile
 	seen := map[string]bool{}
 	for _, f := range m.Files {
-		if seen[f.SHA256] {
-			continue
+		if !seen[f.SHA256] {
+			seen[f.SHA256] = true
+			files = append(files, f)
 		}
-		seen[f.SHA256] = true
-		if err := ctx.Err(); err != nil {
-			return rep, err
-		}
-		rep.Checked++
+	}
+	var mu sync.Mutex
+	n, _, err := t.eachObject(ctx, files, nil, func(ctx context.Context, f store.BackupFile) error {
 		ok, err := t.objectWhole(ctx, f)
-		if err != nil {
-			return rep, err
-		}
-		if ok {
-			continue
+		if err != nil || ok {
+			return err
 		}
 		r, err := src.OpenBackupFile(m.ID, f.Name)
 		if err == nil {
 			err = t.send(ctx, f, &checkedReader{r: r, f: f, h: sha256.New()}, true)
 			r.Close()
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		if err != nil {
 			rep.Missing = append(rep.Missing, f.Name)
-			continue
+		} else {
+			rep.Resent = append(rep.Resent, f.Name)
 		}
-		rep.Resent = append(rep.Resent, f.Name)
-	}
-	return rep, nil
+		return nil
+	})
+	rep.Checked = n
+	slices.Sort(rep.Resent)
+	slices.Sort(rep.Missing)
+	return rep, err
 }
 
 // objectWhole reads f's object and reports whether it holds f exactly.
