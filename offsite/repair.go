@@ -20,9 +20,8 @@ type Repaired struct {
 }
 
 // Repair reads every object of backup m on the target (t.Parallel at a
-// time), checks each
-// against its size and SHA-256, and sends each one that does not check
-// out (damaged, cut short, missing) again, over it, from src's copy of
+// time), checks each against its size and SHA-256, and sends each one
+// that does not check out (damaged, cut short, missing) again, over it, from src's copy of
 // backup m, itself checked as it is sent: a local copy that is not whole
 // is never uploaded. Objects are content-addressed, so replacing one
 // with its right content changes no other backup that shares it; until
