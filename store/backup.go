@@ -64,6 +64,17 @@ type BackupManifest struct {
 	// recomputes from the files it restores. Empty in backups made before
 	// fingerprints.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// With Config.Ship: the timeline the backup was taken on, a sequence
+	// number through which it holds every batch (LogSeq: replaying the
+	// commit log from the next one onward reaches any later point), and a
+	// time no batch it holds was committed after (LogAt: the backup can
+	// serve a restore to any point from LogAt on). Batches between LogSeq
+	// and LogAt may be in it too; replaying them again changes nothing,
+	// as every write a handle offers (set, delete, range delete) leaves a
+	// key as its last write says.
+	Timeline string    `json:"timeline,omitempty"`
+	LogSeq   uint64    `json:"log_seq,omitempty"`
+	LogAt    time.Time `json:"log_at,omitzero"`
 }
 
 // BackupInfo is a backup as listed: its manifest and what later checks said.
@@ -184,6 +195,7 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 
 	t := time.Now()
 	progress(ctx, "checkpoint", 0, 0)
+	timeline, logSeq := s.LastCommitted()
 	ckpt, err := s.checkpoint(ctx, "backup")
 	if err != nil {
 		return res, err
@@ -194,6 +206,9 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 
 	id := newBackupID(start)
 	m := BackupManifest{ID: id, Store: s.name, CreatedAt: start.UTC()}
+	if s.reg.cfg.Ship {
+		m.Timeline, m.LogSeq, m.LogAt = timeline, logSeq, time.Now().UTC()
+	}
 	entries, err := s.opts.FS.List(ckpt)
 	if err != nil {
 		return res, err

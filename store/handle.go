@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -85,7 +86,7 @@ func (s *Store) Set(key, value []byte) error {
 	}
 	defer s.release()
 	defer s.changes.Add(1)
-	return s.wrap("set", db.Set(key, value, s.reg.writeOpts))
+	return s.wrap("set", s.commit(db, nil, func(b *pebble.Batch) error { return b.Set(key, value, nil) }, nil))
 }
 
 // Delete removes key.
@@ -99,7 +100,7 @@ func (s *Store) Delete(key []byte) error {
 	}
 	defer s.release()
 	defer s.changes.Add(1)
-	return s.wrap("delete", db.Delete(key, s.reg.writeOpts))
+	return s.wrap("delete", s.commit(db, nil, func(b *pebble.Batch) error { return b.Delete(key, nil) }, nil))
 }
 
 // DeleteRange removes every key in [start, end).
@@ -113,7 +114,7 @@ func (s *Store) DeleteRange(start, end []byte) error {
 	}
 	defer s.release()
 	defer s.changes.Add(1)
-	return s.wrap("delete range", db.DeleteRange(start, end, s.reg.writeOpts))
+	return s.wrap("delete range", s.commit(db, nil, func(b *pebble.Batch) error { return b.DeleteRange(start, end, nil) }, nil))
 }
 
 // Batch collects writes that Update commits atomically.
@@ -172,12 +173,34 @@ func (s *Store) Update(fn func(*Batch) error) error {
 	if err := s.owned(); err != nil {
 		return err
 	}
-	wo := s.reg.writeOpts
-	if b.wo != nil {
-		wo = b.wo
-	}
 	defer s.changes.Add(1)
-	return s.wrap("commit batch", pb.Commit(wo))
+	return s.wrap("commit batch", s.commit(db, pb, nil, b.wo))
+}
+
+// commit commits one handle write: pb, or a new batch fill writes, with
+// wo (nil: the registry's). A shipping store stamps the batch with its
+// commit time and records its sequence numbers (log.go).
+func (s *Store) commit(db *pebble.DB, pb *pebble.Batch, fill func(*pebble.Batch) error, wo *pebble.WriteOptions) error {
+	if pb == nil {
+		pb = db.NewBatch()
+		defer pb.Close()
+		if err := fill(pb); err != nil {
+			return err
+		}
+	}
+	opts := s.reg.writeOpts
+	if wo != nil {
+		opts = wo
+	}
+	if !s.reg.cfg.Ship {
+		return pb.Commit(opts)
+	}
+	stamp(pb, time.Now())
+	if err := pb.Commit(opts); err != nil {
+		return err
+	}
+	s.committed(pb)
+	return nil
 }
 
 func (s *Store) wrap(op string, err error) error {

@@ -70,6 +70,12 @@ type Config struct {
 	// NoSync makes handle writes return before the WAL is synced: faster,
 	// and a crash may lose the last writes. Default: every write is synced.
 	NoSync bool
+	// Ship keeps each store's commit log for point-in-time recovery: the
+	// WALs Pebble is done with stay in <store>/archive/ until TrimLog,
+	// every handle write carries its commit time, and each store has a
+	// timeline (see ReadLog). A shipper must read and trim the log, or
+	// archive/ grows without bound.
+	Ship bool
 	// Logger receives the registry's logs (default slog.Default()).
 	Logger *slog.Logger
 }
@@ -534,8 +540,17 @@ func (r *Registry) pebbleOptions(name string) *pebble.Options {
 	if opts.Logger == nil {
 		opts.Logger = pebbleLogger{r.log.With("store", name)}
 	}
+	if r.cfg.Ship {
+		// Keeps obsolete WALs (and turns WAL recycling off, so none is
+		// overwritten) for the commit log; TrimLog removes them.
+		opts.Cleaner = pebble.ArchiveCleaner{}
+	}
 	return opts
 }
+
+// Shipping reports whether the registry keeps its stores' commit logs
+// (Config.Ship).
+func (r *Registry) Shipping() bool { return r.cfg.Ship }
 
 // notify runs the hooks for one event of a store: OnCorrupt's for a
 // corruption report, then OnStateChange's for a change of state.

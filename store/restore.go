@@ -24,12 +24,15 @@ type RestoreResult struct {
 	// Replayed: RestoreOnce found this key's restore already made and
 	// changed nothing; the rest describes that restore (Timing and Took
 	// are zero).
-	Replayed   bool          `json:"replayed,omitempty"`
-	BackupID   string        `json:"backup_id"`
-	BackupAt   time.Time     `json:"backup_at"`
-	Quarantine string        `json:"quarantine,omitempty"` // empty when there was no live directory
-	Timing     RestoreTiming `json:"timing"`
-	Took       time.Duration `json:"took"`
+	Replayed   bool      `json:"replayed,omitempty"`
+	BackupID   string    `json:"backup_id"`
+	BackupAt   time.Time `json:"backup_at"`
+	Quarantine string    `json:"quarantine,omitempty"` // empty when there was no live directory
+	// Log is what was replayed from the commit log onto the backup
+	// (RestoreWith with a Replay), and the timeline the restore started.
+	Log    *ReplayResult `json:"log,omitempty"`
+	Timing RestoreTiming `json:"timing"`
+	Took   time.Duration `json:"took"`
 }
 
 // RestoreTiming breaks a restore's time down.
@@ -38,6 +41,7 @@ type RestoreTiming struct {
 	Stage  time.Duration `json:"stage"` // copy from the backup, hash and fsync included
 	Hash   time.Duration `json:"hash"`  // of Stage: inside SHA-256
 	Sync   time.Duration `json:"sync"`  // of Stage: fsync of the staged files
+	Replay time.Duration `json:"replay"`
 	Verify time.Duration `json:"verify"`
 	Swap   time.Duration `json:"swap"`
 	Reopen time.Duration `json:"reopen"`
@@ -154,11 +158,63 @@ func (s *Store) RestoreOnceFrom(ctx context.Context, key string, m BackupManifes
 }
 
 // restoreSource is what a restore restores: a local backup (id, or the
-// newest usable when empty), or backup m read through open.
+// newest usable when empty), or backup m read through open; then replay,
+// when set, onto it.
 type restoreSource struct {
-	id   string
-	m    *BackupManifest
-	open func(context.Context, BackupFile) (io.ReadCloser, error)
+	id     string
+	m      *BackupManifest
+	open   func(context.Context, BackupFile) (io.ReadCloser, error)
+	replay *Replay
+}
+
+// RestoreRequest is a restore for RestoreWith.
+type RestoreRequest struct {
+	// Key makes the restore once-only, as RestoreOnce's key; empty: none.
+	Key string
+	// BackupID names a local backup (empty: the newest usable), unless
+	// Manifest is set: a backup read through Open, as RestoreOnceFrom.
+	BackupID string
+	Manifest *BackupManifest
+	Open     func(context.Context, BackupFile) (io.ReadCloser, error)
+	// Replay, when set, is applied onto the staged copy of the backup
+	// before it is verified and swapped in: a point-in-time restore.
+	Replay *Replay
+}
+
+// Replay is what a point-in-time restore replays from the commit log.
+type Replay struct {
+	// Batches calls apply with each batch to replay, in sequence order,
+	// and returns what it replayed (Through, At). Batches of LogData only
+	// are skipped by apply.
+	Batches func(ctx context.Context, apply func(LogBatch) error) (ReplayResult, error)
+	// Branch is recorded as the parent of the timeline the restored store
+	// starts; its Backup is the restored backup's ID.
+	Branch Branch
+}
+
+// ReplayResult says what a point-in-time restore replayed.
+type ReplayResult struct {
+	Batches  int       `json:"batches"`  // batches applied
+	Writes   int       `json:"writes"`   // their operations
+	Through  uint64    `json:"through"`  // sequence number of the last write included (its timeline's)
+	At       time.Time `json:"at"`       // its commit time
+	Timeline string    `json:"timeline"` // the timeline the restored store starts
+}
+
+// RestoreWith restores as req says; see Restore, RestoreOnce and
+// RestoreOnceFrom.
+func (s *Store) RestoreWith(ctx context.Context, req RestoreRequest) (RestoreResult, error) {
+	src := restoreSource{id: req.BackupID, replay: req.Replay}
+	if req.Manifest != nil {
+		if err := checkManifest(*req.Manifest, s.name, req.Manifest.ID); err != nil {
+			return RestoreResult{}, err
+		}
+		src.id, src.m, src.open = req.Manifest.ID, req.Manifest, req.Open
+	}
+	if req.Replay != nil && !s.reg.cfg.Ship {
+		return RestoreResult{}, ErrNotShipping
+	}
+	return s.restore(ctx, src, req.Key)
 }
 
 // RestoredWith returns the result of the store's last restore when it was
@@ -277,6 +333,18 @@ func (s *Store) restore(ctx context.Context, src restoreSource, key string) (Res
 	res.Timing.Stage = time.Since(t)
 	crashPoint("restore.staged")
 
+	if src.replay != nil {
+		t = time.Now()
+		progress(ctx, "replaying", 0, 0)
+		rr, err := s.replayOnto(ctx, staged, src.replay)
+		if err != nil {
+			return res, err
+		}
+		res.Log = &rr
+		res.Timing.Replay = time.Since(t)
+		crashPoint("restore.replayed")
+	}
+
 	t = time.Now()
 	progress(ctx, "verifying", 0, 0)
 	if err := s.verifyStaged(staged); err != nil {
@@ -284,6 +352,22 @@ func (s *Store) restore(ctx context.Context, src restoreSource, key string) (Res
 	}
 	res.Timing.Verify = time.Since(t)
 	crashPoint("restore.verified")
+	if s.reg.cfg.Ship {
+		// The restored store starts a timeline of its own: its sequence
+		// numbers are not the replaced store's.
+		br := Branch{Timeline: info.Timeline, Backup: info.ID}
+		if src.replay != nil {
+			br = src.replay.Branch
+			br.Backup = info.ID
+		}
+		tl := newTimeline(s.name, &br)
+		if err := writeTimeline(staged, tl); err != nil {
+			return res, fmt.Errorf("restore %s: timeline: %w", s.name, err)
+		}
+		if res.Log != nil {
+			res.Log.Timeline = tl.ID
+		}
+	}
 
 	t = time.Now()
 	fi, err := os.Stat(staged)

@@ -66,6 +66,8 @@ type Store struct {
 	// through a handle and every event Pebble reports (stats.go).
 	changes atomic.Uint64
 	lsm     lsmCache
+
+	clog logState // the commit log, with Config.Ship (log.go)
 }
 
 // Name returns the store's name.
@@ -160,6 +162,11 @@ func (s *Store) open() error {
 	opts.EnsureDefaults()
 	s.opts = opts
 	db, err := s.openDB(opts)
+	if err == nil && s.reg.cfg.Ship {
+		if err = s.startLog(db); err != nil {
+			_ = db.Close()
+		}
+	}
 	var cerr *CorruptionError
 	switch {
 	case err == nil:

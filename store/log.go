@@ -1,0 +1,569 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/batchrepr"
+	"github.com/cockroachdb/pebble/v2/record"
+	"github.com/cockroachdb/pebble/v2/wal"
+)
+
+// The commit log: what point-in-time recovery ships (see docs/design.md,
+// "Point-in-time recovery"). With Config.Ship, the store keeps every WAL
+// Pebble is done with in <store>/archive/ (pebble.ArchiveCleaner, which
+// also turns WAL recycling off, so no WAL is overwritten) until the
+// shipper has read it, and every write through a handle carries, in a
+// LogData entry of its batch, the time it was committed (its stamp). The
+// WALs' records are then exactly the committed batches, in sequence
+// order, each with its time: ReadLog hands them out, TrimLog lets go of
+// what was read.
+//
+// A store's WAL history is one timeline. A restore starts a new one (the
+// restored store's sequence numbers are not the old store's), recorded in
+// the TimelineFile of the store's directory, which moves with the
+// directory in a restore's swap.
+
+// TimelineFile is the file in a store's directory naming its timeline.
+const TimelineFile = "STOREKEEPER-TIMELINE"
+
+// Timeline is one history of a store's writes.
+type Timeline struct {
+	ID      string    `json:"id"`
+	Store   string    `json:"store"`
+	Created time.Time `json:"created"`
+	// Start is the sequence number of the timeline's first batch: the
+	// marker its first open committed (0 until then).
+	Start uint64 `json:"start"`
+	// Parent is where a restore branched this timeline off; nil for a
+	// store's first.
+	Parent *Branch `json:"parent,omitempty"`
+}
+
+// Branch is the point of a parent timeline a restore rebuilt: the store
+// as it was on Timeline at At (every write stamped at or before At in
+// sequence order, through sequence number Through), made from Backup.
+type Branch struct {
+	Timeline string    `json:"timeline"`
+	At       time.Time `json:"at"`
+	Through  uint64    `json:"through"`
+	Backup   string    `json:"backup"`
+}
+
+// LogBatch is one committed batch as its WAL record holds it.
+type LogBatch struct {
+	Seq   uint64    // sequence number of its first operation
+	Count uint32    // operations; 0 for a batch of LogData only
+	Stamp time.Time // when it was committed (zero: written without a stamp)
+	Repr  []byte    // Pebble's batch representation
+}
+
+// Next is the sequence number the batch after b starts at.
+func (b LogBatch) Next() uint64 { return b.Seq + uint64(b.Count) }
+
+// LogCursor is how far ReadLog has read a timeline: the next record is in
+// WAL Log at byte Offset or later, and no batch before sequence number
+// Next is handed out again.
+type LogCursor struct {
+	Timeline string `json:"timeline"`
+	Log      uint64 `json:"log"`
+	Offset   int64  `json:"offset"`
+	Next     uint64 `json:"next"`
+}
+
+// ErrNotShipping is returned by the commit-log methods of a registry
+// configured without Config.Ship.
+var ErrNotShipping = errors.New("store: the commit log is not kept (shipping is off)")
+
+// ErrTimelineChanged is returned by ReadLog when the store's timeline is
+// not the cursor's: a restore replaced its history.
+var ErrTimelineChanged = errors.New("store: the timeline changed (the store was restored)")
+
+// stampPrefix marks the LogData entry that carries a batch's commit time.
+var stampPrefix = []byte("storekeeper.t1:")
+
+// stamp adds the commit time to a batch about to commit.
+func stamp(b *pebble.Batch, now time.Time) {
+	var buf [32]byte
+	n := copy(buf[:], stampPrefix)
+	binary.BigEndian.PutUint64(buf[n:], uint64(now.UnixNano()))
+	_ = b.LogData(buf[:n+8], nil)
+}
+
+// DecodeBatch reads a batch representation's header and stamp.
+func DecodeBatch(repr []byte) (LogBatch, error) {
+	h, ok := batchrepr.ReadHeader(repr)
+	if !ok {
+		return LogBatch{}, fmt.Errorf("store: batch of %d bytes has no header", len(repr))
+	}
+	b := LogBatch{Seq: uint64(h.SeqNum), Count: h.Count, Repr: repr}
+	r := batchrepr.Read(repr)
+	for {
+		kind, key, _, ok, err := r.Next()
+		if err != nil {
+			return b, fmt.Errorf("store: batch at %d: %w", b.Seq, err)
+		}
+		if !ok {
+			return b, nil
+		}
+		if kind == pebble.InternalKeyKindLogData && len(key) == len(stampPrefix)+8 && bytes.HasPrefix(key, stampPrefix) {
+			b.Stamp = time.Unix(0, int64(binary.BigEndian.Uint64(key[len(stampPrefix):]))).UTC()
+			return b, nil
+		}
+	}
+}
+
+// logState is what a shipping store knows of its commit log.
+type logState struct {
+	mu       sync.Mutex
+	timeline Timeline
+	last     uint64 // highest sequence number committed through this store's handles (or found at open)
+	shipped  uint64 // every batch through it is on every target (MarkShipped), on timeline
+	changed  chan struct{}
+}
+
+// broadcastLocked wakes WaitShipped's waiters. l.mu must be held.
+func (l *logState) broadcastLocked() {
+	if l.changed != nil {
+		close(l.changed)
+	}
+	l.changed = make(chan struct{})
+}
+
+// committed records a committed batch's sequence numbers.
+func (s *Store) committed(b *pebble.Batch) {
+	if !s.reg.cfg.Ship {
+		return
+	}
+	last := uint64(b.SeqNum()) + uint64(b.Count())
+	if last > 0 {
+		last-- // a batch of LogData only leaves last at the one before it
+	}
+	s.clog.mu.Lock()
+	if last > s.clog.last {
+		s.clog.last = last
+	}
+	s.clog.mu.Unlock()
+}
+
+// startLog runs when a shipping store opens: it loads or creates the
+// timeline and commits a marker batch, synced, which tells the highest
+// sequence number the database holds.
+func (s *Store) startLog(db *pebble.DB) error {
+	tl, err := readTimeline(s.dir)
+	if errors.Is(err, os.ErrNotExist) {
+		tl, err = newTimeline(s.name, nil), nil
+	}
+	if err != nil {
+		return fmt.Errorf("store %s: timeline: %w", s.name, err)
+	}
+	if err := s.opts.FS.MkdirAll(filepath.Join(s.dir, "archive"), 0o755); err != nil {
+		return fmt.Errorf("store %s: %w", s.name, err)
+	}
+	b := db.NewBatch()
+	defer b.Close()
+	stamp(b, time.Now())
+	if err := b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store %s: commit-log marker: %w", s.name, err)
+	}
+	if tl.Start == 0 {
+		// A new timeline starts at this marker. A crash before the record
+		// is written leaves none, and the next open starts another.
+		tl.Start = uint64(b.SeqNum())
+		if err := writeTimeline(s.dir, tl); err != nil {
+			return fmt.Errorf("store %s: timeline: %w", s.name, err)
+		}
+	}
+	s.clog.mu.Lock()
+	if s.clog.timeline.ID != tl.ID {
+		s.clog.shipped = 0
+	}
+	s.clog.timeline = tl
+	s.clog.last = uint64(b.SeqNum()) - 1
+	s.clog.broadcastLocked()
+	s.clog.mu.Unlock()
+	return nil
+}
+
+func newTimeline(store string, parent *Branch) Timeline {
+	var id [8]byte
+	_, _ = rand.Read(id[:])
+	now := time.Now().UTC()
+	return Timeline{ID: now.Format("20060102T150405Z") + "-" + hex.EncodeToString(id[:]), Store: store, Created: now, Parent: parent}
+}
+
+func readTimeline(dir string) (Timeline, error) {
+	var tl Timeline
+	b, err := os.ReadFile(filepath.Join(dir, TimelineFile))
+	if err != nil {
+		return tl, err
+	}
+	if err := json.Unmarshal(b, &tl); err != nil || tl.ID == "" {
+		return tl, fmt.Errorf("%s: not a timeline record", filepath.Join(dir, TimelineFile))
+	}
+	return tl, nil
+}
+
+// writeTimeline writes the timeline record durably (a new file renamed
+// over the old, the directory synced).
+func writeTimeline(dir string, tl Timeline) error {
+	b, err := json.MarshalIndent(tl, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, TimelineFile+".tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, TimelineFile)); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Timeline returns the store's current timeline.
+func (s *Store) Timeline() (Timeline, error) {
+	if !s.reg.cfg.Ship {
+		return Timeline{}, ErrNotShipping
+	}
+	s.clog.mu.Lock()
+	defer s.clog.mu.Unlock()
+	if s.clog.timeline.ID == "" {
+		return Timeline{}, fmt.Errorf("store %s: %w", s.name, ErrUnavailable)
+	}
+	return s.clog.timeline, nil
+}
+
+// ReadLog calls fn, in sequence order, for every committed batch after
+// cur on the store's timeline (a zero cursor starts at the oldest WAL
+// kept), and returns the cursor after the last one fn accepted. The
+// newest WAL's unwritten tail ends a call; the next call goes on from
+// there. fn must not keep Repr. It returns ErrTimelineChanged when a
+// restore replaced the timeline.
+func (s *Store) ReadLog(ctx context.Context, cur LogCursor, fn func(LogBatch) error) (LogCursor, error) {
+	if !s.reg.cfg.Ship {
+		return cur, ErrNotShipping
+	}
+	if _, err := s.acquire(); err != nil {
+		return cur, err
+	}
+	defer s.release()
+	tl, err := s.Timeline()
+	if err != nil {
+		return cur, err
+	}
+	if cur.Timeline == "" {
+		cur = LogCursor{Timeline: tl.ID, Next: tl.Start}
+	}
+	if cur.Timeline != tl.ID {
+		return cur, ErrTimelineChanged
+	}
+	logs, err := s.listWALs()
+	if err != nil {
+		return cur, fmt.Errorf("store %s: list WALs: %w", s.name, err)
+	}
+	for i, ll := range logs {
+		if uint64(ll.Num) < cur.Log {
+			continue
+		}
+		newest := i == len(logs)-1
+		done, err := s.readWAL(ctx, ll, &cur, newest, fn)
+		if err != nil {
+			return cur, err
+		}
+		if !done {
+			return cur, nil
+		}
+	}
+	return cur, nil
+}
+
+// listWALs lists the WALs in the store's directory and in archive/, in
+// that order: a WAL Pebble moves to archive/ between the two listings is
+// then seen twice (and kept once, there), never missed.
+func (s *Store) listWALs() (wal.Logs, error) {
+	fs := s.opts.FS
+	archive := filepath.Join(s.dir, "archive")
+	live, err := fs.List(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	archived, err := fs.List(archive)
+	if err != nil {
+		return nil, err
+	}
+	var acc wal.FileAccumulator
+	seen := map[string]bool{}
+	for _, name := range archived {
+		seen[name] = true
+		if _, err := acc.MaybeAccumulate(fs, filepath.Join(archive, name)); err != nil {
+			return nil, err
+		}
+	}
+	for _, name := range live {
+		if seen[name] {
+			continue
+		}
+		if _, err := acc.MaybeAccumulate(fs, filepath.Join(s.dir, name)); err != nil {
+			return nil, err
+		}
+	}
+	return acc.Finish(), nil
+}
+
+// readWAL reads one WAL from cur on. done is false when it stopped short
+// of the WAL's end: at an unwritten tail of the newest WAL, or at a batch
+// whose predecessor has not been read (the next WAL is not complete yet).
+func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, newest bool, fn func(LogBatch) error) (done bool, err error) {
+	r := ll.OpenForRead()
+	defer r.Close()
+	num := uint64(ll.Num)
+	var buf bytes.Buffer
+	for {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		rec, off, err := r.NextRecord()
+		switch {
+		case errors.Is(err, io.EOF):
+			return !newest, nil
+		case record.IsInvalidRecord(err) || errors.Is(err, record.ErrInvalidChunk):
+			// A tail not written yet (or torn by a crash: Pebble stops
+			// there too). Only the newest WAL is still being written.
+			return !newest, nil
+		case errors.Is(err, os.ErrNotExist):
+			// Moved to archive/ since the listing: read it there next time.
+			return false, nil
+		case err != nil:
+			return false, fmt.Errorf("store %s: read WAL %s: %w", s.name, ll.Num, err)
+		}
+		if num == cur.Log && off.Physical < cur.Offset {
+			continue
+		}
+		buf.Reset()
+		if _, err := io.Copy(&buf, rec); err != nil {
+			if record.IsInvalidRecord(err) {
+				return !newest, nil
+			}
+			return false, fmt.Errorf("store %s: read WAL %s: %w", s.name, ll.Num, err)
+		}
+		b, err := DecodeBatch(buf.Bytes())
+		if err != nil {
+			return false, err
+		}
+		switch {
+		case cur.Next != 0 && b.Count > 0 && b.Seq < cur.Next:
+			// Replayed into this WAL again (or read before): already handed out.
+		case cur.Next != 0 && b.Seq > cur.Next:
+			// A batch is missing before this one: an earlier WAL was still
+			// being written when listed. Read again later.
+			if newest {
+				return false, nil
+			}
+			return false, fmt.Errorf("store %s: WAL %s starts at sequence %d, expected %d: %w", s.name, ll.Num, b.Seq, cur.Next, ErrLogGap)
+		default:
+			if err := fn(b); err != nil {
+				return false, err
+			}
+			cur.Next = b.Next()
+		}
+		cur.Log, cur.Offset = num, off.Physical+1
+	}
+}
+
+// ErrLogGap is returned by ReadLog when committed batches are missing from
+// the WALs kept: the commit log cannot be continued from the cursor.
+var ErrLogGap = errors.New("store: the commit log has a gap")
+
+// TrimLog lets go of archived files: every WAL before cur's (read through)
+// and everything else Pebble archived (obsolete tables, MANIFESTs, blob
+// files). It returns the bytes archive/ still holds.
+func (s *Store) TrimLog(cur LogCursor) (int64, error) {
+	if !s.reg.cfg.Ship {
+		return 0, ErrNotShipping
+	}
+	if _, err := s.acquire(); err != nil {
+		return 0, err
+	}
+	defer s.release()
+	current := s.clog.timelineIs(cur.Timeline)
+	dir := filepath.Join(s.dir, "archive")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	var kept int64
+	for _, e := range entries {
+		num, _, isLog := wal.ParseLogFilename(e.Name())
+		if isLog && (uint64(num) >= cur.Log || !current) {
+			if info, err := e.Info(); err == nil {
+				kept += info.Size()
+			}
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !os.IsNotExist(err) {
+			return kept, err
+		}
+	}
+	return kept, nil
+}
+
+func (l *logState) timelineIs(id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.timeline.ID == id
+}
+
+// SyncLog makes every write committed so far readable by ReadLog. Pebble
+// keeps an unsynced write in its WAL writer's memory until a block of 32
+// KiB fills or a synced write comes; SyncLog commits a synced batch of
+// LogData only (which writes the block out and fsyncs it, and which the
+// log does not hand out), but only when a write through the handles is
+// newer than next, the cursor's next sequence number.
+func (s *Store) SyncLog(next uint64) error {
+	if !s.reg.cfg.Ship {
+		return ErrNotShipping
+	}
+	s.clog.mu.Lock()
+	last := s.clog.last
+	s.clog.mu.Unlock()
+	if last < next {
+		return nil
+	}
+	db, err := s.acquire()
+	if err != nil {
+		return err
+	}
+	defer s.release()
+	b := db.NewBatch()
+	defer b.Close()
+	stamp(b, time.Now())
+	return s.wrap("sync the WAL", b.Commit(pebble.Sync))
+}
+
+// LastCommitted is the highest sequence number committed on the store's
+// timeline (through its handles, or found at open).
+func (s *Store) LastCommitted() (string, uint64) {
+	s.clog.mu.Lock()
+	defer s.clog.mu.Unlock()
+	return s.clog.timeline.ID, s.clog.last
+}
+
+// MarkShipped records that every batch of timeline through sequence
+// number seq is on every target, waking WaitShipped.
+func (s *Store) MarkShipped(timeline string, seq uint64) {
+	s.clog.mu.Lock()
+	defer s.clog.mu.Unlock()
+	if timeline != s.clog.timeline.ID || seq <= s.clog.shipped {
+		return
+	}
+	s.clog.shipped = seq
+	s.clog.broadcastLocked()
+}
+
+// WaitShipped returns when every write committed through the store's
+// handles before the call is on every backup target. It never makes
+// anything ship sooner: waiters share the shipper's seals. It returns
+// ctx's error when ctx ends first, ErrTimelineChanged when a restore
+// replaced the writes it waited for, and ErrNotShipping when shipping is
+// off.
+func (s *Store) WaitShipped(ctx context.Context) error {
+	if !s.reg.cfg.Ship {
+		return ErrNotShipping
+	}
+	s.clog.mu.Lock()
+	tl, want := s.clog.timeline.ID, s.clog.last
+	s.clog.mu.Unlock()
+	if tl == "" {
+		return fmt.Errorf("store %s: %w", s.name, ErrUnavailable)
+	}
+	for {
+		s.clog.mu.Lock()
+		if s.clog.changed == nil {
+			s.clog.changed = make(chan struct{})
+		}
+		ch, cur, shipped := s.clog.changed, s.clog.timeline.ID, s.clog.shipped
+		s.clog.mu.Unlock()
+		if cur != tl {
+			return fmt.Errorf("store %s: %w", s.name, ErrTimelineChanged)
+		}
+		if shipped >= want {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
+}
+
+// replayOnto applies r's batches to the staged copy of a restore and
+// flushes them, so the copy holds them in sstables.
+func (s *Store) replayOnto(ctx context.Context, staged string, r *Replay) (ReplayResult, error) {
+	opts := s.reg.pebbleOptions(s.name)
+	opts.Cleaner = nil
+	opts.EnsureDefaults()
+	db, err := pebble.Open(staged, opts)
+	if err != nil {
+		return ReplayResult{}, fmt.Errorf("restore %s: open the staged copy to replay: %w", s.name, err)
+	}
+	var applied, writes int
+	rr, err := r.Batches(ctx, func(b LogBatch) error {
+		if b.Count == 0 {
+			return nil
+		}
+		pb := db.NewBatch()
+		defer pb.Close()
+		if err := pb.SetRepr(append([]byte(nil), b.Repr...)); err != nil {
+			return err
+		}
+		if err := db.Apply(pb, pebble.NoSync); err != nil {
+			return err
+		}
+		applied++
+		writes += int(b.Count)
+		return nil
+	})
+	if err == nil {
+		err = db.Flush()
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return rr, fmt.Errorf("restore %s: replay the commit log: %w", s.name, err)
+	}
+	rr.Batches, rr.Writes = applied, writes
+	return rr, nil
+}

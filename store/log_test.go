@@ -1,0 +1,279 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/batchrepr"
+
+	"storekeeper/internal/testsignal"
+)
+
+// shipConfig is a registry that keeps the commit log, with memtables small
+// enough that a test's writes rotate through many WALs.
+func shipConfig(t *testing.T) Config {
+	return Config{
+		DataDir:   t.TempDir(),
+		BackupDir: t.TempDir(),
+		Ship:      true,
+		Stores:    []string{"orders"},
+		PebbleOptions: func(string) *pebble.Options {
+			return &pebble.Options{MemTableSize: 256 << 10}
+		},
+	}
+}
+
+// logReader drains a store's commit log the way a shipper does.
+type logReader struct {
+	cur     LogCursor
+	batches []LogBatch
+}
+
+func (lr *logReader) read(t *testing.T, s *Store) {
+	t.Helper()
+	if err := s.SyncLog(lr.cur.Next); err != nil {
+		t.Fatalf("SyncLog: %v", err)
+	}
+	var err error
+	lr.cur, err = s.ReadLog(context.Background(), lr.cur, func(b LogBatch) error {
+		b.Repr = append([]byte(nil), b.Repr...)
+		lr.batches = append(lr.batches, b)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("ReadLog: %v", err)
+	}
+}
+
+// keys returns the keys the batches set, in order, and checks that their
+// sequence numbers follow each other with nothing missing.
+func (lr *logReader) keys(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for i, b := range lr.batches {
+		if i > 0 && b.Seq != lr.batches[i-1].Next() {
+			t.Fatalf("batch %d starts at %d, the one before ends before %d", i, b.Seq, lr.batches[i-1].Next())
+		}
+		if b.Stamp.IsZero() {
+			t.Fatalf("batch at %d has no commit time", b.Seq)
+		}
+		r := batchrepr.Read(b.Repr)
+		for {
+			kind, k, _, ok, err := r.Next()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			if kind == pebble.InternalKeyKindSet {
+				out = append(out, string(k))
+			}
+		}
+	}
+	return out
+}
+
+func TestReadLogHandsOutEveryCommitInOrder(t *testing.T) {
+	r := openTest(t, shipConfig(t))
+	s := mustStore(t, r, "orders")
+	const writers, each = 4, 400
+	var wg sync.WaitGroup
+	val := make([]byte, 1000)
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				if err := s.Set(fmt.Appendf(nil, "w%d-%05d", w, i), val); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	// Read while the writers write and Pebble rotates and archives WALs.
+	lr := &logReader{}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for reading := true; reading; {
+		select {
+		case <-done:
+			reading = false
+		default:
+		}
+		lr.read(t, s)
+		if _, err := s.TrimLog(lr.cur); err != nil {
+			t.Fatalf("TrimLog: %v", err)
+		}
+	}
+	lr.read(t, s)
+	keys := lr.keys(t)
+	if len(keys) != writers*each {
+		t.Fatalf("the log holds %d sets, want %d", len(keys), writers*each)
+	}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if seen[k] {
+			t.Fatalf("%s handed out twice", k)
+		}
+		seen[k] = true
+	}
+	// Every WAL before the cursor's goes from archive/ (Pebble archives
+	// a WAL some time after its flush), and nothing else Pebble archived
+	// is kept.
+	testsignal.WaitFor(t, "archive/ trimmed to the cursor", func() bool {
+		if _, err := s.TrimLog(lr.cur); err != nil {
+			t.Fatal(err)
+		}
+		entries, _ := os.ReadDir(filepath.Join(s.Dir(), "archive"))
+		for _, e := range entries {
+			var num uint64
+			if _, err := fmt.Sscanf(e.Name(), "%06d.log", &num); err != nil || num < lr.cur.Log {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestReadLogGoesOnAfterReopen(t *testing.T) {
+	cfg := shipConfig(t)
+	r := openTest(t, cfg)
+	s := mustStore(t, r, "orders")
+	for i := range 50 {
+		if err := s.Set(fmt.Appendf(nil, "a%03d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lr := &logReader{}
+	lr.read(t, s)
+	tl, _ := s.Timeline()
+	// Writes the reader has not read yet, then a restart.
+	for i := range 50 {
+		if err := s.Set(fmt.Appendf(nil, "b%03d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r = openTest(t, cfg)
+	s = mustStore(t, r, "orders")
+	if tl2, _ := s.Timeline(); tl2.ID != tl.ID {
+		t.Fatalf("a restart started timeline %s; want %s continued", tl2.ID, tl.ID)
+	}
+	if err := s.Set([]byte("c"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	lr.read(t, s)
+	if keys := lr.keys(t); len(keys) != 101 {
+		t.Fatalf("read %d sets across the restart, want 101: %v", len(keys), keys)
+	}
+}
+
+func TestRestoreReplaysTheLogOntoABackup(t *testing.T) {
+	r := openTest(t, shipConfig(t))
+	s := mustStore(t, r, "orders")
+	for i := range 100 {
+		if err := s.Set(fmt.Appendf(nil, "k%03d", i), []byte("before")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lr := &logReader{}
+	lr.read(t, s)
+	b, err := s.Backup(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, _ := s.Timeline()
+	if b.Backup.Timeline != tl.ID || b.Backup.LogSeq == 0 || b.Backup.LogAt.IsZero() {
+		t.Fatalf("backup's log position: timeline %q seq %d at %v", b.Backup.Timeline, b.Backup.LogSeq, b.Backup.LogAt)
+	}
+	for i := range 100 {
+		if i%2 == 0 {
+			err = s.Set(fmt.Appendf(nil, "k%03d", i), []byte("after"))
+		} else {
+			err = s.Update(func(b *Batch) error {
+				return b.DeleteRange(fmt.Appendf(nil, "k%03d", i), fmt.Appendf(nil, "k%03d", i+1))
+			})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, n := checksum(t, s)
+	lr.read(t, s)
+
+	res, err := s.RestoreWith(context.Background(), RestoreRequest{
+		BackupID: b.Backup.ID,
+		Replay: &Replay{
+			Branch: Branch{Timeline: tl.ID, At: time.Now()},
+			Batches: func(ctx context.Context, apply func(LogBatch) error) (ReplayResult, error) {
+				var rr ReplayResult
+				for _, lb := range lr.batches {
+					if lb.Next() <= b.Backup.LogSeq+1 && lb.Count > 0 {
+						continue
+					}
+					if err := apply(lb); err != nil {
+						return rr, err
+					}
+					rr.Through, rr.At = lb.Next()-1, lb.Stamp
+				}
+				return rr, nil
+			},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, m := checksum(t, s); got != want || m != n {
+		t.Fatalf("restored store has %d keys (%s), want %d (%s)", m, got, n, want)
+	}
+	if res.Log == nil || res.Log.Batches != 100 || res.Log.Timeline == tl.ID {
+		t.Fatalf("replay result %+v", res.Log)
+	}
+	tl2, _ := s.Timeline()
+	if tl2.ID != res.Log.Timeline || tl2.Parent == nil || tl2.Parent.Timeline != tl.ID || tl2.Parent.Backup != b.Backup.ID {
+		t.Fatalf("timeline after the restore: %+v", tl2)
+	}
+	if _, err := s.ReadLog(context.Background(), lr.cur, func(LogBatch) error { return nil }); !errors.Is(err, ErrTimelineChanged) {
+		t.Fatalf("ReadLog on the old timeline: %v, want ErrTimelineChanged", err)
+	}
+}
+
+func TestWaitShippedWaitsForMarkShipped(t *testing.T) {
+	r := openTest(t, shipConfig(t))
+	s := mustStore(t, r, "orders")
+	if err := s.Set([]byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	tl, last := s.LastCommitted()
+	waited := make(chan error, 1)
+	go func() { waited <- s.WaitShipped(context.Background()) }()
+	s.MarkShipped(tl, last-1)
+	select {
+	case err := <-waited:
+		t.Fatalf("WaitShipped returned (%v) before its write was shipped", err)
+	default:
+	}
+	s.MarkShipped(tl, last)
+	if err := <-waited; err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Set([]byte("k2"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitShipped(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("WaitShipped with a cancelled context: %v", err)
+	}
+}
