@@ -53,13 +53,22 @@ type Timeline struct {
 }
 
 // Branch is the point of a parent timeline a restore rebuilt: the store
-// as it was on Timeline at At (every write stamped at or before At in
-// sequence order, through sequence number Through), made from Backup.
+// as it was on Timeline at At, made from Backup with Replayed replayed
+// onto it (nothing for a restore of a backup alone).
 type Branch struct {
+	Timeline string       `json:"timeline"`
+	At       time.Time    `json:"at,omitzero"`
+	Backup   string       `json:"backup"`
+	Replayed []ReplayStep `json:"replayed,omitempty"`
+}
+
+// ReplayStep is one run of a timeline's commit log replayed by a restore:
+// its batches from sequence number From on, in order, up to (not
+// including) the first stamped after Until.
+type ReplayStep struct {
 	Timeline string    `json:"timeline"`
-	At       time.Time `json:"at"`
-	Through  uint64    `json:"through"`
-	Backup   string    `json:"backup"`
+	From     uint64    `json:"from"`
+	Until    time.Time `json:"until"`
 }
 
 // LogBatch is one committed batch as its WAL record holds it.
@@ -262,12 +271,13 @@ func (s *Store) Timeline() (Timeline, error) {
 }
 
 // ReadLog calls fn, in sequence order, for every committed batch after
-// cur on the store's timeline (a zero cursor starts at the oldest WAL
-// kept), and returns the cursor after the last one fn accepted. The
+// cur on the store's timeline (a zero cursor starts at the timeline's
+// first batch), with the cursor after it, and returns the cursor after
+// the last one fn accepted. The
 // newest WAL's unwritten tail ends a call; the next call goes on from
 // there. fn must not keep Repr. It returns ErrTimelineChanged when a
 // restore replaced the timeline.
-func (s *Store) ReadLog(ctx context.Context, cur LogCursor, fn func(LogBatch) error) (LogCursor, error) {
+func (s *Store) ReadLog(ctx context.Context, cur LogCursor, fn func(LogBatch, LogCursor) error) (LogCursor, error) {
 	if !s.reg.cfg.Ship {
 		return cur, ErrNotShipping
 	}
@@ -341,7 +351,7 @@ func (s *Store) listWALs() (wal.Logs, error) {
 // readWAL reads one WAL from cur on. done is false when it stopped short
 // of the WAL's end: at an unwritten tail of the newest WAL, or at a batch
 // whose predecessor has not been read (the next WAL is not complete yet).
-func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, newest bool, fn func(LogBatch) error) (done bool, err error) {
+func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, newest bool, fn func(LogBatch, LogCursor) error) (done bool, err error) {
 	r := ll.OpenForRead()
 	defer r.Close()
 	num := uint64(ll.Num)
@@ -378,6 +388,8 @@ func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, 
 		if err != nil {
 			return false, err
 		}
+		after := *cur
+		after.Log, after.Offset = num, off.Physical+1
 		switch {
 		case cur.Next != 0 && b.Count > 0 && b.Seq < cur.Next:
 			// Replayed into this WAL again (or read before): already handed out.
@@ -389,12 +401,12 @@ func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, 
 			}
 			return false, fmt.Errorf("store %s: WAL %s starts at sequence %d, expected %d: %w", s.name, ll.Num, b.Seq, cur.Next, ErrLogGap)
 		default:
-			if err := fn(b); err != nil {
+			after.Next = b.Next()
+			if err := fn(b, after); err != nil {
 				return false, err
 			}
-			cur.Next = b.Next()
 		}
-		cur.Log, cur.Offset = num, off.Physical+1
+		*cur = after
 	}
 }
 

@@ -42,7 +42,7 @@ func (lr *logReader) read(t *testing.T, s *Store) {
 		t.Fatalf("SyncLog: %v", err)
 	}
 	var err error
-	lr.cur, err = s.ReadLog(context.Background(), lr.cur, func(b LogBatch) error {
+	lr.cur, err = s.ReadLog(context.Background(), lr.cur, func(b LogBatch, _ LogCursor) error {
 		b.Repr = append([]byte(nil), b.Repr...)
 		lr.batches = append(lr.batches, b)
 		return nil
@@ -215,7 +215,7 @@ func TestRestoreReplaysTheLogOntoABackup(t *testing.T) {
 	res, err := s.RestoreWith(context.Background(), RestoreRequest{
 		BackupID: b.Backup.ID,
 		Replay: &Replay{
-			Branch: Branch{Timeline: tl.ID, At: time.Now()},
+			Branch: Branch{Timeline: tl.ID, At: time.Now(), Replayed: []ReplayStep{{Timeline: tl.ID, From: b.Backup.LogSeq + 1, Until: time.Now()}}},
 			Batches: func(ctx context.Context, apply func(LogBatch) error) (ReplayResult, error) {
 				var rr ReplayResult
 				for _, lb := range lr.batches {
@@ -244,7 +244,7 @@ func TestRestoreReplaysTheLogOntoABackup(t *testing.T) {
 	if tl2.ID != res.Log.Timeline || tl2.Parent == nil || tl2.Parent.Timeline != tl.ID || tl2.Parent.Backup != b.Backup.ID {
 		t.Fatalf("timeline after the restore: %+v", tl2)
 	}
-	if _, err := s.ReadLog(context.Background(), lr.cur, func(LogBatch) error { return nil }); !errors.Is(err, ErrTimelineChanged) {
+	if _, err := s.ReadLog(context.Background(), lr.cur, func(LogBatch, LogCursor) error { return nil }); !errors.Is(err, ErrTimelineChanged) {
 		t.Fatalf("ReadLog on the old timeline: %v, want ErrTimelineChanged", err)
 	}
 }

@@ -1,0 +1,601 @@
+// Package ship ships every store's commit log to the backup targets and
+// restores a store to a moment: point-in-time recovery.
+//
+// A Shipper reads each store's committed batches (store.ReadLog), seals
+// them into segments every Interval or at SegmentSize, whichever comes
+// first (nothing is sealed while nothing is written), keeps each sealed
+// segment in its local directory until every target holds it, and sends
+// segments to each target in order. The local copy is written (and
+// fsynced) before the cursor that says it was read is saved, and the
+// store's archived WALs are let go only up to that cursor, so a crash at
+// any point loses nothing and a segment sealed again after a crash only
+// overlaps one already sealed (restores skip batches they applied).
+package ship
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"storekeeper/offsite"
+	"storekeeper/store"
+)
+
+// Config configures a Shipper.
+type Config struct {
+	// Dir holds the shipper's state and the segments not yet on every
+	// target, one subdirectory per store.
+	Dir     string
+	Targets []*offsite.Target
+	// Interval is the longest a committed write waits to be sealed into a
+	// segment (default 250 ms).
+	Interval time.Duration
+	// SegmentSize seals a segment early when it reaches it (default 4 MiB).
+	SegmentSize int
+	// Buffer bounds the bytes of segments a store keeps locally while a
+	// target does not take them (default 1 GiB).
+	Buffer int64
+	Logger *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+func (c *Config) defaults() {
+	if c.Interval <= 0 {
+		c.Interval = 250 * time.Millisecond
+	}
+	if c.SegmentSize <= 0 {
+		c.SegmentSize = 4 << 20
+	}
+	if c.Buffer <= 0 {
+		c.Buffer = 1 << 30
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Shipper ships the commit logs of a registry's stores.
+type Shipper struct {
+	cfg Config
+	reg *store.Registry
+	log *slog.Logger
+
+	mu     sync.Mutex
+	stores map[string]*storeShip
+}
+
+// New returns a Shipper for reg, which must have been opened with
+// store.Config.Ship.
+func New(cfg Config, reg *store.Registry) (*Shipper, error) {
+	cfg.defaults()
+	if !reg.Shipping() {
+		return nil, store.ErrNotShipping
+	}
+	if len(cfg.Targets) == 0 {
+		return nil, errors.New("ship: no backup target to ship to")
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	return &Shipper{cfg: cfg, reg: reg, log: cfg.Logger.With("component", "ship"), stores: map[string]*storeShip{}}, nil
+}
+
+// Run ships until ctx ends, then seals and sends what was read once more.
+func (sh *Shipper) Run(ctx context.Context) {
+	t := time.NewTicker(sh.cfg.Interval / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			for _, name := range sh.reg.Names() {
+				_ = sh.Drain(final, name)
+			}
+			cancel()
+			return
+		case <-t.C:
+		}
+		for _, name := range sh.reg.Names() {
+			if err := sh.tick(ctx, name, false); err != nil && ctx.Err() == nil {
+				sh.log.Debug("shipping", "store", name, "err", err)
+			}
+		}
+	}
+}
+
+// Drain reads the store's log to its end, seals what it read and tries
+// to send every segment now. It returns the first target's error, if any;
+// what a target did not take stays local.
+func (sh *Shipper) Drain(ctx context.Context, name string) error {
+	return sh.tick(ctx, name, true)
+}
+
+// storeShip is one store's shipping state. mu serialises its ticks.
+type storeShip struct {
+	name string
+	dir  string
+
+	mu      sync.Mutex
+	loaded  bool
+	sealed  store.LogCursor // saved: every batch before it is in a local segment
+	read    store.LogCursor // read into open
+	open    []byte          // batches read, not sealed (segment encoding)
+	first   uint64          // open's first batch
+	since   time.Time       // when open got its first batch
+	stamp   time.Time       // its commit time
+	pending []pendingSeg    // sealed, not yet on every target, in order
+	// sent: target -> segment path -> on it; timelines: target ->
+	// timelines recorded on it.
+	sent      map[string]map[string]bool
+	timelines map[string]map[string]bool
+	down      map[string]error // target -> its last error, while failing
+
+	stats Stats
+}
+
+// pendingSeg is a sealed segment held locally.
+type pendingSeg struct {
+	timeline    string
+	first, next uint64
+	path        string
+	size        int64
+	stamp       time.Time // its first batch's commit time
+}
+
+type state struct {
+	Sealed store.LogCursor `json:"sealed"`
+}
+
+func (sh *Shipper) storeShip(name string) *storeShip {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	ss := sh.stores[name]
+	if ss == nil {
+		ss = &storeShip{name: name, dir: filepath.Join(sh.cfg.Dir, name),
+			sent: map[string]map[string]bool{}, timelines: map[string]map[string]bool{}, down: map[string]error{}}
+		sh.stores[name] = ss
+	}
+	return ss
+}
+
+func (sh *Shipper) tick(ctx context.Context, name string, drain bool) error {
+	s, err := sh.reg.Store(name)
+	if err != nil {
+		return err
+	}
+	ss := sh.storeShip(name)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if !ss.loaded {
+		if err := ss.load(); err != nil {
+			return err
+		}
+		ss.loaded = true
+	}
+	tl, err := s.Timeline()
+	if err != nil {
+		// Not open (restoring, corrupt, closed): send what is sealed.
+		sh.send(ctx, s, ss, "")
+		return err
+	}
+	if ss.read.Timeline != tl.ID {
+		if err := ss.startTimeline(sh, tl); err != nil {
+			return err
+		}
+	}
+	if err := s.SyncLog(ss.read.Next); err != nil {
+		return err
+	}
+	_, err = s.ReadLog(ctx, ss.read, func(b store.LogBatch, after store.LogCursor) error {
+		if len(ss.open) > 0 && len(ss.open)+len(b.Repr)+binary.MaxVarintLen64 > sh.cfg.SegmentSize {
+			if err := ss.seal(tl.ID); err != nil {
+				return err
+			}
+		}
+		if len(ss.open) == 0 {
+			ss.first, ss.since, ss.stamp = b.Seq, sh.cfg.Now(), b.Stamp
+		}
+		ss.open = binary.AppendUvarint(ss.open, uint64(len(b.Repr)))
+		ss.open = append(ss.open, b.Repr...)
+		ss.read = after
+		return nil
+	})
+	if errors.Is(err, store.ErrTimelineChanged) {
+		return nil // the next tick starts the new timeline
+	}
+	if err != nil {
+		return err
+	}
+	if len(ss.open) > 0 && (drain || sh.cfg.Now().Sub(ss.since) >= sh.cfg.Interval) {
+		if err := ss.seal(tl.ID); err != nil {
+			return err
+		}
+	}
+	if _, err := s.TrimLog(ss.sealed); err != nil {
+		sh.log.Warn("trimming the commit log", "store", name, "err", err)
+	}
+	ss.bound(sh)
+	return sh.send(ctx, s, ss, tl.ID)
+}
+
+// startTimeline switches to the store's new timeline: what was read of
+// the old one is sealed under it, and the new one's record is kept with
+// its segments.
+func (ss *storeShip) startTimeline(sh *Shipper, tl store.Timeline) error {
+	if len(ss.open) > 0 {
+		if err := ss.seal(ss.read.Timeline); err != nil {
+			return err
+		}
+	}
+	if ss.sealed.Timeline != tl.ID {
+		if ss.sealed.Timeline != "" {
+			sh.log.Info("store restored: shipping its new timeline", "store", ss.name, "timeline", tl.ID, "previous", ss.sealed.Timeline)
+		}
+		ss.sealed = store.LogCursor{}
+	}
+	ss.read = ss.sealed
+	dir := filepath.Join(ss.dir, "pending", tl.ID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, _ := json.Marshal(tl)
+	return writeFileSync(filepath.Join(dir, "timeline.json"), b)
+}
+
+// segmentMagic starts every segment.
+const segmentMagic = "storekeeper-log-1\n"
+
+// seal writes the open batches as a local segment. The segment is
+// written and fsynced under a temporary name, then the cursor after it is
+// saved, then it is renamed: load finishes a rename the cursor already
+// counts, and drops a segment it does not.
+func (ss *storeShip) seal(timeline string) error {
+	dir := filepath.Join(ss.dir, "pending", timeline)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, offsite.SegmentName(ss.first, ss.read.Next))
+	data := append([]byte(segmentMagic), ss.open...)
+	if err := writeFileSync(path+".tmp", data); err != nil {
+		return err
+	}
+	crashPoint("ship.segment-written")
+	b, _ := json.Marshal(state{Sealed: ss.read})
+	if err := writeFileSync(filepath.Join(ss.dir, "state.json"), b); err != nil {
+		return err
+	}
+	crashPoint("ship.cursor-saved")
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return err
+	}
+	if err := syncDir(dir); err != nil {
+		return err
+	}
+	ss.sealed = ss.read
+	ss.pending = append(ss.pending, pendingSeg{timeline: timeline, first: ss.first, next: ss.read.Next, path: path, size: int64(len(data)), stamp: ss.stamp})
+	ss.open, ss.first = ss.open[:0], 0
+	ss.stats.Sealed++
+	return nil
+}
+
+// load reads the saved cursor and the local segments.
+func (ss *storeShip) load() error {
+	if err := os.MkdirAll(filepath.Join(ss.dir, "pending"), 0o755); err != nil {
+		return err
+	}
+	var st state
+	if b, err := os.ReadFile(filepath.Join(ss.dir, "state.json")); err == nil {
+		if err := json.Unmarshal(b, &st); err != nil {
+			return fmt.Errorf("ship %s: state: %w", ss.name, err)
+		}
+	} else if !os.IsNotExist(err) {
+		return err
+	}
+	ss.sealed, ss.read = st.Sealed, st.Sealed
+	timelines, err := os.ReadDir(filepath.Join(ss.dir, "pending"))
+	if err != nil {
+		return err
+	}
+	for _, d := range timelines {
+		dir := filepath.Join(ss.dir, "pending", d.Name())
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			name := e.Name()
+			if tmp, ok := strings.CutSuffix(name, ".tmp"); ok {
+				_, next, ok := offsite.ParseSegmentName(tmp)
+				if ok && d.Name() == st.Sealed.Timeline && next == st.Sealed.Next {
+					// Sealed and counted by the cursor; the rename did not happen.
+					if err := os.Rename(filepath.Join(dir, name), filepath.Join(dir, tmp)); err != nil {
+						return err
+					}
+					name = tmp
+				} else {
+					_ = os.Remove(filepath.Join(dir, name))
+					continue
+				}
+			}
+			first, next, ok := offsite.ParseSegmentName(name)
+			if !ok {
+				continue
+			}
+			info, err := os.Stat(filepath.Join(dir, name))
+			if err != nil {
+				return err
+			}
+			p := pendingSeg{timeline: d.Name(), first: first, next: next, path: filepath.Join(dir, name), size: info.Size()}
+			if data, err := os.ReadFile(p.path); err == nil {
+				_ = eachBatch(data, func(b store.LogBatch) error { p.stamp = b.Stamp; return errStop })
+			}
+			ss.pending = append(ss.pending, p)
+		}
+	}
+	// Timelines are named from their creation time: this is their order.
+	slices.SortStableFunc(ss.pending, func(a, b pendingSeg) int {
+		if c := strings.Compare(a.timeline, b.timeline); c != 0 {
+			return c
+		}
+		return cmpU(a.first, b.first)
+	})
+	return nil
+}
+
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+var errStop = errors.New("stop")
+
+// eachBatch calls fn for each batch of a segment's content, in order.
+func eachBatch(data []byte, fn func(store.LogBatch) error) error {
+	rest, ok := strings.CutPrefix(string(data[:min(len(data), len(segmentMagic))]), segmentMagic)
+	if !ok || rest != "" {
+		return fmt.Errorf("%w: not a commit-log segment", store.ErrBadBackup)
+	}
+	data = data[len(segmentMagic):]
+	for len(data) > 0 {
+		n, k := binary.Uvarint(data)
+		if k <= 0 || uint64(len(data)-k) < n {
+			return fmt.Errorf("%w: a segment's batch is cut short", store.ErrBadBackup)
+		}
+		b, err := store.DecodeBatch(data[k : k+int(n)])
+		if err != nil {
+			return fmt.Errorf("%w: %w", store.ErrBadBackup, err)
+		}
+		if err := fn(b); err != nil {
+			if errors.Is(err, errStop) {
+				return nil
+			}
+			return err
+		}
+		data = data[k+int(n):]
+	}
+	return nil
+}
+
+// send sends the local segments to every target, in order; a target that
+// fails is not sent later segments until the next tick. A segment every
+// target holds is removed locally and, on the current timeline, marked
+// shipped.
+func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, current string) error {
+	var first error
+	failed := map[string]bool{}
+	kept := ss.pending[:0]
+	for _, p := range ss.pending {
+		var data []byte
+		all := true
+		for _, t := range sh.cfg.Targets {
+			if ss.sent[t.Name][p.path] {
+				continue
+			}
+			if failed[t.Name] {
+				all = false
+				continue
+			}
+			err := func() error {
+				if data == nil {
+					var err error
+					if data, err = os.ReadFile(p.path); err != nil {
+						return err
+					}
+				}
+				if !ss.timelines[t.Name][p.timeline] {
+					b, err := os.ReadFile(filepath.Join(filepath.Dir(p.path), "timeline.json"))
+					if err != nil {
+						return fmt.Errorf("timeline record: %w", err)
+					}
+					var tl store.Timeline
+					if err := json.Unmarshal(b, &tl); err != nil {
+						return fmt.Errorf("timeline record: %w", err)
+					}
+					if err := t.PutTimeline(ctx, tl); err != nil {
+						return err
+					}
+					mark(ss.timelines, t.Name, p.timeline)
+				}
+				return t.PutSegment(ctx, ss.name, p.timeline, p.first, p.next, data)
+			}()
+			if err != nil {
+				failed[t.Name], all = true, false
+				if ss.down[t.Name] == nil {
+					sh.log.Warn("shipping to a target failed; segments stay local until it takes them", "store", ss.name, "target", t.Name, "err", err)
+				}
+				ss.down[t.Name] = err
+				if first == nil {
+					first = err
+				}
+				continue
+			}
+			if ss.down[t.Name] != nil {
+				sh.log.Info("shipping to a target works again", "store", ss.name, "target", t.Name)
+				delete(ss.down, t.Name)
+			}
+			mark(ss.sent, t.Name, p.path)
+		}
+		if !all {
+			kept = append(kept, p)
+			continue
+		}
+		if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
+			kept = append(kept, p)
+			continue
+		}
+		for _, t := range sh.cfg.Targets {
+			delete(ss.sent[t.Name], p.path)
+		}
+		ss.stats.Shipped++
+		ss.stats.ShippedBytes += p.size
+		if p.timeline == current {
+			s.MarkShipped(current, p.next-1)
+		}
+	}
+	ss.pending = kept
+	if current != "" && ss.read.Timeline == current && len(ss.open) == 0 && !slices.ContainsFunc(ss.pending, func(p pendingSeg) bool { return p.timeline == current }) {
+		// Everything read is on every target (a new timeline with no
+		// write yet too).
+		if ss.read.Next > 0 {
+			s.MarkShipped(current, ss.read.Next-1)
+		}
+	}
+	return first
+}
+
+func mark(m map[string]map[string]bool, a, b string) {
+	if m[a] == nil {
+		m[a] = map[string]bool{}
+	}
+	m[a][b] = true
+}
+
+// bound drops the oldest local segments while they hold more than
+// Buffer bytes: the store keeps taking writes, and what is dropped is a
+// gap in its shipped log (Stats.Gaps), which restores refuse to cross.
+func (ss *storeShip) bound(sh *Shipper) {
+	var total int64
+	for _, p := range ss.pending {
+		total += p.size
+	}
+	for total > sh.cfg.Buffer && len(ss.pending) > 0 {
+		p := ss.pending[0]
+		if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
+			return
+		}
+		total -= p.size
+		ss.pending = ss.pending[1:]
+		g := Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC()}
+		ss.stats.Gaps = append(ss.stats.Gaps, g)
+		sh.log.Error("commit log dropped: a target did not take it and the local buffer is full; restores cannot cross this gap until a new backup",
+			"store", ss.name, "timeline", p.timeline, "from", p.first, "to", p.next, "since", p.stamp, "buffer", sh.cfg.Buffer)
+	}
+}
+
+// Gap is a run of the commit log that was dropped before every target
+// had it.
+type Gap struct {
+	Timeline string    `json:"timeline"`
+	From     uint64    `json:"from"`
+	To       uint64    `json:"to"`
+	Since    time.Time `json:"since"`
+	Dropped  time.Time `json:"dropped"`
+}
+
+// Stats is what a store's shipping did and where it stands.
+type Stats struct {
+	Sealed       int   `json:"sealed"`
+	Shipped      int   `json:"shipped"`
+	ShippedBytes int64 `json:"shipped_bytes"`
+	Gaps         []Gap `json:"gaps,omitempty"`
+	// Pending and PendingBytes: sealed segments not on every target yet.
+	Pending      int   `json:"pending"`
+	PendingBytes int64 `json:"pending_bytes"`
+	// Lag per target: how long ago the oldest write it does not hold yet
+	// was committed; 0 when it holds everything read.
+	Lag map[string]time.Duration `json:"lag"`
+}
+
+// Stats returns a store's shipping state.
+func (sh *Shipper) Stats(name string) Stats {
+	ss := sh.storeShip(name)
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st := ss.stats
+	st.Gaps = slices.Clone(st.Gaps)
+	st.Lag = map[string]time.Duration{}
+	now := sh.cfg.Now()
+	for _, t := range sh.cfg.Targets {
+		var oldest time.Time
+		for _, p := range ss.pending {
+			if !ss.sent[t.Name][p.path] && !p.stamp.IsZero() {
+				oldest = p.stamp
+				break
+			}
+		}
+		if oldest.IsZero() && len(ss.open) > 0 {
+			oldest = ss.stamp
+		}
+		if !oldest.IsZero() {
+			st.Lag[t.Name] = max(0, now.Sub(oldest))
+		} else {
+			st.Lag[t.Name] = 0
+		}
+	}
+	for _, p := range ss.pending {
+		st.Pending++
+		st.PendingBytes += p.size
+	}
+	return st
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// crashHook, when set, is called at every named crash point; the crash
+// tests set it in a child process to kill it there.
+var crashHook func(point string)
+
+func crashPoint(point string) {
+	if crashHook != nil {
+		crashHook(point)
+	}
+}

@@ -1,0 +1,397 @@
+package ship
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"storekeeper/offsite"
+	"storekeeper/store"
+)
+
+// node is one registry with a shipper over a file target.
+type node struct {
+	reg    *store.Registry
+	sh     *Shipper
+	target *offsite.Target
+	dirs   nodeDirs
+}
+
+type nodeDirs struct{ data, backups, ship, target string }
+
+func newDirs(t *testing.T) nodeDirs {
+	return nodeDirs{data: t.TempDir(), backups: t.TempDir(), ship: t.TempDir(), target: t.TempDir()}
+}
+
+func logger(t *testing.T) *slog.Logger {
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func startNode(t *testing.T, d nodeDirs, cfg Config) *node {
+	t.Helper()
+	reg, err := store.Open(store.Config{
+		DataDir: d.data, BackupDir: d.backups, Stores: []string{"orders"}, Ship: true, NoSync: true,
+		Retention:     store.Retention{Last: 100},
+		PebbleOptions: func(string) *pebble.Options { return &pebble.Options{MemTableSize: 256 << 10} },
+		Logger:        logger(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := offsite.Open(context.Background(), "t1", "file://"+d.target, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Dir, cfg.Targets, cfg.Logger = d.ship, []*offsite.Target{tg}, logger(t)
+	sh, err := New(cfg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &node{reg: reg, sh: sh, target: tg, dirs: d}
+	t.Cleanup(func() { _ = reg.Close(); _ = tg.Close() })
+	return n
+}
+
+func (n *node) store(t *testing.T) *store.Store {
+	s, err := n.reg.Store("orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// content is a store's keys and values.
+func content(t *testing.T, s *store.Store) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	if err := s.Scan(context.Background(), nil, nil, func(k, v []byte) error {
+		out[string(k)] = string(v)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// model is what a writer's keys hold, op by op.
+type model struct {
+	mu    sync.Mutex
+	state map[string]string
+}
+
+func (m *model) apply(ops []op) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, o := range ops {
+		switch o.kind {
+		case "set":
+			m.state[o.key] = o.value
+		case "delete":
+			delete(m.state, o.key)
+		case "range":
+			for k := range m.state {
+				if k >= o.key && k < o.end {
+					delete(m.state, k)
+				}
+			}
+		}
+	}
+}
+
+func (m *model) snapshot() map[string]string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.state)
+}
+
+type op struct{ kind, key, end, value string }
+
+// randomOps makes one commit's operations on writer w's keys.
+func randomOps(rng *rand.Rand, w, n int) []op {
+	key := func() string { return fmt.Sprintf("w%d/%03d", w, rng.IntN(60)) }
+	var ops []op
+	for range 1 + rng.IntN(4) {
+		switch r := rng.IntN(10); {
+		case r < 6:
+			ops = append(ops, op{kind: "set", key: key(), value: fmt.Sprintf("v%d-%d", w, n)})
+		case r < 9:
+			ops = append(ops, op{kind: "delete", key: key()})
+		default:
+			a, b := key(), key()
+			if a > b {
+				a, b = b, a
+			}
+			ops = append(ops, op{kind: "range", key: a, end: b})
+		}
+	}
+	return ops
+}
+
+func commit(s *store.Store, ops []op) error {
+	if len(ops) == 1 && ops[0].kind == "set" {
+		return s.Set([]byte(ops[0].key), []byte(ops[0].value))
+	}
+	return s.Update(func(b *store.Batch) error {
+		for _, o := range ops {
+			var err error
+			switch o.kind {
+			case "set":
+				err = b.Set([]byte(o.key), []byte(o.value))
+			case "delete":
+				err = b.Delete([]byte(o.key))
+			case "range":
+				err = b.DeleteRange([]byte(o.key), []byte(o.end))
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// moment is a point where no commit was in flight, and what every
+// writer's keys held then.
+type moment struct {
+	at    time.Time
+	state map[string]string
+}
+
+// TestRestoreToAnyMomentMatchesTheModel is the model-based proof: writers
+// commit random sets, deletes, range deletes and batches concurrently
+// (each on its own keys, so the model needs no order between writers,
+// while their commits interleave in the log); at random moments every
+// writer is paused between commits and the model's state recorded;
+// backups are taken along the way. Then the store is restored to each
+// moment, in random order, and must hold exactly the model's state then:
+// every write committed before it, none after, across many segment
+// boundaries, several backups and the timelines the restores start.
+func TestRestoreToAnyMomentMatchesTheModel(t *testing.T) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	n := startNode(t, newDirs(t), Config{Interval: 5 * time.Millisecond, SegmentSize: 2048})
+	s := n.store(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	shipped := make(chan struct{})
+	go func() { defer close(shipped); n.sh.Run(ctx) }()
+
+	const writers, moments, commits = 3, 12, 1500
+	m := &model{state: map[string]string{}}
+	if _, err := s.Backup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var pause sync.RWMutex // writers hold it shared per commit; a moment takes it whole
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			for i := range commits {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				ops := randomOps(rng, w, i)
+				pause.RLock()
+				err := commit(s, ops)
+				if err == nil {
+					m.apply(ops)
+				}
+				pause.RUnlock()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	rng := rand.New(rand.NewPCG(seed, 99))
+	var ms []moment
+	for i := range moments {
+		// Let writes pile up across several segments between moments.
+		for range 50 + rng.IntN(100) {
+			if err := s.Set([]byte("filler"), fmt.Appendf(nil, "%d", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pause.Lock()
+		// The filler key is written by this goroutine only, outside the
+		// writers' keys: the model holds it too.
+		m.apply([]op{{kind: "set", key: "filler", value: fmt.Sprint(i)}})
+		ms = append(ms, moment{at: time.Now(), state: m.snapshot()})
+		pause.Unlock()
+		if i%4 == 1 {
+			if _, err := s.Backup(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(done)
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	stop()
+	<-shipped
+	st := n.sh.Stats("orders")
+	t.Logf("shipped %d segments (%d bytes), %d pending", st.Shipped, st.ShippedBytes, st.Pending)
+	if st.Shipped < 10 {
+		t.Fatalf("only %d segments shipped: the test crossed too few boundaries", st.Shipped)
+	}
+
+	// The target holds the whole log: no hole, through the last commit.
+	tl, last := s.LastCommitted()
+	segs, err := n.target.Segments(context.Background(), "orders", tl)
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("segments: %d, %v", len(segs), err)
+	}
+	next := segs[0].First
+	for _, sg := range segs {
+		if sg.First > next {
+			t.Fatalf("hole in the shipped log: nothing from %d to %d", next, sg.First)
+		}
+		next = max(next, sg.Next)
+	}
+	if next != last+1 {
+		t.Fatalf("the shipped log ends before %d; the last commit is %d", next, last)
+	}
+	// Restore to each moment, in random order: each restore starts a new
+	// timeline, so the later ones find the moments on the parent.
+	for _, i := range rng.Perm(len(ms)) {
+		mo := ms[i]
+		res, plan, err := n.sh.RestoreAt(context.Background(), "orders", "", mo.at)
+		if err != nil {
+			t.Fatalf("moment %d: %v", i, err)
+		}
+		got := content(t, s)
+		if !maps.Equal(got, mo.state) {
+			t.Fatalf("moment %d (backup %s, %d steps): restored %d keys, the model held %d; first difference: %s",
+				i, plan.Backup.ID, len(plan.Steps), len(got), len(mo.state), firstDiff(got, mo.state))
+		}
+		if res.Log == nil || res.Log.At.After(mo.at) {
+			t.Fatalf("moment %d: replay result %+v", i, res.Log)
+		}
+	}
+}
+
+func firstDiff(a, b map[string]string) string {
+	keys := slices.Sorted(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		va, oka := a[k]
+		vb, okb := b[k]
+		if va != vb || oka != okb {
+			return fmt.Sprintf("%s: restored %q (%v), model %q (%v)", k, va, oka, vb, okb)
+		}
+	}
+	return "none"
+}
+
+// TestRestoreFollowsTheNewTimeline: restore to a past point, keep
+// writing, then restore to a point after the first restore: the result
+// is the first restore's state plus the writes made since, not the old
+// timeline's later writes.
+func TestRestoreFollowsTheNewTimeline(t *testing.T) {
+	n := startNode(t, newDirs(t), Config{Interval: time.Millisecond, SegmentSize: 1024})
+	s := n.store(t)
+	ctx := context.Background()
+	set := func(k, v string) {
+		t.Helper()
+		if err := s.Set([]byte(k), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("a", "1")
+	if _, err := s.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	set("b", "1")
+	t1 := time.Now()
+	set("c", "old-timeline")
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n.sh.RestoreAt(ctx, "orders", "", t1); err != nil {
+		t.Fatal(err)
+	}
+	if got := content(t, s); !maps.Equal(got, map[string]string{"a": "1", "b": "1"}) {
+		t.Fatalf("first restore: %v", got)
+	}
+	set("d", "new-timeline")
+	t2 := time.Now()
+	set("e", "after-t2")
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	_, plan, err := n.sh.RestoreAt(ctx, "orders", "", t2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := content(t, s); !maps.Equal(got, map[string]string{"a": "1", "b": "1", "d": "new-timeline"}) {
+		t.Fatalf("second restore (plan %+v): %v", plan.Steps, got)
+	}
+	// And the old timeline is still there for a moment before the first
+	// restore.
+	if _, _, err := n.sh.RestoreAt(ctx, "orders", "", time.Now().Add(-time.Hour)); !errors.Is(err, ErrNoPoint) {
+		t.Fatalf("restore to before the log began: %v, want ErrNoPoint", err)
+	}
+}
+
+// TestWaitShippedReturnsOnceOnTheTarget: WaitShipped returns only when
+// the write is in a segment on the target, without forcing a seal.
+func TestWaitShippedReturnsOnceOnTheTarget(t *testing.T) {
+	n := startNode(t, newDirs(t), Config{Interval: 20 * time.Millisecond})
+	s := n.store(t)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	go n.sh.Run(ctx)
+	if err := s.Set([]byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WaitShipped(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tl, _ := s.Timeline()
+	segs, err := n.target.Segments(ctx, "orders", tl.ID)
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("after WaitShipped the target holds %d segments (%v)", len(segs), err)
+	}
+	found := false
+	for _, sg := range segs {
+		data, err := n.target.ReadSegment(ctx, "orders", sg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = eachBatch(data, func(b store.LogBatch) error {
+			if b.Count > 0 {
+				found = true
+			}
+			return nil
+		})
+	}
+	if !found {
+		t.Fatal("the write is in no segment on the target")
+	}
+}
