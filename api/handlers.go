@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -69,6 +70,9 @@ type drillBody struct {
 type restoreBody struct {
 	BackupID string `json:"backup_id"`
 	Target   string `json:"target"` // a backup target (--backup-target) to fetch the backup from
+	// At restores the store as it was at that moment (RFC 3339): a backup
+	// plus the shipped commit log. Not with backup_id or target.
+	At string `json:"at"`
 }
 
 func (s *Server) params(c *gin.Context, kind jobs.Kind) (jobs.Params, error) {
@@ -157,6 +161,10 @@ func (s *Server) restore(c *gin.Context) {
 		return
 	}
 	name := c.Param("store")
+	if b.At != "" {
+		s.restoreAt(c, name, b)
+		return
+	}
 	if b.Target != "" {
 		// The backup is on the target, which only the workers reach: the
 		// owner checks the backup when the job runs (one the target lacks
@@ -204,6 +212,38 @@ func (s *Server) restore(c *gin.Context) {
 		return
 	}
 	s.enqueue(c, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: b.BackupID}, Trigger: jobs.TriggerManual, Actor: actor(c)})
+}
+
+// restoreAt enqueues a restore to a moment (point-in-time recovery). The
+// store's owner must ship its commit log: its published status shows a
+// shipping lag for its targets.
+func (s *Server) restoreAt(c *gin.Context, name string, b restoreBody) {
+	at, err := time.Parse(time.RFC3339Nano, b.At)
+	switch {
+	case err != nil:
+		s.fail(c, newError(http.StatusBadRequest, "invalid_request", fmt.Sprintf("at %q: want an RFC 3339 time, e.g. 2026-12-04T10:30:00Z", b.At)))
+		return
+	case b.BackupID != "" || b.Target != "":
+		s.fail(c, newError(http.StatusBadRequest, "invalid_request", "at chooses the backup itself: not with backup_id or target"))
+		return
+	case at.After(time.Now().Add(time.Minute)):
+		s.fail(c, newError(http.StatusBadRequest, "invalid_request", fmt.Sprintf("at %s is in the future", at.UTC().Format(time.RFC3339))))
+		return
+	}
+	pub, err := s.published(c, name)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if pub == nil {
+		s.fail(c, errUnknownState(name))
+		return
+	}
+	if !slices.ContainsFunc(pub.Targets, func(t jobs.TargetStatus) bool { return t.ShipLag != nil }) {
+		s.fail(c, newError(http.StatusConflict, "not_shipping", fmt.Sprintf("store %s's node does not ship its commit log (--backup-target with --ship-interval): it can be restored to a backup, not to a moment", name)))
+		return
+	}
+	s.enqueue(c, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{At: at.UTC()}, Trigger: jobs.TriggerManual, Actor: actor(c)})
 }
 
 // adoptBody asks a node to make a store from a backup target: the

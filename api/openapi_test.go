@@ -20,8 +20,9 @@ func fill(v reflect.Value) {
 		if v.Type() != reflect.TypeFor[json.RawMessage]() {
 			return false
 		}
-		r := jobs.RestoreResult{Replayed: true, BackupID: "x", Quarantine: "x"}
+		r := jobs.RestoreResult{Replayed: true, BackupID: "x", Quarantine: "x", Log: &jobs.RestoredLog{}}
 		fill(reflect.ValueOf(&r.Timing).Elem())
+		fill(reflect.ValueOf(r.Log).Elem())
 		b, _ := json.Marshal(r)
 		v.SetBytes(b)
 		return true

@@ -163,3 +163,63 @@ func TestAdoptRefusesWhileTheOwnerMayServe(t *testing.T) {
 		t.Fatalf("adopt with force once n1 is down: %d %s %+v", code, got, r)
 	}
 }
+
+// A restore to a moment: an RFC 3339 time, not in the future, not with a
+// backup or target, and only for a store whose node ships its commit log
+// (its published targets show a shipping lag).
+func TestRestoreToAMoment(t *testing.T) {
+	rdb := testRedis(t)
+	s := newSecServer(t, rdb, nil)
+	t.Cleanup(s.Close)
+	h := s.Handler()
+	at := time.Now().Add(-time.Hour).UTC()
+	publish := func(shipping bool) {
+		t.Helper()
+		ts := jobs.TargetStatus{Target: "vault"}
+		if shipping {
+			lag := time.Duration(0)
+			ts.ShipLag = &lag
+		}
+		publishStatus(t, rdb, jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{Name: "orders", State: jobs.StoreOpen}, At: at, Targets: []jobs.TargetStatus{ts}})
+	}
+	restore := func(body string) (int, string, jobs.Params) {
+		t.Helper()
+		req := httptest.NewRequest("POST", "/api/admin/restore/orders", strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+secOperator)
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code == 202 {
+			var e enqueued
+			_ = json.Unmarshal(rec.Body.Bytes(), &e)
+			return rec.Code, "", e.Params
+		}
+		var a errorAnswer
+		_ = json.Unmarshal(rec.Body.Bytes(), &a)
+		return rec.Code, a.Error, jobs.Params{}
+	}
+	moment := at.Format(time.RFC3339Nano)
+	publish(false)
+	if code, got, _ := restore(`{"at":"` + moment + `"}`); code != 409 || got != "not_shipping" {
+		t.Fatalf("restore to a moment without shipping: %d %s", code, got)
+	}
+	publish(true)
+	for _, c := range []struct {
+		body string
+		code int
+		want string
+	}{
+		{`{"at":"yesterday"}`, 400, "invalid_request"},
+		{`{"at":"` + time.Now().Add(time.Hour).Format(time.RFC3339) + `"}`, 400, "invalid_request"},
+		{`{"at":"` + moment + `","backup_id":"20261122T000000.000Z-000001"}`, 400, "invalid_request"},
+		{`{"at":"` + moment + `","target":"vault"}`, 400, "invalid_request"},
+	} {
+		if code, got, _ := restore(c.body); code != c.code || got != c.want {
+			t.Errorf("restore %s: %d %s, want %d %s", c.body, code, got, c.code, c.want)
+		}
+	}
+	code, _, p := restore(`{"at":"` + moment + `"}`)
+	if code != 202 || !p.At.Equal(at) || p.BackupID != "" {
+		t.Fatalf("restore to %s: %d, params %+v", moment, code, p)
+	}
+}

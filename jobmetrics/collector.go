@@ -96,6 +96,8 @@ var (
 		[]string{"store", "target"}, nil)
 	descTargetFailing = prometheus.NewDesc("storekeeper_backup_target_failing", "1 while uploads of the store's backups to the backup target fail, else 0.",
 		[]string{"store", "target"}, nil)
+	descShipLag = prometheus.NewDesc("storekeeper_ship_lag_seconds", "Point-in-time recovery: how long ago the oldest committed write of the store the backup target does not hold yet was committed (0 when it holds every write shipped so far), as the store's owner last published it.",
+		[]string{"store", "target"}, nil)
 	descRPO         = prometheus.NewDesc("storekeeper_rpo_seconds", "The recovery point objective (--rpo) the backup targets' lag is held to.", nil, nil)
 	descRTO         = prometheus.NewDesc("storekeeper_rto_seconds", "The recovery time objective (--rto) the stores' drills are held to.", nil, nil)
 	descRestorable  = prometheus.NewDesc("storekeeper_store_last_restorable_timestamp_seconds", "Creation time of the newest backup of the store a restore drill has proven restorable.", []string{"store"}, nil)
@@ -112,7 +114,7 @@ var durationBuckets = prometheus.ExponentialBuckets(0.01, 4, 10)
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp, descStoreState, descStoreLost, descNodeUp,
-		descTargetLag, descTargetFailing, descRPO, descRTO, descRestorable, descDrillTook, descDrillFailed} {
+		descTargetLag, descTargetFailing, descShipLag, descRPO, descRTO, descRestorable, descDrillTook, descDrillFailed} {
 		ch <- d
 	}
 }
@@ -238,6 +240,9 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 				ch <- prometheus.MustNewConstMetric(descTargetLag, prometheus.GaugeValue, now.Sub(at).Seconds(), name, t.Target)
 			}
 			ch <- prometheus.MustNewConstMetric(descTargetFailing, prometheus.GaugeValue, b2f(!t.FailingSince.IsZero()), name, t.Target)
+			if t.ShipLag != nil {
+				ch <- prometheus.MustNewConstMetric(descShipLag, prometheus.GaugeValue, t.ShipLag.Seconds(), name, t.Target)
+			}
 		}
 		if d := p.Drill; d != nil {
 			if !d.Restorable.IsZero() {

@@ -47,11 +47,15 @@ type NodeSchedules struct {
 
 // Incident is a store's corruption as reported.
 type Incident struct {
-	ID           string    `json:"id"`
-	Evidence     string    `json:"evidence"`
-	Action       string    `json:"action"`
-	RestoreJobID string    `json:"restore_job_id,omitempty"`
-	BackupID     string    `json:"backup_id,omitempty"`
-	Node         string    `json:"node"`
-	At           time.Time `json:"at"`
+	ID           string `json:"id"`
+	Evidence     string `json:"evidence"`
+	Action       string `json:"action"`
+	RestoreJobID string `json:"restore_job_id,omitempty"`
+	BackupID     string `json:"backup_id,omitempty"`
+	// RestoreAt: the automatic restore rebuilds the store as it was at
+	// this moment (the corruption's detection) from a backup and the
+	// shipped commit log, instead of restoring BackupID alone.
+	RestoreAt time.Time `json:"restore_at,omitzero"`
+	Node      string    `json:"node"`
+	At        time.Time `json:"at"`
 }

@@ -41,6 +41,10 @@ type Params struct {
 	BackupID  string `json:"backup_id,omitempty"` // restore, drill: empty = newest verified
 	Target    string `json:"target,omitempty"`    // restore, drill, adopt: fetch the backup from this backup target
 	Node      string `json:"node,omitempty"`      // adopt: the node that adopts the store
+	// restore: the moment to restore the store to (point-in-time
+	// recovery: a backup plus the shipped commit log); zero: a backup as
+	// it is
+	At time.Time `json:"at,omitzero"`
 }
 
 // Payload is what a task carries. Secrets never travel here (asynqmon
@@ -84,7 +88,8 @@ func (p Payload) Validate() error {
 		p.Params.Deep && p.Kind != KindVerify ||
 		p.Params.Reencrypt && p.Kind != KindBackup ||
 		(p.Params.BackupID != "" || p.Params.Target != "") && p.Kind != KindRestore && p.Kind != KindDrill && p.Kind != KindAdopt ||
-		(p.Params.Node != "") != (p.Kind == KindAdopt) {
+		(p.Params.Node != "") != (p.Kind == KindAdopt) ||
+		!p.Params.At.IsZero() && (p.Kind != KindRestore || p.Params.BackupID != "" || p.Params.Target != "") {
 		return fmt.Errorf("%w: parameters %+v do not apply to %s", ErrBadPayload, p.Params, p.Kind)
 	}
 	if p.Kind == KindAdopt && p.Params.Target == "" {

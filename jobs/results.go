@@ -106,12 +106,28 @@ type VerifiedBackup struct {
 type RestoreResult struct {
 	// Replayed: an earlier attempt of this job made the restore (and could
 	// not record it); this attempt found it done and changed nothing.
-	Replayed   bool          `json:"replayed,omitempty"`
-	BackupID   string        `json:"backup_id"`
-	BackupAt   time.Time     `json:"backup_at"`
-	Quarantine string        `json:"quarantine,omitempty"` // empty when there was no live directory
-	Timing     RestoreTiming `json:"timing"`
-	Took       time.Duration `json:"took"`
+	Replayed   bool      `json:"replayed,omitempty"`
+	BackupID   string    `json:"backup_id"`
+	BackupAt   time.Time `json:"backup_at"`
+	Quarantine string    `json:"quarantine,omitempty"` // empty when there was no live directory
+	// Log: a restore to a moment (Params.At) replayed the shipped commit
+	// log onto the backup.
+	Log    *RestoredLog  `json:"log,omitempty"`
+	Timing RestoreTiming `json:"timing"`
+	Took   time.Duration `json:"took"`
+}
+
+// RestoredLog is what a restore to a moment replayed onto its backup:
+// how many batches and writes, the last write included (its sequence
+// number on its timeline and its commit time), and the timeline the
+// restored store started.
+type RestoredLog struct {
+	At          time.Time `json:"at"` // the moment asked for
+	Batches     int       `json:"batches"`
+	Writes      int       `json:"writes"`
+	Through     uint64    `json:"through"`
+	LastWriteAt time.Time `json:"last_write_at,omitzero"`
+	Timeline    string    `json:"timeline"`
 }
 
 // AdoptResult is an adoption's result: the backup the store was made
@@ -151,9 +167,10 @@ type DrillResult struct {
 // RestoreTiming breaks a restore's time down.
 type RestoreTiming struct {
 	Fence  time.Duration `json:"fence"`
-	Stage  time.Duration `json:"stage"` // copy from the backup, hash and fsync included
-	Hash   time.Duration `json:"hash"`  // of Stage: inside SHA-256
-	Sync   time.Duration `json:"sync"`  // of Stage: fsync of the staged files
+	Stage  time.Duration `json:"stage"`            // copy from the backup, hash and fsync included
+	Hash   time.Duration `json:"hash"`             // of Stage: inside SHA-256
+	Sync   time.Duration `json:"sync"`             // of Stage: fsync of the staged files
+	Replay time.Duration `json:"replay,omitempty"` // a restore to a moment: the commit log replayed onto the staged copy
 	Verify time.Duration `json:"verify"`
 	Swap   time.Duration `json:"swap"`
 	Reopen time.Duration `json:"reopen"`

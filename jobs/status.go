@@ -46,6 +46,12 @@ type TargetStatus struct {
 	// the target started failing (zero while they succeed).
 	Error        string    `json:"error,omitempty"`
 	FailingSince time.Time `json:"failing_since,omitzero"`
+	// Shipping (point-in-time recovery), when on: how long ago the oldest
+	// committed write the target does not hold yet was committed (0: it
+	// holds every write read), and the bytes of segments waiting for it
+	// on the store's node.
+	ShipLag     *time.Duration `json:"ship_lag,omitempty"`
+	ShipPending int64          `json:"ship_pending_bytes,omitempty"`
 }
 
 // StoreState is a store's lifecycle state by name, as published.
@@ -115,6 +121,12 @@ type BackupSummary struct {
 	VerifiedAt    time.Time    `json:"verified_at"`           // zero: no check completed
 	Bad           bool         `json:"bad,omitempty"`
 	Error         string       `json:"error,omitempty"` // why it is bad
+	// With the commit log shipped (point-in-time recovery): the timeline
+	// the backup was taken on, a sequence number it holds every batch
+	// through, and a time it holds nothing committed after.
+	Timeline string    `json:"timeline,omitempty"`
+	LogSeq   uint64    `json:"log_seq,omitempty"`
+	LogAt    time.Time `json:"log_at,omitzero"`
 }
 
 // BackupFile is one file of a backup.

@@ -66,7 +66,7 @@ func (sh *Shipper) RestoreAt(ctx context.Context, name, key string, at time.Time
 	res, err := s.RestoreWith(ctx, req)
 	if err == nil && res.Log != nil {
 		sh.log.Info("store restored to a moment", "store", name, "at", at, "backup", p.Backup.ID,
-			"batches", res.Log.Batches, "writes", res.Log.Writes, "last_write_at", res.Log.At, "timeline", res.Log.Timeline)
+			"batches", res.Log.Batches, "writes", res.Log.Writes, "last_write_at", res.Log.LastWriteAt, "timeline", res.Log.Timeline)
 	}
 	return res, p, err
 }
@@ -301,7 +301,7 @@ func (sh *Shipper) replay(ctx context.Context, name string, steps []store.Replay
 					return err
 				}
 				next, lastAt = b.Next(), b.Stamp
-				rr.Through, rr.At = b.Next()-1, b.Stamp
+				rr.Through, rr.LastWriteAt = b.Next()-1, b.Stamp
 				return nil
 			})
 			if err != nil {

@@ -285,7 +285,7 @@ func TestRestoreToAnyMomentMatchesTheModel(t *testing.T) {
 			t.Fatalf("moment %d (backup %s, %d steps): restored %d keys, the model held %d; first difference: %s",
 				i, plan.Backup.ID, len(plan.Steps), len(got), len(mo.state), firstDiff(got, mo.state))
 		}
-		if res.Log == nil || res.Log.At.After(mo.at) {
+		if res.Log == nil || res.Log.LastWriteAt.After(mo.at) {
 			t.Fatalf("moment %d: replay result %+v", i, res.Log)
 		}
 	}

@@ -265,7 +265,13 @@ func (s *Store) Timeline() (Timeline, error) {
 	s.clog.mu.Lock()
 	defer s.clog.mu.Unlock()
 	if s.clog.timeline.ID == "" {
-		return Timeline{}, fmt.Errorf("store %s: %w", s.name, ErrUnavailable)
+		// Not opened by this process (corrupt or unavailable at open):
+		// the record in its directory says.
+		tl, err := readTimeline(s.dir)
+		if err != nil {
+			return Timeline{}, fmt.Errorf("store %s: timeline: %w: %w", s.name, ErrUnavailable, err)
+		}
+		return tl, nil
 	}
 	return s.clog.timeline, nil
 }
@@ -576,6 +582,6 @@ func (s *Store) replayOnto(ctx context.Context, staged string, r *Replay) (Repla
 	if err != nil {
 		return rr, fmt.Errorf("restore %s: replay the commit log: %w", s.name, err)
 	}
-	rr.Batches, rr.Writes = applied, writes
+	rr.Batches, rr.Writes, rr.At = applied, writes, r.Branch.At
 	return rr, nil
 }

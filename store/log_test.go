@@ -225,7 +225,7 @@ func TestRestoreReplaysTheLogOntoABackup(t *testing.T) {
 					if err := apply(lb); err != nil {
 						return rr, err
 					}
-					rr.Through, rr.At = lb.Next()-1, lb.Stamp
+					rr.Through, rr.LastWriteAt = lb.Next()-1, lb.Stamp
 				}
 				return rr, nil
 			},

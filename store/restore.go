@@ -41,7 +41,7 @@ type RestoreTiming struct {
 	Stage  time.Duration `json:"stage"` // copy from the backup, hash and fsync included
 	Hash   time.Duration `json:"hash"`  // of Stage: inside SHA-256
 	Sync   time.Duration `json:"sync"`  // of Stage: fsync of the staged files
-	Replay time.Duration `json:"replay"`
+	Replay time.Duration `json:"replay,omitempty"`
 	Verify time.Duration `json:"verify"`
 	Swap   time.Duration `json:"swap"`
 	Reopen time.Duration `json:"reopen"`
@@ -184,7 +184,7 @@ type RestoreRequest struct {
 // Replay is what a point-in-time restore replays from the commit log.
 type Replay struct {
 	// Batches calls apply with each batch to replay, in sequence order,
-	// and returns what it replayed (Through, At). Batches of LogData only
+	// and returns what it replayed (Through, LastWriteAt). Batches of LogData only
 	// are skipped by apply.
 	Batches func(ctx context.Context, apply func(LogBatch) error) (ReplayResult, error)
 	// Branch is recorded as the parent of the timeline the restored store
@@ -194,11 +194,12 @@ type Replay struct {
 
 // ReplayResult says what a point-in-time restore replayed.
 type ReplayResult struct {
-	Batches  int       `json:"batches"`  // batches applied
-	Writes   int       `json:"writes"`   // their operations
-	Through  uint64    `json:"through"`  // sequence number of the last write included (its timeline's)
-	At       time.Time `json:"at"`       // its commit time
-	Timeline string    `json:"timeline"` // the timeline the restored store starts
+	At          time.Time `json:"at"`                     // the moment restored to (the Branch's)
+	Batches     int       `json:"batches"`                // batches applied
+	Writes      int       `json:"writes"`                 // their operations
+	Through     uint64    `json:"through"`                // sequence number of the last write included (its timeline's)
+	LastWriteAt time.Time `json:"last_write_at,omitzero"` // its commit time
+	Timeline    string    `json:"timeline"`               // the timeline the restored store starts
 }
 
 // RestoreWith restores as req says; see Restore, RestoreOnce and

@@ -17,6 +17,7 @@ import (
 
 	"storekeeper/jobs"
 	"storekeeper/offsite"
+	"storekeeper/ship"
 	"storekeeper/store"
 )
 
@@ -77,6 +78,11 @@ type Config struct {
 	// uploaded to and a restore may fetch from; the caller opens and
 	// closes them.
 	Targets []*offsite.Target
+	// Shipper, when set, ships the stores' commit logs to the targets
+	// (package ship; the registry must have store.Config.Ship): the worker
+	// runs it, restores to a moment (Params.At) through it, and restores
+	// a corrupt store automatically to the moment the damage was found.
+	Shipper *ship.Shipper
 	// Clock drives the scheduler, the progress throttle, the heartbeat
 	// that renews the leases and the reconciler (default: the real clock;
 	// tests pass a fake one).

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"storekeeper/jobs"
+	"storekeeper/ship"
 	"storekeeper/store"
 )
 
@@ -92,6 +93,9 @@ func (w *Worker) restoreJob(ctx context.Context, s *store.Store, p jobs.Payload)
 	}
 	id := res.BackupID // done: RestoreOnce replays it, checking the store is open
 	var remote *remoteBackup
+	if !p.Params.At.IsZero() && !done {
+		return w.restoreToMoment(ctx, s, p)
+	}
 	if !done {
 		if id, remote, err = w.restoreFrom(ctx, s, p.Params); err != nil {
 			return outcome{}, err
@@ -119,6 +123,12 @@ func (w *Worker) restoreJob(ctx context.Context, s *store.Store, p jobs.Payload)
 	if err != nil {
 		return outcome{}, err
 	}
+	return w.restored(s, p, res, ""), nil
+}
+
+// restored is a restore's outcome: its result, store.restored, and for an
+// automatic restore its notification; note adds to its summary.
+func (w *Worker) restored(s *store.Store, p jobs.Payload, res store.RestoreResult, note string) outcome {
 	// Viewers read results, events and browser notifications: the path of
 	// the replaced generation is told relative to the data directory.
 	if rel, err := filepath.Rel(filepath.Dir(s.Dir()), res.Quarantine); err == nil && res.Quarantine != "" && !strings.HasPrefix(rel, "..") {
@@ -126,15 +136,61 @@ func (w *Worker) restoreJob(ctx context.Context, s *store.Store, p jobs.Payload)
 	}
 	e := jobs.Event{Type: jobs.EventStoreRestored, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger,
 		Actor: p.Actor, BackupID: res.BackupID, BackupAt: res.BackupAt, Quarantine: res.Quarantine}
-	out := outcome{Status: jobs.StatusRestored, Result: restoreResult(res), BackupID: res.BackupID, Events: []jobs.Event{e}}
+	result := restoreResult(res)
+	out := outcome{Status: jobs.StatusRestored, Result: result, BackupID: res.BackupID, Events: []jobs.Event{e}}
 	if p.Trigger == jobs.TriggerAuto { // a manual restore is what its operator asked for: no notification
+		summary := fmt.Sprintf("store %s was restored automatically from backup %s: writes after %s are gone; the replaced generation is in quarantine at %s",
+			p.Store, res.BackupID, res.BackupAt.UTC().Format(time.RFC3339), res.Quarantine)
+		if res.Log != nil {
+			summary = fmt.Sprintf("store %s was restored automatically to %s, when the damage was found: backup %s plus %d writes (%d batches) of the shipped commit log, %s of writes a restore of the backup alone would have lost; the last write recovered was committed at %s, so writes between then and %s were not shipped and are gone; the replaced generation is in quarantine at %s",
+				p.Store, p.Params.At.UTC().Format(time.RFC3339Nano), res.BackupID, res.Log.Writes, res.Log.Batches,
+				recovered(res), res.Log.LastWriteAt.UTC().Format(time.RFC3339Nano), p.Params.At.UTC().Format(time.RFC3339Nano), res.Quarantine)
+		}
+		if note != "" {
+			summary += "; " + note
+		}
 		out.Notes = append(out.Notes, jobs.Notification{ID: jobs.NotificationID(string(jobs.EventStoreRestored), p.JobID),
 			Type: jobs.EventStoreRestored, Store: p.Store, JobID: p.JobID, Kind: p.Kind, Trigger: p.Trigger, Actor: p.Actor,
 			BackupID: res.BackupID, BackupAt: res.BackupAt, Quarantine: res.Quarantine, At: time.Now().UTC(),
-			Summary: fmt.Sprintf("store %s was restored automatically from backup %s: writes after %s are gone; the replaced generation is in quarantine at %s",
-				p.Store, res.BackupID, res.BackupAt.UTC().Format(time.RFC3339), res.Quarantine)})
+			Summary: summary})
 	}
-	return out, nil
+	return out
+}
+
+// recovered is how much time of writes a restore to a moment recovered
+// beyond its backup.
+func recovered(res store.RestoreResult) string {
+	if res.Log == nil || res.Log.Batches == 0 || res.Log.LastWriteAt.Before(res.BackupAt) {
+		return "0s"
+	}
+	return res.Log.LastWriteAt.Sub(res.BackupAt).Round(time.Millisecond).String()
+}
+
+// restoreToMoment is a restore job with Params.At: a backup plus the
+// shipped commit log (package ship). An automatic restore the log cannot
+// serve (no backup reaches the moment, or the log has a gap before it)
+// restores the newest usable backup instead, and says so.
+func (w *Worker) restoreToMoment(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+	if w.cfg.Shipper == nil {
+		return outcome{}, fmt.Errorf("store %s: a restore to a moment needs the commit log shipped (--backup-target, --ship-interval): %w", s.Name(), store.ErrNotShipping)
+	}
+	res, _, err := w.cfg.Shipper.RestoreAt(ctx, s.Name(), p.JobID, p.Params.At)
+	if err == nil {
+		return w.restored(s, p, res, ""), nil
+	}
+	if p.Trigger != jobs.TriggerAuto || !(errors.Is(err, ship.ErrNoPoint) || errors.Is(err, ship.ErrGap)) {
+		return outcome{}, err
+	}
+	w.log.Error("automatic restore to a moment not possible; restoring the newest backup", "store", s.Name(), "at", p.Params.At, "err", err)
+	id, berr := usableBackup(s, "")
+	if berr != nil {
+		return outcome{}, errors.Join(err, berr)
+	}
+	res, err2 := s.RestoreOnce(ctx, p.JobID, id)
+	if err2 != nil {
+		return outcome{}, err2
+	}
+	return w.restored(s, p, res, fmt.Sprintf("the commit log could not reach the moment the damage was found (%v)", err)), nil
 }
 
 // usableBackup returns the id of the backup a restore uses: id when that
@@ -201,7 +257,8 @@ func backupSummaries(bs []store.BackupInfo) []jobs.BackupSummary {
 
 func backupSummary(b store.BackupInfo) jobs.BackupSummary {
 	out := jobs.BackupSummary{ID: b.ID, Store: b.Store, CreatedAt: b.CreatedAt, FormatVersion: b.FormatVersion, Keys: b.Keys,
-		Bytes: b.Bytes, NewBytes: b.NewBytes, Fingerprint: b.Fingerprint, VerifiedAt: b.VerifiedAt, Bad: b.Bad, Error: b.Error}
+		Bytes: b.Bytes, NewBytes: b.NewBytes, Fingerprint: b.Fingerprint, VerifiedAt: b.VerifiedAt, Bad: b.Bad, Error: b.Error,
+		Timeline: b.Timeline, LogSeq: b.LogSeq, LogAt: b.LogAt}
 	if b.Files != nil {
 		out.Files = make([]jobs.BackupFile, len(b.Files))
 		for i, f := range b.Files {
@@ -230,7 +287,11 @@ func verifyCheck(r store.VerifyResult) *jobs.VerifyCheck {
 
 func restoreResult(r store.RestoreResult) jobs.RestoreResult {
 	t := r.Timing
-	return jobs.RestoreResult{Replayed: r.Replayed, BackupID: r.BackupID, BackupAt: r.BackupAt, Quarantine: r.Quarantine,
-		Timing: jobs.RestoreTiming{Fence: t.Fence, Stage: t.Stage, Hash: t.Hash, Sync: t.Sync, Verify: t.Verify, Swap: t.Swap, Reopen: t.Reopen},
+	out := jobs.RestoreResult{Replayed: r.Replayed, BackupID: r.BackupID, BackupAt: r.BackupAt, Quarantine: r.Quarantine,
+		Timing: jobs.RestoreTiming{Fence: t.Fence, Stage: t.Stage, Hash: t.Hash, Sync: t.Sync, Replay: t.Replay, Verify: t.Verify, Swap: t.Swap, Reopen: t.Reopen},
 		Took:   r.Took}
+	if l := r.Log; l != nil {
+		out.Log = &jobs.RestoredLog{At: l.At, Batches: l.Batches, Writes: l.Writes, Through: l.Through, LastWriteAt: l.LastWriteAt, Timeline: l.Timeline}
+	}
+	return out
 }

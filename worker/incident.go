@@ -34,12 +34,13 @@ type incident struct {
 	id        string
 	restoreID string
 	evidence  error
+	found     time.Time // when the damage was reported: the moment an automatic restore to a point rebuilds
 }
 
 func (in *incidents) add(store string, err error) {
 	in.mu.Lock()
 	if in.pending[store] == nil {
-		in.pending[store] = &incident{id: "i" + jobs.NewID()[1:], restoreID: jobs.NewID(), evidence: err}
+		in.pending[store] = &incident{id: "i" + jobs.NewID()[1:], restoreID: jobs.NewID(), evidence: err, found: time.Now().UTC()}
 	}
 	in.mu.Unlock()
 	select {
@@ -119,12 +120,13 @@ func (w *Worker) handleCorrupt(ctx context.Context, name string, inc *incident) 
 		return w.reported(ctx, name, raw, inc)
 	}
 	now := time.Now().UTC()
-	action, backupID, restoreJob, why, err := w.decideRestore(ctx, name, inc, now)
+	action, params, restoreJob, why, err := w.decideRestore(ctx, name, inc, now)
 	if err != nil {
 		return err
 	}
+	backupID := params.BackupID
 	evidence := inc.evidence.Error()
-	rec := jobs.Incident{ID: inc.id, Evidence: evidence, Action: action, RestoreJobID: restoreJob, BackupID: backupID, Node: w.cfg.Node, At: now}
+	rec := jobs.Incident{ID: inc.id, Evidence: evidence, Action: action, RestoreJobID: restoreJob, BackupID: backupID, RestoreAt: params.At, Node: w.cfg.Node, At: now}
 	ev := jobs.Event{Type: jobs.EventStoreCorrupt, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem,
 		Error: evidence, Action: action, RestoreJobID: restoreJob, BackupID: backupID, At: now}
 	summary := fmt.Sprintf("store %s is corrupt (%v); %s", name, inc.evidence, why)
@@ -164,7 +166,11 @@ func (w *Worker) reported(ctx context.Context, name, raw string, inc *incident) 
 	if _, err := w.jobs.Get(ctx, rec.RestoreJobID); !errors.Is(err, jobs.ErrUnknownJob) {
 		return err
 	}
-	_, err := w.jobs.Enqueue(ctx, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: rec.BackupID},
+	p := jobs.Params{BackupID: rec.BackupID}
+	if !rec.RestoreAt.IsZero() {
+		p = jobs.Params{At: rec.RestoreAt}
+	}
+	_, err := w.jobs.Enqueue(ctx, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: p,
 		Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem, JobID: rec.RestoreJobID})
 	if errors.Is(err, jobs.ErrRestoreInProgress) {
 		return nil
@@ -173,46 +179,55 @@ func (w *Worker) reported(ctx context.Context, name, raw string, inc *incident) 
 }
 
 // decideRestore applies the automatic restore policy and, when it allows,
-// enqueues the restore. why is the human half of the summary.
-func (w *Worker) decideRestore(ctx context.Context, name string, inc *incident, now time.Time) (action, backupID, jobID, why string, err error) {
+// enqueues the restore: to the moment the damage was found when the
+// store's commit log is shipped (a backup plus the log: almost nothing
+// lost), else of the newest usable backup. why is the human half of the
+// summary.
+func (w *Worker) decideRestore(ctx context.Context, name string, inc *incident, now time.Time) (action string, p jobs.Params, jobID, why string, err error) {
 	if w.cfg.AutoRestore == "off" {
-		return ActionPolicyOff, "", "", "automatic restore is off: the store stays corrupt until restored by hand", nil
+		return ActionPolicyOff, p, "", "automatic restore is off: the store stays corrupt until restored by hand", nil
 	}
 	paused, err := jobsdb.IsPaused(ctx, w.rdb, name)
 	if err != nil {
-		return "", "", "", "", err
+		return "", p, "", "", err
 	}
 	if paused {
-		return ActionPaused, "", "", "the store is paused: no automatic restore; resume it or restore by hand", nil
+		return ActionPaused, p, "", "the store is paused: no automatic restore; resume it or restore by hand", nil
 	}
 	s, err := w.cfg.Registry.Store(name)
 	if err != nil {
-		return "", "", "", "", err
+		return "", p, "", "", err
 	}
 	backups, err := s.Backups()
 	if err != nil && !errors.Is(err, store.ErrNoBackupDir) {
-		return "", "", "", "", err
+		return "", p, "", "", err
 	}
 	newest, ok := jobs.NewestUsable(backupSummaries(backups))
 	if !ok {
-		return ActionNoBackup, "", "", "there is no verified backup to restore from: the store stays corrupt", nil
+		return ActionNoBackup, p, "", "there is no verified backup to restore from: the store stays corrupt", nil
+	}
+	p.BackupID = newest.ID
+	why = fmt.Sprintf("restoring automatically from backup %s taken at %s (writes after it will be lost; the damaged generation is kept in quarantine)",
+		newest.ID, newest.CreatedAt.UTC().Format(time.RFC3339))
+	if w.cfg.Shipper != nil {
+		p = jobs.Params{At: inc.found}
+		why = fmt.Sprintf("restoring automatically to %s, when the damage was found, from a backup and the shipped commit log (the damaged generation is kept in quarantine)",
+			inc.found.Format(time.RFC3339Nano))
 	}
 	admitted, err := jobsdb.AdmitAutoRestore(ctx, w.rdb, name, now, w.cfg.AutoRestoreLimit, inc.id)
 	if err != nil {
-		return "", "", "", "", err
+		return "", p, "", "", err
 	}
 	if !admitted {
-		return ActionBreakerOpen, newest.ID, "", fmt.Sprintf("%d automatic restores in the last 24 h reached the limit: the store stays corrupt until restored by hand", w.cfg.AutoRestoreLimit), nil
+		return ActionBreakerOpen, p, "", fmt.Sprintf("%d automatic restores in the last 24 h reached the limit: the store stays corrupt until restored by hand", w.cfg.AutoRestoreLimit), nil
 	}
-	res, err := w.jobs.Enqueue(ctx, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: newest.ID},
+	res, err := w.jobs.Enqueue(ctx, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: p,
 		Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem, JobID: inc.restoreID})
 	if errors.Is(err, jobs.ErrRestoreInProgress) {
-		return ActionRestoreInProgress, newest.ID, "", "a restore is already in progress", nil
+		return ActionRestoreInProgress, p, "", "a restore is already in progress", nil
 	}
 	if err != nil {
-		return "", "", "", "", err // retried with the same incident: the same admission and job id
+		return "", p, "", "", err // retried with the same incident: the same admission and job id
 	}
-	why = fmt.Sprintf("restoring automatically from backup %s taken at %s (writes after it will be lost; the damaged generation is kept in quarantine)",
-		newest.ID, newest.CreatedAt.UTC().Format(time.RFC3339))
-	return ActionAutoRestore, newest.ID, res.Record.ID, why, nil
+	return ActionAutoRestore, p, res.Record.ID, why, nil
 }

@@ -390,6 +390,15 @@ func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, err
 	st := storeStatus(w.cfg.Node, s.Stats(), bs, time.Now().UTC())
 	st.Fence = lease.Token
 	st.Targets = w.targets.status(name, w.targetNames())
+	if sh := w.cfg.Shipper; sh != nil {
+		ss := sh.Stats(name)
+		for i := range st.Targets {
+			if lag, ok := ss.Lag[st.Targets[i].Target]; ok {
+				st.Targets[i].ShipLag = &lag
+				st.Targets[i].ShipPending = ss.PendingBytes
+			}
+		}
+	}
 	st.Drill = w.drills.get(name)
 	b, err := json.Marshal(st)
 	return string(b), err

@@ -196,6 +196,10 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.bg.Add(1)
 		go func() { defer w.bg.Done(); w.learnTargets(bgCtx) }()
 	}
+	if w.cfg.Shipper != nil {
+		w.bg.Add(1)
+		go func() { defer w.bg.Done(); w.cfg.Shipper.Run(bgCtx) }()
+	}
 	go func() { defer w.bg.Done(); defer sub.Close(); w.listenCancels(bgCtx, sub) }()
 	go func() { defer w.bg.Done(); w.incidentLoop(bgCtx) }()
 	go func() { defer w.bg.Done(); w.dispatchLoop(bgCtx) }()

@@ -27,6 +27,7 @@ import (
 	"storekeeper/jobmetrics"
 	"storekeeper/jobsdb"
 	"storekeeper/offsite"
+	"storekeeper/ship"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -207,6 +208,15 @@ func (p *proc) startWorker(ctx context.Context) (*worker.Worker, func(), error) 
 		}
 	}
 	cfg.Targets = targets
+	if p.set.Store.Ship {
+		sc := p.set.Ship
+		sc.Targets, sc.Logger = targets, p.log
+		if cfg.Shipper, err = ship.New(sc, reg); err != nil {
+			closeTargets()
+			closeStores()
+			return nil, nil, err
+		}
+	}
 	w, err := worker.New(cfg)
 	if err != nil {
 		closeTargets()

@@ -45,6 +45,8 @@ type Config struct {
 	RPO, RTO                                                       time.Duration
 	BackupIdentity, BackupNamingKey                                string
 	BackupUploadLimit                                              string
+	ShipInterval                                                   time.Duration
+	ShipSegmentSize, ShipBuffer                                    string
 	ScheduleCompact, ScheduleBackup, ScheduleVerify, ScheduleDrill string
 	AutoRestore, BackupRetention                                   string
 	AutoRestoreLimit, Concurrency                                  int
@@ -111,6 +113,9 @@ func NewFlagSet(mode string, output io.Writer) (*flag.FlagSet, *Config) {
 		fs.Var((*multiFlag)(&c.BackupTargets), "backup-target", "NAME=URL of object storage every backup is uploaded to after it is made locally, repeatable, the same on every node: s3://bucket?prefix=p/&region=… (S3 and S3-compatible servers with endpoint=…; credentials from the AWS environment), gs://bucket (Google Cloud Storage; application default credentials), azblob://container (Azure Blob Storage; AZURE_STORAGE_ACCOUNT and its key or credentials) or file:///path (env "+EnvName("backup-target")+", space-separated)")
 		fs.Var((*multiFlag)(&c.BackupEncryptTo), "backup-encrypt-to", "age recipient (age1…) every object and manifest uploaded to a backup target is encrypted to, or @file of recipients one per line; repeatable, the same on every node (env "+EnvName("backup-encrypt-to")+", space-separated)")
 		str(&c.BackupUploadLimit, "backup-upload-limit", "", "bytes per second all uploads to the backup targets share, e.g. 50M (K, M, G: powers of 1024); empty: no limit")
+		fs.DurationVar(&c.ShipInterval, "ship-interval", 250*time.Millisecond, "point-in-time recovery: with --backup-target, every committed write is shipped to the targets in segments sealed this often while writes arrive (or at --ship-segment-size), so a store can be restored to any moment; 0: off (restores go back to a backup)"+env("ship-interval"))
+		str(&c.ShipSegmentSize, "ship-segment-size", "4M", "a shipped segment is sealed early at this size (K, M, G: powers of 1024)")
+		str(&c.ShipBuffer, "ship-buffer", "1G", "bytes of segments a store keeps on its node while a target does not take them; past it the oldest are dropped, a gap restores to a moment cannot cross until the next backup (K, M, G: powers of 1024)")
 		str(&c.BackupIdentity, "backup-identity", "", "file of age identities (age-keygen's output) that decrypt what the backup targets hold: needed on nodes that restore from a target")
 		str(&c.BackupNamingKey, "backup-naming-key", "", "file of at least 32 bytes keying the names of encrypted objects (an HMAC of their hash), the same on every node and never changed; stored on each target encrypted to the recipients, so a node with --backup-identity may leave it out")
 		fs.DurationVar(&c.LeaseTTL, "lease-ttl", 15*time.Second, "store ownership lease"+env("lease-ttl"))

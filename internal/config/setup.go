@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"storekeeper/internal/demo"
 	"storekeeper/jobs"
 	"storekeeper/offsite"
+	"storekeeper/ship"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -100,6 +102,10 @@ type Setup struct {
 	Encryption *offsite.Encryption
 	// UploadLimit is --backup-upload-limit in bytes per second; 0: none.
 	UploadLimit int64
+	// Ship configures shipping the commit logs (point-in-time recovery)
+	// when Store.Ship is set (--backup-target with --ship-interval); the
+	// caller adds the opened targets.
+	Ship ship.Config
 }
 
 // Target is one --backup-target.
@@ -164,6 +170,9 @@ func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 		}
 		if s.UploadLimit, err = parseBytes(c.BackupUploadLimit); err != nil {
 			return s, flagErr("backup-upload-limit", err)
+		}
+		if err := c.shipConfig(&s); err != nil {
+			return s, err
 		}
 	}
 	// A flag always gives its field a value: the zero value, which the
@@ -319,6 +328,28 @@ func (c *Config) workerConfig(log *slog.Logger) (worker.Config, error) {
 	}
 	cfg.ShutdownTimeout = min(10*time.Second, c.ShutdownTimeout/2)
 	return cfg, nil
+}
+
+// shipConfig reads the --ship-* flags: shipping is on with a backup
+// target and a positive --ship-interval.
+func (c *Config) shipConfig(s *Setup) error {
+	if c.ShipInterval < 0 {
+		return flagErr("ship-interval", errors.New("must not be negative"))
+	}
+	seg, err := parseBytes(c.ShipSegmentSize)
+	if err != nil || seg > 1<<30 {
+		if err == nil {
+			err = errors.New("at most 1G")
+		}
+		return flagErr("ship-segment-size", err)
+	}
+	buf, err := parseBytes(c.ShipBuffer)
+	if err != nil {
+		return flagErr("ship-buffer", err)
+	}
+	s.Store.Ship = len(s.Targets) > 0 && c.ShipInterval > 0
+	s.Ship = ship.Config{Dir: filepath.Join(c.DataDir, store.MetaDir, "ship"), Interval: c.ShipInterval, SegmentSize: int(seg), Buffer: buf}
+	return nil
 }
 
 // splitList splits a comma-separated flag value, dropping blanks.

@@ -41,7 +41,7 @@ var commands = []command{
 	{"compact", "[STORE|--all]", "compact a store, or every store (--all); --force, --dry-run, --wait", enqueueCmd(jobs.KindCompact)},
 	{"backup", "[STORE|--all]", "back up a store, or every store (--all); --reencrypt, --wait", enqueueCmd(jobs.KindBackup)},
 	{"verify", "[STORE|--all]", "verify a store and its newest backup, or every store (--all); --deep, --wait", enqueueCmd(jobs.KindVerify)},
-	{"restore", "STORE", "restore a store from its newest verified backup, or --backup ID, or from a backup target (--target NAME); --wait", ctlRestore},
+	{"restore", "STORE", "restore a store from its newest verified backup, or --backup ID, or from a backup target (--target NAME), or as it was at a moment (--at TIME: a backup plus the shipped commit log); --wait", ctlRestore},
 	{"drill", "[STORE|--all]", "restore drill: restore a backup into a scratch directory (never the live store) and prove it; --target NAME, --backup ID, --wait", enqueueCmd(jobs.KindDrill)},
 	{"adopt", "STORE", "disaster recovery: make a store whose machine is gone on another node (--node N) from a backup target (--target NAME); --backup ID, --force, --wait", ctlAdopt},
 	{"pause", "STORE", "pause a store's scheduled and automatic jobs", storeSwitch(true)},

@@ -147,3 +147,21 @@ func TestResultText(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMoment(t *testing.T) {
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	for in, want := range map[string]time.Time{
+		"2026-12-04T10:30:00Z":      time.Date(2026, 12, 4, 10, 30, 0, 0, time.UTC),
+		"2026-12-04T11:30:00+01:00": time.Date(2026, 12, 4, 10, 30, 0, 0, time.UTC),
+		"15m":                       now.Add(-15 * time.Minute),
+	} {
+		if got, err := parseMoment(in, now); err != nil || !got.Equal(want) {
+			t.Errorf("parseMoment(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "yesterday", "-5m", "2026-12-04"} {
+		if _, err := parseMoment(in, now); err == nil {
+			t.Errorf("parseMoment(%q) accepted", in)
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"time"
 
 	"storekeeper/client"
 	"storekeeper/jobs"
@@ -52,12 +53,30 @@ func ctlRestore(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) er
 	var p jobs.Params
 	fs.StringVar(&p.BackupID, "backup", "", "the backup `id` to restore (see storekeeper ctl stores --json); default: the newest verified one")
 	fs.StringVar(&p.Target, "target", "", "fetch the backup from this backup `target` (--backup-target NAME): its newest there, or --backup ID")
+	at := fs.String("at", "", "restore the store as it was at this `moment`: an RFC 3339 time (2026-12-04T10:30:00Z) or a duration ago (15m); needs the commit log shipped (--ship-interval on its node)")
 	wait := fs.Bool("wait", false, waitHelp)
 	pos, err := c.parse(fs, args, 1, 1)
 	if err != nil {
 		return err
 	}
+	if *at != "" {
+		if p.At, err = parseMoment(*at, time.Now()); err != nil {
+			return usagef("--at: %v", err)
+		}
+	}
 	return c.enqueue(ctx, jobs.KindRestore, pos[0], p, *wait)
+}
+
+// parseMoment reads --at: an RFC 3339 time, or a duration before now.
+func parseMoment(v string, now time.Time) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
+		return t.UTC(), nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return time.Time{}, fmt.Errorf("%q: want an RFC 3339 time (2026-12-04T10:30:00Z) or a duration ago (15m)", v)
+	}
+	return now.Add(-d).UTC(), nil
 }
 
 func ctlAdopt(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {

@@ -67,6 +67,10 @@ func resultText(kind jobs.Kind, raw json.RawMessage) string {
 		if json.Unmarshal(raw, &r) != nil {
 			return ""
 		}
+		if l := r.Log; l != nil {
+			return fmt.Sprintf("restored to %s: backup %s plus %d writes of the commit log, the last committed at %s (sequence %d); new timeline %s",
+				l.At.UTC().Format(time.RFC3339Nano), r.BackupID, l.Writes, l.LastWriteAt.UTC().Format(time.RFC3339Nano), l.Through, l.Timeline)
+		}
 		return "restored from backup " + r.BackupID
 	case jobs.KindAdopt:
 		var r jobs.AdoptResult

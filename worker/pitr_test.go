@@ -1,0 +1,118 @@
+package worker
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"storekeeper/jobs"
+	"storekeeper/offsite"
+	"storekeeper/ship"
+	"storekeeper/store"
+)
+
+// shipping makes a test worker ship its stores' commit logs to a file
+// target.
+func shipping(t *testing.T) options {
+	tg := openTarget(t, "vault", "file://"+t.TempDir())
+	return options{
+		store: func(c *store.Config) { c.Ship = true },
+		worker: func(c *Config) {
+			c.Targets = []*offsite.Target{tg}
+			sh, err := ship.New(ship.Config{Dir: t.TempDir(), Targets: c.Targets, Interval: 10 * time.Millisecond, Logger: quietLogger()}, c.Registry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Shipper = sh
+		},
+	}
+}
+
+func restoreResultOf(t *testing.T, r jobs.Record) jobs.RestoreResult {
+	t.Helper()
+	var res jobs.RestoreResult
+	if err := json.Unmarshal(r.Result, &res); err != nil {
+		t.Fatalf("restore result %s: %v", r.Result, err)
+	}
+	return res
+}
+
+// The automatic restore of a corrupt store rebuilds it as it was when the
+// damage was found, from its backup and the shipped commit log: every
+// write shipped before then comes back (a plain restore would lose them
+// all), and the notification counts them.
+func TestAutoRestoreReplaysTheShippedLog(t *testing.T) {
+	rcv := newReceiver(t, nil)
+	o := shipping(t)
+	ow := o.worker
+	o.worker = func(c *Config) { ow(c); c.Webhooks = []Webhook{rcv.webhook()} }
+	b := setupWith(t, o, nil, "orders")
+	s, _ := b.reg.Store("orders")
+	writeKeys(t, s, 0, 20000, "v1")
+	b.run(t, jobs.KindCompact, "orders", jobs.Params{Force: true}) // into sstables
+	b.run(t, jobs.KindBackup, "orders", jobs.Params{})
+	const after = 300
+	writeKeys(t, s, 20000, 20000+after, "after-backup") // a plain restore would lose these
+	if err := s.WaitShipped(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	corruptLargestSST(t, filepath.Join(b.reg.DataDir(), "orders"))
+	b.run(t, jobs.KindVerify, "orders", jobs.Params{})
+	corrupt := b.waitEvent(t, jobs.EventStoreCorrupt, "orders", nil)
+	if corrupt.Action != ActionAutoRestore || corrupt.RestoreJobID == "" {
+		t.Fatalf("store.corrupt %+v", corrupt)
+	}
+	restore := b.waitState(t, corrupt.RestoreJobID, jobs.StateSucceeded)
+	res := restoreResultOf(t, restore)
+	if res.Log == nil || res.Log.Writes < after || res.Log.LastWriteAt.IsZero() {
+		t.Fatalf("restore result %+v (log %+v): want at least %d writes replayed", res, res.Log, after)
+	}
+	for i := 0; i < 20000+after; i++ {
+		v, err := s.Get(fmt.Appendf(nil, "key%06d", i))
+		if err != nil {
+			t.Fatalf("key %d, shipped before the damage was found, is missing after the automatic restore: %v", i, err)
+		}
+		if want := "v1-"; i >= 20000 {
+			if want = "after-backup-"; !strings.HasPrefix(string(v), want) {
+				t.Fatalf("key %d: %q", i, v)
+			}
+		}
+	}
+	nr := rcv.waitFor(t, jobs.EventStoreRestored, nil)
+	if !strings.Contains(nr.Summary, fmt.Sprintf("plus %d writes", res.Log.Writes)) || !strings.Contains(nr.Summary, "not shipped") {
+		t.Fatalf("restored notification: %s", nr.Summary)
+	}
+	if st, _ := s.State(); st != store.StateOpen {
+		t.Fatalf("store state after restore: %v", st)
+	}
+}
+
+// A restore job with Params.At restores the store as it was then and
+// names the last write included.
+func TestRestoreJobToAMoment(t *testing.T) {
+	b := setupWith(t, shipping(t), nil, "orders")
+	s, _ := b.reg.Store("orders")
+	writeKeys(t, s, 0, 100, "v1")
+	b.run(t, jobs.KindBackup, "orders", jobs.Params{})
+	writeKeys(t, s, 100, 200, "v1")
+	at := time.Now()
+	writeKeys(t, s, 200, 300, "too-late")
+	if err := s.WaitShipped(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	r := b.run(t, jobs.KindRestore, "orders", jobs.Params{At: at.UTC()})
+	res := restoreResultOf(t, r)
+	if res.Log == nil || res.Log.Writes != 100 || res.Log.LastWriteAt.After(at) || !res.Log.At.Equal(at.UTC()) {
+		t.Fatalf("restore result %+v, log %+v", res, res.Log)
+	}
+	if _, err := s.Get([]byte("key000199")); err != nil {
+		t.Fatalf("a write before the moment is missing: %v", err)
+	}
+	if _, err := s.Get([]byte("key000200")); err == nil {
+		t.Fatal("a write after the moment is in the restored store")
+	}
+}
