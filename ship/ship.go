@@ -284,6 +284,7 @@ func (ss *storeShip) seal(timeline string) error {
 	if err := syncDir(dir); err != nil {
 		return err
 	}
+	crashPoint("ship.sealed")
 	ss.sealed = ss.read
 	ss.pending = append(ss.pending, pendingSeg{timeline: timeline, first: ss.first, next: ss.read.Next, path: path, size: int64(len(data)), stamp: ss.stamp})
 	ss.open, ss.first = ss.open[:0], 0
@@ -452,6 +453,7 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 				delete(ss.down, t.Name)
 			}
 			mark(ss.sent, t.Name, p.path)
+			crashPoint("ship.sent")
 		}
 		if !all {
 			kept = append(kept, p)

@@ -62,7 +62,7 @@ func crashChildMain(spec string) {
 			select {} // never return from the crash point
 		}
 	}
-	r, err := Open(Config{DataDir: data, BackupDir: backups, Logger: slog.New(slog.DiscardHandler)})
+	r, err := Open(Config{DataDir: data, BackupDir: backups, Logger: slog.New(slog.DiscardHandler), Ship: op == "replay"})
 	if err == nil {
 		var s *Store
 		if s, err = r.Store("kv"); err == nil {
@@ -71,6 +71,8 @@ func crashChildMain(spec string) {
 				_, err = s.Backup(context.Background())
 			case "restore":
 				_, err = s.Restore(context.Background(), id)
+			case "replay":
+				_, err = replayEverything(s, id)
 			}
 		}
 	}

@@ -569,6 +569,9 @@ func (s *Store) replayOnto(ctx context.Context, staged string, r *Replay) (Repla
 		if err := db.Apply(pb, pebble.NoSync); err != nil {
 			return err
 		}
+		if applied == 0 {
+			crashPoint("restore.replaying")
+		}
 		applied++
 		writes += int(b.Count)
 		return nil
