@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -98,6 +99,8 @@ var (
 		[]string{"store", "target"}, nil)
 	descShipLag = prometheus.NewDesc("storekeeper_ship_lag_seconds", "Point-in-time recovery: how long ago the oldest committed write of the store the backup target does not hold yet was committed (0 when it holds every write shipped so far), as the store's owner last published it.",
 		[]string{"store", "target"}, nil)
+	descShipGaps = prometheus.NewDesc("storekeeper_ship_gaps_total", "Point-in-time recovery: gaps the store's owner dropped from its commit log since it started (a target down past --ship-buffer); a restore to a moment inside one is refused.",
+		[]string{"store"}, nil)
 	descRPO         = prometheus.NewDesc("storekeeper_rpo_seconds", "The recovery point objective (--rpo) the backup targets' lag is held to.", nil, nil)
 	descRTO         = prometheus.NewDesc("storekeeper_rto_seconds", "The recovery time objective (--rto) the stores' drills are held to.", nil, nil)
 	descRestorable  = prometheus.NewDesc("storekeeper_store_last_restorable_timestamp_seconds", "Creation time of the newest backup of the store a restore drill has proven restorable.", []string{"store"}, nil)
@@ -114,7 +117,7 @@ var durationBuckets = prometheus.ExponentialBuckets(0.01, 4, 10)
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp, descStoreState, descStoreLost, descNodeUp,
-		descTargetLag, descTargetFailing, descShipLag, descRPO, descRTO, descRestorable, descDrillTook, descDrillFailed} {
+		descTargetLag, descTargetFailing, descShipLag, descShipGaps, descRPO, descRTO, descRestorable, descDrillTook, descDrillFailed} {
 		ch <- d
 	}
 }
@@ -243,6 +246,9 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 			if t.ShipLag != nil {
 				ch <- prometheus.MustNewConstMetric(descShipLag, prometheus.GaugeValue, t.ShipLag.Seconds(), name, t.Target)
 			}
+		}
+		if p.ShipGaps > 0 || slices.ContainsFunc(p.Targets, func(t jobs.TargetStatus) bool { return t.ShipLag != nil }) {
+			ch <- prometheus.MustNewConstMetric(descShipGaps, prometheus.CounterValue, float64(p.ShipGaps), name)
 		}
 		if d := p.Drill; d != nil {
 			if !d.Restorable.IsZero() {

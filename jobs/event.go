@@ -31,6 +31,12 @@ const (
 	// target (Target), once per outage of that target on a node; the
 	// backup itself succeeded, and later uploads catch the target up.
 	EventBackupTargetFailed EventType = "backup.target_failed"
+	// EventShipGap: part of a store's commit log was dropped before every
+	// backup target had it (a target was down past --ship-buffer): a
+	// restore to a moment inside the gap is refused. Error says which
+	// writes; a backup is enqueued (RestoreJobID names none; JobID is the
+	// backup's) so later moments can be restored again.
+	EventShipGap EventType = "store.ship_gap"
 )
 
 // Event is one entry of the events stream; ID is the stream entry id,

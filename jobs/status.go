@@ -20,6 +20,9 @@ type StoreStatus struct {
 	Targets []TargetStatus `json:"targets,omitempty"`
 	// Drill is the store's last restore drill (absent before the first).
 	Drill *DrillStatus `json:"drill,omitempty"`
+	// ShipGaps counts the gaps the owner's shipper dropped from the
+	// store's commit log since it started (store.ship_gap says which).
+	ShipGaps int `json:"ship_gaps,omitempty"`
 }
 
 // DrillStatus is a store's last restore drill, and the newest backup a

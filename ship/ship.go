@@ -75,6 +75,16 @@ type Shipper struct {
 
 	mu     sync.Mutex
 	stores map[string]*storeShip
+	onGap  []func(store string, g Gap)
+}
+
+// OnGap registers fn to be called, outside any lock of the shipper but on
+// its goroutine, with every gap it records: part of a store's log it
+// dropped before every target had it.
+func (sh *Shipper) OnGap(fn func(store string, g Gap)) {
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.onGap = append(sh.onGap, fn)
 }
 
 // New returns a Shipper for reg, which must have been opened with
@@ -227,8 +237,21 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) error {
 	if _, err := s.TrimLog(ss.sealed); err != nil {
 		sh.log.Warn("trimming the commit log", "store", name, "err", err)
 	}
-	ss.bound(sh)
-	return sh.send(ctx, s, ss, tl.ID)
+	gaps := ss.bound(sh)
+	err = sh.send(ctx, s, ss, tl.ID)
+	if len(gaps) > 0 {
+		ss.mu.Unlock()
+		sh.mu.Lock()
+		fns := slices.Clone(sh.onGap)
+		sh.mu.Unlock()
+		for _, g := range gaps {
+			for _, fn := range fns {
+				fn(name, g)
+			}
+		}
+		ss.mu.Lock()
+	}
+	return err
 }
 
 // startTimeline switches to the store's new timeline: what was read of
@@ -493,7 +516,8 @@ func mark(m map[string]map[string]bool, a, b string) {
 // bound drops the oldest local segments while they hold more than
 // Buffer bytes: the store keeps taking writes, and what is dropped is a
 // gap in its shipped log (Stats.Gaps), which restores refuse to cross.
-func (ss *storeShip) bound(sh *Shipper) {
+func (ss *storeShip) bound(sh *Shipper) []Gap {
+	var gaps []Gap
 	var total int64
 	for _, p := range ss.pending {
 		total += p.size
@@ -501,15 +525,17 @@ func (ss *storeShip) bound(sh *Shipper) {
 	for total > sh.cfg.Buffer && len(ss.pending) > 0 {
 		p := ss.pending[0]
 		if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
-			return
+			return gaps
 		}
 		total -= p.size
 		ss.pending = ss.pending[1:]
 		g := Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC()}
 		ss.stats.Gaps = append(ss.stats.Gaps, g)
+		gaps = append(gaps, g)
 		sh.log.Error("commit log dropped: a target did not take it and the local buffer is full; restores cannot cross this gap until a new backup",
 			"store", ss.name, "timeline", p.timeline, "from", p.first, "to", p.next, "since", p.stamp, "buffer", sh.cfg.Buffer)
 	}
+	return gaps
 }
 
 // Gap is a run of the commit log that was dropped before every target

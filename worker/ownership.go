@@ -392,6 +392,7 @@ func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, err
 	st.Targets = w.targets.status(name, w.targetNames())
 	if sh := w.cfg.Shipper; sh != nil {
 		ss := sh.Stats(name)
+		st.ShipGaps = len(ss.Gaps)
 		for i := range st.Targets {
 			if lag, ok := ss.Lag[st.Targets[i].Target]; ok {
 				st.Targets[i].ShipLag = &lag

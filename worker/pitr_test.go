@@ -3,6 +3,7 @@ package worker
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -114,5 +115,79 @@ func TestRestoreJobToAMoment(t *testing.T) {
 	}
 	if _, err := s.Get([]byte("key000200")); err == nil {
 		t.Fatal("a write after the moment is in the restored store")
+	}
+}
+
+// A target down past --ship-buffer: the oldest segments are dropped as a
+// gap, announced once (store.ship_gap, with the backup that re-anchors
+// the log), the store keeps taking writes, a restore to a moment inside
+// the gap fails saying so, and one after the re-anchoring backup works.
+func TestShipGapIsAnnouncedAndReanchored(t *testing.T) {
+	dir := t.TempDir()
+	tg := openTarget(t, "vault", "file://"+dir)
+	var sh *ship.Shipper
+	b := setupWith(t, options{
+		store: func(c *store.Config) { c.Ship = true },
+		worker: func(c *Config) {
+			c.Targets = []*offsite.Target{tg}
+			var err error
+			sh, err = ship.New(ship.Config{Dir: t.TempDir(), Targets: c.Targets, Interval: 5 * time.Millisecond, SegmentSize: 1024, Buffer: 4096, Logger: quietLogger()}, c.Registry)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Shipper = sh
+		},
+	}, nil, "orders")
+	s, _ := b.reg.Store("orders")
+	writeKeys(t, s, 0, 50, "v1")
+	b.run(t, jobs.KindBackup, "orders", jobs.Params{})
+	if err := s.WaitShipped(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	// The target goes away: its directory becomes a file.
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	inGap := time.Now()
+	writeKeys(t, s, 50, 150, "lost") // about 15 KiB of log: past the 4 KiB buffer
+	gap := b.waitEvent(t, jobs.EventShipGap, "orders", nil)
+	if gap.JobID == "" || !strings.Contains(gap.Error, "ship-buffer") {
+		t.Fatalf("store.ship_gap %+v", gap)
+	}
+	if st := sh.Stats("orders"); len(st.Gaps) == 0 || st.PendingBytes > 4096 {
+		t.Fatalf("shipper stats %+v: want a gap and at most 4 KiB kept", st)
+	}
+
+	// The target comes back; the backup the gap enqueued re-anchors.
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir+".away", dir); err != nil {
+		t.Fatal(err)
+	}
+	b.waitState(t, gap.JobID, jobs.StateSucceeded)
+	writeKeys(t, s, 150, 160, "after")
+	if err := s.WaitShipped(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	refused := b.waitState(t, b.enqueue(t, jobs.KindRestore, "orders", jobs.Params{At: inGap.UTC()}).ID, jobs.StateFailed)
+	if n := len(refused.Errors); n == 0 || !strings.Contains(refused.Errors[n-1].Error, "gap") {
+		t.Fatalf("restore to a moment inside the gap: %+v", refused.Errors)
+	}
+	r := b.run(t, jobs.KindRestore, "orders", jobs.Params{At: time.Now().UTC()})
+	// Every gap recorded while the target was down enqueued a backup
+	// (deduplicated while one is in flight): the newest may be younger
+	// than the last writes, and then nothing is left to replay.
+	if res := restoreResultOf(t, r); res.Log == nil || res.Log.Writes > 10 {
+		t.Fatalf("restore after the re-anchoring backup: %+v", res.Log)
+	}
+	for i := 0; i < 160; i++ {
+		if _, err := s.Get(fmt.Appendf(nil, "key%06d", i)); err != nil {
+			t.Fatalf("key %d after restoring to now: %v", i, err)
+		}
 	}
 }

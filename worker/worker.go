@@ -19,6 +19,7 @@ import (
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
 	"storekeeper/offsite"
+	"storekeeper/ship"
 	"storekeeper/store"
 )
 
@@ -197,6 +198,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		go func() { defer w.bg.Done(); w.learnTargets(bgCtx) }()
 	}
 	if w.cfg.Shipper != nil {
+		w.cfg.Shipper.OnGap(w.shipGap)
 		w.bg.Add(1)
 		go func() { defer w.bg.Done(); w.cfg.Shipper.Run(bgCtx) }()
 	}
@@ -402,7 +404,7 @@ func (w *Worker) slot(name string) chan struct{} {
 func permanent(err error) bool {
 	for _, target := range []error{asynq.SkipRetry, store.ErrUnknownStore, store.ErrInvalidName, store.ErrNoBackup,
 		store.ErrUnknownBackup, store.ErrBadBackup, store.ErrNoBackupDir, jobs.ErrBadPayload, store.ErrCorrupt, offsite.ErrIdentity,
-		store.ErrStoreExists, jobs.ErrStoreHeld, errUnknownTarget, errNothingToReencrypt} {
+		store.ErrStoreExists, jobs.ErrStoreHeld, errUnknownTarget, errNothingToReencrypt, store.ErrNotShipping, ship.ErrNoPoint} {
 		if errors.Is(err, target) {
 			return true
 		}

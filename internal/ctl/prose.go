@@ -59,6 +59,8 @@ func describe(e jobs.Event) string {
 		return fmt.Sprintf("backup %s is corrupt and marked bad: %s", e.BackupID, e.Error)
 	case jobs.EventBackupTargetFailed:
 		return fmt.Sprintf("backup %s not uploaded to target %s (the backup is kept locally; later uploads catch up): %s", e.BackupID, e.Target, e.Error)
+	case jobs.EventShipGap:
+		return "commit log dropped before every target had it: " + e.Error
 	case jobs.EventNodeUp:
 		return "up"
 	case jobs.EventNodeDown:

@@ -57,6 +57,14 @@ func SlotKey(kind jobs.Kind, store string, slot time.Time) string {
 // it was found.
 func IncidentKey(store string) string { return "storekeeper:incident:" + store }
 
+// ShipGapKey marks that a gap of store's shipped commit log (on timeline,
+// from sequence number from) was announced: store.ship_gap and its
+// notification go out once, however often the node that dropped it
+// retries.
+func ShipGapKey(store, timeline string, from uint64) string {
+	return "storekeeper:shipgap:" + store + ":" + timeline + ":" + strconv.FormatUint(from, 10)
+}
+
 // StoreLostKey marks that node announced the loss of store's lease (one
 // store.lost per loss); the node deletes it when it holds the lease again.
 func StoreLostKey(store, node string) string { return "storekeeper:lost:" + store + ":" + node }

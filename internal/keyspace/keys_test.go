@@ -53,6 +53,7 @@ var keyLayout = map[string]struct{ got, want string }{
 	"NodeDownKey":         {NodeDownKey("n1"), "storekeeper:nodedown:n1"},
 	"SlotKey":             {SlotKey(jobs.KindBackup, "orders", time.Unix(1700000000, 0)), "storekeeper:slot:backup:orders:1700000000"},
 	"IncidentKey":         {IncidentKey("orders"), "storekeeper:incident:orders"},
+	"ShipGapKey":          {ShipGapKey("orders", "t1", 42), "storekeeper:shipgap:orders:t1:42"},
 	"StoreLostKey":        {StoreLostKey("orders", "n1"), "storekeeper:lost:orders:n1"},
 	"AutoRestoresKey":     {AutoRestoresKey("orders"), "storekeeper:autorestores:orders"},
 	"OutboxProcessingKey": {OutboxProcessingKey("n1"), "storekeeper:outbox:n1"},
