@@ -201,3 +201,24 @@ func (t *Target) blobTag(purpose string, b []byte) []byte {
 	m.Write(b)
 	return m.Sum(nil)
 }
+
+// LogTimelines lists the timelines of a store the target holds segments
+// of.
+func (t *Target) LogTimelines(ctx context.Context, storeName string) ([]string, error) {
+	var out []string
+	prefix := "stores/" + storeName + "/log/"
+	it := t.bucket.List(&blob.ListOptions{Prefix: prefix, Delimiter: "/"})
+	for {
+		obj, err := it.Next(ctx)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("target %s: list timelines: %w", t.Name, err)
+		}
+		if obj.IsDir {
+			out = append(out, strings.TrimSuffix(strings.TrimPrefix(obj.Key, prefix), "/"))
+		}
+	}
+	return out, nil
+}

@@ -44,6 +44,10 @@ func (sh *Shipper) RestoreAt(ctx context.Context, name, key string, at time.Time
 	if err := sh.Drain(ctx, name); err != nil {
 		sh.log.Warn("restore to a moment: not every segment reached the targets; the local copies are used", "store", name, "err", err)
 	}
+	// Collect deletes no segment while a restore may read it.
+	ss := sh.storeShip(name)
+	ss.use.RLock()
+	defer ss.use.RUnlock()
 	p, err := sh.Plan(ctx, s, at)
 	if err != nil {
 		return store.RestoreResult{}, p, err

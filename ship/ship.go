@@ -44,7 +44,13 @@ type Config struct {
 	// Buffer bounds the bytes of segments a store keeps locally while a
 	// target does not take them (default 1 GiB).
 	Buffer int64
-	Logger *slog.Logger
+	// Window is how far back a store can be restored to a moment
+	// (--pitr-window, default 7 days): Collect deletes the segments no
+	// restore to a moment within it needs. CollectEvery is how often the
+	// shipper collects (default 1 h).
+	Window       time.Duration
+	CollectEvery time.Duration
+	Logger       *slog.Logger
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -58,6 +64,12 @@ func (c *Config) defaults() {
 	}
 	if c.Buffer <= 0 {
 		c.Buffer = 1 << 30
+	}
+	if c.Window <= 0 {
+		c.Window = 7 * 24 * time.Hour
+	}
+	if c.CollectEvery <= 0 {
+		c.CollectEvery = time.Hour
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -138,15 +150,19 @@ type storeShip struct {
 	name string
 	dir  string
 
-	mu      sync.Mutex
-	loaded  bool
-	sealed  store.LogCursor // saved: every batch before it is in a local segment
-	read    store.LogCursor // read into open
-	open    []byte          // batches read, not sealed (segment encoding)
-	first   uint64          // open's first batch
-	since   time.Time       // when open got its first batch
-	stamp   time.Time       // its commit time
-	pending []pendingSeg    // sealed, not yet on every target, in order
+	mu sync.Mutex
+	// use is held shared by a restore reading the store's segments and
+	// whole by Collect deleting them.
+	use       sync.RWMutex
+	collected time.Time // when Collect last ran for the store
+	loaded    bool
+	sealed    store.LogCursor // saved: every batch before it is in a local segment
+	read      store.LogCursor // read into open
+	open      []byte          // batches read, not sealed (segment encoding)
+	first     uint64          // open's first batch
+	since     time.Time       // when open got its first batch
+	stamp     time.Time       // its commit time
+	pending   []pendingSeg    // sealed, not yet on every target, in order
 	// sent: target -> segment path -> on it; timelines: target ->
 	// timelines recorded on it.
 	sent      map[string]map[string]bool
@@ -239,6 +255,12 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) error {
 	}
 	gaps := ss.bound(sh)
 	err = sh.send(ctx, s, ss, tl.ID)
+	if now := sh.cfg.Now(); err == nil && now.Sub(ss.collected) >= sh.cfg.CollectEvery {
+		ss.collected = now
+		if _, cerr := sh.collect(ctx, s, ss, tl); cerr != nil {
+			sh.log.Warn("collecting shipped segments", "store", name, "err", cerr)
+		}
+	}
 	if len(gaps) > 0 {
 		ss.mu.Unlock()
 		sh.mu.Lock()

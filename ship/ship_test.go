@@ -395,3 +395,85 @@ func TestWaitShippedReturnsOnceOnTheTarget(t *testing.T) {
 		t.Fatal("the write is in no segment on the target")
 	}
 }
+
+// Retention: once the timeline and a backup are older than the window,
+// the segments before the backup and those of older timelines go from the
+// target; a restore to any moment inside the window still works.
+func TestCollectKeepsWhatTheWindowNeeds(t *testing.T) {
+	now := time.Now()
+	clock := func() time.Time { return now }
+	n := startNode(t, newDirs(t), Config{Interval: time.Millisecond, SegmentSize: 512, Window: time.Hour, CollectEvery: 1000 * time.Hour, Now: clock})
+	s := n.store(t)
+	ctx := context.Background()
+	write := func(prefix string, count int) {
+		t.Helper()
+		for i := range count {
+			if err := s.Set(fmt.Appendf(nil, "%s%03d", prefix, i), []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := n.sh.Drain(ctx, "orders"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("a", 50)
+	if _, err := s.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A restore starts a second timeline; the first keeps its segments.
+	if _, _, err := n.sh.RestoreAt(ctx, "orders", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	write("b", 50)
+	b2, err := s.Backup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("c", 50)
+	tl, _ := s.Timeline()
+	count := func() (cur, other int) {
+		ids, err := n.target.LogTimelines(ctx, "orders")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range ids {
+			segs, _ := n.target.Segments(ctx, "orders", id)
+			if id == tl.ID {
+				cur += len(segs)
+			} else {
+				other += len(segs)
+			}
+		}
+		return cur, other
+	}
+	cur0, other0 := count()
+	if other0 == 0 || cur0 == 0 {
+		t.Fatalf("before: %d segments on the current timeline, %d on the first", cur0, other0)
+	}
+	// Inside the window nothing goes.
+	if c, err := n.sh.Collect(ctx, "orders"); err != nil || c.Segments != 0 {
+		t.Fatalf("collect inside the window: %+v, %v", c, err)
+	}
+	// An hour and a bit later: the second backup anchors the window.
+	now = now.Add(time.Hour + time.Minute)
+	c, err := n.sh.Collect(ctx, "orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur1, other1 := count()
+	if other1 != 0 || cur1 >= cur0 || c.Segments != other0+cur0-cur1 {
+		t.Fatalf("after: %d/%d segments left (were %d/%d), collected %+v", cur1, other1, cur0, other0, c)
+	}
+	segs, _ := n.target.Segments(ctx, "orders", tl.ID)
+	if segs[0].Next <= b2.Backup.LogSeq+1 {
+		t.Fatalf("a segment before the anchor (%d) is left: %+v", b2.Backup.LogSeq, segs[0])
+	}
+	// A restore to the moment after the "b" writes still works.
+	res, _, err := n.sh.RestoreAt(ctx, "orders", "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := content(t, s); len(got) != 150 || res.Log == nil {
+		t.Fatalf("restore after collection: %d keys, %+v", len(got), res.Log)
+	}
+}

@@ -336,6 +336,9 @@ func (c *Config) shipConfig(s *Setup) error {
 	if c.ShipInterval < 0 {
 		return flagErr("ship-interval", errors.New("must not be negative"))
 	}
+	if c.PITRWindow < time.Minute {
+		return flagErr("pitr-window", errors.New("must be at least 1m"))
+	}
 	seg, err := parseBytes(c.ShipSegmentSize)
 	if err != nil || seg > 1<<30 {
 		if err == nil {
@@ -348,7 +351,7 @@ func (c *Config) shipConfig(s *Setup) error {
 		return flagErr("ship-buffer", err)
 	}
 	s.Store.Ship = len(s.Targets) > 0 && c.ShipInterval > 0
-	s.Ship = ship.Config{Dir: filepath.Join(c.DataDir, store.MetaDir, "ship"), Interval: c.ShipInterval, SegmentSize: int(seg), Buffer: buf}
+	s.Ship = ship.Config{Dir: filepath.Join(c.DataDir, store.MetaDir, "ship"), Interval: c.ShipInterval, SegmentSize: int(seg), Buffer: buf, Window: c.PITRWindow}
 	return nil
 }
 
