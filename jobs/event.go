@@ -65,6 +65,9 @@ type Event struct {
 	BackupID   string    `json:"backup_id,omitempty"`
 	BackupAt   time.Time `json:"backup_at,omitzero"`
 	Quarantine string    `json:"quarantine,omitempty"`
+	// RestoredTo: a restore to a moment (the backup plus the shipped
+	// commit log): writes after it, not after BackupAt, were rolled back.
+	RestoredTo time.Time `json:"restored_to,omitzero"`
 	// store.lost: the node that holds the store's lease now
 	Holder string `json:"holder,omitempty"`
 	// backup.target_failed: the backup target

@@ -26,6 +26,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"storekeeper/offsite"
 	"storekeeper/store"
 )
@@ -440,50 +442,26 @@ func eachBatch(data []byte, fn func(store.LogBatch) error) error {
 	return nil
 }
 
-// send sends the local segments to every target, in order; a target that
-// fails is not sent later segments until the next tick. A segment every
-// target holds is removed locally and, on the current timeline, marked
-// shipped.
+// sendParallel is how many segments go to one target at once.
+const sendParallel = 4
+
+// send sends the local segments to every target, in order, several at a
+// time; a target that fails is sent no later segment this tick (one
+// already under way may land after a hole, which the next tick fills). A
+// segment every target holds is removed locally and, in order, marked
+// shipped on the current timeline.
 func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, current string) error {
+	var mu sync.Mutex
 	var first error
-	failed := map[string]bool{}
-	kept := ss.pending[:0]
-	for _, p := range ss.pending {
-		var data []byte
-		all := true
-		for _, t := range sh.cfg.Targets {
-			if ss.sent[t.Name][p.path] {
-				continue
-			}
-			if failed[t.Name] {
-				all = false
-				continue
-			}
-			err := func() error {
-				if data == nil {
-					var err error
-					if data, err = os.ReadFile(p.path); err != nil {
-						return err
-					}
-				}
-				if !ss.timelines[t.Name][p.timeline] {
-					b, err := os.ReadFile(filepath.Join(filepath.Dir(p.path), "timeline.json"))
-					if err != nil {
-						return fmt.Errorf("timeline record: %w", err)
-					}
-					var tl store.Timeline
-					if err := json.Unmarshal(b, &tl); err != nil {
-						return fmt.Errorf("timeline record: %w", err)
-					}
-					if err := t.PutTimeline(ctx, tl); err != nil {
-						return err
-					}
-					mark(ss.timelines, t.Name, p.timeline)
-				}
-				return t.PutSegment(ctx, ss.name, p.timeline, p.first, p.next, data)
-			}()
+	var wg sync.WaitGroup
+	for _, t := range sh.cfg.Targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := sh.sendTo(ctx, ss, t, &mu)
+			mu.Lock()
+			defer mu.Unlock()
 			if err != nil {
-				failed[t.Name], all = true, false
 				if ss.down[t.Name] == nil {
 					sh.log.Warn("shipping to a target failed; segments stay local until it takes them", "store", ss.name, "target", t.Name, "err", err)
 				}
@@ -491,20 +469,28 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 				if first == nil {
 					first = err
 				}
-				continue
-			}
-			if ss.down[t.Name] != nil {
+			} else if ss.down[t.Name] != nil {
 				sh.log.Info("shipping to a target works again", "store", ss.name, "target", t.Name)
 				delete(ss.down, t.Name)
 			}
-			mark(ss.sent, t.Name, p.path)
-			crashPoint("ship.sent")
+		}()
+	}
+	wg.Wait()
+
+	kept := ss.pending[:0]
+	inOrder := true
+	for _, p := range ss.pending {
+		all := inOrder
+		for _, t := range sh.cfg.Targets {
+			all = all && ss.sent[t.Name][p.path]
+		}
+		if all {
+			if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
+				all = false
+			}
 		}
 		if !all {
-			kept = append(kept, p)
-			continue
-		}
-		if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
+			inOrder = false
 			kept = append(kept, p)
 			continue
 		}
@@ -526,6 +512,68 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 		}
 	}
 	return first
+}
+
+// sendTo sends target t the local segments it lacks, in order, up to
+// sendParallel at a time, each timeline's record before its first
+// segment; it stops starting more at the first failure. mu guards ss's
+// maps.
+func (sh *Shipper) sendTo(ctx context.Context, ss *storeShip, t *offsite.Target, mu *sync.Mutex) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(sendParallel)
+	for _, p := range ss.pending {
+		mu.Lock()
+		sent, known := ss.sent[t.Name][p.path], ss.timelines[t.Name][p.timeline]
+		mu.Unlock()
+		if sent {
+			continue
+		}
+		if !known {
+			// Wait for what is under way: a record goes before its segments.
+			if err := g.Wait(); err != nil {
+				return err
+			}
+			g, gctx = errgroup.WithContext(ctx)
+			g.SetLimit(sendParallel)
+			if err := sh.putTimeline(gctx, t, p); err != nil {
+				return err
+			}
+			mu.Lock()
+			mark(ss.timelines, t.Name, p.timeline)
+			mu.Unlock()
+		}
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			data, err := os.ReadFile(p.path)
+			if err != nil {
+				return err
+			}
+			if err := t.PutSegment(gctx, ss.name, p.timeline, p.first, p.next, data); err != nil {
+				return err
+			}
+			mu.Lock()
+			mark(ss.sent, t.Name, p.path)
+			mu.Unlock()
+			crashPoint("ship.sent")
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// putTimeline records p's timeline on t, from the record kept beside it.
+func (sh *Shipper) putTimeline(ctx context.Context, t *offsite.Target, p pendingSeg) error {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(p.path), "timeline.json"))
+	if err != nil {
+		return fmt.Errorf("timeline record: %w", err)
+	}
+	var tl store.Timeline
+	if err := json.Unmarshal(b, &tl); err != nil {
+		return fmt.Errorf("timeline record: %w", err)
+	}
+	return t.PutTimeline(ctx, tl)
 }
 
 func mark(m map[string]map[string]bool, a, b string) {

@@ -13,11 +13,13 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/batchrepr"
 	"github.com/cockroachdb/pebble/v2/record"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/wal"
 )
 
@@ -138,8 +140,8 @@ func DecodeBatch(repr []byte) (LogBatch, error) {
 type logState struct {
 	mu       sync.Mutex
 	timeline Timeline
-	last     uint64 // highest sequence number committed through this store's handles (or found at open)
-	shipped  uint64 // every batch through it is on every target (MarkShipped), on timeline
+	last     atomic.Uint64 // highest sequence number committed through this store's handles (or found at open)
+	shipped  uint64        // every batch through it is on every target (MarkShipped), on timeline
 	changed  chan struct{}
 }
 
@@ -160,11 +162,12 @@ func (s *Store) committed(b *pebble.Batch) {
 	if last > 0 {
 		last-- // a batch of LogData only leaves last at the one before it
 	}
-	s.clog.mu.Lock()
-	if last > s.clog.last {
-		s.clog.last = last
+	for {
+		cur := s.clog.last.Load()
+		if last <= cur || s.clog.last.CompareAndSwap(cur, last) {
+			return
+		}
 	}
-	s.clog.mu.Unlock()
 }
 
 // startLog runs when a shipping store opens: it loads or creates the
@@ -200,7 +203,7 @@ func (s *Store) startLog(db *pebble.DB) error {
 		s.clog.shipped = 0
 	}
 	s.clog.timeline = tl
-	s.clog.last = uint64(b.SeqNum()) - 1
+	s.clog.last.Store(uint64(b.SeqNum()) - 1)
 	s.clog.broadcastLocked()
 	s.clog.mu.Unlock()
 	return nil
@@ -358,9 +361,15 @@ func (s *Store) listWALs() (wal.Logs, error) {
 // of the WAL's end: at an unwritten tail of the newest WAL, or at a batch
 // whose predecessor has not been read (the next WAL is not complete yet).
 func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, newest bool, fn func(LogBatch, LogCursor) error) (done bool, err error) {
-	r := ll.OpenForRead()
-	defer r.Close()
 	num := uint64(ll.Num)
+	r, err := s.openWAL(ll, cur)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return false, nil // moved to archive/ since the listing
+		}
+		return false, fmt.Errorf("store %s: read WAL %s: %w", s.name, ll.Num, err)
+	}
+	defer r.Close()
 	var buf bytes.Buffer
 	for {
 		if err := ctx.Err(); err != nil {
@@ -397,7 +406,9 @@ func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, 
 		after := *cur
 		after.Log, after.Offset = num, off.Physical+1
 		switch {
-		case cur.Next != 0 && b.Count > 0 && b.Seq < cur.Next:
+		case b.Count == 0:
+			// LogData only (a marker, SyncLog's): nothing to hand out.
+		case cur.Next != 0 && b.Seq < cur.Next:
 			// Replayed into this WAL again (or read before): already handed out.
 		case cur.Next != 0 && b.Seq > cur.Next:
 			// A batch is missing before this one: an earlier WAL was still
@@ -415,6 +426,48 @@ func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, 
 		*cur = after
 	}
 }
+
+// openWAL opens a WAL for reading from cur: from its start through
+// Pebble's WAL reader, or, when cur is inside it, from the 32 KiB block
+// where cur's last record began, through Pebble's record reader, so a
+// shipper that reads every 250 ms does not reread the whole WAL each
+// time. A record reader started at a block boundary skips the tail of a
+// record begun in an earlier block.
+func (s *Store) openWAL(ll wal.LogicalLog, cur *LogCursor) (walReader, error) {
+	if uint64(ll.Num) != cur.Log || cur.Offset <= 0 || ll.NumSegments() != 1 {
+		return ll.OpenForRead(), nil
+	}
+	fs, path := ll.SegmentLocation(0)
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	const block = 32 << 10
+	base := (cur.Offset - 1) / block * block
+	return &blockReader{f: f, base: base, path: path, r: newRecordReader(io.NewSectionReader(f, base, 1<<62), uint64(ll.Num))}, nil
+}
+
+// walReader is what readWAL reads a WAL through.
+type walReader interface {
+	NextRecord() (io.Reader, wal.Offset, error)
+	Close() error
+}
+
+// blockReader reads a WAL's records from a block boundary.
+type blockReader struct {
+	f    vfs.File
+	base int64
+	path string
+	r    *record.Reader
+}
+
+func (b *blockReader) NextRecord() (io.Reader, wal.Offset, error) {
+	off := wal.Offset{PhysicalFile: b.path, Physical: b.base + b.r.Offset()}
+	rec, err := b.r.Next()
+	return rec, off, err
+}
+
+func (b *blockReader) Close() error { return b.f.Close() }
 
 // ErrLogGap is returned by ReadLog when committed batches are missing from
 // the WALs kept: the commit log cannot be continued from the cursor.
@@ -472,10 +525,7 @@ func (s *Store) SyncLog(next uint64) error {
 	if !s.reg.cfg.Ship {
 		return ErrNotShipping
 	}
-	s.clog.mu.Lock()
-	last := s.clog.last
-	s.clog.mu.Unlock()
-	if last < next {
+	if s.clog.last.Load() < next {
 		return nil
 	}
 	db, err := s.acquire()
@@ -494,7 +544,7 @@ func (s *Store) SyncLog(next uint64) error {
 func (s *Store) LastCommitted() (string, uint64) {
 	s.clog.mu.Lock()
 	defer s.clog.mu.Unlock()
-	return s.clog.timeline.ID, s.clog.last
+	return s.clog.timeline.ID, s.clog.last.Load()
 }
 
 // MarkShipped records that every batch of timeline through sequence
@@ -520,7 +570,7 @@ func (s *Store) WaitShipped(ctx context.Context) error {
 		return ErrNotShipping
 	}
 	s.clog.mu.Lock()
-	tl, want := s.clog.timeline.ID, s.clog.last
+	tl, want := s.clog.timeline.ID, s.clog.last.Load()
 	s.clog.mu.Unlock()
 	if tl == "" {
 		return fmt.Errorf("store %s: %w", s.name, ErrUnavailable)

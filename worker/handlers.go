@@ -136,6 +136,9 @@ func (w *Worker) restored(s *store.Store, p jobs.Payload, res store.RestoreResul
 	}
 	e := jobs.Event{Type: jobs.EventStoreRestored, JobID: p.JobID, Kind: p.Kind, Store: p.Store, Trigger: p.Trigger,
 		Actor: p.Actor, BackupID: res.BackupID, BackupAt: res.BackupAt, Quarantine: res.Quarantine}
+	if res.Log != nil {
+		e.RestoredTo = res.Log.At
+	}
 	result := restoreResult(res)
 	out := outcome{Status: jobs.StatusRestored, Result: result, BackupID: res.BackupID, Events: []jobs.Event{e}}
 	if p.Trigger == jobs.TriggerAuto { // a manual restore is what its operator asked for: no notification

@@ -195,7 +195,7 @@ function renderStores() {
       h("td", { class: "num" }, bytes(st.reclaimable_bytes)),
       h("td", { class: "num" }, st.read_amp ?? ""),
       h("td", {}, ago(last.compact || st.last_compaction)),
-      h("td", {}, ago(s.last_backup), restorable(s)),
+      h("td", {}, ago(s.last_backup), restorable(s), shipping(s)),
       h("td", {}, ago(last.verify || st.last_verify)),
       h("td", { class: "chart" }, chart(s.name)),
       h("td", { class: "actions" },
@@ -221,6 +221,18 @@ function restorable(s) {
   if (d.ok && d.rto) parts.push("RTO " + (d.rto / 1e9).toFixed(1) + " s");
   return h("div", { class: "small " + (breach.length ? "breach" : "muted"), "data-role": "restorable",
     title: breach.length ? breach.map((c) => c.message).join("\n") : (d.target ? "drilled from " + d.target : "drilled from the local backups") }, parts.join(" · "));
+}
+
+// shipping tells how far behind the store's shipped commit log is (the
+// worst target), when its node ships it (point-in-time recovery).
+function shipping(s) {
+  const lags = (s.targets || []).filter((t) => t.ship_lag != null).map((t) => t.ship_lag / 1e9);
+  if (!lags.length) return null;
+  const worst = Math.max(...lags);
+  const late = worst > 60;
+  const text = worst < 1 ? "log shipped (lag < 1 s)" : `log lag ${worst < 100 ? worst.toFixed(1) : Math.round(worst)} s`;
+  return h("div", { class: "small " + (late ? "breach" : "muted"), "data-role": "ship-lag",
+    title: (s.targets || []).filter((t) => t.ship_lag != null).map((t) => `${t.target}: ${(t.ship_lag / 1e9).toFixed(1)} s behind`).join("\n") }, text);
 }
 
 // ---- per-store charts from the history stream ------------------------------
@@ -312,10 +324,36 @@ function openRestore(s) {
         "The current data is moved to quarantine, not deleted."
       : "";
   };
-  sel.onchange = explain;
-  explain();
+  // A store whose node ships its commit log can be put back as it was at
+  // any moment its log reaches.
+  const ships = (s.targets || []).some((t) => t.ship_lag != null);
+  const at = $("#restore-at");
+  const mode = () => (ships && document.querySelector('input[name="restore-mode"]:checked').value) || "backup";
+  $("#restore-mode").hidden = !ships;
+  const pad = (n) => String(n).padStart(2, "0");
+  const d = new Date(Date.now() - 60000);
+  at.value = `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const explainAll = () => {
+    const m = mode();
+    $("#restore-backup-label").hidden = m !== "backup";
+    $("#restore-at-label").hidden = m !== "moment";
+    if (m === "backup") return explain();
+    const t = new Date(at.value);
+    $("#restore-window").textContent = isNaN(t)
+      ? "Pick a moment."
+      : `${s.name} will be as it was at ${stamp(t.toISOString())}: every write committed before then is kept, every later one rolled back. ` +
+        "The current data is moved to quarantine, not deleted.";
+  };
+  sel.onchange = explainAll;
+  at.oninput = explainAll;
+  for (const r of document.querySelectorAll('input[name="restore-mode"]')) r.onchange = explainAll;
+  explainAll();
   dlg.onclose = () => {
-    if (dlg.returnValue === "confirm" && sel.value) enqueue("restore", s.name, { backup_id: sel.value });
+    if (dlg.returnValue !== "confirm") return;
+    if (mode() === "moment") {
+      const t = new Date(at.value);
+      if (!isNaN(t)) enqueue("restore", s.name, { at: t.toISOString() });
+    } else if (sel.value) enqueue("restore", s.name, { backup_id: sel.value });
   };
   dlg.returnValue = "";
   dlg.showModal();
@@ -389,7 +427,10 @@ function describe(e) {
     case "job.progress": return e.phase + (e.total ? ` ${Math.round((100 * (e.done || 0)) / e.total)}%` : "");
     case "job.retrying": return `attempt ${e.attempt} of ${e.max_retry + 1} failed: ${e.error}`;
     case "job.failed": return e.error || "";
-    case "store.restored": return `from backup ${e.backup_id}: writes after ${stamp(e.backup_at)} rolled back`;
+    case "store.restored": return e.restored_to
+      ? `to ${stamp(e.restored_to)} (backup ${e.backup_id} plus the shipped commit log): later writes rolled back`
+      : `from backup ${e.backup_id}: writes after ${stamp(e.backup_at)} rolled back`;
+    case "store.ship_gap": return e.error || "";
     case "store.corrupt": return `${e.error || ""} ${e.action ? "→ " + e.action : ""}`;
     case "store.lost": return `node ${e.node} stopped serving its copy: node ${e.holder} holds the lease`;
     case "stream.dropped": return `this page missed ${e.count} events; the tables are re-read`;
@@ -438,7 +479,7 @@ function onEvent(e) {
       if (e.kind === "restore") state.restoring.delete(e.store);
       scheduleRefresh();
       break;
-    case "store.corrupt": case "store.restored": case "store.lost": case "node.up": case "node.down": case "backup.corrupt":
+    case "store.corrupt": case "store.restored": case "store.lost": case "node.up": case "node.down": case "backup.corrupt": case "store.ship_gap":
     case "stream.dropped": case "stream.gap":
       scheduleRefresh();
       if (e.type.startsWith("stream.")) loadRunning().catch(showError);

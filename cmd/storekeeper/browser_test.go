@@ -58,7 +58,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	srv := startProcess(t, bin, "serve", nil, "serve", "--demo", "--redis", rs.URL(), "--node", "demo-node",
 		"--data-dir", filepath.Join(dir, "data"), "--backup-dir", filepath.Join(dir, "backups"),
 		"--tokens", "ops:operator:"+token, "--schedule-compact", "off", "--schedule-backup", "off", "--schedule-verify", "off",
-		"--push-allow-private") // the browser's push service is on loopback
+		"--push-allow-private", // the browser's push service is on loopback
+		// A backup target: the commit log is shipped, so a store can be
+		// restored to a moment.
+		"--backup-target", "vault=file://"+filepath.Join(dir, "vault")+"?create_dir=1")
 	srv.waitReady(t)
 	base := "http://" + srv.addr
 
@@ -256,6 +259,33 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if eval(`window.__noReload === true`) != true {
 		t.Fatal("the page reloaded")
+	}
+
+	// Restore metrics to a moment a second ago: the dialog offers it (the
+	// store's log is shipped: the row says how far behind), and the feed
+	// says what came back.
+	do("metrics' shipping lag shown", chromedp.WaitVisible(css(`#stores tr[data-store="metrics"] [data-role="ship-lag"]`)))
+	click("restore metrics", `button[data-action="restore"][data-store="metrics"]`)
+	do("the restore confirmation", chromedp.WaitVisible(css("#restore-dialog[open]")))
+	// The moment: the newest backup's log_at (it holds nothing committed
+	// after it) rounded up to the picker's whole second.
+	eval(`(() => {
+		document.querySelector('input[name="restore-mode"][value="moment"]').click();
+		const s = state.stores.find((x) => x.name === "metrics");
+		const t = Math.ceil(new Date(s.backups[0].log_at).getTime() / 1000) * 1000;
+		const at = document.querySelector("#restore-at"), d = new Date(t), pad = (n) => String(n).padStart(2, "0");
+		at.value = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + "T" + pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
+		at.dispatchEvent(new Event("input"));
+	})()`)
+	if window, _ := chromedp.Run(ctx, chromedp.Text(css("#restore-window"))); !strings.Contains(window, "every later one rolled back") {
+		t.Fatalf("the restore confirmation does not state what a restore to a moment keeps: %q", window)
+	}
+	do("confirm the restore to a moment",
+		chromedp.Click(css("#restore-confirm")),
+		chromedp.WaitVisible(css(`#feed li[data-type="store.restored"][data-store="metrics"]`)),
+	)
+	if text, _ := chromedp.Run(ctx, chromedp.Text(css(`#feed li[data-type="store.restored"][data-store="metrics"]`))); !strings.Contains(text, "shipped commit log") {
+		t.Fatalf("the feed's store.restored for metrics: %q", text)
 	}
 
 	// The README's screenshot, only when asked for.

@@ -53,6 +53,10 @@ func describe(e jobs.Event) string {
 		}
 		return fmt.Sprintf("corrupt (%s); no automatic restore: %s", e.Error, e.Action)
 	case jobs.EventStoreRestored:
+		if !e.RestoredTo.IsZero() {
+			return fmt.Sprintf("restored to %s (backup %s plus the shipped commit log): writes after it are gone; the replaced generation is in %s",
+				timeOr(&e.RestoredTo, "?"), e.BackupID, orText(e.Quarantine, "no quarantine (there was no live store)"))
+		}
 		return fmt.Sprintf("restored from backup %s (taken %s): writes after it are gone; the replaced generation is in %s",
 			e.BackupID, timeOr(&e.BackupAt, "?"), orText(e.Quarantine, "no quarantine (there was no live store)"))
 	case jobs.EventBackupCorrupt:
