@@ -63,7 +63,8 @@ func rawDB(b *testing.B) *pebble.DB {
 }
 
 // BenchmarkShipWrite: the cost of a write with shipping on. "set": an
-// unsynced handle Set of 100 bytes on a registry that ships, vs "raw-set":
+// unsynced handle Set of 100 bytes on a registry that ships (its shipper
+// running), "set-log-only" the same with no shipper running, vs "raw-set":
 // db.Set with pebble.NoSync on raw Pebble (WALs recycled). "batch-sync":
 // a synced 10-key batch through Update, vs "raw-batch-sync".
 func BenchmarkShipWrite(b *testing.B) {
@@ -78,6 +79,21 @@ func BenchmarkShipWrite(b *testing.B) {
 	})
 	b.Run("set", func(b *testing.B) {
 		s, _ := benchNode(b, true)
+		for i := 0; b.Loop(); i++ {
+			if err := s.Set(fmt.Appendf(nil, "k%09d", i), val); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("set-log-only", func(b *testing.B) {
+		// The log kept (stamps, WALs archived) but no shipper running:
+		// what the write path itself costs.
+		reg, err := store.Open(store.Config{DataDir: b.TempDir(), Stores: []string{"orders"}, Ship: true, NoSync: true, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer reg.Close()
+		s, _ := reg.Store("orders")
 		for i := 0; b.Loop(); i++ {
 			if err := s.Set(fmt.Appendf(nil, "k%09d", i), val); err != nil {
 				b.Fatal(err)
