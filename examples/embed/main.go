@@ -9,6 +9,11 @@
 // Then: curl -X PUT localhost:8081/kv/hello -d world; curl localhost:8081/kv/hello;
 // curl -X POST localhost:8081/maintenance/backup (compact, backup, verify, restore).
 //
+// With --backup-target file:///some/dir (or s3://…), backups go off the
+// machine and every write is shipped there within 250 ms (point-in-time
+// recovery): curl -X PUT 'localhost:8081/kv/hello?wait=shipped' -d world
+// answers only once the write is on the target (Store.WaitShipped).
+//
 // The embedding API is three calls: store.Open (with the application's
 // own Pebble options), Registry.Store for handles, and worker.New/Start to
 // run storekeeper's jobs in-process. jobsdb.Client enqueues jobs, as the
@@ -35,6 +40,8 @@ import (
 	"storekeeper/internal/memredis"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
+	"storekeeper/offsite"
+	"storekeeper/ship"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -48,6 +55,7 @@ type app struct {
 	kv     *store.Store
 	rdb    *redis.Client
 	cache  *pebble.Cache
+	target *offsite.Target // nil without a backup target
 	worker *worker.Worker
 	jobs   *jobsdb.Client
 	log    *slog.Logger
@@ -55,6 +63,7 @@ type app struct {
 
 type config struct {
 	dataDir, backupDir string
+	target             string // a backup target URL; empty: none
 	redis              *redis.Options
 	node               string
 	log                *slog.Logger
@@ -76,6 +85,8 @@ func start(ctx context.Context, cfg config) (*app, error) {
 			return &pebble.Options{Cache: cache, MemTableSize: 16 << 20}
 		},
 		Logger: cfg.log,
+		// With a backup target, keep the commit log for shipping.
+		Ship: cfg.target != "",
 	})
 	if err != nil {
 		cache.Unref()
@@ -89,28 +100,46 @@ func start(ctx context.Context, cfg config) (*app, error) {
 	}
 	rdb := redis.NewClient(cfg.redis)
 	wcfg := worker.Config{Redis: rdb, Registry: reg, Node: cfg.node, Logger: cfg.log}
+	var target *offsite.Target
+	if cfg.target != "" {
+		// Backups are uploaded to the target, and the worker runs a
+		// shipper that sends every committed write there.
+		if target, err = offsite.Open(ctx, "offsite", cfg.target, nil); err == nil {
+			wcfg.Targets = []*offsite.Target{target}
+			wcfg.Shipper, err = ship.New(ship.Config{Dir: filepath.Join(cfg.dataDir, store.MetaDir, "ship"), Targets: wcfg.Targets, Logger: cfg.log}, reg)
+		}
+	}
 	if cfg.workerConfig != nil {
 		cfg.workerConfig(&wcfg)
 	}
-	w, err := worker.New(wcfg)
+	var w *worker.Worker
+	if err == nil {
+		w, err = worker.New(wcfg)
+	}
 	if err == nil {
 		err = w.Start(ctx)
 	}
 	if err != nil {
 		rdb.Close()
 		reg.Close()
+		if target != nil {
+			target.Close()
+		}
 		cache.Unref()
 		return nil, err
 	}
-	return &app{reg: reg, kv: kv, rdb: rdb, cache: cache, worker: w, jobs: jobsdb.NewClient(rdb, jobs.ClientConfig{}), log: cfg.log}, nil
+	return &app{reg: reg, kv: kv, rdb: rdb, cache: cache, target: target, worker: w, jobs: jobsdb.NewClient(rdb, jobs.ClientConfig{}), log: cfg.log}, nil
 }
 
 // close stops in the right order: the worker (it finishes or requeues its
 // jobs), then the stores, then Redis.
 func (a *app) close() {
-	a.worker.Shutdown()
+	a.worker.Shutdown() // its shipper sends what is left first
 	if err := a.reg.Close(); err != nil {
 		a.log.Error("closing stores", "err", err)
+	}
+	if a.target != nil {
+		a.target.Close()
 	}
 	a.cache.Unref()
 	a.rdb.Close()
@@ -140,11 +169,16 @@ func (a *app) routes() http.Handler {
 		if err == nil {
 			err = a.put(r.Context(), []byte(r.PathValue("key")), v)
 		}
+		if err == nil && r.URL.Query().Get("wait") == "shipped" {
+			// Off the machine before answering: waits for the shipper's
+			// next seal, shared with every other waiter.
+			err = a.kv.WaitShipped(r.Context())
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		w.WriteHeader(http.StatusNoContent) // acknowledged: synced to the WAL
+		w.WriteHeader(http.StatusNoContent) // acknowledged: synced to the WAL (and shipped, with ?wait=shipped)
 	})
 	mux.HandleFunc("GET /kv/{key}", func(w http.ResponseWriter, r *http.Request) {
 		v, err := a.kv.Get([]byte(r.PathValue("key")))
@@ -173,6 +207,7 @@ func main() {
 	redisURL := flag.String("redis", "", "redis:// URL; empty runs an in-memory Redis in this process")
 	dataDir := flag.String("data-dir", "./embed-data", "where the application's store lives")
 	listen := flag.String("listen", "127.0.0.1:8081", "HTTP address")
+	target := flag.String("backup-target", "", "URL of object storage (s3://…, file:///dir) backups and every write are shipped to; empty: none")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -196,7 +231,7 @@ func main() {
 		}
 	}
 	a, err := start(ctx, config{dataDir: filepath.Join(*dataDir, "stores"), backupDir: filepath.Join(*dataDir, "backups"),
-		redis: opt, node: "embed", log: log})
+		target: *target, redis: opt, node: "embed", log: log})
 	if err != nil {
 		log.Error("start", "err", err)
 		os.Exit(1)

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -164,3 +166,36 @@ func TestAcknowledgedWritesSurviveRestore(t *testing.T) {
 
 func key(i int) []byte   { return fmt.Appendf(nil, "event-%07d", i) }
 func value(i int) []byte { return fmt.Appendf(nil, "payload-%d-%s", i, strings.Repeat("x", i%200)) }
+
+// With a backup target, PUT ?wait=shipped answers only once the write is
+// on the target: the segment holding it is there when the answer comes.
+func TestWaitShippedWrite(t *testing.T) {
+	srv := redistest.Start(t)
+	root := t.TempDir()
+	vault := filepath.Join(root, "vault")
+	if err := os.MkdirAll(vault, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a, err := start(t.Context(), config{
+		dataDir: filepath.Join(root, "stores"), backupDir: filepath.Join(root, "backups"), target: "file://" + vault,
+		redis: &redis.Options{Addr: srv.Addr()}, node: "embed", log: slog.New(slog.DiscardHandler),
+		workerConfig: func(c *worker.Config) {
+			c.Schedules = map[jobs.Kind]string{jobs.KindCompact: "off", jobs.KindBackup: "off", jobs.KindVerify: "off", jobs.KindDrill: "off"}
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.close()
+	h := a.routes()
+	req := httptest.NewRequest("PUT", "/kv/hello?wait=shipped", strings.NewReader("world"))
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusNoContent {
+		t.Fatalf("PUT ?wait=shipped: %d %s", rec.Code, rec.Body)
+	}
+	segs, _ := filepath.Glob(filepath.Join(vault, "stores", storeName, "log", "*", "*.seg"))
+	if len(segs) == 0 {
+		t.Fatal("the write was acknowledged as shipped, but the target holds no segment")
+	}
+}
