@@ -65,6 +65,10 @@ type backupBody struct {
 type drillBody struct {
 	BackupID string `json:"backup_id"`
 	Target   string `json:"target"`
+	// At proves the store restorable to that moment (RFC 3339): the
+	// backup a restore to it would use, plus the shipped commit log
+	// replayed onto it. Not with backup_id or target.
+	At string `json:"at"`
 }
 
 type restoreBody struct {
@@ -98,6 +102,13 @@ func (s *Server) params(c *gin.Context, kind jobs.Kind) (jobs.Params, error) {
 			if err := jobs.ValidateTargetName(b.Target); err != nil {
 				return jobs.Params{}, newError(http.StatusBadRequest, "invalid_request", err.Error())
 			}
+		}
+		if b.At != "" {
+			at, err := parseMoment(b.At)
+			if err == nil && (b.BackupID != "" || b.Target != "") {
+				err = newError(http.StatusBadRequest, "invalid_request", "at chooses the backup itself: not with backup_id or target")
+			}
+			return jobs.Params{At: at}, err
 		}
 		return jobs.Params{BackupID: b.BackupID, Target: b.Target}, nil
 	default:
@@ -214,20 +225,30 @@ func (s *Server) restore(c *gin.Context) {
 	s.enqueue(c, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{BackupID: b.BackupID}, Trigger: jobs.TriggerManual, Actor: actor(c)})
 }
 
+// parseMoment reads a body's at: an RFC 3339 time, not in the future
+// (beyond a minute of clock skew), in UTC.
+func parseMoment(v string) (time.Time, error) {
+	at, err := time.Parse(time.RFC3339Nano, v)
+	switch {
+	case err != nil:
+		return at, newError(http.StatusBadRequest, "invalid_request", fmt.Sprintf("at %q: want an RFC 3339 time, e.g. 2026-12-04T10:30:00Z", v))
+	case at.After(time.Now().Add(time.Minute)):
+		return at, newError(http.StatusBadRequest, "invalid_request", fmt.Sprintf("at %s is in the future", at.UTC().Format(time.RFC3339)))
+	}
+	return at.UTC(), nil
+}
+
 // restoreAt enqueues a restore to a moment (point-in-time recovery). The
 // store's owner must ship its commit log: its published status shows a
 // shipping lag for its targets.
 func (s *Server) restoreAt(c *gin.Context, name string, b restoreBody) {
-	at, err := time.Parse(time.RFC3339Nano, b.At)
+	at, err := parseMoment(b.At)
 	switch {
 	case err != nil:
-		s.fail(c, newError(http.StatusBadRequest, "invalid_request", fmt.Sprintf("at %q: want an RFC 3339 time, e.g. 2026-12-04T10:30:00Z", b.At)))
+		s.fail(c, err)
 		return
 	case b.BackupID != "" || b.Target != "":
 		s.fail(c, newError(http.StatusBadRequest, "invalid_request", "at chooses the backup itself: not with backup_id or target"))
-		return
-	case at.After(time.Now().Add(time.Minute)):
-		s.fail(c, newError(http.StatusBadRequest, "invalid_request", fmt.Sprintf("at %s is in the future", at.UTC().Format(time.RFC3339))))
 		return
 	}
 	pub, err := s.published(c, name)

@@ -41,9 +41,9 @@ type Params struct {
 	BackupID  string `json:"backup_id,omitempty"` // restore, drill: empty = newest verified
 	Target    string `json:"target,omitempty"`    // restore, drill, adopt: fetch the backup from this backup target
 	Node      string `json:"node,omitempty"`      // adopt: the node that adopts the store
-	// restore: the moment to restore the store to (point-in-time
-	// recovery: a backup plus the shipped commit log); zero: a backup as
-	// it is
+	// restore, drill: the moment to restore the store to (point-in-time
+	// recovery: a backup plus the shipped commit log), or to prove it
+	// can be; zero: a backup as it is
 	At time.Time `json:"at,omitzero"`
 }
 
@@ -89,7 +89,7 @@ func (p Payload) Validate() error {
 		p.Params.Reencrypt && p.Kind != KindBackup ||
 		(p.Params.BackupID != "" || p.Params.Target != "") && p.Kind != KindRestore && p.Kind != KindDrill && p.Kind != KindAdopt ||
 		(p.Params.Node != "") != (p.Kind == KindAdopt) ||
-		!p.Params.At.IsZero() && (p.Kind != KindRestore || p.Params.BackupID != "" || p.Params.Target != "") {
+		!p.Params.At.IsZero() && (p.Kind != KindRestore && p.Kind != KindDrill || p.Params.BackupID != "" || p.Params.Target != "") {
 		return fmt.Errorf("%w: parameters %+v do not apply to %s", ErrBadPayload, p.Params, p.Kind)
 	}
 	if p.Kind == KindAdopt && p.Params.Target == "" {

@@ -162,6 +162,10 @@ type DrillResult struct {
 	RTO                time.Duration `json:"rto"`
 	Fetch              time.Duration `json:"fetch"`
 	Check              time.Duration `json:"check"`
+	// Log: a drill at a moment (Params.At) replayed the shipped commit
+	// log onto the proven backup, and CheckLevels passed again; its
+	// Timeline is the one the moment is on (nothing new is started).
+	Log *RestoredLog `json:"log,omitempty"`
 }
 
 // RestoreTiming breaks a restore's time down.

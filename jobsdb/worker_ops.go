@@ -62,6 +62,14 @@ func AnnounceIncident(ctx context.Context, c redis.Scripter, store, value string
 	return Announce(ctx, c, keyspace.IncidentKey(store), value, eventsMaxLen, ev, n)
 }
 
+// AnnounceShipGap reports once that part of store's shipped commit log
+// (timeline, from sequence number from) was dropped (value: JSON of the
+// gap), with its event and notification.
+func AnnounceShipGap(ctx context.Context, c redis.Scripter, store, timeline string, from uint64, value string, eventsMaxLen int64, ev jobs.Event, n *jobs.Notification) error {
+	_, _, err := Announce(ctx, c, keyspace.ShipGapKey(store, timeline, from), value, eventsMaxLen, ev, n)
+	return err
+}
+
 // AnnounceStoreLost reports once that node lost store's lease to holder
 // (the holder's lease value), with its event and notification.
 func AnnounceStoreLost(ctx context.Context, c redis.Scripter, store, node, holder string, eventsMaxLen int64, ev jobs.Event, n *jobs.Notification) error {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -317,4 +318,39 @@ func (sh *Shipper) replay(ctx context.Context, name string, steps []store.Replay
 		}
 	}
 	return rr, nil
+}
+
+// DrillAt proves, without touching the store, that it can be restored to
+// the moment at: the plan's backup is fetched into a scratch directory
+// and proven as a drill does (hashes, fingerprints, CheckLevels), then
+// the shipped log is replayed onto it up to at and CheckLevels runs
+// again.
+func (sh *Shipper) DrillAt(ctx context.Context, name string, at time.Time) (store.DrillReport, Plan, error) {
+	s, err := sh.reg.Store(name)
+	if err != nil {
+		return store.DrillReport{}, Plan{}, err
+	}
+	if err := sh.Drain(ctx, name); err != nil {
+		sh.log.Warn("drill at a moment: not every segment reached the targets; the local copies are used", "store", name, "err", err)
+	}
+	ss := sh.storeShip(name)
+	ss.use.RLock()
+	defer ss.use.RUnlock()
+	p, err := sh.Plan(ctx, s, at)
+	if err != nil {
+		return store.DrillReport{}, p, err
+	}
+	open := func(_ context.Context, f store.BackupFile) (io.ReadCloser, error) {
+		return s.OpenBackupFile(p.Backup.ID, f.Name)
+	}
+	if p.target != nil {
+		open = p.target.OpenObject
+	}
+	rep, err := s.DrillWith(ctx, p.Backup, open, &store.Replay{
+		Branch: store.Branch{Timeline: p.Timeline.ID, At: at.UTC(), Replayed: p.Steps},
+		Batches: func(ctx context.Context, apply func(store.LogBatch) error) (store.ReplayResult, error) {
+			return sh.replay(ctx, name, p.Steps, apply)
+		},
+	})
+	return rep, p, err
 }

@@ -26,10 +26,13 @@ type DrillReport struct {
 	// Fingerprint is the one recomputed from the restored files;
 	// FingerprintChecked is false for a backup made before fingerprints
 	// (nothing to compare with: the drill proves the rest).
-	Fingerprint        string        `json:"fingerprint,omitempty"`
-	FingerprintChecked bool          `json:"fingerprint_checked"`
-	Timing             DrillTiming   `json:"timing"`
-	Took               time.Duration `json:"took"`
+	Fingerprint        string `json:"fingerprint,omitempty"`
+	FingerprintChecked bool   `json:"fingerprint_checked"`
+	// Log: a drill at a moment (DrillWith a Replay) replayed the commit
+	// log onto the proven copy, and CheckLevels passed again.
+	Log    *ReplayResult `json:"log,omitempty"`
+	Timing DrillTiming   `json:"timing"`
+	Took   time.Duration `json:"took"`
 }
 
 // DrillTiming breaks a drill down.
@@ -47,6 +50,13 @@ type DrillTiming struct {
 // at the end (and by Open after a crash). A backup that fails any of this
 // is ErrBadBackup, naming the file.
 func (s *Store) Drill(ctx context.Context, m BackupManifest, open func(context.Context, BackupFile) (io.ReadCloser, error)) (DrillReport, error) {
+	return s.DrillWith(ctx, m, open, nil)
+}
+
+// DrillWith is Drill, then, with replay, a drill at a moment: the commit
+// log is replayed onto the proven copy (as a restore to that moment
+// would) and Pebble's CheckLevels runs again over the result.
+func (s *Store) DrillWith(ctx context.Context, m BackupManifest, open func(context.Context, BackupFile) (io.ReadCloser, error), replay *Replay) (DrillReport, error) {
 	start := time.Now()
 	rep := DrillReport{BackupID: m.ID, BackupAt: m.CreatedAt, Files: len(m.Files)}
 	if err := checkManifest(m, s.name, m.ID); err != nil {
@@ -104,6 +114,17 @@ func (s *Store) Drill(ctx context.Context, m BackupManifest, open func(context.C
 	}
 	if checkErr != nil {
 		return rep, fmt.Errorf("drill %s of %s: %w: Pebble's CheckLevels: %w", m.ID, s.name, ErrBadBackup, checkErr)
+	}
+	if replay != nil {
+		progress(ctx, "replaying", 0, 0)
+		rr, err := s.replayOnto(ctx, dir, replay)
+		if err != nil {
+			return rep, fmt.Errorf("drill of %s at %s: %w", s.name, replay.Branch.At.Format(time.RFC3339Nano), err)
+		}
+		rep.Log = &rr
+		if rep.Points, err = checkLevels(opts, dir); err != nil {
+			return rep, fmt.Errorf("drill of %s at %s: Pebble's CheckLevels after the replay: %w", s.name, replay.Branch.At.Format(time.RFC3339Nano), err)
+		}
 	}
 	rep.Took = time.Since(start)
 	s.log.Info("drill passed", "backup", m.ID, "files", rep.Files, "bytes", rep.Bytes, "points", rep.Points,

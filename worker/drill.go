@@ -106,6 +106,9 @@ func (w *Worker) drillTarget(name string) string {
 
 func (w *Worker) drillJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
 	start := time.Now()
+	if !p.Params.At.IsZero() {
+		return w.drillAtMoment(ctx, s, p)
+	}
 	source := p.Params.Target
 	if source == "" {
 		source = w.drillTarget(s.Name())
@@ -135,6 +138,27 @@ func (w *Worker) drillJob(ctx context.Context, s *store.Store, p jobs.Payload) (
 		w.publishSoon(s.Name())
 	}
 	return outcome{}, err
+}
+
+// drillAtMoment is a drill with Params.At: it proves the store can be
+// restored to that moment (package ship's DrillAt) and records nothing
+// as the store's last drill, which is about its newest backup.
+func (w *Worker) drillAtMoment(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+	if w.cfg.Shipper == nil {
+		return outcome{}, fmt.Errorf("store %s: a drill at a moment needs the commit log shipped (--backup-target, --ship-interval): %w", s.Name(), store.ErrNotShipping)
+	}
+	start := time.Now()
+	rep, plan, err := w.cfg.Shipper.DrillAt(ctx, s.Name(), p.Params.At)
+	if err != nil {
+		return outcome{}, err
+	}
+	res := jobs.DrillResult{Target: plan.Target, BackupID: rep.BackupID, BackupAt: rep.BackupAt, Files: rep.Files, Bytes: rep.Bytes,
+		Points: rep.Points, Fingerprint: rep.Fingerprint, FingerprintChecked: rep.FingerprintChecked, RTO: time.Since(start),
+		Fetch: rep.Timing.Fetch, Check: rep.Timing.Check}
+	if l := rep.Log; l != nil {
+		res.Log = &jobs.RestoredLog{At: l.At, Batches: l.Batches, Writes: l.Writes, Through: l.Through, LastWriteAt: l.LastWriteAt, Timeline: plan.Timeline.ID}
+	}
+	return outcome{Status: jobs.StatusDrilled, BackupID: rep.BackupID, BytesAfter: uint64(rep.Bytes), Result: res}, nil
 }
 
 // repairTarget follows a drill that found backup m damaged on a target:

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"time"
 
-	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
 	"storekeeper/ship"
@@ -36,7 +35,7 @@ func (w *Worker) shipGap(name string, g ship.Gap) {
 		Type: jobs.EventShipGap, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem, JobID: backup, Error: what,
 		Summary: fmt.Sprintf("store %s: part of its commit log was lost: %s; backup job %s re-anchors it", name, what, orNone(backup)), At: now}
 	value, _ := json.Marshal(g)
-	if _, _, err := jobsdb.Announce(ctx, w.rdb, keyspace.ShipGapKey(name, g.Timeline, g.From), string(value), w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
+	if err := jobsdb.AnnounceShipGap(ctx, w.rdb, name, g.Timeline, g.From, string(value), w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
 		log.Error("commit log gap not announced", "err", err)
 	}
 }

@@ -33,6 +33,11 @@ func enqueueCmd(kind jobs.Kind) func(context.Context, *ctl, *flag.FlagSet, []str
 		case jobs.KindDrill:
 			fs.StringVar(&p.Target, "target", "", "drill the copy on this backup `target` (--backup-target NAME); default: each target in turn, or the local backups when there is none")
 			fs.StringVar(&p.BackupID, "backup", "", "the backup `id` to drill; default: the newest")
+			fs.Func("at", "prove the store restorable to this `moment` (RFC 3339 time or a duration ago) from a backup plus the shipped commit log", func(v string) error {
+				at, err := parseMoment(v, time.Now())
+				p.At = at
+				return err
+			})
 		}
 		pos, err := c.parse(fs, args, 0, 1)
 		if err != nil {

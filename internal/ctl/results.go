@@ -94,6 +94,10 @@ func resultText(kind jobs.Kind, raw json.RawMessage) string {
 		if r.Target != "" {
 			from = "target " + r.Target
 		}
+		if l := r.Log; l != nil {
+			return fmt.Sprintf("restorable to %s: backup %s from %s plus %d writes of the commit log (the last committed at %s), CheckLevels passed; RTO %s",
+				l.At.UTC().Format(time.RFC3339Nano), r.BackupID, from, l.Writes, l.LastWriteAt.UTC().Format(time.RFC3339Nano), r.RTO.Round(time.Millisecond))
+		}
 		fp := "fingerprint matches"
 		if !r.FingerprintChecked {
 			fp = "no fingerprint recorded (an older backup)"
