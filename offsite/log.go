@@ -1,6 +1,7 @@
 package offsite
 
 import (
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -105,21 +106,11 @@ func (t *Target) Segments(ctx context.Context, storeName, timeline string) ([]Se
 	}
 	slices.SortFunc(out, func(a, b Segment) int {
 		if a.First != b.First {
-			return compare(a.First, b.First)
+			return cmp.Compare(a.First, b.First)
 		}
-		return compare(b.Next, a.Next)
+		return cmp.Compare(b.Next, a.Next)
 	})
 	return out, nil
-}
-
-func compare(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // ReadSegment returns a segment's content as PutSegment was given it.

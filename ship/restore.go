@@ -1,6 +1,7 @@
 package ship
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,15 +54,7 @@ func (sh *Shipper) RestoreAt(ctx context.Context, name, key string, at time.Time
 	if err != nil {
 		return store.RestoreResult{}, p, err
 	}
-	req := store.RestoreRequest{
-		Key: key,
-		Replay: &store.Replay{
-			Branch: store.Branch{Timeline: p.Timeline.ID, At: at.UTC(), Replayed: p.Steps},
-			Batches: func(ctx context.Context, apply func(store.LogBatch) error) (store.ReplayResult, error) {
-				return sh.replay(ctx, name, p.Steps, apply)
-			},
-		},
-	}
+	req := store.RestoreRequest{Key: key, Replay: sh.replayOf(name, p, at)}
 	if p.target == nil {
 		req.BackupID = p.Backup.ID
 	} else {
@@ -244,10 +237,10 @@ func (sh *Shipper) segments(ctx context.Context, name, timeline string) []*sourc
 		out = append(out, src)
 	}
 	slices.SortFunc(out, func(a, b *source) int {
-		if c := cmpU(a.seg.First, b.seg.First); c != 0 {
+		if c := cmp.Compare(a.seg.First, b.seg.First); c != 0 {
 			return c
 		}
-		return cmpU(b.seg.Next, a.seg.Next)
+		return cmp.Compare(b.seg.Next, a.seg.Next)
 	})
 	return out
 }
@@ -346,11 +339,18 @@ func (sh *Shipper) DrillAt(ctx context.Context, name string, at time.Time) (stor
 	if p.target != nil {
 		open = p.target.OpenObject
 	}
-	rep, err := s.DrillWith(ctx, p.Backup, open, &store.Replay{
+	rep, err := s.DrillWith(ctx, p.Backup, open, sh.replayOf(name, p, at))
+	return rep, p, err
+}
+
+// replayOf is what a restore or drill to at replays: p's steps, read
+// from the shipped log, recorded as the branch of the timeline a restore
+// starts.
+func (sh *Shipper) replayOf(name string, p Plan, at time.Time) *store.Replay {
+	return &store.Replay{
 		Branch: store.Branch{Timeline: p.Timeline.ID, At: at.UTC(), Replayed: p.Steps},
 		Batches: func(ctx context.Context, apply func(store.LogBatch) error) (store.ReplayResult, error) {
 			return sh.replay(ctx, name, p.Steps, apply)
 		},
-	})
-	return rep, p, err
+	}
 }

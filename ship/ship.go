@@ -13,6 +13,7 @@
 package ship
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -398,19 +399,9 @@ func (ss *storeShip) load() error {
 		if c := strings.Compare(a.timeline, b.timeline); c != 0 {
 			return c
 		}
-		return cmpU(a.first, b.first)
+		return cmp.Compare(a.first, b.first)
 	})
 	return nil
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 var errStop = errors.New("stop")
