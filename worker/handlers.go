@@ -96,6 +96,14 @@ func (w *Worker) restoreJob(ctx context.Context, s *store.Store, p jobs.Payload)
 	if !p.Params.At.IsZero() && !done {
 		return w.restoreToMoment(ctx, s, p)
 	}
+	if sh := w.cfg.Shipper; sh != nil && !done {
+		// The writes since the last tick go out before the restore
+		// replaces the store (and its WALs): the old timeline stays
+		// restorable to its last moment.
+		if err := sh.Drain(ctx, s.Name()); err != nil {
+			w.log.Warn("restore: not every segment reached the targets; they stay local and are sent later", "store", s.Name(), "err", err)
+		}
+	}
 	if !done {
 		if id, remote, err = w.restoreFrom(ctx, s, p.Params); err != nil {
 			return outcome{}, err
