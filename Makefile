@@ -4,13 +4,16 @@ STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 STATICCHECK_VERSION := v0.8.2
 DATA_DIR    ?= ./data
 BACKUP_DIR  ?= ./backups
+OFFSITE_DIR ?= ./offsite
 LISTEN      ?= 127.0.0.1:8080
 
 .PHONY: run test bench chaos fuzz lint build clean
 
-## run: build, then the all-in-one server with demo stores in $(DATA_DIR) on an in-process Redis: dashboard at http://$(LISTEN)/
+## run: build, then the all-in-one server with demo stores in $(DATA_DIR) on an in-process Redis, backups and every write also shipped to $(OFFSITE_DIR) (a stand-in for object storage): dashboard at http://$(LISTEN)/
 run: build
-	./bin/storekeeper serve --demo --listen $(LISTEN) --data-dir $(DATA_DIR) --backup-dir $(BACKUP_DIR)
+	./bin/storekeeper serve --demo --listen $(LISTEN) --data-dir $(DATA_DIR) --backup-dir $(BACKUP_DIR) \
+		--backup-target 'demo=file://$(abspath $(OFFSITE_DIR))?create_dir=1'
+
 
 ## test: the whole suite, with the race detector
 test:
@@ -53,4 +56,4 @@ build:
 	$(GO) build -o bin/storekeeper ./cmd/storekeeper
 
 clean:
-	rm -rf bin $(DATA_DIR) $(BACKUP_DIR)
+	rm -rf bin $(DATA_DIR) $(BACKUP_DIR) $(OFFSITE_DIR)

@@ -33,7 +33,7 @@ func TestMakeRun(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := buildBinary(t) // also warms the build cache make run uses
-	cmd := exec.Command("make", "run", "LISTEN="+listenAddr, "DATA_DIR="+filepath.Join(dir, "data"), "BACKUP_DIR="+filepath.Join(dir, "backups"))
+	cmd := exec.Command("make", "run", "LISTEN="+listenAddr, "DATA_DIR="+filepath.Join(dir, "data"), "BACKUP_DIR="+filepath.Join(dir, "backups"), "OFFSITE_DIR="+filepath.Join(dir, "offsite"))
 	cmd.Dir = filepath.Join("..", "..")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, _ := cmd.StdoutPipe()
