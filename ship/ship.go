@@ -134,8 +134,9 @@ func (sh *Shipper) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		for _, name := range sh.reg.Names() {
-			if err := sh.tick(ctx, name, false); err != nil && ctx.Err() == nil {
-				sh.log.Debug("shipping", "store", name, "err", err)
+			err := sh.tick(ctx, name, false)
+			if ctx.Err() == nil {
+				sh.storeShip(name).logTick(sh.log, err)
 			}
 		}
 	}
@@ -148,6 +149,33 @@ func (sh *Shipper) Drain(ctx context.Context, name string) error {
 	return sh.tick(ctx, name, true)
 }
 
+// logTick logs a tick's error once, when it first fails or its error
+// changes, and that ticks work again: a store that is being restored or
+// is unavailable fails every tick until it serves (logged at debug
+// level only), and a log that cannot be read stops shipping, which the
+// operator must see.
+func (ss *storeShip) logTick(log *slog.Logger, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrClosed) {
+		// Restoring, closing, or not open: its state says so already.
+		log.Debug("shipping waits for the store", "store", ss.name, "err", err)
+		msg = ""
+	}
+	ss.mu.Lock()
+	prev := ss.lastErr
+	ss.lastErr = msg
+	ss.mu.Unlock()
+	switch {
+	case msg != "" && msg != prev:
+		log.Warn("shipping the commit log fails; retried every tick", "store", ss.name, "err", err)
+	case msg == "" && prev != "":
+		log.Info("shipping the commit log works again", "store", ss.name)
+	}
+}
+
 // storeShip is one store's shipping state. mu serialises its ticks.
 type storeShip struct {
 	name string
@@ -158,6 +186,7 @@ type storeShip struct {
 	// whole by Collect deleting them.
 	use       sync.RWMutex
 	collected time.Time // when Collect last ran for the store
+	lastErr   string    // the last tick's error, for logTick
 	loaded    bool
 	sealed    store.LogCursor // saved: every batch before it is in a local segment
 	read      store.LogCursor // read into open
