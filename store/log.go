@@ -240,7 +240,8 @@ func writeTimeline(dir string, tl Timeline) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err == nil {
+	_, err = f.Write(b)
+	if err == nil {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
