@@ -186,6 +186,7 @@ type storeShip struct {
 	// whole by Collect deleting them.
 	use       sync.RWMutex
 	collected time.Time // when Collect last ran for the store
+	readAt    time.Time // when a read of the store's log last completed (or, before one did, when the first began)
 	lastErr   string    // the last tick's error, for logTick
 	loaded    bool
 	sealed    store.LogCursor // saved: every batch before it is in a local segment
@@ -254,10 +255,14 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) error {
 			return err
 		}
 	}
+	if ss.readAt.IsZero() {
+		ss.readAt = sh.cfg.Now()
+	}
 	if err := s.SyncLog(ss.read.Next); err != nil {
 		return err
 	}
-	_, err = s.ReadLog(ctx, ss.read, func(b store.LogBatch, after store.LogCursor) error {
+	readStart := sh.cfg.Now()
+	cur, err := s.ReadLog(ctx, ss.read, func(b store.LogBatch, after store.LogCursor) error {
 		if len(ss.open) > 0 && len(ss.open)+len(b.Repr)+binary.MaxVarintLen64 > sh.cfg.SegmentSize {
 			if err := ss.seal(tl.ID); err != nil {
 				return err
@@ -277,6 +282,10 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) error {
 	if err != nil {
 		return err
 	}
+	// Past what the callback saw: batches of LogData only, and, on a new
+	// timeline, its start (without this the cursor stayed empty while
+	// nothing was written, and every tick started the timeline again).
+	ss.read, ss.readAt = cur, readStart
 	if len(ss.open) > 0 && (drain || sh.cfg.Now().Sub(ss.since) >= sh.cfg.Interval) {
 		if err := ss.seal(tl.ID); err != nil {
 			return err
@@ -648,7 +657,8 @@ type Stats struct {
 	Pending      int   `json:"pending"`
 	PendingBytes int64 `json:"pending_bytes"`
 	// Lag per target: how long ago the oldest write it does not hold yet
-	// was committed; 0 when it holds everything read.
+	// was committed (for writes not read yet: since the last read of the
+	// log began); 0 when it holds every committed write.
 	Lag map[string]time.Duration `json:"lag"`
 }
 
@@ -661,8 +671,25 @@ func (sh *Shipper) Stats(name string) Stats {
 	st.Gaps = slices.Clone(st.Gaps)
 	st.Lag = map[string]time.Duration{}
 	now := sh.cfg.Now()
+	// Writes committed but not read yet were committed after the last
+	// read began: while reading stalls, the lag grows from then.
+	var unread time.Time
+	if s, err := sh.reg.Store(name); err == nil && !ss.readAt.IsZero() {
+		if tl, last := s.LastCommitted(); tl == ss.read.Timeline && last >= ss.read.Next {
+			unread = ss.readAt
+		}
+	}
 	for _, t := range sh.cfg.Targets {
-		var oldest time.Time
+		oldest := unread
+		for _, p := range ss.pending {
+			if !ss.sent[t.Name][p.path] && !p.stamp.IsZero() {
+				oldest = p.stamp
+				break
+			}
+		}
+		if len(ss.open) > 0 && (oldest.IsZero() || ss.stamp.Before(oldest)) {
+			oldest = ss.stamp
+		}
 		for _, p := range ss.pending {
 			if !ss.sent[t.Name][p.path] && !p.stamp.IsZero() {
 				oldest = p.stamp

@@ -477,3 +477,31 @@ func TestCollectKeepsWhatTheWindowNeeds(t *testing.T) {
 		t.Fatalf("restore after collection: %d keys, %+v", len(got), res.Log)
 	}
 }
+
+// The lag counts writes the shipper has not read yet: while reading
+// stalls, it grows from the last read, not from the last segment.
+func TestLagCountsUnreadWrites(t *testing.T) {
+	now := time.Now()
+	n := startNode(t, newDirs(t), Config{Now: func() time.Time { return now }})
+	s := n.store(t)
+	ctx := context.Background()
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if lag := n.sh.Stats("orders").Lag["t1"]; lag != 0 {
+		t.Fatalf("lag %v with everything shipped", lag)
+	}
+	if err := s.Set([]byte("k"), []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(10 * time.Second) // no tick meanwhile: the write is not read
+	if lag := n.sh.Stats("orders").Lag["t1"]; lag < 10*time.Second {
+		t.Fatalf("lag %v with a write unread for 10 s", lag)
+	}
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if lag := n.sh.Stats("orders").Lag["t1"]; lag != 0 {
+		t.Fatalf("lag %v after the write was shipped", lag)
+	}
+}
