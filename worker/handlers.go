@@ -153,9 +153,13 @@ func (w *Worker) restored(s *store.Store, p jobs.Payload, res store.RestoreResul
 		summary := fmt.Sprintf("store %s was restored automatically from backup %s: writes after %s are gone; the replaced generation is in quarantine at %s",
 			p.Store, res.BackupID, res.BackupAt.UTC().Format(time.RFC3339), res.Quarantine)
 		if res.Log != nil {
+			since := res.BackupAt // nothing replayed: the backup is the last write known
+			if res.Log.Batches > 0 {
+				since = res.Log.LastWriteAt
+			}
 			summary = fmt.Sprintf("store %s was restored automatically to %s, when the damage was found: backup %s plus %d writes (%d batches) of the shipped commit log, %s of writes a restore of the backup alone would have lost; the last write recovered was committed at %s, so writes between then and %s were not shipped and are gone; the replaced generation is in quarantine at %s",
 				p.Store, p.Params.At.UTC().Format(time.RFC3339Nano), res.BackupID, res.Log.Writes, res.Log.Batches,
-				recovered(res), res.Log.LastWriteAt.UTC().Format(time.RFC3339Nano), p.Params.At.UTC().Format(time.RFC3339Nano), res.Quarantine)
+				recovered(res), since.UTC().Format(time.RFC3339Nano), p.Params.At.UTC().Format(time.RFC3339Nano), res.Quarantine)
 		}
 		if note != "" {
 			summary += "; " + note
