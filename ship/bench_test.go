@@ -198,6 +198,8 @@ func shipLag(b *testing.B, s *store.Store, paced bool, d time.Duration) ([]time.
 		}()
 	}
 	var lags []time.Duration
+	probe := time.NewTicker(20 * time.Millisecond) // the probe's pace: one write and wait per tick
+	defer probe.Stop()
 	for i := 0; ctx.Err() == nil; i++ {
 		if err := s.Set(fmt.Appendf(nil, "probe%06d", i), []byte("p")); err != nil {
 			b.Fatal(err)
@@ -207,7 +209,10 @@ func shipLag(b *testing.B, s *store.Store, paced bool, d time.Duration) ([]time.
 			b.Fatal(err)
 		}
 		lags = append(lags, time.Since(t))
-		time.Sleep(20 * time.Millisecond) // the probe's pace, not a wait for a condition
+		select {
+		case <-probe.C:
+		case <-ctx.Done():
+		}
 	}
 	wg.Wait()
 	return lags, float64(written.Load()) / d.Seconds() / 1e6

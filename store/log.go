@@ -228,37 +228,13 @@ func readTimeline(dir string) (Timeline, error) {
 	return tl, nil
 }
 
-// writeTimeline writes the timeline record durably (a new file renamed
-// over the old, the directory synced).
+// writeTimeline writes the timeline record durably: a synced temporary
+// file renamed over the old one, then the directory synced.
 func writeTimeline(dir string, tl Timeline) error {
-	b, err := json.MarshalIndent(tl, "", "  ")
-	if err != nil {
+	if err := writeJSONAtomic(vfs.Default, filepath.Join(dir, TimelineFile), tl); err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, TimelineFile+".tmp")
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, TimelineFile)); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return syncDir(vfs.Default, dir)
 }
 
 // Timeline returns the store's current timeline.
