@@ -258,11 +258,12 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) error {
 	if ss.readAt.IsZero() {
 		ss.readAt = sh.cfg.Now()
 	}
-	if err := s.SyncLog(ss.read.Next); err != nil {
+	through, err := s.SyncLog(ss.read.Next)
+	if err != nil {
 		return err
 	}
 	readStart := sh.cfg.Now()
-	cur, err := s.ReadLog(ctx, ss.read, func(b store.LogBatch, after store.LogCursor) error {
+	cur, err := s.ReadLog(ctx, ss.read, through, func(b store.LogBatch, after store.LogCursor) error {
 		if len(ss.open) > 0 && len(ss.open)+len(b.Repr)+binary.MaxVarintLen64 > sh.cfg.SegmentSize {
 			if err := ss.seal(tl.ID); err != nil {
 				return err

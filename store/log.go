@@ -258,12 +258,18 @@ func (s *Store) Timeline() (Timeline, error) {
 
 // ReadLog calls fn, in sequence order, for every committed batch after
 // cur on the store's timeline (a zero cursor starts at the timeline's
-// first batch), with the cursor after it, and returns the cursor after
-// the last one fn accepted. The
-// newest WAL's unwritten tail ends a call; the next call goes on from
-// there. fn must not keep Repr. It returns ErrTimelineChanged when a
-// restore replaced the timeline.
-func (s *Store) ReadLog(ctx context.Context, cur LogCursor, fn func(LogBatch, LogCursor) error) (LogCursor, error) {
+// first batch) up to sequence number through, with the cursor after it,
+// and returns the cursor after the last one fn accepted. The
+// newest WAL's unwritten tail, or a batch past through, ends a call; the
+// next call goes on from there. fn must not keep Repr. It returns
+// ErrTimelineChanged when a restore replaced the timeline.
+//
+// A shipper passes the sequence number SyncLog returned: the WAL file
+// can hold batches past it that are not synced yet (Pebble writes a full
+// 32 KiB block out without syncing it), and a batch shipped before the
+// machine syncs it could be lost locally on power loss while a target
+// holds it.
+func (s *Store) ReadLog(ctx context.Context, cur LogCursor, through uint64, fn func(LogBatch, LogCursor) error) (LogCursor, error) {
 	if !s.reg.cfg.Ship {
 		return cur, ErrNotShipping
 	}
@@ -290,7 +296,7 @@ func (s *Store) ReadLog(ctx context.Context, cur LogCursor, fn func(LogBatch, Lo
 			continue
 		}
 		newest := i == len(logs)-1
-		done, err := s.readWAL(ctx, ll, &cur, newest, fn)
+		done, err := s.readWAL(ctx, ll, &cur, newest, through, fn)
 		if err != nil {
 			return cur, err
 		}
@@ -337,7 +343,7 @@ func (s *Store) listWALs() (wal.Logs, error) {
 // readWAL reads one WAL from cur on. done is false when it stopped short
 // of the WAL's end: at an unwritten tail of the newest WAL, or at a batch
 // whose predecessor has not been read (the next WAL is not complete yet).
-func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, newest bool, fn func(LogBatch, LogCursor) error) (done bool, err error) {
+func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, newest bool, through uint64, fn func(LogBatch, LogCursor) error) (done bool, err error) {
 	num := uint64(ll.Num)
 	r, err := s.openWAL(ll, cur)
 	if err != nil {
@@ -394,6 +400,8 @@ func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, 
 				return false, nil
 			}
 			return false, fmt.Errorf("store %s: WAL %s starts at sequence %d, expected %d: %w", s.name, ll.Num, b.Seq, cur.Next, ErrLogGap)
+		case b.Seq > through:
+			return false, nil // not known synced yet
 		default:
 			after.Next = b.Next()
 			if err := fn(b, after); err != nil {
@@ -492,28 +500,34 @@ func (l *logState) timelineIs(id string) bool {
 	return l.timeline.ID == id
 }
 
-// SyncLog makes every write committed so far readable by ReadLog. Pebble
-// keeps an unsynced write in its WAL writer's memory until a block of 32
-// KiB fills or a synced write comes; SyncLog commits a synced batch of
+// SyncLog makes every write committed so far durable and readable by
+// ReadLog, and returns the sequence number it holds through. Pebble keeps
+// an unsynced write in its WAL writer's memory until a block of 32 KiB
+// fills or a synced write comes; SyncLog commits a synced batch of
 // LogData only (which writes the block out and fsyncs it, and which the
 // log does not hand out), but only when a write through the handles is
-// newer than next, the cursor's next sequence number.
-func (s *Store) SyncLog(next uint64) error {
+// newer than next, the cursor's next sequence number. Every batch through
+// the returned number precedes that batch in the WAL, so it is synced.
+func (s *Store) SyncLog(next uint64) (uint64, error) {
 	if !s.reg.cfg.Ship {
-		return ErrNotShipping
+		return 0, ErrNotShipping
 	}
-	if s.clog.last.Load() < next {
-		return nil
+	through := s.clog.last.Load()
+	if through < next {
+		return through, nil // everything read so far was synced by an earlier call
 	}
 	db, err := s.acquire()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer s.release()
 	b := db.NewBatch()
 	defer b.Close()
 	stamp(b, time.Now())
-	return s.wrap("sync the WAL", b.Commit(pebble.Sync))
+	if err := s.wrap("sync the WAL", b.Commit(pebble.Sync)); err != nil {
+		return 0, err
+	}
+	return through, nil
 }
 
 // LastCommitted is the highest sequence number committed on the store's

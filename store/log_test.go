@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sync"
@@ -38,11 +39,11 @@ type logReader struct {
 
 func (lr *logReader) read(t *testing.T, s *Store) {
 	t.Helper()
-	if err := s.SyncLog(lr.cur.Next); err != nil {
+	through, err := s.SyncLog(lr.cur.Next)
+	if err != nil {
 		t.Fatalf("SyncLog: %v", err)
 	}
-	var err error
-	lr.cur, err = s.ReadLog(context.Background(), lr.cur, func(b LogBatch, _ LogCursor) error {
+	lr.cur, err = s.ReadLog(context.Background(), lr.cur, through, func(b LogBatch, _ LogCursor) error {
 		b.Repr = append([]byte(nil), b.Repr...)
 		lr.batches = append(lr.batches, b)
 		return nil
@@ -142,6 +143,50 @@ func TestReadLogHandsOutEveryCommitInOrder(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// TestReadLogHandsOutOnlySyncedWrites: unsynced writes committed after
+// SyncLog reach the WAL file once a 32 KiB block fills, before anything
+// syncs them. Shipped then, a power loss could take them from the store
+// while a target keeps them; ReadLog bounded by SyncLog's answer leaves
+// them for the next SyncLog.
+func TestReadLogHandsOutOnlySyncedWrites(t *testing.T) {
+	r := openTest(t, shipConfig(t))
+	s := mustStore(t, r, "orders")
+	lr := &logReader{}
+	if err := s.Set([]byte("before"), []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	lr.read(t, s)
+	through, err := s.SyncLog(lr.cur.Next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := make([]byte, 10<<10)
+	for i := range 8 {
+		if err := s.Update(func(b *Batch) error {
+			b.Sync(false)
+			return b.Set(fmt.Appendf(nil, "unsynced-%d", i), val)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Wait until Pebble wrote full blocks of them out (not synced).
+	handedOut := func(limit uint64) int {
+		n := 0
+		if _, err := s.ReadLog(context.Background(), lr.cur, limit, func(LogBatch, LogCursor) error { n++; return nil }); err != nil {
+			t.Fatalf("ReadLog: %v", err)
+		}
+		return n
+	}
+	testsignal.WaitFor(t, "unsynced writes in the WAL file", func() bool { return handedOut(math.MaxUint64) > 0 })
+	if n := handedOut(through); n != 0 {
+		t.Fatalf("ReadLog through %d handed out %d batches committed after SyncLog and not synced", through, n)
+	}
+	lr.read(t, s)
+	if keys := lr.keys(t); len(keys) != 9 || keys[8] != "unsynced-7" {
+		t.Fatalf("after the next SyncLog the log holds %q, want before and the 8 unsynced writes", keys)
+	}
 }
 
 func TestReadLogGoesOnAfterReopen(t *testing.T) {
@@ -244,7 +289,7 @@ func TestRestoreReplaysTheLogOntoABackup(t *testing.T) {
 	if tl2.ID != res.Log.Timeline || tl2.Parent == nil || tl2.Parent.Timeline != tl.ID || tl2.Parent.Backup != b.Backup.ID {
 		t.Fatalf("timeline after the restore: %+v", tl2)
 	}
-	if _, err := s.ReadLog(context.Background(), lr.cur, func(LogBatch, LogCursor) error { return nil }); !errors.Is(err, ErrTimelineChanged) {
+	if _, err := s.ReadLog(context.Background(), lr.cur, math.MaxUint64, func(LogBatch, LogCursor) error { return nil }); !errors.Is(err, ErrTimelineChanged) {
 		t.Fatalf("ReadLog on the old timeline: %v, want ErrTimelineChanged", err)
 	}
 }
@@ -282,7 +327,7 @@ func TestWaitShippedWaitsForMarkShipped(t *testing.T) {
 // log after the backup's position replayed onto it.
 func replayEverything(s *Store, id string) (RestoreResult, error) {
 	var batches []LogBatch
-	if _, err := s.ReadLog(context.Background(), LogCursor{}, func(b LogBatch, _ LogCursor) error {
+	if _, err := s.ReadLog(context.Background(), LogCursor{}, math.MaxUint64, func(b LogBatch, _ LogCursor) error {
 		b.Repr = append([]byte(nil), b.Repr...)
 		batches = append(batches, b)
 		return nil
