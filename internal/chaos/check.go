@@ -364,22 +364,31 @@ func (k *checker) restoresFile(path string) (int, error) {
 // no acknowledged synced write lost but what a restore rolled back, no
 // write that was never attempted, every store and backup passes Pebble's
 // CheckLevels.
-func (k *checker) writes(restores string) *invariant {
+//
+// With pitr, it also checks the restores to a moment pitr made (written
+// to pitrFile) and adds the result to pitr's invariant.
+func (k *checker) writes(restores string, pitr *pitrRun, pitrFile string) *invariant {
 	iv := &invariant{Name: "no acknowledged synced write lost; stores and backups pass CheckLevels"}
-	var acked, rolled, backups int
+	var acked, rolled, backups, checked int
+	var sum pitrStore
 	for _, n := range k.c.nodes {
-		cmd := exec.CommandContext(k.ctx, k.c.nodeBin, "verify", "--data", n.data, "--ledger", n.ledger,
-			"--stores", strings.Join(n.stores, ","), "--restores", restores, "--backups", n.backups)
+		args := []string{"verify", "--data", n.data, "--ledger", n.ledger,
+			"--stores", strings.Join(n.stores, ","), "--restores", restores, "--backups", n.backups}
+		if pitr != nil {
+			args = append(args, "--pitr", pitrFile)
+		}
+		cmd := exec.CommandContext(k.ctx, k.c.nodeBin, args...)
 		out, err := cmd.Output()
 		var res struct {
 			Stores map[string]struct {
-				AckedSynced    int      `json:"acked_synced"`
-				MissingSynced  []string `json:"missing_synced"`
-				RolledBack     int      `json:"rolled_back"`
-				UnknownPresent []string `json:"unknown_present"`
-				CheckLevels    string   `json:"check_levels"`
-				BackupsChecked int      `json:"backups_checked"`
-				BackupErrors   []string `json:"backup_errors"`
+				AckedSynced    int        `json:"acked_synced"`
+				MissingSynced  []string   `json:"missing_synced"`
+				RolledBack     int        `json:"rolled_back"`
+				UnknownPresent []string   `json:"unknown_present"`
+				CheckLevels    string     `json:"check_levels"`
+				BackupsChecked int        `json:"backups_checked"`
+				BackupErrors   []string   `json:"backup_errors"`
+				PITR           *pitrStore `json:"pitr"`
 			} `json:"stores"`
 			Violations int `json:"violations"`
 		}
@@ -403,9 +412,17 @@ func (k *checker) writes(restores string) *invariant {
 			for _, e := range s.BackupErrors {
 				iv.failf("%s: backup: %s", name, e)
 			}
+			if pitr != nil {
+				pitr.add(name, s.PITR, &sum, &checked)
+			}
 		}
 	}
 	iv.Note = fmt.Sprintf("%d synced writes acknowledged, %d rolled back by restores, %d backups checked", acked, rolled, backups)
+	if pitr != nil {
+		pitr.iv.Note += fmt.Sprintf("%d stores restored to %s and checked: %d writes acknowledged and shipped by then present (%d more rolled back by earlier restores), "+
+			"%d writes begun by then present, %d written after it and before the restore gone",
+			checked, pitr.at.UTC().Format(time.RFC3339Nano), sum.Shipped-len(sum.Missing), sum.Excused, sum.Kept, sum.Dropped)
+	}
 	return iv
 }
 

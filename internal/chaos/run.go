@@ -90,6 +90,14 @@ func Run(ctx context.Context, opt Options) *Result {
 	conv, took := k.converge(60 * time.Second)
 	res.Converged = took
 	c.logf("converged: %v", conv.Violations)
+	// The moment just before the run's last fault (or, with none, before
+	// the faults stopped).
+	moment := time.Now().Add(-time.Second)
+	if all := fl.faults(); len(all) > 0 {
+		moment = all[len(all)-1].At.Add(-time.Millisecond)
+	}
+	pitr := k.restoreToMoment(moment, 90*time.Second)
+	c.logf("restored every store to %s: %v", moment.UTC().Format(time.RFC3339Nano), pitr.iv.Violations)
 	drills := k.drillsPass(90 * time.Second)
 	c.logf("drills: %s %v", drills.Note, drills.Violations)
 
@@ -114,7 +122,12 @@ func Run(ctx context.Context, opt Options) *Result {
 		res.Err = err
 		return res
 	}
-	res.Invariants = []*invariant{terminal, hist, k.eventSequences(), k.notifications(), k.watchers(), k.writes(restores), k.pebbleCheck(), k.fencing(fl.fence), k.offsiteRestorable(3, fl.refusals), drills, conv, k.apiAnswers()}
+	pitrFile := filepath.Join(opt.Dir, "pitr.txt")
+	if err := pitr.file(k, pitrFile); err != nil {
+		res.Err = err
+		return res
+	}
+	res.Invariants = []*invariant{terminal, hist, k.eventSequences(), k.notifications(), k.watchers(), k.writes(restores, pitr, pitrFile), pitr.iv, k.pebbleCheck(), k.fencing(fl.fence), k.offsiteRestorable(3, fl.refusals), drills, conv, k.apiAnswers()}
 	summarize(res, c, l, fl)
 	return res
 }

@@ -19,6 +19,7 @@ import (
 //	I <store> <key> <sync 0|1> <unixnano>       about to commit key (before the commit)
 //	A <store> <key> <sync 0|1> <unixnano>       the commit of key returned nil
 //	E <store> <key> <code>                      the commit of key failed: unavailable, not_owner, closed, error
+//	W <store> <key> <unixnano>                  Store.WaitShipped returned: every write of this run up to key is on every target
 //
 // Keys are w/<node>/<store>/<seq>, seq a decimal number padded to 12
 // digits, never reused by the node: a run starts after the highest seq its
@@ -122,11 +123,36 @@ type ledgerData struct {
 	// (the last line of a file, or one just before an S line).
 	badLines []string
 	torn     int // torn last lines, allowed
+	// marks are the W lines: per run and store, the seqs known shipped
+	// and when, in ledger order.
+	marks map[runStore][]shipMark
+}
+
+type runStore struct {
+	run   int
+	store string
+}
+
+type shipMark struct {
+	seq uint64
+	at  int64
+}
+
+// shippedAt is when the ledgers say key e was known to be on every
+// target: the first W line of its run and store whose seq is at least
+// its own; false when none is.
+func (d *ledgerData) shippedAt(e *entry) (int64, bool) {
+	for _, m := range d.marks[runStore{e.run, e.store}] {
+		if m.seq >= e.seq {
+			return m.at, true
+		}
+	}
+	return 0, false
 }
 
 // readLedgers reads every ledger in paths.
 func readLedgers(paths []string) (*ledgerData, error) {
-	d := &ledgerData{keys: map[string]*entry{}}
+	d := &ledgerData{keys: map[string]*entry{}, marks: map[runStore][]shipMark{}}
 	run := 0
 	for _, p := range paths {
 		f, err := os.Open(p)
@@ -188,6 +214,20 @@ func (d *ledgerData) apply(fs []string, run int) bool {
 	}
 	var at int64
 	switch fs[0] {
+	case "W":
+		if len(fs) != 4 {
+			return false
+		}
+		at, err := strconv.ParseInt(fs[3], 10, 64)
+		if err != nil {
+			return false
+		}
+		k := runStore{run, store}
+		if d.marks == nil {
+			d.marks = map[runStore][]shipMark{}
+		}
+		d.marks[k] = append(d.marks[k], shipMark{seq: seq, at: at})
+		return true
 	case "I", "A":
 		if len(fs) != 5 || (fs[3] != "0" && fs[3] != "1") {
 			return false

@@ -299,6 +299,38 @@ func TestClassify(t *testing.T) {
 	}
 }
 
+// TestCheckPITR: the rules of verify --pitr on a hand-made ledger: a
+// restore to the moment 100, asked for at 200.
+func TestCheckPITR(t *testing.T) {
+	ledgerText := strings.Join([]string{
+		"S n 1 0",
+		"I a w/n/a/000000000001 1 10", "A a w/n/a/000000000001 1 11", // shipped by 40: must be present
+		"I a w/n/a/000000000002 0 20", "A a w/n/a/000000000002 0 21", // shipped by 40, rolled back by a restore finished at 60
+		"W a w/n/a/000000000002 40",
+		"I a w/n/a/000000000003 1 70", "A a w/n/a/000000000003 1 71", // shipped by 90: must be present (missing: violation)
+		"W a w/n/a/000000000003 90",
+		"I a w/n/a/000000000004 0 95", "A a w/n/a/000000000004 0 96", // shipped only at 150: may be missing
+		"W a w/n/a/000000000004 150",
+		"I a w/n/a/000000000005 1 110", "A a w/n/a/000000000005 1 111", // after the moment: must be gone (present: violation)
+		"I a w/n/a/000000000006 1 120", "A a w/n/a/000000000006 1 121", // after the moment, gone
+		"I a w/n/a/000000000007 1 190", "A a w/n/a/000000000007 1 210", // acknowledged after the request: either way
+		"W b w/n/b/000000000001 50", // another store's mark
+	}, "\n")
+	ld := &ledgerData{keys: map[string]*entry{}}
+	run := 0
+	if err := ld.read(strings.NewReader(ledgerText), "ledger", &run); err != nil || len(ld.badLines) != 0 {
+		t.Fatalf("read: %v, bad lines %q", err, ld.badLines)
+	}
+	present := map[string]bool{"w/n/a/000000000001": true, "w/n/a/000000000005": true, "w/n/a/000000000007": true}
+	// The moment's own restore (finished at 250) excuses nothing.
+	windows := []window{{from: 15, to: 60}, {from: 5, to: 250}}
+	r := checkPITR("a", ld, present, windows, pitrLine{at: 100, requested: 200})
+	if r.Shipped != 2 || r.Excused != 1 || r.Kept != 1 || r.Dropped != 1 ||
+		!slices.Equal(r.Missing, []string{"w/n/a/000000000003"}) || !slices.Equal(r.After, []string{"w/n/a/000000000005"}) {
+		t.Fatalf("checkPITR: %+v; want 2 shipped (000003 missing), 1 excused, 1 kept, 1 dropped, 000005 after", *r)
+	}
+}
+
 // TestUsage: usage errors exit 2 and say what is wrong.
 func TestUsage(t *testing.T) {
 	for _, args := range [][]string{

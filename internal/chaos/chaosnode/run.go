@@ -25,6 +25,7 @@ import (
 	"storekeeper/internal/config"
 	"storekeeper/jobs"
 	"storekeeper/offsite"
+	"storekeeper/ship"
 	"storekeeper/store"
 	"storekeeper/worker"
 )
@@ -42,6 +43,7 @@ type runConfig struct {
 	listen        string
 	webhooks      []worker.Webhook
 	targets       []string // NAME=URL
+	shipInterval  time.Duration
 	fast          bool
 	logLevel      slog.Level
 }
@@ -92,6 +94,7 @@ func parseRun(args []string, stderr io.Writer) (runConfig, error) {
 	fs.StringVar(&c.listen, "listen", "", "HTTP address for /healthz and /stats (empty: none); its bound address is printed as \"listening <addr>\"")
 	fs.Var(&webhooks, "webhook", "notification webhook url#secret, repeatable")
 	fs.Var(&targets, "backup-target", "backup targets NAME=URL, comma-separated (see storekeeper's --backup-target)")
+	fs.DurationVar(&c.shipInterval, "ship-interval", 250*time.Millisecond, "with --backup-target: ship every store's commit log this often (0: do not ship)")
 	fs.BoolVar(&c.fast, "fast", false, "chaos tuning: short retry backoffs, lease TTL and shutdown timeout")
 	fs.StringVar(&level, "log-level", level, "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -127,6 +130,9 @@ func parseRun(args []string, stderr io.Writer) (runConfig, error) {
 	}
 	if c.writeInterval <= 0 {
 		return c, errors.New("--write-interval must be positive")
+	}
+	if c.shipInterval < 0 {
+		return c, errors.New("--ship-interval must not be negative")
 	}
 	if c.minReplicas < 0 {
 		return c, errors.New("--min-replicas must not be negative")
@@ -170,6 +176,7 @@ func (c runConfig) workerConfig(rdb redis.UniversalClient, reg *store.Registry, 
 // storeStats counts one store's writes, for /stats.
 type storeStats struct {
 	next       atomic.Uint64 // the next seq
+	acked      atomic.Uint64 // the highest seq this run committed
 	intents    atomic.Int64
 	acks       atomic.Int64
 	acksSynced atomic.Int64
@@ -188,6 +195,7 @@ type node struct {
 	stats   map[string]*storeStats
 	writers sync.WaitGroup
 	targets []*offsite.Target
+	shipper *ship.Shipper // nil: not shipping
 	net     *netFaults    // between the node and Redis
 	clock   *shiftedClock // the worker's
 }
@@ -230,7 +238,8 @@ func runNode(ctx context.Context, cfg runConfig, log *slog.Logger, stdout io.Wri
 		return fmt.Errorf("ledger: %w", err)
 	}
 
-	n.reg, err = store.Open(store.Config{DataDir: cfg.data, BackupDir: cfg.backups, Stores: cfg.stores, Logger: log})
+	shipping := len(cfg.targets) > 0 && cfg.shipInterval > 0
+	n.reg, err = store.Open(store.Config{DataDir: cfg.data, BackupDir: cfg.backups, Stores: cfg.stores, Logger: log, Ship: shipping})
 	if err != nil {
 		return err
 	}
@@ -269,6 +278,16 @@ func runNode(ctx context.Context, cfg runConfig, log *slog.Logger, stdout io.Wri
 		defer t.Close()
 		n.targets = append(n.targets, t)
 	}
+	if shipping {
+		// The data directory is a small tmpfs in a chaos run: the segments
+		// (and archived WALs) a store may keep while the target is down are
+		// bounded well inside it.
+		n.shipper, err = ship.New(ship.Config{Dir: filepath.Join(cfg.data, store.MetaDir, "ship"), Targets: n.targets,
+			Interval: cfg.shipInterval, Buffer: 16 << 20, Logger: log}, n.reg)
+		if err != nil {
+			return err
+		}
+	}
 	w, err := n.startWorker(ctx)
 	if err != nil || w == nil {
 		return err // nil: stopped before the worker started
@@ -290,7 +309,7 @@ func runNode(ctx context.Context, cfg runConfig, log *slog.Logger, stdout io.Wri
 func (n *node) startWorker(ctx context.Context) (*worker.Worker, error) {
 	for {
 		wc := n.cfg.workerConfig(n.rdb, n.reg, n.log, n.clock)
-		wc.Targets = n.targets
+		wc.Targets, wc.Shipper = n.targets, n.shipper
 		w, err := worker.New(wc)
 		if err != nil {
 			return nil, err
@@ -327,6 +346,46 @@ func (n *node) startWriters(ctx context.Context) {
 			defer n.writers.Done()
 			n.write(ctx, s, st, rng)
 		}()
+		if n.shipper != nil {
+			n.writers.Add(1)
+			go func() {
+				defer n.writers.Done()
+				n.markShipped(ctx, s, st)
+			}()
+		}
+	}
+}
+
+// markShipped records in the ledger, as W lines, how far this run's
+// writes to s are known to be on every target: it notes the highest seq
+// committed, waits for Store.WaitShipped (every write committed before the
+// call is shipped) and writes "W <store> <key> <time>". The checker takes
+// every key of the run up to that seq as shipped by that time.
+func (n *node) markShipped(ctx context.Context, s *store.Store, st *storeStats) {
+	t := time.NewTicker(4 * n.cfg.shipInterval)
+	defer t.Stop()
+	var marked uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		seq := st.acked.Load()
+		if seq == 0 || seq == marked {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := s.WaitShipped(wctx)
+		cancel()
+		if err != nil {
+			n.log.Debug("writes not known shipped", "store", s.Name(), "err", err)
+			continue
+		}
+		marked = seq
+		if err := n.ledger.line(fmt.Sprintf("W %s %s %d\n", s.Name(), writeKey(n.cfg.node, s.Name(), seq), time.Now().UnixNano())); err != nil {
+			n.log.Error("ledger: shipped mark not recorded", "store", s.Name(), "err", err)
+		}
 	}
 }
 
@@ -402,6 +461,9 @@ func (n *node) writeBatch(s *store.Store, st *storeStats, rng *rand.Rand) {
 		}
 	}
 	st.acks.Add(int64(count))
+	if _, _, seq, ok := parseKey(keys[count-1]); ok {
+		st.acked.Store(seq)
+	}
 	if synced {
 		st.acksSynced.Add(int64(count))
 	}

@@ -32,6 +32,7 @@ type verifyConfig struct {
 	restores     string
 	backups      string
 	diskRestores bool
+	pitr         string
 }
 
 func parseVerify(args []string, stderr io.Writer) (verifyConfig, error) {
@@ -46,6 +47,8 @@ func parseVerify(args []string, stderr io.Writer) (verifyConfig, error) {
 	fs.StringVar(&c.backups, "backups", "", "the node's backup directory: every backup of the stores is checked")
 	fs.BoolVar(&c.diskRestores, "disk-restores", true, "also take as rollback windows the restores the data directory shows "+
 		"(quarantined generations, a restore journal past its swap), reported in unreported_restores when --restores lacks them")
+	fs.StringVar(&c.pitr, "pitr", "", "restores to a moment to check, one per line: <store> <moment unixnano> <requested unixnano> "+
+		"(the store was restored to the moment by a request made then, and nothing restored it after)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -103,8 +106,34 @@ type storeReport struct {
 	PendingRestore     string   `json:"pending_restore,omitempty"` // a journal past its swap: the backup id
 	BackupsChecked     int      `json:"backups_checked"`
 	BackupErrors       []string `json:"backup_errors"` // violations
-	Violations         int      `json:"violations"`
+	// PITR is the check of a restore to a moment (--pitr), when the store
+	// had one.
+	PITR       *pitrReport `json:"pitr,omitempty"`
+	Violations int         `json:"violations"`
 }
+
+// pitrReport checks a restore of the store to a moment T, requested at R
+// (> T), after which nothing restored it again. The store then holds what
+// it held at T plus what was written after the restore, so:
+//   - every write acknowledged and known shipped (a W line) by T is
+//     present, unless a restore finished before R rolled it back
+//     (Missing: violations);
+//   - no write begun after T and acknowledged before R is present: it was
+//     committed after the moment and before the restore's swap (After:
+//     violations).
+type pitrReport struct {
+	At        time.Time `json:"at"`
+	Requested time.Time `json:"requested"`
+	Shipped   int       `json:"shipped"` // writes known shipped by T, not rolled back before R
+	Excused   int       `json:"excused"` // writes known shipped by T that a restore before R rolled back
+	Kept      int       `json:"kept"`    // writes begun by T present
+	Dropped   int       `json:"dropped"` // writes begun after T, acknowledged before R, absent as they must be
+	Missing   []string  `json:"missing"`
+	After     []string  `json:"after"`
+}
+
+// pitrLine is one line of --pitr.
+type pitrLine struct{ at, requested int64 }
 
 // verifyReport is what verify prints.
 type verifyReport struct {
@@ -166,10 +195,16 @@ func verify(cfg verifyConfig) (*verifyReport, error) {
 			return nil, err
 		}
 	}
+	pitr := map[string]pitrLine{}
+	if cfg.pitr != "" {
+		if pitr, err = readPITR(cfg.pitr); err != nil {
+			return nil, err
+		}
+	}
 	rep := &verifyReport{Stores: map[string]*storeReport{}, LedgerBadLines: nonNil(ld.badLines), LedgerTorn: ld.torn}
 	rep.Violations = len(ld.badLines)
 	for _, name := range cfg.stores {
-		sr := verifyStore(cfg, name, ld, windows[name])
+		sr := verifyStore(cfg, name, ld, windows[name], pitr)
 		rep.Stores[name] = sr
 		rep.Violations += sr.Violations
 	}
@@ -208,7 +243,7 @@ func readRestores(path string) (map[string][]window, error) {
 }
 
 // verifyStore checks one store and its backups.
-func verifyStore(cfg verifyConfig, name string, ld *ledgerData, reported []window) *storeReport {
+func verifyStore(cfg verifyConfig, name string, ld *ledgerData, reported []window, pitr map[string]pitrLine) *storeReport {
 	sr := &storeReport{MissingSynced: []string{}, LostBeforePresent: []string{}, UnknownPresent: []string{},
 		BadValues: []string{}, UnreportedRestores: []string{}, BackupErrors: []string{}, RestoreWindows: len(reported)}
 	dir, pending := liveDir(cfg.data, name)
@@ -236,10 +271,16 @@ func verifyStore(cfg verifyConfig, name string, ld *ledgerData, reported []windo
 	}
 	sr.Present = len(present)
 	classify(sr, name, ld, present, values, windows)
+	if p, ok := pitr[name]; ok {
+		sr.PITR = checkPITR(name, ld, present, windows, p)
+	}
 	if cfg.backups != "" {
 		sr.BackupsChecked, sr.BackupErrors = checkBackups(filepath.Join(cfg.backups, name, "backups"), name)
 	}
 	sr.Violations = len(sr.MissingSynced) + len(sr.LostBeforePresent) + len(sr.UnknownPresent) + len(sr.BadValues) + len(sr.BackupErrors)
+	if sr.PITR != nil {
+		sr.Violations += len(sr.PITR.Missing) + len(sr.PITR.After)
+	}
 	if sr.CheckLevels != "ok" {
 		sr.Violations++
 	}
@@ -306,6 +347,81 @@ func classify(sr *storeReport, name string, ld *ledgerData, present map[string]b
 	slices.Sort(sr.LostBeforePresent)
 	slices.Sort(sr.UnknownPresent)
 	slices.Sort(sr.BadValues)
+}
+
+// readPITR reads the --pitr file: <store> <moment unixnano> <requested
+// unixnano> per line; blank lines and # comments are skipped.
+func readPITR(path string) (map[string]pitrLine, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--pitr: %w", err)
+	}
+	out := map[string]pitrLine{}
+	for n, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fs := strings.Fields(line)
+		var p pitrLine
+		var err1, err2 error
+		if len(fs) == 3 {
+			p.at, err1 = strconv.ParseInt(fs[1], 10, 64)
+			p.requested, err2 = strconv.ParseInt(fs[2], 10, 64)
+		}
+		if len(fs) != 3 || err1 != nil || err2 != nil || p.requested <= p.at {
+			return nil, fmt.Errorf("--pitr %s:%d: want <store> <moment unixnano> <requested unixnano>, requested after the moment; got %q", path, n+1, line)
+		}
+		out[fs[0]] = p
+	}
+	return out, nil
+}
+
+// checkPITR checks what a restore of store name to a moment left (see
+// pitrReport). windows are the store's rollback windows; only those of
+// restores that finished before the request excuse a missing write (the
+// moment's own restore is one of them otherwise).
+func checkPITR(name string, ld *ledgerData, present map[string]bool, windows []window, p pitrLine) *pitrReport {
+	r := &pitrReport{At: time.Unix(0, p.at).UTC(), Requested: time.Unix(0, p.requested).UTC(), Missing: []string{}, After: []string{}}
+	var before []window
+	for _, w := range windows {
+		if w.to < p.requested {
+			before = append(before, w)
+		}
+	}
+	rolledBack := func(at int64) bool { return slices.ContainsFunc(before, func(w window) bool { return w.covers(at) }) }
+	for key, e := range ld.keys {
+		if e.store != name || !e.intent {
+			continue
+		}
+		if e.intentAt <= p.at {
+			if present[key] {
+				r.Kept++
+			}
+			if at, ok := ld.shippedAt(e); ok && e.acked && at <= p.at {
+				switch {
+				case rolledBack(e.ackAt):
+					r.Excused++
+				case present[key]:
+					r.Shipped++
+				default:
+					r.Shipped++
+					r.Missing = append(r.Missing, key)
+				}
+			}
+			continue
+		}
+		if e.acked && e.ackAt < p.requested {
+			if present[key] {
+				r.After = append(r.After, key)
+			} else {
+				r.Dropped++
+			}
+		}
+	}
+	slices.Sort(r.Missing)
+	slices.Sort(r.After)
+	return r
 }
 
 // journal is the part of store's restore journal (store/restore.go,
