@@ -23,12 +23,15 @@ test:
 bench:
 	$(GO) run ./internal/benchreport -out docs/BENCHMARKS.md
 
-## chaos: the multi-process soak under random faults (DURATION, SEED: 0 = random, printed), then LOSS_WINDOW with --redis-min-replicas 0 and only failovers; writes docs/CHAOS.md
+## chaos: the long model test of restores to a moment (PITR_MODEL=long; make test runs its short version), then the multi-process soak under random faults (DURATION, SEED: 0 = random, printed), then LOSS_WINDOW with --redis-min-replicas 0 and only failovers; writes docs/CHAOS.md
 DURATION ?= 10m
 SEED     ?= 0
 CHAOS_REPORT ?= docs/CHAOS.md
 LOSS_WINDOW  ?= 2m
+PITR_MODEL   ?= long
 chaos:
+	@if [ "$(PITR_MODEL)" = long ]; then \
+		STOREKEEPER_LONG=1 $(GO) test -count=1 -run '^TestRestoreToAnyMomentMatchesTheModel$$' ./ship; fi
 	$(GO) run ./internal/chaos/cmd/chaos -duration $(DURATION) -seed $(SEED) -report "$(CHAOS_REPORT)" -loss-window-run $(LOSS_WINDOW)
 
 ## fuzz: every fuzz target for FUZZTIME each (their seed corpora also run in make test)

@@ -179,6 +179,8 @@ type moment struct {
 // moment, in random order, and must hold exactly the model's state then:
 // every write committed before it, none after, across many segment
 // boundaries, several backups and the timelines the restores start.
+// make test runs a short version; make chaos a long one
+// (STOREKEEPER_LONG=1).
 func TestRestoreToAnyMomentMatchesTheModel(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
@@ -189,7 +191,10 @@ func TestRestoreToAnyMomentMatchesTheModel(t *testing.T) {
 	shipped := make(chan struct{})
 	go func() { defer close(shipped); n.sh.Run(ctx) }()
 
-	const writers, moments, commits = 3, 12, 1500
+	writers, moments, commits := 3, 12, 1500
+	if os.Getenv("STOREKEEPER_LONG") == "1" {
+		writers, moments, commits = 6, 80, 40000
+	}
 	m := &model{state: map[string]string{}}
 	if _, err := s.Backup(context.Background()); err != nil {
 		t.Fatal(err)
@@ -247,6 +252,12 @@ func TestRestoreToAnyMomentMatchesTheModel(t *testing.T) {
 	wg.Wait()
 	if t.Failed() {
 		return
+	}
+	// Every write shipped, however far the shipper fell behind.
+	wctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := s.WaitShipped(wctx); err != nil {
+		t.Fatalf("WaitShipped: %v (%+v)", err, n.sh.Stats("orders"))
 	}
 	stop()
 	<-shipped

@@ -22,12 +22,14 @@ func (r *Result) WriteReport(path string) error {
 	p, f := r.Passed()
 	fmt.Fprintf(&b, "# Chaos\n\n")
 	fmt.Fprintf(&b, "`make chaos` runs storekeeper as real processes on loopback — a Redis primary with a replica and three\n"+
-		"Sentinels (AOF on), three worker nodes (`internal/chaos/chaosnode`: the store registry, the worker and a writer\n"+
-		"that records every acknowledged write in a ledger outside the stores), two `storekeeper api` nodes — under load\n"+
+		"Sentinels (AOF on), three worker nodes (`internal/chaos/chaosnode`: the store registry, the worker, a writer\n"+
+		"that records every acknowledged write in a ledger outside the stores, and the shipper of every store's commit log,\n"+
+		"whose `WaitShipped` answers the ledger records too), two `storekeeper api` nodes — under load\n"+
 		"(enqueues of every kind, duplicates, cancels, restores, unknown stores, batch enqueues, `ctl --wait`, dashboard\n"+
 		"reads, WebSocket watchers that drop and resume with `since`) while faults drawn from a printed seed hit it. Then it\n"+
-		"lets the system converge, stops it and checks the invariants below. `.ci/run` runs two minutes of it with a random\n"+
-		"seed; a release runs the ten-minute default.\n\n")
+		"lets the system converge, restores every store through the API to the moment just before the last fault, stops it\n"+
+		"and checks the invariants below. `.ci/run` runs two minutes of it with a random seed; a release runs the ten-minute\n"+
+		"default, after the long model test of restores to a moment (`STOREKEEPER_LONG=1`, `ship`).\n\n")
 	fmt.Fprintf(&b, "## The last full run\n\n")
 	fmt.Fprintf(&b, "At commit `%s`, %s, seed %d, %s of faults, `--redis-min-replicas %d`:\n\n", commit,
 		r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Options.Seed, r.Options.Duration, r.Options.MinReplicas)
@@ -47,7 +49,7 @@ func (r *Result) WriteReport(path string) error {
 	fmt.Fprintf(&b, "\nRecovery is measured from the fault's end (the process restarted or resumed, the stolen lease\n"+
 		"left to expire) until the target answers again and an enqueue through the API is accepted.\n")
 	fmt.Fprintf(&b, "A corrupted sstable has no recovery time of its own: a verify or a read finds it and the\n"+
-		"automatic restore brings the newest good backup back, checked at the end by the invariants.\n\n")
+		"automatic restore rebuilds the store as it was when the damage was reported, checked at the end by the invariants.\n\n")
 	fmt.Fprintf(&b, "| invariant | result | checked |\n|---|---|---|\n")
 	for _, iv := range r.Invariants {
 		res := "passed"
