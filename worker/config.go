@@ -50,6 +50,11 @@ type Config struct {
 	// starts with CRON_TZ=. @every intervals are aligned to the Unix epoch,
 	// so every process agrees on the slots.
 	Schedules map[jobs.Kind]string
+	// ScheduleSpread spreads each slot's runs: a store's run of a kind's
+	// slot comes a fixed fraction of the spread after the slot (at most
+	// the time to the following slot), from a hash of the store and the
+	// kind, the same on every node. 0: every store at the slot's instant.
+	ScheduleSpread time.Duration
 	// AutoRestore is the automatic restore policy, "on" (default) or "off".
 	AutoRestore string
 	// AutoRestoreLimit is the most automatic restores per store in any 24 h
@@ -207,7 +212,7 @@ func (c Config) Validate() error {
 	}
 	for field, d := range map[string]time.Duration{"TaskCheckInterval": c.TaskCheckInterval,
 		"DelayedTaskCheckInterval": c.DelayedTaskCheckInterval, "ShutdownTimeout": c.ShutdownTimeout, "NotifyTimeout": c.NotifyTimeout,
-		"ReconcileInterval": c.ReconcileInterval} {
+		"ReconcileInterval": c.ReconcileInterval, "ScheduleSpread": c.ScheduleSpread} {
 		if d < 0 {
 			return bad(field, errors.New("must not be negative"))
 		}

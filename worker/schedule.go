@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"strings"
@@ -75,19 +76,36 @@ func newScheduler(w *Worker) (*scheduler, error) {
 
 // run fires every kind's slots until ctx ends. A slot is the time the spec
 // names; slots missed while the node was down are not made up (cron's
-// rule): the next one comes.
+// rule): the next one comes. With Config.ScheduleSpread each store's run
+// of a slot comes at its own time within the spread (spreadAt), so that a
+// node with many stores, and a deployment with many nodes, does not
+// enqueue them all at the same instant; a node that starts inside a
+// slot's spread runs the stores whose time is still to come.
 func (s *scheduler) run(ctx context.Context) {
 	next := map[jobs.Kind]time.Time{}
+	var pending []dueRun // sorted by at
 	clock := s.w.clock
 	now := clock.Now().UTC()
 	for k, sch := range s.kinds {
-		if sch != nil {
-			next[k] = sch.Next(now)
+		if sch == nil {
+			continue
+		}
+		next[k] = sch.Next(now)
+		if spread := s.w.cfg.ScheduleSpread; spread > 0 {
+			// Only the last slot at or before now can have a spread that
+			// reaches past now: a spread ends before the following slot.
+			var last time.Time
+			for slot := sch.Next(now.Add(-spread)); !slot.After(now); slot = sch.Next(slot) {
+				last = slot
+			}
+			if !last.IsZero() {
+				pending = s.expand(pending, k, last, sch.Next(last), now)
+			}
 		}
 	}
 	s.publish(ctx, next, nil)
 	for {
-		if len(next) == 0 {
+		if len(next) == 0 && len(pending) == 0 {
 			<-ctx.Done()
 			return
 		}
@@ -96,6 +114,9 @@ func (s *scheduler) run(ctx context.Context) {
 			if soonest.IsZero() || t.Before(soonest) {
 				soonest = t
 			}
+		}
+		if len(pending) > 0 && (soonest.IsZero() || pending[0].at.Before(soonest)) {
+			soonest = pending[0].at
 		}
 		timer := clock.NewTimer(clock.Until(soonest))
 		s.w.signals.scheduleWaiting.Signal(soonest)
@@ -118,50 +139,133 @@ func (s *scheduler) run(ctx context.Context) {
 				continue
 			}
 			fired[k] = slot
-			s.fire(ctx, k, slot, s.kinds[k].Next(slot))
+			following := s.kinds[k].Next(slot)
+			if s.w.cfg.ScheduleSpread > 0 {
+				pending = s.expand(pending, k, slot, following, slot.Add(-time.Nanosecond))
+			} else {
+				s.fire(ctx, k, slot, following)
+			}
 			next[k] = s.kinds[k].Next(maxTime(now, slot))
 		}
+		n := 0
+		for n < len(pending) && !pending[n].at.After(now) {
+			n++
+		}
+		if n > 0 {
+			s.fireDue(ctx, pending[:n], now)
+			pending = slices.Delete(pending, 0, n)
+		}
 		s.publish(ctx, next, fired)
+	}
+}
+
+// dueRun is one store's run of a slot, at its time within the spread.
+type dueRun struct {
+	at              time.Time
+	kind            jobs.Kind
+	slot, following time.Time
+	store           string
+}
+
+// spreadAt is when store's run of kind's slot comes: a fixed fraction of
+// the spread (at most the time to the following slot) after the slot, the
+// same for every slot and on every node, from a hash of the store and the
+// kind.
+func spreadAt(store string, kind jobs.Kind, slot, following time.Time, spread time.Duration) time.Time {
+	window := min(spread, following.Sub(slot))
+	if window <= 0 {
+		return slot
+	}
+	h := fnv.New64a()
+	h.Write([]byte(kind))
+	h.Write([]byte{0})
+	h.Write([]byte(store))
+	// FNV alone leaves names that differ in their last byte (a, b, c)
+	// within a hair of each other in the high bits; splitmix64's finalizer
+	// spreads them.
+	x := h.Sum64()
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	frac := float64(x>>11) / (1 << 53)
+	return slot.Add(time.Duration(frac * float64(window)))
+}
+
+// expand adds to pending (sorted by time) the runs of kind's slot for the
+// stores this node holds whose time is after after.
+func (s *scheduler) expand(pending []dueRun, kind jobs.Kind, slot, following, after time.Time) []dueRun {
+	for _, name := range s.w.cfg.Registry.Names() {
+		at := spreadAt(name, kind, slot, following, s.w.cfg.ScheduleSpread)
+		if !at.After(after) {
+			continue
+		}
+		d := dueRun{at: at, kind: kind, slot: slot, following: following, store: name}
+		i, _ := slices.BinarySearchFunc(pending, d, func(a, b dueRun) int { return a.at.Compare(b.at) })
+		pending = slices.Insert(pending, i, d)
+	}
+	return pending
+}
+
+// fireDue runs the due runs (in time order), one Paused read for all.
+func (s *scheduler) fireDue(ctx context.Context, due []dueRun, now time.Time) {
+	paused, err := jobsdb.Paused(ctx, s.w.rdb)
+	if err != nil {
+		s.w.log.Warn("scheduled runs skipped: Redis unavailable", "runs", len(due), "err", err)
+		return
+	}
+	for _, d := range due {
+		s.fireStore(ctx, d.kind, d.slot, d.following, d.store, paused, now.Sub(d.at))
 	}
 }
 
 // fire enqueues kind for every owned store that is not paused, each after
 // claiming the slot's key.
 func (s *scheduler) fire(ctx context.Context, kind jobs.Kind, slot, following time.Time) {
-	log := s.w.log.With("kind", kind, "slot", slot)
-	ttl := max(following.Sub(slot), time.Second)
 	paused, err := jobsdb.Paused(ctx, s.w.rdb)
 	if err != nil {
-		log.Warn("scheduled run skipped: Redis unavailable", "err", err)
+		s.w.log.Warn("scheduled run skipped: Redis unavailable", "kind", kind, "slot", slot, "err", err)
 		return
 	}
+	late := s.w.clock.Now().Sub(slot)
 	for _, name := range s.w.cfg.Registry.Names() {
-		if _, ok := paused[name]; ok {
-			log.Info("store paused: scheduled run skipped", "store", name)
-			continue
-		}
-		if !s.w.serving(name) {
-			log.Warn("store lost to another node: scheduled run skipped", "store", name)
-			continue
-		}
-		won, err := jobsdb.ClaimSlot(ctx, s.w.rdb, kind, name, slot, s.w.lease.Instance, ttl)
-		if err != nil {
-			log.Warn("scheduled run skipped: claiming the slot failed", "store", name, "err", err)
-			continue
-		}
-		if !won {
-			log.Info("slot already run", "store", name)
-			continue
-		}
-		res, err := s.w.jobs.Enqueue(ctx, jobs.Request{Kind: kind, Store: name, Trigger: jobs.TriggerScheduled, Actor: jobs.ActorScheduler})
-		switch {
-		case errors.Is(err, jobs.ErrRestoreInProgress):
-			log.Info("scheduled run skipped: a restore is in progress", "store", name)
-		case err != nil:
-			log.Warn("scheduled run failed to enqueue", "store", name, "err", err)
-		default:
-			log.Info("scheduled run enqueued", "store", name, "job", res.Record.ID, "deduplicated", res.Deduplicated)
-		}
+		s.fireStore(ctx, kind, slot, following, name, paused, late)
+	}
+}
+
+// fireStore enqueues kind's slot for one store unless it is paused or no
+// longer this node's, after claiming the slot's key (so that a slot runs
+// once per store, whichever node or process gets there). late is how long
+// after the store's time for the slot this is.
+func (s *scheduler) fireStore(ctx context.Context, kind jobs.Kind, slot, following time.Time, name string, paused map[string]jobs.PauseInfo, late time.Duration) {
+	log := s.w.log.With("kind", kind, "slot", slot, "store", name)
+	ttl := max(following.Sub(slot), time.Second)
+	if _, ok := paused[name]; ok {
+		log.Info("store paused: scheduled run skipped")
+		return
+	}
+	if !s.w.serving(name) {
+		log.Warn("store lost to another node: scheduled run skipped")
+		return
+	}
+	won, err := jobsdb.ClaimSlot(ctx, s.w.rdb, kind, name, slot, s.w.lease.Instance, ttl)
+	if err != nil {
+		log.Warn("scheduled run skipped: claiming the slot failed", "err", err)
+		return
+	}
+	if !won {
+		log.Info("slot already run")
+		return
+	}
+	res, err := s.w.jobs.Enqueue(ctx, jobs.Request{Kind: kind, Store: name, Trigger: jobs.TriggerScheduled, Actor: jobs.ActorScheduler})
+	switch {
+	case errors.Is(err, jobs.ErrRestoreInProgress):
+		log.Info("scheduled run skipped: a restore is in progress")
+	case err != nil:
+		log.Warn("scheduled run failed to enqueue", "err", err)
+	default:
+		log.Info("scheduled run enqueued", "job", res.Record.ID, "deduplicated", res.Deduplicated, "late", late)
 	}
 }
 

@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -191,5 +193,124 @@ func TestNodeEvents(t *testing.T) {
 		if n.Up != (n.Node == "n1") {
 			t.Fatalf("node %+v", n)
 		}
+	}
+}
+
+// With a spread, each store's run of a slot comes at its own time after
+// the slot, in the order of those times; a scheduler that starts inside a
+// slot's spread runs the stores whose time is still to come, and only
+// those (the ones before it were missed while it was down: cron's rule).
+func TestScheduleSpread(t *testing.T) {
+	start := time.Date(2026, 11, 22, 10, 47, 3, 0, time.UTC) // past the 10:00 slot's spread
+	clock := clockwork.NewFakeClockAt(start)
+	const spread = 30 * time.Minute
+	stores := []string{"a", "b", "c", "d"}
+	b := setupWith(t, options{worker: func(c *Config) {
+		c.Schedules = map[jobs.Kind]string{jobs.KindVerify: "off", jobs.KindBackup: "off", jobs.KindCompact: "off", jobs.KindDrill: "off"}
+		c.ScheduleSpread = spread
+		c.Clock = clock
+	}}, func(w *Worker) { w.signals.scheduleWaiting.Init(t) }, stores...)
+	hourly := func(ctx context.Context) (wait func()) {
+		s, err := newScheduler(b.w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.kinds[jobs.KindVerify] = epochAligned{time.Hour}
+		done := make(chan struct{})
+		go func() { defer close(done); s.run(ctx) }()
+		return func() { <-done }
+	}
+	// The stores in the order of their times within slot.
+	order := func(slot time.Time) ([]string, map[string]time.Time) {
+		at := map[string]time.Time{}
+		for _, name := range stores {
+			at[name] = spreadAt(name, jobs.KindVerify, slot, slot.Add(time.Hour), spread)
+			if at[name].Before(slot) || !at[name].Before(slot.Add(spread)) {
+				t.Fatalf("%s's time %s is outside the spread after %s", name, at[name], slot)
+			}
+		}
+		names := slices.Clone(stores)
+		slices.SortFunc(names, func(x, y string) int { return at[x].Compare(at[y]) })
+		return names, at
+	}
+	expect := func(want time.Time) {
+		t.Helper()
+		if got := b.w.signals.scheduleWaiting.Wait(); !got.Equal(want) {
+			t.Fatalf("the scheduler waits for %s, want %s", got, want)
+		}
+	}
+	count := func(name string) int { return len(b.jobsOf(t, jobs.KindVerify, name)) }
+
+	ctx, stop := context.WithCancel(t.Context())
+	wait := hourly(ctx)
+	slot := start.Truncate(time.Hour).Add(time.Hour)
+	expect(slot)
+	clock.Advance(slot.Sub(clock.Now()))
+	names, at := order(slot)
+	for i, name := range names {
+		expect(at[name])
+		for _, later := range names[i:] {
+			if n := count(later); n != 0 {
+				t.Fatalf("%s has %d runs before its time %s", later, n, at[later])
+			}
+		}
+		clock.Advance(at[name].Sub(clock.Now()))
+	}
+	expect(slot.Add(time.Hour))
+	for _, name := range stores {
+		runs := b.jobsOf(t, jobs.KindVerify, name)
+		if len(runs) != 1 {
+			t.Fatalf("%s: %d runs of the first slot, want 1", name, len(runs))
+		}
+		b.waitState(t, runs[0].ID, jobs.StateSucceeded)
+	}
+	stop()
+	wait()
+
+	// Down over the next slot and the first two stores' times in it.
+	slot = slot.Add(time.Hour)
+	names, at = order(slot)
+	clock.Advance(at[names[1]].Add(time.Second).Sub(clock.Now()))
+	ctx, stop = context.WithCancel(t.Context())
+	defer stop()
+	hourly(ctx)
+	for _, name := range names[2:] {
+		expect(at[name])
+		clock.Advance(at[name].Sub(clock.Now()))
+	}
+	expect(slot.Add(time.Hour))
+	for i, name := range names {
+		want := 1
+		if i >= 2 {
+			want = 2
+		}
+		if n := count(name); n != want {
+			t.Fatalf("%s: %d runs, want %d (its time %s, the scheduler started at %s)", name, n, want, at[name], at[names[1]].Add(time.Second))
+		}
+	}
+}
+
+// spreadAt spreads stores flatly over the window, whatever their names
+// (a fleet's names differ in a digit or two), and caps it at the time to
+// the following slot.
+func TestSpreadAtIsFlat(t *testing.T) {
+	slot := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+	const n, buckets = 20000, 20
+	var count [buckets]int
+	for i := range n {
+		at := spreadAt(fmt.Sprintf("store-%05d", i), jobs.KindBackup, slot, slot.Add(6*time.Hour), time.Hour)
+		off := at.Sub(slot)
+		if off < 0 || off >= time.Hour {
+			t.Fatalf("offset %s outside the hour", off)
+		}
+		count[int(off*buckets/time.Hour)]++
+	}
+	for i, c := range count {
+		if c < n/buckets*8/10 || c > n/buckets*12/10 {
+			t.Fatalf("bucket %d of %d holds %d of %d stores: %v", i, buckets, c, n, count)
+		}
+	}
+	if off := spreadAt("a", jobs.KindVerify, slot, slot.Add(time.Minute), time.Hour).Sub(slot); off >= time.Minute {
+		t.Fatalf("offset %s with a minute to the next slot", off)
 	}
 }

@@ -48,6 +48,8 @@ type Config struct {
 	ShipInterval, PITRWindow                                       time.Duration
 	ShipSegmentSize, ShipBuffer                                    string
 	ScheduleCompact, ScheduleBackup, ScheduleVerify, ScheduleDrill string
+	ScheduleSpread                                                 time.Duration
+	TaskCheckInterval                                              time.Duration
 	AutoRestore, BackupRetention                                   string
 	AutoRestoreLimit, Concurrency                                  int
 	LeaseTTL, ShutdownTimeout                                      time.Duration
@@ -107,6 +109,8 @@ func NewFlagSet(mode string, output io.Writer) (*flag.FlagSet, *Config) {
 		str(&c.ScheduleBackup, "schedule-backup", worker.DefaultSchedules[jobs.KindBackup], "cron spec for backups, or off")
 		str(&c.ScheduleVerify, "schedule-verify", worker.DefaultSchedules[jobs.KindVerify], "cron spec for verification, or off")
 		str(&c.ScheduleDrill, "schedule-drill", worker.DefaultSchedules[jobs.KindDrill], "cron spec for restore drills (each backup target in turn), or off")
+		fs.DurationVar(&c.ScheduleSpread, "schedule-spread", 15*time.Minute, "spread each scheduled slot's runs over this long: each store's run comes at its own fixed offset after the slot (at most the time to the next slot), from a hash of the store and the kind, the same on every node; 0: every store at the slot's instant"+env("schedule-spread"))
+		fs.DurationVar(&c.TaskCheckInterval, "task-check-interval", 20*time.Millisecond, "how often each idle worker polls its queues in Redis: the enqueue-to-start latency it adds is up to this long, and each idle worker's polling costs Redis about one script run per interval, so many nodes want a longer one"+env("task-check-interval"))
 		str(&c.AutoRestore, "auto-restore", "on", "restore a corrupt store from its newest verified backup: on or off")
 		fs.IntVar(&c.AutoRestoreLimit, "auto-restore-limit", 3, "automatic restores per store in any 24 h"+env("auto-restore-limit"))
 		str(&c.BackupRetention, "backup-retention", "last=7,daily=7", "backups kept: the newest N, and the newest of each day for D days")

@@ -148,7 +148,8 @@ func TestSetupDefaults(t *testing.T) {
 	if !slices.Equal(s.Store.Stores, []string{"a", "b"}) || s.Store.Retention.Last != 3 || s.Store.Retention.Daily != 2 {
 		t.Errorf("store config %+v", s.Store)
 	}
-	if s.Worker.Concurrency != 4 || s.Worker.ShutdownTimeout != 2e9 || s.Worker.Schedules[jobs.KindBackup] != worker.DefaultSchedules[jobs.KindBackup] {
+	if s.Worker.Concurrency != 4 || s.Worker.ShutdownTimeout != 2e9 || s.Worker.Schedules[jobs.KindBackup] != worker.DefaultSchedules[jobs.KindBackup] ||
+		s.Worker.ScheduleSpread != 15*time.Minute || s.Worker.TaskCheckInterval != 20*time.Millisecond {
 		t.Errorf("worker config %+v", s.Worker)
 	}
 	c.Redis = "redis+sentinel://:pw@h1:26379,h2:26379/mymaster/2"

@@ -57,6 +57,8 @@ var fieldFlags = map[string]string{
 	"worker.Schedules[backup]":      "schedule-backup",
 	"worker.Schedules[verify]":      "schedule-verify",
 	"worker.Schedules[drill]":       "schedule-drill",
+	"worker.ScheduleSpread":         "schedule-spread",
+	"worker.TaskCheckInterval":      "task-check-interval",
 	"worker.AutoRestore":            "auto-restore",
 	"worker.AutoRestoreLimit":       "auto-restore-limit",
 	"worker.Webhooks":               "webhook",
@@ -310,7 +312,7 @@ func (c *Config) storeConfig(log *slog.Logger) (store.Config, error) {
 
 func (c *Config) workerConfig(log *slog.Logger) (worker.Config, error) {
 	cfg := worker.Config{Node: c.Node, Logger: log, Concurrency: c.Concurrency, LeaseTTL: c.LeaseTTL,
-		AutoRestore: c.AutoRestore, AutoRestoreLimit: c.AutoRestoreLimit,
+		AutoRestore: c.AutoRestore, AutoRestoreLimit: c.AutoRestoreLimit, ScheduleSpread: c.ScheduleSpread, TaskCheckInterval: c.TaskCheckInterval,
 		Schedules: map[jobs.Kind]string{jobs.KindCompact: c.ScheduleCompact, jobs.KindBackup: c.ScheduleBackup, jobs.KindVerify: c.ScheduleVerify, jobs.KindDrill: c.ScheduleDrill},
 		Push:      worker.PushConfig{Subscriber: c.PushSubscriber, AllowPrivate: c.PushAllowPrivate}}
 	for _, h := range c.Webhooks {
