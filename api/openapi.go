@@ -32,7 +32,7 @@ var documented = []routeDoc{
 	{"GET", "/api/jobs/:id", "viewer", "A job's record", []int{200, 401, 404, 503}},
 	{"DELETE", "/api/jobs/:id", "operator", "Cancel a job (final); 409 job_finished when it has ended, 409 not_cancelable for a restore that has started (it may already have replaced the store, and runs to its end)", []int{200, 401, 403, 404, 409, 415, 503}},
 	{"GET", "/api/history", "viewer", "Finished jobs newest first; store, kind, limit (1–500), before=<id> (400 bad_cursor when it is not an entry id); filtered views read at most limit entries", []int{200, 400, 401, 503}},
-	{"GET", "/api/stores", "viewer", "Every store: owner, node up, paused, stats, backups, health", []int{200, 401, 503}},
+	{"GET", "/api/stores", "viewer", "Every store: owner, node up, paused, stats, backups, health. With limit (1–1000, default 100), cursor (next_cursor of the page before), node, state or health (ok, unhealthy or a condition kind): one page in name order, with next_cursor (\"\" after the last) and total; a page reads at most 5000 stores' status, so with a rare filter it may hold fewer than limit and still go on", []int{200, 400, 401, 503}},
 	{"GET", "/api/stores/:store", "viewer", "One store", []int{200, 401, 404, 503}},
 	{"GET", "/api/stores/:store/backups", "viewer", "A store's backups, newest first", []int{200, 401, 404, 503}},
 	{"POST", "/api/stores/:store/pause", "operator", "Pause scheduled and automatic jobs of a store", []int{200, 401, 403, 404, 415, 503}},

@@ -31,6 +31,9 @@ type (
 	}
 	storeList struct {
 		Stores []jobs.StoreView `json:"stores"`
+		// A page (limit, cursor or a filter given) also has these.
+		Next  string `json:"next_cursor,omitempty"`
+		Total int    `json:"total,omitempty"`
 	}
 	storeBackups struct {
 		Store   string               `json:"store"`

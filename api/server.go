@@ -116,6 +116,7 @@ type Server struct {
 	origins map[string]bool // AllowedOrigins, canonical (security.go)
 	own     []string        // the server's own origins when configured
 	scheme  string          // http, or https with TLS
+	index   storeIndex      // the store names and owners a page of the store list walks
 }
 
 // New builds the server; Start runs its event tailer.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gin-gonic/gin"
+	"github.com/redis/go-redis/v9"
 
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
@@ -36,23 +37,7 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 		}
 		owners = map[string]string{only: node}
 	}
-	nodes, err := jobsdb.Nodes(ctx, s.rdb)
-	if err != nil {
-		return nil, err
-	}
-	up := map[string]bool{}
-	lost := map[string][]jobs.HealthCondition{} // store -> nodes that have it but lost its lease
-	for _, n := range nodes {
-		up[n.Node] = n.Up
-		if n.Info == nil {
-			continue
-		}
-		for st, holder := range n.Info.Lost {
-			lost[st] = append(lost[st], jobs.HealthCondition{Kind: "lost", Store: st, Node: n.Node,
-				Message: fmt.Sprintf("node %s has store %s but lost its lease to node %s: it does not serve its copy until the lease is free", n.Node, st, holder)})
-		}
-	}
-	paused, err := jobsdb.Paused(ctx, s.rdb)
+	sc, err := s.storeContext(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -61,66 +46,124 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	published, err := jobsdb.PublishedStatus(ctx, s.rdb, names)
+	return sc.views(ctx, s.rdb, names, owners)
+}
+
+// storeCtx is what every store's view needs besides its own status: the
+// nodes that are up, the leases nodes lost, the paused stores. Read once
+// per request, however many stores it shows.
+type storeCtx struct {
+	up     map[string]bool
+	lost   map[string][]jobs.HealthCondition // store -> nodes that have it but lost its lease
+	paused map[string]jobs.PauseInfo
+	drill  func(store string, d *jobs.DrillStatus, now time.Time) []jobs.HealthCondition
+	now    time.Time
+}
+
+func (s *Server) storeContext(ctx context.Context) (*storeCtx, error) {
+	nodes, err := jobsdb.Nodes(ctx, s.rdb)
+	if err != nil {
+		return nil, err
+	}
+	sc := &storeCtx{up: map[string]bool{}, lost: map[string][]jobs.HealthCondition{}, drill: s.drillHealth, now: time.Now()}
+	for _, n := range nodes {
+		sc.up[n.Node] = n.Up
+		if n.Info == nil {
+			continue
+		}
+		for st, holder := range n.Info.Lost {
+			sc.lost[st] = append(sc.lost[st], jobs.HealthCondition{Kind: "lost", Store: st, Node: n.Node,
+				Message: fmt.Sprintf("node %s has store %s but lost its lease to node %s: it does not serve its copy until the lease is free", n.Node, st, holder)})
+		}
+	}
+	if sc.paused, err = jobsdb.Paused(ctx, s.rdb); err != nil {
+		return nil, err
+	}
+	return sc, nil
+}
+
+// views builds the views of names (owned as owners says), reading their
+// published status in one round trip.
+func (sc *storeCtx) views(ctx context.Context, rdb redis.Cmdable, names []string, owners map[string]string) ([]jobs.StoreView, error) {
+	published, err := jobsdb.PublishedStatus(ctx, rdb, names)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]jobs.StoreView, 0, len(names))
-	now := time.Now()
 	for i, n := range names {
-		v := jobs.StoreView{Name: n, Node: owners[n], NodeUp: up[owners[n]], Backups: []jobs.BackupSummary{}, Health: []jobs.HealthCondition{}}
-		_, v.Paused = paused[n]
-		var p jobs.StoreStatus
-		if raw := published[i]; raw != nil && json.Unmarshal(raw, &p) == nil {
-			v.Stats, v.PublishedAt = &p.Stats, &p.At
-			if p.Backups != nil {
-				v.Backups = p.Backups
-			}
-			v.Targets, v.Drill = p.Targets, p.Drill
-		}
-		if b, ok := jobs.NewestGood(v.Backups); ok {
-			v.LastBackup = &b.CreatedAt
-		}
-		var st jobs.StoreStats // zero until the owner has published
-		if v.Stats != nil {
-			st = *v.Stats
-		}
-		switch {
-		case !v.NodeUp:
-			v.Health = append(v.Health, jobs.HealthCondition{Kind: "node_down", Store: n, Node: v.Node, Message: fmt.Sprintf("node %s is down: jobs for %s wait until it returns", v.Node, n)})
-		case st.State == jobs.StoreCorrupt:
-			v.Health = append(v.Health, jobs.HealthCondition{Kind: "corrupt", Store: n, Message: "store is corrupt: " + st.Error})
-		case st.State == jobs.StoreUnavailable:
-			v.Health = append(v.Health, jobs.HealthCondition{Kind: "unavailable", Store: n,
-				Message: "store did not open (not corruption; retried with backoff, never restored automatically): " + st.Error})
-		}
-		v.Health = append(v.Health, lost[n]...)
-		if v.LastBackup == nil || now.Sub(*v.LastBackup) > backupMaxAge {
-			v.Health = append(v.Health, jobs.HealthCondition{Kind: "no_recent_backup", Store: n, Message: "no backup in the last 24 h"})
-		}
-		for _, t := range v.Targets {
-			if !t.FailingSince.IsZero() {
-				v.Health = append(v.Health, jobs.HealthCondition{Kind: "backup_target_failing", Store: n,
-					Message: fmt.Sprintf("uploads to backup target %s fail since %s: %s", t.Target, t.FailingSince.UTC().Format(time.RFC3339), t.Error)})
-			}
-		}
-		v.Health = append(v.Health, s.drillHealth(n, v.Drill, now)...)
-		if st.LiveBytes > 0 && st.ReclaimableBytes >= fragmentationMin && float64(st.ReclaimableBytes) >= fragmentationShare*float64(st.LiveBytes) {
-			v.Health = append(v.Health, jobs.HealthCondition{Kind: "high_fragmentation", Store: n,
-				Message: fmt.Sprintf("%d of %d live bytes reclaimable by a compaction", st.ReclaimableBytes, st.LiveBytes)})
-		}
-		out = append(out, v)
+		out = append(out, sc.view(n, owners[n], published[i]))
 	}
 	return out, nil
 }
 
+func (sc *storeCtx) view(n, owner string, raw json.RawMessage) jobs.StoreView {
+	now := sc.now
+	v := jobs.StoreView{Name: n, Node: owner, NodeUp: sc.up[owner], Backups: []jobs.BackupSummary{}, Health: []jobs.HealthCondition{}}
+	_, v.Paused = sc.paused[n]
+	var p jobs.StoreStatus
+	if raw != nil && json.Unmarshal(raw, &p) == nil {
+		v.Stats, v.PublishedAt = &p.Stats, &p.At
+		if p.Backups != nil {
+			v.Backups = p.Backups
+		}
+		v.Targets, v.Drill = p.Targets, p.Drill
+	}
+	if b, ok := jobs.NewestGood(v.Backups); ok {
+		v.LastBackup = &b.CreatedAt
+	}
+	var st jobs.StoreStats // zero until the owner has published
+	if v.Stats != nil {
+		st = *v.Stats
+	}
+	switch {
+	case !v.NodeUp:
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: "node_down", Store: n, Node: v.Node, Message: fmt.Sprintf("node %s is down: jobs for %s wait until it returns", v.Node, n)})
+	case st.State == jobs.StoreCorrupt:
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: "corrupt", Store: n, Message: "store is corrupt: " + st.Error})
+	case st.State == jobs.StoreUnavailable:
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: "unavailable", Store: n,
+			Message: "store did not open (not corruption; retried with backoff, never restored automatically): " + st.Error})
+	}
+	v.Health = append(v.Health, sc.lost[n]...)
+	if v.LastBackup == nil || now.Sub(*v.LastBackup) > backupMaxAge {
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: "no_recent_backup", Store: n, Message: "no backup in the last 24 h"})
+	}
+	for _, t := range v.Targets {
+		if !t.FailingSince.IsZero() {
+			v.Health = append(v.Health, jobs.HealthCondition{Kind: "backup_target_failing", Store: n,
+				Message: fmt.Sprintf("uploads to backup target %s fail since %s: %s", t.Target, t.FailingSince.UTC().Format(time.RFC3339), t.Error)})
+		}
+	}
+	v.Health = append(v.Health, sc.drill(n, v.Drill, now)...)
+	if st.LiveBytes > 0 && st.ReclaimableBytes >= fragmentationMin && float64(st.ReclaimableBytes) >= fragmentationShare*float64(st.LiveBytes) {
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: "high_fragmentation", Store: n,
+			Message: fmt.Sprintf("%d of %d live bytes reclaimable by a compaction", st.ReclaimableBytes, st.LiveBytes)})
+	}
+	return v
+}
+
 func (s *Server) listStores(c *gin.Context) {
-	v, err := s.stores(c, "")
+	q := c.Request.URL.Query()
+	if !q.Has("limit") && !q.Has("cursor") && !q.Has("node") && !q.Has("state") && !q.Has("health") {
+		v, err := s.stores(c, "")
+		if err != nil {
+			s.fail(c, err)
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"stores": v})
+		return
+	}
+	pq, err := parseStorePage(q)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"stores": v})
+	page, err := s.storePage(c, pq)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, page)
 }
 
 func (s *Server) getStore(c *gin.Context) {

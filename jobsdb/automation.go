@@ -3,7 +3,6 @@ package jobsdb
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -118,13 +117,21 @@ func Nodes(ctx context.Context, rdb redis.Cmdable) ([]jobs.NodeStatus, error) {
 		return nil, unavailable(err)
 	}
 	out := make([]jobs.NodeStatus, 0, len(names))
-	for _, n := range names {
+	if len(names) == 0 {
+		return out, nil
+	}
+	// One round trip for every node's heartbeat, however many nodes.
+	keys := make([]string, len(names))
+	for i, n := range names {
+		keys[i] = keyspace.NodeKey(n)
+	}
+	vals, err := rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	for i, n := range names {
 		st := jobs.NodeStatus{Node: n}
-		v, err := rdb.Get(ctx, keyspace.NodeKey(n)).Result()
-		if err != nil && !errors.Is(err, redis.Nil) {
-			return nil, unavailable(err)
-		}
-		if err == nil {
+		if v, ok := vals[i].(string); ok {
 			var info jobs.NodeInfo
 			if json.Unmarshal([]byte(v), &info) == nil {
 				st.Up, st.Info = true, &info
