@@ -2,6 +2,7 @@ package jobsdb
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -46,4 +47,79 @@ func PublishStats(ctx context.Context, rdb redis.Scripter, store, lease, js stri
 		return false, unavailable(err)
 	}
 	return n == 1, nil
+}
+
+// Beat is one held store's part of a node's heartbeat: its lease value
+// and the status to publish under it.
+type Beat struct {
+	Store, Lease, Status string
+}
+
+// BeatResult is what the heartbeat found for one store: the lease's state
+// (and its holder when taken), and whether the status was published (only
+// while the lease is still ours).
+type BeatResult struct {
+	State     jobs.LeaseState
+	Holder    string
+	Published bool
+}
+
+// Heartbeat renews every store's lease and publishes every status of
+// beats in one round trip (a pipeline of the same fenced scripts as
+// RenewLease and PublishStats, each store's publish after its renewal),
+// however many stores a node holds. Scripts Redis does not know (a
+// restarted or promoted Redis) are loaded and the pipeline sent again:
+// both scripts may run twice.
+func Heartbeat(ctx context.Context, rdb redis.UniversalClient, beats []Beat, ttl time.Duration) ([]BeatResult, error) {
+	if len(beats) == 0 {
+		return nil, nil
+	}
+	send := func() ([]*redis.Cmd, error) {
+		pipe := rdb.Pipeline()
+		cmds := make([]*redis.Cmd, 0, 2*len(beats))
+		for _, b := range beats {
+			lease := keyspace.LeaseKey(b.Store)
+			cmds = append(cmds,
+				keyspace.RenewScript.EvalSha(ctx, pipe, []string{lease}, b.Lease, ttl.Milliseconds()),
+				keyspace.PublishStatsScript.EvalSha(ctx, pipe, []string{lease, keyspace.StatsKey(b.Store)}, b.Lease, b.Status))
+		}
+		_, err := pipe.Exec(ctx)
+		return cmds, err
+	}
+	cmds, err := send()
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		for _, s := range []*redis.Script{keyspace.RenewScript, keyspace.PublishStatsScript} {
+			if err := s.Load(ctx, rdb).Err(); err != nil {
+				return nil, unavailable(err)
+			}
+		}
+		cmds, err = send()
+	}
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	out := make([]BeatResult, len(beats))
+	for i := range beats {
+		renewed, err := cmds[2*i].StringSlice()
+		if err != nil || len(renewed) == 0 {
+			return nil, unavailable(fmt.Errorf("lease renewal: %v", err))
+		}
+		switch renewed[0] {
+		case "ok":
+			out[i].State = jobs.LeaseHeld
+		case "expired":
+			out[i].State = jobs.LeaseExpired
+		default:
+			out[i].State = jobs.LeaseTaken
+			if len(renewed) > 1 {
+				out[i].Holder = renewed[1]
+			}
+		}
+		n, err := cmds[2*i+1].Int()
+		if err != nil {
+			return nil, unavailable(fmt.Errorf("publishing stats: %w", err))
+		}
+		out[i].Published = n == 1
+	}
+	return out, nil
 }

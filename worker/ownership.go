@@ -244,7 +244,46 @@ func (w *Worker) heartbeat(ctx context.Context) {
 }
 
 func (w *Worker) renew(ctx context.Context) {
+	// The stores whose lease this node holds: every lease renewed and
+	// every status published in one round trip. The rest (a lease lost or
+	// expired, Redis unreachable) go one by one through renewStore.
+	var beats []jobsdb.Beat
+	var slow []string
 	for _, name := range w.cfg.Registry.Names() {
+		check, held := w.own.lease(name)
+		if !held {
+			slow = append(slow, name)
+			continue
+		}
+		js, err := w.statsJSON(name, check)
+		if err != nil {
+			w.log.Warn("store stats not published", "store", name, "err", err)
+			slow = append(slow, name)
+			continue
+		}
+		beats = append(beats, jobsdb.Beat{Store: name, Lease: check.Value, Status: js})
+	}
+	results, err := jobsdb.Heartbeat(ctx, w.rdb, beats, w.cfg.LeaseTTL)
+	if err != nil {
+		w.log.Warn("lease renewal failed", "stores", len(beats), "err", err)
+	}
+	for i, b := range beats {
+		if err != nil {
+			break
+		}
+		r := results[i]
+		switch {
+		case r.State == jobs.LeaseTaken:
+			w.lose(ctx, b.Store, r.Holder)
+		case r.State == jobs.LeaseExpired:
+			slow = append(slow, b.Store) // claimed again there, unless another node has it
+		case !r.Published:
+			// Renewed, yet the fenced publish was refused: the lease moved
+			// between the two scripts.
+			w.checkLease(ctx, b.Store)
+		}
+	}
+	for _, name := range slow {
 		w.renewStore(ctx, name)
 	}
 	for _, name := range w.own.adoptingStores() {
