@@ -94,8 +94,27 @@ func CheckNodes(ctx context.Context, rdb redis.UniversalClient, eventsMaxLen int
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	var down []string
+	if len(nodes) == 0 {
+		return nil, nil
+	}
+	// One read of every node's heartbeat and down mark: only a node with
+	// neither (its heartbeat expired, node.down not written yet) needs the
+	// script, which decides again atomically. Without this read, every
+	// node ran the script for every node on every beat: N² round trips
+	// per beat interval across the deployment.
+	keys := make([]string, 0, 2*len(nodes))
 	for _, n := range nodes {
+		keys = append(keys, keyspace.NodeKey(n), keyspace.NodeDownKey(n))
+	}
+	vals, err := rdb.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, unavailable(err)
+	}
+	var down []string
+	for i, n := range nodes {
+		if vals[2*i] != nil || vals[2*i+1] != nil {
+			continue // up, or already announced down
+		}
 		now := time.Now().UTC()
 		ev, _ := json.Marshal(jobs.Event{Type: jobs.EventNodeDown, Node: n, At: now})
 		emitted, err := keyspace.NodeDownScript.Run(ctx, rdb, []string{keyspace.NodeKey(n), keyspace.NodeDownKey(n), keyspace.EventsStream},
