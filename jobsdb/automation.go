@@ -90,10 +90,22 @@ func NodeBeat(ctx context.Context, rdb redis.Cmdable, info jobs.NodeInfo, ttl ti
 // expired and whose node.down was not emitted yet; it returns those nodes.
 // Any number of processes may run it: each node.down is emitted once.
 func CheckNodes(ctx context.Context, rdb redis.UniversalClient, eventsMaxLen int64) ([]string, error) {
+	down, _, err := CheckNodesCount(ctx, rdb, eventsMaxLen)
+	return down, err
+}
+
+// CheckNodesCount is CheckNodes, also returning how many nodes are known
+// (up or down): a worker checks less often the more nodes share the work.
+func CheckNodesCount(ctx context.Context, rdb redis.UniversalClient, eventsMaxLen int64) ([]string, int, error) {
 	nodes, err := rdb.SMembers(ctx, keyspace.NodesKey).Result()
 	if err != nil {
-		return nil, unavailable(err)
+		return nil, 0, unavailable(err)
 	}
+	down, err := checkNodes(ctx, rdb, nodes, eventsMaxLen)
+	return down, len(nodes), err
+}
+
+func checkNodes(ctx context.Context, rdb redis.UniversalClient, nodes []string, eventsMaxLen int64) ([]string, error) {
 	if len(nodes) == 0 {
 		return nil, nil
 	}

@@ -81,3 +81,32 @@ func TestHeartbeatRoundTripsDoNotGrowWithStores(t *testing.T) {
 	}
 	t.Logf("%d round trips per heartbeat, stores or not", one)
 }
+
+// With many nodes, each worker looks for down nodes only every
+// known/nodeCheckers beats (each look reads every node): about
+// nodeCheckers looks per beat interval across the deployment. With few,
+// every beat looks.
+func TestFewerLooksForDownNodesWithManyNodes(t *testing.T) {
+	h := &roundTrips{}
+	b := setupWith(t, options{client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient {
+		c := srv.Client(t)
+		c.AddHook(h)
+		return c
+	}}, nil, "orders")
+	ctx := context.WithValue(t.Context(), countKey{}, true)
+	looks := func(known int64, beats int) int64 {
+		h.n.Store(0)
+		for range beats {
+			b.w.knownNodes.Store(known) // as if the last look had found that many
+			b.w.checkNodes(ctx)
+		}
+		return h.n.Load()
+	}
+	if n := looks(1, 20); n < 20 {
+		t.Fatalf("one node known: %d round trips over 20 beats, want a look every beat", n)
+	}
+	perLook := looks(1, 1)
+	if n := looks(100*nodeCheckers, 100); n != perLook {
+		t.Fatalf("%d nodes known: %d round trips over 100 beats, want one look (%d)", 100*nodeCheckers, n, perLook)
+	}
+}

@@ -293,12 +293,34 @@ func (w *Worker) renew(ctx context.Context) {
 	if err := jobsdb.NodeBeat(ctx, w.rdb, w.nodeInfo(), w.cfg.LeaseTTL); err != nil {
 		w.log.Warn("node heartbeat failed", "err", err)
 	}
-	if down, err := jobsdb.CheckNodes(ctx, w.rdb, w.cfg.Jobs.EventsMaxLen); err != nil {
+	w.checkNodes(ctx)
+}
+
+// checkNodes looks for nodes whose heartbeat expired (node.down). Every
+// node and API process looks, and one look reads every node, so with many
+// nodes each worker looks only every known/nodeCheckers beats, at a phase
+// of its own: about nodeCheckers looks per beat interval across the
+// deployment, however many nodes, instead of one per node.
+func (w *Worker) checkNodes(ctx context.Context) {
+	beat := w.beats.Add(1)
+	every := max(1, int(w.knownNodes.Load())/nodeCheckers)
+	if (beat+w.beatPhase)%uint64(every) != 0 {
+		return
+	}
+	down, known, err := jobsdb.CheckNodesCount(ctx, w.rdb, w.cfg.Jobs.EventsMaxLen)
+	if err != nil {
 		w.log.Warn("checking other nodes failed", "err", err)
-	} else if len(down) > 0 {
+		return
+	}
+	w.knownNodes.Store(int64(known))
+	if len(down) > 0 {
 		w.log.Warn("nodes down: their heartbeats expired", "nodes", down)
 	}
 }
+
+// nodeCheckers is about how many workers look for down nodes per beat
+// interval.
+const nodeCheckers = 10
 
 // renewStore renews one store's lease (or tries to claim a lost one back)
 // and publishes its stats while it is held.

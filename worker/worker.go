@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"slices"
 	"strings"
@@ -58,6 +59,11 @@ type Worker struct {
 	jobsWG     sync.WaitGroup           // running handlers
 
 	shuttingDown atomic.Bool
+	// beats counts heartbeats; knownNodes is how many nodes the last look
+	// for down nodes found; beatPhase staggers the looks (checkNodes).
+	beats      atomic.Uint64
+	knownNodes atomic.Int64
+	beatPhase  uint64
 
 	// attemptDone, when set (benchmarks), is called as each attempt's
 	// handling ends, after its records are written.
@@ -98,6 +104,9 @@ func New(cfg Config) (*Worker, error) {
 	if w.clock == nil {
 		w.clock = clockwork.NewRealClock()
 	}
+	h := fnv.New64a()
+	h.Write([]byte(cfg.Node))
+	w.beatPhase = h.Sum64() % 1024
 	var err error
 	if w.counters, err = newCounters(cfg.Metrics); err != nil {
 		return nil, err
