@@ -7,7 +7,7 @@ BACKUP_DIR  ?= ./backups
 OFFSITE_DIR ?= ./offsite
 LISTEN      ?= 127.0.0.1:8080
 
-.PHONY: run test bench chaos fuzz lint build clean
+.PHONY: run test bench chaos scale fuzz lint build clean
 
 ## run: build, then the all-in-one server with demo stores in $(DATA_DIR) on an in-process Redis, backups and every write also shipped to $(OFFSITE_DIR) (a stand-in for object storage): dashboard at http://$(LISTEN)/
 run: build
@@ -33,6 +33,12 @@ chaos:
 	@if [ "$(PITR_MODEL)" = long ]; then \
 		STOREKEEPER_LONG=1 $(GO) test -count=1 -run '^TestRestoreToAnyMomentMatchesTheModel$$' ./ship; fi
 	$(GO) run ./internal/chaos/cmd/chaos -duration $(DURATION) -seed $(SEED) -report "$(CHAOS_REPORT)" -loss-window-run $(LOSS_WINDOW)
+
+## scale: what idle worker nodes cost one Redis, at SCALE_NODES nodes and each SCALE_INTERVALS --task-check-interval (docs/SCALING.md)
+SCALE_NODES     ?= 10,100,1000
+SCALE_INTERVALS ?= 20ms,100ms,250ms,1s
+scale:
+	$(GO) run ./internal/scale/cmd/scale -nodes $(SCALE_NODES) -intervals $(SCALE_INTERVALS)
 
 ## fuzz: every fuzz target for FUZZTIME each (their seed corpora also run in make test)
 FUZZTIME ?= 30s
