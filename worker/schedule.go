@@ -95,7 +95,7 @@ func (s *scheduler) run(ctx context.Context) {
 			// Only the last slot at or before now can have a spread that
 			// reaches past now: a spread ends before the following slot.
 			var last time.Time
-			for slot := sch.Next(now.Add(-spread)); !slot.After(now); slot = sch.Next(slot) {
+			for slot := sch.Next(now.Add(-spread)); !slot.IsZero() && !slot.After(now); slot = sch.Next(slot) {
 				last = slot
 			}
 			if !last.IsZero() {
