@@ -152,16 +152,7 @@ func (k *checker) drillsPass(timeout time.Duration) *invariant {
 	passed := 0
 	deadline := time.Now().Add(timeout)
 	for name, id := range ids {
-		var r jobs.Record
-		err := waitFor(k.ctx, max(time.Until(deadline), time.Second), "drill "+id, func() error {
-			if err := k.getJSON("/api/jobs/"+id, &r); err != nil {
-				return err
-			}
-			if !r.State.Terminal() {
-				return fmt.Errorf("%s", r.State)
-			}
-			return nil
-		})
+		r, err := k.awaitJob(id, deadline)
 		switch {
 		case err != nil:
 			iv.failf("%s: %v", name, err)
@@ -173,6 +164,22 @@ func (k *checker) drillsPass(timeout time.Duration) *invariant {
 	}
 	iv.Note = fmt.Sprintf("%d stores drilled from the target, %d passed", len(ids), passed)
 	return iv
+}
+
+// awaitJob polls the API for job id until it is terminal, until deadline
+// (at least a second).
+func (k *checker) awaitJob(id string, deadline time.Time) (jobs.Record, error) {
+	var r jobs.Record
+	err := waitFor(k.ctx, max(time.Until(deadline), time.Second), "job "+id, func() error {
+		if err := k.getJSON("/api/jobs/"+id, &r); err != nil {
+			return err
+		}
+		if !r.State.Terminal() {
+			return fmt.Errorf("%s", r.State)
+		}
+		return nil
+	})
+	return r, err
 }
 
 // targetHang stops s3rver (SIGSTOP; inject calls it only with s3rver) for a few seconds: uploads, fetches

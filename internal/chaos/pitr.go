@@ -47,16 +47,7 @@ func (k *checker) restoreToMoment(at time.Time, timeout time.Duration) *pitrRun 
 	deadline := time.Now().Add(timeout)
 	for _, name := range sortedKeys(ids) {
 		id := ids[name]
-		var r jobs.Record
-		err := waitFor(k.ctx, max(time.Until(deadline), time.Second), "restore "+id, func() error {
-			if err := k.getJSON("/api/jobs/"+id, &r); err != nil {
-				return err
-			}
-			if !r.State.Terminal() {
-				return fmt.Errorf("%s", r.State)
-			}
-			return nil
-		})
+		r, err := k.awaitJob(id, deadline)
 		switch {
 		case err != nil:
 			p.iv.failf("%s: %v", name, err)
