@@ -1,29 +1,14 @@
 package jobsdb
 
 import (
-	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
 )
-
-// commands counts the round trips a client makes.
-type commands struct{ n atomic.Int64 }
-
-func (h *commands) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *commands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error { h.n.Add(1); return next(ctx, cmd) }
-}
-func (h *commands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error { h.n.Add(1); return next(ctx, cmds) }
-}
 
 // Every node checks every node on each heartbeat: with all of them up
 // that takes the same round trips for 1 node as for 60 (issue 19: it was
@@ -32,7 +17,7 @@ func (h *commands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 func TestCheckNodesRoundTripsDoNotGrowWithNodes(t *testing.T) {
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
-	h := &commands{}
+	h := &redistest.RoundTrips{}
 	rdb.AddHook(h)
 	up := func(n int) {
 		for i := range n {
@@ -46,12 +31,12 @@ func TestCheckNodesRoundTripsDoNotGrowWithNodes(t *testing.T) {
 		}
 	}
 	trips := func() int64 {
-		h.n.Store(0)
+		before := h.Total()
 		down, err := CheckNodes(t.Context(), rdb, 1000)
 		if err != nil || len(down) != 0 {
 			t.Fatalf("CheckNodes: %v, %v down", err, down)
 		}
-		return h.n.Load()
+		return h.Total() - before
 	}
 	up(1)
 	one := trips()

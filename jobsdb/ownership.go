@@ -67,9 +67,9 @@ type BeatResult struct {
 // Heartbeat renews every store's lease and publishes every status of
 // beats in one round trip (a pipeline of the same fenced scripts as
 // RenewLease and PublishStats, each store's publish after its renewal),
-// however many stores a node holds. Scripts Redis does not know (a
-// restarted or promoted Redis) are loaded and the pipeline sent again:
-// both scripts may run twice.
+// however many stores a node holds. When Redis does not know the scripts
+// (restarted or promoted since the node's LoadScripts), they are loaded
+// again and the pipeline sent again: both scripts may run twice.
 func Heartbeat(ctx context.Context, rdb redis.UniversalClient, beats []Beat, ttl time.Duration) ([]BeatResult, error) {
 	if len(beats) == 0 {
 		return nil, nil
@@ -88,10 +88,8 @@ func Heartbeat(ctx context.Context, rdb redis.UniversalClient, beats []Beat, ttl
 	}
 	cmds, err := send()
 	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
-		for _, s := range []*redis.Script{keyspace.RenewScript, keyspace.PublishStatsScript} {
-			if err := s.Load(ctx, rdb).Err(); err != nil {
-				return nil, unavailable(err)
-			}
+		if err := LoadScripts(ctx, rdb); err != nil {
+			return nil, err
 		}
 		cmds, err = send()
 	}

@@ -1,9 +1,7 @@
 package worker
 
 import (
-	"context"
 	"fmt"
-	"sync/atomic"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -13,37 +11,13 @@ import (
 	"storekeeper/jobsdb"
 )
 
-// roundTrips counts the commands and pipelines sent with a context that
-// carries countKey: one per round trip to Redis.
-type roundTrips struct{ n atomic.Int64 }
-
-type countKey struct{}
-
-func (h *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (h *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		if ctx.Value(countKey{}) != nil {
-			h.n.Add(1)
-		}
-		return next(ctx, cmd)
-	}
-}
-func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		if ctx.Value(countKey{}) != nil {
-			h.n.Add(1)
-		}
-		return next(ctx, cmds)
-	}
-}
-
 // A heartbeat renews every held lease and publishes every store's status
 // in the same number of round trips whether the node holds one store or
 // many (issue 19: at 1,000 nodes x 100 stores, one round trip per store
 // per beat was 20,000 a second).
 func TestHeartbeatRoundTripsDoNotGrowWithStores(t *testing.T) {
 	trips := func(stores int) (int64, *bundle) {
-		h := &roundTrips{}
+		h := &redistest.RoundTrips{OnlyMarked: true}
 		names := make([]string, stores)
 		for i := range names {
 			names[i] = fmt.Sprintf("s%02d", i)
@@ -53,11 +27,11 @@ func TestHeartbeatRoundTripsDoNotGrowWithStores(t *testing.T) {
 			c.AddHook(h)
 			return c
 		}}, nil, names...)
-		ctx := context.WithValue(t.Context(), countKey{}, true)
+		ctx := redistest.Mark(t.Context())
 		b.w.renew(ctx) // once to settle anything the first beat does once
-		h.n.Store(0)
+		before := h.Total()
 		b.w.renew(ctx)
-		return h.n.Load(), b
+		return h.Total() - before, b
 	}
 	one, _ := trips(1)
 	many, b := trips(12)
@@ -87,20 +61,20 @@ func TestHeartbeatRoundTripsDoNotGrowWithStores(t *testing.T) {
 // nodeCheckers looks per beat interval across the deployment. With few,
 // every beat looks.
 func TestFewerLooksForDownNodesWithManyNodes(t *testing.T) {
-	h := &roundTrips{}
+	h := &redistest.RoundTrips{OnlyMarked: true}
 	b := setupWith(t, options{client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient {
 		c := srv.Client(t)
 		c.AddHook(h)
 		return c
 	}}, nil, "orders")
-	ctx := context.WithValue(t.Context(), countKey{}, true)
+	ctx := redistest.Mark(t.Context())
 	looks := func(known int64, beats int) int64 {
-		h.n.Store(0)
+		before := h.Total()
 		for range beats {
 			b.w.knownNodes.Store(known) // as if the last look had found that many
 			b.w.checkNodes(ctx)
 		}
-		return h.n.Load()
+		return h.Total() - before
 	}
 	if n := looks(1, 20); n < 20 {
 		t.Fatalf("one node known: %d round trips over 20 beats, want a look every beat", n)

@@ -14,9 +14,12 @@ import (
 // the commands they carried, and those round trips with an argument
 // starting with Prefix (e.g. "storekeeper:": the commands that touch
 // storekeeper's own keys rather than asynq's), and the commands by name.
-// Add it with AddHook.
+// Add it with AddHook. With OnlyMarked, it counts only what runs with a
+// context from Mark: on a client other goroutines share (a worker's
+// heartbeat loop, asynq's polling), the call under test alone.
 type RoundTrips struct {
 	Prefix                    string
+	OnlyMarked                bool
 	total, commands, matching atomic.Int64
 	named                     sync.Map // lower-case command name -> *atomic.Int64
 }
@@ -29,6 +32,11 @@ func (c *RoundTrips) Named(name string) int64 {
 	}
 	return 0
 }
+
+type markKey struct{}
+
+// Mark returns ctx marked for a RoundTrips with OnlyMarked.
+func Mark(ctx context.Context) context.Context { return context.WithValue(ctx, markKey{}, true) }
 
 // Total returns the round trips counted so far.
 func (c *RoundTrips) Total() int64 { return c.total.Load() }
@@ -43,19 +51,22 @@ func (c *RoundTrips) DialHook(next redis.DialHook) redis.DialHook { return next 
 
 func (c *RoundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.count(cmd)
+		c.count(ctx, cmd)
 		return next(ctx, cmd)
 	}
 }
 
 func (c *RoundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.count(cmds...)
+		c.count(ctx, cmds...)
 		return next(ctx, cmds)
 	}
 }
 
-func (c *RoundTrips) count(cmds ...redis.Cmder) {
+func (c *RoundTrips) count(ctx context.Context, cmds ...redis.Cmder) {
+	if c.OnlyMarked && ctx.Value(markKey{}) == nil {
+		return
+	}
 	c.total.Add(1)
 	c.commands.Add(int64(len(cmds)))
 	for _, cmd := range cmds {
