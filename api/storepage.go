@@ -41,10 +41,6 @@ type storePageQuery struct {
 	health string // "", "ok" (no condition), "unhealthy" (any), or a condition kind
 }
 
-// healthKinds are the condition kinds a store view can carry.
-var healthKinds = []string{"node_down", "corrupt", "unavailable", "lost", "no_recent_backup", "backup_target_failing",
-	"drill_failed", "rpo_exceeded", "rto_exceeded", "high_fragmentation"}
-
 func parseStorePage(q url.Values) (storePageQuery, error) {
 	p := storePageQuery{limit: storePageDefault, cursor: q.Get("cursor"), node: q.Get("node"), state: jobs.StoreState(q.Get("state")), health: q.Get("health")}
 	if l := q.Get("limit"); l != "" {
@@ -70,8 +66,8 @@ func parseStorePage(q url.Values) (storePageQuery, error) {
 	if p.state != "" && !slices.Contains(jobs.StoreStates, p.state) {
 		return p, invalid(fmt.Sprintf("state %q is not one of %v", p.state, jobs.StoreStates))
 	}
-	if p.health != "" && p.health != "ok" && p.health != "unhealthy" && !slices.Contains(healthKinds, p.health) {
-		return p, invalid(fmt.Sprintf("health %q is not ok, unhealthy or a condition kind (%v)", p.health, healthKinds))
+	if p.health != "" && p.health != "ok" && p.health != "unhealthy" && !slices.Contains(storeConditions, p.health) {
+		return p, invalid(fmt.Sprintf("health %q is not ok, unhealthy or a condition kind (%v)", p.health, storeConditions))
 	}
 	return p, nil
 }

@@ -15,6 +15,24 @@ import (
 	"storekeeper/jobsdb"
 )
 
+// The health conditions a store's view can carry (HealthCondition.Kind);
+// storeConditions lists them for the store list's health filter.
+const (
+	condNodeDown       = "node_down"
+	condCorrupt        = "corrupt"
+	condUnavailable    = "unavailable"
+	condLost           = "lost"
+	condNoRecentBackup = "no_recent_backup"
+	condTargetFailing  = "backup_target_failing"
+	condDrillFailed    = "drill_failed"
+	condRPOExceeded    = "rpo_exceeded"
+	condRTOExceeded    = "rto_exceeded"
+	condFragmented     = "high_fragmentation"
+)
+
+var storeConditions = []string{condNodeDown, condCorrupt, condUnavailable, condLost, condNoRecentBackup, condTargetFailing,
+	condDrillFailed, condRPOExceeded, condRTOExceeded, condFragmented}
+
 // Health thresholds.
 const (
 	fragmentationShare = 0.25 // reclaimable bytes over live bytes
@@ -72,7 +90,7 @@ func (s *Server) storeContext(ctx context.Context) (*storeCtx, error) {
 			continue
 		}
 		for st, holder := range n.Info.Lost {
-			sc.lost[st] = append(sc.lost[st], jobs.HealthCondition{Kind: "lost", Store: st, Node: n.Node,
+			sc.lost[st] = append(sc.lost[st], jobs.HealthCondition{Kind: condLost, Store: st, Node: n.Node,
 				Message: fmt.Sprintf("node %s has store %s but lost its lease to node %s: it does not serve its copy until the lease is free", n.Node, st, holder)})
 		}
 	}
@@ -117,26 +135,26 @@ func (sc *storeCtx) view(n, owner string, raw json.RawMessage) jobs.StoreView {
 	}
 	switch {
 	case !v.NodeUp:
-		v.Health = append(v.Health, jobs.HealthCondition{Kind: "node_down", Store: n, Node: v.Node, Message: fmt.Sprintf("node %s is down: jobs for %s wait until it returns", v.Node, n)})
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: condNodeDown, Store: n, Node: v.Node, Message: fmt.Sprintf("node %s is down: jobs for %s wait until it returns", v.Node, n)})
 	case st.State == jobs.StoreCorrupt:
-		v.Health = append(v.Health, jobs.HealthCondition{Kind: "corrupt", Store: n, Message: "store is corrupt: " + st.Error})
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: condCorrupt, Store: n, Message: "store is corrupt: " + st.Error})
 	case st.State == jobs.StoreUnavailable:
-		v.Health = append(v.Health, jobs.HealthCondition{Kind: "unavailable", Store: n,
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: condUnavailable, Store: n,
 			Message: "store did not open (not corruption; retried with backoff, never restored automatically): " + st.Error})
 	}
 	v.Health = append(v.Health, sc.lost[n]...)
 	if v.LastBackup == nil || now.Sub(*v.LastBackup) > backupMaxAge {
-		v.Health = append(v.Health, jobs.HealthCondition{Kind: "no_recent_backup", Store: n, Message: "no backup in the last 24 h"})
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: condNoRecentBackup, Store: n, Message: "no backup in the last 24 h"})
 	}
 	for _, t := range v.Targets {
 		if !t.FailingSince.IsZero() {
-			v.Health = append(v.Health, jobs.HealthCondition{Kind: "backup_target_failing", Store: n,
+			v.Health = append(v.Health, jobs.HealthCondition{Kind: condTargetFailing, Store: n,
 				Message: fmt.Sprintf("uploads to backup target %s fail since %s: %s", t.Target, t.FailingSince.UTC().Format(time.RFC3339), t.Error)})
 		}
 	}
 	v.Health = append(v.Health, sc.drill(n, v.Drill, now)...)
 	if st.LiveBytes > 0 && st.ReclaimableBytes >= fragmentationMin && float64(st.ReclaimableBytes) >= fragmentationShare*float64(st.LiveBytes) {
-		v.Health = append(v.Health, jobs.HealthCondition{Kind: "high_fragmentation", Store: n,
+		v.Health = append(v.Health, jobs.HealthCondition{Kind: condFragmented, Store: n,
 			Message: fmt.Sprintf("%d of %d live bytes reclaimable by a compaction", st.ReclaimableBytes, st.LiveBytes)})
 	}
 	return v
@@ -270,15 +288,15 @@ func (s *Server) drillHealth(store string, d *jobs.DrillStatus, now time.Time) [
 		from = "backup target " + d.Target
 	}
 	if !d.OK {
-		out = append(out, jobs.HealthCondition{Kind: "drill_failed", Store: store,
+		out = append(out, jobs.HealthCondition{Kind: condDrillFailed, Store: store,
 			Message: fmt.Sprintf("the last restore drill (from %s, %s) failed: %s", from, d.At.UTC().Format(time.RFC3339), d.Error)})
 	}
 	if rpo := s.cfg.RPO; rpo > 0 && !d.Restorable.IsZero() && now.Sub(d.Restorable) > rpo {
-		out = append(out, jobs.HealthCondition{Kind: "rpo_exceeded", Store: store,
+		out = append(out, jobs.HealthCondition{Kind: condRPOExceeded, Store: store,
 			Message: fmt.Sprintf("restorable as of %s, older than the RPO (%s)", d.Restorable.UTC().Format(time.RFC3339), rpo)})
 	}
 	if rto := s.cfg.RTO; rto > 0 && d.OK && d.RTO > rto {
-		out = append(out, jobs.HealthCondition{Kind: "rto_exceeded", Store: store,
+		out = append(out, jobs.HealthCondition{Kind: condRTOExceeded, Store: store,
 			Message: fmt.Sprintf("the last drill (from %s) took %s, longer than the RTO (%s)", from, d.RTO.Round(time.Millisecond), rto)})
 	}
 	return out

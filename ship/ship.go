@@ -680,25 +680,19 @@ func (sh *Shipper) Stats(name string) Stats {
 			unread = ss.readAt
 		}
 	}
+	// Without a sealed segment the target lacks, the oldest write it lacks
+	// is the open segment's first, or one not read yet.
+	notSealed := unread
+	if len(ss.open) > 0 && (notSealed.IsZero() || ss.stamp.Before(notSealed)) {
+		notSealed = ss.stamp
+	}
 	for _, t := range sh.cfg.Targets {
-		oldest := unread
+		oldest := notSealed
 		for _, p := range ss.pending {
 			if !ss.sent[t.Name][p.path] && !p.stamp.IsZero() {
-				oldest = p.stamp
+				oldest = p.stamp // sealed before anything open or unread
 				break
 			}
-		}
-		if len(ss.open) > 0 && (oldest.IsZero() || ss.stamp.Before(oldest)) {
-			oldest = ss.stamp
-		}
-		for _, p := range ss.pending {
-			if !ss.sent[t.Name][p.path] && !p.stamp.IsZero() {
-				oldest = p.stamp
-				break
-			}
-		}
-		if oldest.IsZero() && len(ss.open) > 0 {
-			oldest = ss.stamp
 		}
 		if !oldest.IsZero() {
 			st.Lag[t.Name] = max(0, now.Sub(oldest))

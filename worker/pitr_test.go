@@ -92,19 +92,28 @@ func TestAutoRestoreReplaysTheShippedLog(t *testing.T) {
 	}
 }
 
+// momentAfterBackup writes keys [0, backedUp) ("v1"), backs the store up,
+// writes [backedUp, before) ("v1"), takes the moment, writes [before,
+// after) ("after"), and returns the moment once everything is shipped.
+func momentAfterBackup(t *testing.T, b *bundle, s *store.Store, backedUp, before, after int) time.Time {
+	t.Helper()
+	writeKeys(t, s, 0, backedUp, "v1")
+	b.run(t, jobs.KindBackup, s.Name(), jobs.Params{})
+	writeKeys(t, s, backedUp, before, "v1")
+	at := time.Now()
+	writeKeys(t, s, before, after, "after")
+	if err := s.WaitShipped(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
 // A restore job with Params.At restores the store as it was then and
 // names the last write included.
 func TestRestoreJobToAMoment(t *testing.T) {
 	b := setupWith(t, shipping(t), nil, "orders")
 	s, _ := b.reg.Store("orders")
-	writeKeys(t, s, 0, 100, "v1")
-	b.run(t, jobs.KindBackup, "orders", jobs.Params{})
-	writeKeys(t, s, 100, 200, "v1")
-	at := time.Now()
-	writeKeys(t, s, 200, 300, "too-late")
-	if err := s.WaitShipped(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	at := momentAfterBackup(t, b, s, 100, 200, 300)
 	r := b.run(t, jobs.KindRestore, "orders", jobs.Params{At: at.UTC()})
 	res := restoreResultOf(t, r)
 	if res.Log == nil || res.Log.Writes != 100 || res.Log.LastWriteAt.After(at) || !res.Log.At.Equal(at.UTC()) {
@@ -197,14 +206,7 @@ func TestShipGapIsAnnouncedAndReanchored(t *testing.T) {
 func TestDrillAtAMoment(t *testing.T) {
 	b := setupWith(t, shipping(t), nil, "orders")
 	s, _ := b.reg.Store("orders")
-	writeKeys(t, s, 0, 100, "v1")
-	b.run(t, jobs.KindBackup, "orders", jobs.Params{})
-	writeKeys(t, s, 100, 150, "v1")
-	at := time.Now()
-	writeKeys(t, s, 150, 160, "after")
-	if err := s.WaitShipped(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	at := momentAfterBackup(t, b, s, 100, 150, 160)
 	tl, _ := s.Timeline()
 	r := b.run(t, jobs.KindDrill, "orders", jobs.Params{At: at.UTC()})
 	var res jobs.DrillResult
