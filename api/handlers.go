@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -142,7 +141,9 @@ func (s *Server) enqueue(c *gin.Context, req jobs.Request) {
 	c.JSON(http.StatusAccepted, enqueued{Record: publicRecord(res.Record), Deduplicated: res.Deduplicated})
 }
 
-// enqueueAll makes one job per known store under one batch id.
+// enqueueAll makes one job per known store under one batch id. The answer
+// lists the first batchListed jobs in the stores' order; GET
+// /api/jobs?batch= pages through them all.
 func (s *Server) enqueueAll(kind jobs.Kind) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		p, err := s.params(c, kind)
@@ -150,20 +151,25 @@ func (s *Server) enqueueAll(kind jobs.Kind) gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		b, err := s.jobs.EnqueueBatch(c, jobs.BatchRequest{Kind: kind, Params: p, Trigger: jobs.TriggerManual, Actor: actor(c)})
+		b, err := s.jobs.EnqueueBatch(c, jobs.BatchRequest{Kind: kind, Params: p, Trigger: jobs.TriggerManual, Actor: actor(c), List: batchListed})
+		s.metrics.enqueuedN(kind, false, b.New)
+		s.metrics.enqueuedN(kind, true, b.Deduplicated)
 		if err != nil {
 			s.fail(c, err)
 			return
 		}
 		out := make([]enqueued, 0, len(b.Jobs))
 		for _, res := range b.Jobs {
-			s.metrics.enqueued(kind, res.Deduplicated)
 			out = append(out, enqueued{Record: publicRecord(res.Record), Deduplicated: res.Deduplicated})
 		}
 		c.Header("Location", "/api/jobs?batch="+b.ID)
-		c.JSON(http.StatusAccepted, gin.H{"batch_id": b.ID, "jobs": out})
+		c.JSON(http.StatusAccepted, batchAnswer{BatchID: b.ID, Total: b.Total, New: b.New, Deduplicated: b.Deduplicated, Jobs: out})
 	}
 }
+
+// batchListed is how many of a batch's jobs the answer to a bulk enqueue
+// lists.
+const batchListed = 1000
 
 func (s *Server) restore(c *gin.Context) {
 	var b restoreBody
@@ -389,7 +395,9 @@ func (s *Server) cancelJob(c *gin.Context) {
 }
 
 // listJobs lists a batch's jobs (?batch=), or the jobs in flight, newest
-// first, filtered by store, kind and state.
+// first, filtered by store, kind and state; with ?limit= a page of them
+// (filtered after paging: a page can hold fewer than limit), the next
+// from ?cursor=next_cursor.
 func (s *Server) listJobs(c *gin.Context) {
 	q := c.Request.URL.Query()
 	kind, state := jobs.Kind(q.Get("kind")), jobs.State(q.Get("state"))
@@ -401,13 +409,17 @@ func (s *Server) listJobs(c *gin.Context) {
 		s.fail(c, invalid(fmt.Sprintf("unknown state %q", state)))
 		return
 	}
-	var recs []jobs.Record
-	var err error
-	if batch := q.Get("batch"); batch != "" {
-		recs, err = s.jobs.BatchJobs(c, batch)
-	} else {
-		recs, err = s.jobs.InFlight(c)
+	limit, err := queryLimit(q, jobsPageMax)
+	if err != nil {
+		s.fail(c, err)
+		return
 	}
+	cursor := q.Get("cursor")
+	if _, err := jobs.IDTime(cursor); cursor != "" && (limit == 0 || err != nil) {
+		s.fail(c, newError(http.StatusBadRequest, "bad_cursor", fmt.Sprintf("cursor %q is not a job id from a page's next_cursor (with limit)", cursor)))
+		return
+	}
+	recs, next, err := s.jobs.JobsPage(c, q.Get("batch"), cursor, limit)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -418,24 +430,21 @@ func (s *Server) listJobs(c *gin.Context) {
 			out = append(out, publicRecord(r))
 		}
 	}
-	c.JSON(http.StatusOK, gin.H{"jobs": out})
+	c.JSON(http.StatusOK, jobList{Jobs: out, NextCursor: next})
 }
+
+// jobsPageMax is the largest page of GET /api/jobs.
+const jobsPageMax = 1000
 
 func (s *Server) history(c *gin.Context) {
 	q := c.Request.URL.Query()
 	hq := jobs.HistoryQuery{Store: q.Get("store"), Kind: jobs.Kind(q.Get("kind")), Before: q.Get("before")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil {
-			s.fail(c, invalid(fmt.Sprintf("limit %q is not a number", l)))
-			return
-		}
-		if n < 1 || n > 500 {
-			s.fail(c, invalid(fmt.Sprintf("limit %d is outside 1..500", n)))
-			return
-		}
-		hq.Limit = n
+	n, err := queryLimit(q, 500)
+	if err != nil {
+		s.fail(c, err)
+		return
 	}
+	hq.Limit = n
 	entries, next, err := jobsdb.HistoryRaw(c, s.rdb, hq)
 	if err == nil {
 		var body []byte

@@ -72,8 +72,10 @@ func (m *metrics) request(route, method string, status int) {
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 }
 
-func (m *metrics) enqueued(kind jobs.Kind, dedup bool) {
-	m.enqueues.WithLabelValues(string(kind), strconv.FormatBool(dedup)).Inc()
+func (m *metrics) enqueued(kind jobs.Kind, dedup bool) { m.enqueuedN(kind, dedup, 1) }
+
+func (m *metrics) enqueuedN(kind jobs.Kind, dedup bool, n int) {
+	m.enqueues.WithLabelValues(string(kind), strconv.FormatBool(dedup)).Add(float64(n))
 }
 
 // MetricsHandler serves g's metrics in Prometheus' format. With a token

@@ -19,11 +19,17 @@ import (
 // Answer shapes for the handlers' gin.H answers.
 type (
 	batchAnswer struct {
-		BatchID string     `json:"batch_id"`
-		Jobs    []enqueued `json:"jobs"`
+		BatchID      string `json:"batch_id"`
+		Total        int    `json:"total"`        // the batch's jobs
+		New          int    `json:"new"`          // made for it
+		Deduplicated int    `json:"deduplicated"` // already in flight
+		// The first 1,000 jobs in the stores' order; when total is more,
+		// GET /api/jobs?batch= pages through them all.
+		Jobs []enqueued `json:"jobs"`
 	}
 	jobList struct {
-		Jobs []jobs.Record `json:"jobs"`
+		Jobs       []jobs.Record `json:"jobs"`
+		NextCursor string        `json:"next_cursor,omitempty"` // with limit: the next page's cursor; absent on the last
 	}
 	historyPage struct {
 		History []jobs.HistoryEntry `json:"history"`

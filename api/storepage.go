@@ -43,14 +43,9 @@ type storePageQuery struct {
 
 func parseStorePage(q url.Values) (storePageQuery, error) {
 	p := storePageQuery{limit: storePageDefault, cursor: q.Get("cursor"), node: q.Get("node"), state: jobs.StoreState(q.Get("state")), health: q.Get("health")}
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil {
-			return p, invalid(fmt.Sprintf("limit %q is not a number", l))
-		}
-		if n < 1 || n > storePageMax {
-			return p, invalid(fmt.Sprintf("limit %d is outside 1..%d", n, storePageMax))
-		}
+	if n, err := queryLimit(q, storePageMax); err != nil {
+		return p, err
+	} else if n > 0 {
 		p.limit = n
 	}
 	if p.cursor != "" {
@@ -174,4 +169,20 @@ func (x *storeIndex) get(ctx context.Context, s *Server) ([]string, map[string]s
 	slices.Sort(names)
 	x.names, x.owners, x.at = names, owners, time.Now()
 	return names, owners, nil
+}
+
+// queryLimit reads ?limit=, which must be in 1..max; 0 when absent.
+func queryLimit(q url.Values, max int) (int, error) {
+	l := q.Get("limit")
+	if l == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(l)
+	if err != nil {
+		return 0, invalid(fmt.Sprintf("limit %q is not a number", l))
+	}
+	if n < 1 || n > max {
+		return 0, invalid(fmt.Sprintf("limit %d is outside 1..%d", n, max))
+	}
+	return n, nil
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"net/url"
+	"strconv"
 
 	"storekeeper/jobs"
 )
@@ -16,10 +17,14 @@ type Enqueued struct {
 }
 
 // Batch is the answer to an enqueue for every store: one job per store
-// the server knows, under one batch id (Jobs lists them by batch).
+// the server knows, under one batch id. Jobs holds the first 1,000 in the
+// stores' order; when Total is more, BatchJobs reads them all.
 type Batch struct {
-	BatchID string     `json:"batch_id"`
-	Jobs    []Enqueued `json:"jobs"`
+	BatchID      string     `json:"batch_id"`
+	Total        int        `json:"total"`
+	New          int        `json:"new"`
+	Deduplicated int        `json:"deduplicated"`
+	Jobs         []Enqueued `json:"jobs"`
 }
 
 // Enqueue asks for a job of kind on store. The parameters that apply:
@@ -71,19 +76,53 @@ type JobsQuery struct {
 	Kind  jobs.Kind
 	State jobs.State
 	Batch string // a batch's jobs, whether in flight or not; otherwise the jobs in flight
+	// Limit, when set (1..1000), asks for a page of at most Limit jobs
+	// (filtered after paging, so a page can hold fewer), the next one from
+	// Cursor: the last page's next cursor.
+	Limit  int
+	Cursor string
 }
 
 // Jobs returns the jobs in flight, or a batch's jobs, newest first.
 func (c *Client) Jobs(ctx context.Context, q JobsQuery) ([]jobs.Record, error) {
+	recs, _, err := c.JobsPage(ctx, q)
+	return recs, err
+}
+
+// JobsPage returns a page of the jobs q chooses (q.Limit) and the cursor
+// of the next page, "" on the last.
+func (c *Client) JobsPage(ctx context.Context, q JobsQuery) ([]jobs.Record, string, error) {
 	v := url.Values{}
-	for k, s := range map[string]string{"store": q.Store, "kind": string(q.Kind), "state": string(q.State), "batch": q.Batch} {
+	for k, s := range map[string]string{"store": q.Store, "kind": string(q.Kind), "state": string(q.State), "batch": q.Batch, "cursor": q.Cursor} {
 		if s != "" {
 			v.Set(k, s)
 		}
 	}
+	if q.Limit > 0 {
+		v.Set("limit", strconv.Itoa(q.Limit))
+	}
 	var a struct {
-		Jobs []jobs.Record `json:"jobs"`
+		Jobs       []jobs.Record `json:"jobs"`
+		NextCursor string        `json:"next_cursor"`
 	}
 	err := c.call(ctx, "GET", "/api/jobs", v, nil, &a)
-	return a.Jobs, err
+	return a.Jobs, a.NextCursor, err
+}
+
+// BatchJobs returns every job of a batch, newest first, a page of 1,000
+// per request.
+func (c *Client) BatchJobs(ctx context.Context, batch string) ([]jobs.Record, error) {
+	q := JobsQuery{Batch: batch, Limit: 1000}
+	var all []jobs.Record
+	for {
+		page, next, err := c.JobsPage(ctx, q)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, page...)
+		if next == "" {
+			return all, nil
+		}
+		q.Cursor = next
+	}
 }

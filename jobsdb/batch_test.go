@@ -1,6 +1,8 @@
 package jobsdb
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -97,26 +99,40 @@ func TestEnqueueBatchRefusesRestore(t *testing.T) {
 	}
 }
 
-// The batch script sent three times (a stalled Redis running every copy)
-// is one batch: each job recorded and announced once, handed to asynq
-// once, the held job still the held one.
-func TestEnqueueBatchIsSafeToReplay(t *testing.T) {
-	srv, rdb, held := batchSetup(t)
-	r := &replayScripts{Match: `"actor":"replayer"`, Times: 3}
-	b, err := NewClient(replayClient(t, srv, r), jobs.ClientConfig{}).EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindCompact, Trigger: jobs.TriggerManual, Actor: "replayer"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.runs.Load() < 3 {
-		t.Fatalf("the batch script ran %d times", r.runs.Load())
-	}
-	checkBatch(t, rdb, b, held)
+// smallChunks makes EnqueueBatch send n stores per script for the test.
+func smallChunks(t *testing.T, n int) {
+	old := batchChunk
+	batchChunk = n
+	t.Cleanup(func() { batchChunk = old })
 }
 
-// When asynq refuses a task, that job and every later one are abandoned
-// (failed, with their events and history), the earlier ones stay queued,
-// and the batch still lists them all: nothing is half recorded.
+// Each chunk's script sent three times (a stalled Redis running every
+// copy) is one batch: each job recorded and announced once, handed to
+// asynq once, the held job still the held one.
+func TestEnqueueBatchIsSafeToReplay(t *testing.T) {
+	for _, chunk := range []int{1, 2, 500} {
+		t.Run(fmt.Sprintf("chunk=%d", chunk), func(t *testing.T) {
+			smallChunks(t, chunk)
+			srv, rdb, held := batchSetup(t)
+			r := &replayScripts{Match: `"actor":"replayer"`, Times: 3}
+			b, err := NewClient(replayClient(t, srv, r), jobs.ClientConfig{}).EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindCompact, Trigger: jobs.TriggerManual, Actor: "replayer"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if chunks := (3 + chunk - 1) / chunk; r.runs.Load() < int64(3*chunks) {
+				t.Fatalf("the batch scripts ran %d times for %d chunks", r.runs.Load(), chunks)
+			}
+			checkBatch(t, rdb, b, held)
+		})
+	}
+}
+
+// When asynq refuses a task, that job is abandoned (failed, with its
+// events and history), the jobs handed over before stay queued, the batch
+// still lists them, and the stores after that chunk are not asked for,
+// which the error says.
 func TestEnqueueBatchHandOverFailure(t *testing.T) {
+	smallChunks(t, 1)
 	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	ownedBy(t, rdb, "n1", "a", "c")
@@ -125,12 +141,12 @@ func TestEnqueueBatchHandOverFailure(t *testing.T) {
 	rdb.Set(t.Context(), "asynq:{node.n2}:pending", "not a list", 0)
 	c := NewClient(rdb, jobs.ClientConfig{})
 	b, err := c.EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindBackup, Trigger: jobs.TriggerManual, Actor: "alice"})
-	if err == nil || !strings.Contains(err.Error(), b.ID) {
-		t.Fatalf("err = %v, want one naming batch %s", err, b.ID)
+	if err == nil || !strings.Contains(err.Error(), b.ID) || !strings.Contains(err.Error(), "1 more stores (after b) were not asked for") {
+		t.Fatalf("err = %v, want one naming batch %s and the store left", err, b.ID)
 	}
 	listed, lerr := c.BatchJobs(t.Context(), b.ID)
-	if lerr != nil || len(listed) != 3 {
-		t.Fatalf("batch lists %d jobs, %v; want 3", len(listed), lerr)
+	if lerr != nil || len(listed) != 2 || b.Total != 2 {
+		t.Fatalf("batch lists %d jobs (answer: %d), %v; want 2", len(listed), b.Total, lerr)
 	}
 	state := map[string]jobs.State{}
 	for _, r := range listed {
@@ -142,7 +158,97 @@ func TestEnqueueBatchHandOverFailure(t *testing.T) {
 			oneFinish(t, rdb, r.ID, "job.enqueued job.failed")
 		}
 	}
-	if state["a"] != jobs.StatePending || state["b"] != jobs.StateFailed || state["c"] != jobs.StateFailed {
-		t.Fatalf("states %v; want a pending, b and c failed", state)
+	if state["a"] != jobs.StatePending || state["b"] != jobs.StateFailed {
+		t.Fatalf("states %v; want a pending, b failed", state)
 	}
+}
+
+// A bulk enqueue over many stores is bounded: no script carries more
+// than batchChunk stores, the answer keeps List jobs and counts the rest,
+// every job is listed under the batch and paged through, and a store
+// forgotten while the batch runs is left out instead of failing it.
+func TestEnqueueBatchInChunks(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	const n = 1201
+	stores := make([]string, n)
+	for i := range stores {
+		stores[i] = fmt.Sprintf("s%04d", i)
+	}
+	ownedBy(t, rdb, "n1", stores...)
+	watch := &batchScripts{rdb: rdb}
+	cl := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { cl.Close() })
+	cl.AddHook(watch)
+	c := NewClient(cl, jobs.ClientConfig{})
+	b, err := c.EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindVerify, Trigger: jobs.TriggerManual, Actor: "alice", List: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if watch.runs != 3 || watch.maxStores > batchChunk {
+		t.Fatalf("%d batch scripts, the largest with %d stores; want 3 of at most %d", watch.runs, watch.maxStores, batchChunk)
+	}
+	if b.Total != n-1 || b.New != n-1 || b.Deduplicated != 0 || len(b.Jobs) != 10 || b.Jobs[0].Record.Store != "s0000" {
+		t.Fatalf("batch: total %d, new %d, dedup %d, %d listed", b.Total, b.New, b.Deduplicated, len(b.Jobs))
+	}
+	if chunks := rdb.HLen(t.Context(), keyspace.BatchChunksKey(b.ID)).Val(); chunks != 3 {
+		t.Fatalf("%d chunks recorded, want 3", chunks)
+	}
+	seen := map[string]bool{}
+	cursor, last := "", "~"
+	for pages := 0; ; pages++ {
+		page, next, err := c.JobsPage(t.Context(), b.ID, cursor, 500)
+		if err != nil || pages > 3 {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		for _, r := range page {
+			if seen[r.Store] || r.ID >= last {
+				t.Fatalf("job %s of store %s twice or out of order", r.ID, r.Store)
+			}
+			seen[r.Store], last = true, r.ID
+		}
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	if len(seen) != n-1 || seen[watch.forgot] {
+		t.Fatalf("the pages hold %d stores (forgotten %s listed: %v), want %d", len(seen), watch.forgot, seen[watch.forgot], n-1)
+	}
+}
+
+// batchScripts watches the batch scripts: how many ran, the most stores
+// one carried, and before the first it forgets a store of the second
+// chunk.
+type batchScripts struct {
+	rdb       *redis.Client
+	runs      int
+	maxStores int
+	forgot    string
+}
+
+func (*batchScripts) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (w *batchScripts) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if isScript(cmd) && len(args) > 6 && strings.HasPrefix(fmt.Sprint(args[6]), "storekeeper:batchchunks:") {
+			if w.forgot == "" {
+				w.forgot = fmt.Sprintf("s%04d", batchChunk+7)
+				w.rdb.HDel(ctx, keyspace.StoresKey, w.forgot)
+			}
+			err := next(ctx, cmd)
+			if err == nil { // not go-redis's EVALSHA that found no script
+				nkeys, _ := args[2].(int)
+				w.runs++
+				w.maxStores = max(w.maxStores, (nkeys-4)/3)
+			}
+			return err
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (*batchScripts) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
 }

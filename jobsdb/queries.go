@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 
 	"github.com/redis/go-redis/v9"
 
@@ -117,34 +118,64 @@ func CountNotifyFailed(ctx context.Context, rdb redis.Cmdable) error {
 // BatchJobs returns the records of batch's jobs (BatchKey), newest first;
 // a job whose record has expired is left out. Two round trips.
 func (c *Client) BatchJobs(ctx context.Context, batch string) ([]jobs.Record, error) {
-	ids, err := c.rdb.SMembers(ctx, keyspace.BatchKey(batch)).Result()
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	return c.records(ctx, ids)
+	recs, _, err := c.JobsPage(ctx, batch, "", 0)
+	return recs, err
 }
 
 // InFlight returns the records of every job not finished yet (the
-// queues' InFlightKey sets), newest first. The sets are found with SCAN
-// (one round trip per thousand keys in Redis), then read in one round
-// trip, then the records in one more.
+// queues' InFlightKey sets), newest first.
 func (c *Client) InFlight(ctx context.Context) ([]jobs.Record, error) {
+	recs, _, err := c.JobsPage(ctx, "", "", 0)
+	return recs, err
+}
+
+// JobsPage returns batch's jobs (BatchKey), or without a batch the jobs
+// not finished yet (the queues' InFlightKey sets, found with SCAN: one
+// round trip per thousand keys in Redis, then one for their union),
+// newest first: with limit > 0, at most limit of them, those older than
+// cursor (a job id from the last page; "" starts at the newest), and the
+// cursor of the next page ("" on the last). The ids come in one round
+// trip (about 30 bytes each), the page's records in one more; a job whose
+// record has expired is left out (so a page can be short of limit with
+// more to come: follow the cursor).
+func (c *Client) JobsPage(ctx context.Context, batch, cursor string, limit int) ([]jobs.Record, string, error) {
+	var ids []string
+	var err error
+	if batch != "" {
+		ids, err = c.rdb.SMembers(ctx, keyspace.BatchKey(batch)).Result()
+	} else {
+		ids, err = c.inFlightIDs(ctx)
+	}
+	if err != nil {
+		return nil, "", unavailable(err)
+	}
+	if limit <= 0 {
+		recs, err := c.records(ctx, ids)
+		return recs, "", err
+	}
+	slices.SortFunc(ids, func(a, b string) int { return cmp.Compare(b, a) })
+	if cursor != "" {
+		ids = ids[sort.Search(len(ids), func(i int) bool { return ids[i] < cursor }):]
+	}
+	next := ""
+	if len(ids) > limit {
+		ids = ids[:limit]
+		next = ids[limit-1]
+	}
+	recs, err := c.records(ctx, ids)
+	return recs, next, err
+}
+
+func (c *Client) inFlightIDs(ctx context.Context) ([]string, error) {
 	var sets []string
 	iter := c.rdb.Scan(ctx, 0, keyspace.InFlightKey("*"), 1000).Iterator()
 	for iter.Next(ctx) {
 		sets = append(sets, iter.Val())
 	}
-	if err := iter.Err(); err != nil {
-		return nil, unavailable(err)
+	if err := iter.Err(); err != nil || len(sets) == 0 {
+		return nil, err
 	}
-	if len(sets) == 0 {
-		return []jobs.Record{}, nil
-	}
-	ids, err := c.rdb.SUnion(ctx, sets...).Result()
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	return c.records(ctx, ids)
+	return c.rdb.SUnion(ctx, sets...).Result()
 }
 
 // records reads the records of ids in one round trip, newest first (ids

@@ -151,6 +151,12 @@ func (c *ctl) ask(ctx context.Context, kind jobs.Kind, store string, p jobs.Para
 	for i, j := range batch.Jobs {
 		recs[i] = j.Record
 	}
+	if batch.Total > len(batch.Jobs) { // the answer listed the first ones
+		var err error
+		if recs, err = c.api.BatchJobs(ctx, batch.BatchID); err != nil {
+			return nil, fmt.Errorf("batch %s: %d jobs asked for; reading their list: %w", batch.BatchID, batch.Total, err)
+		}
+	}
 	switch {
 	case c.json:
 		// printed as it came
@@ -160,13 +166,16 @@ func (c *ctl) ask(ctx context.Context, kind jobs.Kind, store string, p jobs.Para
 	case len(batch.Jobs) == 0:
 		fmt.Fprintf(c.stdout, "%s: no stores\n", kind)
 	default:
-		fmt.Fprintf(c.stdout, "%s: batch %s, %d jobs\n", kind, batch.BatchID, len(batch.Jobs))
+		fmt.Fprintf(c.stdout, "%s: batch %s, %d jobs (%d new, %d already in flight)\n", kind, batch.BatchID, batch.Total, batch.New, batch.Deduplicated)
 		tw := newTable(c.stdout, "STORE", "JOB", "STATE")
 		for _, j := range batch.Jobs {
 			tw.row(j.Store, j.ID, string(j.State)+dedupNote(j))
 		}
 		if err := tw.flush(); err != nil {
 			return nil, err
+		}
+		if more := batch.Total - len(batch.Jobs); more > 0 {
+			fmt.Fprintf(c.stdout, "… and %d more (storekeeper ctl jobs --batch %s)\n", more, batch.BatchID)
 		}
 	}
 	return recs, nil

@@ -21,6 +21,11 @@ func LockKey(p jobs.Payload) string {
 // for GET /api/jobs?batch=; it expires with the records.
 func BatchKey(batch string) string { return "storekeeper:batch:" + batch }
 
+// BatchChunksKey records which chunks of a batch are written (a hash:
+// chunk number to its job ids, space-separated), so a chunk's script run
+// twice writes once; it expires with the batch key.
+func BatchChunksKey(batch string) string { return "storekeeper:batchchunks:" + batch }
+
 // RestoreLockKey is the restore lock of a store.
 func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + ":restore" }
 

@@ -44,6 +44,7 @@ var keyLayout = map[string]struct{ got, want string }{
 	"LockKey":             {LockKey(jobs.Payload{Kind: jobs.KindCompact, Store: "orders", Params: jobs.Params{Force: true}}), "storekeeper:lock:orders:compact:3d78735839fe9fbf"},
 	"RestoreLockKey":      {RestoreLockKey("orders"), "storekeeper:lock:orders:restore"},
 	"BatchKey":            {BatchKey("b01"), "storekeeper:batch:b01"},
+	"BatchChunksKey":      {BatchChunksKey("b01"), "storekeeper:batchchunks:b01"},
 	"InFlightKey":         {InFlightKey("node.n1"), "storekeeper:inflight:node.n1"},
 	"LeaseKey":            {LeaseKey("orders"), "storekeeper:lease:orders"},
 	"LeaseTokenKey":       {LeaseTokenKey("orders"), "storekeeper:leasetoken:orders"},

@@ -1,5 +1,6 @@
-// Command scale measures what idle worker nodes cost one Redis: N real
-// worker.Worker instances (asynq servers polling their queues, heartbeats,
+// Command scale measures, with -bulk, the bulk enqueue over N stores
+// beside raw asynq (see bulk.go), and what idle worker nodes cost one
+// Redis: N real worker.Worker instances (asynq servers polling their queues, heartbeats,
 // node checks, schedules, the reconciler; stores: none) in this process
 // against a private redis-server, for each --task-check-interval. It
 // prints, per configuration, Redis's CPU (used_cpu_user+sys over the
@@ -48,7 +49,29 @@ func main() {
 	window := flag.Duration("window", 20*time.Second, "how long each configuration is measured, after a warm-up of a quarter of it")
 	probes := flag.Int("probes", 100, "tasks the latency probe enqueues, one every 50 ms")
 	pool := flag.Int("pool", 4096, "the nodes' shared Redis connection pool (each node's subscriptions hold connections of their own)")
+	bulk := flag.String("bulk", "", "store counts for the bulk enqueue (POST /api/admin/{kind}), comma-separated; empty: none")
 	flag.Parse()
+	if *bulk != "" {
+		bs, err := parseInts(*bulk)
+		if err != nil {
+			fail(fmt.Errorf("-bulk: %w", err))
+		}
+		fmt.Printf("scale: the bulk enqueue against one redis-server, %d CPUs\n\n", runtime.NumCPU())
+		fmt.Println("| stores | bulk enqueue | raw asynq, 8 at a time | ratio | Redis's longest command | Redis memory per queued job | jobs in the answer |")
+		fmt.Println("|---|---|---|---|---|---|---|")
+		for _, n := range bs {
+			r, err := measureBulk(n)
+			if err != nil {
+				fail(fmt.Errorf("bulk %d: %w", n, err))
+			}
+			fmt.Printf("| %d | %s | %s | %.2f× | %s | %.0f B | %d of %d |\n", n, r.wall.Round(time.Millisecond), r.raw.Round(time.Millisecond),
+				r.wall.Seconds()/r.raw.Seconds(), r.longest, r.bytesPerJob, r.listed, r.total)
+		}
+		fmt.Println()
+	}
+	if *nodes == "" {
+		return
+	}
 	ns, err := parseInts(*nodes)
 	if err != nil {
 		fail(err)
