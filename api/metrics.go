@@ -50,7 +50,7 @@ func newMetrics(reg *prometheus.Registry, s *Server) (*metrics, error) {
 		wsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "storekeeper_ws_refused_total",
 			Help: "WebSocket watchers refused by this process's limits, by reason (too_many_watchers: the token holds as many as it may; too_many_filters)."}, []string{"reason"}),
 	}
-	cluster, err := jobmetrics.New(jobmetrics.Config{Redis: s.rdb, MaxAge: -1, RPO: s.cfg.RPO, RTO: s.cfg.RTO}) // in the snapshot below
+	cluster, err := jobmetrics.New(jobmetrics.Config{Redis: s.rdb, MaxAge: -1, RPO: s.cfg.RPO, RTO: s.cfg.RTO, StoreSeries: s.cfg.MetricsStoreSeries}) // in the snapshot below
 	if err != nil {
 		return nil, err
 	}

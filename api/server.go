@@ -80,6 +80,10 @@ type Config struct {
 	// MetricsToken, when set, is the bearer token /metrics requires (401
 	// without it); empty: /metrics is open.
 	MetricsToken string
+	// MetricsStoreSeries is the most stores for which /metrics exports
+	// per-store series (jobmetrics.Config.StoreSeries: 0 the default,
+	// negative never); the aggregates are always exported.
+	MetricsStoreSeries int
 	// RPO, when set, is exported on /metrics (storekeeper_rpo_seconds) for
 	// the alert on the backup targets' lag.
 	RPO time.Duration

@@ -34,7 +34,16 @@ type Config struct {
 	// (a Snapshot of itself). 0: DefaultMaxAge; negative: on every scrape
 	// (for a caller that puts it in a Snapshot of its own).
 	MaxAge time.Duration
+	// StoreSeries is the most stores for which the per-store series
+	// (storekeeper_store_*, storekeeper_backup_*, storekeeper_ship_*,
+	// storekeeper_drill_* by store) are exported: above it only the
+	// aggregates are (they always are), so that 100,000 stores do not make
+	// a million series. 0: DefaultStoreSeries; negative: never.
+	StoreSeries int
 }
+
+// DefaultStoreSeries is Config.StoreSeries' default.
+const DefaultStoreSeries = 10000
 
 // HistoryWindow is how many of the newest finished jobs a scrape reads.
 const HistoryWindow = 500
@@ -68,6 +77,9 @@ func New(cfg Config) (*Collector, error) {
 	}
 	if cfg.MaxAge == 0 {
 		cfg.MaxAge = DefaultMaxAge
+	}
+	if cfg.StoreSeries == 0 {
+		cfg.StoreSeries = DefaultStoreSeries
 	}
 	c := &Collector{cfg: cfg}
 	if cfg.MaxAge > 0 {
@@ -106,7 +118,23 @@ var (
 	descRestorable  = prometheus.NewDesc("storekeeper_store_last_restorable_timestamp_seconds", "Creation time of the newest backup of the store a restore drill has proven restorable.", []string{"store"}, nil)
 	descDrillTook   = prometheus.NewDesc("storekeeper_drill_duration_seconds", "The measured RTO of the store's last passing drill: from its start to a fetched, fingerprinted, checked copy.", []string{"store", "target"}, nil)
 	descDrillFailed = prometheus.NewDesc("storekeeper_drill_failed", "1 when the store's last restore drill failed, else 0.", []string{"store", "target"}, nil)
-	descNodeUp      = prometheus.NewDesc("storekeeper_node_up", "1 while the node's heartbeat is live, 0 once it has expired (on a worker: its own node only).",
+	// The aggregates, exported whether the per-store series are or not.
+	descSeriesOn = prometheus.NewDesc("storekeeper_store_series", "1 while the per-store series are exported, 0 when there are more stores than --metrics-store-series (the alert rules then watch the aggregates).", nil, nil)
+	descStores   = prometheus.NewDesc("storekeeper_stores", "Stores per owning node and the state its owner last published (unknown: nothing published yet).",
+		[]string{"node", "state"}, nil)
+	descUnhealthy = prometheus.NewDesc("storekeeper_stores_unhealthy", "Stores per owning node that are not open on a live node (storekeeper_store_healthy 0).",
+		[]string{"node"}, nil)
+	descDiskAll   = prometheus.NewDesc("storekeeper_stores_disk_bytes", "Disk bytes of the stores per owning node, as their owners last published.", []string{"node"}, nil)
+	descAgeMax    = prometheus.NewDesc("storekeeper_backup_age_seconds_max", "The largest storekeeper_backup_age_seconds: the age of the oldest newest good backup of any store.", nil, nil)
+	descNoBackup  = prometheus.NewDesc("storekeeper_stores_without_backup", "Stores with no good backup.", nil, nil)
+	descLagMax    = prometheus.NewDesc("storekeeper_backup_target_lag_seconds_max", "The largest storekeeper_backup_target_lag_seconds of any store, per backup target.", []string{"target"}, nil)
+	descFailingN  = prometheus.NewDesc("storekeeper_backup_target_failing_stores", "Stores whose uploads to the backup target fail.", []string{"target"}, nil)
+	descShipMax   = prometheus.NewDesc("storekeeper_ship_lag_seconds_max", "The largest storekeeper_ship_lag_seconds of any store, per backup target.", []string{"target"}, nil)
+	descGapsAll   = prometheus.NewDesc("storekeeper_ship_gaps_all_total", "The sum of storekeeper_ship_gaps_total over the stores.", nil, nil)
+	descRestMin   = prometheus.NewDesc("storekeeper_last_restorable_timestamp_seconds_min", "The smallest storekeeper_store_last_restorable_timestamp_seconds: the store proven restorable longest ago.", nil, nil)
+	descDrillMax  = prometheus.NewDesc("storekeeper_drill_duration_seconds_max", "The largest storekeeper_drill_duration_seconds, per backup target.", []string{"target"}, nil)
+	descDrillBadN = prometheus.NewDesc("storekeeper_drill_failed_stores", "Stores whose last restore drill failed, per backup target.", []string{"target"}, nil)
+	descNodeUp    = prometheus.NewDesc("storekeeper_node_up", "1 while the node's heartbeat is live, 0 once it has expired (on a worker: its own node only).",
 		[]string{"node"}, nil)
 )
 
@@ -117,7 +145,8 @@ var durationBuckets = prometheus.ExponentialBuckets(0.01, 4, 10)
 // Describe sends every metric's description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descJobs, descDuration, descReclaimed, descStoreBytes, descBackupAge, descStoreUp, descStoreState, descStoreLost, descNodeUp,
-		descTargetLag, descTargetFailing, descShipLag, descShipGaps, descRPO, descRTO, descRestorable, descDrillTook, descDrillFailed} {
+		descTargetLag, descTargetFailing, descShipLag, descShipGaps, descRPO, descRTO, descRestorable, descDrillTook, descDrillFailed,
+		descSeriesOn, descStores, descUnhealthy, descDiskAll, descAgeMax, descNoBackup, descLagMax, descFailingN, descShipMax, descGapsAll, descRestMin, descDrillMax, descDrillBadN} {
 		ch <- d
 	}
 }
@@ -217,6 +246,14 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 	if err != nil {
 		return
 	}
+	perStore := c.cfg.StoreSeries >= len(names)
+	ch <- prometheus.MustNewConstMetric(descSeriesOn, prometheus.GaugeValue, b2f(perStore))
+	send := func(d *prometheus.Desc, t prometheus.ValueType, v float64, labels ...string) {
+		if perStore {
+			ch <- prometheus.MustNewConstMetric(d, t, v, labels...)
+		}
+	}
+	agg := newAggregates()
 	now := time.Now()
 	for i, name := range names {
 		node := owners[name]
@@ -224,15 +261,21 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 		if raw := published[i]; raw != nil {
 			_ = json.Unmarshal(raw, &p)
 		}
-		ch <- prometheus.MustNewConstMetric(descStoreBytes, prometheus.GaugeValue, float64(p.Stats.DiskBytes), name, node)
-		ch <- prometheus.MustNewConstMetric(descStoreUp, prometheus.GaugeValue, b2f(up[node] && p.Stats.State == jobs.StoreOpen), name, node)
+		healthy := up[node] && p.Stats.State == jobs.StoreOpen
+		agg.store(node, p.Stats.State, healthy, p.Stats.DiskBytes)
+		send(descStoreBytes, prometheus.GaugeValue, float64(p.Stats.DiskBytes), name, node)
+		send(descStoreUp, prometheus.GaugeValue, b2f(healthy), name, node)
 		if p.Stats.State != "" { // nothing published yet: no state to report
 			for _, st := range jobs.StoreStates {
-				ch <- prometheus.MustNewConstMetric(descStoreState, prometheus.GaugeValue, b2f(p.Stats.State == st), name, node, string(st))
+				send(descStoreState, prometheus.GaugeValue, b2f(p.Stats.State == st), name, node, string(st))
 			}
 		}
 		if b, ok := jobs.NewestGood(p.Backups); ok {
-			ch <- prometheus.MustNewConstMetric(descBackupAge, prometheus.GaugeValue, now.Sub(b.CreatedAt).Seconds(), name)
+			age := now.Sub(b.CreatedAt).Seconds()
+			agg.ageMax = max(agg.ageMax, age)
+			send(descBackupAge, prometheus.GaugeValue, age, name)
+		} else {
+			agg.noBackup++
 		}
 		for _, t := range p.Targets {
 			at := t.BackupAt
@@ -240,24 +283,102 @@ func (c *Collector) collectStores(ctx context.Context, ch chan<- prometheus.Metr
 				at = p.Backups[len(p.Backups)-1].CreatedAt // newest first: the oldest, which the target lacks too
 			}
 			if !at.IsZero() {
-				ch <- prometheus.MustNewConstMetric(descTargetLag, prometheus.GaugeValue, now.Sub(at).Seconds(), name, t.Target)
+				lag := now.Sub(at).Seconds()
+				maxOf(agg.lagMax, t.Target, lag)
+				send(descTargetLag, prometheus.GaugeValue, lag, name, t.Target)
 			}
-			ch <- prometheus.MustNewConstMetric(descTargetFailing, prometheus.GaugeValue, b2f(!t.FailingSince.IsZero()), name, t.Target)
+			agg.failing[t.Target] += b2f(!t.FailingSince.IsZero())
+			send(descTargetFailing, prometheus.GaugeValue, b2f(!t.FailingSince.IsZero()), name, t.Target)
 			if t.ShipLag != nil {
-				ch <- prometheus.MustNewConstMetric(descShipLag, prometheus.GaugeValue, t.ShipLag.Seconds(), name, t.Target)
+				maxOf(agg.shipMax, t.Target, t.ShipLag.Seconds())
+				send(descShipLag, prometheus.GaugeValue, t.ShipLag.Seconds(), name, t.Target)
 			}
 		}
 		if p.ShipGaps > 0 || slices.ContainsFunc(p.Targets, func(t jobs.TargetStatus) bool { return t.ShipLag != nil }) {
-			ch <- prometheus.MustNewConstMetric(descShipGaps, prometheus.CounterValue, float64(p.ShipGaps), name)
+			agg.shipping, agg.gaps = true, agg.gaps+float64(p.ShipGaps)
+			send(descShipGaps, prometheus.CounterValue, float64(p.ShipGaps), name)
 		}
 		if d := p.Drill; d != nil {
 			if !d.Restorable.IsZero() {
-				ch <- prometheus.MustNewConstMetric(descRestorable, prometheus.GaugeValue, float64(d.Restorable.UnixMilli())/1000, name)
+				ts := float64(d.Restorable.UnixMilli()) / 1000
+				if agg.restMin == 0 || ts < agg.restMin {
+					agg.restMin = ts
+				}
+				send(descRestorable, prometheus.GaugeValue, ts, name)
 			}
 			if d.OK {
-				ch <- prometheus.MustNewConstMetric(descDrillTook, prometheus.GaugeValue, d.RTO.Seconds(), name, d.Target)
+				maxOf(agg.drillMax, d.Target, d.RTO.Seconds())
+				send(descDrillTook, prometheus.GaugeValue, d.RTO.Seconds(), name, d.Target)
 			}
-			ch <- prometheus.MustNewConstMetric(descDrillFailed, prometheus.GaugeValue, b2f(!d.OK), name, d.Target)
+			agg.drillBad[d.Target] += b2f(!d.OK)
+			send(descDrillFailed, prometheus.GaugeValue, b2f(!d.OK), name, d.Target)
+		}
+	}
+	agg.send(ch)
+}
+
+// aggregates are the per-store values summed, counted or maxed over the
+// stores a scrape reads, exported whatever Config.StoreSeries says.
+type aggregates struct {
+	stores            map[[2]string]int // node, state
+	unhealthy, disk   map[string]float64
+	ageMax, gaps      float64
+	restMin           float64 // 0: no store proven restorable
+	noBackup          int
+	shipping          bool
+	lagMax, shipMax   map[string]float64 // by target
+	drillMax          map[string]float64
+	failing, drillBad map[string]float64 // counts by target
+}
+
+func newAggregates() *aggregates {
+	return &aggregates{stores: map[[2]string]int{}, unhealthy: map[string]float64{}, disk: map[string]float64{},
+		lagMax: map[string]float64{}, shipMax: map[string]float64{}, drillMax: map[string]float64{}, failing: map[string]float64{}, drillBad: map[string]float64{}}
+}
+
+func (a *aggregates) store(node string, state jobs.StoreState, healthy bool, disk uint64) {
+	if state == "" {
+		state = "unknown"
+	}
+	a.stores[[2]string{node, string(state)}]++
+	a.unhealthy[node] += b2f(!healthy)
+	a.disk[node] += float64(disk)
+}
+
+// maxOf keeps in m the largest v per target.
+func maxOf(m map[string]float64, target string, v float64) {
+	if old, ok := m[target]; !ok || v > old {
+		m[target] = v
+	}
+}
+
+func (a *aggregates) send(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	for k, n := range a.stores {
+		gauge(descStores, float64(n), k[0], k[1])
+	}
+	for node, n := range a.unhealthy {
+		gauge(descUnhealthy, n, node)
+		gauge(descDiskAll, a.disk[node], node)
+	}
+	if len(a.stores) > 0 {
+		gauge(descAgeMax, a.ageMax)
+		gauge(descNoBackup, float64(a.noBackup))
+	}
+	if a.shipping {
+		ch <- prometheus.MustNewConstMetric(descGapsAll, prometheus.CounterValue, a.gaps)
+	}
+	if a.restMin > 0 {
+		gauge(descRestMin, a.restMin)
+	}
+	for _, m := range []struct {
+		d *prometheus.Desc
+		v map[string]float64
+	}{{descLagMax, a.lagMax}, {descFailingN, a.failing}, {descShipMax, a.shipMax}, {descDrillMax, a.drillMax}, {descDrillBadN, a.drillBad}} {
+		for target, v := range m.v {
+			gauge(m.d, v, target)
 		}
 	}
 }

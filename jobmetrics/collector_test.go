@@ -2,6 +2,7 @@ package jobmetrics
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http/httptest"
 	"os/exec"
 	"slices"
@@ -152,6 +153,87 @@ func TestImports(t *testing.T) {
 	for _, p := range strings.Fields(string(direct)) {
 		if strings.HasPrefix(p, "storekeeper/") && p != "storekeeper/jobs" && p != "storekeeper/jobsdb" {
 			t.Errorf("jobmetrics imports %s", p)
+		}
+	}
+}
+
+// Above Config.StoreSeries stores, no per-store series is exported and
+// the aggregates say the same: stores per node and state, unhealthy,
+// disk, the oldest backup, stores without one, each target's worst lag
+// and failing stores, the worst drill, the oldest restorable point. At
+// or below it, both are.
+func TestCollectorAggregatesAboveStoreSeries(t *testing.T) {
+	rdb := redistest.Start(t).Client(t)
+	ctx := t.Context()
+	now := time.Now().UTC()
+	rdb.HSet(ctx, keyspace.StoresKey, "a", "n1", "b", "n1", "c", "n2", "d", "n2")
+	for node, stores := range map[string][]string{"n1": {"a", "b"}, "n2": {"c", "d"}} {
+		if err := jobsdb.NodeUp(ctx, rdb, jobs.NodeInfo{Node: node, Stores: stores, At: now}, time.Minute, 1000); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lag := 3 * time.Second
+	publish := func(store string, st jobs.StoreStatus) {
+		raw, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rdb.Set(ctx, keyspace.StatsKey(store), raw, 0)
+	}
+	publish("a", jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{State: jobs.StoreOpen, DiskBytes: 100},
+		Backups: []jobs.BackupSummary{{ID: "a1", CreatedAt: now.Add(-time.Hour)}},
+		Targets: []jobs.TargetStatus{{Target: "vault", BackupAt: now.Add(-2 * time.Hour), ShipLag: &lag}},
+		Drill:   &jobs.DrillStatus{Target: "vault", OK: true, RTO: 40 * time.Second, Restorable: now.Add(-5 * time.Hour)}})
+	publish("b", jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{State: jobs.StoreOpen, DiskBytes: 20},
+		Backups: []jobs.BackupSummary{{ID: "b1", CreatedAt: now.Add(-3 * time.Hour)}},
+		Targets: []jobs.TargetStatus{{Target: "vault", BackupAt: now.Add(-time.Hour), FailingSince: now}},
+		Drill:   &jobs.DrillStatus{Target: "vault", OK: false, Restorable: now.Add(-time.Hour)}, ShipGaps: 2})
+	publish("c", jobs.StoreStatus{Node: "n2", Stats: jobs.StoreStats{State: jobs.StoreCorrupt, DiskBytes: 7}})
+	// d: nothing published yet
+
+	for _, tc := range []struct {
+		max      int
+		perStore bool
+	}{{3, false}, {-1, false}, {4, true}} {
+		c, err := New(Config{Redis: rdb, StoreSeries: tc.max, MaxAge: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := series(t, c)
+		perStore := slices.ContainsFunc(got, func(s string) bool { return strings.Contains(s, `store="`) })
+		if perStore != tc.perStore {
+			t.Errorf("StoreSeries %d, 4 stores: per-store series %v, want %v:\n%s", tc.max, perStore, tc.perStore, strings.Join(got, "\n"))
+		}
+		want := []string{
+			`storekeeper_stores{node="n1",state="open"} 2`,
+			`storekeeper_stores{node="n2",state="corrupt"} 1`,
+			`storekeeper_stores{node="n2",state="unknown"} 1`,
+			`storekeeper_stores_unhealthy{node="n1"} 0`,
+			`storekeeper_stores_unhealthy{node="n2"} 2`,
+			`storekeeper_stores_disk_bytes{node="n1"} 120`,
+			`storekeeper_stores_without_backup 2`,
+			`storekeeper_backup_target_failing_stores{target="vault"} 1`,
+			`storekeeper_ship_lag_seconds_max{target="vault"} 3`,
+			`storekeeper_ship_gaps_all_total 2`,
+			`storekeeper_drill_duration_seconds_max{target="vault"} 40`,
+			`storekeeper_drill_failed_stores{target="vault"} 1`,
+			fmt.Sprintf(`storekeeper_last_restorable_timestamp_seconds_min %g`, float64(now.Add(-5*time.Hour).UnixMilli())/1000),
+			fmt.Sprintf(`storekeeper_store_series %d`, map[bool]int{false: 0, true: 1}[tc.perStore]),
+		}
+		for _, w := range want {
+			if !slices.Contains(got, w) {
+				t.Errorf("StoreSeries %d: no %s in\n%s", tc.max, w, strings.Join(got, "\n"))
+			}
+		}
+		for name, around := range map[string]float64{"storekeeper_backup_age_seconds_max": 3 * 3600, `storekeeper_backup_target_lag_seconds_max{target="vault"}`: 2 * 3600} {
+			i := slices.IndexFunc(got, func(s string) bool { return strings.HasPrefix(s, name+" ") })
+			var v float64
+			if i >= 0 {
+				_, _ = fmt.Sscan(strings.TrimPrefix(got[i], name+" "), &v)
+			}
+			if v < around-60 || v > around+60 {
+				t.Errorf("StoreSeries %d: %s = %v, want about %v", tc.max, name, v, around)
+			}
 		}
 	}
 }

@@ -4,8 +4,11 @@
 // backup's age. It reads them at scrape time from what jobs keeps in Redis
 // (the history stream, store owners, node heartbeats, published stats),
 // so any process may serve it; it keeps only the last read, at most
-// Config.MaxAge old (DefaultMaxAge, 2 s), so that scrapes coming faster
-// than that cost Redis nothing. Snapshot does the same for any
+// Config.MaxAge old (DefaultMaxAge, 2 s), or ten times as old as that read
+// took when that is more (Snapshot), so that scrapes coming faster cost
+// Redis nothing. Above Config.StoreSeries stores it exports aggregates
+// only (stores per node and state, the worst backup age, lag and drill,
+// counts of failing stores), which it always exports. Snapshot does the same for any
 // collectors: the API serves this one and asynq's queue metrics from one
 // Snapshot.
 //

@@ -120,3 +120,36 @@ func TestCollectorReadsRedisOncePerMaxAge(t *testing.T) {
 		}
 	}
 }
+
+// slow is a counting collector whose Collect takes took on the fake clock.
+type slow struct {
+	*counting
+	clock *clockwork.FakeClock
+	took  time.Duration
+}
+
+func (s slow) Collect(ch chan<- prometheus.Metric) {
+	s.clock.Advance(s.took)
+	s.counting.Collect(ch)
+}
+
+// A refresh that took 1 s keeps its snapshot for 10 s, not maxAge (2 s):
+// collecting costs at most a tenth of the time however slow it is.
+func TestSnapshotAgesSlowRefreshesSlower(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	c := slow{counting: newCounting(), clock: clock, took: time.Second}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewSnapshot(2*time.Second, c).WithClock(clock.Now))
+	if v := value(t, reg); v != 1 {
+		t.Fatalf("first scrape: collect %v", v)
+	}
+	// The refresh began 1 s ago; 10 s after its start it may be replaced.
+	clock.Advance(9*time.Second - time.Nanosecond)
+	if v := value(t, reg); v != 1 {
+		t.Fatalf("within 10 times a 1 s refresh: collect %v, want the first", v)
+	}
+	clock.Advance(time.Nanosecond)
+	if v := value(t, reg); v != 2 {
+		t.Fatalf("10 s after a 1 s refresh began: collect %v, want 2", v)
+	}
+}

@@ -49,17 +49,28 @@ func PublishedStatus(ctx context.Context, rdb redis.Cmdable, stores []string) ([
 	if len(stores) == 0 {
 		return out, nil
 	}
-	keys := make([]string, len(stores))
-	for i, s := range stores {
-		keys[i] = keyspace.StatsKey(s)
+	// One MGET per thousand stores, in one pipeline: Redis serves other
+	// clients between them, so a read of 100,000 stores never holds it
+	// for more than one thousand.
+	pipe := rdb.Pipeline()
+	var gets []*redis.SliceCmd
+	for start := 0; start < len(stores); start += 1000 {
+		keys := make([]string, 0, min(1000, len(stores)-start))
+		for _, s := range stores[start:min(start+1000, len(stores))] {
+			keys = append(keys, keyspace.StatsKey(s))
+		}
+		gets = append(gets, pipe.MGet(ctx, keys...))
 	}
-	vals, err := rdb.MGet(ctx, keys...).Result()
-	if err != nil {
+	if _, err := pipe.Exec(ctx); err != nil {
 		return nil, unavailable(err)
 	}
-	for i, v := range vals {
-		if s, ok := v.(string); ok {
-			out[i] = json.RawMessage(s)
+	i := 0
+	for _, g := range gets {
+		for _, v := range g.Val() {
+			if s, ok := v.(string); ok {
+				out[i] = json.RawMessage(s)
+			}
+			i++
 		}
 	}
 	return out, nil

@@ -148,7 +148,7 @@ func (p *proc) serveWorker(ctx context.Context) error {
 	defer stopWorker()
 	// The API's collector reports the whole cluster, this node included:
 	// only a worker-only process registers its own node's.
-	nodeMetrics, err := jobmetrics.New(jobmetrics.Config{Redis: p.rdb, Node: p.c.Node})
+	nodeMetrics, err := jobmetrics.New(jobmetrics.Config{Redis: p.rdb, Node: p.c.Node, StoreSeries: p.set.API.MetricsStoreSeries})
 	if err != nil {
 		return config.FlagError(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"storekeeper/internal/demo"
+	"storekeeper/jobmetrics"
 	"storekeeper/jobs"
 	"storekeeper/worker"
 )
@@ -38,6 +39,7 @@ type Config struct {
 	// serve and api
 	Tokens, AllowedOrigins, PublicURL, TrustedProxies, TLSCert, TLSKey string
 	PushPerToken, WSMaxWatchers, WSMaxFilters                          int
+	MetricsStoreSeries                                                 int
 
 	// serve and worker
 	DataDir, BackupDir, Node, Stores, PushSubscriber               string
@@ -96,6 +98,7 @@ func NewFlagSet(mode string, output io.Writer) (*flag.FlagSet, *Config) {
 		fs.DurationVar(&c.RPO, "rpo", 0, "recovery point objective: /metrics exports it (storekeeper_rpo_seconds) and the alert rules fire when a store's newest backup on a backup target, or the newest a drill proved restorable, is older; 0: not exported"+env("rpo"))
 		fs.IntVar(&c.WSMaxFilters, "ws-max-filters", 100, "filter values (store, job and kind together) one WebSocket watcher may give; more is refused with 400 too_many_filters; negative: no limit"+env("ws-max-filters"))
 	}
+	fs.IntVar(&c.MetricsStoreSeries, "metrics-store-series", jobmetrics.DefaultStoreSeries, "the most stores for which /metrics exports per-store series (storekeeper_store_healthy, storekeeper_backup_age_seconds, …); above it only the aggregates (storekeeper_stores, …_max, …_stores), which are always exported; 0: never"+env("metrics-store-series"))
 	str(&c.MetricsToken, "metrics-token", "", "bearer token /metrics requires (at least 16 characters; Prometheus authorization credentials or basic_auth password); empty: /metrics is open")
 	fs.BoolVar(&c.PushAllowPrivate, "push-allow-private", false, "let Web Push endpoints be http or resolve to loopback, private or link-local addresses (tests, a push service inside the network); off: https to public addresses only, checked at subscribe time and at every connection"+env("push-allow-private"))
 	if mode != "api" {

@@ -48,6 +48,7 @@ var fieldFlags = map[string]string{
 	"api.PublicURL":                 "public-url",
 	"api.TrustedProxies":            "trusted-proxies",
 	"api.MetricsToken":              "metrics-token",
+	"api.MetricsStoreSeries":        "metrics-store-series",
 	"api.PushSubscriptionsPerToken": "push-subscriptions-per-token",
 	"worker.Node":                   "node",
 	"worker.Concurrency":            "concurrency",
@@ -126,6 +127,9 @@ func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 	if err := c.checkMinReplicas(); err != nil {
 		return s, err
 	}
+	if c.MetricsStoreSeries < 0 {
+		return s, flagErr("metrics-store-series", errors.New("must not be negative (0: never)"))
+	}
 	if c.RPO < 0 {
 		return s, flagErr("rpo", errors.New("must not be negative"))
 	}
@@ -135,7 +139,7 @@ func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 	s.API = api.Config{AllowedOrigins: splitList(c.AllowedOrigins), PublicURL: c.PublicURL, Listen: c.Listen,
 		TLS: c.TLSCert != "", TrustedProxies: splitList(c.TrustedProxies), Jobs: s.Jobs, Logger: log,
 		PushAllowPrivate: c.PushAllowPrivate, PushSubscriptionsPerToken: c.PushPerToken,
-		MaxWatchersPerToken: c.WSMaxWatchers, MaxWatchFilters: c.WSMaxFilters, MetricsToken: c.MetricsToken, RPO: c.RPO, RTO: c.RTO}
+		MaxWatchersPerToken: c.WSMaxWatchers, MaxWatchFilters: c.WSMaxFilters, MetricsToken: c.MetricsToken, MetricsStoreSeries: c.storeSeries(), RPO: c.RPO, RTO: c.RTO}
 	if c.Mode != "worker" {
 		if err := c.tokens(&s); err != nil {
 			return s, err
@@ -144,7 +148,7 @@ func (c *Config) Setup(log *slog.Logger) (Setup, error) {
 			return s, flagErr("tls-cert", errors.New("--tls-cert and --tls-key go together"))
 		}
 	} else {
-		s.API = api.Config{MetricsToken: c.MetricsToken}
+		s.API = api.Config{MetricsToken: c.MetricsToken, MetricsStoreSeries: c.storeSeries()}
 	}
 	if c.Mode != "api" {
 		var err error
@@ -454,4 +458,13 @@ func parseBytes(v string) (int64, error) {
 		return 0, fmt.Errorf("%q: want a positive number of bytes, e.g. 52428800 or 50M", v)
 	}
 	return n * mult, nil
+}
+
+// storeSeries is --metrics-store-series as jobmetrics.Config.StoreSeries
+// (where 0 means the default and negative never).
+func (c *Config) storeSeries() int {
+	if c.MetricsStoreSeries == 0 {
+		return -1
+	}
+	return c.MetricsStoreSeries
 }

@@ -1,6 +1,7 @@
 // Command scale measures, with -bulk, the bulk enqueue over N stores
-// beside raw asynq (see bulk.go), and what idle worker nodes cost one
-// Redis: N real worker.Worker instances (asynq servers polling their queues, heartbeats,
+// beside raw asynq (bulk.go); with -metrics, one /metrics collection over
+// N stores (metrics.go); and what idle worker nodes cost one Redis: N
+// real worker.Worker instances (asynq servers polling their queues, heartbeats,
 // node checks, schedules, the reconciler; stores: none) in this process
 // against a private redis-server, for each --task-check-interval. It
 // prints, per configuration, Redis's CPU (used_cpu_user+sys over the
@@ -50,25 +51,22 @@ func main() {
 	probes := flag.Int("probes", 100, "tasks the latency probe enqueues, one every 50 ms")
 	pool := flag.Int("pool", 4096, "the nodes' shared Redis connection pool (each node's subscriptions hold connections of their own)")
 	bulk := flag.String("bulk", "", "store counts for the bulk enqueue (POST /api/admin/{kind}), comma-separated; empty: none")
+	metrics := flag.String("metrics", "", "store counts for one /metrics collection with and without per-store series, comma-separated; empty: none")
 	flag.Parse()
-	if *bulk != "" {
-		bs, err := parseInts(*bulk)
-		if err != nil {
-			fail(fmt.Errorf("-bulk: %w", err))
-		}
-		fmt.Printf("scale: the bulk enqueue against one redis-server, %d CPUs\n\n", runtime.NumCPU())
-		fmt.Println("| stores | bulk enqueue | raw asynq, 8 at a time | ratio | Redis's longest command | Redis memory per queued job | jobs in the answer |")
-		fmt.Println("|---|---|---|---|---|---|---|")
-		for _, n := range bs {
+	section(*bulk, "bulk", "the bulk enqueue",
+		"| stores | bulk enqueue | raw asynq, 8 at a time | ratio | Redis's longest command | Redis memory per queued job | jobs in the answer |",
+		func(n int) (string, error) {
 			r, err := measureBulk(n)
-			if err != nil {
-				fail(fmt.Errorf("bulk %d: %w", n, err))
-			}
-			fmt.Printf("| %d | %s | %s | %.2f× | %s | %.0f B | %d of %d |\n", n, r.wall.Round(time.Millisecond), r.raw.Round(time.Millisecond),
-				r.wall.Seconds()/r.raw.Seconds(), r.longest, r.bytesPerJob, r.listed, r.total)
-		}
-		fmt.Println()
-	}
+			return fmt.Sprintf("| %d | %s | %s | %.2f× | %s | %.0f B | %d of %d |", n, r.wall.Round(time.Millisecond), r.raw.Round(time.Millisecond),
+				r.wall.Seconds()/r.raw.Seconds(), r.longest, r.bytesPerJob, r.listed, r.total), err
+		})
+	section(*metrics, "metrics", "one /metrics collection of the whole cluster",
+		"| stores | per-store series on | series | off (aggregates only) | series | raw read of every status alone |",
+		func(n int) (string, error) {
+			r, err := measureMetrics(n)
+			return fmt.Sprintf("| %d | %s | %d | %s | %d | %s |", n, r.on.Round(time.Millisecond), r.seriesOn, r.off.Round(time.Millisecond),
+				r.seriesOf, r.raw.Round(time.Millisecond)), err
+		})
 	if *nodes == "" {
 		return
 	}
@@ -294,6 +292,28 @@ func startRedis(dir string) (*exec.Cmd, string, error) {
 	}
 	_ = cmd.Process.Kill()
 	return nil, "", errors.New("redis-server did not answer")
+}
+
+// section prints a table with header and one row per store count in
+// counts (the -name flag; empty: no table).
+func section(counts, name, what, header string, row func(n int) (string, error)) {
+	if counts == "" {
+		return
+	}
+	ns, err := parseInts(counts)
+	if err != nil {
+		fail(fmt.Errorf("-%s: %w", name, err))
+	}
+	fmt.Printf("scale: %s against one redis-server, %d CPUs\n\n%s\n", what, runtime.NumCPU(), header)
+	fmt.Println(strings.Repeat("|---", strings.Count(header, "|")-1) + "|")
+	for _, n := range ns {
+		line, err := row(n)
+		if err != nil {
+			fail(fmt.Errorf("%s %d: %w", name, n, err))
+		}
+		fmt.Println(line)
+	}
+	fmt.Println()
 }
 
 func parseInts(s string) ([]int, error) {
