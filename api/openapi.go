@@ -38,7 +38,7 @@ var documented = []routeDoc{
 	{"POST", "/api/stores/:store/pause", "operator", "Pause scheduled and automatic jobs of a store", []int{200, 401, 403, 404, 415, 503}},
 	{"POST", "/api/stores/:store/resume", "operator", "Resume them", []int{200, 401, 403, 404, 415, 503}},
 	{"GET", "/api/schedules", "viewer", "Each node's schedules with next runs; paused stores", []int{200, 401, 503}},
-	{"GET", "/api/dashboard", "viewer", "One snapshot: stores, recent history, queues, schedules, nodes, health", []int{200, 401, 503}},
+	{"GET", "/api/dashboard", "viewer", "One snapshot: stores, recent history, queues, schedules, nodes, health; ?limit= (1..1000) gives the first page of stores only (with stores_total and next_cursor, the health of that page, the queues when at most 50): what the dashboard page reads, whatever the number of stores", []int{200, 400, 401, 503}},
 	{"GET", "/api/push/key", "viewer", "Web Push: the VAPID public key (applicationServerKey) as {public_key} (base64url)", []int{200, 401, 503}},
 	{"POST", "/api/push/subscriptions", "viewer", "Web Push: subscribe a browser; body its PushSubscription JSON {endpoint, keys:{p256dh, auth}}; 201 {id}; the endpoint must be https to a public address (400 push_endpoint_refused); a subscription belongs to the token that made it; 409 too_many_subscriptions past 8 per token", []int{201, 400, 401, 403, 409, 413, 415, 503}},
 	{"DELETE", "/api/push/subscriptions", "viewer", "Web Push: unsubscribe; body {endpoint} or ?endpoint=", []int{200, 400, 401, 403, 404, 415, 503}},

@@ -54,13 +54,24 @@ type (
 		Paused map[string]jobs.PauseInfo `json:"paused"`
 	}
 	dashboardAnswer struct {
-		Stores    []jobs.StoreView       `json:"stores"`
-		History   []jobs.HistoryEntry    `json:"history"`
-		Queues    []queueView            `json:"queues"`
-		Schedules []jobs.NodeSchedules   `json:"schedules"`
-		Nodes     []jobs.NodeStatus      `json:"nodes"`
-		Health    []jobs.HealthCondition `json:"health"`
-		At        time.Time              `json:"at"`
+		// Every store; with ?limit= the first page (GET /api/stores
+		// ?limit=&cursor=next_cursor reads the next).
+		Stores    []jobs.StoreView     `json:"stores"`
+		History   []jobs.HistoryEntry  `json:"history"`
+		Queues    []queueView          `json:"queues"`
+		Schedules []jobs.NodeSchedules `json:"schedules"`
+		Nodes     []jobs.NodeStatus    `json:"nodes"`
+		// The stores' conditions (with ?limit=: of the stores on the
+		// page) and the recent job failures.
+		Health []jobs.HealthCondition `json:"health"`
+		At     time.Time              `json:"at"`
+		// With ?limit=: how many stores there are, the cursor of the next
+		// page ("" on the last), and how many queues there are (listed in
+		// queues only when at most 50; asynqmon at /monitoring lists all);
+		// nodes then carry no info (GET /api/nodes has it).
+		StoresTotal *int    `json:"stores_total,omitempty"`
+		NextCursor  *string `json:"next_cursor,omitempty"`
+		QueuesTotal *int    `json:"queues_total,omitempty"`
 	}
 	errorAnswer struct {
 		Error   string `json:"error"` // the stable code, e.g. unknown_store

@@ -131,7 +131,7 @@ func (s *Server) storePage(ctx context.Context, p storePageQuery) (storePage, er
 			page.Stores = append(page.Stores, v)
 			if len(page.Stores) == p.limit {
 				page.Next = v.Name
-				i = slices.Index(names, v.Name) + 1
+				i = sort.SearchStrings(names, v.Name) + 1
 				break
 			}
 		}

@@ -41,19 +41,12 @@ const (
 )
 
 func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, error) {
+	if only != "" {
+		return s.oneStore(ctx, only)
+	}
 	owners, err := jobsdb.StoreOwners(ctx, s.rdb)
 	if err != nil {
 		return nil, err
-	}
-	if only != "" {
-		if err := jobs.ValidateStoreName(only); err != nil {
-			return nil, err
-		}
-		node, ok := owners[only]
-		if !ok {
-			return nil, fmt.Errorf("%w %q", jobs.ErrUnknownStore, only)
-		}
-		owners = map[string]string{only: node}
 	}
 	sc, err := s.storeContext(ctx)
 	if err != nil {
@@ -65,6 +58,23 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 	}
 	slices.Sort(names)
 	return sc.views(ctx, s.rdb, names, owners)
+}
+
+// oneStore is stores for one name: its owner and status in one round
+// trip, not the whole owners hash.
+func (s *Server) oneStore(ctx context.Context, name string) ([]jobs.StoreView, error) {
+	if err := jobs.ValidateStoreName(name); err != nil {
+		return nil, err
+	}
+	owner, raw, err := jobsdb.StoreOwnerAndStatus(ctx, s.rdb, name)
+	if err != nil {
+		return nil, err
+	}
+	sc, err := s.storeContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return []jobs.StoreView{sc.view(name, owner, raw)}, nil
 }
 
 // storeCtx is what every store's view needs besides its own status: the
@@ -217,7 +227,19 @@ type queueView struct {
 // dashboard is one snapshot for the page: stores, recent history, queues,
 // schedules, nodes and health conditions.
 func (s *Server) dashboard(c *gin.Context) {
-	stores, err := s.stores(c, "")
+	limit, err := queryLimit(c.Request.URL.Query(), storePageMax)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	var d dashboardAnswer
+	if limit == 0 {
+		d.Stores, err = s.stores(c, "")
+	} else {
+		var page storePage
+		page, err = s.storePage(c, storePageQuery{limit: limit})
+		d.Stores, d.StoresTotal, d.NextCursor = page.Stores, &page.Total, &page.Next
+	}
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -230,34 +252,47 @@ func (s *Server) dashboard(c *gin.Context) {
 	if recent == nil {
 		recent = []jobs.HistoryEntry{}
 	}
-	scheds, err := jobsdb.Schedules(c, s.rdb)
-	if err != nil {
+	if d.Schedules, err = jobsdb.Schedules(c, s.rdb); err != nil {
 		s.fail(c, err)
 		return
 	}
-	nodes, err := jobsdb.Nodes(c, s.rdb)
-	if err != nil {
+	if d.Nodes, err = jobsdb.Nodes(c, s.rdb); err != nil {
 		s.fail(c, err)
 		return
 	}
-	queues := []queueView{}
+	if limit > 0 {
+		// Each heartbeat lists its node's stores: 1 MB at 100,000 stores.
+		// The page shows which nodes are up; GET /api/nodes has the rest.
+		for i := range d.Nodes {
+			d.Nodes[i].Info = nil
+		}
+	}
+	d.Queues = []queueView{}
 	names, err := s.insp.Queues()
 	if err != nil {
 		s.fail(c, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err))
 		return
 	}
 	slices.Sort(names)
+	if limit > 0 {
+		// Each queue's figures cost asynq several commands: beyond a few
+		// dozen queues (one per node), asynqmon lists them.
+		d.QueuesTotal = new(len(names))
+		if len(names) > dashboardQueuesMax {
+			names = nil
+		}
+	}
 	for _, q := range names {
 		info, err := s.insp.GetQueueInfo(q)
 		if err != nil {
 			continue // removed meanwhile
 		}
-		queues = append(queues, queueView{Queue: q, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
+		d.Queues = append(d.Queues, queueView{Queue: q, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
 			Retry: info.Retry, Archived: info.Archived, Completed: info.Completed, Paused: info.Paused})
 	}
-	health := []jobs.HealthCondition{}
-	for _, st := range stores {
-		health = append(health, st.Health...)
+	d.Health = []jobs.HealthCondition{}
+	for _, st := range d.Stores {
+		d.Health = append(d.Health, st.Health...)
 	}
 	failures := 0
 	for _, h := range recent {
@@ -266,14 +301,17 @@ func (s *Server) dashboard(c *gin.Context) {
 		}
 	}
 	if failures > 0 {
-		health = append(health, jobs.HealthCondition{Kind: "job_failures", Message: fmt.Sprintf("%d job(s) failed in the last 24 h (of the last 50 finished)", failures)})
+		d.Health = append(d.Health, jobs.HealthCondition{Kind: "job_failures", Message: fmt.Sprintf("%d job(s) failed in the last 24 h (of the last 50 finished)", failures)})
 	}
-	if scheds == nil {
-		scheds = []jobs.NodeSchedules{}
+	if d.Schedules == nil {
+		d.Schedules = []jobs.NodeSchedules{}
 	}
-	c.JSON(http.StatusOK, gin.H{"stores": stores, "history": publicHistory(recent), "queues": queues, "schedules": scheds, "nodes": nodes,
-		"health": health, "at": time.Now().UTC()})
+	d.History, d.At = publicHistory(recent), time.Now().UTC()
+	c.JSON(http.StatusOK, d)
 }
+
+// dashboardQueuesMax is how many queues a paged dashboard lists.
+const dashboardQueuesMax = 50
 
 // drillHealth: the store's last drill failed; the newest backup a drill
 // proved restorable is older than --rpo; the last passing drill took

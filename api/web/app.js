@@ -8,10 +8,16 @@
 const TOKEN_KEY = "storekeeper.token";
 const FEED_MAX = 200;
 const HISTORY_PAGE = 25;
+const STORE_PAGE = 100; // stores per page: the first comes with /api/dashboard, the next as you scroll
 
 const state = {
   token: "",
-  stores: [],          // from /api/dashboard
+  stores: [],          // the stores loaded: the first page from /api/dashboard, then extra
+  extra: [],           // the stores loaded by scrolling (/api/stores pages), after the first page's
+  storesNext: "",      // the cursor of the page after the last loaded; "" when every store is loaded
+  storesTotal: 0,
+  loadingMore: false,
+  dirtyStores: new Set(), // stores an event touched since the last refresh
   running: new Map(),  // job_id -> {job_id, kind, store, state, phase, done, total, attempt, seen}
   ended: new Set(),    // job ids seen ending: a snapshot read before that does not bring them back
   runningReads: 0,     // /api/jobs reads asked for; a job's seen is the count when it was first tracked
@@ -122,6 +128,7 @@ async function signIn(token) {
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
+  moreIfVisible();
   await Promise.all([loadRunning(), loadHistory()]);
   connect();
   setupPush();
@@ -130,20 +137,66 @@ async function signIn(token) {
 // ---- snapshot ---------------------------------------------------------------
 
 async function refresh() {
-  const d = await api("GET", "/api/dashboard");
-  state.stores = d.stores || [];
+  const d = await api("GET", "/api/dashboard?limit=" + STORE_PAGE);
+  const first = d.stores || [];
+  const last = first.length ? first[first.length - 1].name : "";
+  // The stores loaded by scrolling stay; those an event touched are read
+  // again, one by one (only the loaded ones: a page of the list costs the
+  // same whatever the number of stores).
+  state.extra = d.next_cursor ? state.extra.filter((s) => s.name > last) : [];
+  if (!state.extra.length) state.storesNext = d.next_cursor || "";
+  const dirty = state.extra.filter((s) => state.dirtyStores.has(s.name));
+  state.dirtyStores.clear();
+  await Promise.all(dirty.map(async (s) => {
+    try {
+      const v = await api("GET", "/api/stores/" + encodeURIComponent(s.name));
+      state.extra[state.extra.indexOf(s)] = v;
+    } catch (err) { if (err.status !== 404) throw err; }
+  }));
+  state.stores = first.concat(state.extra);
+  state.storesTotal = d.stores_total ?? state.stores.length;
   renderSummary(d);
-  renderHealth(d.health || []);
+  renderHealth(d.health || [], !!d.next_cursor);
   renderStores();
   renderSchedules(d.schedules || []);
-  renderQueues(d.queues || []);
+  renderQueues(d.queues || [], d.queues_total);
   showError(null);
-  // Charts come from each store's history: read them all once, then only
-  // for the stores whose jobs ended since.
+  // Charts come from each store's history: read them once for the first
+  // stores, then only for the stores whose jobs ended since.
   const names = state.chartsLoaded ? [...state.chartsDirty] : state.stores.slice(0, 50).map((s) => s.name);
   state.chartsLoaded = true;
   state.chartsDirty.clear();
   if (names.length) loadCharts(names);
+  moreIfVisible();
+}
+
+// loadMore reads the next page of stores (GET /api/stores?limit=&cursor=)
+// and shows it under the others; the page asks for it as its end scrolls
+// into view, so the first paint costs one page whatever the number of
+// stores.
+async function loadMore() {
+  if (!state.storesNext || state.loadingMore) return;
+  state.loadingMore = true;
+  try {
+    const page = await api("GET", `/api/stores?limit=${STORE_PAGE}&cursor=${encodeURIComponent(state.storesNext)}`);
+    state.extra.push(...(page.stores || []));
+    state.storesNext = page.next_cursor || "";
+    state.storesTotal = page.total ?? state.storesTotal;
+    state.stores = state.stores.concat(page.stores || []);
+    renderStores();
+  } finally {
+    state.loadingMore = false;
+  }
+  moreIfVisible();
+}
+
+// moreIfVisible loads the next page while the end of the list is in view
+// (an IntersectionObserver only tells of changes).
+function moreIfVisible() {
+  const more = $("#stores-more");
+  more.textContent = state.storesNext ? `${state.stores.length} of ${state.storesTotal} stores shown · scroll for more` : "";
+  const shown = more.offsetParent !== null; // not while signing in: #app is hidden
+  if (state.storesNext && shown && more.getBoundingClientRect().top < window.innerHeight + 200) loadMore().catch(showError);
 }
 
 function scheduleRefresh() {
@@ -157,14 +210,16 @@ function scheduleRefresh() {
 function renderSummary(d) {
   const nodes = d.nodes || [];
   const up = nodes.filter((n) => n.up).length;
-  $("#summary").textContent = `${state.stores.length} stores · ${up}/${nodes.length} nodes up · updated ${clock(d.at)}`;
+  $("#summary").textContent = `${state.storesTotal} stores · ${up}/${nodes.length} nodes up · updated ${clock(d.at)}`;
 }
 
-function renderHealth(list) {
+// renderHealth lists the conditions of the stores on the first page (all
+// of them when they fit on it) and the recent job failures.
+function renderHealth(list, paged) {
   const ul = $("#health");
   ul.replaceChildren(...(list.length ? list.map((c) =>
     h("li", { class: "cond cond-" + c.kind }, h("b", {}, c.kind.replaceAll("_", " ")), " ", c.message))
-    : [h("li", { class: "ok" }, "All stores healthy.")]));
+    : [h("li", { class: "ok" }, paged ? `The first ${STORE_PAGE} stores are healthy (GET /api/stores?health=unhealthy lists any that are not).` : "All stores healthy.")]));
 }
 
 function storeState(s) {
@@ -475,12 +530,14 @@ function onEvent(e) {
       break;
     case "job.succeeded": case "job.failed": case "job.canceled":
       jobEnded(e.job_id);
-      if (e.store) state.chartsDirty.add(e.store);
+      if (e.store) { state.chartsDirty.add(e.store); state.dirtyStores.add(e.store); }
       if (e.kind === "restore") state.restoring.delete(e.store);
       scheduleRefresh();
       break;
     case "store.corrupt": case "store.restored": case "store.lost": case "node.up": case "node.down": case "backup.corrupt": case "store.ship_gap":
     case "stream.dropped": case "stream.gap":
+      if (e.store) state.dirtyStores.add(e.store);
+      if (e.type.startsWith("node.")) for (const s of state.extra) if (s.node === e.node) state.dirtyStores.add(s.name);
       scheduleRefresh();
       if (e.type.startsWith("stream.")) loadRunning().catch(showError);
       break;
@@ -523,10 +580,14 @@ function renderSchedules(list) {
   $("#schedules tbody").replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "no schedules published"))]));
 }
 
-function renderQueues(list) {
-  $("#queues tbody").replaceChildren(...list.map((q) => h("tr", {},
+function renderQueues(list, total) {
+  const rows = list.map((q) => h("tr", {},
     h("td", {}, q.queue, q.paused ? " (paused)" : ""), h("td", { class: "num" }, q.pending), h("td", { class: "num" }, q.active),
-    h("td", { class: "num" }, q.retry), h("td", { class: "num" }, q.archived))));
+    h("td", { class: "num" }, q.retry), h("td", { class: "num" }, q.archived)));
+  if (total > list.length) {
+    rows.push(h("tr", {}, h("td", { colspan: 5, class: "muted" }, `${total} queues: see `, h("a", { href: "/monitoring/" }, "/monitoring"))));
+  }
+  $("#queues tbody").replaceChildren(...rows);
 }
 
 // ---- Web Push ---------------------------------------------------------------
@@ -577,6 +638,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#newer").addEventListener("click", () => { state.historyBefore = []; loadHistory().catch(showError); });
   for (const b of document.querySelectorAll("[data-all]")) b.addEventListener("click", () => enqueue(b.dataset.all));
   setInterval(() => { if (state.token && !$("#app").hidden) refresh().catch(showError); }, 30000);
+  window.addEventListener("scroll", () => { if (state.token && !$("#app").hidden) moreIfVisible(); }, { passive: true });
 
   // A token in the URL fragment (storekeeper serve prints such a link) is
   // taken once and removed from the address bar; fragments never reach the

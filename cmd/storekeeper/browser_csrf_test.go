@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -152,15 +151,8 @@ window.sent = Promise.allSettled([
 	}))
 	defer evil.Close()
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.Flag("disable-quic", true), chromedp.UserDataDir(t.TempDir()),
+	ctx, _ := browserTab(t, browser, 30*time.Second,
 		chromedp.Flag("host-resolver-rules", "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")) // asynqmon's web fonts fail at once
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer cancelAlloc()
-	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer cancelTab()
-	ctx, cancelTime := context.WithTimeout(ctx, 30*time.Second)
-	defer cancelTime()
 
 	// Sign in at /monitoring: answer the browser's auth challenge, as a
 	// user does in the browser's dialog.

@@ -36,6 +36,20 @@ func chromium(t *testing.T) string {
 	return ""
 }
 
+// browserTab starts browser headless in a fresh profile and returns a tab
+// that lives until the test ends, limit passes or close is called; extra
+// options are added to the defaults.
+func browserTab(t *testing.T, browser string, limit time.Duration, extra ...chromedp.ExecAllocatorOption) (tab context.Context, close func()) {
+	t.Helper()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
+		chromedp.DisableGPU, chromedp.Flag("disable-quic", true), chromedp.UserDataDir(t.TempDir()))
+	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), append(opts, extra...)...)
+	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	ctx, cancelTime := context.WithTimeout(ctx, limit)
+	t.Cleanup(func() { cancelTime(); cancelTab(); cancelAlloc() })
+	return ctx, cancelTab
+}
+
 // updateScreenshotEnv, set to 1, makes TestDashboardInBrowser rewrite
 // docs/dashboard.png.
 const updateScreenshotEnv = "STOREKEEPER_UPDATE_SCREENSHOT"
@@ -90,15 +104,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		return true
 	})
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(browser), chromedp.NoSandbox,
-		chromedp.DisableGPU, chromedp.Flag("disable-quic", true), chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1400, 1000))
-	actx, cancelAlloc := chromedp.NewExecAllocator(t.Context(), opts...)
-	defer cancelAlloc()
-	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
-	defer cancelTab()
-	ctx, cancelTime := context.WithTimeout(ctx, 90*time.Second)
-	defer cancelTime()
+	ctx, closeTab := browserTab(t, browser, 90*time.Second, chromedp.WindowSize(1400, 1000))
 
 	type css = chromedp.CSS
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
@@ -299,7 +305,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		t.Log("wrote docs/dashboard.png")
 	}
-	cancelTab()
+	closeTab() // before the server stops: the WebSocket closes from the browser's side
 	srv.stop(t)
 	for _, l := range strings.Split(srv.logs.String(), "\n") {
 		if strings.Contains(l, "level=ERROR") || strings.Contains(l, "panic") {
