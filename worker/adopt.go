@@ -8,7 +8,6 @@ import (
 
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
-	"storekeeper/store"
 )
 
 // Adoption: a store whose machine is gone is made again on this node from
@@ -25,7 +24,7 @@ import (
 // claim and pin (abandonAdoption).
 
 // adoptJob is the adopt handler; s is nil: the store is not here yet.
-func (w *Worker) adoptJob(ctx context.Context, _ *store.Store, p jobs.Payload) (outcome, error) {
+func (w *Worker) adoptJob(ctx context.Context, _ Handle, p jobs.Payload) (outcome, error) {
 	start := time.Now()
 	if p.Params.Node != w.cfg.Node {
 		return outcome{}, fmt.Errorf("%w: adopt job for node %s ran on node %s", jobs.ErrBadPayload, p.Params.Node, w.cfg.Node)
@@ -63,7 +62,7 @@ func (w *Worker) adoptJob(ctx context.Context, _ *store.Store, p jobs.Payload) (
 	if len(moved) > 0 {
 		w.log.Info("jobs queued for the store's old owner settled as store_moved", "store", p.Store, "jobs", moved)
 	}
-	s, res, err := w.cfg.Registry.Adopt(ctx, p.Store, p.JobID, m, t.OpenObject)
+	s, res, err := w.stores.Adopt(ctx, p.Store, p.JobID, m, t.OpenObject)
 	if s != nil {
 		made = true
 		w.publishSoon(p.Store)

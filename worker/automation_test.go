@@ -403,7 +403,7 @@ func TestWebhookDelivery(t *testing.T) {
 	dead := newReceiver(t, func(jobs.Notification, int) int { deadHits.Add(1); return http.StatusInternalServerError })
 	b := setupWith(t, options{worker: func(c *Config) { c.Webhooks = []Webhook{flaky.webhook(), dead.webhook()} }},
 		func(w *Worker) {
-			w.handlers[jobs.KindVerify] = func(context.Context, *store.Store, jobs.Payload) (outcome, error) {
+			w.handlers[jobs.KindVerify] = func(context.Context, Handle, jobs.Payload) (outcome, error) {
 				return outcome{}, fmt.Errorf("%w: verify broke", errPermanentTest)
 			}
 		}, "orders")

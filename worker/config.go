@@ -24,8 +24,11 @@ import (
 // Config configures a Worker. Zero values take the defaults.
 type Config struct {
 	Redis    redis.UniversalClient // required
-	Registry *store.Registry       // required: the stores this node owns
-	Node     string                // default: the host name
+	Registry *store.Registry       // the stores this node owns (or Stores)
+	// Stores, instead of Registry, gives the stores through the seam the
+	// worker uses (a fake for make scale's synthetic nodes); set one.
+	Stores Stores
+	Node   string // default: the host name
 
 	Concurrency int // asynq workers (default 4); one job per store at a time regardless
 	// TaskCheckInterval is how often an idle asynq worker polls its queues:
@@ -105,8 +108,8 @@ var DefaultSchedules = map[jobs.Kind]string{
 }
 
 func (c *Config) withDefaults() error {
-	if c.Redis == nil || c.Registry == nil {
-		return errors.New("worker: Redis and Registry are required")
+	if c.Redis == nil || (c.Registry == nil) == (c.Stores == nil) {
+		return errors.New("worker: Redis and one of Registry and Stores are required")
 	}
 	if err := c.Validate(); err != nil {
 		return err

@@ -104,7 +104,7 @@ func childMain(spec string) int {
 	}
 	w, err := New(wcfg)
 	if err == nil {
-		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			armed.Store(true)
 			return compactJob(ctx, s, p)
 		}

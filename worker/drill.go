@@ -74,7 +74,7 @@ func (d *drills) seed(name string, st jobs.DrillStatus) {
 // (one round trip), so that a restarted node keeps telling its stores'
 // restorable points. Unread, they are learnt again from the next drills.
 func (w *Worker) learnDrills(ctx context.Context) {
-	names := w.cfg.Registry.Names()
+	names := w.stores.Names()
 	raws, err := jobsdb.PublishedStatus(ctx, w.rdb, names)
 	if err != nil {
 		w.log.Warn("stores' last drills not read; the next drills tell them again", "err", err)
@@ -104,7 +104,7 @@ func (w *Worker) drillTarget(name string) string {
 	return names[(i+1)%len(names)]
 }
 
-func (w *Worker) drillJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+func (w *Worker) drillJob(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 	start := time.Now()
 	if !p.Params.At.IsZero() {
 		return w.drillAtMoment(ctx, s, p)
@@ -143,7 +143,7 @@ func (w *Worker) drillJob(ctx context.Context, s *store.Store, p jobs.Payload) (
 // drillAtMoment is a drill with Params.At: it proves the store can be
 // restored to that moment (package ship's DrillAt) and records nothing
 // as the store's last drill, which is about its newest backup.
-func (w *Worker) drillAtMoment(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+func (w *Worker) drillAtMoment(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 	if w.cfg.Shipper == nil {
 		return outcome{}, fmt.Errorf("store %s: a drill at a moment needs the commit log shipped (--backup-target, --ship-interval): %w", s.Name(), store.ErrNotShipping)
 	}
@@ -169,7 +169,7 @@ func (w *Worker) drillAtMoment(ctx context.Context, s *store.Store, p jobs.Paylo
 // Without the repair, a damaged object stays damaged: later uploads find
 // it present and skip it, and every backup sharing it stays unrestorable
 // from that target.
-func (w *Worker) repairTarget(ctx context.Context, s *store.Store, target string, m store.BackupManifest, drillErr error) error {
+func (w *Worker) repairTarget(ctx context.Context, s Handle, target string, m store.BackupManifest, drillErr error) error {
 	t, err := w.target(target)
 	if err != nil {
 		return drillErr
@@ -195,7 +195,7 @@ func (w *Worker) repairTarget(ctx context.Context, s *store.Store, target string
 // drillSource finds the backup a drill restores (id, or the newest) on
 // target, or among the local backups when target is "", and how to read
 // its files.
-func (w *Worker) drillSource(ctx context.Context, s *store.Store, target, id string) (store.BackupManifest, func(context.Context, store.BackupFile) (io.ReadCloser, error), error) {
+func (w *Worker) drillSource(ctx context.Context, s Handle, target, id string) (store.BackupManifest, func(context.Context, store.BackupFile) (io.ReadCloser, error), error) {
 	if target != "" {
 		t, err := w.target(target)
 		if err != nil {

@@ -277,7 +277,7 @@ type gate struct {
 func newGate() *gate { return &gate{started: make(chan int, 8), finish: make(chan error, 8)} }
 
 func (g *gate) handler(next handlerFunc) handlerFunc {
-	return func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+	return func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 		n, _ := asynq.GetRetryCount(ctx)
 		g.started <- n + 1
 		store.ReportProgress(ctx, "working", 1, 2)

@@ -14,7 +14,7 @@ import (
 	"storekeeper/store"
 )
 
-func compactJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+func compactJob(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 	res, err := s.Compact(ctx, store.CompactOptions{Force: p.Params.Force, DryRun: p.Params.DryRun})
 	if err != nil {
 		return outcome{}, err
@@ -23,7 +23,7 @@ func compactJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, e
 	return outcome{Status: status, Reason: res.Decision.Reason, Result: compactResult(res), BytesBefore: res.BytesBefore, BytesAfter: res.BytesAfter}, nil
 }
 
-func backupJob(ctx context.Context, s *store.Store, _ jobs.Payload) (outcome, error) {
+func backupJob(ctx context.Context, s Handle, _ jobs.Payload) (outcome, error) {
 	res, err := s.Backup(ctx)
 	if err != nil {
 		return outcome{}, err
@@ -37,7 +37,7 @@ func backupJob(ctx context.Context, s *store.Store, _ jobs.Payload) (outcome, er
 // handling emits store.corrupt and decides the restore); a corrupt backup
 // is marked bad, emits backup.corrupt and notifies, and never touches the
 // live store.
-func verifyJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+func verifyJob(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 	res, err := s.Verify(ctx, store.VerifyOptions{Deep: p.Params.Deep})
 	if errors.Is(err, store.ErrCorrupt) {
 		return outcome{Status: jobs.StatusCorrupt, Reason: err.Error(), Result: jobs.VerifyResult{Corrupt: err.Error()}}, nil
@@ -86,7 +86,7 @@ func verifyJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, er
 // restore, whose rollback window is the one that happened, and does not
 // roll the store back again. With backup targets, the backup may come
 // from one first (restoreFrom).
-func (w *Worker) restoreJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+func (w *Worker) restoreJob(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 	res, done, err := s.RestoredWith(p.JobID)
 	if err != nil {
 		return outcome{}, err
@@ -136,7 +136,7 @@ func (w *Worker) restoreJob(ctx context.Context, s *store.Store, p jobs.Payload)
 
 // restored is a restore's outcome: its result, store.restored, and for an
 // automatic restore its notification; note adds to its summary.
-func (w *Worker) restored(s *store.Store, p jobs.Payload, res store.RestoreResult, note string) outcome {
+func (w *Worker) restored(s Handle, p jobs.Payload, res store.RestoreResult, note string) outcome {
 	// Viewers read results, events and browser notifications: the path of
 	// the replaced generation is told relative to the data directory.
 	if rel, err := filepath.Rel(filepath.Dir(s.Dir()), res.Quarantine); err == nil && res.Quarantine != "" && !strings.HasPrefix(rel, "..") {
@@ -185,7 +185,7 @@ func recovered(res store.RestoreResult) string {
 // shipped commit log (package ship). An automatic restore the log cannot
 // serve (no backup reaches the moment, or the log has a gap before it)
 // restores the newest usable backup instead, and says so.
-func (w *Worker) restoreToMoment(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+func (w *Worker) restoreToMoment(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 	if w.cfg.Shipper == nil {
 		return outcome{}, fmt.Errorf("store %s: a restore to a moment needs the commit log shipped (--backup-target, --ship-interval): %w", s.Name(), store.ErrNotShipping)
 	}
@@ -210,7 +210,7 @@ func (w *Worker) restoreToMoment(ctx context.Context, s *store.Store, p jobs.Pay
 
 // usableBackup returns the id of the backup a restore uses: id when that
 // backup is usable, or the newest usable one when id is empty.
-func usableBackup(s *store.Store, id string) (string, error) {
+func usableBackup(s Handle, id string) (string, error) {
 	infos, err := s.Backups()
 	if err != nil {
 		return "", err

@@ -194,7 +194,7 @@ func (w *Worker) decideRestore(ctx context.Context, name string, inc *incident, 
 	if paused {
 		return ActionPaused, p, "", "the store is paused: no automatic restore; resume it or restore by hand", nil
 	}
-	s, err := w.cfg.Registry.Store(name)
+	s, err := w.stores.Store(name)
 	if err != nil {
 		return "", p, "", "", err
 	}

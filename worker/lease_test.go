@@ -195,7 +195,7 @@ func TestStopHasADeadline(t *testing.T) {
 	stuck := make(chan struct{})
 	started := make(chan struct{}, 1)
 	b := setup(t, func(w *Worker) {
-		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			started <- struct{}{}
 			<-stuck // a compaction Pebble cannot stop
 			return outcome{}, ctx.Err()

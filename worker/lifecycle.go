@@ -28,7 +28,7 @@ type outcome struct {
 	Notes       []jobs.Notification // sent with the job's end
 }
 
-type handlerFunc func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error)
+type handlerFunc func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error)
 
 // attempt is one run of a job's handler: the job, its attempt number and
 // the run token that fences every write the attempt makes.
@@ -97,7 +97,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 			if p.Kind == jobs.KindAdopt {
 				return handler(ctx, nil, p) // the store is not here yet
 			}
-			s, err := w.cfg.Registry.Store(p.Store)
+			s, err := w.stores.Store(p.Store)
 			if err != nil {
 				return outcome{}, err
 			}

@@ -14,7 +14,6 @@ import (
 
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
-	"storekeeper/store"
 )
 
 // The worker counts every failed attempt and every job it ran to its end,
@@ -24,7 +23,7 @@ func TestCounters(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	var calls atomic.Int32
 	b := setupWith(t, options{worker: func(c *Config) { c.Metrics = reg }}, func(w *Worker) {
-		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			if calls.Add(1) <= 2 {
 				return outcome{}, errors.New("transient trouble")
 			}

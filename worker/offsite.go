@@ -115,7 +115,7 @@ func (w *Worker) targetNames() []string {
 // each target holds (its index), so that the published status tells the
 // targets' lag before the first upload. Best effort, in the background.
 func (w *Worker) learnTargets(ctx context.Context) {
-	for _, name := range w.cfg.Registry.Names() {
+	for _, name := range w.stores.Names() {
 		if !w.learnStoreTargets(ctx, name) {
 			return
 		}
@@ -152,7 +152,7 @@ func (w *Worker) learnStoreTargets(ctx context.Context, name string) bool {
 // backupJob backs the store up, then uploads the backup to every target.
 // A target's failure is in the result and the store's published status;
 // the first one of an outage on this node is an event and a notification.
-func (w *Worker) backupJob(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+func (w *Worker) backupJob(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 	if p.Params.Reencrypt && !slices.ContainsFunc(w.cfg.Targets, (*offsite.Target).Encrypted) {
 		// Refused before a backup is made that the job would then fail.
 		return outcome{}, fmt.Errorf("reencrypt %s: %w", s.Name(), errNothingToReencrypt)
@@ -251,7 +251,7 @@ type remoteBackup struct {
 // default), the local copy when one is held and usable. With no target
 // and no id: the newest across the local directory and every reachable
 // target, the local one when equally new.
-func (w *Worker) restoreFrom(ctx context.Context, s *store.Store, p jobs.Params) (string, *remoteBackup, error) {
+func (w *Worker) restoreFrom(ctx context.Context, s Handle, p jobs.Params) (string, *remoteBackup, error) {
 	switch {
 	case p.Target != "":
 		t, err := w.target(p.Target)
@@ -269,7 +269,7 @@ func (w *Worker) restoreFrom(ctx context.Context, s *store.Store, p jobs.Params)
 
 // onTarget returns backup id of the store (the target's newest when
 // empty): its local copy when one is held and usable, else the target's.
-func (w *Worker) onTarget(ctx context.Context, s *store.Store, t *offsite.Target, id string) (string, *remoteBackup, error) {
+func (w *Worker) onTarget(ctx context.Context, s Handle, t *offsite.Target, id string) (string, *remoteBackup, error) {
 	id, err := newestOn(ctx, t, s.Name(), id)
 	if err != nil {
 		return "", nil, err
@@ -320,7 +320,7 @@ func targetManifest(ctx context.Context, t *offsite.Target, name, id string) (st
 // no target answers, which is logged). A backup held locally is the local
 // copy's business, even marked bad: the newest one the targets hold that
 // is not held here is what counts.
-func (w *Worker) newerOffsite(ctx context.Context, s *store.Store) (*remoteBackup, bool) {
+func (w *Worker) newerOffsite(ctx context.Context, s Handle) (*remoteBackup, bool) {
 	var local jobs.BackupSummary
 	held := map[string]bool{}
 	if infos, err := s.Backups(); err == nil {

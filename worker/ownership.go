@@ -112,7 +112,7 @@ func (w *Worker) claimLease(ctx context.Context, name string) (string, bool, err
 // holds is not a reason to refuse to start: this node serves its other
 // stores and holds that one as lost until its lease is free.
 func (w *Worker) claim(ctx context.Context) error {
-	for _, name := range w.cfg.Registry.Names() {
+	for _, name := range w.stores.Names() {
 		v, ok, err := w.claimLease(ctx, name)
 		if errors.Is(err, jobsdb.ErrUnconfirmed) {
 			// Not on the replicas yet (one is still syncing): the store is
@@ -160,7 +160,7 @@ func (w *Worker) lose(ctx context.Context, name, holderValue string) {
 	w.own.mu.Unlock()
 	cause := fmt.Errorf("%w: store %s is held by node %s on host %s (token %d); this is node %s on host %s",
 		errLeaseLost, name, holder.Node, holder.Host, holder.Token, w.lease.Node, w.lease.Host)
-	if s, err := w.cfg.Registry.Store(name); err == nil {
+	if s, err := w.stores.Store(name); err == nil {
 		s.Disown(cause)
 	}
 	w.own.flip.Unlock()
@@ -210,7 +210,7 @@ func (w *Worker) regain(ctx context.Context, name, value string) {
 	delete(w.own.announced, name)
 	w.own.held[name] = value
 	w.own.mu.Unlock()
-	s, err := w.cfg.Registry.Store(name)
+	s, err := w.stores.Store(name)
 	if err == nil {
 		s.Own()
 	}
@@ -249,7 +249,7 @@ func (w *Worker) renew(ctx context.Context) {
 	// expired, Redis unreachable) go one by one through renewStore.
 	var beats []jobsdb.Beat
 	var slow []string
-	for _, name := range w.cfg.Registry.Names() {
+	for _, name := range w.stores.Names() {
 		check, held := w.own.lease(name)
 		if !held {
 			slow = append(slow, name)
@@ -432,7 +432,7 @@ func (w *Worker) checkLease(ctx context.Context, name string) {
 func (w *Worker) nodeInfo() jobs.NodeInfo {
 	info := w.node
 	info.At = time.Now().UTC()
-	info.Stores = w.cfg.Registry.Names() // an adoption adds one
+	info.Stores = w.stores.Names() // an adoption adds one
 	info.Lost = w.own.lostStores()
 	return info
 }
@@ -443,7 +443,7 @@ func (w *Worker) Lost() map[string]string { return w.own.lostStores() }
 
 // statsJSON is what the API reads about a store: its jobs.StoreStatus.
 func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, error) {
-	s, err := w.cfg.Registry.Store(name)
+	s, err := w.stores.Store(name)
 	if err != nil {
 		return "", err
 	}

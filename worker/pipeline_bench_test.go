@@ -245,7 +245,7 @@ func BenchmarkEnqueueToStart(b *testing.B) {
 	b.Run("storekeeper", func(b *testing.B) {
 		started := make(chan time.Time, 1)
 		p := startPipeline(b, srv, 4, true, func(h handlerFunc) handlerFunc {
-			return func(ctx context.Context, s *store.Store, pl jobs.Payload) (outcome, error) {
+			return func(ctx context.Context, s Handle, pl jobs.Payload) (outcome, error) {
 				started <- time.Now()
 				return h(ctx, s, pl)
 			}
@@ -307,7 +307,7 @@ func closedLoop(b *testing.B, slots int, job func(slot int)) {
 // noop is the most trivial job: a handler that returns at once. What is
 // left is the pipeline: enqueue, record, events, history, stats.
 func noop(handlerFunc) handlerFunc {
-	return func(context.Context, *store.Store, jobs.Payload) (outcome, error) {
+	return func(context.Context, Handle, jobs.Payload) (outcome, error) {
 		return outcome{Status: jobs.StatusVerified}, nil
 	}
 }

@@ -38,7 +38,6 @@ import (
 	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
-	"storekeeper/store"
 )
 
 const testSubscriber = "mailto:ops@example.com"
@@ -356,7 +355,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // failVerify makes every verify fail for good, so enqueuing one raises a
 // real failure notification.
 func failVerify(w *Worker) {
-	w.handlers[jobs.KindVerify] = func(context.Context, *store.Store, jobs.Payload) (outcome, error) {
+	w.handlers[jobs.KindVerify] = func(context.Context, Handle, jobs.Payload) (outcome, error) {
 		return outcome{}, fmt.Errorf("%w: verify broke", errPermanentTest)
 	}
 }

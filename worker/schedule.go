@@ -77,7 +77,7 @@ func newScheduler(w *Worker) (*scheduler, error) {
 // run fires every kind's slots until ctx ends. A slot is the time the spec
 // names; slots missed while the node was down are not made up (cron's
 // rule): the next one comes. With Config.ScheduleSpread each store's run
-// of a slot comes at its own time within the spread (spreadAt), so that a
+// of a slot comes at its own time within the spread (SpreadAt), so that a
 // node with many stores, and a deployment with many nodes, does not
 // enqueue them all at the same instant; a node that starts inside a
 // slot's spread runs the stores whose time is still to come.
@@ -167,11 +167,12 @@ type dueRun struct {
 	store           string
 }
 
-// spreadAt is when store's run of kind's slot comes: a fixed fraction of
+// SpreadAt is when store's run of kind's slot comes: a fixed fraction of
 // the spread (at most the time to the following slot) after the slot, the
 // same for every slot and on every node, from a hash of the store and the
-// kind.
-func spreadAt(store string, kind jobs.Kind, slot, following time.Time, spread time.Duration) time.Time {
+// kind. Exported for make scale, which measures each scheduled job's
+// lateness against it.
+func SpreadAt(store string, kind jobs.Kind, slot, following time.Time, spread time.Duration) time.Time {
 	window := min(spread, following.Sub(slot))
 	if window <= 0 {
 		return slot
@@ -196,8 +197,8 @@ func spreadAt(store string, kind jobs.Kind, slot, following time.Time, spread ti
 // expand adds to pending (sorted by time) the runs of kind's slot for the
 // stores this node holds whose time is after after.
 func (s *scheduler) expand(pending []dueRun, kind jobs.Kind, slot, following, after time.Time) []dueRun {
-	for _, name := range s.w.cfg.Registry.Names() {
-		at := spreadAt(name, kind, slot, following, s.w.cfg.ScheduleSpread)
+	for _, name := range s.w.stores.Names() {
+		at := SpreadAt(name, kind, slot, following, s.w.cfg.ScheduleSpread)
 		if !at.After(after) {
 			continue
 		}
@@ -229,7 +230,7 @@ func (s *scheduler) fire(ctx context.Context, kind jobs.Kind, slot, following ti
 		return
 	}
 	late := s.w.clock.Now().Sub(slot)
-	for _, name := range s.w.cfg.Registry.Names() {
+	for _, name := range s.w.stores.Names() {
 		s.fireStore(ctx, kind, slot, following, name, paused, late)
 	}
 }
@@ -278,7 +279,7 @@ func (s *scheduler) publish(ctx context.Context, next, fired map[jobs.Kind]time.
 		}
 		s.info[k] = inf
 	}
-	v := jobs.NodeSchedules{Node: s.w.cfg.Node, Stores: s.w.cfg.Registry.Names(), Kinds: maps.Clone(s.info), At: s.w.clock.Now().UTC()}
+	v := jobs.NodeSchedules{Node: s.w.cfg.Node, Stores: s.w.stores.Names(), Kinds: maps.Clone(s.info), At: s.w.clock.Now().UTC()}
 	s.mu.Unlock()
 	if err := jobsdb.PublishSchedules(ctx, s.w.rdb, v); err != nil {
 		s.w.log.Warn("publishing schedules failed", "err", err)

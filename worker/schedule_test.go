@@ -224,7 +224,7 @@ func TestScheduleSpread(t *testing.T) {
 	order := func(slot time.Time) ([]string, map[string]time.Time) {
 		at := map[string]time.Time{}
 		for _, name := range stores {
-			at[name] = spreadAt(name, jobs.KindVerify, slot, slot.Add(time.Hour), spread)
+			at[name] = SpreadAt(name, jobs.KindVerify, slot, slot.Add(time.Hour), spread)
 			if at[name].Before(slot) || !at[name].Before(slot.Add(spread)) {
 				t.Fatalf("%s's time %s is outside the spread after %s", name, at[name], slot)
 			}
@@ -290,7 +290,7 @@ func TestScheduleSpread(t *testing.T) {
 	}
 }
 
-// spreadAt spreads stores flatly over the window, whatever their names
+// SpreadAt spreads stores flatly over the window, whatever their names
 // (a fleet's names differ in a digit or two), and caps it at the time to
 // the following slot.
 func TestSpreadAtIsFlat(t *testing.T) {
@@ -298,7 +298,7 @@ func TestSpreadAtIsFlat(t *testing.T) {
 	const n, buckets = 20000, 20
 	var count [buckets]int
 	for i := range n {
-		at := spreadAt(fmt.Sprintf("store-%05d", i), jobs.KindBackup, slot, slot.Add(6*time.Hour), time.Hour)
+		at := SpreadAt(fmt.Sprintf("store-%05d", i), jobs.KindBackup, slot, slot.Add(6*time.Hour), time.Hour)
 		off := at.Sub(slot)
 		if off < 0 || off >= time.Hour {
 			t.Fatalf("offset %s outside the hour", off)
@@ -310,7 +310,7 @@ func TestSpreadAtIsFlat(t *testing.T) {
 			t.Fatalf("bucket %d of %d holds %d of %d stores: %v", i, buckets, c, n, count)
 		}
 	}
-	if off := spreadAt("a", jobs.KindVerify, slot, slot.Add(time.Minute), time.Hour).Sub(slot); off >= time.Minute {
+	if off := SpreadAt("a", jobs.KindVerify, slot, slot.Add(time.Minute), time.Hour).Sub(slot); off >= time.Minute {
 		t.Fatalf("offset %s with a minute to the next slot", off)
 	}
 }

@@ -33,13 +33,14 @@ var (
 // heartbeat), consumes the node's queue and the notify queue, and turns
 // every step of a job into its record, events and history.
 type Worker struct {
-	cfg   Config
-	rdb   redis.UniversalClient
-	clock clockwork.Clock
-	log   *slog.Logger
-	lease jobs.Lease // this process's identity in leases; each store's value (token included) is in own
-	own   ownership
-	srv   *asynq.Server
+	cfg    Config
+	stores Stores // cfg.Stores, or cfg.Registry's
+	rdb    redis.UniversalClient
+	clock  clockwork.Clock
+	log    *slog.Logger
+	lease  jobs.Lease // this process's identity in leases; each store's value (token included) is in own
+	own    ownership
+	srv    *asynq.Server
 
 	handlers  map[jobs.Kind]handlerFunc
 	jobs      *jobsdb.Client
@@ -89,6 +90,7 @@ func New(cfg Config) (*Worker, error) {
 	}
 	w := &Worker{
 		cfg:        cfg,
+		stores:     cfg.Stores,
 		rdb:        cfg.Redis,
 		clock:      cfg.Clock,
 		log:        cfg.Logger.With("component", "worker", "node", cfg.Node),
@@ -103,6 +105,9 @@ func New(cfg Config) (*Worker, error) {
 	}
 	if w.clock == nil {
 		w.clock = clockwork.NewRealClock()
+	}
+	if w.stores == nil {
+		w.stores = registryStores{cfg.Registry}
 	}
 	h := fnv.New64a()
 	h.Write([]byte(cfg.Node))
@@ -162,7 +167,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("worker: load scripts: %w", err)
 	}
 	now := time.Now().UTC()
-	w.node = jobs.NodeInfo{Node: w.cfg.Node, Host: w.lease.Host, Instance: w.lease.Instance, Stores: w.cfg.Registry.Names(), StartedAt: now, At: now}
+	w.node = jobs.NodeInfo{Node: w.cfg.Node, Host: w.lease.Host, Instance: w.lease.Instance, Stores: w.stores.Names(), StartedAt: now, At: now}
 	// Before the claim publishes the stores' status: that would replace
 	// the last drills a previous process published.
 	w.learnDrills(ctx)
@@ -188,11 +193,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	// Corruption found from now on arrives through the listener; what was
 	// found before (an open that failed) is in the stores' state.
-	unCorrupt := w.cfg.Registry.OnCorrupt(w.incidents.add)
-	unState := w.cfg.Registry.OnStateChange(w.stateChanged)
+	unCorrupt := w.stores.OnCorrupt(w.incidents.add)
+	unState := w.stores.OnStateChange(w.stateChanged)
 	w.unlisten = func() { unCorrupt(); unState() }
-	for _, name := range w.cfg.Registry.Names() {
-		if s, err := w.cfg.Registry.Store(name); err == nil && w.serving(name) {
+	for _, name := range w.stores.Names() {
+		if s, err := w.stores.Store(name); err == nil && w.serving(name) {
 			if st, cause := s.State(); st == store.StateCorrupt {
 				w.incidents.add(name, cause)
 			}
@@ -232,7 +237,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.bg.Wait()
 		return fmt.Errorf("worker: start asynq server: %w", err)
 	}
-	w.log.Info("worker started", "stores", w.cfg.Registry.Names(), "queue", jobs.NodeQueue(w.cfg.Node))
+	w.log.Info("worker started", "stores", w.stores.Names(), "queue", jobs.NodeQueue(w.cfg.Node))
 	return nil
 }
 

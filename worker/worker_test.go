@@ -165,7 +165,7 @@ func TestJobLifecycle(t *testing.T) {
 	// clock moves past the window before the compaction starts.
 	clock := clockwork.NewFakeClock()
 	b := setupWith(t, options{worker: func(c *Config) { c.Clock = clock }}, func(w *Worker) {
-		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			clock.Advance(progressMin)
 			return compactJob(ctx, s, p)
 		}
@@ -220,7 +220,7 @@ func TestJobLifecycle(t *testing.T) {
 func TestRetryThenSuccess(t *testing.T) {
 	var calls atomic.Int32
 	b := setup(t, func(w *Worker) {
-		w.handlers[jobs.KindCompact] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			if calls.Add(1) <= 2 {
 				return outcome{}, errors.New("transient trouble")
 			}
@@ -244,7 +244,7 @@ func TestRetryThenSuccess(t *testing.T) {
 func TestPermanentErrorRunsOnce(t *testing.T) {
 	var calls atomic.Int32
 	b := setup(t, func(w *Worker) {
-		w.handlers[jobs.KindRestore] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindRestore] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			calls.Add(1)
 			return w.restoreJob(ctx, s, p)
 		}
@@ -270,7 +270,7 @@ func TestCancelIsFinal(t *testing.T) {
 	started := make(chan struct{}, 1)
 	var calls atomic.Int32
 	b := setup(t, func(w *Worker) {
-		w.handlers[jobs.KindBackup] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindBackup] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			calls.Add(1)
 			started <- struct{}{}
 			<-ctx.Done()
@@ -313,7 +313,7 @@ func TestOneJobPerStore(t *testing.T) {
 	var insp *asynq.Inspector
 	enqueued := make(chan struct{})
 	wrap := func(h handlerFunc) handlerFunc {
-		return func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		return func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			n := active.Add(1)
 			for {
 				old := peak.Load()
@@ -412,7 +412,7 @@ func TestSecondNodeHoldsStoreAsLost(t *testing.T) {
 func TestShutdownInterrupts(t *testing.T) {
 	started := make(chan struct{}, 1)
 	b := setup(t, func(w *Worker) {
-		w.handlers[jobs.KindBackup] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindBackup] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			started <- struct{}{}
 			<-ctx.Done()
 			return outcome{}, ctx.Err()
@@ -560,7 +560,7 @@ func TestReconcile(t *testing.T) {
 	b := setupWith(t, options{worker: func(c *Config) {
 		c.Webhooks = []Webhook{{URL: "http://127.0.0.1:9/hook", Secret: "s"}} // never reached: asynq is stopped
 	}}, func(w *Worker) {
-		w.handlers[jobs.KindBackup] = func(ctx context.Context, s *store.Store, p jobs.Payload) (outcome, error) {
+		w.handlers[jobs.KindBackup] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
 			<-ctx.Done()
 			return outcome{}, ctx.Err()
 		}
