@@ -34,13 +34,17 @@ chaos:
 		STOREKEEPER_LONG=1 $(GO) test -count=1 -run '^TestRestoreToAnyMomentMatchesTheModel$$' ./ship; fi
 	$(GO) run ./internal/chaos/cmd/chaos -duration $(DURATION) -seed $(SEED) -report "$(CHAOS_REPORT)" -loss-window-run $(LOSS_WINDOW)
 
-## scale: the bulk enqueue over SCALE_BULK stores, a /metrics collection over SCALE_METRICS stores, then what idle worker nodes cost one Redis, at SCALE_NODES nodes and each SCALE_INTERVALS --task-check-interval (docs/SCALING.md)
+## scale: the bulk enqueue over SCALE_BULK stores, a /metrics collection over SCALE_METRICS stores, what idle worker nodes cost one Redis at SCALE_NODES nodes and each SCALE_INTERVALS --task-check-interval, then SCALE_NODES nodes of SCALE_STORES fake stores each at SCALE_STORES_INTERVAL (docs/SCALING.md)
 SCALE_BULK      ?= 1000,10000,100000
 SCALE_METRICS   ?= 1000,10000,100000
 SCALE_NODES     ?= 10,100,1000
 SCALE_INTERVALS ?= 20ms,100ms,250ms,1s
+SCALE_STORES    ?= 100
+SCALE_STORES_INTERVAL ?= 1s
+SCALE_STORES_ARGS ?= -window 180s -schedule "*/10 * * * *" -spread 10m -watchers 1000
 scale:
 	$(GO) run ./internal/scale/cmd/scale -bulk "$(SCALE_BULK)" -metrics "$(SCALE_METRICS)" -nodes "$(SCALE_NODES)" -intervals $(SCALE_INTERVALS)
+	$(GO) run ./internal/scale/cmd/scale -nodes "$(SCALE_NODES)" -stores $(SCALE_STORES) -intervals $(SCALE_STORES_INTERVAL) $(SCALE_STORES_ARGS)
 
 ## fuzz: every fuzz target for FUZZTIME each (their seed corpora also run in make test)
 FUZZTIME ?= 30s

@@ -99,7 +99,11 @@ func measureBulk(n int) (bulkResult, error) {
 }
 
 // withRedis runs fn against a fresh private redis-server.
-func withRedis(fn func(*redis.Client) error) error {
+func withRedis(fn func(*redis.Client) error) error { return withRedisPool(64, fn) }
+
+// withRedisPool runs fn against a fresh private redis-server, through a
+// client with pool connections.
+func withRedisPool(pool int, fn func(*redis.Client) error) error {
 	dir, err := os.MkdirTemp("", "storekeeper-scale-")
 	if err != nil {
 		return err
@@ -110,7 +114,7 @@ func withRedis(fn func(*redis.Client) error) error {
 		return err
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 64})
+	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: pool})
 	defer rdb.Close()
 	return fn(rdb)
 }

@@ -51,6 +51,12 @@ func main() {
 	probes := flag.Int("probes", 100, "tasks the latency probe enqueues, one every 50 ms")
 	pool := flag.Int("pool", 4096, "the nodes' shared Redis connection pool (each node's subscriptions hold connections of their own)")
 	bulk := flag.String("bulk", "", "store counts for the bulk enqueue (POST /api/admin/{kind}), comma-separated; empty: none")
+	stores := flag.Int("stores", 0, "fake stores per node (internal/scale/fakestores); 0: idle nodes with no store")
+	jobTime := flag.Duration("job-time", 100*time.Millisecond, "with -stores: each fake job's simulated time")
+	schedule := flag.String("schedule", "", "with -stores: a cron spec for verify on every store, spread over -spread (lateness is measured against each store's spread time)")
+	spread := flag.Duration("spread", 15*time.Minute, "with -stores and -schedule: --schedule-spread")
+	steadyOnly := flag.Bool("steady-only", false, "with -stores: only the steady state (no bulk verify, no fan-out)")
+	watchers := flag.Int("watchers", 0, "with -stores: WebSocket watchers of an in-process API that 50 compactions' events fan out to; 0: none")
 	metrics := flag.String("metrics", "", "store counts for one /metrics collection with and without per-store series, comma-separated; empty: none")
 	flag.Parse()
 	section(*bulk, "bulk", "the bulk enqueue",
@@ -73,6 +79,10 @@ func main() {
 	ns, err := parseInts(*nodes)
 	if err != nil {
 		fail(err)
+	}
+	if *stores > 0 {
+		runStores(ns, storesConfig{stores: *stores, window: *window, jobTime: *jobTime, schedule: *schedule, spread: *spread, pool: *pool, watchers: *watchers, steadyOnly: *steadyOnly}, *intervals)
+		return
 	}
 	var ivs []time.Duration
 	for _, s := range strings.Split(*intervals, ",") {
@@ -120,46 +130,13 @@ func measure(n int, interval, window time.Duration, probes, pool int) (result, e
 	ctx := context.Background()
 	quiet := slog.New(slog.DiscardHandler)
 
-	var ws []*worker.Worker
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 32)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			node := fmt.Sprintf("node%04d", i)
-			reg, err := store.Open(store.Config{DataDir: filepath.Join(dir, node, "data"), BackupDir: filepath.Join(dir, node, "backups"), Logger: quiet})
-			if err != nil {
-				errs <- err
-				return
-			}
-			w, err := worker.New(worker.Config{Redis: rdb, Registry: reg, Node: node, Logger: quiet, TaskCheckInterval: interval, ShutdownTimeout: time.Second})
-			if err == nil {
-				err = w.Start(ctx)
-			}
-			if err != nil {
-				errs <- err
-				return
-			}
-			mu.Lock()
-			ws = append(ws, w)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	defer func() {
-		var wg sync.WaitGroup
-		for _, w := range ws {
-			wg.Go(w.Shutdown)
-		}
-		wg.Wait()
-	}()
-	if err := <-errs; err != nil {
+	stop, err := startNodes(ctx, n, 32, func(i int) (worker.Config, error) {
+		node := fmt.Sprintf("node%04d", i)
+		reg, err := store.Open(store.Config{DataDir: filepath.Join(dir, node, "data"), BackupDir: filepath.Join(dir, node, "backups"), Logger: quiet})
+		return worker.Config{Redis: rdb, Registry: reg, Node: node, Logger: quiet, TaskCheckInterval: interval, ShutdownTimeout: time.Second}, err
+	})
+	defer stop()
+	if err != nil {
 		return r, err
 	}
 
@@ -292,6 +269,34 @@ func startRedis(dir string) (*exec.Cmd, string, error) {
 	}
 	_ = cmd.Process.Kill()
 	return nil, "", errors.New("redis-server did not answer")
+}
+
+// runStores measures synthetic nodes with stores at each node count and
+// interval (measureStores), one table row each.
+func runStores(ns []int, base storesConfig, intervals string) {
+	fmt.Printf("scale: worker nodes of %d fake stores (jobs take %s) against one redis-server, %d CPUs, GOMAXPROCS %d, window %s, verify schedule %q spread %s, %d watchers\n\n",
+		base.stores, base.jobTime, runtime.NumCPU(), runtime.GOMAXPROCS(0), base.window, base.schedule, base.spread, base.watchers)
+	fmt.Println("| nodes × stores | task check interval | Redis CPU | Redis commands/s | Redis memory | per store | this process's CPU | heartbeat p50 / p99 (100 stores) | scheduled: jobs, lateness p50 / p99 / max | bulk verify: enqueue, all ended | enqueue→start p50 / p99 | failed, not ended | per history entry | fan-out: events, p50 / p99 / max |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	for _, n := range ns {
+		for _, s := range strings.Split(intervals, ",") {
+			iv, err := time.ParseDuration(strings.TrimSpace(s))
+			if err != nil || iv <= 0 {
+				fail(fmt.Errorf("-intervals: %q", s))
+			}
+			cfg := base
+			cfg.nodes, cfg.interval = n, iv
+			r, err := measureStores(cfg)
+			if err != nil {
+				fail(fmt.Errorf("%d nodes × %d stores, %s: %w", n, cfg.stores, iv, err))
+			}
+			ms := func(d time.Duration) string { return d.Round(time.Millisecond).String() }
+			fmt.Printf("| %d × %d | %s | %.0f%% | %.0f | %.1f MiB | %s | %.0f%% | %s / %s | %d, %s / %s / %s | %s, %s | %s / %s | %d, %d of %d | %s | %d, %s / %s / %s |\n",
+				n, cfg.stores, iv, 100*r.redisCPU, r.cmdsPerSec, float64(r.memory)/(1<<20), fmtBytes(r.perStore), 100*r.selfCPU,
+				ms(r.beatP50), ms(r.beatP99), r.scheduled, ms(r.lateP50), ms(r.lateP99), ms(r.lateMax), ms(r.bulk), ms(r.bulkAllDone),
+				ms(r.startP50), ms(r.startP99), r.bulkFailed, r.bulkStuck, r.bulkJobs, fmtBytes(r.perHistory), r.fanEvents, ms(r.fanP50), ms(r.fanP99), ms(r.fanMax))
+		}
+	}
 }
 
 // section prints a table with header and one row per store count in
