@@ -55,7 +55,7 @@ func checkBatch(t *testing.T, rdb *redis.Client, b jobs.Batch, held jobs.Record)
 			t.Fatalf("store %s: no task: %v", st, err)
 		}
 	}
-	listed, err := NewClient(rdb, jobs.ClientConfig{}).BatchJobs(t.Context(), b.ID)
+	listed, err := jobsOf(t.Context(), NewClient(rdb, jobs.ClientConfig{}), b.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestEnqueueBatchHandOverFailure(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), b.ID) || !strings.Contains(err.Error(), "1 more stores (after b) were not asked for") {
 		t.Fatalf("err = %v, want one naming batch %s and the store left", err, b.ID)
 	}
-	listed, lerr := c.BatchJobs(t.Context(), b.ID)
+	listed, lerr := jobsOf(t.Context(), c, b.ID)
 	if lerr != nil || len(listed) != 2 || b.Total != 2 {
 		t.Fatalf("batch lists %d jobs (answer: %d), %v; want 2", len(listed), b.Total, lerr)
 	}

@@ -126,20 +126,6 @@ func CountNotifyFailed(ctx context.Context, rdb redis.Cmdable) error {
 	return unavailableOrNil(rdb.Incr(ctx, keyspace.NotifyFailedKey).Err())
 }
 
-// BatchJobs returns the records of batch's jobs (BatchKey), newest first;
-// a job whose record has expired is left out. Two round trips.
-func (c *Client) BatchJobs(ctx context.Context, batch string) ([]jobs.Record, error) {
-	recs, _, err := c.JobsPage(ctx, batch, "", 0)
-	return recs, err
-}
-
-// InFlight returns the records of every job not finished yet (the
-// queues' InFlightKey sets), newest first.
-func (c *Client) InFlight(ctx context.Context) ([]jobs.Record, error) {
-	recs, _, err := c.JobsPage(ctx, "", "", 0)
-	return recs, err
-}
-
 // JobsPage returns batch's jobs (BatchKey), or without a batch the jobs
 // not finished yet (the queues' InFlightKey sets, found with SCAN: one
 // round trip per thousand keys in Redis, then one for their union),

@@ -1,6 +1,7 @@
 package jobsdb
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -55,13 +56,20 @@ func TestStoreQueries(t *testing.T) {
 	}
 }
 
-// InFlight reads every queue's unfinished jobs, newest first, and drops
-// a job once it has finished.
+// jobsOf is every job of batch, or without one every job in flight
+// (JobsPage without a limit).
+func jobsOf(ctx context.Context, c *Client, batch string) ([]jobs.Record, error) {
+	recs, _, err := c.JobsPage(ctx, batch, "", 0)
+	return recs, err
+}
+
+// JobsPage without a batch reads every queue's unfinished jobs, newest
+// first, and drops a job once it has finished.
 func TestInFlight(t *testing.T) {
 	rdb := redistest.Start(t).Client(t)
 	ctx := t.Context()
 	c := NewClient(rdb, jobs.ClientConfig{})
-	if got, err := c.InFlight(ctx); err != nil || len(got) != 0 {
+	if got, err := jobsOf(ctx, c, ""); err != nil || len(got) != 0 {
 		t.Fatalf("InFlight on an empty Redis = %v, %v", got, err)
 	}
 	ownedBy(t, rdb, "n1", "orders")
@@ -75,7 +83,7 @@ func TestInFlight(t *testing.T) {
 		}
 		ids = append(ids, e.Record.ID)
 	}
-	got, err := c.InFlight(ctx)
+	got, err := jobsOf(ctx, c, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +97,7 @@ func TestInFlight(t *testing.T) {
 	if _, err := c.Cancel(ctx, ids[1], "a"); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := c.InFlight(ctx); err != nil || len(got) != 2 || got[0].ID != ids[2] || got[1].ID != ids[0] {
+	if got, err := jobsOf(ctx, c, ""); err != nil || len(got) != 2 || got[0].ID != ids[2] || got[1].ID != ids[0] {
 		t.Fatalf("after a cancel, InFlight = %v, %v", got, err)
 	}
 }

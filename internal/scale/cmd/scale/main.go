@@ -162,10 +162,7 @@ func measure(n int, interval, window time.Duration, probes, pool int) (result, e
 	if info, err := rdb.Info(ctx, "memory").Result(); err == nil {
 		r.memory, _ = strconv.ParseInt(infoField(info, "used_memory"), 10, 64)
 	}
-	if len(lat) > 0 {
-		slices.Sort(lat)
-		r.p50, r.p99 = lat[len(lat)/2], lat[len(lat)*99/100]
-	}
+	r.p50, r.p99 = quantile(lat, 50), quantile(lat, 99)
 	return r, nil
 }
 
