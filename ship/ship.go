@@ -58,6 +58,9 @@ type Config struct {
 	Now func() time.Time
 }
 
+// DefaultWindow is Config.Window's default (--pitr-window).
+const DefaultWindow = 7 * 24 * time.Hour
+
 func (c *Config) defaults() {
 	if c.Interval <= 0 {
 		c.Interval = 250 * time.Millisecond
@@ -69,7 +72,7 @@ func (c *Config) defaults() {
 		c.Buffer = 1 << 30
 	}
 	if c.Window <= 0 {
-		c.Window = 7 * 24 * time.Hour
+		c.Window = DefaultWindow
 	}
 	if c.CollectEvery <= 0 {
 		c.CollectEvery = time.Hour

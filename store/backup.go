@@ -93,10 +93,15 @@ type backupStatus struct {
 }
 
 // Retention says which backups pruning keeps: the newest Last, plus the
-// newest of each UTC day for the last Daily days.
+// newest of each UTC day for the last Daily days, plus, when the store
+// ships its log and Window is set, what a restore to any moment within
+// Window needs (windowPins).
 type Retention struct {
 	Last  int // default 7
 	Daily int // default 7
+	// Window is how far back a store can be restored to a moment
+	// (--pitr-window); 0: no backup is kept for it.
+	Window time.Duration
 }
 
 func (r Retention) withDefaults() Retention {
@@ -566,6 +571,13 @@ func (s *Store) prune(paths backupPaths, keep string) ([]string, error) {
 	}
 	keepSet := retain(all, s.reg.cfg.Retention, time.Now())
 	keepSet[keep] = true
+	pins, err := s.windowPins(all, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("not pruned: %w", err)
+	}
+	for id := range pins {
+		keepSet[id] = true
+	}
 	bfs := s.reg.backupFS
 	var pruned []string
 	used := map[string]bool{}
@@ -616,7 +628,71 @@ func (s *Store) Keep(created map[string]time.Time, now time.Time) map[string]boo
 		backups = append(backups, BackupInfo{BackupManifest: BackupManifest{ID: id, CreatedAt: at}})
 	}
 	slices.SortFunc(backups, func(a, b BackupInfo) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	return retain(backups, s.reg.cfg.Retention, now)
+	keep := retain(backups, s.reg.cfg.Retention, now)
+	local, err := s.Backups()
+	var pins map[string]bool
+	if err == nil {
+		pins, err = s.windowPins(local, now)
+	}
+	if err != nil {
+		// What the window needs is not known: keep everything this time.
+		for id := range created {
+			keep[id] = true
+		}
+		return keep
+	}
+	for id := range pins {
+		if _, ok := created[id]; ok {
+			keep[id] = true
+		}
+	}
+	return keep
+}
+
+// windowPins are the backups a restore to a moment within the PITR
+// window needs besides the newest ones: for each timeline with a moment
+// in it (the current one and those restores replaced, Timeline.Earlier),
+// the newest of its backups (among local) holding nothing after the
+// window's start or the timeline's, whichever is later; or, when it has
+// none, the backup the timeline was branched from. A restore to a moment
+// reads one of these and the shipped log after it (ship's collection
+// keeps that log for the window).
+func (s *Store) windowPins(local []BackupInfo, now time.Time) (map[string]bool, error) {
+	w := s.reg.cfg.Retention.Window
+	if !s.reg.cfg.Ship || w <= 0 {
+		return nil, nil
+	}
+	tl, err := s.Timeline()
+	if err != nil {
+		return nil, err
+	}
+	start := now.Add(-w)
+	spans := []EarlierTimeline{{ID: tl.ID, Created: tl.Created, Ended: now, Backup: tl.root()}}
+	spans = append(spans, tl.Earlier...)
+	pins := map[string]bool{}
+	for _, sp := range spans {
+		if sp.Ended.Before(start) {
+			continue // no moment of it is in the window
+		}
+		from := sp.Created
+		if from.Before(start) {
+			from = start
+		}
+		var anchor *BackupInfo
+		for i := range local {
+			b := &local[i]
+			if !b.Bad && b.Timeline == sp.ID && !b.LogAt.IsZero() && !b.LogAt.After(from) && (anchor == nil || b.LogAt.After(anchor.LogAt)) {
+				anchor = b
+			}
+		}
+		switch {
+		case anchor != nil:
+			pins[anchor.ID] = true
+		case sp.Backup != "":
+			pins[sp.Backup] = true
+		}
+	}
+	return pins, nil
 }
 
 func retain(backups []BackupInfo, r Retention, now time.Time) map[string]bool {

@@ -52,6 +52,41 @@ type Timeline struct {
 	// Parent is where a restore branched this timeline off; nil for a
 	// store's first.
 	Parent *Branch `json:"parent,omitempty"`
+	// Earlier are the timelines the store had before this one, newest
+	// first (at most maxEarlier): what pruning must keep backups for
+	// while a moment of theirs is within the PITR window.
+	Earlier []EarlierTimeline `json:"earlier,omitempty"`
+}
+
+// EarlierTimeline is a timeline a restore replaced: when it began and
+// ended, and the backup it was branched from ("" for a store's first).
+type EarlierTimeline struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Ended   time.Time `json:"ended"`
+	Backup  string    `json:"backup,omitempty"`
+}
+
+// maxEarlier bounds Timeline.Earlier.
+const maxEarlier = 64
+
+// root is the backup a restore branched tl from; "" for a first timeline.
+func (tl Timeline) root() string {
+	if tl.Parent == nil {
+		return ""
+	}
+	return tl.Parent.Backup
+}
+
+// followedBy returns next with tl (replaced now) at the head of its
+// earlier timelines.
+func (tl Timeline) followedBy(next Timeline, now time.Time) Timeline {
+	if tl.ID == "" {
+		return next
+	}
+	next.Earlier = append([]EarlierTimeline{{ID: tl.ID, Created: tl.Created, Ended: now, Backup: tl.root()}}, tl.Earlier...)
+	next.Earlier = next.Earlier[:min(len(next.Earlier), maxEarlier)]
+	return next
 }
 
 // Branch is the point of a parent timeline a restore rebuilt: the store

@@ -413,3 +413,76 @@ func TestCrashDuringReplay(t *testing.T) {
 		})
 	}
 }
+
+// Pruning keeps what a restore to a moment within the PITR window needs:
+// the backup a restore branched the current timeline (and an earlier
+// one) from, though many newer backups follow it (make chaos found a
+// restore to a moment after an automatic restore refused: "backup …,
+// which the timeline was restored from, is gone"); it lets them go once
+// the window has passed them, and the Last/Daily rule alone applies
+// without a window.
+func TestPruneKeepsWhatTheWindowNeeds(t *testing.T) {
+	cfg := shipConfig(t)
+	cfg.Retention = Retention{Last: 2, Daily: 1, Window: time.Hour}
+	r := openTest(t, cfg)
+	s := mustStore(t, r, "orders")
+	ctx := context.Background()
+	backup := func() BackupInfo {
+		t.Helper()
+		if err := s.Set([]byte(time.Now().String()), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+		b, err := s.Backup(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b.Backup
+	}
+	b0 := backup()
+	if _, err := s.Restore(ctx, b0.ID); err != nil { // a first branch from b0
+		t.Fatal(err)
+	}
+	first, _ := s.Timeline()
+	b1 := backup()
+	if _, err := s.Restore(ctx, b1.ID); err != nil { // the current branch, from b1
+		t.Fatal(err)
+	}
+	tl, _ := s.Timeline()
+	if len(tl.Earlier) != 2 || tl.Earlier[0].ID != first.ID || tl.Earlier[0].Backup != b0.ID {
+		t.Fatalf("timeline after two restores: %+v", tl)
+	}
+	for range 4 {
+		backup()
+	}
+	ids := func() map[string]bool {
+		all, err := s.Backups()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, b := range all {
+			out[b.ID] = true
+		}
+		return out
+	}
+	if got := ids(); !got[b0.ID] || !got[b1.ID] || len(got) != 4 {
+		t.Fatalf("backups kept %v; want b0 %s, b1 %s and the newest 2", got, b0.ID, b1.ID)
+	}
+	// A target is pruned by the same rule.
+	all, err := s.Backups()
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := map[string]time.Time{"elsewhere": b0.CreatedAt.Add(-time.Minute)}
+	for _, b := range all {
+		created[b.ID] = b.CreatedAt
+	}
+	if keep := s.Keep(created, time.Now()); !keep[b0.ID] || !keep[b1.ID] {
+		t.Fatalf("a target's copies kept %v", keep)
+	}
+	// Two hours on, the window holds none of it: the newest two, and the
+	// day's newest, are all that stay.
+	if keep := s.Keep(created, time.Now().Add(2*time.Hour)); keep[b0.ID] || keep[b1.ID] || len(keep) > 3 {
+		t.Fatalf("kept past the window: %v", keep)
+	}
+}

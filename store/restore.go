@@ -362,6 +362,12 @@ func (s *Store) restore(ctx context.Context, src restoreSource, key string) (Res
 			br.Backup = info.ID
 		}
 		tl := newTimeline(s.name, &br)
+		if cur, err := s.Timeline(); err == nil {
+			tl = cur.followedBy(tl, tl.Created)
+		} else {
+			// Pruning keeps only the new timeline's backups for the window.
+			s.log.Warn("restore: the replaced timeline is not known; backups a restore to a moment on it needs may be pruned", "err", err)
+		}
 		if err := writeTimeline(staged, tl); err != nil {
 			return res, fmt.Errorf("restore %s: timeline: %w", s.name, err)
 		}

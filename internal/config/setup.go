@@ -357,6 +357,9 @@ func (c *Config) shipConfig(s *Setup) error {
 		return flagErr("ship-buffer", err)
 	}
 	s.Store.Ship = len(s.Targets) > 0 && c.ShipInterval > 0
+	if s.Store.Ship {
+		s.Store.Retention.Window = c.PITRWindow // pruning keeps what a restore to a moment within it needs
+	}
 	s.Ship = ship.Config{Dir: filepath.Join(c.DataDir, store.MetaDir, "ship"), Interval: c.ShipInterval, SegmentSize: int(seg), Buffer: buf, Window: c.PITRWindow}
 	return nil
 }

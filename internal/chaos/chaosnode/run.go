@@ -239,7 +239,8 @@ func runNode(ctx context.Context, cfg runConfig, log *slog.Logger, stdout io.Wri
 	}
 
 	shipping := len(cfg.targets) > 0 && cfg.shipInterval > 0
-	n.reg, err = store.Open(store.Config{DataDir: cfg.data, BackupDir: cfg.backups, Stores: cfg.stores, Logger: log, Ship: shipping})
+	n.reg, err = store.Open(store.Config{DataDir: cfg.data, BackupDir: cfg.backups, Stores: cfg.stores, Logger: log, Ship: shipping,
+		Retention: store.Retention{Window: ship.DefaultWindow}})
 	if err != nil {
 		return err
 	}
