@@ -45,6 +45,12 @@ import (
 )
 
 func main() {
+	if spec := os.Getenv(apiNodeEnv); spec != "" { // the API node of a -stores run (apireads.go)
+		if err := apiNode(spec); err != nil {
+			fail(fmt.Errorf("API node: %w", err))
+		}
+		return
+	}
 	nodes := flag.String("nodes", "10,100,1000", "node counts, comma-separated")
 	intervals := flag.String("intervals", "20ms,100ms,250ms,1s", "--task-check-interval values, comma-separated")
 	window := flag.Duration("window", 20*time.Second, "how long each configuration is measured, after a warm-up of a quarter of it")
@@ -57,6 +63,7 @@ func main() {
 	spread := flag.Duration("spread", 15*time.Minute, "with -stores and -schedule: --schedule-spread")
 	steadyOnly := flag.Bool("steady-only", false, "with -stores: only the steady state (no bulk verify, no fan-out)")
 	watchers := flag.Int("watchers", 0, "with -stores: WebSocket watchers of an in-process API that 50 compactions' events fan out to; 0: none")
+	apiEvery := flag.Duration("api-every", 50*time.Millisecond, "with -stores: during the steady state an API node (a process of its own) reads the store list, one store, history and the dashboard in turn, one read every this; 0: no API node")
 	metrics := flag.String("metrics", "", "store counts for one /metrics collection with and without per-store series, comma-separated; empty: none")
 	flag.Parse()
 	section(*bulk, "bulk", "the bulk enqueue",
@@ -81,7 +88,7 @@ func main() {
 		fail(err)
 	}
 	if *stores > 0 {
-		runStores(ns, storesConfig{stores: *stores, window: *window, jobTime: *jobTime, schedule: *schedule, spread: *spread, pool: *pool, watchers: *watchers, steadyOnly: *steadyOnly}, *intervals)
+		runStores(ns, storesConfig{stores: *stores, window: *window, jobTime: *jobTime, schedule: *schedule, spread: *spread, pool: *pool, watchers: *watchers, steadyOnly: *steadyOnly, apiEvery: *apiEvery}, *intervals)
 		return
 	}
 	var ivs []time.Duration
@@ -275,6 +282,11 @@ func runStores(ns []int, base storesConfig, intervals string) {
 		base.stores, base.jobTime, runtime.NumCPU(), runtime.GOMAXPROCS(0), base.window, base.schedule, base.spread, base.watchers)
 	fmt.Println("| nodes × stores | task check interval | Redis CPU | Redis commands/s | Redis memory | per store | this process's CPU | heartbeat p50 / p99 (100 stores) | scheduled: jobs, lateness p50 / p99 / max | bulk verify: enqueue, all ended | enqueue→start p50 / p99 | failed, not ended | per history entry | fan-out: events, p50 / p99 / max |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+	type reads struct {
+		label string
+		r     *apiReadsResult
+	}
+	var api []reads
 	for _, n := range ns {
 		for _, s := range strings.Split(intervals, ",") {
 			iv, err := time.ParseDuration(strings.TrimSpace(s))
@@ -292,7 +304,13 @@ func runStores(ns []int, base storesConfig, intervals string) {
 				n, cfg.stores, iv, 100*r.redisCPU, r.cmdsPerSec, float64(r.memory)/(1<<20), fmtBytes(r.perStore), 100*r.selfCPU,
 				ms(r.beatP50), ms(r.beatP99), r.scheduled, ms(r.lateP50), ms(r.lateP99), ms(r.lateMax), ms(r.bulk), ms(r.bulkAllDone),
 				ms(r.startP50), ms(r.startP99), r.bulkFailed, r.bulkStuck, r.bulkJobs, fmtBytes(r.perHistory), r.fanEvents, ms(r.fanP50), ms(r.fanP99), ms(r.fanMax))
+			if r.api != nil {
+				api = append(api, reads{fmt.Sprintf("the steady state of %d × %d, %s", n, cfg.stores, iv), r.api})
+			}
 		}
+	}
+	for _, a := range api {
+		apiReadsTable(a.label, *a.r)
 	}
 }
 

@@ -33,6 +33,7 @@ type storesConfig struct {
 	pool          int
 	watchers      int // WebSocket watchers of the fan-out measure; 0: none
 	steadyOnly    bool
+	apiEvery      time.Duration // the API node's reads, one every apiEvery during the steady state; 0: no API node
 }
 
 // storesResult is what one run measured.
@@ -48,6 +49,7 @@ type storesResult struct {
 	bulkJobs, bulkFailed, bulkStuck int
 	fanP50, fanP99, fanMax          time.Duration
 	fanEvents                       int
+	api                             *apiReadsResult // nil: no API node
 }
 
 // measureStores starts cfg.nodes real workers, each owning cfg.stores
@@ -105,6 +107,12 @@ func measureStores(cfg storesConfig) (storesResult, error) {
 			return err
 		}
 		self0 := selfCPU()
+		var apiWait func() (apiReadsResult, error)
+		if cfg.apiEvery > 0 {
+			if apiWait, err = startAPIReads(ctx, rdb, apiNodeArgs{Nodes: cfg.nodes, Stores: cfg.stores, Window: cfg.window, Every: cfg.apiEvery}); err != nil {
+				return err
+			}
+		}
 		beats := beatProbe(ctx, rdb, cfg.window)
 		elapsed := time.Since(started).Seconds()
 		cpu1, cmds1, err := redisCounters(ctx, rdb)
@@ -116,6 +124,13 @@ func measureStores(cfg storesConfig) (storesResult, error) {
 		r.cmdsPerSec = float64(cmds1-cmds0) / elapsed
 		r.memory, _ = usedMemory(ctx, rdb)
 		r.beatP50, r.beatP99 = quantile(beats, 50), quantile(beats, 99)
+		if apiWait != nil {
+			reads, err := apiWait()
+			if err != nil {
+				return err
+			}
+			r.api = &reads
+		}
 		if err := topCommands(ctx, rdb, elapsed); err != nil {
 			return err
 		}
