@@ -68,10 +68,13 @@ type (
 		// With ?limit=: how many stores there are, the cursor of the next
 		// page ("" on the last), and how many queues there are (listed in
 		// queues only when at most 50; asynqmon at /monitoring lists all);
-		// nodes then carry no info (GET /api/nodes has it).
-		StoresTotal *int    `json:"stores_total,omitempty"`
-		NextCursor  *string `json:"next_cursor,omitempty"`
-		QueuesTotal *int    `json:"queues_total,omitempty"`
+		// nodes then carry no info (GET /api/nodes has it), schedules no
+		// store lists, and when more than 50 nodes publish schedules they
+		// come as schedule_groups instead (GET /api/schedules has each).
+		StoresTotal    *int            `json:"stores_total,omitempty"`
+		NextCursor     *string         `json:"next_cursor,omitempty"`
+		QueuesTotal    *int            `json:"queues_total,omitempty"`
+		ScheduleGroups []scheduleGroup `json:"schedule_groups,omitempty"`
 	}
 	errorAnswer struct {
 		Error   string `json:"error"` // the stable code, e.g. unknown_store

@@ -74,7 +74,8 @@ type Config struct {
 	// kind together); more is refused with 400 too_many_filters. 0: 100;
 	// negative: no cap.
 	MaxWatchFilters int
-	// Clock ages the /metrics snapshot (default: the real clock; tests
+	// Clock ages the /metrics snapshot and the copies of the store index,
+	// nodes and schedules requests share (default: the real clock; tests
 	// set a fake one).
 	Clock clockwork.Clock
 	// MetricsToken, when set, is the bearer token /metrics requires (401
@@ -120,7 +121,12 @@ type Server struct {
 	origins map[string]bool // AllowedOrigins, canonical (security.go)
 	own     []string        // the server's own origins when configured
 	scheme  string          // http, or https with TLS
-	index   storeIndex      // the store names and owners a page of the store list walks
+	// Shared by requests (snapshot.go): the store names and owners a page
+	// of the store list walks, the nodes every store view needs, and the
+	// schedules the dashboard shows.
+	index     snapshot[storeIndex]
+	nodes     snapshot[nodeState]
+	scheduled snapshot[[]jobs.NodeSchedules]
 }
 
 // New builds the server; Start runs its event tailer.
@@ -150,6 +156,11 @@ func New(cfg Config) (*Server, error) {
 	for _, t := range cfg.Tokens {
 		s.sums = append(s.sums, sha256.Sum256([]byte(t.Secret)))
 	}
+	s.index = snapshot[storeIndex]{maxAge: storeIndexMaxAge, read: s.readStoreIndex, clock: cfg.Clock}
+	s.nodes = snapshot[nodeState]{maxAge: nodesMaxAge, read: s.readNodes, clock: cfg.Clock}
+	s.scheduled = snapshot[[]jobs.NodeSchedules]{maxAge: nodesMaxAge, clock: cfg.Clock, read: func(ctx context.Context) ([]jobs.NodeSchedules, error) {
+		return jobsdb.Schedules(ctx, s.rdb)
+	}}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

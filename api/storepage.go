@@ -8,7 +8,6 @@ import (
 	"slices"
 	"sort"
 	"strconv"
-	"sync"
 	"time"
 
 	"storekeeper/jobs"
@@ -30,6 +29,9 @@ const (
 	// and owners may be: a page walks the snapshot instead of reading
 	// every store's owner from Redis per request.
 	storeIndexMaxAge = time.Second
+	// nodesMaxAge is how old the API's copy of the nodes' heartbeats
+	// (whether each is up, the leases each lost) and schedules may be.
+	nodesMaxAge = time.Second
 )
 
 // storePageQuery is a parsed page request.
@@ -96,10 +98,11 @@ type storePage struct {
 }
 
 func (s *Server) storePage(ctx context.Context, p storePageQuery) (storePage, error) {
-	names, owners, err := s.index.get(ctx, s)
+	idx, err := s.index.get(ctx)
 	if err != nil {
 		return storePage{}, err
 	}
+	names, owners := idx.names, idx.owners
 	sc, err := s.storeContext(ctx)
 	if err != nil {
 		return storePage{}, err
@@ -142,33 +145,25 @@ func (s *Server) storePage(ctx context.Context, p storePageQuery) (storePage, er
 	return page, nil
 }
 
-// storeIndex is the API process's snapshot of every store's name (sorted)
-// and owner, refreshed when older than storeIndexMaxAge: a page walks it
-// instead of reading the whole owners hash per request.
+// storeIndex is every store's name (sorted) and owner: the API process
+// keeps one (Server.index, a snapshot at most about storeIndexMaxAge old)
+// that a page walks instead of reading the whole owners hash per request.
 type storeIndex struct {
-	mu     sync.Mutex
-	at     time.Time
 	names  []string
 	owners map[string]string
 }
 
-func (x *storeIndex) get(ctx context.Context, s *Server) ([]string, map[string]string, error) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.names != nil && time.Since(x.at) < storeIndexMaxAge {
-		return x.names, x.owners, nil
-	}
+func (s *Server) readStoreIndex(ctx context.Context) (storeIndex, error) {
 	owners, err := jobsdb.StoreOwners(ctx, s.rdb)
 	if err != nil {
-		return nil, nil, err
+		return storeIndex{}, err
 	}
 	names := make([]string, 0, len(owners))
 	for n := range owners {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	x.names, x.owners, x.at = names, owners, time.Now()
-	return names, owners, nil
+	return storeIndex{names: names, owners: owners}, nil
 }
 
 // queryLimit reads ?limit=, which must be in 1..max; 0 when absent.

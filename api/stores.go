@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -89,25 +91,44 @@ type storeCtx struct {
 }
 
 func (s *Server) storeContext(ctx context.Context) (*storeCtx, error) {
-	nodes, err := jobsdb.Nodes(ctx, s.rdb)
+	ns, err := s.nodes.get(ctx)
 	if err != nil {
 		return nil, err
 	}
-	sc := &storeCtx{up: map[string]bool{}, lost: map[string][]jobs.HealthCondition{}, drill: s.drillHealth, now: time.Now()}
-	for _, n := range nodes {
-		sc.up[n.Node] = n.Up
-		if n.Info == nil {
-			continue
-		}
-		for st, holder := range n.Info.Lost {
-			sc.lost[st] = append(sc.lost[st], jobs.HealthCondition{Kind: condLost, Store: st, Node: n.Node,
-				Message: fmt.Sprintf("node %s has store %s but lost its lease to node %s: it does not serve its copy until the lease is free", n.Node, st, holder)})
-		}
-	}
+	sc := &storeCtx{up: ns.up, lost: ns.lost, drill: s.drillHealth, now: time.Now()}
 	if sc.paused, err = jobsdb.Paused(ctx, s.rdb); err != nil {
 		return nil, err
 	}
 	return sc, nil
+}
+
+// nodeState is what the store views need of the nodes' heartbeats, read
+// once for every request of the next second (Server.nodes): every node's
+// heartbeat is a megabyte and more at 1,000 nodes (each lists its stores).
+type nodeState struct {
+	list []jobs.NodeStatus // without their Info
+	up   map[string]bool
+	lost map[string][]jobs.HealthCondition // store -> nodes that have it but lost its lease
+}
+
+func (s *Server) readNodes(ctx context.Context) (nodeState, error) {
+	nodes, err := jobsdb.Nodes(ctx, s.rdb)
+	if err != nil {
+		return nodeState{}, err
+	}
+	ns := nodeState{list: make([]jobs.NodeStatus, 0, len(nodes)), up: map[string]bool{}, lost: map[string][]jobs.HealthCondition{}}
+	for _, n := range nodes {
+		ns.up[n.Node] = n.Up
+		ns.list = append(ns.list, jobs.NodeStatus{Node: n.Node, Up: n.Up})
+		if n.Info == nil {
+			continue
+		}
+		for st, holder := range n.Info.Lost {
+			ns.lost[st] = append(ns.lost[st], jobs.HealthCondition{Kind: condLost, Store: st, Node: n.Node,
+				Message: fmt.Sprintf("node %s has store %s but lost its lease to node %s: it does not serve its copy until the lease is free", n.Node, st, holder)})
+		}
+	}
+	return ns, nil
 }
 
 // views builds the views of names (owned as owners says), reading their
@@ -252,20 +273,27 @@ func (s *Server) dashboard(c *gin.Context) {
 	if recent == nil {
 		recent = []jobs.HistoryEntry{}
 	}
-	if d.Schedules, err = jobsdb.Schedules(c, s.rdb); err != nil {
-		s.fail(c, err)
-		return
-	}
-	if d.Nodes, err = jobsdb.Nodes(c, s.rdb); err != nil {
-		s.fail(c, err)
-		return
-	}
-	if limit > 0 {
-		// Each heartbeat lists its node's stores: 1 MB at 100,000 stores.
-		// The page shows which nodes are up; GET /api/nodes has the rest.
-		for i := range d.Nodes {
-			d.Nodes[i].Info = nil
+	if limit == 0 {
+		if d.Schedules, err = jobsdb.Schedules(c, s.rdb); err == nil {
+			d.Nodes, err = jobsdb.Nodes(c, s.rdb)
 		}
+	} else {
+		// Each heartbeat and each node's schedules list its node's stores:
+		// over a megabyte each at 100,000 stores. The page shows which nodes
+		// are up (GET /api/nodes has the rest) and the schedules, grouped
+		// when many nodes publish them (GET /api/schedules has each).
+		var ns nodeState
+		if ns, err = s.nodes.get(c); err == nil {
+			d.Nodes = ns.list
+			var all []jobs.NodeSchedules
+			if all, err = s.scheduled.get(c); err == nil {
+				d.Schedules, d.ScheduleGroups = pageSchedules(all)
+			}
+		}
+	}
+	if err != nil {
+		s.fail(c, err)
+		return
 	}
 	d.Queues = []queueView{}
 	names, err := s.insp.Queues()
@@ -310,8 +338,67 @@ func (s *Server) dashboard(c *gin.Context) {
 	c.JSON(http.StatusOK, d)
 }
 
-// dashboardQueuesMax is how many queues a paged dashboard lists.
+// dashboardQueuesMax is how many queues, and nodes' schedules, a paged
+// dashboard lists.
 const dashboardQueuesMax = 50
+
+// scheduleGroup is the schedules many nodes share, in a paged dashboard:
+// how many nodes, each kind's spec, the soonest next run and the latest
+// last one among them.
+type scheduleGroup struct {
+	Nodes int                             `json:"nodes"`
+	Kinds map[jobs.Kind]jobs.ScheduleInfo `json:"kinds"`
+}
+
+// pageSchedules is what a paged dashboard shows of the nodes' schedules:
+// each node's, without its store list, up to dashboardQueuesMax nodes;
+// beyond that, grouped by the specs the nodes share.
+func pageSchedules(all []jobs.NodeSchedules) ([]jobs.NodeSchedules, []scheduleGroup) {
+	if len(all) <= dashboardQueuesMax {
+		out := make([]jobs.NodeSchedules, 0, len(all))
+		for _, n := range all {
+			out = append(out, jobs.NodeSchedules{Node: n.Node, Stores: []string{}, Kinds: n.Kinds})
+		}
+		slices.SortFunc(out, func(a, b jobs.NodeSchedules) int { return strings.Compare(a.Node, b.Node) })
+		return out, nil
+	}
+	byKey := map[string]*scheduleGroup{}
+	var keys []string
+	for _, n := range all {
+		kinds := slices.Sorted(maps.Keys(n.Kinds))
+		var key strings.Builder
+		for _, k := range kinds {
+			key.WriteString(string(k) + "=" + n.Kinds[k].Spec + ";")
+		}
+		g := byKey[key.String()]
+		if g == nil {
+			g = &scheduleGroup{Kinds: map[jobs.Kind]jobs.ScheduleInfo{}}
+			byKey[key.String()] = g
+			keys = append(keys, key.String())
+		}
+		g.Nodes++
+		for k, si := range n.Kinds {
+			cur, ok := g.Kinds[k]
+			if !ok {
+				g.Kinds[k] = si
+				continue
+			}
+			if !si.Next.IsZero() && (cur.Next.IsZero() || si.Next.Before(cur.Next)) {
+				cur.Next = si.Next
+			}
+			if si.Last.After(cur.Last) {
+				cur.Last = si.Last
+			}
+			g.Kinds[k] = cur
+		}
+	}
+	slices.Sort(keys)
+	groups := make([]scheduleGroup, 0, len(keys))
+	for _, k := range keys {
+		groups = append(groups, *byKey[k])
+	}
+	return []jobs.NodeSchedules{}, groups
+}
 
 // drillHealth: the store's last drill failed; the newest backup a drill
 // proved restorable is older than --rpo; the last passing drill took

@@ -158,7 +158,7 @@ async function refresh() {
   renderSummary(d);
   renderHealth(d.health || [], !!d.next_cursor);
   renderStores();
-  renderSchedules(d.schedules || []);
+  renderSchedules(d.schedules || [], d.schedule_groups || []);
   renderQueues(d.queues || [], d.queues_total);
   showError(null);
   // Charts come from each store's history: read them once for the first
@@ -569,14 +569,18 @@ async function loadHistory() {
 
 // ---- schedules and queues ---------------------------------------------------
 
-function renderSchedules(list) {
+// list: each node's schedules; groups (many nodes): the schedules nodes
+// share, with how many share them and the soonest next run.
+function renderSchedules(list, groups) {
   const rows = [];
-  for (const n of list) {
-    for (const [kind, k] of Object.entries(n.kinds || {}).sort()) {
-      rows.push(h("tr", {}, h("td", {}, n.node), h("td", {}, kind), h("td", {}, h("code", {}, k.spec)),
+  const add = (who, kinds) => {
+    for (const [kind, k] of Object.entries(kinds || {}).sort()) {
+      rows.push(h("tr", {}, h("td", {}, who), h("td", {}, kind), h("td", {}, h("code", {}, k.spec)),
         h("td", {}, k.next ? `${stamp(k.next)} (${ago(k.next)})` : "off")));
     }
-  }
+  };
+  for (const n of list) add(n.node, n.kinds);
+  for (const g of groups) add(`${g.nodes} nodes`, g.kinds);
   $("#schedules tbody").replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { colspan: 4, class: "muted" }, "no schedules published"))]));
 }
 
