@@ -103,11 +103,15 @@ func (s *Server) storePage(ctx context.Context, p storePageQuery) (storePage, er
 		return storePage{}, err
 	}
 	names, owners := idx.names, idx.owners
+	total := len(names)
+	if p.node != "" {
+		names = idx.byNode[p.node] // walk that node's stores only
+	}
 	sc, err := s.storeContext(ctx)
 	if err != nil {
 		return storePage{}, err
 	}
-	page := storePage{Stores: []jobs.StoreView{}, Total: len(names)}
+	page := storePage{Stores: []jobs.StoreView{}, Total: total}
 	i := sort.SearchStrings(names, p.cursor)
 	if i < len(names) && names[i] == p.cursor {
 		i++
@@ -151,6 +155,7 @@ func (s *Server) storePage(ctx context.Context, p storePageQuery) (storePage, er
 type storeIndex struct {
 	names  []string
 	owners map[string]string
+	byNode map[string][]string // each node's names, sorted
 }
 
 func (s *Server) readStoreIndex(ctx context.Context) (storeIndex, error) {
@@ -163,7 +168,11 @@ func (s *Server) readStoreIndex(ctx context.Context) (storeIndex, error) {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	return storeIndex{names: names, owners: owners}, nil
+	byNode := map[string][]string{}
+	for _, n := range names {
+		byNode[owners[n]] = append(byNode[owners[n]], n)
+	}
+	return storeIndex{names: names, owners: owners, byNode: byNode}, nil
 }
 
 // queryLimit reads ?limit=, which must be in 1..max; 0 when absent.
