@@ -65,23 +65,29 @@ type BeatResult struct {
 }
 
 // Heartbeat renews every store's lease and publishes every status of
-// beats in one round trip (a pipeline of the same fenced scripts as
-// RenewLease and PublishStats, each store's publish after its renewal),
-// however many stores a node holds. When Redis does not know the scripts
-// (restarted or promoted since the node's LoadScripts), they are loaded
-// again and the pipeline sent again: both scripts may run twice.
+// beats in one round trip: a pipeline of HeartbeatScript, one call per
+// beatChunk stores (each store's publish fenced by its lease, as
+// RenewLease and PublishStats do), however many stores a node holds. When
+// Redis does not know the script (restarted or promoted since the node's
+// LoadScripts), it is loaded again and the pipeline sent again: the
+// script may run twice, which renews and writes the same again.
 func Heartbeat(ctx context.Context, rdb redis.UniversalClient, beats []Beat, ttl time.Duration) ([]BeatResult, error) {
 	if len(beats) == 0 {
 		return nil, nil
 	}
 	send := func() ([]*redis.Cmd, error) {
 		pipe := rdb.Pipeline()
-		cmds := make([]*redis.Cmd, 0, 2*len(beats))
-		for _, b := range beats {
-			lease := keyspace.LeaseKey(b.Store)
-			cmds = append(cmds,
-				keyspace.RenewScript.EvalSha(ctx, pipe, []string{lease}, b.Lease, ttl.Milliseconds()),
-				keyspace.PublishStatsScript.EvalSha(ctx, pipe, []string{lease, keyspace.StatsKey(b.Store)}, b.Lease, b.Status))
+		var cmds []*redis.Cmd
+		for start := 0; start < len(beats); start += beatChunk {
+			chunk := beats[start:min(start+beatChunk, len(beats))]
+			keys := make([]string, 0, 2*len(chunk))
+			argv := make([]any, 0, 1+2*len(chunk))
+			argv = append(argv, ttl.Milliseconds())
+			for _, b := range chunk {
+				keys = append(keys, keyspace.LeaseKey(b.Store), keyspace.StatsKey(b.Store))
+				argv = append(argv, b.Lease, b.Status)
+			}
+			cmds = append(cmds, keyspace.HeartbeatScript.EvalSha(ctx, pipe, keys, argv...))
 		}
 		_, err := pipe.Exec(ctx)
 		return cmds, err
@@ -96,28 +102,34 @@ func Heartbeat(ctx context.Context, rdb redis.UniversalClient, beats []Beat, ttl
 	if err != nil {
 		return nil, unavailable(err)
 	}
-	out := make([]BeatResult, len(beats))
-	for i := range beats {
-		renewed, err := cmds[2*i].StringSlice()
-		if err != nil || len(renewed) == 0 {
-			return nil, unavailable(fmt.Errorf("lease renewal: %v", err))
+	out := make([]BeatResult, 0, len(beats))
+	for _, c := range cmds {
+		vals, err := c.Slice()
+		if err != nil || len(vals)%3 != 0 {
+			return nil, unavailable(fmt.Errorf("heartbeat: %v (%d values)", err, len(vals)))
 		}
-		switch renewed[0] {
-		case "ok":
-			out[i].State = jobs.LeaseHeld
-		case "expired":
-			out[i].State = jobs.LeaseExpired
-		default:
-			out[i].State = jobs.LeaseTaken
-			if len(renewed) > 1 {
-				out[i].Holder = renewed[1]
+		for i := 0; i < len(vals); i += 3 {
+			state, _ := vals[i].(string)
+			holder, _ := vals[i+1].(string)
+			published, _ := vals[i+2].(int64)
+			r := BeatResult{Published: published == 1}
+			switch state {
+			case "ok":
+				r.State = jobs.LeaseHeld
+			case "expired":
+				r.State = jobs.LeaseExpired
+			default:
+				r.State, r.Holder = jobs.LeaseTaken, holder
 			}
+			out = append(out, r)
 		}
-		n, err := cmds[2*i+1].Int()
-		if err != nil {
-			return nil, unavailable(fmt.Errorf("publishing stats: %w", err))
-		}
-		out[i].Published = n == 1
+	}
+	if len(out) != len(beats) {
+		return nil, unavailable(fmt.Errorf("heartbeat: %d answers for %d stores", len(out), len(beats)))
 	}
 	return out, nil
 }
+
+// beatChunk is how many stores one heartbeat script renews and
+// publishes: Redis is held for about a millisecond per chunk.
+const beatChunk = 250

@@ -393,4 +393,4 @@ func ReleaseLocks(r jobs.Record) []string {
 
 // Scripts are the Lua scripts of the job path, loaded by LoadScripts.
 var Scripts = []*redis.Script{ChangeScript, ProgressScript, EnqueueScript, EnqueueBatchScript, EnqueueNotifyScript, AnnounceScript,
-	ClaimScript, AdoptScript, AbandonAdoptScript, RenewScript, PublishStatsScript, NodeUpScript, NodeDownScript}
+	ClaimScript, AdoptScript, AbandonAdoptScript, RenewScript, PublishStatsScript, HeartbeatScript, NodeUpScript, NodeDownScript}

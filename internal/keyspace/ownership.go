@@ -153,6 +153,34 @@ redis.call('SET', KEYS[2], ARGV[2])
 return 1
 `)
 
+// HeartbeatScript is RenewScript then PublishStatsScript for each of up
+// to a few hundred stores, in one script: a node's heartbeat costs one
+// script call per chunk of stores instead of two per store (the calls,
+// not the work in them, were most of Redis's time at 100,000 stores).
+//
+// KEYS: per store its lease and stats keys. ARGV: the lease TTL in ms,
+// then per store its lease value and status. It answers, per store, the
+// renewal's state ('ok', 'expired' or 'held'), the holder when held (”
+// otherwise) and 1 when the status was published, else 0. Safe to run any
+// number of times: a second run renews and writes the same again.
+var HeartbeatScript = redis.NewScript(`
+local out = {}
+for i = 1, #KEYS, 2 do
+  local value, status = ARGV[i + 1], ARGV[i + 2]
+  local cur = redis.call('GET', KEYS[i])
+  if cur == value then
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    redis.call('SET', KEYS[i + 1], status)
+    out[#out + 1] = 'ok'; out[#out + 1] = ''; out[#out + 1] = 1
+  elseif not cur then
+    out[#out + 1] = 'expired'; out[#out + 1] = ''; out[#out + 1] = 0
+  else
+    out[#out + 1] = 'held'; out[#out + 1] = cur; out[#out + 1] = 0
+  end
+end
+return out
+`)
+
 // StatsKey holds a store's latest stats and backups as JSON, published by
 // its owner's heartbeat and before any job on it is marked finished: the
 // API never answers from older state.
