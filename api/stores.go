@@ -12,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/redis/go-redis/v9"
+	"golang.org/x/sync/errgroup"
 
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
@@ -253,70 +254,78 @@ func (s *Server) dashboard(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	// The parts are read at once: the answer waits for the slowest read,
+	// not for their sum (on a busy Redis, each round trip's wait adds up).
 	var d dashboardAnswer
-	if limit == 0 {
-		d.Stores, err = s.stores(c, "")
-	} else {
-		var page storePage
-		page, err = s.storePage(c, storePageQuery{limit: limit})
+	var recent []jobs.HistoryEntry
+	g, ctx := errgroup.WithContext(c.Request.Context())
+	g.Go(func() error {
+		if limit == 0 {
+			var err error
+			d.Stores, err = s.stores(ctx, "")
+			return err
+		}
+		page, err := s.storePage(ctx, storePageQuery{limit: limit})
 		d.Stores, d.StoresTotal, d.NextCursor = page.Stores, &page.Total, &page.Next
-	}
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	recent, _, err := jobsdb.History(c, s.rdb, jobs.HistoryQuery{Limit: 50})
-	if err != nil {
+		return err
+	})
+	g.Go(func() error {
+		var err error
+		recent, _, err = jobsdb.History(ctx, s.rdb, jobs.HistoryQuery{Limit: 50})
+		return err
+	})
+	g.Go(func() error {
+		var err error
+		if limit == 0 {
+			if d.Schedules, err = jobsdb.Schedules(ctx, s.rdb); err == nil {
+				d.Nodes, err = jobsdb.Nodes(ctx, s.rdb)
+			}
+			return err
+		}
+		// Each heartbeat and each node's schedules list its node's stores:
+		// over a megabyte each at 100,000 stores. The page shows which nodes
+		// are up (GET /api/nodes has the rest) and the schedules, grouped
+		// when many nodes publish them (GET /api/schedules has each).
+		ns, err := s.nodes.get(ctx)
+		if err != nil {
+			return err
+		}
+		d.Nodes = ns.list
+		all, err := s.scheduled.get(ctx)
+		d.Schedules, d.ScheduleGroups = pageSchedules(all)
+		return err
+	})
+	g.Go(func() error {
+		d.Queues = []queueView{}
+		names, err := s.insp.Queues()
+		if err != nil {
+			return fmt.Errorf("%w: %w", jobs.ErrUnavailable, err)
+		}
+		slices.Sort(names)
+		if limit > 0 {
+			// Each queue's figures cost asynq several commands: beyond a few
+			// dozen queues (one per node), asynqmon lists them.
+			d.QueuesTotal = new(len(names))
+			if len(names) > dashboardQueuesMax {
+				names = nil
+			}
+		}
+		for _, q := range names {
+			info, err := s.insp.GetQueueInfo(q)
+			if err != nil {
+				continue // removed meanwhile
+			}
+			d.Queues = append(d.Queues, queueView{Queue: q, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
+				Retry: info.Retry, Archived: info.Archived, Completed: info.Completed, Paused: info.Paused})
+		}
+		return nil
+	})
+	if err := g.Wait(); err != nil {
 		s.fail(c, err)
 		return
 	}
 	if recent == nil {
 		recent = []jobs.HistoryEntry{}
-	}
-	if limit == 0 {
-		if d.Schedules, err = jobsdb.Schedules(c, s.rdb); err == nil {
-			d.Nodes, err = jobsdb.Nodes(c, s.rdb)
-		}
-	} else {
-		// Each heartbeat and each node's schedules list its node's stores:
-		// over a megabyte each at 100,000 stores. The page shows which nodes
-		// are up (GET /api/nodes has the rest) and the schedules, grouped
-		// when many nodes publish them (GET /api/schedules has each).
-		var ns nodeState
-		if ns, err = s.nodes.get(c); err == nil {
-			d.Nodes = ns.list
-			var all []jobs.NodeSchedules
-			if all, err = s.scheduled.get(c); err == nil {
-				d.Schedules, d.ScheduleGroups = pageSchedules(all)
-			}
-		}
-	}
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	d.Queues = []queueView{}
-	names, err := s.insp.Queues()
-	if err != nil {
-		s.fail(c, fmt.Errorf("%w: %w", jobs.ErrUnavailable, err))
-		return
-	}
-	slices.Sort(names)
-	if limit > 0 {
-		// Each queue's figures cost asynq several commands: beyond a few
-		// dozen queues (one per node), asynqmon lists them.
-		d.QueuesTotal = new(len(names))
-		if len(names) > dashboardQueuesMax {
-			names = nil
-		}
-	}
-	for _, q := range names {
-		info, err := s.insp.GetQueueInfo(q)
-		if err != nil {
-			continue // removed meanwhile
-		}
-		d.Queues = append(d.Queues, queueView{Queue: q, Pending: info.Pending, Active: info.Active, Scheduled: info.Scheduled,
-			Retry: info.Retry, Archived: info.Archived, Completed: info.Completed, Paused: info.Paused})
 	}
 	d.Health = []jobs.HealthCondition{}
 	for _, st := range d.Stores {
