@@ -124,9 +124,10 @@ type Server struct {
 	// Shared by requests (snapshot.go): the store names and owners a page
 	// of the store list walks, the nodes every store view needs, and the
 	// schedules the dashboard shows.
-	index     snapshot[storeIndex]
-	nodes     snapshot[nodeState]
-	scheduled snapshot[[]jobs.NodeSchedules]
+	index         snapshot[storeIndex]
+	nodes         snapshot[nodeState]
+	scheduled     snapshot[[]jobs.NodeSchedules]
+	stopSnapshots context.CancelFunc // ends their background refreshes
 }
 
 // New builds the server; Start runs its event tailer.
@@ -156,9 +157,11 @@ func New(cfg Config) (*Server, error) {
 	for _, t := range cfg.Tokens {
 		s.sums = append(s.sums, sha256.Sum256([]byte(t.Secret)))
 	}
-	s.index = snapshot[storeIndex]{maxAge: storeIndexMaxAge, read: s.readStoreIndex, clock: cfg.Clock}
-	s.nodes = snapshot[nodeState]{maxAge: nodesMaxAge, read: s.readNodes, clock: cfg.Clock}
-	s.scheduled = snapshot[[]jobs.NodeSchedules]{maxAge: nodesMaxAge, clock: cfg.Clock, read: func(ctx context.Context) ([]jobs.NodeSchedules, error) {
+	var bg context.Context
+	bg, s.stopSnapshots = context.WithCancel(context.Background())
+	s.index = snapshot[storeIndex]{maxAge: storeIndexMaxAge, read: s.readStoreIndex, clock: cfg.Clock, base: bg}
+	s.nodes = snapshot[nodeState]{maxAge: nodesMaxAge, read: s.readNodes, clock: cfg.Clock, base: bg}
+	s.scheduled = snapshot[[]jobs.NodeSchedules]{maxAge: nodesMaxAge, clock: cfg.Clock, base: bg, read: func(ctx context.Context) ([]jobs.NodeSchedules, error) {
 		return jobsdb.Schedules(ctx, s.rdb)
 	}}
 	if err := cfg.Validate(); err != nil {
@@ -191,8 +194,15 @@ func (s *Server) Start(ctx context.Context) error {
 }
 
 // Stop disconnects the watchers cleanly (close frame 1001) and stops the
-// tailer and every goroutine Start began, waiting for them until ctx ends.
-func (s *Server) Stop(ctx context.Context) error { return s.hub.Stop(ctx) }
+// tailer and every goroutine Start began, waiting for them until ctx ends,
+// after ending the background refreshes of the copies requests share.
+func (s *Server) Stop(ctx context.Context) error {
+	s.stopSnapshots()
+	s.index.stop()
+	s.nodes.stop()
+	s.scheduled.stop()
+	return s.hub.Stop(ctx)
+}
 
 // Close is Stop with no deadline.
 func (s *Server) Close() { _ = s.Stop(context.Background()) }

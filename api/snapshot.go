@@ -25,6 +25,8 @@ type snapshot[T any] struct {
 	maxAge time.Duration
 	read   func(context.Context) (T, error)
 	clock  clockwork.Clock
+	base   context.Context // a background refresh's; its end stops them (Server.Stop)
+	wg     sync.WaitGroup  // background refreshes running
 
 	mu         sync.Mutex
 	val        T
@@ -41,9 +43,9 @@ func (c *snapshot[T]) get(ctx context.Context) (T, error) {
 	c.mu.Lock()
 	if c.ok && c.clock.Since(c.at) < 3*c.limit() {
 		v := c.val
-		if !c.refreshing && c.clock.Since(c.at) >= c.limit() {
+		if !c.refreshing && c.base.Err() == nil && c.clock.Since(c.at) >= c.limit() {
 			c.refreshing = true
-			go c.refresh()
+			c.wg.Go(c.refresh)
 		}
 		c.mu.Unlock()
 		return v, nil
@@ -62,8 +64,11 @@ func (c *snapshot[T]) get(ctx context.Context) (T, error) {
 	return c.load(ctx)
 }
 
+// stop waits for a background refresh to end; base must have ended.
+func (c *snapshot[T]) stop() { c.wg.Wait() }
+
 func (c *snapshot[T]) refresh() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(c.base, time.Minute)
 	defer cancel()
 	_, _ = c.load(ctx)
 	c.mu.Lock()
