@@ -204,3 +204,22 @@ func TestStoreReadsShareNodesAndSchedules(t *testing.T) {
 		t.Fatalf("the nodes were read %d times; want once more, by one refresh", n)
 	}
 }
+
+// A paged dashboard's schedules (up to 50 nodes) are each node's as
+// published, store list aside, sorted by node; the shared copy keeps its
+// lists.
+func TestPageSchedulesDropOnlyStoreLists(t *testing.T) {
+	at := time.Date(2026, 12, 5, 2, 0, 0, 0, time.UTC)
+	all := []jobs.NodeSchedules{
+		{Node: "n2", Stores: []string{"b"}, Kinds: map[jobs.Kind]jobs.ScheduleInfo{jobs.KindVerify: {Spec: "@every 20m", Next: at}}, At: at},
+		{Node: "n1", Stores: []string{"a"}, Kinds: map[jobs.Kind]jobs.ScheduleInfo{jobs.KindBackup: {Spec: "@every 15m"}}, At: at},
+	}
+	list, groups := pageSchedules(all)
+	if len(groups) != 0 || len(list) != 2 || list[0].Node != "n1" || !list[1].At.Equal(at) || len(list[1].Stores) != 0 ||
+		list[1].Kinds[jobs.KindVerify].Spec != "@every 20m" {
+		t.Fatalf("paged schedules %+v, groups %+v", list, groups)
+	}
+	if len(all[0].Stores) != 1 {
+		t.Fatal("the shared copy lost its store list")
+	}
+}

@@ -366,7 +366,8 @@ func pageSchedules(all []jobs.NodeSchedules) ([]jobs.NodeSchedules, []scheduleGr
 	if len(all) <= dashboardQueuesMax {
 		out := make([]jobs.NodeSchedules, 0, len(all))
 		for _, n := range all {
-			out = append(out, jobs.NodeSchedules{Node: n.Node, Stores: []string{}, Kinds: n.Kinds})
+			n.Stores = []string{} // a copy: the shared one keeps its list
+			out = append(out, n)
 		}
 		slices.SortFunc(out, func(a, b jobs.NodeSchedules) int { return strings.Compare(a.Node, b.Node) })
 		return out, nil
