@@ -223,3 +223,31 @@ func TestPageSchedulesDropOnlyStoreLists(t *testing.T) {
 		t.Fatal("the shared copy lost its store list")
 	}
 }
+
+// The store index is read a thousand owners at a time: Redis is never
+// held for the whole owners hash (one HGETALL of 100,000 fields held it
+// for tens of milliseconds every second in make scale).
+func TestStoreIndexReadsOwnersInChunks(t *testing.T) {
+	rdb := testRedis(t)
+	s := newSecServer(t, rdb, nil)
+	const n = 2500
+	pipe := rdb.Pipeline()
+	for i := range n {
+		pipe.HSet(t.Context(), keyspace.StoresKey, fmt.Sprintf("s%05d", i), fmt.Sprintf("n%d", i%7))
+	}
+	if _, err := pipe.Exec(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	cnt := &redistest.RoundTrips{}
+	rdb.AddHook(cnt)
+	idx, err := s.readStoreIndex(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(idx.names) != n || idx.names[0] != "s00000" || idx.names[n-1] != fmt.Sprintf("s%05d", n-1) || len(idx.byNode["n3"]) != n/7 {
+		t.Fatalf("index of %d names, first %s, node n3 %d", len(idx.names), idx.names[0], len(idx.byNode["n3"]))
+	}
+	if got := cnt.Named("hgetall"); got != 0 || cnt.Named("hscan") < n/storeIndexScan {
+		t.Fatalf("%d HGETALL and %d HSCAN for %d owners; want none and at least %d", got, cnt.Named("hscan"), n, n/storeIndexScan)
+	}
+}

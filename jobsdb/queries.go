@@ -39,6 +39,29 @@ func StoreOwners(ctx context.Context, rdb redis.Cmdable) (map[string]string, err
 	return owners, nil
 }
 
+// ScanStoreOwners is StoreOwners read count fields at a time (HSCAN):
+// one round trip per count stores, none of which holds Redis for long,
+// where StoreOwners' one HGETALL serves nothing else until it has
+// answered every store (tens of milliseconds at 100,000 stores). A store
+// added or removed while it reads may or may not be in the answer.
+func ScanStoreOwners(ctx context.Context, rdb redis.Cmdable, count int64) (map[string]string, error) {
+	owners := map[string]string{}
+	var cursor uint64
+	for {
+		kv, next, err := rdb.HScan(ctx, keyspace.StoresKey, cursor, "", count).Result()
+		if err != nil {
+			return nil, unavailable(err)
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			owners[kv[i]] = kv[i+1]
+		}
+		if next == 0 {
+			return owners, nil
+		}
+		cursor = next
+	}
+}
+
 // PublishedStatus returns what each of stores' owners last published
 // (StatsKey: a StoreStatus as JSON), in the order of stores, nil for a
 // store with nothing published yet. Decoding is the caller's: the API
