@@ -2,6 +2,7 @@ package worker
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -574,6 +575,20 @@ func monitor(t *testing.T, srv *redistest.Server, marker string) func() int {
 	return func() int { return int(n.Load()) }
 }
 
+// sendCounter is a connection that counts the writes carrying needle.
+type sendCounter struct {
+	net.Conn
+	needle []byte
+	n      *atomic.Int64
+}
+
+func (c *sendCounter) Write(p []byte) (int, error) {
+	if bytes.Contains(p, c.needle) {
+		c.n.Add(1)
+	}
+	return c.Conn.Write(p)
+}
+
 // waitCount waits until count() reaches at least n.
 func waitCount(t *testing.T, what string, count func() int, n int) {
 	t.Helper()
@@ -615,7 +630,25 @@ func TestRedisStoppedDuringFinish(t *testing.T) {
 func TestRedisStoppedDuringEnqueue(t *testing.T) {
 	t.Parallel()
 	f := setupFaults(t, options{client: stalledClient(3 * time.Second)}, nil, "orders")
-	enqueuer := redis.NewClient(&redis.Options{Addr: f.srv.Addr(), ReadTimeout: time.Second, WriteTimeout: time.Second, MinIdleConns: 4})
+	// The enqueuer's connections count what they send of the enqueue
+	// script (its SHA), and its dials: Redis is resumed once go-redis,
+	// its read timed out, retries the script: on a pooled connection (a
+	// second send) or on a new one, whose handshake waits for Redis (a
+	// dial after the first send).
+	var sent atomic.Int64
+	var redialed atomic.Bool
+	sha := []byte(keyspace.EnqueueScript.Hash())
+	enqueuer := redis.NewClient(&redis.Options{Addr: f.srv.Addr(), ReadTimeout: time.Second, WriteTimeout: time.Second, MinIdleConns: 4,
+		Dialer: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if sent.Load() > 0 {
+				redialed.Store(true)
+			}
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &sendCounter{Conn: conn, needle: sha, n: &sent}, nil
+		}})
 	t.Cleanup(func() { enqueuer.Close() })
 	c := jobsdb.NewClient(enqueuer, jobs.ClientConfig{})
 	if err := jobsdb.LoadScripts(t.Context(), enqueuer); err != nil {
@@ -634,10 +667,12 @@ func TestRedisStoppedDuringEnqueue(t *testing.T) {
 		got, err := c.Enqueue(context.Background(), jobs.Request{Kind: jobs.KindBackup, Store: "orders", Trigger: jobs.TriggerManual, Actor: "a"})
 		done <- answer{got, err}
 	}()
-	// A real wall-clock wait: the stall is what is under test, longer
-	// than the enqueuer's read timeout, so the script is sent again while
-	// Redis is stopped.
-	time.Sleep(1200 * time.Millisecond)
+	// Redis stays stopped until the enqueuer retries (a fixed wait of
+	// 1.2 s, 200 ms past its read timeout, was not always enough on a
+	// loaded CI machine).
+	testsignal.WaitFor(t, "the enqueuer retrying the script while Redis is stopped", func() bool {
+		return sent.Load() >= 2 || (sent.Load() == 1 && redialed.Load())
+	})
 	if err := f.srv.Resume(); err != nil {
 		t.Fatal(err)
 	}
