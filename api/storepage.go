@@ -29,9 +29,6 @@ const (
 	// and owners may be: a page walks the snapshot instead of reading
 	// every store's owner from Redis per request.
 	storeIndexMaxAge = time.Second
-	// storeIndexScan is how many owners one read of the index asks Redis
-	// for at a time.
-	storeIndexScan = 1000
 	// nodesMaxAge is how old the API's copy of the nodes' heartbeats
 	// (whether each is up, the leases each lost) and schedules may be.
 	nodesMaxAge = time.Second
@@ -162,7 +159,7 @@ type storeIndex struct {
 }
 
 func (s *Server) readStoreIndex(ctx context.Context) (storeIndex, error) {
-	owners, err := jobsdb.ScanStoreOwners(ctx, s.rdb, storeIndexScan)
+	owners, err := jobsdb.StoreOwners(ctx, s.rdb)
 	if err != nil {
 		return storeIndex{}, err
 	}

@@ -47,7 +47,7 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 	if only != "" {
 		return s.oneStore(ctx, only)
 	}
-	owners, err := jobsdb.StoreOwners(ctx, s.rdb)
+	idx, err := s.readStoreIndex(ctx) // every name, read now: the unpaged list is never older than the request
 	if err != nil {
 		return nil, err
 	}
@@ -55,12 +55,7 @@ func (s *Server) stores(ctx context.Context, only string) ([]jobs.StoreView, err
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, len(owners))
-	for n := range owners {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	return sc.views(ctx, s.rdb, names, owners)
+	return sc.views(ctx, s.rdb, idx.names, idx.owners)
 }
 
 // oneStore is stores for one name: its owner and status in one round

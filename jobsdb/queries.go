@@ -30,25 +30,17 @@ func StoreNames(ctx context.Context, rdb redis.Cmdable) ([]string, error) {
 	return names, nil
 }
 
-// StoreOwners returns each store's owning node (StoresKey). One round trip.
+// StoreOwners returns each store's owning node (StoresKey), read
+// ownersScan fields at a time (HSCAN): one round trip per thousand
+// stores, none of which holds Redis for long, where one HGETALL would
+// serve nothing else until it had answered every store (tens of
+// milliseconds at 100,000 stores). A store added or removed while it
+// reads may or may not be in the answer.
 func StoreOwners(ctx context.Context, rdb redis.Cmdable) (map[string]string, error) {
-	owners, err := rdb.HGetAll(ctx, keyspace.StoresKey).Result()
-	if err != nil {
-		return nil, unavailable(err)
-	}
-	return owners, nil
-}
-
-// ScanStoreOwners is StoreOwners read count fields at a time (HSCAN):
-// one round trip per count stores, none of which holds Redis for long,
-// where StoreOwners' one HGETALL serves nothing else until it has
-// answered every store (tens of milliseconds at 100,000 stores). A store
-// added or removed while it reads may or may not be in the answer.
-func ScanStoreOwners(ctx context.Context, rdb redis.Cmdable, count int64) (map[string]string, error) {
 	owners := map[string]string{}
 	var cursor uint64
 	for {
-		kv, next, err := rdb.HScan(ctx, keyspace.StoresKey, cursor, "", count).Result()
+		kv, next, err := rdb.HScan(ctx, keyspace.StoresKey, cursor, "", ownersScan).Result()
 		if err != nil {
 			return nil, unavailable(err)
 		}
@@ -61,6 +53,9 @@ func ScanStoreOwners(ctx context.Context, rdb redis.Cmdable, count int64) (map[s
 		cursor = next
 	}
 }
+
+// ownersScan is how many owners StoreOwners asks Redis for at a time.
+const ownersScan = 1000
 
 // PublishedStatus returns what each of stores' owners last published
 // (StatsKey: a StoreStatus as JSON), in the order of stores, nil for a

@@ -193,13 +193,14 @@ func apiReadsTable(label string, r apiReadsResult) {
 	fmt.Println("| read | requests | errors | p50 | p99 | max | answer |")
 	fmt.Println("|---|---|---|---|---|---|---|")
 	for _, rd := range r.Reads {
-		fmt.Printf("| %s | %d | %d | %s | %s | %s | %s |\n", rd.Name, rd.Count, rd.Errors, ms(rd.P50), ms(rd.P99), ms(rd.Max), strconv.Itoa(rd.Bytes)+" B")
+		fmt.Printf("| %s | %d | %d | %s | %s | %s | %s |\n", rd.Name, rd.Count, rd.Errors, millis(rd.P50), millis(rd.P99), millis(rd.Max), strconv.Itoa(rd.Bytes)+" B")
 		if rd.FirstErrorText != "" {
 			progress("  %s: first error: %s", rd.Name, rd.FirstErrorText)
 		}
 	}
 }
 
-func ms(d time.Duration) string {
+// millis is d in milliseconds with one decimal (the other tables round to whole ones).
+func millis(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64) + " ms"
 }
