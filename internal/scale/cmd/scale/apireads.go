@@ -6,9 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -122,23 +120,11 @@ func apiNode(spec string) error {
 	rdb := redis.NewClient(&redis.Options{Addr: a.Redis, PoolSize: 64})
 	defer rdb.Close()
 	const secret = "scale-api-reads-viewer-token-0123456789"
-	srv, err := api.New(api.Config{Redis: rdb, Tokens: []api.Token{{Name: "scale", Role: api.RoleViewer, Secret: secret}},
-		Logger: slog.New(slog.DiscardHandler)})
+	base, stop, err := serveAPI(ctx, rdb, secret, api.RoleViewer)
 	if err != nil {
 		return err
 	}
-	if err := srv.Start(ctx); err != nil {
-		return err
-	}
-	defer srv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	base := "http://" + ln.Addr().String()
+	defer stop()
 	hc := &http.Client{Timeout: time.Minute}
 	get := func(path string) (int, error) {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)

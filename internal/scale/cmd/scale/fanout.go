@@ -26,23 +26,12 @@ import (
 // together.
 func fanout(ctx context.Context, rdb *redis.Client, watchers int, stores []string) ([]time.Duration, error) {
 	const secret = "scale-fanout-viewer-token-0123456789"
-	srv, err := api.New(api.Config{Redis: rdb, Tokens: []api.Token{{Name: "scale", Role: api.RoleOperator, Secret: secret}},
-		MaxWatchersPerToken: -1, Logger: slog.New(slog.DiscardHandler)})
+	base, stop, err := serveAPI(ctx, rdb, secret, api.RoleOperator)
 	if err != nil {
 		return nil, err
 	}
-	if err := srv.Start(ctx); err != nil {
-		return nil, err
-	}
-	defer srv.Close()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = hs.Serve(ln) }()
-	defer hs.Close()
-	c, err := client.New("http://"+ln.Addr().String(), client.WithToken(secret))
+	defer stop()
+	c, err := client.New(base, client.WithToken(secret))
 	if err != nil {
 		return nil, err
 	}
@@ -104,4 +93,26 @@ func fanout(ctx context.Context, rdb *redis.Client, watchers int, stores []strin
 		return lat, errors.New(fmt.Sprint("watchers received ", len(lat), " of ", watchers*want, " events"))
 	}
 	return lat, nil
+}
+
+// serveAPI starts an API server on rdb (no cap on watchers) for a token
+// of role with secret, on a loopback port: base is its URL, stop closes
+// it.
+func serveAPI(ctx context.Context, rdb redis.UniversalClient, secret string, role api.Role) (base string, stop func(), err error) {
+	srv, err := api.New(api.Config{Redis: rdb, Tokens: []api.Token{{Name: "scale", Role: role, Secret: secret}},
+		MaxWatchersPerToken: -1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return "", nil, err
+	}
+	if err := srv.Start(ctx); err != nil {
+		return "", nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		srv.Close()
+		return "", nil, err
+	}
+	hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = hs.Serve(ln) }()
+	return "http://" + ln.Addr().String(), func() { _ = hs.Close(); srv.Close() }, nil
 }
