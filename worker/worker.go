@@ -253,6 +253,32 @@ func (w *Worker) Healthy() error {
 	return nil
 }
 
+// Readiness is a worker-only process's /readyz: Redis answers a PING,
+// the worker is Healthy, and it lost none of its stores to another node
+// (a worker is there to serve its stores; one held elsewhere is served by
+// nobody here). body is the answer's JSON: "ready", "checks" (each
+// check's "ok" or what failed) and, when there are some, "lost_stores"
+// (store -> the node holding it).
+func (w *Worker) Readiness(ctx context.Context) (ready bool, body map[string]any) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"redis": "ok", "process": "ok"}
+	ready = true
+	if err := w.rdb.Ping(ctx).Err(); err != nil {
+		checks["redis"], ready = err.Error(), false
+	}
+	if err := w.Healthy(); err != nil {
+		checks["process"], ready = err.Error(), false
+	}
+	body = map[string]any{"checks": checks}
+	if l := w.Lost(); len(l) > 0 {
+		checks["stores"], ready = fmt.Sprintf("%d store(s) lost to other nodes", len(l)), false
+		body["lost_stores"] = l
+	}
+	body["ready"] = ready
+	return ready, body
+}
+
 // Shutdown is Stop with no deadline.
 func (w *Worker) Shutdown() { _ = w.Stop(context.Background()) }
 

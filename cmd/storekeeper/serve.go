@@ -159,7 +159,7 @@ func (p *proc) serveWorker(ctx context.Context) error {
 	if err != nil {
 		return config.FlagError(err)
 	}
-	return p.run(ctx, workerHandler(p.rdb, metricsHandler, w.Healthy, w.Lost), stopWorker)
+	return p.run(ctx, workerHandler(metricsHandler, w.Readiness), stopWorker)
 }
 
 // startAPI builds the API server and starts its event tailer.
@@ -361,35 +361,18 @@ func connectRedis(r config.Redis, log *slog.Logger) (redis.UniversalClient, func
 
 // workerHandler serves /metrics (Go, process and this node's job and
 // store metrics, as registered in reg), /healthz and /readyz for a
-// worker-only process.
-//
-// A worker that lost a store to another node is not ready: it is there to
-// serve its stores, and one of them is served by nobody here.
-func workerHandler(rdb redis.UniversalClient, metrics http.Handler, healthy func() error, lost func() map[string]string) http.Handler {
+// worker-only process (worker.Worker.Readiness).
+func workerHandler(metrics http.Handler, ready func(context.Context) (bool, map[string]any)) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`)
 	})
-	// /readyz: Redis reachable and this worker healthy, as the API's.
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		checks, ready := map[string]string{"redis": "ok", "process": "ok"}, true
-		if err := rdb.Ping(ctx).Err(); err != nil {
-			checks["redis"], ready = err.Error(), false
-		}
-		if err := healthy(); err != nil {
-			checks["process"], ready = err.Error(), false
-		}
-		body := map[string]any{"ready": ready, "checks": checks}
-		if l := lost(); len(l) > 0 {
-			checks["stores"], ready = fmt.Sprintf("%d store(s) lost to other nodes", len(l)), false
-			body["ready"], body["lost_stores"] = false, l
-		}
+		ok, body := ready(r.Context())
 		w.Header().Set("Content-Type", "application/json")
-		if !ready {
+		if !ok {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 		_ = json.NewEncoder(w).Encode(body)

@@ -285,8 +285,8 @@ func (k *checker) convergedNow() error {
 		}
 	}
 	for _, n := range k.c.nodes {
-		if err := httpOK(k.ctx, "http://"+n.addr+"/healthz"); err != nil {
-			return err
+		if err := httpOK(k.ctx, "http://"+n.addr+"/readyz"); err != nil {
+			return fmt.Errorf("node %s: %w", n.name, err)
 		}
 	}
 	var stores struct {

@@ -16,7 +16,8 @@
 // signal kills it; SIGKILL leaves nothing to clean, which is the point.
 // With --listen it prints "listening <addr>" on stdout once bound, and
 // serves GET /healthz (200 once the worker started, 503 before and while
-// stopping) and GET /stats (JSON: per store its state and counts of
+// stopping), GET /readyz (as `storekeeper worker`'s: Redis, the worker,
+// no store lost to another node) and GET /stats (JSON: per store its state and counts of
 // intents, acks, synced acks, errors and skipped ticks), and the harness's
 // fault hooks (faults.go): POST /chaos/net (mode=partition|delay|reset|heal
 // on the node's links to Redis, each of which goes through a fault proxy

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -82,6 +83,18 @@ func startNode(t *testing.T, args ...string) *runningNode {
 		return resp.StatusCode == http.StatusOK
 	})
 	return n
+}
+
+// get answers GET path's status and body.
+func (n *runningNode) get(path string) (int, string) {
+	n.t.Helper()
+	resp, err := n.http.Get("http://" + n.addr + path)
+	if err != nil {
+		n.t.Fatalf("%s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 func (n *runningNode) stats() statsJSON {
@@ -173,6 +186,9 @@ func TestRunThenVerify(t *testing.T) {
 	client := jobsdb.NewClient(srv.Client(t), jobs.ClientConfig{})
 
 	n := startNode(t, args...)
+	if code, body := n.get("/readyz"); code != http.StatusOK || !strings.Contains(body, `"ready":true`) {
+		t.Fatalf("/readyz of a started node: %d %s", code, body)
+	}
 	n.waitSynced("a", 5)
 	n.waitSynced("b", 5)
 	backup := runJob(t, client, jobs.Request{Kind: jobs.KindBackup, Store: "a"})

@@ -483,7 +483,7 @@ func errorCode(err error) string {
 	return "error"
 }
 
-// serveHTTP serves /healthz and /stats on --listen and prints the bound
+// serveHTTP serves /healthz, /readyz and /stats on --listen and prints the bound
 // address on stdout; the returned function stops the server.
 func (n *node) serveHTTP(stdout io.Writer) (func(), error) {
 	ln, err := net.Listen("tcp", n.cfg.listen)
@@ -492,6 +492,7 @@ func (n *node) serveHTTP(stdout io.Writer) (func(), error) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", n.healthz)
+	mux.HandleFunc("GET /readyz", n.readyz)
 	mux.HandleFunc("GET /stats", n.statsHandler)
 	n.faultHandlers(mux)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
@@ -524,6 +525,23 @@ func (n *node) healthz(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")
+}
+
+// readyz is `storekeeper worker`'s /readyz (worker.Worker.Readiness):
+// Redis reachable, the worker running, none of its stores lost to
+// another node; 503 before the worker started.
+func (n *node) readyz(w http.ResponseWriter, r *http.Request) {
+	wk := n.worker.Load()
+	if wk == nil {
+		http.Error(w, "worker not started", http.StatusServiceUnavailable)
+		return
+	}
+	ok, body := wk.Readiness(r.Context())
+	w.Header().Set("Content-Type", "application/json")
+	if !ok {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	_ = json.NewEncoder(w).Encode(body)
 }
 
 // storeStatsJSON is one store in /stats.
