@@ -248,7 +248,12 @@ func (f *faults) targetCorrupt(ctx context.Context, ft *fault) error {
 		return err
 	}
 	ft.Target = name + " " + file.Name
-	rerr := restoreElsewhere(ctx, t, name, m.ID)
+	// The check outlives the run's ctx, as healing does: a fault drawn
+	// just before the faults stop had its restore cut off by the run's
+	// end, and that cut-off read as a restore that named nothing.
+	check, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	rerr := restoreElsewhere(check, t, name, m.ID)
+	cancel()
 	f.mu.Lock()
 	f.refusals = append(f.refusals, refusal{store: name, backup: m.ID, object: file.SHA256, file: file.Name, err: rerr})
 	f.mu.Unlock()
