@@ -308,3 +308,51 @@ func TestReclaimAfterAGiveUpServesAgain(t *testing.T) {
 		t.Fatalf("a write after the renewal: %v", err)
 	}
 }
+
+// A restore whose swap is done when its store's lease is lost cannot
+// record its success (the end is refused by the fence), but the store was
+// rolled back all the same: the failed attempt names the rollback
+// (store.restored, before job.retrying), so a rollback is never told as
+// nothing. Found by make chaos (seed 96451965): a restore's swap finished
+// during a Redis failover in which its lease expired, the job then failed
+// on the lost lease, and the synced writes it rolled back were named by
+// no restore.
+func TestRestoreFencedAfterItsSwapNamesTheRollback(t *testing.T) {
+	var f *faults
+	f = setupFaults(t, options{}, func(w *Worker) {
+		restore := w.handlers[jobs.KindRestore]
+		w.handlers[jobs.KindRestore] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
+			out, err := restore(ctx, s, p)
+			// Another node takes the lease once the swap is done.
+			bg := context.Background()
+			f.rdb.Del(bg, keyspace.LeaseKey(p.Store))
+			if _, ok, cerr := jobsdb.ClaimLease(bg, f.rdb, p.Store, jobs.Lease{Node: "n2", Host: "elsewhere", Instance: "i2"}, time.Hour); cerr != nil || !ok {
+				t.Errorf("thief claim: %v %v", ok, cerr)
+			}
+			return out, err
+		}
+	}, "orders")
+	backup := f.waitState(t, f.enqueue(t, jobs.KindBackup, "orders", jobs.Params{}).ID, jobs.StateSucceeded)
+	var br jobs.BackupResult
+	if err := json.Unmarshal(backup.Result, &br); err != nil {
+		t.Fatal(err)
+	}
+	restore := f.enqueue(t, jobs.KindRestore, "orders", jobs.Params{BackupID: br.Backup.ID})
+	f.waitRecord(t, restore.ID, func(r jobs.Record) bool { return r.State == jobs.StateRetry && r.Reason == "lease_lost" })
+
+	evs := f.events(t, restore.ID)
+	var types []jobs.EventType
+	restored := -1
+	for i, e := range evs {
+		types = append(types, e.Type)
+		if e.Type == jobs.EventStoreRestored {
+			restored = i
+			if e.BackupID != br.Backup.ID || !e.BackupAt.Equal(br.Backup.CreatedAt) || e.Node != "n1" {
+				t.Errorf("store.restored %+v; want backup %s of %s, node n1", e, br.Backup.ID, br.Backup.CreatedAt)
+			}
+		}
+	}
+	if restored < 0 || restored+1 >= len(evs) || evs[restored+1].Type != jobs.EventJobRetrying {
+		t.Fatalf("events of the restore: %v; want store.restored right before job.retrying", types)
+	}
+}

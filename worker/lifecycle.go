@@ -204,7 +204,7 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 	if p.Store != "" {
 		lease, ok := w.own.lease(p.Store)
 		if !ok {
-			return w.fail(ctx, rec, a, fmt.Errorf("%w: store %s", errLeaseLost, p.Store))
+			return w.failAfter(ctx, rec, a, fmt.Errorf("%w: store %s", errLeaseLost, p.Store), out)
 		}
 		fin.Lease = lease
 		if js, serr := w.statsJSON(p.Store, lease); serr == nil {
@@ -234,7 +234,7 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 	}
 	if res.Fenced {
 		w.checkLease(context.WithoutCancel(ctx), p.Store)
-		return w.fail(ctx, rec, a, fmt.Errorf("%w: store %s: the lease changed while the job ran", errLeaseLost, p.Store))
+		return w.failAfter(ctx, rec, a, fmt.Errorf("%w: store %s: the lease changed while the job ran", errLeaseLost, p.Store), out)
 	}
 	if !res.OK {
 		a.log.Info("job did its work but was canceled meanwhile", "state", res.Prior)
@@ -248,6 +248,21 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 // fail records a failed attempt: job.retrying, or, out of retries or not
 // retryable, the job's end as failed (history, notification).
 func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error) error {
+	return w.failAfter(ctx, rec, a, err, outcome{})
+}
+
+// failAfter is fail for an attempt whose handler did its work (done) but
+// whose success could not be recorded: the store's lease was lost
+// meanwhile, so the end is refused. What the work did to the store
+// happened all the same — a restore's swap has rolled it back — so the
+// failure says so: done's events (store.restored, naming the backup and
+// so the writes rolled back) go before job.retrying or job.failed, and
+// its notifications (an automatic restore's) are sent. They carry no
+// fencing token: like the failure itself, they are a report recorded
+// whoever holds the store now, not an effect accepted under a claim. A
+// later attempt that finds the work done (store.RestoreOnce) reports it
+// again under its own claim.
+func (w *Worker) failAfter(ctx context.Context, rec jobs.Record, a attempt, err error, done outcome) error {
 	p := a.p
 	now := time.Now().UTC()
 	final := permanent(err) || a.n > a.maxRetry
@@ -261,13 +276,21 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 			fin.Lease = lease
 		} else {
 			err = fmt.Errorf("%w: store %s (the job failed meanwhile: %w)", errLeaseLost, p.Store, err)
-			return w.fail(ctx, rec, a, err)
+			return w.failAfter(ctx, rec, a, err, done)
 		}
+	}
+	var found []jobs.Event
+	for _, e := range done.Events {
+		e.Node, e.Fence = w.cfg.Node, fin.Fence()
+		found = append(found, e)
+	}
+	for _, n := range done.Notes {
+		fin.Notify(n)
 	}
 	if final {
 		ev := a.event(jobs.EventJobFailed, w.cfg.Node)
 		ev.Fence = fin.Fence()
-		fin.End(rec, jobs.Terminal{State: jobs.StateFailed, Error: err.Error(), At: now, Event: ev,
+		fin.End(rec, jobs.Terminal{State: jobs.StateFailed, Error: err.Error(), At: now, Before: found, Event: ev,
 			History: jobs.HistoryEntry{Attempts: a.n, DurationMS: now.Sub(rec.StartedAt).Milliseconds(), Node: w.cfg.Node}}, w.cfg.Jobs)
 		if notifiesFailure(p, err) {
 			fin.Notify(w.failureNote(p.JobID, p.Kind, p.Store, p.Trigger, p.Actor, a.n, err.Error(), now))
@@ -278,6 +301,10 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 		fin.HSet = map[string]any{"state": string(jobs.StateRetry), "errors": string(errsJSON)}
 		if errors.Is(err, errLeaseLost) {
 			fin.HSet["reason"] = "lease_lost"
+		}
+		for _, e := range found {
+			e.At = now
+			fin.AddEvent(w.cfg.Jobs.EventsMaxLen, e)
 		}
 		retrying := a.event(jobs.EventJobRetrying, w.cfg.Node)
 		retrying.Error, retrying.Fence = err.Error(), fin.Fence()
@@ -290,7 +317,7 @@ func (w *Worker) fail(ctx context.Context, rec jobs.Record, a attempt, err error
 		return err
 	case res.Fenced:
 		w.checkLease(context.WithoutCancel(ctx), p.Store)
-		return w.fail(ctx, rec, a, fmt.Errorf("%w: store %s: the lease changed (the job failed meanwhile: %w)", errLeaseLost, p.Store, err))
+		return w.failAfter(ctx, rec, a, fmt.Errorf("%w: store %s: the lease changed (the job failed meanwhile: %w)", errLeaseLost, p.Store, err), done)
 	case !res.OK:
 		a.log.Info("failed attempt not recorded: the job was canceled or ended meanwhile", "state", res.Prior, "err", err)
 		if res.Prior.Terminal() {

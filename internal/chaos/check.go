@@ -336,25 +336,23 @@ func (k *checker) getJSON(path string, v any) error {
 	return json.NewDecoder(resp.Body).Decode(v)
 }
 
-// restoresFile writes, for chaosnode verify, every successful restore's
-// rollback window: "<store> <backup_at ns> <finished ns>".
+// restoresFile writes, for chaosnode verify, every restore's rollback
+// window: "<store> <backup_at ns> <recorded ns>".
 func (k *checker) restoresFile(path string) (int, error) {
+	// Every rollback is named by a store.restored event: a restore that
+	// succeeded records it with its end, and one whose swap was done when
+	// its store's lease was lost (its success refused by the fence)
+	// records it with the failed attempt. The window ends when the event
+	// was recorded, after the swap.
 	var lines []string
-	for id, hs := range k.history {
-		for _, h := range hs {
-			if h.Kind != jobs.KindRestore || h.Status != jobs.StatusRestored {
-				continue
-			}
-			raw, err := k.c.rdb.HGet(k.ctx, keyspace.RecordKey(id), "result").Result()
-			if err != nil {
-				return 0, fmt.Errorf("restore %s: its record has no result: %w", id, err)
-			}
-			var r jobs.RestoreResult
-			if err := json.Unmarshal([]byte(raw), &r); err != nil {
-				return 0, fmt.Errorf("restore %s: %w", id, err)
-			}
-			lines = append(lines, fmt.Sprintf("%s %d %d", h.Store, r.BackupAt.UnixNano(), h.At.UnixNano()))
+	for _, e := range k.events {
+		if e.Type != jobs.EventStoreRestored || e.Store == "" {
+			continue
 		}
+		if e.BackupAt.IsZero() {
+			return 0, fmt.Errorf("%s store.restored of job %s on %s names no backup time", e.ID, e.JobID, e.Store)
+		}
+		lines = append(lines, fmt.Sprintf("%s %d %d", e.Store, e.BackupAt.UnixNano(), e.At.UnixNano()))
 	}
 	sort.Strings(lines)
 	return len(lines), os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
