@@ -141,8 +141,9 @@ const chaosMethod = `
   still holds between ` + "`since`" + ` and the last event it got, unless it got ` + "`stream.gap`" + ` or
   ` + "`stream.dropped`" + `.
 - **Writes**: ` + "`chaosnode verify`" + ` opens each store read-only after its node stopped: every write the
-  ledger says was acknowledged with sync is present, unless a restore's rollback window (its
-  ` + "`backup_at`" + ` to its finish) covers it; every present key was attempted; Pebble's ` + "`CheckLevels`" + `
+  ledger says was acknowledged with sync is present, unless a restore's rollback window (from
+  the ` + "`backup_at`" + ` its ` + "`store.restored`" + ` event names to when that event was recorded, whether the
+  restore then succeeded or its end was refused by the fence) covers it; every present key was attempted; Pebble's ` + "`CheckLevels`" + `
   passes on every store and every backup.
 - **Pebble's own check**: after the nodes stopped, ` + "`pebble db check`" + ` (Pebble's tool, built into
   ` + "`chaosnode pebble`" + ` from ` + "`pebble/v2/tool`" + `) runs on every store; it must exit 0, print its
