@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -354,5 +355,61 @@ func TestRestoreFencedAfterItsSwapNamesTheRollback(t *testing.T) {
 	}
 	if restored < 0 || restored+1 >= len(evs) || evs[restored+1].Type != jobs.EventJobRetrying {
 		t.Fatalf("events of the restore: %v; want store.restored right before job.retrying", types)
+	}
+}
+
+// A restore whose job is settled while it runs (the reconciler ends a job
+// whose asynq task was given up) cannot record its end either: the record
+// is terminal, and a terminal state is final. The rollback its swap made
+// is still named: store.restored is appended after the job's end, whose
+// state stays as the settle left it.
+func TestRestoreEndedWhileItRanNamesTheRollback(t *testing.T) {
+	var f *faults
+	f = setupFaults(t, options{}, func(w *Worker) {
+		restore := w.handlers[jobs.KindRestore]
+		w.handlers[jobs.KindRestore] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
+			out, err := restore(ctx, s, p)
+			// Settled failed meanwhile, as the reconciler does.
+			bg := context.Background()
+			rec, gerr := w.jobs.Get(bg, p.JobID)
+			if gerr != nil {
+				t.Error(gerr)
+				return out, err
+			}
+			ch := keyspace.Change{Op: keyspace.NewOp("settle")}
+			ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: "settled", Error: "settled", At: time.Now().UTC(),
+				Event: jobs.Event{Node: "n1", Attempt: rec.Attempts}, History: jobs.HistoryEntry{Node: "n1"}}, w.cfg.Jobs)
+			if res, aerr := jobsdb.Apply(bg, f.rdb, p.JobID, keyspace.ObservedGuard(rec), ch); aerr != nil || !res.OK {
+				t.Errorf("settle: %+v %v", res, aerr)
+			}
+			return out, err
+		}
+	}, "orders")
+	backup := f.waitState(t, f.enqueue(t, jobs.KindBackup, "orders", jobs.Params{}).ID, jobs.StateSucceeded)
+	var br jobs.BackupResult
+	if err := json.Unmarshal(backup.Result, &br); err != nil {
+		t.Fatal(err)
+	}
+	restore := f.enqueue(t, jobs.KindRestore, "orders", jobs.Params{BackupID: br.Backup.ID})
+	var evs []jobs.Event
+	testsignal.WaitFor(t, "store.restored after the job's end", func() bool {
+		evs = f.events(t, restore.ID)
+		return len(evs) > 0 && evs[len(evs)-1].Type == jobs.EventStoreRestored
+	})
+	var types []jobs.EventType
+	for _, e := range evs {
+		types = append(types, e.Type)
+	}
+	if !slices.Equal(types, []jobs.EventType{jobs.EventJobEnqueued, jobs.EventJobStarted, jobs.EventJobFailed, jobs.EventStoreRestored}) {
+		t.Fatalf("events of the restore: %v", types)
+	}
+	if e := evs[3]; e.BackupID != br.Backup.ID || !e.BackupAt.Equal(br.Backup.CreatedAt) {
+		t.Fatalf("store.restored %+v; want backup %s of %s", e, br.Backup.ID, br.Backup.CreatedAt)
+	}
+	if r := f.waitState(t, restore.ID, jobs.StateFailed); r.Reason != "settled" {
+		t.Fatalf("the record after the report: %+v", r)
+	}
+	if h := f.history(t, restore.ID); len(h) != 1 {
+		t.Fatalf("%d history entries, want 1", len(h))
 	}
 }

@@ -238,6 +238,9 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 	}
 	if !res.OK {
 		a.log.Info("job did its work but was canceled meanwhile", "state", res.Prior)
+		if res.Prior.Terminal() {
+			w.reportDone(ctx, a, out)
+		}
 		return w.confirmEnded(ctx, a)
 	}
 	w.counters.succeeded(p.Kind, out.Status)
@@ -321,6 +324,7 @@ func (w *Worker) failAfter(ctx context.Context, rec jobs.Record, a attempt, err 
 	case !res.OK:
 		a.log.Info("failed attempt not recorded: the job was canceled or ended meanwhile", "state", res.Prior, "err", err)
 		if res.Prior.Terminal() {
+			w.reportDone(ctx, a, done)
 			return w.confirmEnded(ctx, a)
 		}
 		return nil
@@ -398,6 +402,37 @@ func (w *Worker) confirmEnded(ctx context.Context, a attempt) error {
 		return fmt.Errorf("job %s: end not confirmed: %w", a.p.JobID, err)
 	}
 	return nil
+}
+
+// reportDone records what an attempt did to its store (done's events and
+// notifications: a restore's store.restored) when the job ended while it
+// ran — settled by the reconciler after asynq gave its task up, or
+// canceled — so that its end was refused. The job's state stays as it
+// is, a terminal state being final; the report only appends, once (its
+// Op), so that a rollback is never told by nothing. A later attempt that
+// finds the job ended does not run, so none reports it again.
+func (w *Worker) reportDone(ctx context.Context, a attempt, done outcome) {
+	if len(done.Events) == 0 && len(done.Notes) == 0 {
+		return
+	}
+	ch := keyspace.Change{Op: keyspace.NewOp("report:" + a.run)}
+	now := time.Now().UTC()
+	for _, e := range done.Events {
+		e.Node, e.Fence, e.At = w.cfg.Node, 0, now
+		ch.AddEvent(w.cfg.Jobs.EventsMaxLen, e)
+	}
+	for _, n := range done.Notes {
+		ch.Notify(n)
+	}
+	res, err := w.settle(ctx, a, keyspace.EndedGuard(), ch)
+	switch {
+	case err != nil:
+		a.log.Error("recording what the attempt did to the store failed", "err", err, "events", len(done.Events))
+	case !res.OK:
+		a.log.Error("what the attempt did to the store is not recorded: the job is not ended", "state", res.Prior)
+	default:
+		a.log.Warn("the job ended while this attempt ran; recorded what the attempt did to the store", "events", len(done.Events))
+	}
 }
 
 // failureNote is the notification of a job's final failure. Its id comes

@@ -177,6 +177,12 @@ func ObservedGuard(r jobs.Record) Guard {
 // (a restarting node requeueing the attempts its dead process left).
 func ActiveGuard() Guard { return Guard{mode: "active"} }
 
+// EndedGuard admits a change to a record in a terminal state: a report
+// that only appends events (what an attempt did on its store after the
+// job was settled without it). It must not change the record's state: a
+// terminal state is final.
+func EndedGuard() Guard { return Guard{mode: "ended"} }
+
 // ChangeScript takes the change as flat arguments, one operation after
 // another (a letter, then its operands), rather than as JSON: decoding
 // JSON in Lua made this script cost Redis three times as much.
@@ -205,6 +211,7 @@ if mode == 'start' then
 elseif mode == 'run' then ok = st == 'active' and run == ARGV[4]
 elseif mode == 'live' then ok = not terminal
 elseif mode == 'active' then ok = st == 'active'
+elseif mode == 'ended' then ok = terminal
 elseif mode == 'observed' then ok = st == ARGV[6] and run == ARGV[4] and att == tonumber(ARGV[5])
 end
 if not ok then return answer('skipped') end
