@@ -310,6 +310,28 @@ func TestReclaimAfterAGiveUpServesAgain(t *testing.T) {
 	}
 }
 
+// restoreThen runs a backup of "orders" and then a restore of it whose
+// handler calls after once the real restore (its swap) is done; it
+// returns the bundle, the restore's record as enqueued and the backup.
+func restoreThen(t *testing.T, after func(f *faults, w *Worker, p jobs.Payload)) (*faults, jobs.Record, jobs.BackupSummary) {
+	t.Helper()
+	var f *faults
+	f = setupFaults(t, options{}, func(w *Worker) {
+		restore := w.handlers[jobs.KindRestore]
+		w.handlers[jobs.KindRestore] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
+			out, err := restore(ctx, s, p)
+			after(f, w, p)
+			return out, err
+		}
+	}, "orders")
+	backup := f.waitState(t, f.enqueue(t, jobs.KindBackup, "orders", jobs.Params{}).ID, jobs.StateSucceeded)
+	var br jobs.BackupResult
+	if err := json.Unmarshal(backup.Result, &br); err != nil {
+		t.Fatal(err)
+	}
+	return f, f.enqueue(t, jobs.KindRestore, "orders", jobs.Params{BackupID: br.Backup.ID}), br.Backup
+}
+
 // A restore whose swap is done when its store's lease is lost cannot
 // record its success (the end is refused by the fence), but the store was
 // rolled back all the same: the failed attempt names the rollback
@@ -319,26 +341,14 @@ func TestReclaimAfterAGiveUpServesAgain(t *testing.T) {
 // on the lost lease, and the synced writes it rolled back were named by
 // no restore.
 func TestRestoreFencedAfterItsSwapNamesTheRollback(t *testing.T) {
-	var f *faults
-	f = setupFaults(t, options{}, func(w *Worker) {
-		restore := w.handlers[jobs.KindRestore]
-		w.handlers[jobs.KindRestore] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
-			out, err := restore(ctx, s, p)
-			// Another node takes the lease once the swap is done.
-			bg := context.Background()
-			f.rdb.Del(bg, keyspace.LeaseKey(p.Store))
-			if _, ok, cerr := jobsdb.ClaimLease(bg, f.rdb, p.Store, jobs.Lease{Node: "n2", Host: "elsewhere", Instance: "i2"}, time.Hour); cerr != nil || !ok {
-				t.Errorf("thief claim: %v %v", ok, cerr)
-			}
-			return out, err
+	f, restore, backup := restoreThen(t, func(f *faults, _ *Worker, p jobs.Payload) {
+		// Another node takes the lease once the swap is done.
+		bg := context.Background()
+		f.rdb.Del(bg, keyspace.LeaseKey(p.Store))
+		if _, ok, err := jobsdb.ClaimLease(bg, f.rdb, p.Store, jobs.Lease{Node: "n2", Host: "elsewhere", Instance: "i2"}, time.Hour); err != nil || !ok {
+			t.Errorf("thief claim: %v %v", ok, err)
 		}
-	}, "orders")
-	backup := f.waitState(t, f.enqueue(t, jobs.KindBackup, "orders", jobs.Params{}).ID, jobs.StateSucceeded)
-	var br jobs.BackupResult
-	if err := json.Unmarshal(backup.Result, &br); err != nil {
-		t.Fatal(err)
-	}
-	restore := f.enqueue(t, jobs.KindRestore, "orders", jobs.Params{BackupID: br.Backup.ID})
+	})
 	f.waitRecord(t, restore.ID, func(r jobs.Record) bool { return r.State == jobs.StateRetry && r.Reason == "lease_lost" })
 
 	evs := f.events(t, restore.ID)
@@ -348,8 +358,8 @@ func TestRestoreFencedAfterItsSwapNamesTheRollback(t *testing.T) {
 		types = append(types, e.Type)
 		if e.Type == jobs.EventStoreRestored {
 			restored = i
-			if e.BackupID != br.Backup.ID || !e.BackupAt.Equal(br.Backup.CreatedAt) || e.Node != "n1" {
-				t.Errorf("store.restored %+v; want backup %s of %s, node n1", e, br.Backup.ID, br.Backup.CreatedAt)
+			if e.BackupID != backup.ID || !e.BackupAt.Equal(backup.CreatedAt) || e.Node != "n1" {
+				t.Errorf("store.restored %+v; want backup %s of %s, node n1", e, backup.ID, backup.CreatedAt)
 			}
 		}
 	}
@@ -364,33 +374,21 @@ func TestRestoreFencedAfterItsSwapNamesTheRollback(t *testing.T) {
 // is still named: store.restored is appended after the job's end, whose
 // state stays as the settle left it.
 func TestRestoreEndedWhileItRanNamesTheRollback(t *testing.T) {
-	var f *faults
-	f = setupFaults(t, options{}, func(w *Worker) {
-		restore := w.handlers[jobs.KindRestore]
-		w.handlers[jobs.KindRestore] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
-			out, err := restore(ctx, s, p)
-			// Settled failed meanwhile, as the reconciler does.
-			bg := context.Background()
-			rec, gerr := w.jobs.Get(bg, p.JobID)
-			if gerr != nil {
-				t.Error(gerr)
-				return out, err
-			}
-			ch := keyspace.Change{Op: keyspace.NewOp("settle")}
-			ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: "settled", Error: "settled", At: time.Now().UTC(),
-				Event: jobs.Event{Node: "n1", Attempt: rec.Attempts}, History: jobs.HistoryEntry{Node: "n1"}}, w.cfg.Jobs)
-			if res, aerr := jobsdb.Apply(bg, f.rdb, p.JobID, keyspace.ObservedGuard(rec), ch); aerr != nil || !res.OK {
-				t.Errorf("settle: %+v %v", res, aerr)
-			}
-			return out, err
+	f, restore, backup := restoreThen(t, func(f *faults, w *Worker, p jobs.Payload) {
+		// Settled failed meanwhile, as the reconciler does.
+		bg := context.Background()
+		rec, err := w.jobs.Get(bg, p.JobID)
+		if err != nil {
+			t.Error(err)
+			return
 		}
-	}, "orders")
-	backup := f.waitState(t, f.enqueue(t, jobs.KindBackup, "orders", jobs.Params{}).ID, jobs.StateSucceeded)
-	var br jobs.BackupResult
-	if err := json.Unmarshal(backup.Result, &br); err != nil {
-		t.Fatal(err)
-	}
-	restore := f.enqueue(t, jobs.KindRestore, "orders", jobs.Params{BackupID: br.Backup.ID})
+		ch := keyspace.Change{Op: keyspace.NewOp("settle")}
+		ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: "settled", Error: "settled", At: time.Now().UTC(),
+			Event: jobs.Event{Node: "n1", Attempt: rec.Attempts}, History: jobs.HistoryEntry{Node: "n1"}}, w.cfg.Jobs)
+		if res, err := jobsdb.Apply(bg, f.rdb, p.JobID, keyspace.ObservedGuard(rec), ch); err != nil || !res.OK {
+			t.Errorf("settle: %+v %v", res, err)
+		}
+	})
 	var evs []jobs.Event
 	testsignal.WaitFor(t, "store.restored after the job's end", func() bool {
 		evs = f.events(t, restore.ID)
@@ -403,8 +401,8 @@ func TestRestoreEndedWhileItRanNamesTheRollback(t *testing.T) {
 	if !slices.Equal(types, []jobs.EventType{jobs.EventJobEnqueued, jobs.EventJobStarted, jobs.EventJobFailed, jobs.EventStoreRestored}) {
 		t.Fatalf("events of the restore: %v", types)
 	}
-	if e := evs[3]; e.BackupID != br.Backup.ID || !e.BackupAt.Equal(br.Backup.CreatedAt) {
-		t.Fatalf("store.restored %+v; want backup %s of %s", e, br.Backup.ID, br.Backup.CreatedAt)
+	if e := evs[3]; e.BackupID != backup.ID || !e.BackupAt.Equal(backup.CreatedAt) {
+		t.Fatalf("store.restored %+v; want backup %s of %s", e, backup.ID, backup.CreatedAt)
 	}
 	if r := f.waitState(t, restore.ID, jobs.StateFailed); r.Reason != "settled" {
 		t.Fatalf("the record after the report: %+v", r)
