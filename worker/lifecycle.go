@@ -28,6 +28,17 @@ type outcome struct {
 	Notes       []jobs.Notification // sent with the job's end
 }
 
+// reported is o's events as node reports them, accepted under fence (0:
+// a report recorded whoever holds the store).
+func (o outcome) reported(node string, fence int64) []jobs.Event {
+	var out []jobs.Event
+	for _, e := range o.Events {
+		e.Node, e.Fence = node, fence
+		out = append(out, e)
+	}
+	return out
+}
+
 type handlerFunc func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error)
 
 // attempt is one run of a job's handler: the job, its attempt number and
@@ -212,11 +223,7 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 		}
 	}
 	result, _ := json.Marshal(out.Result)
-	var found []jobs.Event
-	for _, e := range out.Events {
-		e.Node, e.Fence = w.cfg.Node, fin.Fence()
-		found = append(found, e)
-	}
+	found := out.reported(w.cfg.Node, fin.Fence())
 	ev := a.event(jobs.EventJobSucceeded, w.cfg.Node)
 	ev.Fence = fin.Fence()
 	fin.End(rec, jobs.Terminal{State: jobs.StateSucceeded, Reason: out.Reason, Result: result, At: now, Before: found, Event: ev,
@@ -282,11 +289,7 @@ func (w *Worker) failAfter(ctx context.Context, rec jobs.Record, a attempt, err 
 			return w.failAfter(ctx, rec, a, err, done)
 		}
 	}
-	var found []jobs.Event
-	for _, e := range done.Events {
-		e.Node, e.Fence = w.cfg.Node, fin.Fence()
-		found = append(found, e)
-	}
+	found := done.reported(w.cfg.Node, fin.Fence())
 	for _, n := range done.Notes {
 		fin.Notify(n)
 	}
@@ -417,8 +420,8 @@ func (w *Worker) reportDone(ctx context.Context, a attempt, done outcome) {
 	}
 	ch := keyspace.Change{Op: keyspace.NewOp("report:" + a.run)}
 	now := time.Now().UTC()
-	for _, e := range done.Events {
-		e.Node, e.Fence, e.At = w.cfg.Node, 0, now
+	for _, e := range done.reported(w.cfg.Node, 0) {
+		e.At = now
 		ch.AddEvent(w.cfg.Jobs.EventsMaxLen, e)
 	}
 	for _, n := range done.Notes {
