@@ -2,9 +2,9 @@ package jobsdb
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
+	"slices"
 	"time"
 
 	"storekeeper/internal/keyspace"
@@ -16,28 +16,19 @@ import (
 // bounded however many stores there are. A variable for the tests.
 var batchChunk = 500
 
-// handOverWorkers is how many asynq enqueues a batch has in flight at
-// once.
-const handOverWorkers = 8
-
 // EnqueueBatch enqueues one job of req.Kind on every store (StoresKey)
 // under a new batch id, or finds the equal job already in flight, in
 // chunks of batchChunk stores in the stores' name order. Each chunk's jobs
-// are recorded (record, locks, job.enqueued) and listed under the batch
-// key in one atomic script, so a chunk is never half recorded; a store
-// forgotten since the list was read is left out. The chunk's tasks are
-// then handed to asynq (handOverWorkers at a time: asynq's own enqueue
-// cannot join the script); when a hand-over fails, every job of the chunk
-// not handed over is abandoned (failed, reason "enqueue failed", each with
-// its job.failed and history entry), so each job of the batch ends up
-// queued or failed, the later chunks are not sent, and the error names the
-// batch and how many stores it did not reach. (Whatever the abandon could
-// not reach, Redis being down, the reconciler settles after its grace.)
-// Restores are not batched: each store's needs its own backup.
+// are recorded (record, locks, job.enqueued), queued in asynq and listed
+// under the batch key in one atomic script, so a chunk is never half
+// recorded, and no job is recorded without its task; a store forgotten
+// since the list was read is left out. When a chunk's script fails, the
+// later chunks are not sent, and the error names the batch and how many
+// stores it did not reach. Restores are not batched: each store's needs
+// its own backup.
 //
-// Per chunk it costs one script and one asynq round trip per new job
-// (handOverWorkers of them at once), plus one round trip for the store
-// list. The answer keeps the first req.List jobs (Batch.Add).
+// Per chunk it costs one script, plus one round trip for the store list.
+// The answer keeps the first req.List jobs (Batch.Add).
 //
 // With ClientConfig.MinReplicas at least 1, one more round trip per chunk
 // confirms it on that many replicas, every job's record and task (see
@@ -64,7 +55,13 @@ func (c *Client) EnqueueBatch(ctx context.Context, req jobs.BatchRequest) (jobs.
 		for _, e := range got {
 			b.Add(e, req.List)
 		}
-		if err != nil {
+		var stop *stoppedAt
+		switch {
+		case errors.As(err, &stop):
+			at := start + slices.Index(chunk, stop.store)
+			return b, fmt.Errorf("batch %s: %w; nothing of its job was written, and the %d stores after it were not asked for",
+				b.ID, err, len(stores)-at-1)
+		case err != nil:
 			left := len(stores) - start - len(chunk)
 			return b, fmt.Errorf("batch %s: %w; %d more stores (after %s) were not asked for", b.ID, err, left, chunk[len(chunk)-1])
 		}
@@ -73,13 +70,12 @@ func (c *Client) EnqueueBatch(ctx context.Context, req jobs.BatchRequest) (jobs.
 }
 
 // enqueueChunk enqueues the batch's chunk number n, over stores: one
-// script, then the hand-overs, then the confirmation. It returns the
-// chunk's jobs in the stores' order, also when it fails after the script
-// (the batch lists them; the failed hand-overs are abandoned).
+// script, then the confirmation. It returns the chunk's jobs in the
+// stores' order, also when their confirmation fails (the batch lists
+// them).
 func (c *Client) enqueueChunk(ctx context.Context, batch string, n int, req jobs.BatchRequest, stores []string) ([]jobs.Enqueued, error) {
 	now := time.Now().UTC()
 	recs := make([]jobs.Record, len(stores))
-	tasks := make([][]byte, len(stores))
 	keys := []string{keyspace.EventsStream, keyspace.StoresKey, keyspace.BatchKey(batch), keyspace.BatchChunksKey(batch)}
 	argv := []any{c.cfg.EventsMaxLen, jobs.NodeQueue(""), keyspace.InFlightKey(""), keyspace.RecordKey(""), c.cfg.RecordRetention.Milliseconds(), n}
 	for i, st := range stores {
@@ -88,10 +84,11 @@ func (c *Client) enqueueChunk(ctx context.Context, batch string, n int, req jobs
 		if err != nil {
 			return nil, err
 		}
-		recs[i], tasks[i] = rec, task
+		recs[i] = rec
+		at := keyspace.AsynqTask(string(rec.Kind), task, rec.ID, rec.MaxRetry, c.cfg.Timeout[rec.Kind])
 		fields := rec.AppendFields(nil, "node", "queue")
 		keys = append(keys, keyspace.LockKey(p), keyspace.RestoreLockKey(st), keyspace.RecordKey(rec.ID))
-		argv = append(append(argv, rec.ID, st, ev, len(fields)), fields...)
+		argv = append(append(argv, rec.ID, st, ev, at, len(fields)), fields...)
 	}
 	out, err := keyspace.EnqueueBatchScript.Run(ctx, c.rdb, keys, argv...).Slice()
 	if err != nil {
@@ -99,18 +96,18 @@ func (c *Client) enqueueChunk(ctx context.Context, batch string, n int, req jobs
 	}
 	status, _ := out[0].(string)
 	var got []jobs.Enqueued
-	var hand []int // in got: the jobs to hand to asynq
-	var handTasks [][]byte
+	var failed *stoppedAt
 	switch status {
 	case "ok":
 		for i, o := range out[1:] {
 			res := answerStrings(o)
 			switch res[0] {
+			case "error":
+				failed = &stoppedAt{store: res[1], msg: res[2]}
 			case "new":
 				recs[i].Node = res[1]
 				recs[i].Queue = jobs.NodeQueue(res[1])
 				got = append(got, jobs.Enqueued{Record: recs[i]})
-				hand, handTasks = append(hand, len(got)-1), append(handTasks, tasks[i])
 			case "dup":
 				held, err := jobs.RecordFromHash(pairs(res[2:]))
 				if err != nil {
@@ -123,8 +120,12 @@ func (c *Client) enqueueChunk(ctx context.Context, batch string, n int, req jobs
 			}
 		}
 	case "replayed": // a copy of this call already wrote the chunk
+		if st, _ := out[1].(string); st != "" {
+			msg, _ := out[2].(string)
+			failed = &stoppedAt{store: st, msg: msg}
+		}
 		byID, byStore := map[string]jobs.Record{}, map[string]jobs.Record{}
-		for _, o := range out[1:] {
+		for _, o := range out[3:] {
 			h := answerStrings(o)
 			if len(h) == 0 {
 				continue // a held job's record expired since
@@ -137,10 +138,8 @@ func (c *Client) enqueueChunk(ctx context.Context, batch string, n int, req jobs
 		}
 		for i, st := range stores {
 			if mine, ok := byID[recs[i].ID]; ok {
+				// Queued with its record; it may be terminal by now: final.
 				got = append(got, jobs.Enqueued{Record: mine})
-				if mine.State == jobs.StatePending { // else settled meanwhile: final
-					hand, handTasks = append(hand, len(got)-1), append(handTasks, tasks[i])
-				}
 			} else if held, ok := byStore[st]; ok {
 				got = append(got, jobs.Enqueued{Record: held, Deduplicated: true})
 			}
@@ -148,13 +147,8 @@ func (c *Client) enqueueChunk(ctx context.Context, batch string, n int, req jobs
 	default:
 		return nil, fmt.Errorf("unexpected answer %q", status)
 	}
-	handRecs := make([]jobs.Record, len(hand))
-	for i, g := range hand {
-		handRecs[i] = got[g].Record
-	}
-	if left, err := c.handOverAll(ctx, handRecs, handTasks); err != nil {
-		c.abandonAll(left, err)
-		return got, unavailable(fmt.Errorf("%w (the %d jobs of its chunk not handed over were abandoned)", err, len(left)))
+	if failed != nil {
+		return got, failed
 	}
 	ids := make([]string, len(got))
 	for i, e := range got {
@@ -167,49 +161,12 @@ func (c *Client) enqueueChunk(ctx context.Context, batch string, n int, req jobs
 	return got, nil
 }
 
-// handOverAll hands recs' tasks to asynq, handOverWorkers at a time. On
-// the first failure it stops starting new ones and returns it, with
-// every job not handed over: the failed ones and those never tried.
-func (c *Client) handOverAll(ctx context.Context, recs []jobs.Record, tasks [][]byte) ([]jobs.Record, error) {
-	var (
-		next     atomic.Int64
-		stop     atomic.Bool
-		mu       sync.Mutex
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	handed := make([]bool, len(recs))
-	for range min(handOverWorkers, len(recs)) {
-		wg.Go(func() {
-			for !stop.Load() {
-				i := int(next.Add(1) - 1)
-				if i >= len(recs) {
-					return
-				}
-				if err := c.handOver(ctx, recs[i], tasks[i]); err != nil {
-					stop.Store(true)
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("hand job %s to asynq: %w", recs[i].ID, err)
-					}
-					mu.Unlock()
-					continue
-				}
-				handed[i] = true
-			}
-		})
-	}
-	wg.Wait()
-	if firstErr == nil {
-		return nil, nil
-	}
-	var left []jobs.Record
-	for i, r := range recs {
-		if !handed[i] {
-			left = append(left, r)
-		}
-	}
-	return left, firstErr
+// stoppedAt is a chunk's script stopped at the job of store, which it
+// could not write (msg: Redis's error).
+type stoppedAt struct{ store, msg string }
+
+func (s *stoppedAt) Error() string {
+	return "store " + s.store + ": its job could not be queued: " + s.msg
 }
 
 // answerStrings returns a script's nested answer as strings.

@@ -127,39 +127,54 @@ func TestEnqueueBatchIsSafeToReplay(t *testing.T) {
 	}
 }
 
-// When asynq refuses a task, that job is abandoned (failed, with its
-// events and history), the jobs handed over before stay queued, the batch
-// still lists them, and the stores after that chunk are not asked for,
-// which the error says.
-func TestEnqueueBatchHandOverFailure(t *testing.T) {
-	smallChunks(t, 1)
-	srv := redistest.Start(t)
-	rdb := srv.Client(t)
-	ownedBy(t, rdb, "n1", "a", "c")
-	ownedBy(t, rdb, "n2", "b")
-	// asynq's pending list of n2's queue is not a list: its enqueue fails.
-	rdb.Set(t.Context(), "asynq:{node.n2}:pending", "not a list", 0)
-	c := NewClient(rdb, jobs.ClientConfig{})
-	b, err := c.EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindBackup, Trigger: jobs.TriggerManual, Actor: "alice"})
-	if err == nil || !strings.Contains(err.Error(), b.ID) || !strings.Contains(err.Error(), "1 more stores (after b) were not asked for") {
-		t.Fatalf("err = %v, want one naming batch %s and the store left", err, b.ID)
-	}
-	listed, lerr := jobsOf(t.Context(), c, b.ID)
-	if lerr != nil || len(listed) != 2 || b.Total != 2 {
-		t.Fatalf("batch lists %d jobs (answer: %d), %v; want 2", len(listed), b.Total, lerr)
-	}
-	state := map[string]jobs.State{}
-	for _, r := range listed {
-		state[r.Store] = r.State
-		if r.State == jobs.StateFailed {
-			if r.Reason != "enqueue failed" {
-				t.Errorf("store %s: reason %q", r.Store, r.Reason)
+// When a job's task cannot be queued (asynq's pending list is not a
+// list), nothing of that job is written, the jobs queued before stay
+// queued and listed, and the stores after it are not asked for, which the
+// error says. The same holds when the chunk's script is run again.
+func TestEnqueueBatchQueueFailure(t *testing.T) {
+	for _, tc := range []struct {
+		chunk  int
+		replay bool
+	}{{1, false}, {3, false}, {3, true}} {
+		t.Run(fmt.Sprintf("chunk=%d,replay=%v", tc.chunk, tc.replay), func(t *testing.T) {
+			smallChunks(t, tc.chunk)
+			srv := redistest.Start(t)
+			rdb := srv.Client(t)
+			ownedBy(t, rdb, "n1", "a", "c")
+			ownedBy(t, rdb, "n2", "b")
+			// asynq's pending list of n2's queue is not a list: its enqueue fails.
+			rdb.Set(t.Context(), "asynq:{node.n2}:pending", "not a list", 0)
+			client := rdb
+			r := &replayScripts{Match: `"actor":"alice"`, Times: 3}
+			if tc.replay {
+				client = replayClient(t, srv, r)
 			}
-			oneFinish(t, rdb, r.ID, "job.enqueued job.failed")
-		}
-	}
-	if state["a"] != jobs.StatePending || state["b"] != jobs.StateFailed {
-		t.Fatalf("states %v; want a pending, b failed", state)
+			b, err := NewClient(client, jobs.ClientConfig{}).EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindBackup, Trigger: jobs.TriggerManual, Actor: "alice"})
+			if err == nil || !strings.Contains(err.Error(), b.ID) || !strings.Contains(err.Error(), "store b: its job could not be queued: WRONGTYPE") ||
+				!strings.Contains(err.Error(), "the 1 stores after it were not asked for") {
+				t.Fatalf("err = %v, want one naming batch %s, store b and why, and the store left", err, b.ID)
+			}
+			if tc.replay && r.runs.Load() < 3 {
+				t.Fatalf("the chunk's script ran %d times", r.runs.Load())
+			}
+			listed, lerr := jobsOf(t.Context(), NewClient(rdb, jobs.ClientConfig{}), b.ID)
+			if lerr != nil || len(listed) != 1 || b.Total != 1 || listed[0].Store != "a" || listed[0].State != jobs.StatePending {
+				t.Fatalf("batch lists %+v (answer: %d), %v; want a's job, pending", listed, b.Total, lerr)
+			}
+			if n := rdb.LLen(t.Context(), "asynq:{node.n1}:pending").Val(); n != 1 {
+				t.Fatalf("%d tasks in n1's queue, want a's", n)
+			}
+			// Nothing of b's job (no record, lock or event), and nothing of c's.
+			if keys := rdb.Keys(t.Context(), keyspace.RecordKey("*")).Val(); len(keys) != 1 {
+				t.Fatalf("job records %v, want a's only", keys)
+			}
+			if keys := rdb.Keys(t.Context(), "storekeeper:lock:*").Val(); len(keys) != 1 {
+				t.Fatalf("locks %v, want a's only", keys)
+			}
+			if n := rdb.XLen(t.Context(), keyspace.EventsStream).Val(); n != 1 {
+				t.Fatalf("%d events, want a's job.enqueued", n)
+			}
+		})
 	}
 }
 

@@ -17,11 +17,10 @@ import (
 )
 
 // Client enqueues jobs: it validates, routes a job to the queue of the node
-// owning its store, deduplicates, writes the record and job.enqueued in one
-// atomic step, then hands the task to asynq.
+// owning its store, deduplicates, and writes the record, job.enqueued and
+// the job's asynq task in one atomic step.
 type Client struct {
 	rdb  redis.UniversalClient
-	aq   *asynq.Client
 	insp *asynq.Inspector
 	cfg  jobs.ClientConfig
 	// batched runs the enqueue script. With cfg.Autopipeline over a
@@ -38,7 +37,7 @@ type Client struct {
 // NewClient returns a Client over rdb. It does not close rdb; closing rdb
 // also stops the autopipeliner NewClient may start on it.
 func NewClient(rdb redis.UniversalClient, cfg jobs.ClientConfig) *Client {
-	c := &Client{rdb: rdb, aq: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), cfg: cfg.WithDefaults(), batched: rdb}
+	c := &Client{rdb: rdb, insp: asynq.NewInspectorFromRedisClient(rdb), cfg: cfg.WithDefaults(), batched: rdb}
 	if rc, ok := rdb.(*redis.Client); ok && c.cfg.Autopipeline {
 		if ap, err := rc.AutoPipeline(); err == nil { // the client's one shared instance
 			c.batched = ap
@@ -48,9 +47,9 @@ func NewClient(rdb redis.UniversalClient, cfg jobs.ClientConfig) *Client {
 }
 
 // Enqueue enqueues req, or returns the equal job already in flight. It
-// costs two round trips: the script above (shared with concurrent
-// enqueues under ClientConfig.Autopipeline), and asynq's enqueue; one when
-// the request is deduplicated.
+// costs one round trip: the script above (shared with concurrent enqueues
+// under ClientConfig.Autopipeline), which records the job and queues its
+// asynq task together, so a job is never recorded without its task.
 //
 // With ClientConfig.MinReplicas at least 1, the job is then confirmed on
 // that many replicas, its record and its asynq task both (one more round
@@ -85,7 +84,11 @@ func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, 
 	if p.Kind.Exclusive() {
 		restore = "1"
 	}
-	argv := rec.AppendFields([]any{rec.ID, restore, p.Params.Node, c.cfg.EventsMaxLen, ev, p.Store, jobs.NodeQueue(""), keyspace.InFlightKey(""), keyspace.RecordKey("")}, "node", "queue")
+	// The script queues the asynq task with the record (in the queue of
+	// the owner it reads): a job is recorded and queued at once or not at
+	// all.
+	at := keyspace.AsynqTask(string(rec.Kind), task, rec.ID, rec.MaxRetry, c.cfg.Timeout[rec.Kind])
+	argv := rec.AppendFields([]any{rec.ID, restore, p.Params.Node, c.cfg.EventsMaxLen, ev, p.Store, jobs.NodeQueue(""), keyspace.InFlightKey(""), keyspace.RecordKey(""), at}, "node", "queue")
 	keys := []string{keyspace.LockKey(p), keyspace.RestoreLockKey(p.Store), keyspace.RecordKey(rec.ID), keyspace.EventsStream, keyspace.StoresKey}
 	// From here the enqueue runs to its end even if the caller goes away:
 	// a script that ran but whose answer nobody read would leave a pending
@@ -101,13 +104,8 @@ func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, 
 		if err != nil {
 			return jobs.Enqueued{}, fmt.Errorf("job %s: %w", rec.ID, err)
 		}
-		if mine.State != jobs.StatePending {
-			// Settled meanwhile (a reconciler found no task): final.
-			return c.accepted(ctx, jobs.Enqueued{Record: mine})
-		}
-		if err := c.toAsynq(ctx, mine, task); err != nil {
-			return jobs.Enqueued{}, err
-		}
+		// Its task was queued with it. The record may be terminal
+		// already (settled meanwhile): final.
 		return c.accepted(ctx, jobs.Enqueued{Record: mine})
 	case "dup": // the script returned the held job's record
 		held, err := jobs.RecordFromHash(pairs(out[2:]))
@@ -122,9 +120,6 @@ func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, 
 	}
 	rec.Node = out[1]
 	rec.Queue = jobs.NodeQueue(rec.Node)
-	if err := c.toAsynq(ctx, rec, task); err != nil {
-		return jobs.Enqueued{}, err
-	}
 	return c.accepted(ctx, jobs.Enqueued{Record: rec})
 }
 
@@ -156,49 +151,6 @@ func (c *Client) newJob(p jobs.Payload, now time.Time) (jobs.Record, []byte, str
 	ev, _ := json.Marshal(jobs.Event{Type: jobs.EventJobEnqueued, JobID: rec.ID, Kind: rec.Kind, Store: rec.Store,
 		Trigger: rec.Trigger, Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
 	return rec, task, string(ev), nil
-}
-
-// toAsynq hands a recorded job's task to asynq, or abandons the job.
-func (c *Client) toAsynq(ctx context.Context, rec jobs.Record, task []byte) error {
-	if err := c.handOver(ctx, rec, task); err != nil {
-		c.abandon(rec, err)
-		return unavailable(fmt.Errorf("hand job %s to asynq: %w", rec.ID, err))
-	}
-	return nil
-}
-
-// handOver hands a recorded job's task to asynq.
-func (c *Client) handOver(ctx context.Context, rec jobs.Record, task []byte) error {
-	_, err := c.aq.EnqueueContext(ctx, asynq.NewTask(string(rec.Kind), task),
-		asynq.TaskID(rec.ID), asynq.Queue(rec.Queue), asynq.MaxRetry(rec.MaxRetry), asynq.Timeout(c.cfg.Timeout[rec.Kind]))
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		// The id was made for this job, so the task is this one: asynq's
-		// enqueue was sent twice and its second run found the first.
-		err = nil
-	}
-	return err
-}
-
-// abandon finishes a job whose task never reached asynq, through the one
-// finish path: the record fails, its locks go, job.failed follows
-// job.enqueued, and history has its entry. Only a job still pending and
-// never started is abandoned (an asynq enqueue that timed out may still
-// have landed, and its attempt may be running). Best effort: Redis may be
-// the reason it failed; then the worker's reconciler settles the job once
-// its grace has passed. The caller was told (an error), so nothing is
-// notified.
-func (c *Client) abandon(rec jobs.Record, cause error) { c.abandonAll([]jobs.Record{rec}, cause) }
-
-// abandonAll abandons recs, all within one 2 s budget: when Redis is the
-// reason, the first uses it up and the rest are left to the reconciler.
-func (c *Client) abandonAll(recs []jobs.Record, cause error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	for _, rec := range recs {
-		ch := keyspace.Change{Op: keyspace.NewOp("abandon")}
-		ch.End(rec, jobs.Terminal{State: jobs.StateFailed, Reason: "enqueue failed", Error: cause.Error(), At: time.Now().UTC()}, c.cfg)
-		_, _ = Apply(ctx, c.rdb, rec.ID, keyspace.ObservedGuard(jobs.Record{State: jobs.StatePending}), ch)
-	}
 }
 
 // Get returns a job's record.

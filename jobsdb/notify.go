@@ -39,7 +39,8 @@ func (c *Client) EnqueueNotify(ctx context.Context, n jobs.Notification, sink st
 		MaxRetry: c.cfg.MaxRetry[jobs.KindNotify], Errors: []jobs.AttemptError{}, EnqueuedAt: now}
 	ev, _ := json.Marshal(jobs.Event{Type: jobs.EventJobEnqueued, JobID: rec.ID, Kind: jobs.KindNotify, Store: n.Store, Trigger: rec.Trigger,
 		Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
-	argv := rec.AppendFields([]any{rec.ID, int64(deliveryMemory / time.Second), c.cfg.EventsMaxLen, string(ev)})
+	at := keyspace.AsynqTask(string(rec.Kind), task, rec.ID, rec.MaxRetry, c.cfg.Timeout[rec.Kind])
+	argv := rec.AppendFields([]any{rec.ID, int64(deliveryMemory / time.Second), c.cfg.EventsMaxLen, string(ev), at, rec.Queue})
 	keys := []string{keyspace.DeliveryKey(n.ID, sink), keyspace.RecordKey(rec.ID), keyspace.EventsStream, keyspace.InFlightKey(jobs.NotifyQueue)}
 	made, err := keyspace.EnqueueNotifyScript.Run(ctx, c.rdb, keys, argv...).Int()
 	if err != nil {
@@ -53,10 +54,6 @@ func (c *Client) EnqueueNotify(ctx context.Context, n jobs.Notification, sink st
 			return jobs.Record{}, false, fmt.Errorf("notification %s to %s, queued by an earlier dispatch: %w", n.ID, sink, err)
 		}
 		return jobs.Record{}, false, nil
-	}
-	if err := c.toAsynq(ctx, rec, task); err != nil {
-		c.rdb.Del(context.WithoutCancel(ctx), keyspace.DeliveryKey(n.ID, sink)) // let a later dispatch retry it
-		return jobs.Record{}, false, err
 	}
 	if err := c.confirmAccepted(ctx, rec.ID); err != nil {
 		// Not undone: the job is in place on the primary and may run.

@@ -13,16 +13,17 @@ import (
 	"storekeeper/jobsdb"
 )
 
-// This file is the one place that knows asynq's internal Redis keys
-// (v0.26.0, internal/base). asynqkeys_test.go checks them against a live
-// asynq server and fails loudly if a future asynq changes them.
+// This file is where the worker moves tasks between asynq's own lists
+// (v0.26.0, internal/base), whose keys internal/keyspace pins.
+// asynqkeys_test.go checks them against a live asynq server and fails
+// loudly if a future asynq changes them.
 
-func asynqActiveKey(queue string) string  { return "asynq:{" + queue + "}:active" }
-func asynqLeaseKey(queue string) string   { return "asynq:{" + queue + "}:lease" }
-func asynqPendingKey(queue string) string { return "asynq:{" + queue + "}:pending" }
-func asynqTaskKeyPrefix(queue string) string {
-	return "asynq:{" + queue + "}:t:"
-}
+var (
+	asynqActiveKey     = keyspace.AsynqActiveKey
+	asynqLeaseKey      = keyspace.AsynqLeaseKey
+	asynqPendingKey    = keyspace.AsynqPendingKey
+	asynqTaskKeyPrefix = keyspace.AsynqTaskKeyPrefix
+)
 
 // reclaimScript moves every active task of a queue back to pending, as
 // asynq's own requeue does (LREM active, ZREM lease, RPUSH pending, state

@@ -41,9 +41,11 @@ func RestoreLockKey(store string) string { return "storekeeper:lock:" + store + 
 // that replaces the store's data (jobs.Kind.Exclusive), the node to route
 // to instead of the owner (empty for the owner: every kind but adopt), the
 // events' cap, the event, the store, the prefixes of queue names,
-// in-flight sets and records, and the record's fields (a table).
-const enqueueJobLua = `
-local function enqueueJob(lock, rlock, rec, events, stores, id, restore, route, maxlen, ev, store, qprefix, iprefix, rprefix, fields)
+// in-flight sets and records, the job's asynq task (AsynqTask: queued
+// with the record, in the owner's queue; empty to leave that to the
+// caller) and the record's fields (a table).
+const enqueueJobLua = asynqEnqueueLua + `
+local function enqueueJob(lock, rlock, rec, events, stores, id, restore, route, maxlen, ev, store, qprefix, iprefix, rprefix, task, fields)
   local owner = redis.call('HGET', stores, store)
   if route ~= '' then
     owner = route
@@ -63,11 +65,14 @@ local function enqueueJob(lock, rlock, rec, events, stores, id, restore, route, 
   if restore == '1' then
     local r = redis.call('GET', rlock)
     if r then return {'conflict', r} end
-    redis.call('SET', rlock, id)
   end
   local t = redis.call('TIME')
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local queue = qprefix .. owner
+  -- The task first: a script stopped by an error keeps what it wrote, so
+  -- if asynq's keys refuse it, nothing of the job is written.
+  if task ~= '' then asynqEnqueue(queue, id, task, t) end
+  if restore == '1' then redis.call('SET', rlock, id) end
   redis.call('SET', lock, id)
   redis.call('HSET', rec, 'node', owner, 'queue', queue, 'enq_ms', ms, unpack(fields))
   local e = string.sub(ev, 1, -2) .. ',"node":' .. cjson.encode(owner) .. '}'
@@ -92,5 +97,5 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
   return r
 end
 return enqueueJob(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6],
-  ARGV[7], ARGV[8], ARGV[9], {unpack(ARGV, 10)})
+  ARGV[7], ARGV[8], ARGV[9], ARGV[10], {unpack(ARGV, 11)})
 `)

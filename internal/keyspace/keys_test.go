@@ -58,10 +58,15 @@ var keyLayout = map[string]struct{ got, want string }{
 	"StoreLostKey":        {StoreLostKey("orders", "n1"), "storekeeper:lost:orders:n1"},
 	"AutoRestoresKey":     {AutoRestoresKey("orders"), "storekeeper:autorestores:orders"},
 	"OutboxProcessingKey": {OutboxProcessingKey("n1"), "storekeeper:outbox:n1"},
-	"ConfirmChannel":      {ConfirmChannel, "storekeeper:confirm"},
-	"DeliveryKey":         {DeliveryKey("n01", "webhook"), "storekeeper:delivery:n01:webhook"},
-	"PushOwnerKey":        {PushOwnerKey("alice"), "storekeeper:push:owner:alice"},
-	"HistoryIndexKey":     {strings.Join(HistoryIndexes("orders", jobs.KindCompact), " "), "storekeeper:history:store:orders storekeeper:history:kind:compact storekeeper:history:sk:orders:compact"},
+	// asynq's own (v0.26.0), which the enqueue scripts write and crash
+	// recovery moves: not storekeeper's to change, but pinned all the same
+	"AsynqPendingKey": {AsynqPendingKey("node.n1"), "asynq:{node.n1}:pending"},
+	"AsynqActiveKey":  {AsynqActiveKey("node.n1"), "asynq:{node.n1}:active"},
+	"AsynqLeaseKey":   {AsynqLeaseKey("node.n1"), "asynq:{node.n1}:lease"},
+	"ConfirmChannel":  {ConfirmChannel, "storekeeper:confirm"},
+	"DeliveryKey":     {DeliveryKey("n01", "webhook"), "storekeeper:delivery:n01:webhook"},
+	"PushOwnerKey":    {PushOwnerKey("alice"), "storekeeper:push:owner:alice"},
+	"HistoryIndexKey": {strings.Join(HistoryIndexes("orders", jobs.KindCompact), " "), "storekeeper:history:store:orders storekeeper:history:kind:compact storekeeper:history:sk:orders:compact"},
 	// asynq queues (asynq's keys embed them) and the streams' entry field
 	"NodeQueue":   {jobs.NodeQueue("n1"), "node.n1"},
 	"NotifyQueue": {jobs.NotifyQueue, "notify"},

@@ -21,8 +21,8 @@ import (
 //	jobsdb             the operations; what api, jobmetrics and ctl call
 //
 // Only jobsdb spells keyspace's keys and scripts. worker imports keyspace
-// for Change, the guarded write its job steps build, and spells no key. asynq's own keys, pinned in
-// worker/asynqkeys.go, are the one exception.
+// for Change, the guarded write its job steps build, and spells no key
+// but asynq's own (pinned in keyspace/asynq.go), in worker/asynqkeys.go.
 func TestLayering(t *testing.T) {
 	const mod = "storekeeper/"
 	spelled := regexp.MustCompile(`\b(jobs|keyspace)\.[A-Za-z]*(Key|Stream|Channel|Script)\b|redis\.NewScript|"storekeeper:[a-z]`)

@@ -36,15 +36,23 @@ func DeliveryKey(notificationID, sink string) string {
 	return "storekeeper:delivery:" + notificationID + ":" + sink
 }
 
-// EnqueueNotifyScript creates a notify job's record unless this
+// EnqueueNotifyScript creates a notify job's record and queues its asynq
+// task (ARGV[5], AsynqTask, in the queue ARGV[6]) unless this
 // notification was already handed to this sink.
-var EnqueueNotifyScript = redis.NewScript(`
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+//
+// The task is queued first: a script stopped by an error keeps what it
+// wrote, so if asynq's keys refuse the task, nothing is written and a
+// later dispatch tries again.
+var EnqueueNotifyScript = redis.NewScript(asynqEnqueueLua + `
+local d = redis.call('GET', KEYS[1])
+if d then
   -- sent twice (a retry after a broken connection): the delivery is this job's
-  if redis.call('GET', KEYS[1]) == ARGV[1] then return 1 end
+  if d == ARGV[1] then return 1 end
   return 0
 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 5))
+asynqEnqueue(ARGV[6], ARGV[1], ARGV[5], redis.call('TIME'))
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+redis.call('HSET', KEYS[2], unpack(ARGV, 7))
 redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[3], '*', 'json', ARGV[4])
 redis.call('SADD', KEYS[4], ARGV[1])
 return 1

@@ -1,0 +1,90 @@
+package keyspace
+
+import (
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// asynq's own Redis layout and task message, as asynq v0.26.0 writes them
+// (internal/base and internal/proto/asynq.proto): the one place that knows
+// them. The enqueue scripts write a job's asynq task in the same script as
+// its record, so that a job is recorded and queued at once or not at all,
+// in one round trip; the worker's crash recovery moves tasks between
+// asynq's lists. worker's TestAsynqKeyLayout and jobsdb's
+// TestEnqueueWritesAsynqTask check all of it against a live asynq, and
+// fail loudly if a future asynq changes it.
+
+// AsynqPendingKey, AsynqActiveKey and AsynqLeaseKey are a queue's lists of
+// pending and active task ids and its sorted set of leases;
+// AsynqTaskKeyPrefix followed by a task id is the task's hash.
+func AsynqPendingKey(queue string) string    { return "asynq:{" + queue + "}:pending" }
+func AsynqActiveKey(queue string) string     { return "asynq:{" + queue + "}:active" }
+func AsynqLeaseKey(queue string) string      { return "asynq:{" + queue + "}:lease" }
+func AsynqTaskKeyPrefix(queue string) string { return "asynq:{" + queue + "}:t:" }
+
+// asynqDefaultTimeout is what asynq gives a task enqueued with neither a
+// timeout nor a deadline.
+const asynqDefaultTimeout = 30 * time.Minute
+
+// Field numbers of asynq's TaskMessage.
+const (
+	asynqFieldType    = 1
+	asynqFieldPayload = 2
+	asynqFieldID      = 3
+	asynqFieldQueue   = 4 // appended by the script, which picks the queue
+	asynqFieldRetry   = 5
+	asynqFieldTimeout = 8
+)
+
+// AsynqTask encodes the task message asynq's client would write for
+// asynq.NewTask(typ, payload) with asynq.TaskID(id), asynq.MaxRetry(retry)
+// and asynq.Timeout(timeout), except its queue: the enqueue script appends
+// that once it has read the store's owner (fields of a protobuf message
+// may come in any order).
+func AsynqTask(typ string, payload []byte, id string, retry int, timeout time.Duration) []byte {
+	if timeout <= 0 {
+		timeout = asynqDefaultTimeout
+	}
+	b := make([]byte, 0, 32+len(typ)+len(payload)+len(id))
+	b = protowire.AppendTag(b, asynqFieldType, protowire.BytesType)
+	b = protowire.AppendString(b, typ)
+	b = protowire.AppendTag(b, asynqFieldPayload, protowire.BytesType)
+	b = protowire.AppendBytes(b, payload)
+	b = protowire.AppendTag(b, asynqFieldID, protowire.BytesType)
+	b = protowire.AppendString(b, id)
+	if retry != 0 {
+		b = protowire.AppendTag(b, asynqFieldRetry, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(int64(int32(retry))))
+	}
+	b = protowire.AppendTag(b, asynqFieldTimeout, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(int64(timeout/time.Second)))
+	return b
+}
+
+// asynqEnqueueLua defines asynqEnqueue(queue, id, msg, t), which does what
+// asynq's client does to enqueue a task (RDB.Enqueue: publish the queue,
+// and unless the task exists, write its hash and push its id on the
+// pending list), with msg from AsynqTask completed by the queue field.
+// pending_since is t (Redis's TIME) in nanoseconds, as a string: a Lua
+// number cannot hold it exactly. The task's hash is written before its
+// id is pushed: if the push fails (the list's key holds something else),
+// the script stops with a hash no worker will ever take.
+const asynqEnqueueLua = `
+local function asynqEnqueue(queue, id, msg, t)
+  redis.call('SADD', 'asynq:queues', queue)
+  local tkey = 'asynq:{' .. queue .. '}:t:' .. id
+  if redis.call('EXISTS', tkey) == 1 then return end
+  local n, len = #queue, ''
+  while n >= 128 do
+    len = len .. string.char(n % 128 + 128)
+    n = math.floor(n / 128)
+  end
+  msg = msg .. string.char(` + asynqFieldQueueTag + `) .. len .. string.char(n) .. queue
+  redis.call('HSET', tkey, 'msg', msg, 'state', 'pending', 'pending_since', t[1] .. string.format('%06d', tonumber(t[2])) .. '000')
+  redis.call('LPUSH', 'asynq:{' .. queue .. '}:pending', id)
+end
+`
+
+// asynqFieldQueueTag is the queue field's tag byte (field 4, length-delimited).
+const asynqFieldQueueTag = "34"
