@@ -54,6 +54,12 @@ type Config struct {
 	Window       time.Duration
 	CollectEvery time.Duration
 	Logger       *slog.Logger
+	// MaxLag holds a store's handle writes while the oldest write not on
+	// every target is older than it and every target takes segments
+	// (store.Store.HoldWrites; --ship-max-lag): writers faster than
+	// shipping slow to its pace instead of leaving it ever further
+	// behind. Default 2 × Interval; negative: never hold.
+	MaxLag time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -64,6 +70,9 @@ const DefaultWindow = 7 * 24 * time.Hour
 func (c *Config) defaults() {
 	if c.Interval <= 0 {
 		c.Interval = 250 * time.Millisecond
+	}
+	if c.MaxLag == 0 {
+		c.MaxLag = 2 * c.Interval
 	}
 	if c.SegmentSize <= 0 {
 		c.SegmentSize = 4 << 20
@@ -131,6 +140,9 @@ func (sh *Shipper) Run(ctx context.Context) {
 			final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			for _, name := range sh.reg.Names() {
 				_ = sh.Drain(final, name)
+				if s, err := sh.reg.Store(name); err == nil {
+					s.HoldWrites(0) // nothing ships any more
+				}
 			}
 			cancel()
 			return
@@ -190,6 +202,7 @@ type storeShip struct {
 	use       sync.RWMutex
 	collected time.Time // when Collect last ran for the store
 	readAt    time.Time // when a read of the store's log last completed (or, before one did, when the first began)
+	syncAt    time.Time // when the last read synced the log: what it did not read was committed after
 	lastErr   string    // the last tick's error, for logTick
 	loaded    bool
 	sealed    store.LogCursor // saved: every batch before it is in a local segment
@@ -233,11 +246,19 @@ func (sh *Shipper) storeShip(name string) *storeShip {
 	return ss
 }
 
-func (sh *Shipper) tick(ctx context.Context, name string, drain bool) error {
+func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error) {
 	s, err := sh.reg.Store(name)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		// Writes are held only while shipping works.
+		if err != nil || ctx.Err() != nil || sh.cfg.MaxLag < 0 {
+			s.HoldWrites(0)
+		} else {
+			s.HoldWrites(sh.cfg.MaxLag)
+		}
+	}()
 	ss := sh.storeShip(name)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -261,6 +282,7 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) error {
 	if ss.readAt.IsZero() {
 		ss.readAt = sh.cfg.Now()
 	}
+	ss.syncAt = sh.cfg.Now()
 	through, err := s.SyncLog(ss.read.Next)
 	if err != nil {
 		return err
@@ -512,7 +534,7 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 
 	kept := ss.pending[:0]
 	inOrder := true
-	for _, p := range ss.pending {
+	for i, p := range ss.pending {
 		all := inOrder
 		for _, t := range sh.cfg.Targets {
 			all = all && ss.sent[t.Name][p.path]
@@ -533,7 +555,7 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 		ss.stats.Shipped++
 		ss.stats.ShippedBytes += p.size
 		if p.timeline == current {
-			s.MarkShipped(current, p.next-1)
+			s.MarkShipped(current, p.next-1, ss.oldestAfter(i))
 		}
 	}
 	ss.pending = kept
@@ -541,10 +563,24 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 		// Everything read is on every target (a new timeline with no
 		// write yet too).
 		if ss.read.Next > 0 {
-			s.MarkShipped(current, ss.read.Next-1)
+			s.MarkShipped(current, ss.read.Next-1, ss.syncAt)
 		}
 	}
 	return first
+}
+
+// oldestAfter is when the oldest write after pending segment i was
+// committed, as far as ss knows: the next segment's first, the open
+// segment's first, or one the last read did not reach (committed after
+// it synced the log).
+func (ss *storeShip) oldestAfter(i int) time.Time {
+	if i+1 < len(ss.pending) {
+		return ss.pending[i+1].stamp
+	}
+	if len(ss.open) > 0 {
+		return ss.stamp
+	}
+	return ss.syncAt
 }
 
 // sendTo sends target t the local segments it lacks, in order, up to

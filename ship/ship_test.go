@@ -15,6 +15,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"storekeeper/internal/testsignal"
 	"storekeeper/offsite"
 	"storekeeper/store"
 )
@@ -514,5 +515,50 @@ func TestLagCountsUnreadWrites(t *testing.T) {
 	}
 	if lag := n.sh.Stats("orders").Lag["t1"]; lag != 0 {
 		t.Fatalf("lag %v after the write was shipped", lag)
+	}
+}
+
+// The shipper holds a store's writes (store.Store.HoldWrites) only while
+// every target takes its segments: a write made while shipping is behind
+// waits for the next tick; once a target fails, writes are not held.
+func TestWritesHeldOnlyWhileShippingWorks(t *testing.T) {
+	d := newDirs(t)
+	n := startNode(t, d, Config{MaxLag: time.Nanosecond})
+	s := n.store(t)
+	ctx := context.Background()
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]byte("a"), []byte("v")); err != nil { // nothing unshipped before it: not held
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Set([]byte("b"), []byte("v")) }()
+	testsignal.WaitFor(t, "the write held", func() bool { return s.HeldWrites() == 1 })
+	if err := n.sh.Drain(ctx, "orders"); err != nil { // ships a
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// The target fails (its directory becomes a file): the next tick
+	// fails, and from then on writes go through unheld, b unshipped.
+	if err := os.Rename(d.target, d.target+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.target, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.sh.Drain(ctx, "orders"); err == nil {
+		t.Fatal("a tick to a failed target succeeded")
+	}
+	for i := range 3 {
+		if err := s.Set(fmt.Appendf(nil, "c%d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := s.HeldWrites(); n != 1 {
+		t.Fatalf("%d writes held, want only b: none while a target fails", n)
 	}
 }

@@ -195,11 +195,15 @@ func (s *Store) commit(db *pebble.DB, pb *pebble.Batch, fill func(*pebble.Batch)
 	if !s.reg.cfg.Ship {
 		return pb.Commit(opts)
 	}
-	stamp(pb, time.Now())
+	now := time.Now()
+	if s.holdWrite(now) {
+		now = time.Now()
+	}
+	stamp(pb, now)
 	if err := pb.Commit(opts); err != nil {
 		return err
 	}
-	s.committed(pb)
+	s.committed(pb, now)
 	return nil
 }
 

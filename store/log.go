@@ -178,6 +178,15 @@ type logState struct {
 	last     atomic.Uint64 // highest sequence number committed through this store's handles (or found at open)
 	shipped  uint64        // every batch through it is on every target (MarkShipped), on timeline
 	changed  chan struct{}
+	// unshipped is when the oldest write not on every target was
+	// committed, in Unix ns (0: none), as far as the store can tell: a
+	// MarkShipped that leaves writes behind restarts it (HoldWrites).
+	unshipped atomic.Int64
+	// holdAfter, in ns, is HoldWrites' bound (0: writes are not held);
+	// held counts the writes it held.
+	holdAfter atomic.Int64
+	held      atomic.Uint64
+	progress  atomic.Int64 // Unix ns of the shipper's last progress (holdNeedsProgress)
 }
 
 // broadcastLocked wakes WaitShipped's waiters. l.mu must be held.
@@ -188,10 +197,14 @@ func (l *logState) broadcastLocked() {
 	l.changed = make(chan struct{})
 }
 
-// committed records a committed batch's sequence numbers.
-func (s *Store) committed(b *pebble.Batch) {
+// committed records a committed batch's sequence numbers; at is its
+// stamp.
+func (s *Store) committed(b *pebble.Batch, at time.Time) {
 	if !s.reg.cfg.Ship {
 		return
+	}
+	if s.clog.unshipped.Load() == 0 {
+		s.clog.unshipped.CompareAndSwap(0, at.UnixNano())
 	}
 	last := uint64(b.SeqNum()) + uint64(b.Count())
 	if last > 0 {
@@ -574,15 +587,96 @@ func (s *Store) LastCommitted() (string, uint64) {
 }
 
 // MarkShipped records that every batch of timeline through sequence
-// number seq is on every target, waking WaitShipped.
-func (s *Store) MarkShipped(timeline string, seq uint64) {
+// number seq is on every target, waking WaitShipped. oldest is when the
+// oldest write after seq was committed, as far as the caller knows (at
+// or after it; zero: unknown, taken as now), for HoldWrites.
+func (s *Store) MarkShipped(timeline string, seq uint64, oldest time.Time) {
 	s.clog.mu.Lock()
 	defer s.clog.mu.Unlock()
 	if timeline != s.clog.timeline.ID || seq <= s.clog.shipped {
 		return
 	}
 	s.clog.shipped = seq
+	s.clog.progress.Store(time.Now().UnixNano())
+	switch {
+	case seq >= s.clog.last.Load():
+		s.clog.unshipped.Store(0)
+	case oldest.IsZero():
+		s.clog.unshipped.Store(time.Now().UnixNano())
+	default:
+		s.clog.unshipped.Store(oldest.UnixNano())
+	}
 	s.clog.broadcastLocked()
+}
+
+// holdNeedsProgress: HoldWrites holds writes only while the shipper
+// made progress (a MarkShipped, or a HoldWrites after a tick that
+// worked) within it. A target that hangs rather than fails must not
+// stop the store: its writes then flow, and the lag grows until the
+// target fails (its segments queue, then become a gap) or takes them.
+var holdNeedsProgress = 2 * time.Second // a variable for the tests
+
+// HoldWrites makes the store's handle writes wait while the oldest write
+// not yet on every target was committed more than after ago (0: never
+// hold): a write that finds shipping that far behind waits, before it
+// commits, until shipping is back within after, as Pebble stalls writes
+// when its compactions fall behind. So writers faster than shipping slow
+// to its pace, and what a loss of the machine could lose stays about
+// twice after. The shipper sets it after every tick in which every
+// target took its segments, and clears it when one does not (a target
+// outage must not stop the store: its segments queue, then become a
+// gap) and when it stops; a write is never held while the shipper makes
+// no progress (holdNeedsProgress).
+func (s *Store) HoldWrites(after time.Duration) {
+	if after > 0 {
+		s.clog.progress.Store(time.Now().UnixNano())
+	}
+	if prev := s.clog.holdAfter.Swap(int64(max(after, 0))); prev > 0 && after <= 0 {
+		// Wake the writes held now.
+		s.clog.mu.Lock()
+		s.clog.broadcastLocked()
+		s.clog.mu.Unlock()
+	}
+}
+
+// holdWrite is HoldWrites' wait, for a write about to commit at now; it
+// reports whether it waited.
+func (s *Store) holdWrite(now time.Time) bool {
+	if !s.behind(now) {
+		return false
+	}
+	s.clog.held.Add(1)
+	for {
+		s.clog.mu.Lock()
+		if s.clog.changed == nil {
+			s.clog.changed = make(chan struct{})
+		}
+		ch := s.clog.changed
+		s.clog.mu.Unlock()
+		if !s.behind(time.Now()) {
+			return true
+		}
+		t := time.NewTimer(holdNeedsProgress)
+		select {
+		case <-ch:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// HeldWrites is how many writes HoldWrites has held since the store was
+// opened.
+func (s *Store) HeldWrites() uint64 { return s.clog.held.Load() }
+
+// behind reports whether HoldWrites holds a write made at now.
+func (s *Store) behind(now time.Time) bool {
+	after := s.clog.holdAfter.Load()
+	if after <= 0 {
+		return false
+	}
+	u, n := s.clog.unshipped.Load(), now.UnixNano()
+	return u != 0 && n-u > after && n-s.clog.progress.Load() <= int64(holdNeedsProgress)
 }
 
 // WaitShipped returns when every write committed through the store's

@@ -303,13 +303,13 @@ func TestWaitShippedWaitsForMarkShipped(t *testing.T) {
 	tl, last := s.LastCommitted()
 	waited := make(chan error, 1)
 	go func() { waited <- s.WaitShipped(context.Background()) }()
-	s.MarkShipped(tl, last-1)
+	s.MarkShipped(tl, last-1, time.Time{})
 	select {
 	case err := <-waited:
 		t.Fatalf("WaitShipped returned (%v) before its write was shipped", err)
 	default:
 	}
-	s.MarkShipped(tl, last)
+	s.MarkShipped(tl, last, time.Time{})
 	if err := <-waited; err != nil {
 		t.Fatal(err)
 	}
@@ -484,5 +484,57 @@ func TestPruneKeepsWhatTheWindowNeeds(t *testing.T) {
 	// day's newest, are all that stay.
 	if keep := s.Keep(created, time.Now().Add(2*time.Hour)); keep[b0.ID] || keep[b1.ID] || len(keep) > 3 {
 		t.Fatalf("kept past the window: %v", keep)
+	}
+}
+
+// HoldWrites: a write made while the oldest unshipped write is older than
+// the bound waits until shipping catches up; clearing the bound, or the
+// shipper making no progress, lets it go.
+func TestHoldWritesWaitsForShipping(t *testing.T) {
+	r := openTest(t, shipConfig(t))
+	s := mustStore(t, r, "orders")
+	s.HoldWrites(time.Nanosecond)
+	if err := s.Set([]byte("a"), []byte("v")); err != nil { // nothing unshipped before it: not held
+		t.Fatal(err)
+	}
+	if n := s.HeldWrites(); n != 0 {
+		t.Fatalf("%d writes held with nothing unshipped", n)
+	}
+	held := func(n uint64) chan error {
+		done := make(chan error, 1)
+		go func() { done <- s.Set([]byte("b"), []byte("v")) }()
+		testsignal.WaitFor(t, "the write held", func() bool { return s.HeldWrites() == n })
+		select {
+		case err := <-done:
+			t.Fatalf("the held write returned (%v) before shipping caught up", err)
+		default:
+		}
+		return done
+	}
+
+	// Shipping catches up: the held write commits.
+	done := held(1)
+	tl, last := s.LastCommitted()
+	s.MarkShipped(tl, last, time.Time{})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// The shipper clears the bound (a target failed): it commits.
+	done = held(2)
+	s.HoldWrites(0)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+
+	// The shipper makes no progress: it commits once that has lasted
+	// holdNeedsProgress.
+	old := holdNeedsProgress
+	holdNeedsProgress = time.Second
+	t.Cleanup(func() { holdNeedsProgress = old })
+	s.HoldWrites(time.Nanosecond)
+	done = held(3)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

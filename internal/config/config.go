@@ -48,7 +48,7 @@ type Config struct {
 	RPO, RTO                                                       time.Duration
 	BackupIdentity, BackupNamingKey                                string
 	BackupUploadLimit                                              string
-	ShipInterval, PITRWindow                                       time.Duration
+	ShipInterval, ShipMaxLag, PITRWindow                           time.Duration
 	ShipSegmentSize, ShipBuffer                                    string
 	ScheduleCompact, ScheduleBackup, ScheduleVerify, ScheduleDrill string
 	ScheduleSpread                                                 time.Duration
@@ -122,6 +122,7 @@ func NewFlagSet(mode string, output io.Writer) (*flag.FlagSet, *Config) {
 		fs.Var((*multiFlag)(&c.BackupEncryptTo), "backup-encrypt-to", "age recipient (age1…) every object and manifest uploaded to a backup target is encrypted to, or @file of recipients one per line; repeatable, the same on every node (env "+EnvName("backup-encrypt-to")+", space-separated)")
 		str(&c.BackupUploadLimit, "backup-upload-limit", "", "bytes per second all uploads to the backup targets share, e.g. 50M (K, M, G: powers of 1024); empty: no limit")
 		fs.DurationVar(&c.ShipInterval, "ship-interval", 250*time.Millisecond, "point-in-time recovery: with --backup-target, every committed write is shipped to the targets in segments sealed this often while writes arrive (or at --ship-segment-size), so a store can be restored to any moment; 0: off (restores go back to a backup)"+env("ship-interval"))
+		fs.DurationVar(&c.ShipMaxLag, "ship-max-lag", 500*time.Millisecond, "point-in-time recovery: a store's writes wait while the oldest write not yet on every target is older than this and every target takes segments, so that writers faster than shipping slow to its pace and the shipping lag stays within about twice it (never while a target fails: its segments queue, then become a gap); 0: never hold writes"+env("ship-max-lag"))
 		fs.DurationVar(&c.PITRWindow, "pitr-window", ship.DefaultWindow, "how far back a store can be restored to a moment: the backups a restore within it needs are kept besides --backup-retention's (the one each timeline starts from), and shipped segments none needs (before a backup older than it, and of older timelines) are deleted from the targets hourly"+env("pitr-window"))
 		str(&c.ShipSegmentSize, "ship-segment-size", "4M", "a shipped segment is sealed early at this size (K, M, G: powers of 1024)")
 		str(&c.ShipBuffer, "ship-buffer", "1G", "bytes of segments a store keeps on its node while a target does not take them; past it the oldest are dropped, a gap restores to a moment cannot cross until the next backup (K, M, G: powers of 1024)")

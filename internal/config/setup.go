@@ -339,6 +339,9 @@ func (c *Config) workerConfig(log *slog.Logger) (worker.Config, error) {
 // shipConfig reads the --ship-* flags: shipping is on with a backup
 // target and a positive --ship-interval.
 func (c *Config) shipConfig(s *Setup) error {
+	if c.ShipMaxLag < 0 {
+		return flagErr("ship-max-lag", errors.New("must not be negative"))
+	}
 	if c.ShipInterval < 0 {
 		return flagErr("ship-interval", errors.New("must not be negative"))
 	}
@@ -360,7 +363,11 @@ func (c *Config) shipConfig(s *Setup) error {
 	if s.Store.Ship {
 		s.Store.Retention.Window = c.PITRWindow // pruning keeps what a restore to a moment within it needs
 	}
-	s.Ship = ship.Config{Dir: filepath.Join(c.DataDir, store.MetaDir, "ship"), Interval: c.ShipInterval, SegmentSize: int(seg), Buffer: buf, Window: c.PITRWindow}
+	maxLag := c.ShipMaxLag
+	if maxLag == 0 {
+		maxLag = -1 // never hold writes
+	}
+	s.Ship = ship.Config{Dir: filepath.Join(c.DataDir, store.MetaDir, "ship"), Interval: c.ShipInterval, MaxLag: maxLag, SegmentSize: int(seg), Buffer: buf, Window: c.PITRWindow}
 	return nil
 }
 
