@@ -249,6 +249,7 @@ func (s *Store) startLog(db *pebble.DB) error {
 	s.clog.mu.Lock()
 	if s.clog.timeline.ID != tl.ID {
 		s.clog.shipped = 0
+		s.clog.unshipped.Store(0) // the old timeline's writes are not this one's to wait for
 	}
 	s.clog.timeline = tl
 	s.clog.last.Store(uint64(b.SeqNum()) - 1)
@@ -593,27 +594,29 @@ func (s *Store) LastCommitted() (string, uint64) {
 func (s *Store) MarkShipped(timeline string, seq uint64, oldest time.Time) {
 	s.clog.mu.Lock()
 	defer s.clog.mu.Unlock()
-	if timeline != s.clog.timeline.ID || seq <= s.clog.shipped {
+	if timeline != s.clog.timeline.ID {
 		return
 	}
-	s.clog.shipped = seq
 	s.clog.progress.Store(time.Now().UnixNano())
 	switch {
 	case seq >= s.clog.last.Load():
 		s.clog.unshipped.Store(0)
+	case seq <= s.clog.shipped:
 	case oldest.IsZero():
 		s.clog.unshipped.Store(time.Now().UnixNano())
 	default:
 		s.clog.unshipped.Store(oldest.UnixNano())
 	}
+	s.clog.shipped = max(s.clog.shipped, seq)
 	s.clog.broadcastLocked()
 }
 
 // holdNeedsProgress: HoldWrites holds writes only while the shipper
 // made progress (a MarkShipped, or a HoldWrites after a tick that
-// worked) within it. A target that hangs rather than fails must not
-// stop the store: its writes then flow, and the lag grows until the
-// target fails (its segments queue, then become a gap) or takes them.
+// worked) within it, and holds none for longer. A target that hangs
+// rather than fails must not stop the store: its writes then flow, and
+// the lag grows until the target fails (its segments queue, then become
+// a gap) or takes them.
 var holdNeedsProgress = 2 * time.Second // a variable for the tests
 
 // HoldWrites makes the store's handle writes wait while the oldest write
@@ -646,6 +649,10 @@ func (s *Store) holdWrite(now time.Time) bool {
 		return false
 	}
 	s.clog.held.Add(1)
+	// However the shipper fares, no write waits longer than this: a
+	// write holds the store open, and a restore's fence waits for it.
+	t := time.NewTimer(holdNeedsProgress)
+	defer t.Stop()
 	for {
 		s.clog.mu.Lock()
 		if s.clog.changed == nil {
@@ -656,12 +663,11 @@ func (s *Store) holdWrite(now time.Time) bool {
 		if !s.behind(time.Now()) {
 			return true
 		}
-		t := time.NewTimer(holdNeedsProgress)
 		select {
 		case <-ch:
 		case <-t.C:
+			return true
 		}
-		t.Stop()
 	}
 }
 

@@ -110,7 +110,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	do := func(what string, steps ...chromedp.Action[chromedp.Void]) {
 		t.Helper()
 		if err := chromedp.Do(ctx, steps...); err != nil {
-			page, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.OuterHTML(css("main")))
+			// Bounded: once the tab's own deadline has passed, a call on
+			// it may never answer (a CI run hung here for 9 minutes).
+			dump, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			page, _ := chromedp.Run(dump, chromedp.OuterHTML(css("main")))
+			cancel()
 			t.Fatalf("%s: %v\npage:\n%s", what, err, page)
 		}
 	}
