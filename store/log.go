@@ -629,7 +629,7 @@ var holdNeedsProgress = 2 * time.Second // a variable for the tests
 // target took its segments, and clears it when one does not (a target
 // outage must not stop the store: its segments queue, then become a
 // gap) and when it stops; a write is never held while the shipper makes
-// no progress (holdNeedsProgress).
+// no progress, nor longer than holdNeedsProgress in all.
 func (s *Store) HoldWrites(after time.Duration) {
 	if after > 0 {
 		s.clog.progress.Store(time.Now().UnixNano())
