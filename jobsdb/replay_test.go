@@ -221,9 +221,10 @@ func TestCancelIsSafeToReplay(t *testing.T) {
 }
 
 // The stall at enqueue: the first run of the enqueue script writes the
-// record, a reconciler settles it as failed before the retry runs (its
-// task had not reached asynq), and the retry must not make the job
-// pending again: a terminal state is final, and no task is handed over.
+// record and its task, the job is settled as failed before the retry runs
+// (as a reconciler would settle it had a failover lost the task), and the
+// retry must not make the job pending again, nor queue a second task: a
+// terminal state is final.
 func TestEnqueueReplayAfterSettleKeepsTerminalState(t *testing.T) {
 	srv := redistest.Start(t)
 	plain := srv.Client(t)
