@@ -32,7 +32,6 @@ const (
 	asynqFieldType    = 1
 	asynqFieldPayload = 2
 	asynqFieldID      = 3
-	asynqFieldQueue   = 4 // appended by the script, which picks the queue
 	asynqFieldRetry   = 5
 	asynqFieldTimeout = 8
 )
@@ -86,5 +85,8 @@ local function asynqEnqueue(queue, id, msg, t)
 end
 `
 
-// asynqFieldQueueTag is the queue field's tag byte (field 4, length-delimited).
+// asynqFieldQueueTag is the tag byte of the queue field, which the
+// script appends once it has picked the queue: field 4, length-delimited
+// (4<<3 | 2). TestEnqueueWritesAsynqTask reads the queue back through
+// asynq's Inspector.
 const asynqFieldQueueTag = "34"
