@@ -27,6 +27,13 @@ import (
 // running.
 func benchNode(b *testing.B, noSync bool) (*store.Store, *Shipper) {
 	b.Helper()
+	return benchNodeLag(b, noSync, 0)
+}
+
+// benchNodeLag is benchNode with the shipper's Config.MaxLag (0: its
+// default; negative: writes are never held).
+func benchNodeLag(b *testing.B, noSync bool, maxLag time.Duration) (*store.Store, *Shipper) {
+	b.Helper()
 	srv := s3test.Start(b)
 	reg, err := store.Open(store.Config{DataDir: b.TempDir(), BackupDir: b.TempDir(), Stores: []string{"orders"}, Ship: true,
 		NoSync: noSync, Logger: slog.New(slog.DiscardHandler)})
@@ -37,7 +44,7 @@ func benchNode(b *testing.B, noSync bool) (*store.Store, *Shipper) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	sh, err := New(Config{Dir: b.TempDir(), Targets: []*offsite.Target{tg}, Logger: slog.New(slog.DiscardHandler)}, reg)
+	sh, err := New(Config{Dir: b.TempDir(), Targets: []*offsite.Target{tg}, Logger: slog.New(slog.DiscardHandler), MaxLag: maxLag}, reg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -64,7 +71,9 @@ func rawDB(b *testing.B) *pebble.DB {
 
 // BenchmarkShipWrite: the cost of a write with shipping on. "set": an
 // unsynced handle Set of 100 bytes on a registry that ships (its shipper
-// running), "set-log-only" the same with no shipper running, vs "raw-set":
+// running; a Set waits while shipping is more than Config.MaxLag behind),
+// "set-unheld" the same with writes never held (--ship-max-lag 0),
+// "set-log-only" the same with no shipper running, vs "raw-set":
 // db.Set with pebble.NoSync on raw Pebble (WALs recycled). "batch-sync":
 // a synced 10-key batch through Update, vs "raw-batch-sync".
 func BenchmarkShipWrite(b *testing.B) {
@@ -77,14 +86,19 @@ func BenchmarkShipWrite(b *testing.B) {
 			}
 		}
 	})
-	b.Run("set", func(b *testing.B) {
-		s, _ := benchNode(b, true)
-		for i := 0; b.Loop(); i++ {
-			if err := s.Set(fmt.Appendf(nil, "k%09d", i), val); err != nil {
-				b.Fatal(err)
+	for _, c := range []struct {
+		name   string
+		maxLag time.Duration
+	}{{"set", 0}, {"set-unheld", -1}} {
+		b.Run(c.name, func(b *testing.B) {
+			s, _ := benchNodeLag(b, true, c.maxLag)
+			for i := 0; b.Loop(); i++ {
+				if err := s.Set(fmt.Appendf(nil, "k%09d", i), val); err != nil {
+					b.Fatal(err)
+				}
 			}
-		}
-	})
+		})
+	}
 	b.Run("set-log-only", func(b *testing.B) {
 		// The log kept (stamps, WALs archived) but no shipper running:
 		// what the write path itself costs.
@@ -214,6 +228,29 @@ func shipLag(b *testing.B, s *store.Store, paced bool, writers int, d time.Durat
 	}
 	wg.Wait()
 	return lags, float64(written.Load()) / d.Seconds() / 1e6
+}
+
+// BenchmarkShipLagSustained: four writers as fast as the store takes
+// them for 40 s, past what memtables absorb, with writes held to
+// shipping's pace ("held", the default --ship-max-lag) and never held
+// ("unheld", --ship-max-lag 0): the rate the store sustains with shipping
+// on, and the lag. Not in make bench (80 s); docs/design.md cites it.
+func BenchmarkShipLagSustained(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		maxLag time.Duration
+	}{{"held", 0}, {"unheld", -1}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				s, _ := benchNodeLag(b, true, c.maxLag)
+				lags, mbps := shipLag(b, s, false, 4, 40*time.Second)
+				slices.Sort(lags)
+				b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "lag-p50-ms")
+				b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds())/1000, "lag-p99-ms")
+				b.ReportMetric(mbps, "MB/s")
+			}
+		})
+	}
 }
 
 // BenchmarkRestoreToMoment: "pitr" restores the store to a moment after
