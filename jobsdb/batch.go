@@ -27,7 +27,7 @@ var batchChunk = 500
 // stores it did not reach. Restores are not batched: each store's needs
 // its own backup.
 //
-// Per chunk it costs one script, plus one round trip for the store list.
+// It costs one script per chunk, plus one round trip for the store list.
 // The answer keeps the first req.List jobs (Batch.Add).
 //
 // With ClientConfig.MinReplicas at least 1, one more round trip per chunk
@@ -85,10 +85,9 @@ func (c *Client) enqueueChunk(ctx context.Context, batch string, n int, req jobs
 			return nil, err
 		}
 		recs[i] = rec
-		at := keyspace.AsynqTask(string(rec.Kind), task, rec.ID, rec.MaxRetry, c.cfg.Timeout[rec.Kind])
 		fields := rec.AppendFields(nil, "node", "queue")
 		keys = append(keys, keyspace.LockKey(p), keyspace.RestoreLockKey(st), keyspace.RecordKey(rec.ID))
-		argv = append(append(argv, rec.ID, st, ev, at, len(fields)), fields...)
+		argv = append(append(argv, rec.ID, st, ev, task, len(fields)), fields...)
 	}
 	out, err := keyspace.EnqueueBatchScript.Run(ctx, c.rdb, keys, argv...).Slice()
 	if err != nil {

@@ -87,8 +87,7 @@ func (c *Client) Enqueue(ctx context.Context, req jobs.Request) (jobs.Enqueued, 
 	// The script queues the asynq task with the record (in the queue of
 	// the owner it reads): a job is recorded and queued at once or not at
 	// all.
-	at := keyspace.AsynqTask(string(rec.Kind), task, rec.ID, rec.MaxRetry, c.cfg.Timeout[rec.Kind])
-	argv := rec.AppendFields([]any{rec.ID, restore, p.Params.Node, c.cfg.EventsMaxLen, ev, p.Store, jobs.NodeQueue(""), keyspace.InFlightKey(""), keyspace.RecordKey(""), at}, "node", "queue")
+	argv := rec.AppendFields([]any{rec.ID, restore, p.Params.Node, c.cfg.EventsMaxLen, ev, p.Store, jobs.NodeQueue(""), keyspace.InFlightKey(""), keyspace.RecordKey(""), task}, "node", "queue")
 	keys := []string{keyspace.LockKey(p), keyspace.RestoreLockKey(p.Store), keyspace.RecordKey(rec.ID), keyspace.EventsStream, keyspace.StoresKey}
 	// From here the enqueue runs to its end even if the caller goes away:
 	// a script that ran but whose answer nobody read would leave a pending
@@ -136,21 +135,31 @@ func (c *Client) accepted(ctx context.Context, e jobs.Enqueued) (jobs.Enqueued, 
 }
 
 // newJob returns the pending record of the job p asks for, its asynq
-// task payload and its job.enqueued event as JSON (without a node: the
-// enqueue script adds the owner's).
+// task (asynqTask) and its job.enqueued event as JSON (without a node:
+// the enqueue script adds the owner's).
 func (c *Client) newJob(p jobs.Payload, now time.Time) (jobs.Record, []byte, string, error) {
-	task, err := p.Encode()
-	if err != nil {
-		return jobs.Record{}, nil, "", err
-	}
 	rec := jobs.Record{
 		ID: p.JobID, Kind: p.Kind, Store: p.Store, State: jobs.StatePending,
 		Trigger: p.Trigger, Actor: p.Actor, BatchID: p.BatchID, Params: p.Params,
 		MaxRetry: c.cfg.MaxRetry[p.Kind], Errors: []jobs.AttemptError{}, EnqueuedAt: now,
 	}
+	task, err := c.asynqTask(rec, p)
+	if err != nil {
+		return jobs.Record{}, nil, "", err
+	}
 	ev, _ := json.Marshal(jobs.Event{Type: jobs.EventJobEnqueued, JobID: rec.ID, Kind: rec.Kind, Store: rec.Store,
 		Trigger: rec.Trigger, Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
 	return rec, task, string(ev), nil
+}
+
+// asynqTask is job rec's asynq task message (keyspace.AsynqTask), p its
+// payload: what the enqueue scripts queue with the record.
+func (c *Client) asynqTask(rec jobs.Record, p jobs.Payload) ([]byte, error) {
+	payload, err := p.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return keyspace.AsynqTask(string(rec.Kind), payload, rec.ID, rec.MaxRetry, c.cfg.Timeout[rec.Kind]), nil
 }
 
 // Get returns a job's record.

@@ -30,17 +30,16 @@ func (c *Client) EnqueueNotify(ctx context.Context, n jobs.Notification, sink st
 		return jobs.Record{}, false, err
 	}
 	p := jobs.Payload{JobID: jobs.NewID(), Kind: jobs.KindNotify, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem, Sink: sink, Notification: body}
-	task, err := p.Encode()
-	if err != nil {
-		return jobs.Record{}, false, err
-	}
 	now := time.Now().UTC()
 	rec := jobs.Record{ID: p.JobID, Kind: jobs.KindNotify, Queue: jobs.NotifyQueue, State: jobs.StatePending, Trigger: p.Trigger, Actor: p.Actor,
 		MaxRetry: c.cfg.MaxRetry[jobs.KindNotify], Errors: []jobs.AttemptError{}, EnqueuedAt: now}
+	task, err := c.asynqTask(rec, p)
+	if err != nil {
+		return jobs.Record{}, false, err
+	}
 	ev, _ := json.Marshal(jobs.Event{Type: jobs.EventJobEnqueued, JobID: rec.ID, Kind: jobs.KindNotify, Store: n.Store, Trigger: rec.Trigger,
 		Actor: rec.Actor, MaxRetry: rec.MaxRetry, At: now})
-	at := keyspace.AsynqTask(string(rec.Kind), task, rec.ID, rec.MaxRetry, c.cfg.Timeout[rec.Kind])
-	argv := rec.AppendFields([]any{rec.ID, int64(deliveryMemory / time.Second), c.cfg.EventsMaxLen, string(ev), at, rec.Queue})
+	argv := rec.AppendFields([]any{rec.ID, int64(deliveryMemory / time.Second), c.cfg.EventsMaxLen, string(ev), task, rec.Queue})
 	keys := []string{keyspace.DeliveryKey(n.ID, sink), keyspace.RecordKey(rec.ID), keyspace.EventsStream, keyspace.InFlightKey(jobs.NotifyQueue)}
 	made, err := keyspace.EnqueueNotifyScript.Run(ctx, c.rdb, keys, argv...).Int()
 	if err != nil {
