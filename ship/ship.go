@@ -282,7 +282,7 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	if ss.readAt.IsZero() {
 		ss.readAt = sh.cfg.Now()
 	}
-	ss.syncAt = sh.cfg.Now()
+	ss.syncAt = time.Now() // the store's clock, which its commit stamps are on (not cfg.Now)
 	through, err := s.SyncLog(ss.read.Next)
 	if err != nil {
 		return err
