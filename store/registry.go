@@ -417,19 +417,20 @@ func (r *Registry) endRetry(s *Store) bool {
 // Store returns the named store. The name is validated before anything
 // else, so hostile input never reaches the filesystem.
 func (r *Registry) Store(name string) (*Store, error) {
+	r.mu.RLock()
+	s, ok := r.stores[name]
+	closed := r.closed
+	r.mu.RUnlock()
+	if ok && !closed {
+		return s, nil // a listed name was validated when it was added
+	}
 	if err := ValidateName(name); err != nil {
 		return nil, err
 	}
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	if closed {
 		return nil, fmt.Errorf("registry: %w", ErrClosed)
 	}
-	s, ok := r.stores[name]
-	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownStore, name)
-	}
-	return s, nil
+	return nil, fmt.Errorf("%w %q", ErrUnknownStore, name)
 }
 
 // Names returns the store names, sorted.
