@@ -105,8 +105,10 @@ const (
 )
 
 // CompactResult reports a compaction. BytesBefore and BytesAfter are the
-// store directory's size on disk; BytesAfter is measured once Pebble has
-// deleted the obsolete files.
+// size on disk of the store's files (its directory without archive/,
+// where a store that ships keeps what Pebble is done with until the
+// shipper's next trim); BytesAfter is measured once Pebble has deleted
+// (or archived) the obsolete files.
 type CompactResult struct {
 	Outcome     Outcome       `json:"outcome"`
 	Decision    Decision      `json:"decision"`
@@ -172,7 +174,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 		return CompactResult{}, s.wrap("list tables", err)
 	}
 	s.fillStats(&st, db.Metrics(), levels)
-	res := CompactResult{Decision: s.reg.cfg.Rule.decide(st), BytesBefore: dirSize(s.dir)}
+	res := CompactResult{Decision: s.reg.cfg.Rule.decide(st), BytesBefore: storeSize(s.dir)}
 	if opts.Force && !res.Decision.Compact {
 		res.Decision.Compact = true
 		res.Decision.Reason = "forced; the rule said: " + res.Decision.Reason
@@ -219,7 +221,7 @@ func (s *Store) Compact(ctx context.Context, opts CompactOptions) (CompactResult
 	waitObsolete(ctx, db)
 	s.lastCompact.Store(nowNano())
 	res.Outcome = Compacted
-	res.BytesAfter = dirSize(s.dir)
+	res.BytesAfter = storeSize(s.dir)
 	res.Duration = time.Since(start)
 	return res, nil
 }

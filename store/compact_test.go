@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -245,5 +246,29 @@ func TestCloseStopsCompaction(t *testing.T) {
 		t.Log("compaction finished before Close (fine)")
 	} else if !errors.Is(err, ErrUnavailable) && !errors.Is(err, ErrClosed) {
 		t.Fatalf("compaction stopped by Close = %v, want ErrUnavailable/ErrClosed", err)
+	}
+}
+
+// With shipping on, Pebble moves the tables a compaction made obsolete
+// into archive/ (ArchiveCleaner), where they wait for the shipper's next
+// trim. They are not the store's any more: a compaction's before and
+// after count the store's own files, not archive/.
+func TestCompactSizesLeaveOutArchive(t *testing.T) {
+	r := openTest(t, Config{Stores: []string{"churn"}, Rule: smallRule, Ship: true})
+	s := mustStore(t, r, "churn")
+	churn(t, s, 20000, 200)
+	res, err := s.Compact(t.Context(), CompactOptions{Force: true})
+	if err != nil || res.Outcome != Compacted {
+		t.Fatalf("Compact: %+v, %v", res, err)
+	}
+	archived := dirSize(filepath.Join(s.dir, "archive"))
+	if archived == 0 {
+		t.Fatal("nothing in archive/ after the compaction: the test no longer shows what it is about")
+	}
+	if res.BytesAfter >= res.BytesBefore {
+		t.Errorf("bytes after %d >= before %d (archive/ holds %d)", res.BytesAfter, res.BytesBefore, archived)
+	}
+	if all := dirSize(s.dir); res.BytesAfter+archived > all {
+		t.Errorf("bytes after %d + archive/ %d > the whole directory %d", res.BytesAfter, archived, all)
 	}
 }

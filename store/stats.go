@@ -202,6 +202,29 @@ func pointGarbage(levels [][]pebble.SSTableInfo) uint64 {
 	return tombstones * (fileBytes / entries)
 }
 
+// storeSize is the size of a store's own files: dirSize without
+// archive/, which holds only what Pebble is done with (obsolete tables
+// waiting for the shipper's next trim, WALs waiting to be shipped).
+func storeSize(dir string) uint64 {
+	archive := filepath.Join(dir, "archive")
+	var n uint64
+	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return nil
+		case d.IsDir() && path == archive:
+			return filepath.SkipDir
+		case d.IsDir():
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			n += uint64(info.Size())
+		}
+		return nil
+	})
+	return n
+}
+
 // dirSize sums the sizes of the regular files under dir.
 func dirSize(dir string) uint64 {
 	var n uint64
