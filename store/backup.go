@@ -418,7 +418,7 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	res.Timing.Hash, res.Timing.FileSync = ct.Hash, ct.Sync
 	crashPoint("backup.published")
 	now := time.Now().UTC()
-	_ = writeJSONAtomic(bfs, paths.status(id), backupStatus{VerifiedAt: now})
+	_ = s.writeBackupStatus(paths, id, backupStatus{VerifiedAt: now})
 	if err := saveHashCache(bfs, paths.hashCache(), newCache); err != nil {
 		s.log.Warn("backup hash cache not saved; the next backup rereads files", "err", err)
 	}
@@ -524,9 +524,10 @@ func (s *Store) Backups() ([]BackupInfo, error) {
 		}
 		return nil, err
 	}
+	s.listed.keepOnly(ids)
 	var out []BackupInfo
 	for _, id := range ids {
-		info, err := s.backupInfo(paths, id)
+		info, err := s.listBackup(paths, id)
 		if err != nil {
 			s.log.Warn("backup not listed", "backup", id, "err", err)
 			continue
@@ -595,6 +596,7 @@ func (s *Store) prune(paths backupPaths, keep string) ([]string, error) {
 		}
 		_ = bfs.RemoveAll(paths.trash(b.ID))
 		_ = bfs.Remove(paths.status(b.ID))
+		s.listed.forget(b.ID)
 		pruned = append(pruned, b.ID)
 	}
 	if err := syncDir(bfs, paths.backups()); err != nil {
@@ -856,7 +858,7 @@ func (s *Store) VerifyBackup(ctx context.Context, id string, opts VerifyOptions)
 		}
 	}
 	res.Duration = time.Since(start)
-	if err := writeJSONAtomic(bfs, paths.status(id), backupStatus{VerifiedAt: time.Now().UTC()}); err != nil {
+	if err := s.writeBackupStatus(paths, id, backupStatus{VerifiedAt: time.Now().UTC()}); err != nil {
 		return res, err
 	}
 	return res, nil

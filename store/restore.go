@@ -527,7 +527,7 @@ func (s *Store) verifyStaged(staged string) error {
 
 func (s *Store) markBackupBad(paths backupPaths, id string, cause error) {
 	st := backupStatus{Bad: true, Error: cause.Error()}
-	if err := writeJSONAtomic(s.reg.backupFS, paths.status(id), st); err != nil {
+	if err := s.writeBackupStatus(paths, id, st); err != nil {
 		s.log.Warn("could not mark backup bad", "backup", id, "err", err)
 	}
 	s.log.Error("backup is bad", "backup", id, "err", cause)

@@ -23,6 +23,8 @@ type Store struct {
 	reg  *Registry
 	log  *slog.Logger
 	opts *pebble.Options // as opened: the embedder's, plus our listener and logger
+	// listed caches what Backups read of each backup (backupcache.go).
+	listed backupCache
 
 	mu    sync.RWMutex
 	state State

@@ -155,7 +155,7 @@ func (s *Store) ImportBackup(ctx context.Context, m BackupManifest, open func(co
 		return BackupInfo{}, err
 	}
 	now := time.Now().UTC()
-	_ = writeJSONAtomic(bfs, paths.status(m.ID), backupStatus{VerifiedAt: now})
+	_ = s.writeBackupStatus(paths, m.ID, backupStatus{VerifiedAt: now})
 	s.log.Info("backup imported", "backup", m.ID, "files", len(m.Files), "bytes", m.Bytes)
 	return BackupInfo{BackupManifest: m, VerifiedAt: now}, nil
 }
