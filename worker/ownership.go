@@ -47,10 +47,14 @@ type ownership struct {
 	lost      map[string]string
 	announced map[string]bool // lost stores whose store.lost was written
 	adopt     map[string]bool // held stores being adopted: not listed by the registry yet
+	// fences caches held's values decoded, for the start and end of every
+	// job: an entry is used only while held still has its Value.
+	fences map[string]keyspace.LeaseCheck
 }
 
 func newOwnership() ownership {
-	return ownership{held: map[string]string{}, lost: map[string]string{}, announced: map[string]bool{}}
+	return ownership{held: map[string]string{}, lost: map[string]string{}, announced: map[string]bool{},
+		fences: map[string]keyspace.LeaseCheck{}}
 }
 
 // lease returns the lease check a fenced change on store needs, and false
@@ -62,7 +66,12 @@ func (o *ownership) lease(name string) (*keyspace.LeaseCheck, bool) {
 	if !ok {
 		return nil, false
 	}
-	return keyspace.LeaseFence(name, v), true
+	f, ok := o.fences[name]
+	if !ok || f.Value != v {
+		f = *keyspace.LeaseFence(name, v)
+		o.fences[name] = f
+	}
+	return &f, true
 }
 
 // holder returns who holds a store this node lost.
