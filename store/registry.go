@@ -414,8 +414,9 @@ func (r *Registry) endRetry(s *Store) bool {
 	return true
 }
 
-// Store returns the named store. The name is validated before anything
-// else, so hostile input never reaches the filesystem.
+// Store returns the named store. It only looks the name up in memory; a
+// name not listed is then validated, to say whether it is invalid or
+// unknown. Hostile input never reaches the filesystem.
 func (r *Registry) Store(name string) (*Store, error) {
 	r.mu.RLock()
 	s, ok := r.stores[name]
