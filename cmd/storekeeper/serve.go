@@ -329,12 +329,16 @@ func (p *proc) run(ctx context.Context, handler http.Handler, stops ...func()) e
 		}
 	}()
 	p.log.Info("shutting down: HTTP, then watchers, then the worker (running jobs are finished or requeued), then the stores")
+	began := time.Now()
 	shut, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_ = hs.Shutdown(shut)
 	for _, stop := range stops {
 		stop()
 	}
+	// The last line: what came before it (a store not closed cleanly, jobs
+	// abandoned) is the whole story of the shutdown.
+	p.log.Info("storekeeper stopped", "took", time.Since(began).Round(time.Millisecond))
 	return nil
 }
 

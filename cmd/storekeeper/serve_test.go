@@ -252,6 +252,10 @@ func TestServeBinary(t *testing.T) {
 	if !regexp.MustCompile(`"msg":"worker stopped"`).MatchString(joined) {
 		t.Fatalf("no clean worker stop in the logs:\n%s", joined)
 	}
+	// The shutdown's last line says it is over.
+	if lines := strings.Split(strings.TrimSpace(joined), "\n"); !strings.Contains(lines[len(lines)-1], `"msg":"storekeeper stopped"`) {
+		t.Fatalf("the last log line is %s, want storekeeper stopped", lines[len(lines)-1])
+	}
 }
 
 // --tls-cert/--tls-key serve HTTPS; the in-process Redis needs no setup.
