@@ -189,7 +189,9 @@ func EndedGuard() Guard { return Guard{mode: "ended"} }
 //
 // KEYS[1] the record, KEYS[2] the lease to check (or the record again).
 // ARGV: op, guard mode, read back, run, attempt, state, lease value
-// ("" = no check), then the operations.
+// ("" = no check), then the operations; the first is always 'h', the
+// record's fields with the op among them (Args), so a change that
+// applies marks the record with its op before it writes anything else.
 var ChangeScript = redis.NewScript(historyAddLua + `
 local cur = redis.call('HMGET', KEYS[1], 'state', 'op', 'run', 'attempts')
 local st = cur[1]
@@ -217,16 +219,12 @@ end
 if not ok then return answer('skipped') end
 if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[7] then return answer('fenced') end
 local was = st
--- The op is written first: with the record fields when they come first
--- (as Args puts them), on its own otherwise.
-if ARGV[8] ~= 'h' then redis.call('HSET', KEYS[1], 'op', ARGV[1]) end
 local i = 8
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'h' then
     local n = tonumber(ARGV[i+1])
-    if i == 8 then redis.call('HSET', KEYS[1], 'op', ARGV[1], unpack(ARGV, i+2, i+1+2*n))
-    else redis.call('HSET', KEYS[1], unpack(ARGV, i+2, i+1+2*n)) end
+    redis.call('HSET', KEYS[1], unpack(ARGV, i+2, i+1+2*n))
     i = i + 2 + 2*n
   elseif op == 's' then
     if ARGV[i+3] ~= '0' then redis.call('SET', ARGV[i+1], ARGV[i+2], 'PX', ARGV[i+3])
@@ -260,18 +258,18 @@ func (c Change) Args(g Guard) []any {
 	if c.Lease != nil {
 		lease = c.Lease.Value
 	}
-	n := 7 + 2 + 2*len(c.HSet) + 4*len(c.Set) + 2*len(c.Del) + 4*len(c.IfWasActive) + 2 +
+	n := 7 + 4 + 2*len(c.HSet) + 4*len(c.Set) + 2*len(c.Del) + 4*len(c.IfWasActive) + 2 +
 		3*(len(c.Publish)+len(c.SRem)+len(c.Push))
 	for _, x := range c.XAdd {
 		n += 6 + len(x.Indexes)
 	}
 	a := make([]any, 0, n) // the list is built once
 	a = append(a, c.Op, g.mode, readBack, g.run, g.attempt, string(g.state), lease)
-	if len(c.HSet) > 0 {
-		a = append(a, "h", len(c.HSet))
-		for k, v := range c.HSet {
-			a = append(a, k, v)
-		}
+	// The record's fields come first, the op (the replay marker) among
+	// them: the script writes nothing else before it.
+	a = append(a, "h", len(c.HSet)+1, "op", c.Op)
+	for k, v := range c.HSet {
+		a = append(a, k, v)
 	}
 	for _, s := range c.Set {
 		a = append(a, "s", s.Key, s.Value, s.TTLMS)
