@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
 )
@@ -116,7 +117,7 @@ func (o *ownership) adopting(name, value string) {
 		o.adopt = map[string]bool{}
 	}
 	o.adopt[name] = true
-	o.held[name] = value
+	o.held[name] = *keyspace.LeaseFence(name, value)
 }
 
 // adopted ends an adoption: the store is listed now (made), or the

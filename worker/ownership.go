@@ -43,18 +43,14 @@ type ownership struct {
 	// reclaim owned it again.
 	flip      sync.Mutex
 	mu        sync.Mutex
-	held      map[string]string
+	held      map[string]keyspace.LeaseCheck // decoded once per claim: every job's start and end needs it
 	lost      map[string]string
 	announced map[string]bool // lost stores whose store.lost was written
 	adopt     map[string]bool // held stores being adopted: not listed by the registry yet
-	// fences caches held's values decoded, for the start and end of every
-	// job: an entry is used only while held still has its Value.
-	fences map[string]keyspace.LeaseCheck
 }
 
 func newOwnership() ownership {
-	return ownership{held: map[string]string{}, lost: map[string]string{}, announced: map[string]bool{},
-		fences: map[string]keyspace.LeaseCheck{}}
+	return ownership{held: map[string]keyspace.LeaseCheck{}, lost: map[string]string{}, announced: map[string]bool{}}
 }
 
 // lease returns the lease check a fenced change on store needs, and false
@@ -62,14 +58,9 @@ func newOwnership() ownership {
 func (o *ownership) lease(name string) (*keyspace.LeaseCheck, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	v, ok := o.held[name]
+	f, ok := o.held[name]
 	if !ok {
 		return nil, false
-	}
-	f, ok := o.fences[name]
-	if !ok || f.Value != v {
-		f = *keyspace.LeaseFence(name, v)
-		o.fences[name] = f
 	}
 	return &f, true
 }
@@ -135,7 +126,7 @@ func (w *Worker) claim(ctx context.Context) error {
 		}
 		if ok {
 			w.own.mu.Lock()
-			w.own.held[name] = v
+			w.own.held[name] = *keyspace.LeaseFence(name, v)
 			w.own.mu.Unlock()
 			continue
 		}
@@ -152,7 +143,7 @@ func (w *Worker) lose(ctx context.Context, name, holderValue string) {
 	holder, _ := jobs.DecodeLease(holderValue)
 	w.own.flip.Lock()
 	w.own.mu.Lock()
-	if cur, ok := w.own.held[name]; ok && cur == holderValue {
+	if cur, ok := w.own.held[name]; ok && cur.Value == holderValue {
 		// The "other" claim is this node's own, made meanwhile by the
 		// renewal that found the old lease expired: nothing is lost.
 		w.own.mu.Unlock()
@@ -217,7 +208,7 @@ func (w *Worker) regain(ctx context.Context, name, value string) {
 	w.own.mu.Lock()
 	delete(w.own.lost, name)
 	delete(w.own.announced, name)
-	w.own.held[name] = value
+	w.own.held[name] = *keyspace.LeaseFence(name, value)
 	w.own.mu.Unlock()
 	s, err := w.stores.Store(name)
 	if err == nil {
@@ -378,7 +369,7 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 			w.own.mu.Lock()
 			_, lostMeanwhile := w.own.lost[name]
 			if !lostMeanwhile {
-				w.own.held[name] = v
+				w.own.held[name] = *keyspace.LeaseFence(name, v)
 			}
 			w.own.mu.Unlock()
 			w.own.flip.Unlock()
