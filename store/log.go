@@ -38,6 +38,10 @@ import (
 // the TimelineFile of the store's directory, which moves with the
 // directory in a restore's swap.
 
+// archiveDir is the directory, in a store's, where pebble.ArchiveCleaner
+// moves what Pebble is done with.
+const archiveDir = "archive"
+
 // TimelineFile is the file in a store's directory naming its timeline.
 const TimelineFile = "STOREKEEPER-TIMELINE"
 
@@ -229,7 +233,7 @@ func (s *Store) startLog(db *pebble.DB) error {
 	if err != nil {
 		return fmt.Errorf("store %s: timeline: %w", s.name, err)
 	}
-	if err := s.opts.FS.MkdirAll(filepath.Join(s.dir, "archive"), 0o755); err != nil {
+	if err := s.opts.FS.MkdirAll(filepath.Join(s.dir, archiveDir), 0o755); err != nil {
 		return fmt.Errorf("store %s: %w", s.name, err)
 	}
 	b := db.NewBatch()
@@ -361,7 +365,7 @@ func (s *Store) ReadLog(ctx context.Context, cur LogCursor, through uint64, fn f
 // then seen twice (and kept once, there), never missed.
 func (s *Store) listWALs() (wal.Logs, error) {
 	fs := s.opts.FS
-	archive := filepath.Join(s.dir, "archive")
+	archive := filepath.Join(s.dir, archiveDir)
 	live, err := fs.List(s.dir)
 	if err != nil {
 		return nil, err
@@ -519,7 +523,7 @@ func (s *Store) TrimLog(cur LogCursor) (int64, error) {
 	}
 	defer s.release()
 	current := s.clog.timelineIs(cur.Timeline)
-	dir := filepath.Join(s.dir, "archive")
+	dir := filepath.Join(s.dir, archiveDir)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		if os.IsNotExist(err) {

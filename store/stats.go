@@ -202,34 +202,25 @@ func pointGarbage(levels [][]pebble.SSTableInfo) uint64 {
 	return tombstones * (fileBytes / entries)
 }
 
-// storeSize is the size of a store's own files: dirSize without
+// storeSize is the size of a store's own files: its directory without
 // archive/, which holds only what Pebble is done with (obsolete tables
 // waiting for the shipper's next trim, WALs waiting to be shipped).
-func storeSize(dir string) uint64 {
-	archive := filepath.Join(dir, "archive")
+func storeSize(dir string) uint64 { return sizeUnder(dir, filepath.Join(dir, archiveDir)) }
+
+// dirSize sums the sizes of the regular files under dir.
+func dirSize(dir string) uint64 { return sizeUnder(dir, "") }
+
+// sizeUnder sums the sizes of the regular files under dir, leaving out
+// the directory skip.
+func sizeUnder(dir, skip string) uint64 {
 	var n uint64
 	_ = filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
 		switch {
 		case err != nil:
 			return nil
-		case d.IsDir() && path == archive:
+		case d.IsDir() && path == skip:
 			return filepath.SkipDir
 		case d.IsDir():
-			return nil
-		}
-		if info, err := d.Info(); err == nil {
-			n += uint64(info.Size())
-		}
-		return nil
-	})
-	return n
-}
-
-// dirSize sums the sizes of the regular files under dir.
-func dirSize(dir string) uint64 {
-	var n uint64
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
 			return nil
 		}
 		if info, err := d.Info(); err == nil {
