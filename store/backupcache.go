@@ -12,16 +12,17 @@ import (
 // backupCache keeps what Backups read of each backup, so that listing a
 // store's backups costs a directory read and one stat per backup instead
 // of opening, reading and decoding two files per backup: the listing is
-// part of the status every job's end and every heartbeat publish (about
-// 0.6 ms of system calls for seven backups, per store, each time).
+// part of the status every job's end and every heartbeat publish. For
+// seven backups: about 60 µs listed, 0.5 ms read (BenchmarkBackups).
 //
 // A backup's manifest never changes once the backup is published. Its
 // status (verified, bad) is written by the store's owner, this process,
 // through writeBackupStatus, which forgets the entry; a status file
 // changed or removed by anyone else is seen by its stat (size, time). A
 // backup missing from the directory is forgotten at the next listing.
-// gen makes a listing that read a status just before a write of it keep
-// nothing it read.
+// gen makes a listing that read a status just before this process wrote
+// it keep nothing it read: on a file system with coarse times, the new
+// file could carry the old one's stamp.
 type backupCache struct {
 	mu    sync.Mutex
 	gen   uint64

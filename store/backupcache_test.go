@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -88,4 +89,47 @@ func TestBackupsListedFromCache(t *testing.T) {
 	if want := []string{fourth, third, second}; strings.Join(ids, " ") != strings.Join(want, " ") {
 		t.Fatalf("listed %v, want %v", ids, want)
 	}
+}
+
+// BenchmarkBackups: listing a store's seven backups (the default
+// retention's, of 30 taken), as every job's end and heartbeat does:
+// "listed" through the cache, "read" reading every backup's manifest and
+// status as the listing did before it.
+func BenchmarkBackups(b *testing.B) {
+	r, err := Open(Config{DataDir: b.TempDir(), BackupDir: b.TempDir(), Stores: []string{"s"}, NoSync: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	s, _ := r.Store("s")
+	for range 30 {
+		churn(b, s, 2000, 100)
+		if _, err := s.Backup(b.Context()); err != nil {
+			b.Fatal(err)
+		}
+	}
+	paths, err := s.backupPaths()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("listed", func(b *testing.B) {
+		for b.Loop() {
+			if bs, err := s.Backups(); err != nil || len(bs) != 7 {
+				b.Fatalf("%d backups, %v", len(bs), err)
+			}
+		}
+	})
+	b.Run("read", func(b *testing.B) {
+		for b.Loop() {
+			ids, err := r.backupFS.List(paths.backups())
+			if err != nil {
+				b.Fatal(err)
+			}
+			for _, id := range ids {
+				if _, err := s.backupInfo(paths, id); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 }
