@@ -17,6 +17,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/jonboulle/clockwork"
+
+	"storekeeper/internal/testsignal"
 )
 
 // Only Pebble's typed corruption is corruption; the words in an error are
@@ -269,6 +271,19 @@ func TestReadFaultWhileOpenIsNotCorruption(t *testing.T) {
 			r := f.open(t, injectOn(tc.errno, isTable, tc.kinds...), false)
 			s := mustStore(t, r, "kv")
 			f.waitState(t, StateOpen)
+			// Nothing in the background may be opening a table while the
+			// fault is on: a reader that joins Pebble's open of a table
+			// after the fault ends still gets the open's error. Loading
+			// the tables' stats after the open does (Pebble signals its
+			// end to no one: polled, as testsignal does).
+			if !testsignal.Poll(time.Minute, func() bool {
+				s.mu.RLock()
+				m := s.db.Metrics()
+				s.mu.RUnlock()
+				return m.Table.InitialStatsCollectionComplete && m.Table.PendingStatsCollectionCount == 0 && m.Compact.NumInProgress == 0
+			}) {
+				t.Fatal("Pebble still loading table stats or compacting after a minute")
+			}
 			f.toggle.On()
 			err := s.Scan(t.Context(), nil, nil, func(_, _ []byte) error { return nil })
 			if !errors.Is(err, tc.errno) || errors.Is(err, ErrCorrupt) {
