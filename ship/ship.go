@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/s2"
 	"golang.org/x/sync/errgroup"
 
 	"storekeeper/offsite"
@@ -207,7 +208,8 @@ type storeShip struct {
 	loaded    bool
 	sealed    store.LogCursor // saved: every batch before it is in a local segment
 	read      store.LogCursor // read into open
-	open      []byte          // batches read, not sealed (segment encoding)
+	open      []byte          // batches read, not sealed (length-prefixed, uncompressed)
+	sealBuf   []byte          // the last sealed segment's storage, reused
 	first     uint64          // open's first batch
 	since     time.Time       // when open got its first batch
 	stamp     time.Time       // its commit time
@@ -367,8 +369,41 @@ func (ss *storeShip) startTimeline(sh *Shipper, tl store.Timeline) error {
 	return writeFileSync(filepath.Join(dir, "timeline.json"), b)
 }
 
-// segmentMagic starts every segment.
-const segmentMagic = "storekeeper-log-1\n"
+// A segment is a magic line, then its batches, each preceded by its
+// length as a uvarint. segmentMagic starts a segment whose batches follow
+// as they are (segments sealed before compression was added);
+// segmentMagicS2 one whose batches follow as one S2 block
+// (github.com/klauspost/compress/s2), which is what seal writes (S2
+// skips incompressible input at about 25 GB/s, so values that do not
+// compress cost it little).
+const (
+	segmentMagic   = "storekeeper-log-1\n"
+	segmentMagicS2 = "storekeeper-log-2\n"
+)
+
+// maxCompressed is the most a compressed segment holds once decoded:
+// larger runs of batches (one batch larger than --ship-segment-size,
+// itself at most 1G, can make one) are sealed uncompressed, and a segment
+// that claims more is refused, so a damaged one cannot make a restore
+// allocate without limit.
+const maxCompressed = 1 << 30
+
+// encodeSegment returns the segment of the open batches, compressed when
+// they are not too large for it, in buf's storage when that is large
+// enough.
+func encodeSegment(buf, open []byte) []byte {
+	if len(open) > maxCompressed {
+		return append(append(buf[:0], segmentMagic...), open...)
+	}
+	n := len(segmentMagicS2) + s2.MaxEncodedLen(len(open))
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	copy(buf, segmentMagicS2)
+	enc := s2.Encode(buf[len(segmentMagicS2):], open)
+	return buf[:len(segmentMagicS2)+len(enc)]
+}
 
 // seal writes the open batches as a local segment. The segment is
 // written and fsynced under a temporary name, then the cursor after it is
@@ -380,7 +415,8 @@ func (ss *storeShip) seal(timeline string) error {
 		return err
 	}
 	path := filepath.Join(dir, offsite.SegmentName(ss.first, ss.read.Next))
-	data := append([]byte(segmentMagic), ss.open...)
+	data := encodeSegment(ss.sealBuf, ss.open)
+	ss.sealBuf = data
 	if err := writeFileSync(path+".tmp", data); err != nil {
 		return err
 	}
@@ -472,11 +508,21 @@ var errStop = errors.New("stop")
 
 // eachBatch calls fn for each batch of a segment's content, in order.
 func eachBatch(data []byte, fn func(store.LogBatch) error) error {
-	rest, ok := strings.CutPrefix(string(data[:min(len(data), len(segmentMagic))]), segmentMagic)
-	if !ok || rest != "" {
+	switch magic := string(data[:min(len(data), len(segmentMagic))]); magic {
+	case segmentMagic:
+		data = data[len(segmentMagic):]
+	case segmentMagicS2:
+		data = data[len(segmentMagicS2):]
+		n, err := s2.DecodedLen(data)
+		if err != nil || n > maxCompressed {
+			return fmt.Errorf("%w: a segment's compressed batches are damaged", store.ErrBadBackup)
+		}
+		if data, err = s2.Decode(nil, data); err != nil {
+			return fmt.Errorf("%w: a segment's compressed batches are damaged: %w", store.ErrBadBackup, err)
+		}
+	default:
 		return fmt.Errorf("%w: not a commit-log segment", store.ErrBadBackup)
 	}
-	data = data[len(segmentMagic):]
 	for len(data) > 0 {
 		n, k := binary.Uvarint(data)
 		if k <= 0 || uint64(len(data)-k) < n {

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -162,7 +163,12 @@ func TestShipGapIsAnnouncedAndReanchored(t *testing.T) {
 		t.Fatal(err)
 	}
 	inGap := time.Now()
-	writeKeys(t, s, 50, 150, "lost") // about 15 KiB of log: past the 4 KiB buffer
+	// About 15 KiB of log that does not compress: past the 4 KiB buffer.
+	for i := 50; i < 150; i++ {
+		if err := s.Set(fmt.Appendf(nil, "key%06d", i), randomBytes(t, 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	gap := b.waitEvent(t, jobs.EventShipGap, "orders", nil)
 	if gap.JobID == "" || !strings.Contains(gap.Error, "ship-buffer") {
 		t.Fatalf("store.ship_gap %+v", gap)
@@ -222,4 +228,14 @@ func TestDrillAtAMoment(t *testing.T) {
 	if _, err := s.Get([]byte("key000155")); err != nil {
 		t.Fatalf("a drill changed the live store: %v", err)
 	}
+}
+
+// randomBytes returns n bytes that do not compress.
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -1,0 +1,168 @@
+package ship
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/s2"
+
+	"storekeeper/offsite"
+	"storekeeper/store"
+)
+
+// shipped returns the segments of the store's timeline on n's target,
+// as the target holds them and decoded.
+func shipped(t *testing.T, n *node, s *store.Store) (segs []offsite.Segment, data [][]byte) {
+	t.Helper()
+	ctx := context.Background()
+	tl, err := s.Timeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs, err = n.target.Segments(ctx, "orders", tl.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sg := range segs {
+		b, err := n.target.ReadSegment(ctx, "orders", sg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data = append(data, b)
+	}
+	return segs, data
+}
+
+// Segments are compressed: a run of writes whose values repeat ships in
+// a fraction of the bytes its batches take, and reads back whole.
+func TestSegmentsAreCompressed(t *testing.T) {
+	n := startNode(t, newDirs(t), Config{Interval: time.Hour, SegmentSize: 1 << 20})
+	s := n.store(t)
+	val := bytes.Repeat([]byte("order line "), 10)
+	const writes = 2000
+	for i := range writes {
+		if err := s.Set(fmt.Appendf(nil, "k%09d", i), val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.sh.Drain(context.Background(), "orders"); err != nil {
+		t.Fatal(err)
+	}
+	_, data := shipped(t, n, s)
+	var stored, batches, batchBytes int
+	for _, d := range data {
+		stored += len(d)
+		if err := eachBatch(d, func(b store.LogBatch) error {
+			if b.Count > 0 {
+				batches++
+				batchBytes += len(b.Repr)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if batches != writes {
+		t.Fatalf("the segments hold %d batches, want %d", batches, writes)
+	}
+	if stored*3 > batchBytes {
+		t.Fatalf("the segments take %d bytes for %d bytes of batches: not compressed", stored, batchBytes)
+	}
+}
+
+// uncompressed re-encodes a segment the way segments were written before
+// they were compressed.
+func uncompressed(t *testing.T, data []byte) []byte {
+	t.Helper()
+	out := []byte(segmentMagic)
+	if err := eachBatch(data, func(b store.LogBatch) error {
+		out = binary.AppendUvarint(out, uint64(len(b.Repr)))
+		out = append(out, b.Repr...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Segments shipped before compression are still restored from.
+func TestUncompressedSegmentsStillRestore(t *testing.T) {
+	n := startNode(t, newDirs(t), Config{Interval: time.Millisecond, SegmentSize: 1024})
+	s := n.store(t)
+	ctx := context.Background()
+	if err := s.Set([]byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "1"}
+	for i := range 50 {
+		k, v := fmt.Sprintf("k%02d", i), fmt.Sprintf("v%d", i)
+		if err := s.Set([]byte(k), []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		want[k] = v
+	}
+	at := time.Now()
+	if err := s.Set([]byte("late"), []byte("after the moment")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	segs, data := shipped(t, n, s)
+	if len(segs) < 2 {
+		t.Fatalf("%d segments: the test needs several", len(segs))
+	}
+	for i, sg := range segs {
+		if err := n.target.DeleteSegment(ctx, "orders", sg); err != nil {
+			t.Fatal(err)
+		}
+		old := uncompressed(t, data[i])
+		if string(old[:len(segmentMagic)]) != segmentMagic {
+			t.Fatal("not the old encoding")
+		}
+		if err := n.target.PutSegment(ctx, "orders", sg.Timeline, sg.First, sg.Next, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, err := n.sh.RestoreAt(ctx, "orders", "", at); err != nil {
+		t.Fatal(err)
+	}
+	if got := content(t, s); !maps.Equal(got, want) {
+		t.Fatalf("restored from uncompressed segments: %v, want %v", got, want)
+	}
+}
+
+// A damaged compressed segment is refused as a bad backup, and one that
+// claims to decode to more than a segment can hold is refused before
+// anything is allocated for it.
+func TestDamagedCompressedSegmentRefused(t *testing.T) {
+	good := encodeSegment(nil, binary.AppendUvarint(nil, 3))
+	huge := binary.AppendUvarint([]byte(segmentMagicS2), 1<<40)
+	body := encodeSegment(nil, bytes.Repeat([]byte{7}, 4096))
+	for name, data := range map[string][]byte{
+		"claims 1 TiB":  huge,
+		"cut short":     body[:len(body)-3],
+		"no body":       []byte(segmentMagicS2),
+		"batch cut off": good,
+		"other magic":   []byte("storekeeper-log-9\n"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			err := eachBatch(data, func(store.LogBatch) error { return nil })
+			if !errors.Is(err, store.ErrBadBackup) {
+				t.Fatalf("eachBatch: %v, want ErrBadBackup", err)
+			}
+		})
+	}
+	if n, err := s2.DecodedLen(huge[len(segmentMagicS2):]); err == nil && n <= maxCompressed {
+		t.Fatalf("the test's segment claims %d bytes", n)
+	}
+}
