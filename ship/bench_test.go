@@ -69,12 +69,30 @@ func rawDB(b *testing.B) *pebble.DB {
 	return db
 }
 
+// valuePool is random bytes to cut values from (valueAt): values that do
+// not repeat within a segment, so compressing segments gains nothing on
+// them. One value reused for every write would compress to almost
+// nothing and flatter shipping.
+func valuePool() []byte {
+	pool := make([]byte, 32<<20)
+	_, _ = rand.Read(pool)
+	return pool
+}
+
+// valueAt is the i-th n-byte value cut from pool.
+func valueAt(pool []byte, i, n int) []byte {
+	off := i * n % (len(pool) - n)
+	return pool[off : off+n]
+}
+
 // BenchmarkShipWrite: the cost of a write with shipping on. "set": an
 // unsynced handle Set of 100 bytes on a registry that ships (its shipper
 // running; a Set waits while shipping is more than Config.MaxLag behind),
 // "set-unheld" the same with writes never held (--ship-max-lag 0),
 // "set-log-only" the same with no shipper running, vs "raw-set":
-// db.Set with pebble.NoSync on raw Pebble (WALs recycled). "batch-sync":
+// db.Set with pebble.NoSync on raw Pebble (WALs recycled); their values
+// are zeros, which the shipped segments compress. "set-random" vs
+// "raw-set-random": the same with values that do not compress. "batch-sync":
 // a synced 10-key batch through Update, vs "raw-batch-sync".
 func BenchmarkShipWrite(b *testing.B) {
 	val := make([]byte, 100)
@@ -99,6 +117,23 @@ func BenchmarkShipWrite(b *testing.B) {
 			}
 		})
 	}
+	pool := valuePool()
+	b.Run("raw-set-random", func(b *testing.B) {
+		db := rawDB(b)
+		for i := 0; b.Loop(); i++ {
+			if err := db.Set(fmt.Appendf(nil, "k%09d", i), valueAt(pool, i, 100), pebble.NoSync); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("set-random", func(b *testing.B) {
+		s, _ := benchNodeLag(b, true, 0)
+		for i := 0; b.Loop(); i++ {
+			if err := s.Set(fmt.Appendf(nil, "k%09d", i), valueAt(pool, i, 100)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("set-log-only", func(b *testing.B) {
 		// The log kept (stamps, WALs archived) but no shipper running:
 		// what the write path itself costs.
@@ -173,10 +208,9 @@ func BenchmarkShipLag(b *testing.B) {
 }
 
 func shipLag(b *testing.B, s *store.Store, paced bool, writers int, d time.Duration) ([]time.Duration, float64) {
+	pool := valuePool()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	val := make([]byte, 1024)
-	_, _ = rand.Read(val)
 	var written atomic.Int64
 	var wg sync.WaitGroup
 	for w := range writers {
@@ -195,7 +229,7 @@ func shipLag(b *testing.B, s *store.Store, paced bool, writers int, d time.Durat
 				}
 				err := s.Update(func(bt *store.Batch) error {
 					for j := range 10 {
-						if err := bt.Set(fmt.Appendf(nil, "w%d-%09d-%d", w, i, j), val); err != nil {
+						if err := bt.Set(fmt.Appendf(nil, "w%d-%09d-%d", w, i, j), valueAt(pool, (i*writers+w)*10+j, 1024)); err != nil {
 							return err
 						}
 					}
@@ -263,10 +297,9 @@ func BenchmarkShipLagSustained(b *testing.B) {
 func BenchmarkRestoreToMoment(b *testing.B) {
 	s, sh := benchNode(b, true)
 	ctx := context.Background()
-	val := make([]byte, 1024)
-	_, _ = rand.Read(val)
+	pool := valuePool()
 	for i := range 20000 { // a 20 MiB base
-		if err := s.Set(fmt.Appendf(nil, "base%06d", i), val); err != nil {
+		if err := s.Set(fmt.Appendf(nil, "base%06d", i), valueAt(pool, i, 1024)); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -281,6 +314,7 @@ func BenchmarkRestoreToMoment(b *testing.B) {
 		err := s.Update(func(bt *store.Batch) error {
 			for j := range 10 {
 				k := fmt.Appendf(nil, "w%09d-%d", i, j)
+				val := valueAt(pool, 20000+i*10+j, 1024)
 				_ = raw.Set(k, val, nil)
 				if err := bt.Set(k, val); err != nil {
 					return err
