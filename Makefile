@@ -49,7 +49,8 @@ scale:
 ## fuzz: every fuzz target for FUZZTIME each (their seed corpora also run in make test)
 FUZZTIME ?= 30s
 FUZZ_TARGETS := ./api:FuzzDecodeStrict ./api:FuzzCheckOrigin ./api:FuzzWatchFilters \
-	./jobs:FuzzPushEndpoint ./jobs:FuzzHistoryCursor ./jobsdb:FuzzDecodeHistoryJSON ./store:FuzzValidateName ./internal/e2e:FuzzRequests
+	./jobs:FuzzPushEndpoint ./jobs:FuzzHistoryCursor ./jobsdb:FuzzDecodeHistoryJSON ./store:FuzzValidateName ./internal/e2e:FuzzRequests \
+	./ship:FuzzSegment
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; \

@@ -152,27 +152,58 @@ func stamp(b *pebble.Batch, now time.Time) {
 	_ = b.LogData(buf[:n+8], nil)
 }
 
-// DecodeBatch reads a batch representation's header and stamp.
+// DecodeBatch reads a batch representation's header and stamp, checking
+// the whole batch as it goes: Pebble's batch reader trusts its input (on
+// a damaged batch it reads past the end or panics, and a batch whose
+// count is wrong is half applied before Pebble notices), and a batch read
+// back from a shipped segment is only as sound as the segment. A batch
+// passes if every entry lies within it, is of a kind a commit writes
+// (not an ingestion's or an excise's, which cannot be replayed), and
+// the entries that take a sequence number are as many as its count.
 func DecodeBatch(repr []byte) (LogBatch, error) {
 	h, ok := batchrepr.ReadHeader(repr)
 	if !ok {
 		return LogBatch{}, fmt.Errorf("store: batch of %d bytes has no header", len(repr))
 	}
 	b := LogBatch{Seq: uint64(h.SeqNum), Count: h.Count, Repr: repr}
-	r := batchrepr.Read(repr)
-	for {
-		kind, key, _, ok, err := r.Next()
-		if err != nil {
-			return b, fmt.Errorf("store: batch at %d: %w", b.Seq, err)
+	var keys uint64
+	for r := repr[batchrepr.HeaderLen:]; len(r) > 0; {
+		kind := pebble.InternalKeyKind(r[0])
+		var key []byte
+		if r, key, ok = batchString(r[1:]); !ok {
+			return b, fmt.Errorf("store: batch at %d: an entry's key is cut short", b.Seq)
 		}
-		if !ok {
-			return b, nil
-		}
-		if kind == pebble.InternalKeyKindLogData && len(key) == len(stampPrefix)+8 && bytes.HasPrefix(key, stampPrefix) {
-			b.Stamp = time.Unix(0, int64(binary.BigEndian.Uint64(key[len(stampPrefix):]))).UTC()
-			return b, nil
+		switch kind {
+		case pebble.InternalKeyKindSet, pebble.InternalKeyKindMerge, pebble.InternalKeyKindRangeDelete,
+			pebble.InternalKeyKindRangeKeySet, pebble.InternalKeyKindRangeKeyUnset, pebble.InternalKeyKindRangeKeyDelete,
+			pebble.InternalKeyKindDeleteSized:
+			if r, _, ok = batchString(r); !ok {
+				return b, fmt.Errorf("store: batch at %d: an entry's value is cut short", b.Seq)
+			}
+			keys++
+		case pebble.InternalKeyKindDelete, pebble.InternalKeyKindSingleDelete:
+			keys++
+		case pebble.InternalKeyKindLogData:
+			if b.Stamp.IsZero() && len(key) == len(stampPrefix)+8 && bytes.HasPrefix(key, stampPrefix) {
+				b.Stamp = time.Unix(0, int64(binary.BigEndian.Uint64(key[len(stampPrefix):]))).UTC()
+			}
+		default:
+			return b, fmt.Errorf("store: batch at %d: an entry of kind %d, which a commit does not write", b.Seq, kind)
 		}
 	}
+	if keys != uint64(b.Count) {
+		return b, fmt.Errorf("store: batch at %d counts %d entries and holds %d", b.Seq, b.Count, keys)
+	}
+	return b, nil
+}
+
+// batchString splits a length-prefixed string off the front of data.
+func batchString(data []byte) (rest, s []byte, ok bool) {
+	n, k := binary.Uvarint(data)
+	if k <= 0 || n > uint64(len(data)-k) {
+		return nil, nil, false
+	}
+	return data[k+int(n):], data[k : k+int(n)], true
 }
 
 // logState is what a shipping store knows of its commit log.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/batchrepr"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"storekeeper/internal/testsignal"
 )
@@ -536,5 +538,62 @@ func TestHoldWritesWaitsForShipping(t *testing.T) {
 	done = held(3)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// DecodeBatch checks a whole batch before anything reads it with
+// Pebble's reader, which trusts its input: every truncation of a sound
+// batch, a length past the end, a kind a commit does not write and a
+// wrong count are errors, never a panic or a read past the end.
+func TestDecodeBatchRefusesDamagedBatches(t *testing.T) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	pb := db.NewBatch()
+	defer pb.Close()
+	_ = pb.Set([]byte("set"), []byte("v"), nil)
+	_ = pb.Delete([]byte("del"), nil)
+	_ = pb.SingleDelete([]byte("sdel"), nil)
+	_ = pb.Merge([]byte("merge"), []byte("m"), nil)
+	_ = pb.DeleteRange([]byte("a"), []byte("b"), nil)
+	_ = pb.DeleteSized([]byte("dsized"), 7, nil)
+	_ = pb.RangeKeySet([]byte("c"), []byte("d"), nil, []byte("rk"), nil)
+	_ = pb.RangeKeyUnset([]byte("c"), []byte("d"), nil, nil)
+	_ = pb.RangeKeyDelete([]byte("e"), []byte("f"), nil)
+	at := time.Unix(1700000000, 123).UTC()
+	stamp(pb, at)
+	sound := append([]byte(nil), pb.Repr()...)
+	b, err := DecodeBatch(sound)
+	if err != nil || b.Count != 9 || !b.Stamp.Equal(at) {
+		t.Fatalf("sound batch: %+v, %v", b, err)
+	}
+
+	damaged := map[string][]byte{}
+	stampEntry := 1 + 1 + len(stampPrefix) + 8 // kind, length, key
+	for n := 0; n < len(sound); n++ {
+		if n == len(sound)-stampEntry {
+			continue // the batch without its stamp, which is sound
+		}
+		damaged[fmt.Sprintf("cut to %d bytes", n)] = sound[:n]
+	}
+	withEntry := func(entry ...byte) []byte {
+		b := append(append([]byte(nil), sound...), entry...)
+		binary.LittleEndian.PutUint32(b[8:12], binary.LittleEndian.Uint32(b[8:12])+1)
+		return b
+	}
+	damaged["key length past the end"] = withEntry(byte(pebble.InternalKeyKindSet), 0xff, 0xff, 0xff, 0xff, 0x0f, 'k')
+	damaged["value length past the end"] = withEntry(byte(pebble.InternalKeyKindSet), 1, 'k', 9, 'v')
+	damaged["an ingestion's entry"] = withEntry(byte(pebble.InternalKeyKindIngestSST), 1, 'k')
+	damaged["an excise"] = withEntry(byte(pebble.InternalKeyKindExcise), 1, 'a', 1, 'b')
+	damaged["an unknown kind"] = withEntry(0xfe, 1, 'k')
+	wrongCount := append([]byte(nil), sound...)
+	binary.LittleEndian.PutUint32(wrongCount[8:12], 10)
+	damaged["count one too many"] = wrongCount
+	for name, repr := range damaged {
+		if _, err := DecodeBatch(repr); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
 	}
 }
