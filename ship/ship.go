@@ -737,7 +737,7 @@ type Gap struct {
 type Stats struct {
 	Sealed       int   `json:"sealed"`
 	Shipped      int   `json:"shipped"`
-	ShippedBytes int64 `json:"shipped_bytes"`
+	ShippedBytes int64 `json:"shipped_bytes"` // as stored: compressed, before encryption
 	Gaps         []Gap `json:"gaps,omitempty"`
 	// Pending and PendingBytes: sealed segments not on every target yet.
 	Pending      int   `json:"pending"`
