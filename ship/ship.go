@@ -388,6 +388,10 @@ const (
 // allocate without limit.
 const maxCompressed = 1 << 30
 
+// sealBufKept is about the largest segment whose storage seal keeps for
+// the next: the default --ship-segment-size.
+const sealBufKept = 4 << 20
+
 // encodeSegment returns the segment of the open batches, compressed when
 // they are not too large for it, in buf's storage when that is large
 // enough.
@@ -416,7 +420,9 @@ func (ss *storeShip) seal(timeline string) error {
 	}
 	path := filepath.Join(dir, offsite.SegmentName(ss.first, ss.read.Next))
 	data := encodeSegment(ss.sealBuf, ss.open)
-	ss.sealBuf = data
+	if cap(data) <= 2*sealBufKept {
+		ss.sealBuf = data // not an outsized one's, kept for good
+	}
 	if err := writeFileSync(path+".tmp", data); err != nil {
 		return err
 	}
