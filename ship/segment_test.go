@@ -3,6 +3,7 @@ package ship
 import (
 	"bytes"
 	"context"
+	cryptorand "crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/klauspost/compress/s2"
 
 	"storekeeper/offsite"
@@ -146,14 +148,27 @@ func TestUncompressedSegmentsStillRestore(t *testing.T) {
 // anything is allocated for it.
 func TestDamagedCompressedSegmentRefused(t *testing.T) {
 	good := encodeSegment(nil, binary.AppendUvarint(nil, 3))
-	huge := binary.AppendUvarint([]byte(segmentMagicS2), 1<<40)
+	huge := binary.AppendUvarint(append([]byte(segmentMagicS2), 0, 0, 0, 0), 1<<40)
 	body := encodeSegment(nil, bytes.Repeat([]byte{7}, 4096))
+	// A sound batch with a value that does not compress, so that its
+	// bytes lie in the S2 block as they are: one flipped still decodes,
+	// to a sound batch with another value, which only the CRC catches.
+	value := make([]byte, 200)
+	_, _ = cryptorand.Read(value)
+	repr := append([]byte{1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, byte(pebble.InternalKeyKindSet), 1, 'k', 200, 1}, value...)
+	flipped := encodeSegment(nil, append(binary.AppendUvarint(nil, uint64(len(repr))), repr...))
+	if err := eachBatch(flipped, func(store.LogBatch) error { return nil }); err != nil {
+		t.Fatalf("the sound segment: %v", err)
+	}
+	flipped[len(flipped)-10] ^= 0x01
 	for name, data := range map[string][]byte{
-		"claims 1 TiB":  huge,
-		"cut short":     body[:len(body)-3],
-		"no body":       []byte(segmentMagicS2),
-		"batch cut off": good,
-		"other magic":   []byte("storekeeper-log-9\n"),
+		"claims 1 TiB":           huge,
+		"cut short":              body[:len(body)-3],
+		"no checksum":            []byte(segmentMagicS2),
+		"no body":                append([]byte(segmentMagicS2), 0, 0, 0, 0),
+		"batch cut off":          good,
+		"other magic":            []byte("storekeeper-log-9\n"),
+		"a value's byte flipped": flipped,
 	} {
 		t.Run(name, func(t *testing.T) {
 			err := eachBatch(data, func(store.LogBatch) error { return nil })
@@ -162,7 +177,7 @@ func TestDamagedCompressedSegmentRefused(t *testing.T) {
 			}
 		})
 	}
-	if n, err := s2.DecodedLen(huge[len(segmentMagicS2):]); err == nil && n <= maxCompressed {
+	if n, err := s2.DecodedLen(huge[len(segmentMagicS2)+4:]); err == nil && n <= maxCompressed {
 		t.Fatalf("the test's segment claims %d bytes", n)
 	}
 }
@@ -182,7 +197,7 @@ func FuzzSegment(f *testing.F) {
 	f.Add(encodeSegment(nil, open))
 	f.Add(append([]byte(segmentMagic), open...))
 	f.Add([]byte(segmentMagicS2))
-	f.Add(binary.AppendUvarint([]byte(segmentMagicS2), 1<<40))
+	f.Add(binary.AppendUvarint(append([]byte(segmentMagicS2), 0, 0, 0, 0), 1<<40))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		err := eachBatch(data, func(b store.LogBatch) error {
 			if len(b.Repr) < 12 {

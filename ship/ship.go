@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -373,9 +374,13 @@ func (ss *storeShip) startTimeline(sh *Shipper, tl store.Timeline) error {
 // length as a uvarint. segmentMagic starts a segment whose batches follow
 // as they are (segments sealed before compression was added);
 // segmentMagicS2 one whose batches follow as one S2 block
-// (github.com/klauspost/compress/s2), which is what seal writes (S2
-// skips incompressible input at about 25 GB/s, so values that do not
-// compress cost it little).
+// (github.com/klauspost/compress/s2) after the CRC-32C of the batches
+// (4 bytes, little-endian), which is what seal writes (S2 skips
+// incompressible input at about 25 GB/s, so values that do not compress
+// cost it little). The CRC covers the local copy between seal and send:
+// a target's tag is computed over what is read back, so without it a
+// byte flipped on the local disk would ship, and be replayed, as if
+// written.
 const (
 	segmentMagic   = "storekeeper-log-1\n"
 	segmentMagicS2 = "storekeeper-log-2\n"
@@ -399,15 +404,19 @@ func encodeSegment(buf, open []byte) []byte {
 	if len(open) > maxCompressed {
 		return append(append(buf[:0], segmentMagic...), open...)
 	}
-	n := len(segmentMagicS2) + s2.MaxEncodedLen(len(open))
+	const head = len(segmentMagicS2) + 4
+	n := head + s2.MaxEncodedLen(len(open))
 	if cap(buf) < n {
 		buf = make([]byte, n)
 	}
 	buf = buf[:n]
 	copy(buf, segmentMagicS2)
-	enc := s2.Encode(buf[len(segmentMagicS2):], open)
-	return buf[:len(segmentMagicS2)+len(enc)]
+	binary.LittleEndian.PutUint32(buf[len(segmentMagicS2):], crc32.Checksum(open, castagnoli))
+	enc := s2.Encode(buf[head:], open)
+	return buf[:head+len(enc)]
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // seal writes the open batches as a local segment. The segment is
 // written and fsynced under a temporary name, then the cursor after it is
@@ -519,12 +528,20 @@ func eachBatch(data []byte, fn func(store.LogBatch) error) error {
 		data = data[len(segmentMagic):]
 	case segmentMagicS2:
 		data = data[len(segmentMagicS2):]
+		if len(data) < 4 {
+			return fmt.Errorf("%w: a segment is cut short", store.ErrBadBackup)
+		}
+		sum := binary.LittleEndian.Uint32(data)
+		data = data[4:]
 		n, err := s2.DecodedLen(data)
 		if err != nil || n > maxCompressed {
 			return fmt.Errorf("%w: a segment's compressed batches are damaged", store.ErrBadBackup)
 		}
 		if data, err = s2.Decode(nil, data); err != nil {
 			return fmt.Errorf("%w: a segment's compressed batches are damaged: %w", store.ErrBadBackup, err)
+		}
+		if crc32.Checksum(data, castagnoli) != sum {
+			return fmt.Errorf("%w: a segment's batches do not match its checksum", store.ErrBadBackup)
 		}
 	default:
 		return fmt.Errorf("%w: not a commit-log segment", store.ErrBadBackup)
