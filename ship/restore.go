@@ -76,14 +76,21 @@ func (sh *Shipper) Plan(ctx context.Context, s *store.Store, at time.Time) (Plan
 		return Plan{}, err
 	}
 	// The timeline the store was on at that moment: a restore after it
-	// started the current one.
+	// started the current one. Timeline records come from targets too, so
+	// a chain that comes back to a timeline already passed (only a
+	// planted record can make one) is refused rather than followed.
+	seen := map[string]bool{tl.ID: true}
 	for at.Before(tl.Created) {
 		if tl.Parent == nil {
 			return Plan{}, fmt.Errorf("%w: store %s's commit log starts at %s (restore a backup instead)", ErrNoPoint, s.Name(), tl.Created.Format(time.RFC3339Nano))
 		}
+		if seen[tl.Parent.Timeline] {
+			return Plan{}, fmt.Errorf("%w: store %s: timeline %s names %s as its parent, which comes after it", store.ErrBadBackup, s.Name(), tl.ID, tl.Parent.Timeline)
+		}
 		if tl, err = sh.timeline(ctx, s.Name(), tl.Parent.Timeline); err != nil {
 			return Plan{}, err
 		}
+		seen[tl.ID] = true
 	}
 	p := Plan{Timeline: tl}
 	found, err := sh.newestBackup(ctx, s, tl.ID, at, &p)

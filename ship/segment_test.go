@@ -5,9 +5,12 @@ import (
 	"context"
 	cryptorand "crypto/rand"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -209,4 +212,54 @@ func FuzzSegment(f *testing.F) {
 			t.Fatalf("eachBatch: %v, not ErrBadBackup", err)
 		}
 	})
+}
+
+// A chain of timeline records that comes back to one already passed
+// (only a planted record can make one) is refused, not followed forever.
+func TestPlanRefusesATimelineLoop(t *testing.T) {
+	n := startNode(t, newDirs(t), Config{Interval: time.Millisecond, SegmentSize: 1024})
+	s := n.store(t)
+	ctx := context.Background()
+	before := time.Now().Add(-time.Hour)
+	if err := s.Set([]byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now()
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := n.sh.RestoreAt(ctx, "orders", "", at); err != nil {
+		t.Fatal(err)
+	}
+	cur, err := s.Timeline()
+	if err != nil || cur.Parent == nil {
+		t.Fatalf("after a restore to a moment: timeline %+v, %v", cur, err)
+	}
+	// The parent's record now names the current timeline as its parent.
+	parent := store.Timeline{ID: cur.Parent.Timeline, Store: "orders", Created: cur.Created.Add(time.Second),
+		Parent: &store.Branch{Timeline: cur.ID, Backup: cur.Parent.Backup}}
+	// Both records as the shipper keeps them beside its segments.
+	for _, tl := range []store.Timeline{parent, cur} {
+		b, _ := json.Marshal(tl)
+		dir := filepath.Join(n.dirs.ship, "orders", "pending", tl.ID)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "timeline.json"), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	go func() { _, err := n.sh.Plan(ctx, s, before); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, store.ErrBadBackup) {
+			t.Fatalf("plan through a loop of timelines: %v, want ErrBadBackup", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("plan through a loop of timelines did not return")
+	}
 }
