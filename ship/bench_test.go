@@ -3,6 +3,7 @@ package ship
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -363,4 +364,51 @@ func BenchmarkRestoreToMoment(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkSegmentEncode: sealing's compression and checksum
+// (encodeSegment) on what a segment holds, 4 MiB of length-prefixed
+// batches: "random", bytes that do not compress at all; "random-values",
+// batches of one 100-byte random value each (a key, a header and the
+// stamp, which compress); "zero-values", the same with zeros, as
+// BenchmarkShipWrite's Sets. ratio is the segment's size over the
+// batches'.
+func BenchmarkSegmentEncode(b *testing.B) {
+	pool := valuePool()
+	batches := func(value func(i int) []byte) []byte {
+		var open []byte
+		for i := 0; len(open) < 4<<20; i++ {
+			repr := make([]byte, 12, 160)
+			binary.LittleEndian.PutUint64(repr, uint64(i+1))
+			binary.LittleEndian.PutUint32(repr[8:], 1)
+			repr = append(repr, byte(pebble.InternalKeyKindSet))
+			repr = binary.AppendUvarint(repr, 10)
+			repr = fmt.Appendf(repr, "k%09d", i)
+			repr = binary.AppendUvarint(repr, 100)
+			repr = append(repr, value(i)...)
+			repr = append(repr, byte(pebble.InternalKeyKindLogData), 23)
+			repr = binary.BigEndian.AppendUint64(append(repr, "storekeeper.t1:"...), uint64(i))
+			open = binary.AppendUvarint(open, uint64(len(repr)))
+			open = append(open, repr...)
+		}
+		return open
+	}
+	zero := make([]byte, 100)
+	for _, c := range []struct {
+		name string
+		open []byte
+	}{
+		{"random", pool[:4<<20]},
+		{"random-values", batches(func(i int) []byte { return valueAt(pool, i, 100) })},
+		{"zero-values", batches(func(int) []byte { return zero })},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			var buf []byte
+			b.SetBytes(int64(len(c.open)))
+			for b.Loop() {
+				buf = encodeSegment(buf, c.open)
+			}
+			b.ReportMetric(float64(len(buf))/float64(len(c.open)), "ratio")
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -20,6 +21,8 @@ import (
 //     and moves every obsolete WAL into archive/ (the WAL route: a shipper
 //     reads the WAL's records, which are the committed batches in commit
 //     order; nothing is added to a commit);
+//   - stamped: the WAL route as built: archive, and every batch carries
+//     its commit time (stamp, a LogData entry and a time.Now());
 //   - batchlog: every commit also appends its batch to a log of
 //     storekeeper's own (the handle route). Appended after the commit, two
 //     concurrent commits can reach the log in the other order than their
@@ -39,7 +42,8 @@ func BenchmarkShipMechanism(b *testing.B) {
 		name    string
 		archive bool
 		log     bool
-	}{{"raw", false, false}, {"archive", true, false}, {"batchlog", false, true}}
+		stamp   bool
+	}{{"raw", false, false, false}, {"archive", true, false, false}, {"stamped", true, false, true}, {"batchlog", false, true, false}}
 	for _, c := range []struct {
 		name     string
 		sync     bool
@@ -79,6 +83,9 @@ func BenchmarkShipMechanism(b *testing.B) {
 					bt := db.NewBatch()
 					for j := range c.batch {
 						_ = bt.Set(fmt.Appendf(nil, "k%012d-%02d", i, j), v, nil)
+					}
+					if r.stamp {
+						stamp(bt, time.Now())
 					}
 					if lg == nil {
 						return bt.Commit(wo)

@@ -24,6 +24,7 @@ import (
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
@@ -370,4 +371,63 @@ func BenchmarkThroughput(b *testing.B) {
 		b.ReportMetric(float64(q.rts.Commands()-cmds0)/float64(b.N), "cmd/job")
 		reportCPU(b, q.rdb, go0, redis0)
 	})
+}
+
+// BenchmarkScriptTime: where Redis's time per job goes in the
+// throughput run's pipeline (storekeeper's side only): each script's
+// time inside Redis per call, from SLOWLOG with its threshold at 0 (which
+// itself adds to every command, so these sum to more than the
+// throughput run's redis-cpu-us/job). start, end: ChangeScript by its
+// op; enqueue: EnqueueScript; asynq-dequeue, asynq-done: asynq's own
+// scripts, told apart by their first key.
+//
+//	go test -run '^$' -bench '^BenchmarkScriptTime$' -benchtime 3000x ./worker
+func BenchmarkScriptTime(b *testing.B) {
+	srv := redistest.Start(b, redistest.RequireReal())
+	const slots = 16
+	p := startPipeline(b, srv, slots, false, noop)
+	defer p.stop()
+	ctx := context.Background()
+	if err := p.rdb.ConfigSet(ctx, "slowlog-log-slower-than", "0").Err(); err != nil {
+		b.Fatal(err)
+	}
+	// Each job logs about twenty commands, its scripts' own included.
+	if err := p.rdb.ConfigSet(ctx, "slowlog-max-len", strconv.Itoa(40*b.N)).Err(); err != nil {
+		b.Fatal(err)
+	}
+	p.rdb.SlowLogReset(ctx)
+	closedLoop(b, slots, func(i int) {
+		p.enqueue(b, p.stores[i])
+		<-p.ended[p.stores[i]]
+	})
+	b.StopTimer()
+	logs, err := p.rdb.SlowLogGet(ctx, -1).Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	change, enqueue := keyspace.ChangeScript.Hash(), keyspace.EnqueueScript.Hash()
+	total, calls := map[string]time.Duration{}, map[string]int{}
+	for _, l := range logs {
+		if len(l.Args) < 6 || !strings.EqualFold(l.Args[0], "evalsha") {
+			continue
+		}
+		label := ""
+		switch sha, first := l.Args[1], l.Args[3]; {
+		case sha == change:
+			label, _, _ = strings.Cut(l.Args[5], ":") // the op: start:<run>, end:<run>
+		case sha == enqueue:
+			label = "enqueue"
+		case strings.HasPrefix(first, "asynq:") && strings.HasSuffix(first, ":pending"):
+			label = "asynq-dequeue"
+		case strings.HasPrefix(first, "asynq:") && strings.HasSuffix(first, ":active"):
+			label = "asynq-done"
+		default:
+			continue
+		}
+		total[label] += l.Duration
+		calls[label]++
+	}
+	for label, d := range total {
+		b.ReportMetric(float64(d.Microseconds())/float64(calls[label]), label+"-redis-us")
+	}
 }
