@@ -8,10 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -274,5 +276,27 @@ func TestPlanRefusesATimelineLoop(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("plan through a loop of timelines did not return")
+	}
+}
+
+// A local segment found damaged when the shipper starts is reported: it
+// is still sent (its batches are in no other copy), and a restore
+// through it would fail.
+func TestDamagedLocalSegmentIsReported(t *testing.T) {
+	d := newDirs(t)
+	n := startNode(t, d, Config{Interval: time.Millisecond})
+	var logged bytes.Buffer
+	n.sh.log = slog.New(slog.NewTextHandler(&logged, nil))
+	dir := filepath.Join(d.ship, "orders", "pending", "20261205T000000Z-0000000000000000")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	seg := encodeSegment(nil, binary.AppendUvarint(nil, 3)) // a batch cut short
+	if err := os.WriteFile(filepath.Join(dir, offsite.SegmentName(1, 2)), seg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = n.sh.Drain(context.Background(), "orders")
+	if !strings.Contains(logged.String(), "a local segment is damaged") {
+		t.Fatalf("nothing said of the damaged segment; the log:\n%s", logged.String())
 	}
 }

@@ -266,7 +266,7 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if !ss.loaded {
-		if err := ss.load(); err != nil {
+		if err := ss.load(sh.log); err != nil {
 			return err
 		}
 		ss.loaded = true
@@ -455,7 +455,7 @@ func (ss *storeShip) seal(timeline string) error {
 }
 
 // load reads the saved cursor and the local segments.
-func (ss *storeShip) load() error {
+func (ss *storeShip) load(log *slog.Logger) error {
 	if err := os.MkdirAll(filepath.Join(ss.dir, "pending"), 0o755); err != nil {
 		return err
 	}
@@ -503,7 +503,12 @@ func (ss *storeShip) load() error {
 			}
 			p := pendingSeg{timeline: d.Name(), first: first, next: next, path: filepath.Join(dir, name), size: info.Size()}
 			if data, err := os.ReadFile(p.path); err == nil {
-				_ = eachBatch(data, func(b store.LogBatch) error { p.stamp = b.Stamp; return errStop })
+				err = eachBatch(data, func(b store.LogBatch) error { p.stamp = b.Stamp; return errStop })
+				if err != nil {
+					// Still sent: its batches are in no other copy, and a
+					// restore through it refuses it (ErrBadBackup).
+					log.Error("a local segment is damaged; a restore to a moment it covers will fail", "store", ss.name, "segment", p.path, "err", err)
+				}
 			}
 			ss.pending = append(ss.pending, p)
 		}
