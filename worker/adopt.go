@@ -117,7 +117,7 @@ func (o *ownership) adopting(name, value string) {
 		o.adopt = map[string]bool{}
 	}
 	o.adopt[name] = true
-	o.held[name] = *keyspace.LeaseFence(name, value)
+	o.held[name] = keyspace.LeaseFence(name, value)
 }
 
 // adopted ends an adoption: the store is listed now (made), or the

@@ -260,7 +260,7 @@ func TestOwnReclaimIsNotALoss(t *testing.T) {
 		t.Fatal(ok, err)
 	}
 	f.w.own.mu.Lock()
-	f.w.own.held["orders"] = *keyspace.LeaseFence("orders", v2)
+	f.w.own.held["orders"] = keyspace.LeaseFence("orders", v2)
 	f.w.own.mu.Unlock()
 	// The check of a refused write finds v2 where it expected the old value.
 	f.w.lose(ctx, "orders", v2)

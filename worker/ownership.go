@@ -126,7 +126,7 @@ func (w *Worker) claim(ctx context.Context) error {
 		}
 		if ok {
 			w.own.mu.Lock()
-			w.own.held[name] = *keyspace.LeaseFence(name, v)
+			w.own.held[name] = keyspace.LeaseFence(name, v)
 			w.own.mu.Unlock()
 			continue
 		}
@@ -208,7 +208,7 @@ func (w *Worker) regain(ctx context.Context, name, value string) {
 	w.own.mu.Lock()
 	delete(w.own.lost, name)
 	delete(w.own.announced, name)
-	w.own.held[name] = *keyspace.LeaseFence(name, value)
+	w.own.held[name] = keyspace.LeaseFence(name, value)
 	w.own.mu.Unlock()
 	s, err := w.stores.Store(name)
 	if err == nil {
@@ -369,7 +369,7 @@ func (w *Worker) renewStore(ctx context.Context, name string) {
 			w.own.mu.Lock()
 			_, lostMeanwhile := w.own.lost[name]
 			if !lostMeanwhile {
-				w.own.held[name] = *keyspace.LeaseFence(name, v)
+				w.own.held[name] = keyspace.LeaseFence(name, v)
 			}
 			w.own.mu.Unlock()
 			w.own.flip.Unlock()

@@ -11,9 +11,9 @@ import (
 
 // LeaseFence is the fencing check of a write by store's owner: the lease
 // must still hold value (the claim that made this node the owner).
-func LeaseFence(store, value string) *LeaseCheck {
+func LeaseFence(store, value string) LeaseCheck {
 	l, _ := jobs.DecodeLease(value) // a value this node's claim wrote
-	return &LeaseCheck{Key: LeaseKey(store), Value: value, Token: l.Token}
+	return LeaseCheck{Key: LeaseKey(store), Value: value, Token: l.Token}
 }
 
 // BreakerScript admits an automatic restore when fewer than ARGV[2] were
