@@ -243,12 +243,16 @@ const maxTorn = 10
 func (t *Target) latest(ctx context.Context, storeName string) (index, error) {
 	ix := index{Store: storeName}
 	gen := 0
+	// The hint only saves steps: one that does not parse, or cannot be
+	// read at all (s3rver, killed while writing it, answers 500 to every
+	// read of it: make chaos met it), is read as generation 0. A target
+	// that is down fails the reads below.
 	if b, err := t.bucket.ReadAll(ctx, hintKey(storeName)); err == nil {
 		var h hint
 		if json.Unmarshal(b, &h) == nil && h.Generation > 0 {
 			gen = h.Generation
 		}
-	} else if !notFound(err) {
+	} else if ctx.Err() != nil {
 		return ix, fmt.Errorf("target %s: %w", t.Name, err)
 	}
 	for {

@@ -421,6 +421,47 @@ func TestTornIndexGeneration(t *testing.T) {
 	}
 }
 
+// A hint the target cannot read (s3rver, killed while writing it, left
+// it answering 500 to every GET; make chaos met it) only costs the
+// steps it would have saved: the backups are listed from generation 1
+// up, and the next upload goes on after the newest generation and
+// writes the hint again, which heals it.
+func TestUnreadableIndexHint(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tg := open(t, "file://"+dir)
+	orders := newNode(t, "orders").store(t, "orders")
+	write(t, orders, 0, 500)
+	m1 := backup(t, orders)
+	if _, err := tg.Upload(ctx, orders, m1, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The file target keeps an object's metadata beside it, as s3rver
+	// does: emptied, as s3rver's was, every read of the hint fails with
+	// an error that is not "not found".
+	attrs := filepath.Join(dir, filepath.FromSlash(hintKey("orders"))) + ".attrs"
+	if err := os.WriteFile(attrs, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.bucket.ReadAll(ctx, hintKey("orders")); err == nil || notFound(err) {
+		t.Fatalf("the test's hint reads as %v; want an error other than not found", err)
+	}
+	if entries, err := tg.Backups(ctx, "orders"); err != nil || len(entries) != 1 || entries[0].ID != m1.ID {
+		t.Fatalf("backups with an unreadable hint: %+v, %v; want %s", entries, err, m1.ID)
+	}
+	write(t, orders, 500, 600)
+	m2 := backup(t, orders)
+	if _, err := tg.Upload(ctx, orders, m2, nil); err != nil {
+		t.Fatalf("an upload after an unreadable hint: %v", err)
+	}
+	if entries, err := tg.Backups(ctx, "orders"); err != nil || len(entries) != 2 || entries[0].ID != m2.ID {
+		t.Fatalf("backups: %+v, %v; want %s then %s", entries, err, m2.ID, m1.ID)
+	}
+	if _, err := tg.bucket.ReadAll(ctx, hintKey("orders")); err != nil {
+		t.Fatalf("the hint after the upload: %v", err)
+	}
+}
+
 // An object cut off on the target (a server that writes objects in place,
 // killed mid-write: make chaos found an empty sstable object on s3rver)
 // does not count as uploaded: the next upload that needs it sends it
