@@ -18,10 +18,14 @@ import (
 // found) or, Fenced, the store's lease is no longer the one it expected.
 // With Change.ReadBack, Record is the record as it is after the change
 // (changed or not), so that no step needs a second round trip to read it.
+// With Change.Ack, Acked means the asynq task is gone from its queue:
+// acknowledged by this change (or an earlier send of it), so asynq's own
+// done has nothing left to do.
 type Applied struct {
 	OK       bool
 	Replayed bool
 	Fenced   bool
+	Acked    bool
 	Prior    jobs.State
 	Record   jobs.Record
 }
@@ -48,9 +52,9 @@ func Apply(ctx context.Context, rdb redis.Scripter, id string, guard keyspace.Gu
 		return Applied{}, fmt.Errorf("%w %q", jobs.ErrUnknownJob, id)
 	}
 	res := Applied{OK: out[0] == "applied" || out[0] == "replayed", Replayed: out[0] == "replayed",
-		Fenced: out[0] == "fenced", Prior: jobs.State(out[1])}
+		Fenced: out[0] == "fenced", Prior: jobs.State(out[1]), Acked: out[2] == "1"}
 	if c.ReadBack {
-		res.Record, err = jobs.RecordFromHash(pairs(out[2:]))
+		res.Record, err = jobs.RecordFromHash(pairs(out[3:]))
 	}
 	return res, err
 }

@@ -348,3 +348,52 @@ func TestLeaseFencing(t *testing.T) {
 		t.Fatal("stale publish overwrote the holder's stats")
 	}
 }
+
+// An end that acknowledges its asynq task (Change.Ack), sent three
+// times, does asynq's done once: the task leaves the active list and
+// lease set, its hash is deleted, it is counted processed once, and every
+// copy answers Acked, so the worker answers asynq's own done itself. An
+// end whose task is no longer active (asynq's recoverer moved it) touches
+// nothing of asynq's and does not answer Acked.
+func TestEndAcknowledgesItsTaskOnce(t *testing.T) {
+	for _, active := range []bool{true, false} {
+		t.Run(map[bool]string{true: "active", false: "moved by asynq"}[active], func(t *testing.T) {
+			srv, plain, rec := pendingJob(t, jobs.KindCompact)
+			ctx := t.Context()
+			q := jobs.NodeQueue("n1")
+			if active { // as asynq's dequeue leaves it
+				plain.LRem(ctx, keyspace.AsynqPendingKey(q), 0, rec.ID)
+				plain.LPush(ctx, keyspace.AsynqActiveKey(q), rec.ID)
+				plain.ZAdd(ctx, keyspace.AsynqLeaseKey(q), redis.Z{Score: float64(time.Now().Add(30 * time.Second).Unix()), Member: rec.ID})
+			}
+			if _, err := Apply(ctx, plain, rec.ID, keyspace.StartGuard("run1", 1),
+				keyspace.Change{Op: "start:run1", HSet: map[string]any{"state": "active", "attempts": 1, "run": "run1"}}); err != nil {
+				t.Fatal(err)
+			}
+			cur := rec
+			cur.State, cur.Run, cur.Attempts = jobs.StateActive, "run1", 1
+			end := keyspace.Change{Op: "end:run1", Ack: &keyspace.AsynqAck{Queue: q, TaskID: rec.ID, At: time.Now()}}
+			end.End(cur, jobs.Terminal{State: jobs.StateSucceeded, At: time.Now(), History: jobs.HistoryEntry{Status: jobs.StatusCompacted}},
+				jobs.ClientConfig{}.WithDefaults())
+			r := &replayScripts{Match: end.Op, Times: 3}
+			res, err := Apply(ctx, replayClient(t, srv, r), rec.ID, keyspace.RunGuard("run1"), end)
+			if err != nil || !res.OK || !res.Replayed || res.Acked != active {
+				t.Fatalf("end sent 3 times: %+v, %v; want OK, Replayed and Acked %v", res, err, active)
+			}
+			total, _ := plain.Get(ctx, keyspace.AsynqProcessedTotalKey(q)).Int()
+			day, _ := plain.Get(ctx, keyspace.AsynqProcessedKey(q, time.Now())).Int()
+			hash := plain.Exists(ctx, keyspace.AsynqTaskKeyPrefix(q)+rec.ID).Val()
+			inActive := plain.LLen(ctx, keyspace.AsynqActiveKey(q)).Val()
+			leases := plain.ZCard(ctx, keyspace.AsynqLeaseKey(q)).Val()
+			want := [5]int64{1, 1, 0, 0, 0} // processed total and today; hash, active, leases
+			if !active {
+				want = [5]int64{0, 0, 1, 0, 0}
+			}
+			if got := [5]int64{int64(total), int64(day), hash, inActive, leases}; got != want {
+				t.Fatalf("asynq's keys after the end: processed %d (today %d), task hash %d, active %d, leases %d; want %v",
+					total, day, hash, inActive, leases, want)
+			}
+			oneFinish(t, plain, rec.ID, "job.enqueued job.succeeded")
+		})
+	}
+}

@@ -3,6 +3,7 @@ package keyspace
 import (
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -22,6 +23,79 @@ func AsynqPendingKey(queue string) string    { return "asynq:{" + queue + "}:pen
 func AsynqActiveKey(queue string) string     { return "asynq:{" + queue + "}:active" }
 func AsynqLeaseKey(queue string) string      { return "asynq:{" + queue + "}:lease" }
 func AsynqTaskKeyPrefix(queue string) string { return "asynq:{" + queue + "}:t:" }
+
+// AsynqProcessedKey counts the tasks of queue done on t's UTC day (it
+// expires AsynqStatsTTL after the day's first); AsynqProcessedTotalKey
+// counts them all, wrapping at the largest int64. asynqmon reads both.
+func AsynqProcessedKey(queue string, t time.Time) string {
+	return "asynq:{" + queue + "}:processed:" + t.UTC().Format("2006-01-02")
+}
+func AsynqProcessedTotalKey(queue string) string { return "asynq:{" + queue + "}:processed" }
+
+// AsynqStatsTTL is how long asynq keeps a day's processed count.
+const AsynqStatsTTL = 90 * 24 * time.Hour
+
+// AsynqDoneScript is asynq's own script for a task done (RDB.Done, for a
+// task with no uniqueness lock and no retention, as storekeeper's are),
+// copied byte for byte: asynq sends it by its SHA, which is how the worker
+// recognises the call once a job's end has done its work (AsynqAck).
+// worker's TestAsynqDoneScript checks the SHA against a live asynq.
+//
+// KEYS: active, lease, task, processed (the day's), processed (total);
+// ARGV: task id, the day's count's expiry (Unix seconds), max int64.
+var AsynqDoneScript = redis.NewScript(`
+if redis.call("LREM", KEYS[1], 0, ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("ZREM", KEYS[2], ARGV[1]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+if redis.call("DEL", KEYS[3]) == 0 then
+  return redis.error_reply("NOT FOUND")
+end
+local n = redis.call("INCR", KEYS[4])
+if tonumber(n) == 1 then
+	redis.call("EXPIREAT", KEYS[4], ARGV[2])
+end
+local total = redis.call("GET", KEYS[5])
+if tonumber(total) == tonumber(ARGV[3]) then
+	redis.call("SET", KEYS[5], 1)
+else
+	redis.call("INCR", KEYS[5])
+end
+return redis.status_reply("OK")
+`)
+
+// AsynqAck asks a Change to do, with the change, what asynq's done does
+// for the task (AsynqDoneScript): take it off the queue's active list and
+// lease set, delete its hash and count it processed. It does so only if
+// the task is still active (asynq's recoverer may have moved it), and
+// Apply reports whether the task is gone (Applied.Acked), so that the
+// worker can answer asynq's own done call without sending it: a job's end
+// and its task's acknowledgement are one write, in one round trip.
+type AsynqAck struct {
+	Queue  string
+	TaskID string
+	At     time.Time // the day counted, as asynq's clock would give it
+}
+
+// TaskKey is the task's hash.
+func (a AsynqAck) TaskKey() string { return AsynqTaskKeyPrefix(a.Queue) + a.TaskID }
+
+// asynqAckLua defines asynqAck(active, lease, task, day, total, id,
+// expireAt): asynq's done (AsynqDoneScript) for a task still active, and
+// nothing otherwise. It reports whether it acknowledged the task.
+const asynqAckLua = `
+local function asynqAck(active, lease, task, day, total, id, expireAt)
+  if redis.call('LREM', active, 0, id) == 0 then return false end
+  redis.call('ZREM', lease, id)
+  redis.call('DEL', task)
+  if tonumber(redis.call('INCR', day)) == 1 then redis.call('EXPIREAT', day, expireAt) end
+  if tonumber(redis.call('GET', total)) == tonumber('9223372036854775807') then redis.call('SET', total, 1)
+  else redis.call('INCR', total) end
+  return true
+end
+`
 
 // asynqDefaultTimeout is what asynq gives a task enqueued with neither a
 // timeout nor a deadline.

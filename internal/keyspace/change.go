@@ -45,6 +45,10 @@ type Change struct {
 	// store's lease still holds exactly this value (its fencing token
 	// included), and Apply reports Fenced otherwise.
 	Lease *LeaseCheck
+	// Ack, when set, acknowledges the attempt's asynq task with the
+	// change, as asynq's done would (AsynqAck). It is done last, and only
+	// by a change that applies.
+	Ack *AsynqAck
 	// ReadBack asks Apply to return the record as it is after the change.
 	ReadBack bool
 }
@@ -189,21 +193,29 @@ func EndedGuard() Guard { return Guard{mode: "ended"} }
 //
 // KEYS[1] the record, KEYS[2] the lease to check (or the record again).
 // ARGV: op, guard mode, read back, run, attempt, state, lease value
-// ("" = no check), then the operations; the first is always 'h', the
-// record's fields with the op among them (Args), so a change that
-// applies marks the record with its op before it writes anything else.
-var ChangeScript = redis.NewScript(historyAddLua + `
+// ("" = no check), the asynq task to acknowledge ("" = none), then the
+// operations; the first is always 'h', the record's fields with the op
+// among them (Args), so a change that applies marks the record with its
+// op before it writes anything else. The answer is the status, the
+// record's state before, whether the task is acknowledged ('1': gone from
+// asynq, by this change or an earlier send of it) and, with read back,
+// the record's fields.
+var ChangeScript = redis.NewScript(historyAddLua + asynqAckLua + `
 local cur = redis.call('HMGET', KEYS[1], 'state', 'op', 'run', 'attempts')
 local st = cur[1]
 if not st then return {'missing', ''} end
+local acked = '0'
 local function answer(status)
-  local r = {status, st}
+  local r = {status, st, acked}
   if ARGV[3] == '1' then
     for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do r[#r+1] = v end
   end
   return r
 end
-if cur[2] == ARGV[1] then return answer('replayed') end
+if cur[2] == ARGV[1] then
+  if ARGV[8] ~= '' and redis.call('EXISTS', ARGV[8]) == 0 then acked = '1' end
+  return answer('replayed')
+end
 local run, att = cur[3] or '', tonumber(cur[4] or '0') or 0
 local terminal = st == 'canceled' or st == 'succeeded' or st == 'failed'
 local mode, ok = ARGV[2], false
@@ -219,7 +231,7 @@ end
 if not ok then return answer('skipped') end
 if ARGV[7] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[7] then return answer('fenced') end
 local was = st
-local i = 8
+local i = 9
 while i <= #ARGV do
   local op = ARGV[i]
   if op == 'h' then
@@ -243,6 +255,9 @@ while i <= #ARGV do
   elseif op == 'p' then redis.call('PUBLISH', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'r' then redis.call('SREM', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'l' then redis.call('LPUSH', ARGV[i+1], ARGV[i+2]); i = i + 3
+  elseif op == 'q' then
+    if asynqAck(ARGV[i+1], ARGV[i+2], ARGV[8], ARGV[i+3], ARGV[i+4], ARGV[i+5], ARGV[i+6]) then acked = '1' end
+    i = i + 7
   else return redis.error_reply('storekeeper change: unknown operation ' .. tostring(op)) end
 end
 return answer('applied')
@@ -258,13 +273,17 @@ func (c Change) Args(g Guard) []any {
 	if c.Lease != nil {
 		lease = c.Lease.Value
 	}
-	n := 7 + 4 + 2*len(c.HSet) + 4*len(c.Set) + 2*len(c.Del) + 4*len(c.IfWasActive) + 2 +
+	ack := ""
+	if c.Ack != nil {
+		ack = c.Ack.TaskKey()
+	}
+	n := 8 + 4 + 7 + 2*len(c.HSet) + 4*len(c.Set) + 2*len(c.Del) + 4*len(c.IfWasActive) + 2 +
 		3*(len(c.Publish)+len(c.SRem)+len(c.Push))
 	for _, x := range c.XAdd {
 		n += 6 + len(x.Indexes)
 	}
 	a := make([]any, 0, n) // the list is built once
-	a = append(a, c.Op, g.mode, readBack, g.run, g.attempt, string(g.state), lease)
+	a = append(a, c.Op, g.mode, readBack, g.run, g.attempt, string(g.state), lease, ack)
 	// The record's fields come first, the op (the replay marker) among
 	// them: the script writes nothing else before it.
 	a = append(a, "h", len(c.HSet)+1, "op", c.Op)
@@ -301,6 +320,10 @@ func (c Change) Args(g Guard) []any {
 	}
 	for _, l := range c.Push {
 		a = append(a, "l", l.Key, l.Value)
+	}
+	if k := c.Ack; k != nil {
+		a = append(a, "q", AsynqActiveKey(k.Queue), AsynqLeaseKey(k.Queue), AsynqProcessedKey(k.Queue, k.At),
+			AsynqProcessedTotalKey(k.Queue), k.TaskID, k.At.Add(AsynqStatsTTL).Unix())
 	}
 	return a
 }
