@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"storekeeper/internal/keyspace"
@@ -14,7 +16,8 @@ import (
 )
 
 // This file is where the worker moves tasks between asynq's own lists
-// (v0.26.0, internal/base), whose keys internal/keyspace pins.
+// (v0.26.0, internal/base), whose keys internal/keyspace pins, and where
+// it answers asynq's done for a task a job's end already acknowledged.
 // asynqkeys_test.go checks them against a live asynq server and fails
 // loudly if a future asynq changes them.
 
@@ -128,4 +131,96 @@ func (w *Worker) requeued(ctx context.Context, ids []string, why string) error {
 		}
 	}
 	return nil
+}
+
+// A job's end acknowledges its asynq task in the same script
+// (keyspace.AsynqAck): it does what asynq's done would, in the same
+// write as the record's end, the event and the history entry. asynq then
+// calls its own done for the task as soon as the handler returns; the
+// worker gives asynq a client (asynqClient) that answers that one call
+// itself when the end already did its work, so a successful job costs
+// one round trip fewer, and there is no moment at which the job has
+// ended but its task is still active.
+//
+// This leans on asynq v0.26.0's done script, which
+// keyspace.AsynqDoneScript copies: TestAsynqDoneScript fails if a future
+// asynq changes it. Were it to change anyway, nothing would match: asynq's
+// done would reach Redis, find the task gone and log that it could not
+// remove it, until the task's lease ran out; no job would be run twice
+// or lost.
+
+// ackedTasks are the task hashes (keyspace.AsynqAck.TaskKey) whose job's
+// end acknowledged them and whose asynq done has not been called yet.
+type ackedTasks struct {
+	mu sync.Mutex
+	m  map[string]time.Time // task key -> when acknowledged
+}
+
+// ackedMaxAge bounds how long an acknowledgement waits for asynq's done,
+// which comes right after the handler returns unless asynq gave the task
+// up first (its lease or deadline ran out): such entries are dropped.
+const ackedMaxAge = time.Minute
+
+func (a *ackedTasks) add(key string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := time.Now()
+	if a.m == nil {
+		a.m = map[string]time.Time{}
+	}
+	if len(a.m) >= 256 {
+		for k, at := range a.m {
+			if now.Sub(at) > ackedMaxAge {
+				delete(a.m, k)
+			}
+		}
+	}
+	a.m[key] = now
+}
+
+// take reports whether key was acknowledged, and forgets it.
+func (a *ackedTasks) take(key string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.m[key]; !ok {
+		return false
+	}
+	delete(a.m, key)
+	return true
+}
+
+// asynqClient is the worker's Redis client as asynq's server gets it.
+type asynqClient struct {
+	redis.UniversalClient
+	acked *ackedTasks
+}
+
+var asynqDoneSHA = keyspace.AsynqDoneScript.Hash()
+
+// EvalSha answers asynq's done for a task already acknowledged, as
+// Redis would have had the task still been active ("OK"); every other
+// script goes to Redis.
+func (c asynqClient) EvalSha(ctx context.Context, sha string, keys []string, args ...any) *redis.Cmd {
+	if sha == asynqDoneSHA && len(keys) == 5 && c.acked.take(keys[2]) {
+		cmd := redis.NewCmd(ctx, "evalsha", sha, len(keys))
+		cmd.SetVal("OK")
+		return cmd
+	}
+	return c.UniversalClient.EvalSha(ctx, sha, keys, args...)
+}
+
+// ackFor is what a successful attempt's end acknowledges: its asynq task
+// (from asynq's handler context), or nil when the end must leave the
+// task to asynq: when a job's end must first be confirmed on replicas
+// (Jobs.MinReplicas), asynq keeps the task until it is.
+func (w *Worker) ackFor(ctx context.Context) *keyspace.AsynqAck {
+	if w.cfg.Jobs.MinReplicas > 0 {
+		return nil
+	}
+	queue, ok1 := asynq.GetQueueName(ctx)
+	id, ok2 := asynq.GetTaskID(ctx)
+	if !ok1 || !ok2 {
+		return nil
+	}
+	return &keyspace.AsynqAck{Queue: queue, TaskID: id, At: time.Now()}
 }

@@ -2,13 +2,18 @@ package worker
 
 import (
 	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/internal/redistest"
+	"storekeeper/internal/testsignal"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
 )
@@ -105,5 +110,178 @@ func TestStrandedTasksRequeued(t *testing.T) {
 		if err != nil || info.State != want || info.Retried != 0 {
 			t.Errorf("%s: %+v, %v; want %v, no retry counted", id, info, err, want)
 		}
+	}
+}
+
+// scriptsSent is a go-redis hook counting the scripts sent to Redis by
+// SHA (EVALSHA) or by their text's SHA (EVAL).
+type scriptsSent struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (s *scriptsSent) count(sha string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.n[sha]
+}
+
+func (s *scriptsSent) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (s *scriptsSent) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+func (s *scriptsSent) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		args := cmd.Args()
+		if len(args) > 1 {
+			name, _ := args[0].(string)
+			body, _ := args[1].(string)
+			sha := ""
+			switch strings.ToLower(name) {
+			case "evalsha":
+				sha = body
+			case "eval":
+				sha = redis.NewScript(body).Hash()
+			}
+			if sha != "" {
+				s.mu.Lock()
+				if s.n == nil {
+					s.n = map[string]int{}
+				}
+				s.n[sha]++
+				s.mu.Unlock()
+			}
+		}
+		return next(ctx, cmd)
+	}
+}
+
+// keyspace.AsynqDoneScript is asynq's own done, byte for byte: the worker
+// recognises asynq's call by its SHA. A plain asynq server, its handler
+// succeeding, sends exactly that script.
+func TestAsynqDoneScript(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	sent := &scriptsSent{}
+	rdb.AddHook(sent)
+	const q = "node.done"
+	if _, err := asynq.NewClientFromRedisClient(rdb).Enqueue(asynq.NewTask("x", nil), asynq.Queue(q), asynq.TaskID("t1")); err != nil {
+		t.Fatal(err)
+	}
+	srv2 := asynq.NewServerFromRedisClient(rdb, asynq.Config{Queues: map[string]int{q: 1}, TaskCheckInterval: 10 * time.Millisecond,
+		ShutdownTimeout: time.Second, LogLevel: asynq.FatalLevel})
+	if err := srv2.Start(asynq.HandlerFunc(func(context.Context, *asynq.Task) error { return nil })); err != nil {
+		t.Fatal(err)
+	}
+	defer srv2.Shutdown()
+	insp := asynq.NewInspectorFromRedisClient(rdb)
+	testsignal.WaitFor(t, "asynq counting t1 processed", func() bool {
+		info, err := insp.GetQueueInfo(q)
+		return err == nil && info.ProcessedTotal == 1
+	})
+	// Its first run is an EVALSHA refused with NOSCRIPT, then an EVAL.
+	if n := sent.count(keyspace.AsynqDoneScript.Hash()); n == 0 {
+		t.Fatal("asynq's done did not send keyspace.AsynqDoneScript: asynq changed its done script; " +
+			"copy the new one into keyspace.AsynqDoneScript and asynqAckLua")
+	}
+}
+
+// A successful job's end acknowledges its asynq task in the same script,
+// and asynq's own done is answered without reaching Redis: the task is
+// gone, asynq's processed counts (which asynqmon shows) count it once,
+// and asynq's done script was never sent.
+func TestJobEndAcknowledgesItsTask(t *testing.T) {
+	sent := &scriptsSent{}
+	b := setupWith(t, options{
+		worker: func(c *Config) { c.Concurrency = 1 },
+		client: func(t *testing.T, srv *redistest.Server) redis.UniversalClient {
+			c := srv.Client(t)
+			c.AddHook(sent)
+			return c
+		},
+	}, nil, "orders", "users")
+	first := b.enqueue(t, jobs.KindCompact, "orders", jobs.Params{Force: true})
+	b.waitState(t, first.ID, jobs.StateSucceeded)
+	// With one asynq worker, the next task is taken only once the first's
+	// handling, asynq's done included, is over.
+	second := b.enqueue(t, jobs.KindCompact, "users", jobs.Params{Force: true})
+	b.waitState(t, second.ID, jobs.StateSucceeded)
+
+	if n := sent.count(keyspace.AsynqDoneScript.Hash()); n > 1 {
+		t.Fatalf("asynq's done reached Redis %d times for 2 jobs; want at most 1 (the second's may not have come yet)", n)
+	} else if n == 1 {
+		t.Fatal("asynq's done reached Redis for a job whose end had acknowledged its task")
+	}
+	q := jobs.NodeQueue("n1")
+	insp := asynq.NewInspectorFromRedisClient(b.rdb)
+	testsignal.WaitFor(t, "both tasks gone from the queue", func() bool {
+		info, err := insp.GetQueueInfo(q)
+		return err == nil && info.Active == 0 && info.Pending == 0 && info.Size == 0
+	})
+	info, err := insp.GetQueueInfo(q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Processed != 2 || info.ProcessedTotal != 2 || info.Failed != 0 {
+		t.Fatalf("asynq counts %d processed today, %d in all, %d failed; want 2, 2, 0", info.Processed, info.ProcessedTotal, info.Failed)
+	}
+	for _, id := range []string{first.ID, second.ID} {
+		if n := b.rdb.Exists(t.Context(), keyspace.AsynqTaskKeyPrefix(q)+id).Val(); n != 0 {
+			t.Errorf("task %s's hash is still there", id)
+		}
+	}
+	day := keyspace.AsynqProcessedKey(q, time.Now())
+	if ttl := b.rdb.TTL(t.Context(), day).Val(); ttl <= 80*24*time.Hour {
+		t.Errorf("%s expires in %v, want about 90 days as asynq sets it", day, ttl)
+	}
+}
+
+// The acknowledgement is part of the end: with Jobs.MinReplicas, asynq
+// keeps the task until the end is confirmed on replicas, so the end
+// leaves it to asynq's own done.
+func TestNoAckWhenTheEndMustBeConfirmed(t *testing.T) {
+	w := &Worker{cfg: Config{Jobs: jobs.ClientConfig{MinReplicas: 1}}}
+	if a := w.ackFor(context.Background()); a != nil {
+		t.Fatalf("ackFor with MinReplicas 1 = %+v, want nil", a)
+	}
+	w.cfg.Jobs.MinReplicas = 0
+	if a := w.ackFor(context.Background()); a != nil {
+		t.Fatalf("ackFor outside an asynq handler = %+v, want nil", a)
+	}
+}
+
+// asynqClient answers only a done it was told about, once.
+func TestAsynqClientAnswersOnlyAcknowledgedDone(t *testing.T) {
+	srv := redistest.Start(t)
+	rdb := srv.Client(t)
+	sent := &scriptsSent{}
+	rdb.AddHook(sent)
+	acked := &ackedTasks{}
+	c := asynqClient{rdb, acked}
+	ack := keyspace.AsynqAck{Queue: "node.n1", TaskID: "t1", At: time.Now()}
+	keys := []string{keyspace.AsynqActiveKey(ack.Queue), keyspace.AsynqLeaseKey(ack.Queue), ack.TaskKey(),
+		keyspace.AsynqProcessedKey(ack.Queue, ack.At), keyspace.AsynqProcessedTotalKey(ack.Queue)}
+	run := func() error {
+		return keyspace.AsynqDoneScript.Run(t.Context(), c, keys, ack.TaskID, ack.At.Unix(), int64(1<<63-1)).Err()
+	}
+	acked.add(ack.TaskKey())
+	if err := run(); err != nil {
+		t.Fatalf("an acknowledged done: %v", err)
+	}
+	if n := sent.count(keyspace.AsynqDoneScript.Hash()); n != 0 {
+		t.Fatalf("an acknowledged done reached Redis %d times", n)
+	}
+	// Asked again, it goes to Redis, where the task is not active.
+	if err := run(); err == nil || !strings.Contains(err.Error(), "NOT FOUND") {
+		t.Fatalf("a second done = %v, want Redis's NOT FOUND", err)
+	}
+	// Another task's done, or another script, is not answered.
+	acked.add(ack.TaskKey())
+	keys[2] = keyspace.AsynqTaskKeyPrefix(ack.Queue) + "t2"
+	if err := run(); err == nil {
+		t.Fatal("the done of a task never acknowledged was answered")
+	}
+	if got := fmt.Sprint(sent.count(keyspace.AsynqDoneScript.Hash())); got == "0" {
+		t.Fatal("no done reached Redis")
 	}
 }

@@ -235,9 +235,13 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 	for _, n := range out.Notes {
 		fin.Notify(n)
 	}
+	fin.Ack = w.ackFor(ctx)
 	res, err := w.settle(ctx, a, keyspace.RunGuard(a.run), fin)
 	if err != nil {
 		return err
+	}
+	if res.OK && res.Acked {
+		w.acked.add(fin.Ack.TaskKey())
 	}
 	if res.Fenced {
 		w.checkLease(context.WithoutCancel(ctx), p.Store)

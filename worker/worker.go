@@ -58,6 +58,7 @@ type Worker struct {
 	running    map[string]runningJob    // job id -> its handler
 	canceledAt map[string]time.Time     // job id -> when a cancel arrived
 	jobsWG     sync.WaitGroup           // running handlers
+	acked      ackedTasks               // tasks whose job's end did asynq's done
 
 	shuttingDown atomic.Bool
 	// beats counts heartbeats; knownNodes is how many nodes the last look
@@ -221,7 +222,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	go func() { defer w.bg.Done(); w.dispatchLoop(bgCtx) }()
 	go func() { defer w.bg.Done(); w.sched.run(bgCtx) }()
 
-	w.srv = asynq.NewServerFromRedisClient(w.rdb, asynq.Config{
+	w.srv = asynq.NewServerFromRedisClient(asynqClient{w.rdb, &w.acked}, asynq.Config{
 		Concurrency:              w.cfg.Concurrency,
 		Queues:                   map[string]int{jobs.NodeQueue(w.cfg.Node): 10, jobs.NotifyQueue: 1},
 		TaskCheckInterval:        w.cfg.TaskCheckInterval,
