@@ -41,6 +41,12 @@ func TestCompactChurnedStore(t *testing.T) {
 	if res.Duration <= 0 || res.Decision.Reason == "" || res.Decision.Stats.LiveBytes == 0 {
 		t.Errorf("result lacks its evidence: %+v", res)
 	}
+	// The decision's stats are the store's, whole: a job's result and its
+	// job.succeeded event showed disk_bytes and estimated_keys 0.
+	if d := res.Decision.Stats; d.DiskBytes < d.LiveBytes || d.EstimatedKeys == 0 {
+		t.Errorf("the decision's stats: disk %d bytes (live %d), about %d keys; want the store's disk usage and key estimate",
+			d.DiskBytes, d.LiveBytes, d.EstimatedKeys)
+	}
 	after, m := checksum(t, s)
 	if after != before || m != n {
 		t.Fatalf("content changed by compaction: %d keys %s -> %d keys %s", n, before, m, after)

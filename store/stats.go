@@ -96,13 +96,8 @@ func (s *Store) lsmStats(db *pebble.DB, st *Stats) {
 	changes := s.changes.Load() // before reading: a change meanwhile misses the cache next time
 	if c.db != db || c.changes != changes || time.Since(c.at) > lsmCacheAge {
 		levels, _ := db.SSTables(pebble.WithProperties())
-		m := db.Metrics()
 		var fresh Stats
-		// Pebble counts its files as it makes and deletes them: no walk of
-		// the directory.
-		fresh.DiskBytes = m.DiskSpaceUsage()
-		s.fillStats(&fresh, m, levels)
-		fresh.EstimatedKeys = estimateKeys(levels)
+		s.fillStats(&fresh, db.Metrics(), levels)
 		c.db, c.changes, c.at, c.st = db, changes, time.Now(), fresh
 	}
 	l := c.st
@@ -139,6 +134,10 @@ func estimateKeys(levels [][]pebble.SSTableInfo) uint64 {
 // fillStats fills st from Pebble's metrics and, when not nil, the tables
 // with their properties.
 func (s *Store) fillStats(st *Stats, m *pebble.Metrics, levels [][]pebble.SSTableInfo) {
+	// Pebble counts its files as it makes and deletes them: no walk of the
+	// directory.
+	st.DiskBytes = m.DiskSpaceUsage()
+	st.EstimatedKeys = estimateKeys(levels)
 	st.Levels = st.Levels[:0]
 	bottom := -1
 	for i, l := range m.Levels {
