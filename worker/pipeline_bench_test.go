@@ -378,8 +378,10 @@ func BenchmarkThroughput(b *testing.B) {
 // time inside Redis per call, from SLOWLOG with its threshold at 0 (which
 // itself adds to every command, so these sum to more than the
 // throughput run's redis-cpu-us/job). start, end: ChangeScript by its
-// op; enqueue: EnqueueScript; asynq-dequeue, asynq-done: asynq's own
-// scripts, told apart by their first key.
+// op (the end also does asynq's done for the task: keyspace.AsynqAck);
+// enqueue: EnqueueScript; asynq-dequeue, asynq-done: asynq's own
+// scripts, told apart by their first key (asynq-done only appears for a
+// task whose end did not acknowledge it).
 //
 //	go test -run '^$' -bench '^BenchmarkScriptTime$' -benchtime 3000x ./worker
 func BenchmarkScriptTime(b *testing.B) {

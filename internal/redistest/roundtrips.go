@@ -16,12 +16,14 @@ import (
 // storekeeper's own keys rather than asynq's), and the commands by name.
 // Add it with AddHook. With OnlyMarked, it counts only what runs with a
 // context from Mark: on a client other goroutines share (a worker's
-// heartbeat loop, asynq's polling), the call under test alone.
+// heartbeat loop, asynq's polling), the call under test alone. Scripts
+// are also counted by their SHA (Script).
 type RoundTrips struct {
 	Prefix                    string
 	OnlyMarked                bool
 	total, commands, matching atomic.Int64
 	named                     sync.Map // lower-case command name -> *atomic.Int64
+	scripts                   sync.Map // script SHA -> *atomic.Int64
 }
 
 // Named returns how many commands called name (any case) were sent,
@@ -34,6 +36,16 @@ func (c *RoundTrips) Named(name string) int64 {
 }
 
 type markKey struct{}
+
+// Script returns how many times the script whose SHA is sha was sent,
+// by EVALSHA or (its text) by EVAL: a first EVALSHA refused with
+// NOSCRIPT and the EVAL go-redis sends after it count twice.
+func (c *RoundTrips) Script(sha string) int64 {
+	if n, ok := c.scripts.Load(sha); ok {
+		return n.(*atomic.Int64).Load()
+	}
+	return 0
+}
 
 // Mark returns ctx marked for a RoundTrips with OnlyMarked.
 func Mark(ctx context.Context) context.Context { return context.WithValue(ctx, markKey{}, true) }
@@ -70,8 +82,15 @@ func (c *RoundTrips) count(ctx context.Context, cmds ...redis.Cmder) {
 	c.total.Add(1)
 	c.commands.Add(int64(len(cmds)))
 	for _, cmd := range cmds {
-		n, _ := c.named.LoadOrStore(strings.ToLower(cmd.Name()), new(atomic.Int64))
-		n.(*atomic.Int64).Add(1)
+		name := strings.ToLower(cmd.Name())
+		incr(&c.named, name)
+		if args := cmd.Args(); len(args) > 1 && (name == "evalsha" || name == "eval") {
+			sha, _ := args[1].(string)
+			if name == "eval" {
+				sha = redis.NewScript(sha).Hash()
+			}
+			incr(&c.scripts, sha)
+		}
 	}
 	if c.Prefix == "" {
 		return
@@ -84,4 +103,13 @@ func (c *RoundTrips) count(ctx context.Context, cmds ...redis.Cmder) {
 			}
 		}
 	}
+}
+
+// incr adds one to m's counter for key, made at its first use.
+func incr(m *sync.Map, key string) {
+	n, ok := m.Load(key)
+	if !ok {
+		n, _ = m.LoadOrStore(key, new(atomic.Int64))
+	}
+	n.(*atomic.Int64).Add(1)
 }
