@@ -385,19 +385,27 @@ func TestUploadIsPaced(t *testing.T) {
 	}
 }
 
+// uploadedOnce is a file target in dir holding the first backup (500
+// keys) of a new store orders, uploaded.
+func uploadedOnce(t *testing.T, dir string) (*Target, *store.Store, store.BackupManifest) {
+	t.Helper()
+	tg := open(t, "file://"+dir)
+	orders := newNode(t, "orders").store(t, "orders")
+	write(t, orders, 0, 500)
+	m1 := backup(t, orders)
+	if _, err := tg.Upload(context.Background(), orders, m1, nil); err != nil {
+		t.Fatal(err)
+	}
+	return tg, orders, m1
+}
+
 // A torn index generation (a server that writes objects in place, killed
 // mid-write; make chaos met one on s3rver) is stepped over: the store's
 // backups are the newest whole generation's, and the next upload goes on
 // after the torn one.
 func TestTornIndexGeneration(t *testing.T) {
 	ctx := context.Background()
-	tg := open(t, "file://"+t.TempDir())
-	orders := newNode(t, "orders").store(t, "orders")
-	write(t, orders, 0, 500)
-	m1 := backup(t, orders)
-	if _, err := tg.Upload(ctx, orders, m1, nil); err != nil {
-		t.Fatal(err)
-	}
+	tg, orders, m1 := uploadedOnce(t, t.TempDir())
 	if err := tg.bucket.WriteAll(ctx, indexKey("orders", 2), []byte(`{"store":"orders","generation":2,"backups":[{"id":`), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -429,13 +437,7 @@ func TestTornIndexGeneration(t *testing.T) {
 func TestUnreadableIndexHint(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	tg := open(t, "file://"+dir)
-	orders := newNode(t, "orders").store(t, "orders")
-	write(t, orders, 0, 500)
-	m1 := backup(t, orders)
-	if _, err := tg.Upload(ctx, orders, m1, nil); err != nil {
-		t.Fatal(err)
-	}
+	tg, orders, m1 := uploadedOnce(t, dir)
 	// The file target keeps an object's metadata beside it, as s3rver
 	// does: emptied, as s3rver's was, every read of the hint fails with
 	// an error that is not "not found".
@@ -469,13 +471,7 @@ func TestUnreadableIndexHint(t *testing.T) {
 func TestTornObjectIsSentAgain(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	tg := open(t, "file://"+dir)
-	orders := newNode(t, "orders").store(t, "orders")
-	write(t, orders, 0, 500)
-	m1 := backup(t, orders)
-	if _, err := tg.Upload(ctx, orders, m1, nil); err != nil {
-		t.Fatal(err)
-	}
+	tg, orders, m1 := uploadedOnce(t, dir)
 	var f store.BackupFile
 	for _, x := range m1.Files {
 		if x.Shared && x.Size > f.Size {
