@@ -375,11 +375,12 @@ func (ss *storeShip) startTimeline(sh *Shipper, tl store.Timeline) error {
 // as they are (segments sealed before compression was added);
 // segmentMagicS2 one whose batches follow as one S2 block
 // (github.com/klauspost/compress/s2) after the CRC-32C of the batches
-// (4 bytes, little-endian), which is what seal writes (it takes
-// bytes that do not compress at about 10 GB/s: BenchmarkSegmentEncode). The CRC covers the local copy between seal and send:
-// a target's tag is computed over what is read back, so without it a
-// byte flipped on the local disk would ship, and be replayed, as if
-// written.
+// (4 bytes, little-endian), which is what seal writes. S2 passes bytes
+// that do not compress at about 10 GB/s (BenchmarkSegmentEncode).
+//
+// The CRC covers the local copy between seal and send: a target's tag is
+// computed over what is read back, so without it a byte flipped on the
+// local disk would ship, and be replayed, as if written.
 const (
 	segmentMagic   = "storekeeper-log-1\n"
 	segmentMagicS2 = "storekeeper-log-2\n"
