@@ -109,13 +109,17 @@ type pipeline struct {
 // startPipeline runs a worker on n empty stores. wrap, if set, wraps the
 // verify handler. With watch, a tailer reads the events stream as the API
 // does, measures how soon each event is readable, and reports a job's end
-// when it reads it; without, the worker reports it directly.
-func startPipeline(b *testing.B, srv *redistest.Server, n int, watch bool, wrap func(handlerFunc) handlerFunc) *pipeline {
+// when it reads it; without, the worker reports it directly. hooks are
+// added to the worker's Redis client before it starts.
+func startPipeline(b *testing.B, srv *redistest.Server, n int, watch bool, wrap func(handlerFunc) handlerFunc, hooks ...redis.Hook) *pipeline {
 	b.Helper()
 	srv.FlushAll(b)
 	p := &pipeline{rts: &redistest.RoundTrips{Prefix: "storekeeper:"}, ended: map[string]chan struct{}{}}
 	p.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 32})
 	p.rdb.AddHook(p.rts)
+	for _, h := range hooks {
+		p.rdb.AddHook(h)
+	}
 	for i := range n {
 		name := fmt.Sprintf("s%02d", i)
 		p.stores = append(p.stores, name)
@@ -194,12 +198,15 @@ type rawQueue struct {
 	srv    *asynq.Server
 }
 
-func startRaw(b *testing.B, srv *redistest.Server, handler func(*asynq.Task)) *rawQueue {
+func startRaw(b *testing.B, srv *redistest.Server, handler func(*asynq.Task), hooks ...redis.Hook) *rawQueue {
 	b.Helper()
 	srv.FlushAll(b)
 	q := &rawQueue{rts: &redistest.RoundTrips{}}
 	q.rdb = redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 32})
 	q.rdb.AddHook(q.rts)
+	for _, h := range hooks {
+		q.rdb.AddHook(h)
+	}
 	q.client = asynq.NewClientFromRedisClient(q.rdb)
 	q.srv = asynq.NewServerFromRedisClient(q.rdb, asynq.Config{
 		Concurrency:       benchConcurrency,
@@ -432,4 +439,111 @@ func BenchmarkScriptTime(b *testing.B) {
 	for label, d := range total {
 		b.ReportMetric(float64(d.Microseconds())/float64(calls[label]), label+"-redis-us")
 	}
+}
+
+// dequeueTimer times the round trips of asynq's dequeue script, told
+// apart by its first key as BenchmarkScriptTime does: how long asynq's
+// processor, which dequeues one task at a time, waits for each.
+type dequeueTimer struct{ samples }
+
+func (t *dequeueTimer) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (t *dequeueTimer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func (t *dequeueTimer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, c redis.Cmder) error {
+		a := c.Args()
+		if len(a) < 4 || a[0] != "evalsha" {
+			return next(ctx, c)
+		}
+		if first, _ := a[3].(string); !strings.HasPrefix(first, "asynq:") || !strings.HasSuffix(first, ":pending") {
+			return next(ctx, c)
+		}
+		t0 := time.Now()
+		err := next(ctx, c)
+		t.add(time.Since(t0))
+		return err
+	}
+}
+
+// BenchmarkJobPhases: where a trivial job's time goes in the throughput
+// run's closed loop (16 in flight, 4 asynq workers), each phase's p50 and
+// p99: enqueue (the client's call), queued (from the enqueue's return
+// until the handler is entered: the wait in asynq's queue, asynq's
+// dequeue and, for storekeeper, the store's slot and the attempt's
+// start), end (storekeeper: from the handler's entry until the loop
+// learns the job ended, which is the attempt's end), and dequeue (each
+// round trip of asynq's dequeue script). A diagnostic beside
+// BenchmarkThroughput, not in `make bench`'s report:
+//
+//	go test -run '^$' -bench '^BenchmarkJobPhases$' -benchtime 3000x ./worker
+func BenchmarkJobPhases(b *testing.B) {
+	srv := redistest.Start(b, redistest.RequireReal())
+	const slots = 16
+	type phases struct {
+		enqueue, queued, end samples
+		mu                   sync.Mutex
+		entered              map[string]time.Time // store or slot -> its job's handler entered
+	}
+	enter := func(ph *phases, key string) {
+		ph.mu.Lock()
+		ph.entered[key] = time.Now()
+		ph.mu.Unlock()
+	}
+	// job enqueues through enqueue, waits for wait, and records the phases.
+	job := func(ph *phases, key string, enqueue, wait func()) {
+		t0 := time.Now()
+		enqueue()
+		t1 := time.Now()
+		wait()
+		t2 := time.Now()
+		ph.mu.Lock()
+		in := ph.entered[key]
+		ph.mu.Unlock()
+		ph.enqueue.add(t1.Sub(t0))
+		ph.queued.add(in.Sub(t1))
+		ph.end.add(t2.Sub(in))
+	}
+	b.Run("storekeeper", func(b *testing.B) {
+		ph := &phases{entered: map[string]time.Time{}}
+		var deq dequeueTimer
+		p := startPipeline(b, srv, slots, false, func(handlerFunc) handlerFunc {
+			return func(_ context.Context, _ Handle, pl jobs.Payload) (outcome, error) {
+				enter(ph, pl.Store)
+				return outcome{Status: jobs.StatusVerified}, nil
+			}
+		}, &deq)
+		defer p.stop()
+		closedLoop(b, slots, func(i int) {
+			st := p.stores[i]
+			job(ph, st, func() { p.enqueue(b, st) }, func() { <-p.ended[st] })
+		})
+		ph.enqueue.report(b, "enqueue")
+		ph.queued.report(b, "queued")
+		ph.end.report(b, "end")
+		deq.report(b, "dequeue")
+	})
+	b.Run("raw", func(b *testing.B) {
+		ph := &phases{entered: map[string]time.Time{}}
+		ended := make([]chan struct{}, slots)
+		for i := range ended {
+			ended[i] = make(chan struct{}, 1)
+		}
+		var deq dequeueTimer
+		q := startRaw(b, srv, func(t *asynq.Task) {
+			var slot int
+			fmt.Sscanf(string(t.Payload()), `{"slot":%d}`, &slot)
+			enter(ph, strconv.Itoa(slot))
+			ended[slot] <- struct{}{}
+		}, &deq)
+		defer q.stop()
+		closedLoop(b, slots, func(i int) {
+			job(ph, strconv.Itoa(i), func() { q.enqueue(b, fmt.Sprintf(`{"slot":%d}`, i)) }, func() { <-ended[i] })
+		})
+		ph.enqueue.report(b, "enqueue")
+		ph.queued.report(b, "queued")
+		deq.report(b, "dequeue")
+	})
 }
