@@ -17,7 +17,8 @@ import (
 // answer was lost. Otherwise the guard refused it (Prior is the state it
 // found) or, Fenced, the store's lease is no longer the one it expected.
 // With Change.ReadBack, Record is the record as it is after the change
-// (changed or not), so that no step needs a second round trip to read it.
+// (changed or not), so that no step needs a second round trip to read it;
+// with Change.ReadFields, Fields holds those fields alone.
 // With Change.Ack, Acked means the asynq task is gone from its queue:
 // acknowledged by this change (or an earlier send of it), so asynq's own
 // done has nothing left to do.
@@ -28,6 +29,7 @@ type Applied struct {
 	Acked    bool
 	Prior    jobs.State
 	Record   jobs.Record
+	Fields   map[string]string
 }
 
 // ErrNoOp: a Change without an Op cannot be told apart from its replays.
@@ -53,8 +55,17 @@ func Apply(ctx context.Context, rdb redis.Scripter, id string, guard keyspace.Gu
 	}
 	res := Applied{OK: out[0] == "applied" || out[0] == "replayed", Replayed: out[0] == "replayed",
 		Fenced: out[0] == "fenced", Prior: jobs.State(out[1]), Acked: out[2] == "1"}
-	if c.ReadBack {
+	switch {
+	case c.ReadBack:
 		res.Record, err = jobs.RecordFromHash(pairs(out[3:]))
+	case len(c.ReadFields) > 0:
+		if len(out) != 3+len(c.ReadFields) {
+			return res, fmt.Errorf("job %s: read back %d values for %d fields", id, len(out)-3, len(c.ReadFields))
+		}
+		res.Fields = make(map[string]string, len(c.ReadFields))
+		for i, f := range c.ReadFields {
+			res.Fields[f] = out[3+i]
+		}
 	}
 	return res, err
 }

@@ -2,6 +2,8 @@ package jobsdb
 
 import (
 	"context"
+	"maps"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -395,5 +397,25 @@ func TestEndAcknowledgesItsTaskOnce(t *testing.T) {
 			}
 			oneFinish(t, plain, rec.ID, "job.enqueued job.succeeded")
 		})
+	}
+}
+
+// A change that reads back named fields gets those fields' values in
+// order, "" for a field the record lacks, and the same from a replay.
+func TestChangeReadsBackNamedFields(t *testing.T) {
+	srv, _, rec := pendingJob(t, jobs.KindCompact)
+	ch := keyspace.Change{Op: "start:run1", HSet: map[string]any{"state": "active", "attempts": 1, "run": "run1"},
+		ReadFields: []string{"queue", "no_such_field", "attempts", "max_retry"}}
+	r := &replayScripts{Match: ch.Op, Times: 2}
+	res, err := Apply(t.Context(), replayClient(t, srv, r), rec.ID, keyspace.StartGuard("run1", 1), ch)
+	if err != nil || !res.OK || !res.Replayed {
+		t.Fatalf("start sent twice: %+v, %v", res, err)
+	}
+	want := map[string]string{"queue": rec.Queue, "no_such_field": "", "attempts": "1", "max_retry": strconv.Itoa(rec.MaxRetry)}
+	if !maps.Equal(res.Fields, want) {
+		t.Fatalf("fields read back %v, want %v", res.Fields, want)
+	}
+	if res.Record.ID != "" {
+		t.Fatalf("the whole record read back too: %+v", res.Record)
 	}
 }

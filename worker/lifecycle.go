@@ -166,7 +166,7 @@ func (w *Worker) process(ctx context.Context, task *asynq.Task) error {
 func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 	p := a.p
 	startedAt := time.Now().UTC()
-	ch := keyspace.Change{Op: "start:" + a.run, ReadBack: true,
+	ch := keyspace.Change{Op: "start:" + a.run, ReadFields: startReads,
 		HSet: map[string]any{"state": string(jobs.StateActive), "attempts": a.n, "node": w.cfg.Node,
 			"started_at": startedAt.Format(time.RFC3339Nano), "reason": "", "run": a.run, "pseq": 0}}
 	if p.Store != "" && p.Kind != jobs.KindAdopt { // an adoption claims the lease once started
@@ -203,7 +203,33 @@ func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 		}
 		return nil, nil
 	}
-	return &res.Record, nil
+	rec, err := startedRecord(p, a, w.cfg.Node, startedAt, res.Fields)
+	if err != nil {
+		return nil, err
+	}
+	if w.started != nil {
+		w.started(rec)
+	}
+	return &rec, nil
+}
+
+// startReads are the fields of a job's record its start reads back: what
+// the attempt cannot know. The rest comes from the task's payload, which
+// the record was made from, and from what the start writes.
+var startReads = []string{"queue", "max_retry", "errors", "enqueued_at", "enq_ms"}
+
+// startedRecord is job p's record as its attempt a's start left it (at,
+// on node), from the fields read back (startReads): what reading the
+// whole record would return.
+func startedRecord(p jobs.Payload, a attempt, node string, at time.Time, read map[string]string) (jobs.Record, error) {
+	h := map[string]string{"id": p.JobID, "kind": string(p.Kind), "store": p.Store, "node": node,
+		"state": string(jobs.StateActive), "trigger": string(p.Trigger), "actor": p.Actor, "batch_id": p.BatchID, "run": a.run}
+	for _, f := range startReads {
+		h[f] = read[f]
+	}
+	r, err := jobs.RecordFromHash(h)
+	r.Params, r.Attempts, r.StartedAt = p.Params, a.n, at
+	return r, err
 }
 
 // succeed records a job that did its work: stats first (the API never

@@ -70,6 +70,9 @@ type Worker struct {
 	// attemptDone, when set (benchmarks), is called as each attempt's
 	// handling ends, after its records are written.
 	attemptDone func(jobs.Payload)
+	// started, when set (tests), gets the record each attempt's start
+	// returns.
+	started func(jobs.Record)
 	// afterReclaim, when set (tests), runs between a renewal's new claim
 	// of an expired lease and the claim's taking effect: the window in
 	// which a refused write's lease check can give the store up.

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -641,5 +642,49 @@ func TestReconcile(t *testing.T) {
 	// Now that asynq holds every notify job, a second pass finds nothing.
 	if n, _ := b.w.reconcile(t.Context(), 0); n != 0 {
 		t.Fatalf("second reconcile settled %d", n)
+	}
+}
+
+// The record a start returns is built from the fields it reads back and
+// what the attempt knows (startReads); it must be the record Redis holds
+// once the start applied, on a first attempt and on a retry (with an
+// attempt error), for a batch's job with parameters.
+func TestStartedRecordIsTheRecord(t *testing.T) {
+	var calls atomic.Int32
+	type pair struct{ started, stored jobs.Record }
+	pairs := make(chan pair, 2)
+	built := make(chan jobs.Record, 2)
+	var b *bundle
+	b = setup(t, func(w *Worker) {
+		w.started = func(r jobs.Record) { built <- r }
+		w.handlers[jobs.KindCompact] = func(ctx context.Context, s Handle, p jobs.Payload) (outcome, error) {
+			stored, err := b.client.Get(ctx, p.JobID)
+			if err != nil {
+				return outcome{}, err
+			}
+			pairs <- pair{<-built, stored}
+			if calls.Add(1) == 1 {
+				return outcome{}, errors.New("transient trouble")
+			}
+			return outcome{Status: jobs.StatusSkipped}, nil
+		}
+	}, "orders")
+	batch, err := b.client.EnqueueBatch(t.Context(), jobs.BatchRequest{Kind: jobs.KindCompact, Params: jobs.Params{Force: true, DryRun: true},
+		Trigger: jobs.TriggerManual, Actor: "tester"})
+	if err != nil || len(batch.Jobs) != 1 {
+		t.Fatalf("batch %+v, %v", batch, err)
+	}
+	b.waitState(t, batch.Jobs[0].Record.ID, jobs.StateSucceeded)
+	for attempt := 1; attempt <= 2; attempt++ {
+		p := <-pairs
+		started, _ := json.Marshal(p.started)
+		stored, _ := json.Marshal(p.stored)
+		if string(started) != string(stored) || p.started.Run != p.stored.Run || p.started.EnqueuedMS != p.stored.EnqueuedMS {
+			t.Fatalf("attempt %d: the start returned\n%s (run %s, enq_ms %d)\nRedis holds\n%s (run %s, enq_ms %d)", attempt,
+				started, p.started.Run, p.started.EnqueuedMS, stored, p.stored.Run, p.stored.EnqueuedMS)
+		}
+		if attempt == 2 && (len(p.started.Errors) != 1 || p.started.BatchID == "" || !p.started.Params.Force) {
+			t.Fatalf("the retry's record lacks what it should carry: %+v", p.started)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,6 +52,11 @@ type Change struct {
 	Ack *AsynqAck
 	// ReadBack asks Apply to return the record as it is after the change.
 	ReadBack bool
+	// ReadFields, instead, asks for only these of its fields (names
+	// without ','; a missing one reads ""): what the caller cannot know.
+	// A job's start knows the rest, and reading back the whole record
+	// cost Redis and the worker more than the rest of the start did.
+	ReadFields []string
 }
 
 // Fence is the fencing token the change is accepted under: its lease
@@ -192,14 +198,16 @@ func EndedGuard() Guard { return Guard{mode: "ended"} }
 // JSON in Lua made this script cost Redis three times as much.
 //
 // KEYS[1] the record, KEYS[2] the lease to check (or the record again).
-// ARGV: op, guard mode, read back, run, attempt, state, lease value
-// ("" = no check), the asynq task to acknowledge ("" = none), then the
-// operations; the first is always 'h', the record's fields with the op
+// ARGV: op, guard mode, read back ('0' nothing, '1' the whole record,
+// else the names of the fields to read, joined by ','), run, attempt,
+// state, lease value ("" = no check), the asynq task to acknowledge
+// ("" = none), then the operations; the first is always 'h', the record's fields with the op
 // among them (Args), so a change that applies marks the record with its
 // op before it writes anything else. The answer is the status, the
 // record's state before, whether the task is acknowledged ('1': gone from
 // asynq, by this change or an earlier send of it) and, with read back,
-// the record's fields.
+// the record's fields: field, value pairs for the whole record, the
+// values alone, in order, for named fields.
 var ChangeScript = redis.NewScript(historyAddLua + asynqAckLua + `
 local cur = redis.call('HMGET', KEYS[1], 'state', 'op', 'run', 'attempts')
 local st = cur[1]
@@ -209,6 +217,11 @@ local function answer(status)
   local r = {status, st, acked}
   if ARGV[3] == '1' then
     for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do r[#r+1] = v end
+  elseif ARGV[3] ~= '0' then
+    local names = {}
+    for f in string.gmatch(ARGV[3], '[^,]+') do names[#names+1] = f end
+    local vs = redis.call('HMGET', KEYS[1], unpack(names))
+    for i = 1, #names do r[#r+1] = vs[i] or '' end
   end
   return r
 end
@@ -266,8 +279,11 @@ return answer('applied')
 // Args flattens the change for ChangeScript.
 func (c Change) Args(g Guard) []any {
 	readBack := "0"
-	if c.ReadBack {
+	switch {
+	case c.ReadBack:
 		readBack = "1"
+	case len(c.ReadFields) > 0:
+		readBack = strings.Join(c.ReadFields, ",")
 	}
 	lease := ""
 	if c.Lease != nil {
