@@ -419,3 +419,30 @@ func TestChangeReadsBackNamedFields(t *testing.T) {
 		t.Fatalf("the whole record read back too: %+v", res.Record)
 	}
 }
+
+// A start takes over an active record (an attempt whose worker vanished)
+// only for a later attempt, and then first appends the lost attempt's
+// end; a first attempt never finds an earlier one active, which is why
+// the worker sends that entry only from the second attempt on.
+func TestOnlyALaterAttemptTakesOverAnActiveRecord(t *testing.T) {
+	_, plain, rec := pendingJob(t, jobs.KindCompact)
+	start := func(run string, n int) (Applied, error) {
+		lost := keyspace.NewEntry(keyspace.EventsStream, 1000, jobs.Event{Type: jobs.EventJobRetrying, JobID: rec.ID, Attempt: n - 1})
+		ch := keyspace.Change{Op: "start:" + run, HSet: map[string]any{"state": "active", "attempts": n, "run": run},
+			IfWasActive: []keyspace.StreamEntry{lost},
+			XAdd:        []keyspace.StreamEntry{keyspace.NewEntry(keyspace.EventsStream, 1000, jobs.Event{Type: jobs.EventJobStarted, JobID: rec.ID, Attempt: n})}}
+		return Apply(t.Context(), plain, rec.ID, keyspace.StartGuard(run, n), ch)
+	}
+	if res, err := start("run1", 1); err != nil || !res.OK {
+		t.Fatalf("first start: %+v, %v", res, err)
+	}
+	if res, err := start("run1b", 1); err != nil || res.OK {
+		t.Fatalf("another first attempt took over the active record: %+v, %v", res, err)
+	}
+	if res, err := start("run2", 2); err != nil || !res.OK || res.Prior != jobs.StateActive {
+		t.Fatalf("the second attempt did not take over: %+v, %v", res, err)
+	}
+	if ev := eventsOf(t, plain, rec.ID); ev != "job.enqueued job.started job.retrying job.started" {
+		t.Fatalf("events: %s", ev)
+	}
+}

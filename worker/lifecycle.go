@@ -177,10 +177,14 @@ func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 		ch.Lease = lease
 	}
 	// A record still active is an attempt whose worker vanished (asynq
-	// moved its task on without any middleware): end it first.
-	lostAttempt := a.event(jobs.EventJobRetrying, w.cfg.Node)
-	lostAttempt.Attempt, lostAttempt.Error = a.n-1, "attempt lost: its worker stopped without ending it"
-	ch.IfWasActive = append(ch.IfWasActive, keyspace.EventEntry(w.cfg.Jobs.EventsMaxLen, lostAttempt))
+	// moved its task on without any middleware): end it first. Only a
+	// later attempt can take over an active record (StartGuard), so a
+	// first attempt does not send the entry.
+	if a.n > 1 {
+		lostAttempt := a.event(jobs.EventJobRetrying, w.cfg.Node)
+		lostAttempt.Attempt, lostAttempt.Error = a.n-1, "attempt lost: its worker stopped without ending it"
+		ch.IfWasActive = append(ch.IfWasActive, keyspace.EventEntry(w.cfg.Jobs.EventsMaxLen, lostAttempt))
+	}
 	started := a.event(jobs.EventJobStarted, w.cfg.Node)
 	if ch.Lease != nil {
 		started.Fence = ch.Lease.Token
