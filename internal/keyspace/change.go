@@ -54,8 +54,8 @@ type Change struct {
 	ReadBack bool
 	// ReadFields, instead, asks for only these of its fields (names
 	// without ','; a missing one reads ""): what the caller cannot know.
-	// A job's start knows the rest, and reading back the whole record
-	// cost Redis and the worker more than the rest of the start did.
+	// A job's start knows the rest (its payload), so it reads five
+	// fields, not the whole record.
 	ReadFields []string
 }
 
