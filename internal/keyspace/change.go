@@ -201,9 +201,9 @@ func EndedGuard() Guard { return Guard{mode: "ended"} }
 // ARGV: op, guard mode, read back ('0' nothing, '1' the whole record,
 // else the names of the fields to read, joined by ','), run, attempt,
 // state, lease value ("" = no check), the asynq task to acknowledge
-// ("" = none), then the operations; the first is always 'h', the record's fields with the op
-// among them (Args), so a change that applies marks the record with its
-// op before it writes anything else. The answer is the status, the
+// ("" = none), then the operations; the first is always 'h', the
+// record's fields with the op among them (Args), so a change that
+// applies marks the record with its op before it writes anything else. The answer is the status, the
 // record's state before, whether the task is acknowledged ('1': gone from
 // asynq, by this change or an earlier send of it) and, with read back,
 // the record's fields: field, value pairs for the whole record, the
