@@ -223,14 +223,15 @@ func (w *Worker) start(ctx context.Context, a attempt) (*jobs.Record, error) {
 var startReads = []string{"queue", "max_retry", "errors", "enqueued_at", "enq_ms"}
 
 // startedRecord is job p's record as its attempt a's start left it (at,
-// on node), from the fields read back (startReads): what reading the
-// whole record would return.
+// on node), from the fields read back (startReads, a map it adds to):
+// what reading the whole record would return.
 func startedRecord(p jobs.Payload, a attempt, node string, at time.Time, read map[string]string) (jobs.Record, error) {
-	h := map[string]string{"id": p.JobID, "kind": string(p.Kind), "store": p.Store, "node": node,
-		"state": string(jobs.StateActive), "trigger": string(p.Trigger), "actor": p.Actor, "batch_id": p.BatchID, "run": a.run}
-	for _, f := range startReads {
-		h[f] = read[f]
+	h := read // the fields read back; what the attempt knows is added to them
+	if h == nil {
+		h = map[string]string{}
 	}
+	h["id"], h["kind"], h["store"], h["node"], h["state"] = p.JobID, string(p.Kind), p.Store, node, string(jobs.StateActive)
+	h["trigger"], h["actor"], h["batch_id"], h["run"] = string(p.Trigger), p.Actor, p.BatchID, a.run
 	r, err := jobs.RecordFromHash(h)
 	r.Params, r.Attempts, r.StartedAt = p.Params, a.n, at
 	return r, err

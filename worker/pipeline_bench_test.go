@@ -426,9 +426,9 @@ func BenchmarkScriptTime(b *testing.B) {
 			label, _, _ = strings.Cut(l.Args[5], ":") // the op: start:<run>, end:<run>
 		case sha == enqueue:
 			label = "enqueue"
-		case strings.HasPrefix(first, "asynq:") && strings.HasSuffix(first, ":pending"):
+		case asynqScript(first, "pending"):
 			label = "asynq-dequeue"
-		case strings.HasPrefix(first, "asynq:") && strings.HasSuffix(first, ":active"):
+		case asynqScript(first, "active"):
 			label = "asynq-done"
 		default:
 			continue
@@ -439,6 +439,13 @@ func BenchmarkScriptTime(b *testing.B) {
 	for label, d := range total {
 		b.ReportMetric(float64(d.Microseconds())/float64(calls[label]), label+"-redis-us")
 	}
+}
+
+// asynqScript reports whether first, an asynq script's first key, is a
+// queue's list named list: asynq's dequeue starts with "pending", its
+// done with "active".
+func asynqScript(first, list string) bool {
+	return strings.HasPrefix(first, "asynq:") && strings.HasSuffix(first, ":"+list)
 }
 
 // dequeueTimer times the round trips of asynq's dequeue script, told
@@ -458,7 +465,7 @@ func (t *dequeueTimer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 		if len(a) < 4 || a[0] != "evalsha" {
 			return next(ctx, c)
 		}
-		if first, _ := a[3].(string); !strings.HasPrefix(first, "asynq:") || !strings.HasSuffix(first, ":pending") {
+		if first, _ := a[3].(string); !asynqScript(first, "pending") {
 			return next(ctx, c)
 		}
 		t0 := time.Now()
