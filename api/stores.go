@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -220,13 +221,31 @@ func (s *Server) getStore(c *gin.Context) {
 	c.JSON(http.StatusOK, v[0])
 }
 
+// storeBackups is a store's backups with their files: the status its
+// owner publishes lists the backups, their file lists are published apart
+// (a status is rewritten far more often than backups change). A backup
+// whose files are not published yet (taken a moment ago, or by a node of
+// an older version, whose status still carries them) is shown as listed.
 func (s *Server) storeBackups(c *gin.Context) {
 	v, err := s.stores(c, c.Param("store"))
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, gin.H{"store": v[0].Name, "backups": v[0].Backups})
+	files, err := jobsdb.BackupFiles(c, s.rdb, v[0].Name)
+	if errors.Is(err, jobs.ErrUnavailable) {
+		s.fail(c, err)
+		return
+	} else if err != nil {
+		s.log.Warn("backups shown without their files", "store", v[0].Name, "err", err) // an unreadable value: the list still helps
+	}
+	backups := v[0].Backups
+	for i := range backups {
+		if f, ok := files[backups[i].ID]; ok {
+			backups[i].Files = f
+		}
+	}
+	c.JSON(http.StatusOK, gin.H{"store": v[0].Name, "backups": backups})
 }
 
 // queueView is one asynq queue's counts.

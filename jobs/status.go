@@ -4,7 +4,10 @@ import "time"
 
 // StoreStatus is what the node holding a store's lease publishes about it
 // at every heartbeat (StatsKey, guarded by the lease): the store's stats
-// and its backups, newest first. The API, the metrics and ctl read it.
+// and its backups, newest first, without their file lists (published
+// apart, BackupFileLists: a status is rewritten at every heartbeat and
+// every job's end, the file lists only when the backups change). The
+// API, the metrics and ctl read it.
 // The worker converts the store package's values into it; store knows
 // nothing of Redis.
 type StoreStatus struct {
@@ -112,18 +115,22 @@ type LevelStats struct {
 // BackupSummary is one backup as listed: its manifest and what later
 // checks found.
 type BackupSummary struct {
-	ID            string       `json:"id"`
-	Store         string       `json:"store"`
-	CreatedAt     time.Time    `json:"created_at"`
-	FormatVersion uint64       `json:"format_version"` // Pebble's FormatMajorVersion
-	Keys          uint64       `json:"keys"`           // estimated from table properties
-	Bytes         int64        `json:"bytes"`          // all files
-	NewBytes      int64        `json:"new_bytes"`      // bytes this backup copied; the rest was shared
-	Files         []BackupFile `json:"files"`
-	Fingerprint   string       `json:"fingerprint,omitempty"` // of its content: what a drill recomputes
-	VerifiedAt    time.Time    `json:"verified_at"`           // zero: no check completed
-	Bad           bool         `json:"bad,omitempty"`
-	Error         string       `json:"error,omitempty"` // why it is bad
+	ID            string    `json:"id"`
+	Store         string    `json:"store"`
+	CreatedAt     time.Time `json:"created_at"`
+	FormatVersion uint64    `json:"format_version"` // Pebble's FormatMajorVersion
+	Keys          uint64    `json:"keys"`           // estimated from table properties
+	Bytes         int64     `json:"bytes"`          // all files
+	NewBytes      int64     `json:"new_bytes"`      // bytes this backup copied; the rest was shared
+	// Files: the backup's files, in a backup job's result and in GET
+	// /api/stores/:store/backups. A store's status, and so the store
+	// listings, leave them out: its owner publishes them apart
+	// (BackupFileLists).
+	Files       []BackupFile `json:"files,omitempty"`
+	Fingerprint string       `json:"fingerprint,omitempty"` // of its content: what a drill recomputes
+	VerifiedAt  time.Time    `json:"verified_at"`           // zero: no check completed
+	Bad         bool         `json:"bad,omitempty"`
+	Error       string       `json:"error,omitempty"` // why it is bad
 	// With the commit log shipped (point-in-time recovery): the timeline
 	// the backup was taken on, a sequence number it holds every batch
 	// through, and a time it holds nothing committed after.
@@ -131,6 +138,12 @@ type BackupSummary struct {
 	LogSeq   uint64    `json:"log_seq,omitempty"`
 	LogAt    time.Time `json:"log_at,omitzero"`
 }
+
+// BackupFileLists are the file lists of a store's backups, by backup id:
+// what its owner publishes apart from its status (BackupFilesKey), only
+// when its backups change. A backup's files never change once it is
+// published.
+type BackupFileLists map[string][]BackupFile
 
 // BackupFile is one file of a backup.
 type BackupFile struct {

@@ -79,7 +79,7 @@ func TestResultsWire(t *testing.T) {
 			`"garbage_range_bytes":0,"above_bottom_bytes":0,"reclaimable_bytes":0,"stats_complete":false,"background_errors":0}},` +
 			`"bytes_before":1,"bytes_after":1,"duration":1000}`},
 		{"backup", &BackupResult{}, `{"backup":{"id":"b","store":"s","created_at":"2026-11-22T00:00:00Z","format_version":19,"keys":1,"bytes":2,` +
-			`"new_bytes":2,"files":null,"verified_at":"2026-11-22T00:00:00Z"},"copied":1,"shared":0,"reread":0,"pruned":["a"],` +
+			`"new_bytes":2,"files":[{"name":"000005.sst","size":2,"sha256":"ab"}],"verified_at":"2026-11-22T00:00:00Z"},"copied":1,"shared":0,"reread":0,"pruned":["a"],` +
 			`"timing":{"checkpoint":1,"copy":2,"hash":3,"file_sync":4,"validate":5,"publish":6},"took":21}`},
 		{"verify, corrupt", &VerifyResult{}, `{"corrupt":"pebble: corruption in 000005.sst"}`},
 		{"verify, good", &VerifyResult{}, `{"live":{"files":2,"bytes":3,"deep":false,"duration":4},"backup":{"id":"b","files":2,"bytes":3,"points":9,"deep":true,"duration":5}}`},

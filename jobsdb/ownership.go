@@ -49,6 +49,17 @@ func PublishStats(ctx context.Context, rdb redis.Scripter, store, lease, js stri
 	return n == 1, nil
 }
 
+// PublishBackupFiles sets store's published backup file lists
+// (BackupFilesKey; js: jobs.BackupFileLists as JSON) if lease is still
+// the store's lease value; it reports whether it did.
+func PublishBackupFiles(ctx context.Context, rdb redis.Scripter, store, lease, js string) (bool, error) {
+	n, err := keyspace.PublishStatsScript.Run(ctx, rdb, []string{keyspace.LeaseKey(store), keyspace.BackupFilesKey(store)}, lease, js).Int()
+	if err != nil {
+		return false, unavailable(err)
+	}
+	return n == 1, nil
+}
+
 // Beat is one held store's part of a node's heartbeat: its lease value
 // and the status to publish under it.
 type Beat struct {

@@ -117,6 +117,22 @@ func StoreOwnerAndStatus(ctx context.Context, rdb redis.Cmdable, store string) (
 	return node, json.RawMessage(v), nil
 }
 
+// BackupFiles returns the file lists of store's backups as its owner
+// last published them (BackupFilesKey), nil when it has published none.
+func BackupFiles(ctx context.Context, rdb redis.Cmdable, store string) (jobs.BackupFileLists, error) {
+	v, err := rdb.Get(ctx, keyspace.BackupFilesKey(store)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	} else if err != nil {
+		return nil, unavailable(err)
+	}
+	var out jobs.BackupFileLists
+	if err := json.Unmarshal(v, &out); err != nil {
+		return nil, fmt.Errorf("store %s: published backup files: %w", store, err)
+	}
+	return out, nil
+}
+
 // LastEventID returns the id of the events stream's newest entry, "0-0"
 // when the stream is empty: where a tail that must miss nothing appended
 // from now on starts. One round trip.

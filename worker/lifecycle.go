@@ -243,14 +243,19 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 	p := a.p
 	now := time.Now().UTC()
 	fin := keyspace.Change{Op: "end:" + a.run}
+	var files *filesUpdate
 	if p.Store != "" {
 		lease, ok := w.own.lease(p.Store)
 		if !ok {
 			return w.failAfter(ctx, rec, a, fmt.Errorf("%w: store %s", errLeaseLost, p.Store), out)
 		}
 		fin.Lease = lease
-		if js, serr := w.statsJSON(p.Store, lease); serr == nil {
+		if js, up, serr := w.statsJSON(p.Store, lease); serr == nil {
 			fin.SetStoreStatus(p.Store, js)
+			if up != nil { // the backups changed (a backup's end), or their lists are due again
+				fin.SetBackupFiles(p.Store, up.js)
+				files = up
+			}
 		}
 	}
 	result, _ := json.Marshal(out.Result)
@@ -273,6 +278,9 @@ func (w *Worker) succeed(ctx context.Context, rec jobs.Record, a attempt, out ou
 	}
 	if res.OK && res.Acked {
 		w.acked.add(fin.Ack.TaskKey())
+	}
+	if res.OK {
+		w.files.published(files)
 	}
 	if res.Fenced {
 		w.checkLease(context.WithoutCancel(ctx), p.Store)

@@ -248,6 +248,8 @@ func (w *Worker) renew(ctx context.Context) {
 	// every status published in one round trip. The rest (a lease lost or
 	// expired, Redis unreachable) go one by one through renewStore.
 	var beats []jobsdb.Beat
+	var checks []*keyspace.LeaseCheck
+	var files []*filesUpdate // the file lists due, published after the beat (rarely any)
 	var slow []string
 	for _, name := range w.stores.Names() {
 		check, held := w.own.lease(name)
@@ -255,13 +257,14 @@ func (w *Worker) renew(ctx context.Context) {
 			slow = append(slow, name)
 			continue
 		}
-		js, err := w.statsJSON(name, check)
+		js, up, err := w.statsJSON(name, check)
 		if err != nil {
 			w.log.Warn("store stats not published", "store", name, "err", err)
 			slow = append(slow, name)
 			continue
 		}
 		beats = append(beats, jobsdb.Beat{Store: name, Lease: check.Value, Status: js})
+		checks, files = append(checks, check), append(files, up)
 	}
 	results, err := jobsdb.Heartbeat(ctx, w.rdb, beats, w.cfg.LeaseTTL)
 	if err != nil {
@@ -281,6 +284,8 @@ func (w *Worker) renew(ctx context.Context) {
 			// Renewed, yet the fenced publish was refused: the lease moved
 			// between the two scripts.
 			w.checkLease(ctx, b.Store)
+		case files[i] != nil:
+			w.publishFiles(ctx, checks[i], files[i])
 		}
 	}
 	for _, name := range slow {
@@ -441,15 +446,18 @@ func (w *Worker) nodeInfo() jobs.NodeInfo {
 // that holds each one's lease (for /readyz and logs).
 func (w *Worker) Lost() map[string]string { return w.own.lostStores() }
 
-// statsJSON is what the API reads about a store: its jobs.StoreStatus.
-func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, error) {
+// statsJSON is what the API reads about a store: its jobs.StoreStatus,
+// and its backups' file lists when they are due to be published
+// (backupFiles; nil otherwise), which the status leaves out.
+func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, *filesUpdate, error) {
 	s, err := w.stores.Store(name)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	bs, _ := s.Backups() // none listed when the backup directory cannot be read
 	st := storeStatus(w.cfg.Node, s.Stats(), bs, time.Now().UTC())
 	st.Fence = lease.Token
+	files := w.files.split(name, lease.Token, &st, w.clock.Now())
 	st.Targets = w.targets.status(name, w.targetNames())
 	if sh := w.cfg.Shipper; sh != nil {
 		ss := sh.Stats(name)
@@ -463,18 +471,21 @@ func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, err
 	}
 	st.Drill = w.drills.get(name)
 	b, err := json.Marshal(st)
-	return string(b), err
+	return string(b), files, err
 }
 
 // publishStats publishes a store's stats while lease is still its lease.
 func (w *Worker) publishStats(ctx context.Context, name string, lease *keyspace.LeaseCheck) error {
-	js, err := w.statsJSON(name, lease)
+	js, files, err := w.statsJSON(name, lease)
 	if err != nil {
 		return err
 	}
 	ok, err := jobsdb.PublishStats(ctx, w.rdb, name, lease.Value, js)
 	if err == nil && !ok {
 		w.checkLease(ctx, name)
+	}
+	if err == nil && ok && files != nil {
+		w.publishFiles(ctx, lease, files)
 	}
 	return err
 }

@@ -69,9 +69,31 @@ func sameJSON(t *testing.T, name string, was, now any) {
 		}
 		return out
 	}
-	if d := cmp.Diff(decode(was), decode(now)); d != "" {
+	if d := cmp.Diff(dropNullFiles(decode(was)), decode(now)); d != "" {
 		t.Errorf("%s: the jobs type encodes differently from the store value (-store +jobs):\n%s", name, d)
 	}
+}
+
+// dropNullFiles removes every "files": null from a decoded store value: a
+// backup's file list, empty, is left out by jobs.BackupSummary where the
+// store writes null (a status leaves every file list out: see
+// jobs.BackupFileLists). Nothing else may differ.
+func dropNullFiles(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if k == "files" && e == nil {
+				delete(x, k)
+				continue
+			}
+			x[k] = dropNullFiles(e)
+		}
+	case []any:
+		for i := range x {
+			x[i] = dropNullFiles(x[i])
+		}
+	}
+	return v
 }
 
 // jobs.StoreStates are the names of store's states, in order.

@@ -649,3 +649,26 @@ func TestStuckWatcherDisconnected(t *testing.T) {
 	}
 }
 
+// A store's backups: their files in GET /api/stores/:store/backups, not
+// in the store listings (its status leaves them out: see
+// jobs.BackupFileLists).
+func TestBackupFilesOnlyInTheBackupsList(t *testing.T) {
+	e := setup(t)
+	backup := e.do("POST", "/api/admin/backup/orders", operatorToken, nil)
+	e.waitJob(backup.body["job_id"].(string), jobs.StateSucceeded)
+	list := e.do("GET", "/api/stores/orders/backups", viewerToken, nil)
+	bs, _ := list.body["backups"].([]any)
+	if list.status != 200 || len(bs) != 1 {
+		t.Fatalf("backups: %d %s", list.status, list.raw)
+	}
+	files, _ := bs[0].(map[string]any)["files"].([]any)
+	if len(files) == 0 || files[0].(map[string]any)["sha256"] == "" {
+		t.Fatalf("backups without their files: %s", list.raw)
+	}
+	for _, path := range []string{"/api/stores/orders", "/api/stores", "/api/dashboard"} {
+		a := e.do("GET", path, viewerToken, nil)
+		if a.status != 200 || !bytes.Contains(a.raw, []byte(`"backups":[{`)) || bytes.Contains(a.raw, []byte(`"sha256"`)) {
+			t.Errorf("GET %s: %d %s; want the backup listed without its files", path, a.status, a.raw)
+		}
+	}
+}

@@ -134,6 +134,13 @@ func (c *Change) SetStoreStatus(store, js string) {
 	c.Set = append(c.Set, SetKey{Key: StatsKey(store), Value: js})
 }
 
+// SetBackupFiles publishes store's backups' file lists (BackupFilesKey;
+// js: jobs.BackupFileLists as JSON) with the change, as a job's end does
+// when the backups changed.
+func (c *Change) SetBackupFiles(store, js string) {
+	c.Set = append(c.Set, SetKey{Key: BackupFilesKey(store), Value: js})
+}
+
 // ClearIncident deletes store's incident (IncidentKey) with the change,
 // as a restore's success does: a new corruption is a new incident.
 func (c *Change) ClearIncident(store string) { c.Del = append(c.Del, IncidentKey(store)) }

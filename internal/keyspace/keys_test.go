@@ -50,6 +50,7 @@ var keyLayout = map[string]struct{ got, want string }{
 	"LeaseTokenKey":       {LeaseTokenKey("orders"), "storekeeper:leasetoken:orders"},
 	"HomeKey":             {HomeKey("orders"), "storekeeper:home:orders"},
 	"StatsKey":            {StatsKey("orders"), "storekeeper:storestats:orders"},
+	"BackupFilesKey":      {BackupFilesKey("orders"), "storekeeper:backupfiles:orders"},
 	"NodeKey":             {NodeKey("n1"), "storekeeper:node:n1"},
 	"NodeDownKey":         {NodeDownKey("n1"), "storekeeper:nodedown:n1"},
 	"SlotKey":             {SlotKey(jobs.KindBackup, "orders", time.Unix(1700000000, 0)), "storekeeper:slot:backup:orders:1700000000"},

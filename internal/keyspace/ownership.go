@@ -185,3 +185,12 @@ return out
 // its owner's heartbeat and before any job on it is marked finished: the
 // API never answers from older state.
 func StatsKey(store string) string { return "storekeeper:storestats:" + store }
+
+// BackupFilesKey holds the file lists of a store's backups as JSON
+// (jobs.BackupFileLists), published by its owner apart from its status
+// (StatsKey), fenced by the same lease: with the status when a job's end
+// changes the backups, and otherwise only when its owner has not written
+// them under its current claim for a while. A status with a few backups
+// of a large store would otherwise carry thousands of file entries, sent
+// at every heartbeat and every job's end.
+func BackupFilesKey(store string) string { return "storekeeper:backupfiles:" + store }
