@@ -144,9 +144,10 @@ if not cur then return {'expired', ''} end
 return {'held', cur}
 `)
 
-// PublishStatsScript writes a store's stats only while the publisher
-// holds the store's lease: a node that lost it cannot overwrite what the
-// new owner publishes.
+// PublishStatsScript writes a store's stats (KEYS[2]: StatsKey, or
+// BackupFilesKey for its backups' file lists) only while the publisher
+// holds the store's lease (KEYS[1]): a node that lost it cannot overwrite
+// what the new owner publishes.
 var PublishStatsScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('SET', KEYS[2], ARGV[2])
@@ -188,9 +189,10 @@ func StatsKey(store string) string { return "storekeeper:storestats:" + store }
 
 // BackupFilesKey holds the file lists of a store's backups as JSON
 // (jobs.BackupFileLists), published by its owner apart from its status
-// (StatsKey), fenced by the same lease: with the status when a job's end
-// changes the backups, and otherwise only when its owner has not written
-// them under its current claim for a while. A status with a few backups
-// of a large store would otherwise carry thousands of file entries, sent
-// at every heartbeat and every job's end.
+// (StatsKey), fenced by the same lease, and only when due: with the
+// status of the job's end, or after the heartbeat, that finds the
+// backups' ids changed, the claim new, or ten minutes passed since it
+// last wrote them (worker's backupFiles). A status with a few backups of
+// a large store would otherwise carry thousands of file entries, sent at
+// every heartbeat and every job's end.
 func BackupFilesKey(store string) string { return "storekeeper:backupfiles:" + store }
