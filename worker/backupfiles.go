@@ -10,6 +10,7 @@ import (
 	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
+	"storekeeper/store"
 )
 
 // backupFilesRefresh is how long this node trusts file lists it published
@@ -19,14 +20,14 @@ import (
 // older snapshot).
 const backupFilesRefresh = 10 * time.Minute
 
-// backupFiles remembers, per store, the file lists this node last
+// publishedFiles remembers, per store, the file lists this node last
 // published: under which claim (fencing token), for which backups, and
 // when. A store's status leaves its backups' file lists out, and they are
 // published apart only when due: the backups changed (a backup, its
 // pruning, an adoption), the claim changed, or backupFilesRefresh passed.
 // A backup's files never change once it is published, so its id stands
 // for them.
-type backupFiles struct {
+type publishedFiles struct {
 	mu sync.Mutex
 	m  map[string]filesMark
 }
@@ -45,28 +46,29 @@ type filesUpdate struct {
 	js    string // jobs.BackupFileLists
 }
 
-// split takes the file lists out of the backups of store's status (st,
-// about to be published under token at now) and returns them as an
-// update when they are due, nil otherwise.
-func (b *backupFiles) split(store string, token int64, st *jobs.StoreStatus, now time.Time) *filesUpdate {
-	ids := make([]string, len(st.Backups))
-	for i := range st.Backups {
-		ids[i] = st.Backups[i].ID
+// split takes the file lists out of store's backups (bs, about to be
+// published in its status under token at now: each backup's Files is
+// set to nil) and returns them as an update when they are due, nil
+// otherwise: only then are they converted and encoded.
+func (b *publishedFiles) split(store string, token int64, bs []store.BackupInfo, now time.Time) *filesUpdate {
+	ids := make([]string, len(bs))
+	for i := range bs {
+		ids[i] = bs[i].ID
 	}
 	m := filesMark{token: token, ids: strings.Join(ids, ","), at: now}
 	b.mu.Lock()
 	old, ok := b.m[store]
 	b.mu.Unlock()
-	var lists jobs.BackupFileLists
 	due := !ok || old.token != m.token || old.ids != m.ids || now.Sub(old.at) >= backupFilesRefresh
+	var lists jobs.BackupFileLists
 	if due {
-		lists = make(jobs.BackupFileLists, len(st.Backups))
+		lists = make(jobs.BackupFileLists, len(bs))
 	}
-	for i := range st.Backups {
+	for i := range bs {
 		if due {
-			lists[st.Backups[i].ID] = st.Backups[i].Files
+			lists[bs[i].ID] = backupFiles(bs[i].Files)
 		}
-		st.Backups[i].Files = nil
+		bs[i].Files = nil
 	}
 	if !due {
 		return nil
@@ -76,7 +78,7 @@ func (b *backupFiles) split(store string, token int64, st *jobs.StoreStatus, now
 }
 
 // published records u (nil: nothing) as written to Redis.
-func (b *backupFiles) published(u *filesUpdate) {
+func (b *publishedFiles) published(u *filesUpdate) {
 	if u == nil {
 		return
 	}

@@ -274,11 +274,18 @@ func backupSummary(b store.BackupInfo) jobs.BackupSummary {
 	out := jobs.BackupSummary{ID: b.ID, Store: b.Store, CreatedAt: b.CreatedAt, FormatVersion: b.FormatVersion, Keys: b.Keys,
 		Bytes: b.Bytes, NewBytes: b.NewBytes, Fingerprint: b.Fingerprint, VerifiedAt: b.VerifiedAt, Bad: b.Bad, Error: b.Error,
 		Timeline: b.Timeline, LogSeq: b.LogSeq, LogAt: b.LogAt}
-	if b.Files != nil {
-		out.Files = make([]jobs.BackupFile, len(b.Files))
-		for i, f := range b.Files {
-			out.Files[i] = jobs.BackupFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, Shared: f.Shared, Fingerprint: f.Fingerprint}
-		}
+	out.Files = backupFiles(b.Files)
+	return out
+}
+
+// backupFiles is a backup's file list as jobs has it; nil stays nil.
+func backupFiles(fs []store.BackupFile) []jobs.BackupFile {
+	if fs == nil {
+		return nil
+	}
+	out := make([]jobs.BackupFile, len(fs))
+	for i, f := range fs {
+		out[i] = jobs.BackupFile{Name: f.Name, Size: f.Size, SHA256: f.SHA256, Shared: f.Shared, Fingerprint: f.Fingerprint}
 	}
 	return out
 }

@@ -448,16 +448,16 @@ func (w *Worker) Lost() map[string]string { return w.own.lostStores() }
 
 // statsJSON is what the API reads about a store: its jobs.StoreStatus,
 // and its backups' file lists when they are due to be published
-// (backupFiles; nil otherwise), which the status leaves out.
+// (publishedFiles; nil otherwise), which the status leaves out.
 func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, *filesUpdate, error) {
 	s, err := w.stores.Store(name)
 	if err != nil {
 		return "", nil, err
 	}
 	bs, _ := s.Backups() // none listed when the backup directory cannot be read
+	files := w.files.split(name, lease.Token, bs, w.clock.Now())
 	st := storeStatus(w.cfg.Node, s.Stats(), bs, time.Now().UTC())
 	st.Fence = lease.Token
-	files := w.files.split(name, lease.Token, &st, w.clock.Now())
 	st.Targets = w.targets.status(name, w.targetNames())
 	if sh := w.cfg.Shipper; sh != nil {
 		ss := sh.Stats(name)

@@ -58,7 +58,7 @@ type Worker struct {
 	running    map[string]runningJob    // job id -> its handler
 	canceledAt map[string]time.Time     // job id -> when a cancel arrived
 	jobsWG     sync.WaitGroup           // running handlers
-	files      backupFiles              // which file lists of its stores' backups this node published
+	files      publishedFiles           // which file lists of its stores' backups this node published
 	acked      ackedTasks               // tasks whose job's end did asynq's done
 
 	shuttingDown atomic.Bool

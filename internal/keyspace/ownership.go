@@ -192,7 +192,7 @@ func StatsKey(store string) string { return "storekeeper:storestats:" + store }
 // (StatsKey), fenced by the same lease, and only when due: with the
 // status of the job's end, or after the heartbeat, that finds the
 // backups' ids changed, the claim new, or ten minutes passed since it
-// last wrote them (worker's backupFiles). A status with a few backups of
+// last wrote them (worker's publishedFiles). A status with a few backups of
 // a large store would otherwise carry thousands of file entries, sent at
 // every heartbeat and every job's end.
 func BackupFilesKey(store string) string { return "storekeeper:backupfiles:" + store }
