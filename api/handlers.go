@@ -123,10 +123,16 @@ func (s *Server) enqueueOne(kind jobs.Kind) gin.HandlerFunc {
 			s.fail(c, err)
 			return
 		}
-		if p.Target != "" && !s.hasTarget(c, c.Param("store"), p.Target) {
+		name := c.Param("store")
+		switch {
+		case p.Target != "" && !s.hasTarget(c, name, p.Target):
+			return
+		case kind == jobs.KindDrill && !p.At.IsZero() && !s.momentReachable(c, name, p.At):
+			return
+		case p.Reencrypt && !s.reencryptable(c, name):
 			return
 		}
-		s.enqueue(c, jobs.Request{Kind: kind, Store: c.Param("store"), Params: p, Trigger: jobs.TriggerManual, Actor: actor(c)})
+		s.enqueue(c, jobs.Request{Kind: kind, Store: name, Params: p, Trigger: jobs.TriggerManual, Actor: actor(c)})
 	}
 }
 
@@ -257,20 +263,56 @@ func (s *Server) restoreAt(c *gin.Context, name string, b restoreBody) {
 		s.fail(c, newError(http.StatusBadRequest, "invalid_request", "at chooses the backup itself: not with backup_id or target"))
 		return
 	}
-	pub, err := s.published(c, name)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	if pub == nil {
-		s.fail(c, errUnknownState(name))
-		return
-	}
-	if !slices.ContainsFunc(pub.Targets, func(t jobs.TargetStatus) bool { return t.ShipLag != nil }) {
-		s.fail(c, newError(http.StatusConflict, "not_shipping", fmt.Sprintf("store %s's node does not ship its commit log (--backup-target with --ship-interval): it can be restored to a backup, not to a moment", name)))
+	if !s.momentReachable(c, name, at) {
 		return
 	}
 	s.enqueue(c, jobs.Request{Kind: jobs.KindRestore, Store: name, Params: jobs.Params{At: at.UTC()}, Trigger: jobs.TriggerManual, Actor: actor(c)})
+}
+
+// momentReachable reports whether the owner of store name could rebuild
+// it as it was at at, as far as its published status tells: it ships its
+// commit log, and at is not before the log starts. When not, it has
+// answered the request (409 not_shipping or before_log_start, or why the
+// owner's status is not known), so that a mistyped moment is refused
+// here rather than failing as a job, with a failure notification.
+func (s *Server) momentReachable(c *gin.Context, name string, at time.Time) bool {
+	pub, err := s.published(c, name)
+	if err != nil {
+		s.fail(c, err)
+		return false
+	}
+	if pub == nil {
+		s.fail(c, errUnknownState(name))
+		return false
+	}
+	if !slices.ContainsFunc(pub.Targets, func(t jobs.TargetStatus) bool { return t.ShipLag != nil }) {
+		s.fail(c, newError(http.StatusConflict, "not_shipping", fmt.Sprintf("store %s's node does not ship its commit log (--backup-target with --ship-interval): it can be restored to a backup, not to a moment", name)))
+		return false
+	}
+	if !pub.LogStart.IsZero() && at.Before(pub.LogStart) {
+		s.fail(c, newError(http.StatusConflict, "before_log_start", fmt.Sprintf("store %s's commit log starts at %s: no moment before it can be restored to (restore a backup instead)",
+			name, pub.LogStart.UTC().Format(time.RFC3339Nano))))
+		return false
+	}
+	return true
+}
+
+// reencryptable reports whether the owner of store name has an encrypted
+// backup target, which a backup with reencrypt needs: when its published
+// status says it has none, it has answered the request (409
+// nothing_to_reencrypt). A status not published yet, or from a node that
+// does not say, leaves it to the job.
+func (s *Server) reencryptable(c *gin.Context, name string) bool {
+	pub, err := s.published(c, name)
+	if err != nil {
+		s.fail(c, err)
+		return false
+	}
+	if pub == nil || slices.ContainsFunc(pub.Targets, func(t jobs.TargetStatus) bool { return t.Encrypted == nil || *t.Encrypted }) {
+		return true
+	}
+	s.fail(c, newError(http.StatusConflict, "nothing_to_reencrypt", fmt.Sprintf("store %s's node has no encrypted backup target (--backup-encrypt-to): there is nothing to reencrypt", name)))
+	return false
 }
 
 // adoptBody asks a node to make a store from a backup target: the

@@ -2,14 +2,32 @@ package api
 
 import (
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
 )
+
+// operatorPost sends body to path as the operator, as JSON, and returns
+// the answer with its error, if it is one.
+func operatorPost(t *testing.T, h http.Handler, path, body string) (*httptest.ResponseRecorder, errorAnswer) {
+	t.Helper()
+	req := httptest.NewRequest("POST", path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+secOperator)
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var a errorAnswer
+	if rec.Code >= 400 {
+		_ = json.Unmarshal(rec.Body.Bytes(), &a)
+	}
+	return rec, a
+}
 
 // A restore is refused before any job is made unless jobs'
 // BackupSummary.Usable accepts its backup: the one it names, or the newest
@@ -29,11 +47,7 @@ func TestRestoreTakesOnlyUsableBackups(t *testing.T) {
 	}
 	restore := func(body string) (int, string) {
 		t.Helper()
-		req := httptest.NewRequest("POST", "/api/admin/restore/orders", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+secOperator)
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		rec, a := operatorPost(t, h, "/api/admin/restore/orders", body)
 		if rec.Code == 202 {
 			// One restore per store at a time: cancel it for the next case.
 			var e enqueued
@@ -43,8 +57,6 @@ func TestRestoreTakesOnlyUsableBackups(t *testing.T) {
 			}
 			return rec.Code, e.Params.BackupID
 		}
-		var a errorAnswer
-		_ = json.Unmarshal(rec.Body.Bytes(), &a)
 		return rec.Code, a.Error
 	}
 
@@ -123,15 +135,9 @@ func TestAdoptRefusesWhileTheOwnerMayServe(t *testing.T) {
 	rdb.SAdd(ctx, "storekeeper:nodes", "n3")
 	adopt := func(body string) (int, string, jobs.Record) {
 		t.Helper()
-		req := httptest.NewRequest("POST", "/api/admin/adopt/orders", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+secOperator)
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		rec, a := operatorPost(t, h, "/api/admin/adopt/orders", body)
 		var e enqueued
-		var a errorAnswer
 		_ = json.Unmarshal(rec.Body.Bytes(), &e)
-		_ = json.Unmarshal(rec.Body.Bytes(), &a)
 		return rec.Code, a.Error, e.Record
 	}
 	for _, c := range []struct {
@@ -184,18 +190,12 @@ func TestRestoreToAMoment(t *testing.T) {
 	}
 	restore := func(body string) (int, string, jobs.Params) {
 		t.Helper()
-		req := httptest.NewRequest("POST", "/api/admin/restore/orders", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+secOperator)
-		req.Header.Set("Content-Type", "application/json")
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, req)
+		rec, a := operatorPost(t, h, "/api/admin/restore/orders", body)
 		if rec.Code == 202 {
 			var e enqueued
 			_ = json.Unmarshal(rec.Body.Bytes(), &e)
 			return rec.Code, "", e.Params
 		}
-		var a errorAnswer
-		_ = json.Unmarshal(rec.Body.Bytes(), &a)
 		return rec.Code, a.Error, jobs.Params{}
 	}
 	moment := at.Format(time.RFC3339Nano)
@@ -221,5 +221,114 @@ func TestRestoreToAMoment(t *testing.T) {
 	code, _, p := restore(`{"at":"` + moment + `"}`)
 	if code != 202 || !p.At.Equal(at) || p.BackupID != "" {
 		t.Fatalf("restore to %s: %d, params %+v", moment, code, p)
+	}
+}
+
+// A moment before the store's commit log starts (its status's
+// log_start) is refused for a restore and a drill alike, with no job
+// made: the job could only fail, and notify. A moment after it, and any
+// moment while the status does not say where the log starts (a store
+// restored since), is left to the job.
+func TestMomentBeforeTheLogStartIsRefused(t *testing.T) {
+	rdb := testRedis(t)
+	s := newSecServer(t, rdb, nil)
+	t.Cleanup(s.Close)
+	h := s.Handler()
+	logStart := time.Now().Add(-time.Hour).UTC()
+	publish := func(start time.Time) {
+		t.Helper()
+		lag := time.Duration(0)
+		publishStatus(t, rdb, jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{Name: "orders", State: jobs.StoreOpen}, At: time.Now(),
+			Targets: []jobs.TargetStatus{{Target: "vault", ShipLag: &lag}}, LogStart: start})
+	}
+	post := func(kind, at string) (int, string) {
+		t.Helper()
+		rec, a := operatorPost(t, h, "/api/admin/"+kind+"/orders", `{"at":"`+at+`"}`)
+		if a.Error == "before_log_start" && !strings.Contains(a.Message, logStart.Format(time.RFC3339Nano)) {
+			t.Errorf("%s at %s: the refusal does not say where the log starts: %s", kind, at, a.Message)
+		}
+		return rec.Code, a.Error
+	}
+	before := logStart.Add(-time.Minute).Format(time.RFC3339Nano)
+	after := logStart.Add(time.Minute).Format(time.RFC3339Nano)
+	publish(logStart)
+	req := httptest.NewRequest("GET", "/api/stores/orders", nil)
+	req.Header.Set("Authorization", "Bearer "+secOperator)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var view jobs.StoreView
+	if err := json.Unmarshal(rec.Body.Bytes(), &view); err != nil || !view.LogStart.Equal(logStart) {
+		t.Errorf("the store's view: log_start %v, want %v (%d %s, %v)", view.LogStart, logStart, rec.Code, rec.Body, err)
+	}
+	for _, kind := range []string{"restore", "drill"} {
+		if code, got := post(kind, before); code != 409 || got != "before_log_start" {
+			t.Errorf("%s to a moment before the log starts: %d %s, want 409 before_log_start", kind, code, got)
+		}
+		if code, got := post(kind, "2001-01-01T00:00:00Z"); code != 409 || got != "before_log_start" {
+			t.Errorf("%s to 2001: %d %s, want 409 before_log_start", kind, code, got)
+		}
+		if code, got := post(kind, after); code != 202 {
+			t.Errorf("%s to a moment after the log starts: %d %s, want 202", kind, code, got)
+		}
+	}
+	// Restored since: the status does not say where the log starts. (The
+	// restore accepted above holds the store's restore lock: free it.)
+	publish(time.Time{})
+	if err := rdb.Del(t.Context(), keyspace.RestoreLockKey("orders")).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if code, got := post("restore", before); code != 202 {
+		t.Errorf("restore to a moment the status cannot rule out: %d %s, want 202", code, got)
+	}
+	// A drill at a moment needs the log shipped, as a restore does.
+	publishStatus(t, rdb, jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{Name: "orders", State: jobs.StoreOpen}, At: time.Now(),
+		Targets: []jobs.TargetStatus{{Target: "vault"}}})
+	if code, got := post("drill", after); code != 409 || got != "not_shipping" {
+		t.Errorf("drill to a moment without shipping: %d %s, want 409 not_shipping", code, got)
+	}
+}
+
+// A backup with reencrypt is refused, with no job made, when the store's
+// node publishes that none of its targets is encrypted; accepted when one
+// is, when a node does not say, and before the status is published.
+func TestReencryptWithoutAnEncryptedTargetIsRefused(t *testing.T) {
+	rdb := testRedis(t)
+	s := newSecServer(t, rdb, nil)
+	t.Cleanup(s.Close)
+	h := s.Handler()
+	post := func(body string) (int, string) {
+		t.Helper()
+		rec, a := operatorPost(t, h, "/api/admin/backup/orders", body)
+		return rec.Code, a.Error
+	}
+	status := func(targets ...jobs.TargetStatus) {
+		t.Helper()
+		publishStatus(t, rdb, jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{Name: "orders", State: jobs.StoreOpen}, At: time.Now(), Targets: targets})
+	}
+	no, yes := false, true
+	if err := rdb.HSet(t.Context(), keyspace.StoresKey, "orders", "n1").Err(); err != nil { // owned, no status yet
+		t.Fatal(err)
+	}
+	if code, got := post(`{"reencrypt":true}`); code != 202 {
+		t.Errorf("reencrypt before the status is published: %d %s, want 202 (the job decides)", code, got)
+	}
+	status(jobs.TargetStatus{Target: "vault", Encrypted: &no})
+	if code, got := post(`{"reencrypt":true}`); code != 409 || got != "nothing_to_reencrypt" {
+		t.Errorf("reencrypt with no encrypted target: %d %s, want 409 nothing_to_reencrypt", code, got)
+	}
+	status()
+	if code, got := post(`{"reencrypt":true}`); code != 409 || got != "nothing_to_reencrypt" {
+		t.Errorf("reencrypt with no target at all: %d %s, want 409 nothing_to_reencrypt", code, got)
+	}
+	if code, got := post(`{}`); code != 202 {
+		t.Errorf("a plain backup: %d %s, want 202", code, got)
+	}
+	status(jobs.TargetStatus{Target: "vault", Encrypted: &no}, jobs.TargetStatus{Target: "safe", Encrypted: &yes})
+	if code, got := post(`{"reencrypt":true}`); code != 202 {
+		t.Errorf("reencrypt with an encrypted target: %d %s, want 202", code, got)
+	}
+	status(jobs.TargetStatus{Target: "vault"})
+	if code, got := post(`{"reencrypt":true}`); code != 202 {
+		t.Errorf("reencrypt on a node that does not say: %d %s, want 202", code, got)
 	}
 }

@@ -152,7 +152,7 @@ func (sc *storeCtx) view(n, owner string, raw json.RawMessage) jobs.StoreView {
 		if p.Backups != nil {
 			v.Backups = p.Backups
 		}
-		v.Targets, v.Drill = p.Targets, p.Drill
+		v.Targets, v.Drill, v.LogStart = p.Targets, p.Drill, p.LogStart
 	}
 	if b, ok := jobs.NewestGood(v.Backups); ok {
 		v.LastBackup = &b.CreatedAt

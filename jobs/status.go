@@ -26,6 +26,12 @@ type StoreStatus struct {
 	// ShipGaps counts the gaps the owner's shipper dropped from the
 	// store's commit log since it started (store.ship_gap says which).
 	ShipGaps int `json:"ship_gaps,omitempty"`
+	// LogStart is when the store's shipped commit log starts (its first
+	// timeline's creation): no restore or drill to a moment before it is
+	// possible. Absent when the owner does not ship the log, and once the
+	// store has been restored (its log then goes back through timelines
+	// the owner may only find on its targets).
+	LogStart time.Time `json:"log_start,omitzero"`
 }
 
 // DrillStatus is a store's last restore drill, and the newest backup a
@@ -58,6 +64,9 @@ type TargetStatus struct {
 	// on the store's node.
 	ShipLag     *time.Duration `json:"ship_lag,omitempty"`
 	ShipPending int64          `json:"ship_pending_bytes,omitempty"`
+	// Encrypted: the node encrypts what it uploads to the target
+	// (--backup-encrypt-to); nil from a node that does not say.
+	Encrypted *bool `json:"encrypted,omitempty"`
 }
 
 // StoreState is a store's lifecycle state by name, as published.
@@ -217,6 +226,10 @@ type StoreView struct {
 	Targets []TargetStatus `json:"targets,omitempty"`
 	// Drill: the store's last restore drill (absent before the first).
 	Drill *DrillStatus `json:"drill,omitempty"`
+	// LogStart: where the store's shipped commit log starts, as its owner
+	// published it (StoreStatus.LogStart): restores and drills to a
+	// moment before it are refused.
+	LogStart time.Time `json:"log_start,omitzero"`
 }
 
 // HealthCondition is one health finding, about a store (StoreView.Health)

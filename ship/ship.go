@@ -774,6 +774,9 @@ type Stats struct {
 	// was committed (for writes not read yet: since the last read of the
 	// log began); 0 when it holds every committed write.
 	Lag map[string]time.Duration `json:"lag"`
+	// LogStart is when the store's commit log starts, while that is known
+	// here (store.Timeline.LogStart): no moment before it can be restored.
+	LogStart time.Time `json:"log_start,omitzero"`
 }
 
 // Stats returns a store's shipping state.
@@ -788,9 +791,12 @@ func (sh *Shipper) Stats(name string) Stats {
 	// Writes committed but not read yet were committed after the last
 	// read began: while reading stalls, the lag grows from then.
 	var unread time.Time
-	if s, err := sh.reg.Store(name); err == nil && !ss.readAt.IsZero() {
-		if tl, last := s.LastCommitted(); tl == ss.read.Timeline && last >= ss.read.Next {
+	if s, err := sh.reg.Store(name); err == nil {
+		if tl, last := s.LastCommitted(); !ss.readAt.IsZero() && tl == ss.read.Timeline && last >= ss.read.Next {
 			unread = ss.readAt
+		}
+		if tl, err := s.Timeline(); err == nil {
+			st.LogStart, _ = tl.LogStart()
 		}
 	}
 	// Without a sealed segment the target lacks, the oldest write it lacks

@@ -459,9 +459,13 @@ func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, *fi
 	st := storeStatus(w.cfg.Node, s.Stats(), bs, time.Now().UTC())
 	st.Fence = lease.Token
 	st.Targets = w.targets.status(name, w.targetNames())
+	for i := range st.Targets { // in w.cfg.Targets' order
+		enc := w.cfg.Targets[i].Encrypted()
+		st.Targets[i].Encrypted = &enc
+	}
 	if sh := w.cfg.Shipper; sh != nil {
 		ss := sh.Stats(name)
-		st.ShipGaps = len(ss.Gaps)
+		st.ShipGaps, st.LogStart = len(ss.Gaps), ss.LogStart
 		for i := range st.Targets {
 			if lag, ok := ss.Lag[st.Targets[i].Target]; ok {
 				st.Targets[i].ShipLag = &lag

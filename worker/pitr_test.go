@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"storekeeper/internal/keyspace"
 	"storekeeper/jobs"
 	"storekeeper/offsite"
 	"storekeeper/ship"
@@ -125,6 +126,47 @@ func TestRestoreJobToAMoment(t *testing.T) {
 	}
 	if _, err := s.Get([]byte("key000200")); err == nil {
 		t.Fatal("a write after the moment is in the restored store")
+	}
+}
+
+// publishedStatus is the store's status as its owner last published it.
+func publishedStatus(t *testing.T, b *bundle, name string) jobs.StoreStatus {
+	t.Helper()
+	var st jobs.StoreStatus
+	if err := json.Unmarshal([]byte(b.rdb.Get(t.Context(), keyspace.StatsKey(name)).Val()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// A shipping store's status says where its commit log starts, which the
+// API refuses moments before, and whether each target is encrypted,
+// which it refuses a reencrypt without. The start is a true bound: a
+// restore to a moment just before it fails as a job would. Once the
+// store is restored, its log goes back through its parent timeline and
+// the status no longer names a start.
+func TestStatusSaysWhereTheLogStarts(t *testing.T) {
+	b := setupWith(t, shipping(t), nil, "orders")
+	s, _ := b.reg.Store("orders")
+	at := momentAfterBackup(t, b, s, 100, 200, 300)
+	st := publishedStatus(t, b, "orders")
+	tl, err := s.Timeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.LogStart.Equal(tl.Created) || st.LogStart.After(at) {
+		t.Fatalf("published log start %v, want the timeline's creation %v (before %v)", st.LogStart, tl.Created, at)
+	}
+	if len(st.Targets) != 1 || st.Targets[0].Encrypted == nil || *st.Targets[0].Encrypted {
+		t.Fatalf("published targets %+v: want vault, not encrypted", st.Targets)
+	}
+	early := b.enqueue(t, jobs.KindRestore, "orders", jobs.Params{At: st.LogStart.Add(-time.Millisecond)})
+	if r := b.waitState(t, early.ID, jobs.StateFailed); len(r.Errors) == 0 || !strings.Contains(r.Errors[0].Error, ship.ErrNoPoint.Error()) {
+		t.Fatalf("restore to just before the log starts: %+v, want %v", r.Errors, ship.ErrNoPoint)
+	}
+	b.run(t, jobs.KindRestore, "orders", jobs.Params{At: at.UTC()})
+	if st := publishedStatus(t, b, "orders"); !st.LogStart.IsZero() {
+		t.Fatalf("published log start %v after a restore: the start lies back through the parent timeline", st.LogStart)
 	}
 }
 

@@ -394,8 +394,13 @@ function openRestore(s) {
     $("#restore-at-label").hidden = m !== "moment";
     if (m === "backup") return explain();
     const t = new Date(at.value);
+    // Where the store's log starts, when its node says: nothing before it
+    // can be restored to (the server refuses it too).
+    const start = s.log_start ? new Date(s.log_start) : null;
     $("#restore-window").textContent = isNaN(t)
       ? "Pick a moment."
+      : start && t < start
+      ? `${s.name}'s commit log starts at ${stamp(s.log_start)}: no earlier moment can be restored to. Pick a later one, or restore a backup.`
       : `${s.name} will be as it was at ${stamp(t.toISOString())}: every write committed before then is kept, every later one rolled back. ` +
         "The current data is moved to quarantine, not deleted.";
   };

@@ -277,10 +277,19 @@ func TestDashboardInBrowser(t *testing.T) {
 	do("metrics' shipping lag shown", chromedp.WaitVisible(css(`#stores tr[data-store="metrics"] [data-role="ship-lag"]`)))
 	click("restore metrics", `button[data-action="restore"][data-store="metrics"]`)
 	do("the restore confirmation", chromedp.WaitVisible(css("#restore-dialog[open]")))
+	// A moment before the store's commit log starts is explained as such.
+	eval(`(() => {
+		document.querySelector('input[name="restore-mode"][value="moment"]').click();
+		const at = document.querySelector("#restore-at");
+		at.value = "2001-01-01T00:00:00";
+		at.dispatchEvent(new Event("input"));
+	})()`)
+	if window, _ := chromedp.Run(ctx, chromedp.Text(css("#restore-window"))); !strings.Contains(window, "commit log starts at") {
+		t.Fatalf("the restore confirmation does not say a moment in 2001 is before metrics' log starts: %q", window)
+	}
 	// The moment: the newest backup's log_at (it holds nothing committed
 	// after it) rounded up to the picker's whole second.
 	eval(`(() => {
-		document.querySelector('input[name="restore-mode"][value="moment"]').click();
 		const s = state.stores.find((x) => x.name === "metrics");
 		const t = Math.ceil(new Date(s.backups[0].log_at).getTime() / 1000) * 1000;
 		const at = document.querySelector("#restore-at"), d = new Date(t), pad = (n) => String(n).padStart(2, "0");
