@@ -530,6 +530,26 @@ func (s *Server) resume(c *gin.Context) {
 	c.JSON(http.StatusOK, gin.H{"store": c.Param("store"), "paused": false})
 }
 
+// listNodes answers every node that has run, up or down, with its last
+// heartbeat (its stores, the stores it lost, its version): what the
+// dashboard's paged answer leaves out. ?node= answers that one node.
+func (s *Server) listNodes(c *gin.Context) {
+	nodes, err := jobsdb.Nodes(c, s.rdb)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	if name, ok := c.GetQuery("node"); ok {
+		nodes = slices.DeleteFunc(nodes, func(n jobs.NodeStatus) bool { return n.Node != name })
+		if len(nodes) == 0 {
+			s.fail(c, newError(http.StatusNotFound, "unknown_node", fmt.Sprintf("no node %q has ever run", name)))
+			return
+		}
+	}
+	slices.SortFunc(nodes, func(a, b jobs.NodeStatus) int { return strings.Compare(a.Node, b.Node) })
+	c.JSON(http.StatusOK, gin.H{"nodes": nodes})
+}
+
 func (s *Server) schedules(c *gin.Context) {
 	nodes, err := jobsdb.Schedules(c, s.rdb)
 	if err != nil {

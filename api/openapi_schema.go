@@ -49,6 +49,9 @@ type (
 		Store  string `json:"store"`
 		Paused bool   `json:"paused"`
 	}
+	nodeList struct {
+		Nodes []jobs.NodeStatus `json:"nodes"` // by name
+	}
 	scheduleList struct {
 		Nodes  []jobs.NodeSchedules      `json:"nodes"`
 		Paused map[string]jobs.PauseInfo `json:"paused"`
@@ -137,6 +140,7 @@ var components = []component{
 	{name: "StoreBackups", t: reflect.TypeFor[storeBackups]()},
 	{name: "PauseState", t: reflect.TypeFor[pauseState]()},
 	{name: "Schedules", t: reflect.TypeFor[scheduleList]()},
+	{name: "NodeList", t: reflect.TypeFor[nodeList]()},
 	{name: "Dashboard", t: reflect.TypeFor[dashboardAnswer]()},
 	{name: "Error", t: reflect.TypeFor[errorAnswer]()},
 	{name: "Health", t: reflect.TypeFor[healthAnswer]()},

@@ -236,6 +236,7 @@ func (s *Server) routes() *gin.Engine {
 	api.POST("/stores/:store/pause", operator, s.pause)
 	api.POST("/stores/:store/resume", operator, s.resume)
 	api.GET("/schedules", viewer, s.schedules)
+	api.GET("/nodes", viewer, s.listNodes)
 	api.GET("/dashboard", viewer, s.dashboard)
 	api.GET("/push/key", viewer, s.pushKey)
 	api.POST("/push/subscriptions", viewer, s.subscribePush)

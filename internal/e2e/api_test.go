@@ -186,6 +186,7 @@ func TestRoutesAndRoles(t *testing.T) {
 		{"POST", "/api/stores/users/pause", nil, true, 200},
 		{"POST", "/api/stores/users/resume", nil, true, 200},
 		{"GET", "/api/schedules", nil, false, 200},
+		{"GET", "/api/nodes", nil, false, 200},
 		{"GET", "/api/dashboard", nil, false, 200},
 		{"GET", "/monitoring/", nil, true, 200},
 	} {

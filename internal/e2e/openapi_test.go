@@ -74,6 +74,8 @@ func checkOpenAPIDoc(t *testing.T, e *env, raw []byte) {
 		{"GET", "/api/stores/nosuch", "/api/stores/{store}", nil, 404},
 		{"POST", "/api/stores/users/pause", "/api/stores/{store}/pause", nil, 200},
 		{"GET", "/api/schedules", "/api/schedules", nil, 200},
+		{"GET", "/api/nodes", "/api/nodes", nil, 200},
+		{"GET", "/api/nodes?node=nosuch", "/api/nodes", nil, 404},
 		{"GET", "/api/dashboard", "/api/dashboard", nil, 200},
 		{"POST", "/api/stores/users/resume", "/api/stores/{store}/resume", nil, 200},
 		{"DELETE", "/api/jobs/" + job, "/api/jobs/{id}", nil, 409},
