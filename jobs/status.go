@@ -233,7 +233,7 @@ type StoreView struct {
 }
 
 // HealthCondition is one health finding, about a store (StoreView.Health)
-// or the deployment (GET /api/health).
+// or the deployment (GET /api/dashboard's health).
 type HealthCondition struct {
 	Kind    string `json:"kind"` // corrupt, unavailable, lost, node_down, no_recent_backup, backup_target_failing, drill_failed, rpo_exceeded, rto_exceeded, high_fragmentation, job_failures
 	Store   string `json:"store,omitempty"`
