@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
@@ -279,15 +278,17 @@ func TestPlanRefusesATimelineLoop(t *testing.T) {
 	}
 }
 
-// A local segment found damaged when the shipper starts is reported: it
-// is still sent (its batches are in no other copy), and a restore
-// through it would fail.
-func TestDamagedLocalSegmentIsReported(t *testing.T) {
+// A local segment found damaged when the shipper starts is not sent: it
+// is a gap in the shipped log (announced with its cause, so that a backup
+// re-anchors it now rather than a restore finding it), moved aside for
+// whoever looks into the disk.
+func TestDamagedLocalSegmentAtStartIsAGap(t *testing.T) {
 	d := newDirs(t)
 	n := startNode(t, d, Config{Interval: time.Millisecond})
-	var logged bytes.Buffer
-	n.sh.log = slog.New(slog.NewTextHandler(&logged, nil))
-	dir := filepath.Join(d.ship, "orders", "pending", "20261205T000000Z-0000000000000000")
+	var gaps []Gap
+	n.sh.OnGap(func(_ string, g Gap) { gaps = append(gaps, g) })
+	tl := "20261205T000000Z-0000000000000000"
+	dir := filepath.Join(d.ship, "orders", "pending", tl)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -295,8 +296,100 @@ func TestDamagedLocalSegmentIsReported(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, offsite.SegmentName(1, 2)), seg, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_ = n.sh.Drain(context.Background(), "orders")
-	if !strings.Contains(logged.String(), "a local segment is damaged") {
-		t.Fatalf("nothing said of the damaged segment; the log:\n%s", logged.String())
+	rec, _ := json.Marshal(store.Timeline{ID: tl, Store: "orders", Created: time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)})
+	if err := os.WriteFile(filepath.Join(dir, "timeline.json"), rec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.sh.Drain(context.Background(), "orders"); err != nil {
+		t.Fatalf("a damaged local segment failed the tick (it is the disk's fault, not a target's): %v", err)
+	}
+	if len(gaps) != 1 || gaps[0].Timeline != tl || gaps[0].From != 1 || gaps[0].To != 2 || !strings.Contains(gaps[0].Cause, "damaged") {
+		t.Fatalf("gaps announced: %+v, want the damaged segment's", gaps)
+	}
+	if segs, err := n.target.Segments(context.Background(), "orders", tl); err != nil || len(segs) != 0 {
+		t.Fatalf("the target holds %v (%v): a damaged segment was sent", segs, err)
+	}
+	if _, err := os.Stat(filepath.Join(d.ship, "orders", "damaged", tl+"-"+offsite.SegmentName(1, 2))); err != nil {
+		t.Fatalf("the damaged segment was not moved aside: %v", err)
+	}
+	if st := n.sh.Stats("orders"); len(st.Gaps) != 1 || st.Pending != 0 {
+		t.Fatalf("stats %+v: want the gap, nothing pending", st)
+	}
+}
+
+// A segment damaged on the local disk while a target was down (sealed,
+// not sent yet) is checked when the target comes back: not sent, a gap
+// announced with its cause, and the segments after it shipped; the
+// writes after it are then on the target, so WaitShipped returns.
+func TestSegmentDamagedWhileWaitingIsAGap(t *testing.T) {
+	d := newDirs(t)
+	n := startNode(t, d, Config{MaxLag: -1})
+	s := n.store(t)
+	ctx := context.Background()
+	var gaps []Gap
+	n.sh.OnGap(func(_ string, g Gap) { gaps = append(gaps, g) })
+	set := func(k string) {
+		t.Helper()
+		if err := s.Set([]byte(k), bytes.Repeat([]byte("v"), 100)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set("a")
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	// The target fails (its directory becomes a file); b's segment waits.
+	if err := os.Rename(d.target, d.target+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.target, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set("b")
+	if err := n.sh.Drain(ctx, "orders"); err == nil {
+		t.Fatal("a tick to a failed target succeeded")
+	}
+	waiting, _ := filepath.Glob(filepath.Join(d.ship, "orders", "pending", "*", "*"))
+	waiting = slices.DeleteFunc(waiting, func(p string) bool { return strings.HasSuffix(p, ".json") })
+	if len(waiting) != 1 {
+		t.Fatalf("segments waiting: %v, want b's", waiting)
+	}
+	data, err := os.ReadFile(waiting[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-2] ^= 0x40 // the disk flips a bit
+	if err := os.WriteFile(waiting[0], data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	first, next, _ := offsite.ParseSegmentName(filepath.Base(waiting[0]))
+
+	// The target is back; c is written after the damage.
+	if err := os.Remove(d.target); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(d.target+".away", d.target); err != nil {
+		t.Fatal(err)
+	}
+	set("c")
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatalf("the tick after the target came back: %v", err)
+	}
+	if len(gaps) != 1 || gaps[0].From != first || gaps[0].To != next || !strings.Contains(gaps[0].Cause, "damaged") {
+		t.Fatalf("gaps announced: %+v, want b's segment [%d, %d), damaged", gaps, first, next)
+	}
+	segs, _ := shipped(t, n, s)
+	for _, sg := range segs {
+		if sg.First == first {
+			t.Fatalf("the damaged segment %+v is on the target", sg)
+		}
+	}
+	if len(segs) < 2 || segs[len(segs)-1].First < next {
+		t.Fatalf("segments on the target %+v: want a's and c's (b's: [%d, %d))", segs, first, next)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := s.WaitShipped(wctx); err != nil {
+		t.Fatalf("WaitShipped after the gap: %v", err)
 	}
 }

@@ -274,7 +274,8 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	tl, err := s.Timeline()
 	if err != nil {
 		// Not open (restoring, corrupt, closed): send what is sealed.
-		sh.send(ctx, s, ss, "")
+		gaps, _ := sh.send(ctx, s, ss, "")
+		sh.announce(ss, gaps)
 		return err
 	}
 	if ss.read.Timeline != tl.ID {
@@ -324,26 +325,33 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 		sh.log.Warn("trimming the commit log", "store", name, "err", err)
 	}
 	gaps := ss.bound(sh)
-	err = sh.send(ctx, s, ss, tl.ID)
+	damaged, err := sh.send(ctx, s, ss, tl.ID)
 	if now := sh.cfg.Now(); err == nil && now.Sub(ss.collected) >= sh.cfg.CollectEvery {
 		ss.collected = now
 		if _, cerr := sh.collect(ctx, s, ss, tl); cerr != nil {
 			sh.log.Warn("collecting shipped segments", "store", name, "err", cerr)
 		}
 	}
-	if len(gaps) > 0 {
-		ss.mu.Unlock()
-		sh.mu.Lock()
-		fns := slices.Clone(sh.onGap)
-		sh.mu.Unlock()
-		for _, g := range gaps {
-			for _, fn := range fns {
-				fn(name, g)
-			}
-		}
-		ss.mu.Lock()
-	}
+	sh.announce(ss, append(gaps, damaged...))
 	return err
+}
+
+// announce calls the OnGap functions with gaps, outside ss's lock (held
+// by the caller, and held again on return).
+func (sh *Shipper) announce(ss *storeShip, gaps []Gap) {
+	if len(gaps) == 0 {
+		return
+	}
+	ss.mu.Unlock()
+	defer ss.mu.Lock()
+	sh.mu.Lock()
+	fns := slices.Clone(sh.onGap)
+	sh.mu.Unlock()
+	for _, g := range gaps {
+		for _, fn := range fns {
+			fn(ss.name, g)
+		}
+	}
 }
 
 // startTimeline switches to the store's new timeline: what was read of
@@ -506,9 +514,8 @@ func (ss *storeShip) load(log *slog.Logger) error {
 			if data, err := os.ReadFile(p.path); err == nil {
 				err = eachBatch(data, func(b store.LogBatch) error { p.stamp = b.Stamp; return errStop })
 				if err != nil {
-					// Still sent: its batches are in no other copy, and a
-					// restore through it refuses it (ErrBadBackup).
-					log.Error("a local segment is damaged; a restore to a moment it covers will fail", "store", ss.name, "segment", p.path, "err", err)
+					// Sending checks it again, and drops it as a gap.
+					log.Error("a local segment is damaged; it is dropped as a gap in the shipped log when it would be sent", "store", ss.name, "segment", p.path, "err", err)
 				}
 			}
 			ss.pending = append(ss.pending, p)
@@ -579,15 +586,16 @@ const sendParallel = 4
 // already under way may land after a hole, which the next tick fills). A
 // segment every target holds is removed locally and, in order, marked
 // shipped on the current timeline.
-func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, current string) error {
+func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, current string) ([]Gap, error) {
 	var mu sync.Mutex
 	var first error
 	var wg sync.WaitGroup
+	damaged := map[string]error{} // path -> why, under mu
 	for _, t := range sh.cfg.Targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := sh.sendTo(ctx, ss, t, &mu)
+			err := sh.sendTo(ctx, ss, t, &mu, damaged)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -605,6 +613,7 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 		}()
 	}
 	wg.Wait()
+	gaps := ss.dropDamaged(sh, damaged)
 
 	kept := ss.pending[:0]
 	inOrder := true
@@ -640,7 +649,57 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 			s.MarkShipped(current, ss.read.Next-1, ss.syncAt)
 		}
 	}
-	return first
+	return gaps, first
+}
+
+// dropDamaged takes the segments sending found damaged (path -> why) off
+// the pending list and moves them aside (the damaged directory, kept for
+// whoever looks into the disk). One no target holds is a gap in the
+// shipped log, as one the buffer dropped is (Gap.Cause says why), so that
+// it is announced and re-anchored now, not found when a restore needs it.
+// One a target took before it was damaged is not lost: the targets that
+// lack it are named.
+func (ss *storeShip) dropDamaged(sh *Shipper, damaged map[string]error) []Gap {
+	if len(damaged) == 0 {
+		return nil
+	}
+	var gaps []Gap
+	kept := ss.pending[:0]
+	for _, p := range ss.pending {
+		why, bad := damaged[p.path]
+		if !bad {
+			kept = append(kept, p)
+			continue
+		}
+		aside := filepath.Join(ss.dir, "damaged", p.timeline+"-"+filepath.Base(p.path))
+		if os.MkdirAll(filepath.Dir(aside), 0o755) != nil || os.Rename(p.path, aside) != nil {
+			aside = ""
+			if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
+				sh.log.Error("a damaged local segment could not be moved aside or removed", "store", ss.name, "segment", p.path, "err", err)
+			}
+		}
+		var holders, lacking []string
+		for _, t := range sh.cfg.Targets {
+			if ss.sent[t.Name][p.path] {
+				holders = append(holders, t.Name)
+			} else {
+				lacking = append(lacking, t.Name)
+			}
+			delete(ss.sent[t.Name], p.path)
+		}
+		if len(holders) > 0 {
+			sh.log.Error("a local segment was damaged after some targets took it; the others lack it",
+				"store", ss.name, "timeline", p.timeline, "from", p.first, "to", p.next, "held_by", holders, "lacking", lacking, "moved_to", aside, "err", why)
+			continue
+		}
+		g := Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC(), Cause: "damaged on the local disk: " + why.Error()}
+		ss.stats.Gaps = append(ss.stats.Gaps, g)
+		gaps = append(gaps, g)
+		sh.log.Error("commit log lost: a local segment is damaged and no target has it; restores cannot cross this gap until a new backup",
+			"store", ss.name, "timeline", p.timeline, "from", p.first, "to", p.next, "moved_to", aside, "err", why)
+	}
+	ss.pending = kept
+	return gaps
 }
 
 // oldestAfter is when the oldest write after pending segment i was
@@ -659,9 +718,10 @@ func (ss *storeShip) oldestAfter(i int) time.Time {
 
 // sendTo sends target t the local segments it lacks, in order, up to
 // sendParallel at a time, each timeline's record before its first
-// segment; it stops starting more at the first failure. mu guards ss's
-// maps.
-func (sh *Shipper) sendTo(ctx context.Context, ss *storeShip, t *offsite.Target, mu *sync.Mutex) error {
+// segment; it stops starting more at the first failure. It sends none it
+// finds damaged, adding them to damaged (path -> why) instead. mu guards
+// ss's maps and damaged.
+func (sh *Shipper) sendTo(ctx context.Context, ss *storeShip, t *offsite.Target, mu *sync.Mutex, damaged map[string]error) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(sendParallel)
 	for _, p := range ss.pending {
@@ -692,6 +752,16 @@ func (sh *Shipper) sendTo(ctx context.Context, ss *storeShip, t *offsite.Target,
 			data, err := os.ReadFile(p.path)
 			if err != nil {
 				return err
+			}
+			// What is sent is what a restore can replay: a segment is
+			// checked (its checksum, every batch) before it leaves. One
+			// that fails (a bad disk, a file changed under the shipper)
+			// is not the target's failure: the others go on.
+			if err := eachBatch(data, func(store.LogBatch) error { return nil }); err != nil {
+				mu.Lock()
+				damaged[p.path] = err
+				mu.Unlock()
+				return nil
 			}
 			if err := t.PutSegment(gctx, ss.name, p.timeline, p.first, p.next, data); err != nil {
 				return err
@@ -757,8 +827,12 @@ type Gap struct {
 	Timeline string    `json:"timeline"`
 	From     uint64    `json:"from"`
 	To       uint64    `json:"to"`
-	Since    time.Time `json:"since"`
+	Since    time.Time `json:"since"` // its first write's commit time; zero when unknown (a damaged segment)
 	Dropped  time.Time `json:"dropped"`
+	// Cause is why, when not the buffer (--ship-buffer) running full while
+	// a target was down: a local segment found damaged before any target
+	// took it.
+	Cause string `json:"cause,omitempty"`
 }
 
 // Stats is what a store's shipping did and where it stands.

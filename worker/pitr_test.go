@@ -281,3 +281,19 @@ func randomBytes(t *testing.T, n int) []byte {
 	}
 	return b
 }
+
+// A gap's announcement says why the writes were lost: the buffer running
+// full while a target was down, or a local segment found damaged (whose
+// first write's time the damage may hide).
+func TestGapTextSaysWhy(t *testing.T) {
+	since := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
+	full := gapText(ship.Gap{Timeline: "tl", From: 10, To: 20, Since: since}, "n1")
+	if !strings.Contains(full, "writes 10 to 19 of timeline tl, committed from 2026-12-05T10:00:00Z") || !strings.Contains(full, "--ship-buffer") ||
+		!strings.Contains(full, "between 2026-12-05T10:00:00Z and the next backup") {
+		t.Errorf("a full buffer's gap: %s", full)
+	}
+	damaged := gapText(ship.Gap{Timeline: "tl", From: 10, To: 20, Cause: "damaged on the local disk: checksum"}, "n1")
+	if !strings.Contains(damaged, "damaged on the local disk: checksum") || strings.Contains(damaged, "--ship-buffer") || strings.Contains(damaged, "0001-01-01") {
+		t.Errorf("a damaged segment's gap: %s", damaged)
+	}
+}

@@ -27,8 +27,7 @@ func (w *Worker) shipGap(name string, g ship.Gap) {
 	} else {
 		backup = res.Record.ID
 	}
-	what := fmt.Sprintf("writes %d to %d of timeline %s, committed from %s, were dropped on node %s before every backup target had them (a target was down past --ship-buffer); a restore to a moment between %s and the next backup is refused",
-		g.From, g.To-1, g.Timeline, g.Since.UTC().Format(time.RFC3339Nano), w.cfg.Node, g.Since.UTC().Format(time.RFC3339Nano))
+	what := gapText(g, w.cfg.Node)
 	now := time.Now().UTC()
 	ev := jobs.Event{Type: jobs.EventShipGap, Store: name, Node: w.cfg.Node, Trigger: jobs.TriggerAuto, Actor: jobs.ActorSystem, JobID: backup, Error: what, At: now}
 	n := jobs.Notification{ID: jobs.NotificationID(string(jobs.EventShipGap), name, g.Timeline, strconv.FormatUint(g.From, 10)),
@@ -38,6 +37,21 @@ func (w *Worker) shipGap(name string, g ship.Gap) {
 	if err := jobsdb.AnnounceShipGap(ctx, w.rdb, name, g.Timeline, g.From, string(value), w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
 		log.Error("commit log gap not announced", "err", err)
 	}
+}
+
+// gapText says what gap g of a store's commit log lost, found on node,
+// and which restores it refuses.
+func gapText(g ship.Gap, node string) string {
+	at := g.Since.UTC().Format(time.RFC3339Nano)
+	since, refused := "committed from "+at, "between "+at+" and the next backup"
+	if g.Since.IsZero() { // a damaged segment's first write cannot be read
+		since, refused = "committed at a time the damage hides", "from their first write to the next backup"
+	}
+	why := fmt.Sprintf("were dropped on node %s before every backup target had them (a target was down past --ship-buffer)", node)
+	if g.Cause != "" {
+		why = fmt.Sprintf("were lost on node %s before any backup target had them (%s)", node, g.Cause)
+	}
+	return fmt.Sprintf("writes %d to %d of timeline %s, %s, %s; a restore to a moment %s is refused", g.From, g.To-1, g.Timeline, since, why, refused)
 }
 
 func orNone(s string) string {
