@@ -70,6 +70,7 @@ var routeClasses = map[string]routeClass{
 	"POST /api/stores/:store/pause":  classOperator,
 	"POST /api/stores/:store/resume": classOperator,
 	"GET /api/schedules":             classViewer,
+	"GET /api/nodes":                 classViewer,
 	"GET /api/dashboard":             classViewer,
 	"GET /api/push/key":              classViewer,
 	"POST /api/push/subscriptions":   classViewer,
