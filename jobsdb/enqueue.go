@@ -188,8 +188,10 @@ func unavailable(err error) error {
 }
 
 // transientReplies are the Redis error codes that go away on their own
-// (a replica catching up, a failover ending).
-var transientReplies = []string{"NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY"}
+// (a replica catching up, a failover ending) or once an operator acts:
+// OOM is a Redis at its maxmemory under noeviction, which refuses writes
+// until streams are trimmed, records expire or the limit is raised.
+var transientReplies = []string{"NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY", "OOM"}
 
 func transientReply(msg string) bool {
 	code, _, _ := strings.Cut(msg, " ")

@@ -1,0 +1,34 @@
+package api
+
+import (
+	"strings"
+	"testing"
+
+	"storekeeper/internal/redistest"
+	"storekeeper/jobs"
+)
+
+// A Redis that refuses writes for want of memory (maxmemory reached under
+// noeviction) is unavailable, not an internal error: 503
+// redis_unavailable, naming the cause, and the request can be sent again;
+// once Redis has room, the same request is accepted.
+func TestRedisOutOfMemoryIsUnavailable(t *testing.T) {
+	rdb := redistest.Start(t, redistest.RequireReal()).Client(t) // miniredis has no maxmemory
+	s := newSecServer(t, rdb, nil)
+	t.Cleanup(s.Close)
+	h := s.Handler()
+	publishStatus(t, rdb, jobs.StoreStatus{Node: "n1", Stats: jobs.StoreStats{Name: "orders", State: jobs.StoreOpen}})
+	if err := rdb.ConfigSet(t.Context(), "maxmemory", "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rec, a := operatorPost(t, h, "/api/admin/compact/orders", `{}`)
+	if rec.Code != 503 || a.Error != "redis_unavailable" || !strings.Contains(a.Message, "OOM") {
+		t.Fatalf("enqueue with Redis out of memory: %d %s, want 503 redis_unavailable naming OOM", rec.Code, rec.Body)
+	}
+	if err := rdb.ConfigSet(t.Context(), "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if rec, _ := operatorPost(t, h, "/api/admin/compact/orders", `{}`); rec.Code != 202 {
+		t.Fatalf("enqueue once Redis has room: %d %s, want 202", rec.Code, rec.Body)
+	}
+}
