@@ -360,7 +360,26 @@ func connectRedis(r config.Redis, log *slog.Logger) (redis.UniversalClient, func
 		rdb.Close()
 		return nil, nil, fmt.Errorf("redis %s: %w", r.Redacted(), err)
 	}
+	warnEviction(ctx, rdb, log)
 	return rdb, func() { rdb.Close() }, nil
+}
+
+// warnEviction warns when Redis may evict keys once it is full: a job's
+// record, its locks, a queued task or the history could then vanish
+// without a trace, and asynq and storekeeper both need noeviction (a full
+// Redis then refuses writes, which callers see as 503 redis_unavailable).
+// A Redis that does not answer CONFIG GET (a managed service) is not
+// checked.
+func warnEviction(ctx context.Context, rdb redis.UniversalClient, log *slog.Logger) {
+	v, err := rdb.ConfigGet(ctx, "maxmemory-policy").Result()
+	if err != nil {
+		log.Debug("Redis's maxmemory-policy not read; make sure it is noeviction", "err", err)
+		return
+	}
+	if p := v["maxmemory-policy"]; p != "" && p != "noeviction" {
+		log.Warn("Redis evicts keys when it is full: job records, locks, queued tasks and history can vanish; set maxmemory-policy noeviction",
+			"maxmemory_policy", p)
+	}
 }
 
 // workerHandler serves /metrics (Go, process and this node's job and
