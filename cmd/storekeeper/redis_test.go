@@ -38,3 +38,14 @@ func TestConnectWarnsOfAnEvictingRedis(t *testing.T) {
 		t.Fatalf("no warning for an evicting Redis: %s", logs)
 	}
 }
+
+// A Redis Cluster node is refused when the process connects, with a
+// message that says why, rather than failing every enqueue later
+// (CROSSSLOT).
+func TestConnectRefusesARedisClusterNode(t *testing.T) {
+	srv := redistest.Start(t, redistest.AsClusterNode())
+	_, _, err := connectRedis(config.Redis{Options: &redis.Options{Addr: srv.Addr()}}, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), "Redis Cluster") {
+		t.Fatalf("connecting to a cluster node: %v, want it refused", err)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -359,6 +360,12 @@ func connectRedis(r config.Redis, log *slog.Logger) (redis.UniversalClient, func
 	if err := rdb.Ping(ctx).Err(); err != nil {
 		rdb.Close()
 		return nil, nil, fmt.Errorf("redis %s: %w", r.Redacted(), err)
+	}
+	// A cluster node answers PING, then refuses the first script that
+	// touches keys in two hash slots (every enqueue): say so now.
+	if info, err := rdb.Info(ctx, "cluster").Result(); err == nil && strings.Contains(info, "cluster_enabled:1") {
+		rdb.Close()
+		return nil, nil, fmt.Errorf("redis %s is a Redis Cluster node, which storekeeper does not support (asynq's scripts and its own touch keys in several hash slots): use one Redis, with Sentinel for failover", r.Redacted())
 	}
 	warnEviction(ctx, rdb, log)
 	return rdb, func() { rdb.Close() }, nil

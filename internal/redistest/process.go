@@ -60,6 +60,9 @@ repl-diskless-sync-delay 0
 		host, port, _ := strings.Cut(cfg.replicaOf, ":")
 		conf += fmt.Sprintf("replicaof %s %s\n", host, port)
 	}
+	if cfg.cluster {
+		conf += fmt.Sprintf("cluster-enabled yes\ncluster-config-file %q\n", filepath.Join(dir, "nodes.conf"))
+	}
 	if err := os.WriteFile(filepath.Join(dir, confName), []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("redistest: write config: %w", err)
 	}

@@ -37,6 +37,7 @@ type config struct {
 	fsync       string
 	requireReal bool
 	replicaOf   string // host:port of the primary; "" for a primary
+	cluster     bool
 }
 
 // WithAOF turns on the append-only file with the given appendfsync policy,
@@ -46,6 +47,13 @@ func WithAOF(fsync string) Option {
 		c.aof = true
 		c.fsync = fsync
 	}
+}
+
+// AsClusterNode starts the real redis-server with cluster mode on (a
+// node of no cluster yet), for tests of what storekeeper refuses;
+// miniredis cannot be one, so it implies RequireReal.
+func AsClusterNode() Option {
+	return func(c *config) { c.cluster, c.requireReal = true, true }
 }
 
 // RequireReal forbids the miniredis fallback: Start fails the test if
