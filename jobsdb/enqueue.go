@@ -190,8 +190,10 @@ func unavailable(err error) error {
 // transientReplies are the Redis error codes that go away on their own
 // (a replica catching up, a failover ending) or once an operator acts:
 // OOM is a Redis at its maxmemory under noeviction, which refuses writes
-// until streams are trimmed, records expire or the limit is raised.
-var transientReplies = []string{"NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY", "OOM"}
+// until streams are trimmed, records expire or the limit is raised;
+// NOAUTH, WRONGPASS and NOPERM a Redis whose password or ACL changed
+// under a running process.
+var transientReplies = []string{"NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"}
 
 func transientReply(msg string) bool {
 	code, _, _ := strings.Cut(msg, " ")

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"storekeeper/internal/redistest"
 	"storekeeper/jobs"
 )
@@ -30,5 +32,23 @@ func TestRedisOutOfMemoryIsUnavailable(t *testing.T) {
 	}
 	if rec, _ := operatorPost(t, h, "/api/admin/compact/orders", `{}`); rec.Code != 202 {
 		t.Fatalf("enqueue once Redis has room: %d %s, want 202", rec.Code, rec.Body)
+	}
+}
+
+// A Redis whose password changed under a running process refuses its new
+// connections (WRONGPASS): unavailable, naming the cause, not an internal
+// error.
+func TestRedisRefusingTheProcessIsUnavailable(t *testing.T) {
+	srv := redistest.Start(t, redistest.RequireReal())
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), Password: "old"})
+	t.Cleanup(func() { rdb.Close() })
+	if err := srv.Client(t).ConfigSet(t.Context(), "requirepass", "rotated").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s := newSecServer(t, rdb, nil)
+	t.Cleanup(s.Close)
+	rec, a := operatorPost(t, s.Handler(), "/api/admin/compact/orders", `{}`)
+	if rec.Code != 503 || a.Error != "redis_unavailable" || !strings.Contains(a.Message, "WRONGPASS") {
+		t.Errorf("enqueue with a password Redis no longer takes: %d %s, want 503 redis_unavailable naming WRONGPASS", rec.Code, rec.Body)
 	}
 }
