@@ -49,6 +49,16 @@ type Schedules struct {
 }
 
 // Schedules returns each node's schedules and the paused stores.
+// Nodes returns every node that has run, up or down, by name, each with
+// its last heartbeat while it is up (GET /api/nodes).
+func (c *Client) Nodes(ctx context.Context) ([]jobs.NodeStatus, error) {
+	var v struct {
+		Nodes []jobs.NodeStatus `json:"nodes"`
+	}
+	err := c.call(ctx, "GET", "/api/nodes", nil, nil, &v)
+	return v.Nodes, err
+}
+
 func (c *Client) Schedules(ctx context.Context) (Schedules, error) {
 	var s Schedules
 	err := c.call(ctx, "GET", "/api/schedules", nil, nil, &s)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -273,6 +274,9 @@ func TestCtl(t *testing.T) {
 		}
 		if out := s.mustCtl(t, "schedules"); !strings.Contains(out, "PAUSED STORE") || !strings.Contains(out, "\na ") || !strings.Contains(out, " off ") {
 			t.Errorf("schedules:\n%s", out)
+		}
+		if out := s.mustCtl(t, "nodes"); !strings.HasPrefix(out, "NODE ") || !regexp.MustCompile(`(?m)^ctl +up .* a,b +-\s*$`).MatchString(out) {
+			t.Errorf("nodes:\n%s", out)
 		}
 		if out := s.mustCtl(t, "resume", "a"); !strings.Contains(out, "store a resumed") {
 			t.Errorf("resume a: %s", out)

@@ -220,6 +220,30 @@ func ctlHistory(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) er
 	return nil
 }
 
+func ctlNodes(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
+	if _, err := c.parse(fs, args, 0, 0); err != nil {
+		return err
+	}
+	nodes, err := c.api.Nodes(c.answer(ctx))
+	if err != nil || c.json {
+		return err
+	}
+	tw := newTable(c.stdout, "NODE", "STATE", "HOST", "STARTED", "STORES", "LOST")
+	for _, n := range nodes {
+		if n.Info == nil {
+			tw.row(n.Node, "down", "-", "-", "-", "-")
+			continue
+		}
+		lost := make([]string, 0, len(n.Info.Lost))
+		for st, holder := range n.Info.Lost {
+			lost = append(lost, st+"(to "+holder+")")
+		}
+		slices.Sort(lost)
+		tw.row(n.Node, "up", orDash(n.Info.Host), timeOr(&n.Info.StartedAt, "-"), orDash(strings.Join(n.Info.Stores, ",")), orDash(strings.Join(lost, ",")))
+	}
+	return tw.flush()
+}
+
 func ctlSchedules(ctx context.Context, c *ctl, fs *flag.FlagSet, args []string) error {
 	if _, err := c.parse(fs, args, 0, 0); err != nil {
 		return err

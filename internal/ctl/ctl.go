@@ -42,7 +42,7 @@ var commands = []command{
 	{"backup", "[STORE|--all]", "back up a store, or every store (--all); --reencrypt, --wait", enqueueCmd(jobs.KindBackup)},
 	{"verify", "[STORE|--all]", "verify a store and its newest backup, or every store (--all); --deep, --wait", enqueueCmd(jobs.KindVerify)},
 	{"restore", "STORE", "restore a store from its newest verified backup, or --backup ID, or from a backup target (--target NAME), or as it was at a moment (--at TIME: a backup plus the shipped commit log); --wait", ctlRestore},
-	{"drill", "[STORE|--all]", "restore drill: restore a backup into a scratch directory (never the live store) and prove it; --target NAME, --backup ID, --wait", enqueueCmd(jobs.KindDrill)},
+	{"drill", "[STORE|--all]", "restore drill: restore a backup into a scratch directory (never the live store) and prove it; --target NAME, --backup ID, or --at TIME (a backup plus the shipped commit log); --wait", enqueueCmd(jobs.KindDrill)},
 	{"adopt", "STORE", "disaster recovery: make a store whose machine is gone on another node (--node N) from a backup target (--target NAME); --backup ID, --force, --wait", ctlAdopt},
 	{"pause", "STORE", "pause a store's scheduled and automatic jobs", storeSwitch(true)},
 	{"resume", "STORE", "resume a paused store's scheduled and automatic jobs", storeSwitch(false)},
@@ -51,6 +51,7 @@ var commands = []command{
 	{"cancel", "ID", "cancel a job (final)", ctlCancel},
 	{"history", "", "finished jobs, newest first; --store, --kind, --limit, --before", ctlHistory},
 	{"schedules", "", "each node's schedules and next runs; paused stores", ctlSchedules},
+	{"nodes", "", "every node that has run: up or down, its stores, the stores it lost, since when it runs", ctlNodes},
 	{"watch", "", "print events as they happen until interrupted; --store, --kind, --job, --since", ctlWatch},
 }
 
