@@ -227,8 +227,9 @@ func TestRestoreToAMoment(t *testing.T) {
 // A moment before the store's commit log starts (its status's
 // log_start) is refused for a restore and a drill alike, with no job
 // made: the job could only fail, and notify. A moment after it, and any
-// moment while the status does not say where the log starts (a store
-// restored since), is left to the job.
+// moment while the status does not say where the log starts (a restored
+// store's shipper has not read its parents' records yet), is left to the
+// job.
 func TestMomentBeforeTheLogStartIsRefused(t *testing.T) {
 	rdb := testRedis(t)
 	s := newSecServer(t, rdb, nil)
@@ -271,7 +272,8 @@ func TestMomentBeforeTheLogStartIsRefused(t *testing.T) {
 			t.Errorf("%s to a moment after the log starts: %d %s, want 202", kind, code, got)
 		}
 	}
-	// Restored since: the status does not say where the log starts. (The
+	// The status does not say where the log starts (restored, its
+	// parents' records not read yet). (The
 	// restore accepted above holds the store's restore lock: free it.)
 	publish(time.Time{})
 	if err := rdb.Del(t.Context(), keyspace.RestoreLockKey("orders")).Err(); err != nil {

@@ -26,11 +26,11 @@ type StoreStatus struct {
 	// ShipGaps counts the gaps the owner's shipper dropped from the
 	// store's commit log since it started (store.ship_gap says which).
 	ShipGaps int `json:"ship_gaps,omitempty"`
-	// LogStart is when the store's shipped commit log starts (its first
-	// timeline's creation): no restore or drill to a moment before it is
-	// possible. Absent when the owner does not ship the log, and once the
-	// store has been restored (its log then goes back through timelines
-	// the owner may only find on its targets).
+	// LogStart is when the store's shipped commit log starts (its
+	// timeline chain's first timeline's creation): no restore or drill to
+	// a moment before it is possible. Absent when the owner does not ship
+	// the log, and, for a restored store, until the owner's shipper has
+	// read its parent timelines' records (locally or from the targets).
 	LogStart time.Time `json:"log_start,omitzero"`
 }
 

@@ -220,6 +220,14 @@ type storeShip struct {
 	sent      map[string]map[string]bool
 	timelines map[string]map[string]bool
 	down      map[string]error // target -> its last error, while failing
+	// logStart is where the log of timeline starts (its chain's first
+	// timeline's creation), once found; tried is when finding it last
+	// failed (a parent's record unreadable).
+	logStart struct {
+		timeline string
+		at       time.Time
+		tried    time.Time
+	}
 
 	stats Stats
 }
@@ -283,6 +291,7 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 			return err
 		}
 	}
+	ss.findLogStart(ctx, sh, tl)
 	if ss.readAt.IsZero() {
 		ss.readAt = sh.cfg.Now()
 	}
@@ -352,6 +361,40 @@ func (sh *Shipper) announce(ss *storeShip, gaps []Gap) {
 			fn(ss.name, g)
 		}
 	}
+}
+
+// logStartRetry is how long a log start not found (a parent timeline's
+// record unreadable: its targets down) is left before it is looked for
+// again.
+const logStartRetry = time.Minute
+
+// findLogStart finds, once per timeline, where the store's log starts:
+// for a restored store, by following its timeline's parents, as a
+// restore to a moment would (Plan), to the first one. It reads the
+// parents' records, locally or from the targets, so it runs on the
+// shipper's goroutine, and Stats only reports what it found.
+func (ss *storeShip) findLogStart(ctx context.Context, sh *Shipper, tl store.Timeline) {
+	if ss.logStart.timeline == tl.ID || sh.cfg.Now().Sub(ss.logStart.tried) < logStartRetry {
+		return
+	}
+	seen := map[string]bool{tl.ID: true}
+	cur := tl
+	for cur.Parent != nil {
+		if seen[cur.Parent.Timeline] {
+			sh.log.Warn("the store's timelines loop; where its log starts is not published", "store", ss.name, "timeline", cur.ID)
+			ss.logStart.tried = sh.cfg.Now()
+			return
+		}
+		parent, err := sh.timeline(ctx, ss.name, cur.Parent.Timeline)
+		if err != nil {
+			sh.log.Debug("where the store's log starts is not known yet", "store", ss.name, "err", err)
+			ss.logStart.tried = sh.cfg.Now()
+			return
+		}
+		seen[parent.ID] = true
+		cur = parent
+	}
+	ss.logStart.timeline, ss.logStart.at, ss.logStart.tried = tl.ID, cur.Created, time.Time{}
 }
 
 // startTimeline switches to the store's new timeline: what was read of
@@ -848,8 +891,10 @@ type Stats struct {
 	// was committed (for writes not read yet: since the last read of the
 	// log began); 0 when it holds every committed write.
 	Lag map[string]time.Duration `json:"lag"`
-	// LogStart is when the store's commit log starts, while that is known
-	// here (store.Timeline.LogStart): no moment before it can be restored.
+	// LogStart is when the store's commit log starts: its first
+	// timeline's creation (store.Timeline.LogStart), or, for a restored
+	// store, its timeline chain's first, once the shipper has read the
+	// parents' records. No moment before it can be restored to.
 	LogStart time.Time `json:"log_start,omitzero"`
 }
 
@@ -870,7 +915,9 @@ func (sh *Shipper) Stats(name string) Stats {
 			unread = ss.readAt
 		}
 		if tl, err := s.Timeline(); err == nil {
-			st.LogStart, _ = tl.LogStart()
+			if st.LogStart, _ = tl.LogStart(); ss.logStart.timeline == tl.ID {
+				st.LogStart = ss.logStart.at // a restored store's, found by following its parents
+			}
 		}
 	}
 	// Without a sealed segment the target lacks, the oldest write it lacks

@@ -77,7 +77,7 @@ const maxEarlier = 64
 // LogStart is when the commit log that can rebuild the store starts: the
 // creation of its first timeline, while tl is that timeline. A restore to
 // a moment before it finds no timeline to replay (ship's ErrNoPoint). ok
-// is false once the store has been restored: the moment then lies back
+// is false once the store has been restored: the start then lies back
 // through parent timelines, which may be known only to the targets.
 func (tl Timeline) LogStart() (start time.Time, ok bool) {
 	if tl.Parent != nil || tl.Created.IsZero() {

@@ -143,8 +143,8 @@ func publishedStatus(t *testing.T, b *bundle, name string) jobs.StoreStatus {
 // API refuses moments before, and whether each target is encrypted,
 // which it refuses a reencrypt without. The start is a true bound: a
 // restore to a moment just before it fails as a job would. Once the
-// store is restored, its log goes back through its parent timeline and
-// the status no longer names a start.
+// store is restored, its log goes back through its parent timeline: the
+// start stays the same, found by the shipper from the parents' records.
 func TestStatusSaysWhereTheLogStarts(t *testing.T) {
 	b := setupWith(t, shipping(t), nil, "orders")
 	s, _ := b.reg.Store("orders")
@@ -165,8 +165,15 @@ func TestStatusSaysWhereTheLogStarts(t *testing.T) {
 		t.Fatalf("restore to just before the log starts: %+v, want %v", r.Errors, ship.ErrNoPoint)
 	}
 	b.run(t, jobs.KindRestore, "orders", jobs.Params{At: at.UTC()})
-	if st := publishedStatus(t, b, "orders"); !st.LogStart.IsZero() {
-		t.Fatalf("published log start %v after a restore: the start lies back through the parent timeline", st.LogStart)
+	if now, _ := s.Timeline(); now.ID == tl.ID || now.Parent == nil {
+		t.Fatalf("timeline after the restore: %+v, want a new one branched off %s", now, tl.ID)
+	}
+	if err := b.w.cfg.Shipper.Drain(t.Context(), "orders"); err != nil { // a tick: the shipper follows the parents
+		t.Fatal(err)
+	}
+	b.run(t, jobs.KindVerify, "orders", jobs.Params{}) // its end publishes the status
+	if st := publishedStatus(t, b, "orders"); !st.LogStart.Equal(tl.Created) {
+		t.Fatalf("published log start %v after a restore, want the first timeline's creation %v", st.LogStart, tl.Created)
 	}
 }
 
