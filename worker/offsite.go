@@ -52,16 +52,19 @@ type targets struct {
 	collected map[string]time.Time
 }
 
-func (ts *targets) status(storeName string, names []string) []jobs.TargetStatus {
-	if len(names) == 0 {
+// status is the store's copy on each of targets, as published, with
+// whether the node encrypts what it uploads there.
+func (ts *targets) status(storeName string, targets []*offsite.Target) []jobs.TargetStatus {
+	if len(targets) == 0 {
 		return nil
 	}
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	out := make([]jobs.TargetStatus, 0, len(names))
-	for _, n := range names {
-		st := ts.stores[storeName][n]
-		st.Target = n
+	out := make([]jobs.TargetStatus, 0, len(targets))
+	for _, t := range targets {
+		st := ts.stores[storeName][t.Name]
+		enc := t.Encrypted()
+		st.Target, st.Encrypted = t.Name, &enc
 		out = append(out, st)
 	}
 	return out

@@ -458,11 +458,7 @@ func (w *Worker) statsJSON(name string, lease *keyspace.LeaseCheck) (string, *fi
 	files := w.files.split(name, lease.Token, bs, w.clock.Now())
 	st := storeStatus(w.cfg.Node, s.Stats(), bs, time.Now().UTC())
 	st.Fence = lease.Token
-	st.Targets = w.targets.status(name, w.targetNames())
-	for i := range st.Targets { // in w.cfg.Targets' order
-		enc := w.cfg.Targets[i].Encrypted()
-		st.Targets[i].Encrypted = &enc
-	}
+	st.Targets = w.targets.status(name, w.cfg.Targets)
 	if sh := w.cfg.Shipper; sh != nil {
 		ss := sh.Stats(name)
 		st.ShipGaps, st.LogStart = len(ss.Gaps), ss.LogStart
