@@ -76,21 +76,12 @@ func (sh *Shipper) Plan(ctx context.Context, s *store.Store, at time.Time) (Plan
 		return Plan{}, err
 	}
 	// The timeline the store was on at that moment: a restore after it
-	// started the current one. Timeline records come from targets too, so
-	// a chain that comes back to a timeline already passed (only a
-	// planted record can make one) is refused rather than followed.
-	seen := map[string]bool{tl.ID: true}
-	for at.Before(tl.Created) {
-		if tl.Parent == nil {
-			return Plan{}, fmt.Errorf("%w: store %s's commit log starts at %s (restore a backup instead)", ErrNoPoint, s.Name(), tl.Created.Format(time.RFC3339Nano))
-		}
-		if seen[tl.Parent.Timeline] {
-			return Plan{}, fmt.Errorf("%w: store %s: timeline %s names %s as its parent, which comes after it", store.ErrBadBackup, s.Name(), tl.ID, tl.Parent.Timeline)
-		}
-		if tl, err = sh.timeline(ctx, s.Name(), tl.Parent.Timeline); err != nil {
-			return Plan{}, err
-		}
-		seen[tl.ID] = true
+	// started the current one.
+	if tl, err = sh.walkBack(ctx, s.Name(), tl, func(t store.Timeline) bool { return !at.Before(t.Created) }); err != nil {
+		return Plan{}, err
+	}
+	if at.Before(tl.Created) {
+		return Plan{}, fmt.Errorf("%w: store %s's commit log starts at %s (restore a backup instead)", ErrNoPoint, s.Name(), tl.Created.Format(time.RFC3339Nano))
 	}
 	p := Plan{Timeline: tl}
 	found, err := sh.newestBackup(ctx, s, tl.ID, at, &p)
@@ -111,6 +102,27 @@ func (sh *Shipper) Plan(ctx context.Context, s *store.Store, at time.Time) (Plan
 	}
 	p.Steps = append(slices.Clone(tl.Parent.Replayed), store.ReplayStep{Timeline: tl.ID, From: tl.Start, Until: at.UTC()})
 	return p, nil
+}
+
+// walkBack follows tl's parents to the first timeline of its chain that
+// stop accepts, or to the chain's first (no parent). Timeline records
+// come from targets too, so a chain that comes back to a timeline already
+// passed (only a planted record can make one) is refused rather than
+// followed.
+func (sh *Shipper) walkBack(ctx context.Context, name string, tl store.Timeline, stop func(store.Timeline) bool) (store.Timeline, error) {
+	seen := map[string]bool{tl.ID: true}
+	for !stop(tl) && tl.Parent != nil {
+		if seen[tl.Parent.Timeline] {
+			return tl, fmt.Errorf("%w: store %s: timeline %s names %s as its parent, which comes after it", store.ErrBadBackup, name, tl.ID, tl.Parent.Timeline)
+		}
+		parent, err := sh.timeline(ctx, name, tl.Parent.Timeline)
+		if err != nil {
+			return tl, err
+		}
+		seen[parent.ID] = true
+		tl = parent
+	}
+	return tl, nil
 }
 
 // timeline reads a timeline's record: kept locally with its segments, or

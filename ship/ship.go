@@ -377,24 +377,17 @@ func (ss *storeShip) findLogStart(ctx context.Context, sh *Shipper, tl store.Tim
 	if ss.logStart.timeline == tl.ID || sh.cfg.Now().Sub(ss.logStart.tried) < logStartRetry {
 		return
 	}
-	seen := map[string]bool{tl.ID: true}
-	cur := tl
-	for cur.Parent != nil {
-		if seen[cur.Parent.Timeline] {
-			sh.log.Warn("the store's timelines loop; where its log starts is not published", "store", ss.name, "timeline", cur.ID)
-			ss.logStart.tried = sh.cfg.Now()
-			return
+	first, err := sh.walkBack(ctx, ss.name, tl, func(store.Timeline) bool { return false })
+	if err != nil {
+		level := slog.LevelDebug // a parent's record not readable yet: tried again
+		if errors.Is(err, store.ErrBadBackup) {
+			level = slog.LevelWarn // the timelines loop: only a planted record does that
 		}
-		parent, err := sh.timeline(ctx, ss.name, cur.Parent.Timeline)
-		if err != nil {
-			sh.log.Debug("where the store's log starts is not known yet", "store", ss.name, "err", err)
-			ss.logStart.tried = sh.cfg.Now()
-			return
-		}
-		seen[parent.ID] = true
-		cur = parent
+		sh.log.Log(ctx, level, "where the store's log starts is not known; it is not published", "store", ss.name, "err", err)
+		ss.logStart.tried = sh.cfg.Now()
+		return
 	}
-	ss.logStart.timeline, ss.logStart.at, ss.logStart.tried = tl.ID, cur.Created, time.Time{}
+	ss.logStart.timeline, ss.logStart.at, ss.logStart.tried = tl.ID, first.Created, time.Time{}
 }
 
 // startTimeline switches to the store's new timeline: what was read of
