@@ -441,6 +441,86 @@ func BenchmarkScriptTime(b *testing.B) {
 	}
 }
 
+// BenchmarkRedisCommands: where Redis's time per job goes in the
+// throughput run's pipeline, each side alone: from Redis's INFO
+// commandstats, reset before the side runs, the microseconds per job spent
+// in EVAL/EVALSHA (scripts, what they call included), in the commands
+// the scripts and clients call (every other command: "called-us"), and
+// how many of those there are ("called/job"). What a script costs beyond
+// what it calls is Lua's own. A diagnostic beside BenchmarkThroughput,
+// not in `make bench`'s report:
+//
+//	go test -run '^$' -bench '^BenchmarkRedisCommands$' -benchtime 4000x ./worker
+func BenchmarkRedisCommands(b *testing.B) {
+	srv := redistest.Start(b, redistest.RequireReal())
+	const slots = 16
+	run := func(b *testing.B, rdb *redis.Client, job func(i int)) {
+		ctx := context.Background()
+		if err := rdb.ConfigResetStat(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
+		closedLoop(b, slots, job)
+		b.StopTimer()
+		info, err := rdb.Info(ctx, "commandstats").Result()
+		if err != nil {
+			b.Fatal(err)
+		}
+		var scriptUS, calledUS, called float64
+		for _, l := range strings.Split(info, "\r\n") {
+			name, stats, ok := strings.Cut(l, ":")
+			if !ok || !strings.HasPrefix(name, "cmdstat_") {
+				continue
+			}
+			var calls, usec float64
+			for _, kv := range strings.Split(stats, ",") {
+				k, v, _ := strings.Cut(kv, "=")
+				f, _ := strconv.ParseFloat(v, 64)
+				switch k {
+				case "calls":
+					calls = f
+				case "usec":
+					usec = f
+				}
+			}
+			switch name {
+			case "cmdstat_eval", "cmdstat_evalsha":
+				scriptUS += usec
+			case "cmdstat_info", "cmdstat_config|resetstat":
+			default:
+				calledUS, called = calledUS+usec, called+calls
+			}
+		}
+		n := float64(b.N)
+		b.ReportMetric(scriptUS/n, "script-us/job")
+		b.ReportMetric(calledUS/n, "called-us/job")
+		b.ReportMetric(called/n, "called/job")
+	}
+	b.Run("storekeeper", func(b *testing.B) {
+		p := startPipeline(b, srv, slots, false, noop)
+		defer p.stop()
+		run(b, p.rdb, func(i int) {
+			p.enqueue(b, p.stores[i])
+			<-p.ended[p.stores[i]]
+		})
+	})
+	b.Run("raw", func(b *testing.B) {
+		ended := make([]chan struct{}, slots)
+		for i := range ended {
+			ended[i] = make(chan struct{}, 1)
+		}
+		q := startRaw(b, srv, func(t *asynq.Task) {
+			var slot int
+			fmt.Sscanf(string(t.Payload()), `{"slot":%d}`, &slot)
+			ended[slot] <- struct{}{}
+		})
+		defer q.stop()
+		run(b, q.rdb, func(i int) {
+			q.enqueue(b, fmt.Sprintf(`{"slot":%d}`, i))
+			<-ended[i]
+		})
+	})
+}
+
 // asynqScript reports whether first, an asynq script's first key, is a
 // queue's list named list: asynq's dequeue starts with "pending", its
 // done with "active".
