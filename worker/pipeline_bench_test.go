@@ -182,6 +182,15 @@ func startPipeline(b *testing.B, srv *redistest.Server, n int, watch bool, wrap 
 	return p
 }
 
+// job is a closed loop's job for slot i: enqueue its store's verify and
+// wait until its attempt ends.
+func (p *pipeline) job(b *testing.B) func(i int) {
+	return func(i int) {
+		p.enqueue(b, p.stores[i])
+		<-p.ended[p.stores[i]]
+	}
+}
+
 func (p *pipeline) enqueue(b *testing.B, st string) {
 	res, err := p.client.Enqueue(context.Background(), jobs.Request{Kind: jobs.KindVerify, Store: st, Trigger: jobs.TriggerManual, Actor: "bench"})
 	if err != nil || res.Deduplicated {
@@ -219,6 +228,24 @@ func startRaw(b *testing.B, srv *redistest.Server, handler func(*asynq.Task), ho
 		b.Fatal(err)
 	}
 	return q
+}
+
+// rawSlots starts raw asynq for a closed loop of slots no-op tasks:
+// job(i) enqueues slot i's task and waits until its handler has run.
+func rawSlots(b *testing.B, srv *redistest.Server, slots int) (*rawQueue, func(i int)) {
+	ended := make([]chan struct{}, slots)
+	for i := range ended {
+		ended[i] = make(chan struct{}, 1)
+	}
+	q := startRaw(b, srv, func(t *asynq.Task) {
+		var slot int
+		fmt.Sscanf(string(t.Payload()), `{"slot":%d}`, &slot)
+		ended[slot] <- struct{}{}
+	})
+	return q, func(i int) {
+		q.enqueue(b, fmt.Sprintf(`{"slot":%d}`, i))
+		<-ended[i]
+	}
 }
 
 func (q *rawQueue) enqueue(b *testing.B, payload string) {
@@ -342,10 +369,7 @@ func BenchmarkThroughput(b *testing.B) {
 		defer p.stop()
 		rts0, cmds0, ours0 := p.rts.Total(), p.rts.Commands(), p.rts.Matching()
 		go0, redis0 := cpuUsage(b, p.rdb)
-		closedLoop(b, slots, func(i int) {
-			p.enqueue(b, p.stores[i])
-			<-p.ended[p.stores[i]]
-		})
+		closedLoop(b, slots, p.job(b))
 		b.ReportMetric(float64(p.rts.Total()-rts0)/float64(b.N), "rt/job")
 		b.ReportMetric(float64(p.rts.Commands()-cmds0)/float64(b.N), "cmd/job")
 		b.ReportMetric(float64(p.rts.Matching()-ours0)/float64(b.N), "ours-rt/job")
@@ -358,22 +382,11 @@ func BenchmarkThroughput(b *testing.B) {
 	b.Run("watched", func(b *testing.B) { run(b, true, noop) })
 	b.Run("verify", func(b *testing.B) { run(b, false, nil) })
 	b.Run("raw", func(b *testing.B) {
-		ended := make([]chan struct{}, slots)
-		for i := range ended {
-			ended[i] = make(chan struct{}, 1)
-		}
-		q := startRaw(b, srv, func(t *asynq.Task) {
-			var slot int
-			fmt.Sscanf(string(t.Payload()), `{"slot":%d}`, &slot)
-			ended[slot] <- struct{}{}
-		})
+		q, job := rawSlots(b, srv, slots)
 		defer q.stop()
 		rts0, cmds0 := q.rts.Total(), q.rts.Commands()
 		go0, redis0 := cpuUsage(b, q.rdb)
-		closedLoop(b, slots, func(i int) {
-			q.enqueue(b, fmt.Sprintf(`{"slot":%d}`, i))
-			<-ended[i]
-		})
+		closedLoop(b, slots, job)
 		b.ReportMetric(float64(q.rts.Total()-rts0)/float64(b.N), "rt/job")
 		b.ReportMetric(float64(q.rts.Commands()-cmds0)/float64(b.N), "cmd/job")
 		reportCPU(b, q.rdb, go0, redis0)
@@ -405,10 +418,7 @@ func BenchmarkScriptTime(b *testing.B) {
 		b.Fatal(err)
 	}
 	p.rdb.SlowLogReset(ctx)
-	closedLoop(b, slots, func(i int) {
-		p.enqueue(b, p.stores[i])
-		<-p.ended[p.stores[i]]
-	})
+	closedLoop(b, slots, p.job(b))
 	b.StopTimer()
 	logs, err := p.rdb.SlowLogGet(ctx, -1).Result()
 	if err != nil {
@@ -498,26 +508,12 @@ func BenchmarkRedisCommands(b *testing.B) {
 	b.Run("storekeeper", func(b *testing.B) {
 		p := startPipeline(b, srv, slots, false, noop)
 		defer p.stop()
-		run(b, p.rdb, func(i int) {
-			p.enqueue(b, p.stores[i])
-			<-p.ended[p.stores[i]]
-		})
+		run(b, p.rdb, p.job(b))
 	})
 	b.Run("raw", func(b *testing.B) {
-		ended := make([]chan struct{}, slots)
-		for i := range ended {
-			ended[i] = make(chan struct{}, 1)
-		}
-		q := startRaw(b, srv, func(t *asynq.Task) {
-			var slot int
-			fmt.Sscanf(string(t.Payload()), `{"slot":%d}`, &slot)
-			ended[slot] <- struct{}{}
-		})
+		q, job := rawSlots(b, srv, slots)
 		defer q.stop()
-		run(b, q.rdb, func(i int) {
-			q.enqueue(b, fmt.Sprintf(`{"slot":%d}`, i))
-			<-ended[i]
-		})
+		run(b, q.rdb, job)
 	})
 }
 
