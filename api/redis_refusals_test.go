@@ -52,3 +52,22 @@ func TestRedisRefusingTheProcessIsUnavailable(t *testing.T) {
 		t.Errorf("enqueue with a password Redis no longer takes: %d %s, want 503 redis_unavailable naming WRONGPASS", rec.Code, rec.Body)
 	}
 }
+
+// A process started without a password, talking to a Redis that now
+// requires one, is refused too: NOAUTH for a short command, and for a
+// script call (more than ten arguments) a plain ERR naming the protocol,
+// which is the same cause and must not be a 500.
+func TestRedisRequiringAPasswordIsUnavailable(t *testing.T) {
+	srv := redistest.Start(t, redistest.RequireReal())
+	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	if err := srv.Client(t).ConfigSet(t.Context(), "requirepass", "set-later").Err(); err != nil {
+		t.Fatal(err)
+	}
+	s := newSecServer(t, rdb, nil)
+	t.Cleanup(s.Close)
+	rec, a := operatorPost(t, s.Handler(), "/api/admin/compact/orders", `{}`)
+	if rec.Code != 503 || a.Error != "redis_unavailable" || !strings.Contains(a.Message, "unauthenticated") {
+		t.Errorf("enqueue without the password Redis now requires: %d %s, want 503 redis_unavailable naming the refusal", rec.Code, rec.Body)
+	}
+}

@@ -195,7 +195,13 @@ func unavailable(err error) error {
 // under a running process.
 var transientReplies = []string{"NOREPLICAS", "READONLY", "LOADING", "MASTERDOWN", "TRYAGAIN", "BUSY", "OOM", "NOAUTH", "WRONGPASS", "NOPERM"}
 
+// unauthenticatedCommand is how Redis refuses a command of more than ten
+// arguments (a script call) from a connection that has not authenticated,
+// where a shorter one gets NOAUTH: a plain ERR, but the same cause, a
+// password set on Redis under a process that has none.
+const unauthenticatedCommand = "ERR Protocol error: unauthenticated"
+
 func transientReply(msg string) bool {
 	code, _, _ := strings.Cut(msg, " ")
-	return slices.Contains(transientReplies, code)
+	return slices.Contains(transientReplies, code) || strings.HasPrefix(msg, unauthenticatedCommand)
 }

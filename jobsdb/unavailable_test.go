@@ -24,7 +24,7 @@ func TestNoReplicasIsUnavailable(t *testing.T) {
 	if !errors.Is(err, jobs.ErrUnavailable) {
 		t.Fatalf("Enqueue on a primary without its replica: %v; want ErrUnavailable", err)
 	}
-	for _, msg := range []string{"READONLY You can't write against a read only replica.", "LOADING Redis is loading the dataset in memory", "MASTERDOWN Link with MASTER is down"} {
+	for _, msg := range []string{"READONLY You can't write against a read only replica.", "LOADING Redis is loading the dataset in memory", "MASTERDOWN Link with MASTER is down", "ERR Protocol error: unauthenticated multibulk length"} {
 		if !transientReply(msg) {
 			t.Errorf("%q is not taken for unavailable", msg)
 		}
