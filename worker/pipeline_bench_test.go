@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -37,35 +36,6 @@ const (
 	benchCheckInterval = 20 * time.Millisecond
 	benchConcurrency   = 4
 )
-
-// cpuUsage is the CPU time used so far by this process and by the Redis
-// server behind rdb, in microseconds.
-func cpuUsage(b *testing.B, rdb *redis.Client) (goUS, redisUS float64) {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	goUS = float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e3
-	info, err := rdb.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, l := range strings.Split(info, "\r\n") {
-		k, v, _ := strings.Cut(l, ":")
-		if k == "used_cpu_sys" || k == "used_cpu_user" {
-			f, _ := strconv.ParseFloat(v, 64)
-			redisUS += f * 1e6
-		}
-	}
-	return goUS, redisUS
-}
-
-// reportCPU adds the CPU per job since (go0, redis0).
-func reportCPU(b *testing.B, rdb *redis.Client, go0, redis0 float64) {
-	go1, redis1 := cpuUsage(b, rdb)
-	b.ReportMetric((go1-go0)/float64(b.N), "go-cpu-us/job")
-	b.ReportMetric((redis1-redis0)/float64(b.N), "redis-cpu-us/job")
-}
 
 // samples collects durations from several goroutines.
 type samples struct {
@@ -368,12 +338,12 @@ func BenchmarkThroughput(b *testing.B) {
 		p := startPipeline(b, srv, slots, watch, wrap)
 		defer p.stop()
 		rts0, cmds0, ours0 := p.rts.Total(), p.rts.Commands(), p.rts.Matching()
-		go0, redis0 := cpuUsage(b, p.rdb)
+		go0, redis0 := redistest.CPU(b, p.rdb)
 		closedLoop(b, slots, p.job(b))
 		b.ReportMetric(float64(p.rts.Total()-rts0)/float64(b.N), "rt/job")
 		b.ReportMetric(float64(p.rts.Commands()-cmds0)/float64(b.N), "cmd/job")
 		b.ReportMetric(float64(p.rts.Matching()-ours0)/float64(b.N), "ours-rt/job")
-		reportCPU(b, p.rdb, go0, redis0)
+		redistest.ReportCPU(b, p.rdb, go0, redis0, "job")
 		if watch {
 			p.events.report(b, "event")
 		}
@@ -385,11 +355,11 @@ func BenchmarkThroughput(b *testing.B) {
 		q, job := rawSlots(b, srv, slots)
 		defer q.stop()
 		rts0, cmds0 := q.rts.Total(), q.rts.Commands()
-		go0, redis0 := cpuUsage(b, q.rdb)
+		go0, redis0 := redistest.CPU(b, q.rdb)
 		closedLoop(b, slots, job)
 		b.ReportMetric(float64(q.rts.Total()-rts0)/float64(b.N), "rt/job")
 		b.ReportMetric(float64(q.rts.Commands()-cmds0)/float64(b.N), "cmd/job")
-		reportCPU(b, q.rdb, go0, redis0)
+		redistest.ReportCPU(b, q.rdb, go0, redis0, "job")
 	})
 }
 

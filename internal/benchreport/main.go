@@ -88,6 +88,7 @@ var rows = []row{
 	{"Throughput, watched", "Throughput", "watched", raw, "jobs/s", 0, "the same with a tailer reading every event, as the API's WebSocket does", true, 0},
 	{"Throughput, verify of an empty store", "Throughput", "verify", raw, "jobs/s", 0, "real verifies (a hard-linked checkpoint, fsynced) of 16 empty stores", true, 0},
 	{"API enqueue throughput", "EnqueueAPI", sk, raw, "req/s", 0.3, "POST /api/admin/compact/:store over 1,000 stores in turn from 32 keep-alive HTTP clients (a store's compaction already pending is deduplicated: served, counted apart) vs asynq.Client.Enqueue from 32 goroutines", true, 0},
+	{"API enqueue throughput, the HTTP alone", "EnqueueAPI", "http-only", raw, "req/s", 0, "the same requests from the same clients answered by a bare gin handler with storekeeper's own answer to one of them (status, headers and body): no middleware, no Redis; what the HTTP stack alone costs on this machine, beside raw asynq", true, 0},
 	{"API enqueue latency, p99", "EnqueueAPI", sk, raw, "req-p99-ms", 0, "the same requests' p99", false, 0},
 	{"Watchers: event latency p99", "Watchers", sk, raw, "event-p99-ms", 1.5, "1,000 WebSocket watchers, 200 events/s for 10 s: from the append to the stream until a watcher read it, vs raw Melody broadcasting the same messages (from the Broadcast call)", false, 0},
 	{"Watchers, 100 filters each: CPU per frame", "Watchers", "filters-100", sk, "cpu-us/frame", 1.2, "the same 1,000 watchers each with 100 filter values (store= and 99 job=, the events' among them, so each still gets every event) vs with none: CPU this process (server and watchers) spent per frame delivered", false, 0},
@@ -380,6 +381,11 @@ func apiSection(b *bytes.Buffer, res results) {
 		check("Redis commands per API enqueue (round trips, unshared)", median(en["cmd/req"]), "", 3, false)
 		fmt.Fprintf(b, "| Redis round trips per API enqueue, autopipelined batches shared with concurrent requests | %.2f | — | — |\n", median(en["rt/req"]))
 		fmt.Fprintf(b, "| share of those enqueues deduplicated | %.2f | — | — |\n", median(en["dedup-share"]))
+		cpu := func(sub string) string {
+			m := res["EnqueueAPI"][sub]
+			return fmt.Sprintf("%.0f + %.0f µs", median(m["go-cpu-us/req"]), median(m["redis-cpu-us/req"]))
+		}
+		fmt.Fprintf(b, "| CPU per API enqueue, process + Redis: storekeeper; the HTTP alone; raw asynq | %s; %s; %s | — | — |\n", cpu(sk), cpu("http-only"), cpu(raw))
 	}
 	if len(dash) > 0 {
 		check("GET /api/dashboard with 1,000 stores, p99", median(dash["req-p99-ms"]), "ms", 100, false)

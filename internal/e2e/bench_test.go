@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gin-gonic/gin"
 	"github.com/gorilla/websocket"
 	"github.com/hibiken/asynq"
 	"github.com/olahol/melody"
@@ -101,41 +102,21 @@ func fromClients(b *testing.B, clients int, request func(i int64) error) {
 // BenchmarkEnqueueAPI: POST /api/admin/compact/:store over 1,000 stores in
 // turn from 32 keep-alive clients, vs asynq.Client.Enqueue from 32
 // goroutines. A request that finds the store's compaction already pending
-// is deduplicated: served, and counted apart.
+// is deduplicated: served, and counted apart. http-only: the same requests
+// from the same clients answered by a bare gin handler with storekeeper's
+// own answer to one such request (its status, headers and body), no
+// middleware and no Redis: what the HTTP stack alone costs on this machine.
 func BenchmarkEnqueueAPI(b *testing.B) {
 	srv := redistest.Start(b, redistest.RequireReal())
 	const stores, clients = 1000, 32
 	b.Run("storekeeper", func(b *testing.B) {
 		a, rdb, cnt := apiOnly(b, srv, stores)
 		defer rdb.Close()
-		hs := httptest.NewServer(a.Handler())
-		defer hs.Close()
-		tr := &http.Transport{MaxIdleConnsPerHost: clients}
-		defer tr.CloseIdleConnections()
-		client := &http.Client{Transport: tr}
 		var dedup atomic.Int64
 		rt0, cmd0 := cnt.Total(), cnt.Commands()
-		fromClients(b, clients, func(i int64) error {
-			req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/admin/compact/store-%04d", hs.URL, i%stores), nil)
-			req.Header.Set("Authorization", "Bearer "+operatorToken)
-			resp, err := client.Do(req)
-			if err != nil {
-				return err
-			}
-			defer resp.Body.Close()
-			var body struct {
-				Deduplicated bool `json:"deduplicated"`
-			}
-			_ = json.NewDecoder(resp.Body).Decode(&body)
-			_, _ = io.Copy(io.Discard, resp.Body)
-			if resp.StatusCode != 202 {
-				return fmt.Errorf("status %d", resp.StatusCode)
-			}
-			if body.Deduplicated {
-				dedup.Add(1)
-			}
-			return nil
-		})
+		go0, redis0 := redistest.CPU(b, rdb)
+		fromClients(b, clients, compactRequests(b, a.Handler(), clients, &dedup))
+		redistest.ReportCPU(b, rdb, go0, redis0, "req")
 		// A request's script may share its round trip with others'
 		// (jobsdb.Client.batched): rt/req counts the shared round trips,
 		// cmd/req what each request costs Redis without that sharing.
@@ -143,16 +124,75 @@ func BenchmarkEnqueueAPI(b *testing.B) {
 		b.ReportMetric(float64(cnt.Commands()-cmd0)/float64(b.N), "cmd/req")
 		b.ReportMetric(float64(dedup.Load())/float64(b.N), "dedup-share")
 	})
+	b.Run("http-only", func(b *testing.B) {
+		a, rdb, _ := apiOnly(b, srv, stores)
+		defer rdb.Close()
+		req := httptest.NewRequest("POST", "/api/admin/compact/store-0000", nil)
+		req.Header.Set("Authorization", "Bearer "+operatorToken)
+		real := httptest.NewRecorder()
+		a.Handler().ServeHTTP(real, req)
+		if real.Code != 202 {
+			b.Fatalf("storekeeper's answer: %d %s", real.Code, real.Body)
+		}
+		gin.SetMode(gin.ReleaseMode)
+		bare := gin.New()
+		bare.POST("/api/admin/compact/:store", func(c *gin.Context) {
+			for k, v := range real.Header() {
+				c.Writer.Header()[k] = v
+			}
+			c.Data(real.Code, real.Header().Get("Content-Type"), real.Body.Bytes())
+		})
+		var dedup atomic.Int64
+		go0, redis0 := redistest.CPU(b, rdb)
+		fromClients(b, clients, compactRequests(b, bare, clients, &dedup))
+		redistest.ReportCPU(b, rdb, go0, redis0, "req")
+	})
 	b.Run("raw", func(b *testing.B) {
 		srv.FlushAll(b)
 		rdb := redis.NewClient(&redis.Options{Addr: srv.Addr(), PoolSize: 64})
 		defer rdb.Close()
 		aq := asynq.NewClientFromRedisClient(rdb)
+		go0, redis0 := redistest.CPU(b, rdb)
 		fromClients(b, clients, func(i int64) error {
 			_, err := aq.Enqueue(asynq.NewTask("compact", fmt.Appendf(nil, `{"store":"store-%04d"}`, i%stores)), asynq.Queue("node.n1"), asynq.MaxRetry(3))
 			return err
 		})
+		redistest.ReportCPU(b, rdb, go0, redis0, "req")
 	})
+}
+
+// compactRequests serves h on a loopback HTTP server for the rest of b and
+// returns request i of the API enqueue benchmark, sent by one of clients
+// keep-alive connections: a forced compaction of one of 1,000 stores in
+// turn, its answer read as a client reads it (dedup counts the answers
+// saying deduplicated).
+func compactRequests(b *testing.B, h http.Handler, clients int, dedup *atomic.Int64) func(int64) error {
+	hs := httptest.NewServer(h)
+	b.Cleanup(hs.Close)
+	tr := &http.Transport{MaxIdleConnsPerHost: clients}
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	return func(i int64) error {
+		req, _ := http.NewRequest("POST", fmt.Sprintf("%s/api/admin/compact/store-%04d", hs.URL, i%1000), nil)
+		req.Header.Set("Authorization", "Bearer "+operatorToken)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var body struct {
+			Deduplicated bool `json:"deduplicated"`
+		}
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		_, _ = io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != 202 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		if body.Deduplicated {
+			dedup.Add(1)
+		}
+		return nil
+	}
 }
 
 // BenchmarkDashboard: GET /api/dashboard with 1,000 stores.

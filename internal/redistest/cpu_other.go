@@ -1,0 +1,7 @@
+//go:build !unix
+
+package redistest
+
+import "testing"
+
+func processCPU(testing.TB) float64 { return 0 } // no getrusage: the process's side reads 0
