@@ -286,20 +286,8 @@ func TestDamagedLocalSegmentAtStartIsAGap(t *testing.T) {
 	d := newDirs(t)
 	n := startNode(t, d, Config{Interval: time.Millisecond})
 	var gaps []Gap
-	n.sh.OnGap(func(_ string, g Gap) { gaps = append(gaps, g) })
-	tl := "20261205T000000Z-0000000000000000"
-	dir := filepath.Join(d.ship, "orders", "pending", tl)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	seg := encodeSegment(nil, binary.AppendUvarint(nil, 3)) // a batch cut short
-	if err := os.WriteFile(filepath.Join(dir, offsite.SegmentName(1, 2)), seg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	rec, _ := json.Marshal(store.Timeline{ID: tl, Store: "orders", Created: time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)})
-	if err := os.WriteFile(filepath.Join(dir, "timeline.json"), rec, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	n.sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+	tl := damagedAtStart(t, d)
 	if err := n.sh.Drain(context.Background(), "orders"); err != nil {
 		t.Fatalf("a damaged local segment failed the tick (it is the disk's fault, not a target's): %v", err)
 	}
@@ -317,6 +305,82 @@ func TestDamagedLocalSegmentAtStartIsAGap(t *testing.T) {
 	}
 }
 
+// damagedAtStart puts a segment [1, 2) that cannot be decoded on a new
+// timeline of d's store, as a disk would leave it: the shipper's next
+// tick drops it as a gap. It returns the timeline.
+func damagedAtStart(t *testing.T, d nodeDirs) string {
+	t.Helper()
+	tl := "20261205T000000Z-0000000000000000"
+	dir := filepath.Join(d.ship, "orders", "pending", tl)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	seg := encodeSegment(nil, binary.AppendUvarint(nil, 3)) // a batch cut short
+	if err := os.WriteFile(filepath.Join(dir, offsite.SegmentName(1, 2)), seg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec, _ := json.Marshal(store.Timeline{ID: tl, Store: "orders", Created: time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)})
+	if err := os.WriteFile(filepath.Join(dir, "timeline.json"), rec, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return tl
+}
+
+// A gap whose announcement fails (Redis down) is not lost: it is offered
+// again gapRetry later, and, recorded on disk before its segment was
+// dropped, by the next process when this one stops without announcing
+// it. Once announced it is not offered again.
+func TestGapIsOfferedUntilAnnounced(t *testing.T) {
+	d := newDirs(t)
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	n := startNode(t, d, Config{Interval: time.Millisecond, Now: clock})
+	var offered int
+	n.sh.OnGap(func(string, Gap) error { offered++; return errors.New("redis: connection refused") })
+	tl := damagedAtStart(t, d)
+	ctx := context.Background()
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if offered != 1 {
+		t.Fatalf("the gap was offered %d times, want once", offered)
+	}
+	if err := n.sh.Drain(ctx, "orders"); err != nil || offered != 1 {
+		t.Fatalf("a tick right after a failed announcement offered the gap again (%d offers, %v): want it to wait", offered, err)
+	}
+	now = now.Add(gapRetry)
+	if err := n.sh.Drain(ctx, "orders"); err != nil || offered != 2 {
+		t.Fatalf("after gapRetry: %d offers (%v), want the gap offered again", offered, err)
+	}
+	if st := n.sh.Stats("orders"); len(st.Gaps) != 1 {
+		t.Fatalf("stats %+v: want the gap", st)
+	}
+
+	// The process stops, the gap still unannounced; the next one starts.
+	if err := n.reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = startNode(t, d, Config{Interval: time.Millisecond, Now: clock})
+	var gaps []Gap
+	n.sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if len(gaps) != 1 || gaps[0].Timeline != tl || gaps[0].From != 1 || gaps[0].To != 2 || !strings.Contains(gaps[0].Cause, "damaged") {
+		t.Fatalf("after a restart: gaps announced %+v, want the damaged segment's, once", gaps)
+	}
+	if st := n.sh.Stats("orders"); len(st.Gaps) != 1 {
+		t.Fatalf("stats after a restart %+v: want the gap", st)
+	}
+	now = now.Add(gapRetry)
+	if err := n.sh.Drain(ctx, "orders"); err != nil || len(gaps) != 1 {
+		t.Fatalf("an announced gap was offered again: %+v (%v)", gaps, err)
+	}
+	if _, err := os.Stat(filepath.Join(d.ship, "orders", gapsFile)); !os.IsNotExist(err) {
+		t.Fatalf("the announced gap is still recorded (%v)", err)
+	}
+}
+
 // A segment damaged on the local disk while a target was down (sealed,
 // not sent yet) is checked when the target comes back: not sent, a gap
 // announced with its cause, and the segments after it shipped; the
@@ -327,7 +391,7 @@ func TestSegmentDamagedWhileWaitingIsAGap(t *testing.T) {
 	s := n.store(t)
 	ctx := context.Background()
 	var gaps []Gap
-	n.sh.OnGap(func(_ string, g Gap) { gaps = append(gaps, g) })
+	n.sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
 	set := func(k string) {
 		t.Helper()
 		if err := s.Set([]byte(k), bytes.Repeat([]byte("v"), 100)); err != nil {

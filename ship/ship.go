@@ -104,13 +104,18 @@ type Shipper struct {
 
 	mu     sync.Mutex
 	stores map[string]*storeShip
-	onGap  []func(store string, g Gap)
+	onGap  []func(store string, g Gap) error
 }
 
 // OnGap registers fn to be called, outside any lock of the shipper but on
 // its goroutine, with every gap it records: part of a store's log it
-// dropped before every target had it.
-func (sh *Shipper) OnGap(fn func(store string, g Gap)) {
+// dropped before every target had it. A gap is recorded on disk before
+// its segments are dropped, and stays recorded until every fn has
+// returned nil for it: one that fails (Redis down) is offered again
+// gapRetry later, and one the process did not live to announce is
+// offered after it starts again. So fn may see a gap more than once, and
+// must make a second announcement of it a no-op.
+func (sh *Shipper) OnGap(fn func(store string, g Gap) error) {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.onGap = append(sh.onGap, fn)
@@ -228,9 +233,76 @@ type storeShip struct {
 		at       time.Time
 		tried    time.Time
 	}
+	// unannounced: gaps recorded (in gapsFile) that some OnGap function
+	// has not taken yet; announceAfter: not offered again before then
+	// (the last offer failed).
+	unannounced   []Gap
+	announceAfter time.Time
 
 	stats Stats
 }
+
+// gapsFile, in a store's ship directory, holds its unannounced gaps.
+const gapsFile = "gaps.json"
+
+// gapRetry is how long a gap whose announcement failed waits before it is
+// offered again.
+const gapRetry = 30 * time.Second
+
+// recordGap adds g to the store's gaps, on disk first (gapsFile), so that
+// a process that stops before announcing it announces it when it starts
+// again: call it before dropping g's segments. A gap already recorded
+// (the same timeline and first write: a segment found damaged again after
+// a restart) is not added twice. If the file cannot be written, g is
+// still announced by this process; it is logged.
+func (ss *storeShip) recordGap(log *slog.Logger, g Gap) {
+	if slices.ContainsFunc(ss.unannounced, g.same) {
+		return
+	}
+	ss.unannounced = append(ss.unannounced, g)
+	ss.stats.Gaps = append(ss.stats.Gaps, g)
+	ss.announceAfter = time.Time{}
+	if err := ss.saveGaps(); err != nil {
+		log.Error("a gap in the commit log could not be recorded on disk; it is announced, unless this process stops first", "store", ss.name, "timeline", g.Timeline, "from", g.From, "err", err)
+	}
+}
+
+// forgetGap takes back a gap recorded before its segment was to be
+// dropped, when the segment could not be.
+func (ss *storeShip) forgetGap(log *slog.Logger, g Gap) {
+	ss.unannounced = slices.DeleteFunc(ss.unannounced, g.same)
+	ss.stats.Gaps = slices.DeleteFunc(ss.stats.Gaps, g.same)
+	if err := ss.saveGaps(); err != nil {
+		log.Warn("recording the commit log's gaps", "store", ss.name, "err", err)
+	}
+}
+
+// saveGaps writes the unannounced gaps to gapsFile, durably (or removes
+// it when there are none).
+func (ss *storeShip) saveGaps() error {
+	path := filepath.Join(ss.dir, gapsFile)
+	if len(ss.unannounced) == 0 {
+		if err := os.Remove(path); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		return nil
+	}
+	b, err := json.Marshal(ss.unannounced)
+	if err != nil {
+		return err
+	}
+	if err := writeFileSync(path+".tmp", b); err != nil {
+		return err
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return err
+	}
+	return syncDir(ss.dir)
+}
+
+// same reports whether g and o are one gap: the same timeline and first
+// write.
+func (g Gap) same(o Gap) bool { return g.Timeline == o.Timeline && g.From == o.From }
 
 // pendingSeg is a sealed segment held locally.
 type pendingSeg struct {
@@ -282,8 +354,8 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	tl, err := s.Timeline()
 	if err != nil {
 		// Not open (restoring, corrupt, closed): send what is sealed.
-		gaps, _ := sh.send(ctx, s, ss, "")
-		sh.announce(ss, gaps)
+		_ = sh.send(ctx, s, ss, "")
+		sh.announce(ss)
 		return err
 	}
 	if ss.read.Timeline != tl.ID {
@@ -333,33 +405,57 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	if _, err := s.TrimLog(ss.sealed); err != nil {
 		sh.log.Warn("trimming the commit log", "store", name, "err", err)
 	}
-	gaps := ss.bound(sh)
-	damaged, err := sh.send(ctx, s, ss, tl.ID)
+	ss.bound(sh)
+	err = sh.send(ctx, s, ss, tl.ID)
 	if now := sh.cfg.Now(); err == nil && now.Sub(ss.collected) >= sh.cfg.CollectEvery {
 		ss.collected = now
 		if _, cerr := sh.collect(ctx, s, ss, tl); cerr != nil {
 			sh.log.Warn("collecting shipped segments", "store", name, "err", cerr)
 		}
 	}
-	sh.announce(ss, append(gaps, damaged...))
+	sh.announce(ss)
 	return err
 }
 
-// announce calls the OnGap functions with gaps, outside ss's lock (held
-// by the caller, and held again on return).
-func (sh *Shipper) announce(ss *storeShip, gaps []Gap) {
-	if len(gaps) == 0 {
+// announce offers the store's unannounced gaps to the OnGap functions,
+// outside ss's lock (held by the caller, and held again on return). A gap
+// every function took is no longer recorded; if one failed, the gaps left
+// are offered again gapRetry later.
+func (sh *Shipper) announce(ss *storeShip) {
+	now := sh.cfg.Now()
+	if len(ss.unannounced) == 0 || now.Before(ss.announceAfter) {
 		return
 	}
-	ss.mu.Unlock()
-	defer ss.mu.Lock()
+	gaps := slices.Clone(ss.unannounced)
 	sh.mu.Lock()
 	fns := slices.Clone(sh.onGap)
 	sh.mu.Unlock()
+	var taken []Gap
+	failed := false
+	ss.mu.Unlock()
 	for _, g := range gaps {
+		ok := true
 		for _, fn := range fns {
-			fn(ss.name, g)
+			if err := fn(ss.name, g); err != nil {
+				ok = false
+			}
 		}
+		if ok {
+			taken = append(taken, g)
+		} else {
+			failed = true
+		}
+	}
+	ss.mu.Lock()
+	if failed {
+		ss.announceAfter = now.Add(gapRetry)
+	}
+	if len(taken) == 0 {
+		return
+	}
+	ss.unannounced = slices.DeleteFunc(ss.unannounced, func(g Gap) bool { return slices.ContainsFunc(taken, g.same) })
+	if err := ss.saveGaps(); err != nil {
+		sh.log.Warn("recording the commit log's gaps", "store", ss.name, "err", err)
 	}
 }
 
@@ -513,6 +609,16 @@ func (ss *storeShip) load(log *slog.Logger) error {
 		return err
 	}
 	ss.sealed, ss.read = st.Sealed, st.Sealed
+	// Gaps recorded and not announced before the process stopped.
+	if b, err := os.ReadFile(filepath.Join(ss.dir, gapsFile)); err == nil {
+		if err := json.Unmarshal(b, &ss.unannounced); err != nil {
+			log.Error("the commit log's unannounced gaps are unreadable; restores still find them, but they are not announced", "store", ss.name, "file", filepath.Join(ss.dir, gapsFile), "err", err)
+			ss.unannounced = nil
+		}
+		ss.stats.Gaps = append(ss.stats.Gaps, ss.unannounced...)
+	} else if !os.IsNotExist(err) {
+		return err
+	}
 	timelines, err := os.ReadDir(filepath.Join(ss.dir, "pending"))
 	if err != nil {
 		return err
@@ -622,7 +728,7 @@ const sendParallel = 4
 // already under way may land after a hole, which the next tick fills). A
 // segment every target holds is removed locally and, in order, marked
 // shipped on the current timeline.
-func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, current string) ([]Gap, error) {
+func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, current string) error {
 	var mu sync.Mutex
 	var first error
 	var wg sync.WaitGroup
@@ -649,7 +755,7 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 		}()
 	}
 	wg.Wait()
-	gaps := ss.dropDamaged(sh, damaged)
+	ss.dropDamaged(sh, damaged)
 
 	kept := ss.pending[:0]
 	inOrder := true
@@ -685,7 +791,7 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 			s.MarkShipped(current, ss.read.Next-1, ss.syncAt)
 		}
 	}
-	return gaps, first
+	return first
 }
 
 // dropDamaged takes the segments sending found damaged (path -> why) off
@@ -695,24 +801,16 @@ func (sh *Shipper) send(ctx context.Context, s *store.Store, ss *storeShip, curr
 // it is announced and re-anchored now, not found when a restore needs it.
 // One a target took before it was damaged is not lost: the targets that
 // lack it are named.
-func (ss *storeShip) dropDamaged(sh *Shipper, damaged map[string]error) []Gap {
+func (ss *storeShip) dropDamaged(sh *Shipper, damaged map[string]error) {
 	if len(damaged) == 0 {
-		return nil
+		return
 	}
-	var gaps []Gap
 	kept := ss.pending[:0]
 	for _, p := range ss.pending {
 		why, bad := damaged[p.path]
 		if !bad {
 			kept = append(kept, p)
 			continue
-		}
-		aside := filepath.Join(ss.dir, "damaged", p.timeline+"-"+filepath.Base(p.path))
-		if os.MkdirAll(filepath.Dir(aside), 0o755) != nil || os.Rename(p.path, aside) != nil {
-			aside = ""
-			if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
-				sh.log.Error("a damaged local segment could not be moved aside or removed", "store", ss.name, "segment", p.path, "err", err)
-			}
 		}
 		var holders, lacking []string
 		for _, t := range sh.cfg.Targets {
@@ -723,19 +821,28 @@ func (ss *storeShip) dropDamaged(sh *Shipper, damaged map[string]error) []Gap {
 			}
 			delete(ss.sent[t.Name], p.path)
 		}
+		if len(holders) == 0 {
+			// Recorded before the segment goes: a process that stops in
+			// between announces it when it starts again.
+			ss.recordGap(sh.log, Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC(),
+				Cause: "damaged on the local disk: " + why.Error()})
+		}
+		aside := filepath.Join(ss.dir, "damaged", p.timeline+"-"+filepath.Base(p.path))
+		if os.MkdirAll(filepath.Dir(aside), 0o755) != nil || os.Rename(p.path, aside) != nil {
+			aside = ""
+			if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
+				sh.log.Error("a damaged local segment could not be moved aside or removed", "store", ss.name, "segment", p.path, "err", err)
+			}
+		}
 		if len(holders) > 0 {
 			sh.log.Error("a local segment was damaged after some targets took it; the others lack it",
 				"store", ss.name, "timeline", p.timeline, "from", p.first, "to", p.next, "held_by", holders, "lacking", lacking, "moved_to", aside, "err", why)
 			continue
 		}
-		g := Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC(), Cause: "damaged on the local disk: " + why.Error()}
-		ss.stats.Gaps = append(ss.stats.Gaps, g)
-		gaps = append(gaps, g)
 		sh.log.Error("commit log lost: a local segment is damaged and no target has it; restores cannot cross this gap until a new backup",
 			"store", ss.name, "timeline", p.timeline, "from", p.first, "to", p.next, "moved_to", aside, "err", why)
 	}
 	ss.pending = kept
-	return gaps
 }
 
 // oldestAfter is when the oldest write after pending segment i was
@@ -835,26 +942,26 @@ func mark(m map[string]map[string]bool, a, b string) {
 // bound drops the oldest local segments while they hold more than
 // Buffer bytes: the store keeps taking writes, and what is dropped is a
 // gap in its shipped log (Stats.Gaps), which restores refuse to cross.
-func (ss *storeShip) bound(sh *Shipper) []Gap {
-	var gaps []Gap
+func (ss *storeShip) bound(sh *Shipper) {
 	var total int64
 	for _, p := range ss.pending {
 		total += p.size
 	}
 	for total > sh.cfg.Buffer && len(ss.pending) > 0 {
 		p := ss.pending[0]
+		// Recorded before the segment goes: a process that stops in
+		// between announces it when it starts again.
+		g := Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC()}
+		ss.recordGap(sh.log, g)
 		if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
-			return gaps
+			ss.forgetGap(sh.log, g)
+			return
 		}
 		total -= p.size
 		ss.pending = ss.pending[1:]
-		g := Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC()}
-		ss.stats.Gaps = append(ss.stats.Gaps, g)
-		gaps = append(gaps, g)
 		sh.log.Error("commit log dropped: a target did not take it and the local buffer is full; restores cannot cross this gap until a new backup",
 			"store", ss.name, "timeline", p.timeline, "from", p.first, "to", p.next, "since", p.stamp, "buffer", sh.cfg.Buffer)
 	}
-	return gaps
 }
 
 // Gap is a run of the commit log that was dropped before every target

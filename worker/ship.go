@@ -14,10 +14,13 @@ import (
 
 // shipGap handles a gap the shipper recorded in a store's commit log: it
 // enqueues a backup, from which later moments can be restored again, and
-// announces the gap once (store.ship_gap and its notification). It runs
-// on the shipper's goroutine; a failure is logged, and the gap stays in
-// the shipper's stats.
-func (w *Worker) shipGap(name string, g ship.Gap) {
+// announces the gap once (store.ship_gap and its notification: a second
+// announcement of the same gap is a no-op). It runs on the shipper's
+// goroutine. An announcement that fails is logged and returned: the
+// shipper keeps the gap recorded and offers it again (Shipper.OnGap). A
+// backup that could not be enqueued is only logged; the announcement
+// says there is none.
+func (w *Worker) shipGap(name string, g ship.Gap) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	log := w.log.With("store", name, "timeline", g.Timeline, "from", g.From, "to", g.To)
@@ -35,8 +38,10 @@ func (w *Worker) shipGap(name string, g ship.Gap) {
 		Summary: fmt.Sprintf("store %s: part of its commit log was lost: %s; backup job %s re-anchors it", name, what, orNone(backup)), At: now}
 	value, _ := json.Marshal(g)
 	if err := jobsdb.AnnounceShipGap(ctx, w.rdb, name, g.Timeline, g.From, string(value), w.cfg.Jobs.EventsMaxLen, ev, &n); err != nil {
-		log.Error("commit log gap not announced", "err", err)
+		log.Error("commit log gap not announced yet; the shipper offers it again", "err", err)
+		return err
 	}
+	return nil
 }
 
 // gapText says what gap g of a store's commit log lost, found on node,
