@@ -356,11 +356,15 @@ func TestGapIsOfferedUntilAnnounced(t *testing.T) {
 		t.Fatalf("stats %+v: want the gap", st)
 	}
 
-	// The process stops, the gap still unannounced; the next one starts.
+	// The process stops, the gap still unannounced; the next one starts,
+	// and ticks once before its worker listens: the gap waits for it.
 	if err := n.reg.Close(); err != nil {
 		t.Fatal(err)
 	}
 	n = startNode(t, d, Config{Interval: time.Millisecond, Now: clock})
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
 	var gaps []Gap
 	n.sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
 	if err := n.sh.Drain(ctx, "orders"); err != nil {

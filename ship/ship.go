@@ -426,10 +426,13 @@ func (sh *Shipper) announce(ss *storeShip) {
 	if len(ss.unannounced) == 0 || now.Before(ss.announceAfter) {
 		return
 	}
-	gaps := slices.Clone(ss.unannounced)
 	sh.mu.Lock()
 	fns := slices.Clone(sh.onGap)
 	sh.mu.Unlock()
+	if len(fns) == 0 {
+		return // nobody to tell yet: a gap is taken only by a function
+	}
+	gaps := slices.Clone(ss.unannounced)
 	var taken []Gap
 	failed := false
 	ss.mu.Unlock()
