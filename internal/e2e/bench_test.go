@@ -129,18 +129,17 @@ func BenchmarkEnqueueAPI(b *testing.B) {
 		defer rdb.Close()
 		req := httptest.NewRequest("POST", "/api/admin/compact/store-0000", nil)
 		req.Header.Set("Authorization", "Bearer "+operatorToken)
-		real := httptest.NewRecorder()
-		a.Handler().ServeHTTP(real, req)
-		if real.Code != 202 {
-			b.Fatalf("storekeeper's answer: %d %s", real.Code, real.Body)
+		answer := httptest.NewRecorder()
+		a.Handler().ServeHTTP(answer, req)
+		if answer.Code != 202 {
+			b.Fatalf("storekeeper's answer: %d %s", answer.Code, answer.Body)
 		}
-		gin.SetMode(gin.ReleaseMode)
 		bare := gin.New()
 		bare.POST("/api/admin/compact/:store", func(c *gin.Context) {
-			for k, v := range real.Header() {
+			for k, v := range answer.Header() {
 				c.Writer.Header()[k] = v
 			}
-			c.Data(real.Code, real.Header().Get("Content-Type"), real.Body.Bytes())
+			c.Data(answer.Code, answer.Header().Get("Content-Type"), answer.Body.Bytes())
 		})
 		var dedup atomic.Int64
 		go0, redis0 := redistest.CPU(b, rdb)
