@@ -385,6 +385,76 @@ func TestGapIsOfferedUntilAnnounced(t *testing.T) {
 	}
 }
 
+// A gap is recorded just before its segment is dropped. A process that
+// stopped in between left the segment in place: the next one ships it and
+// announces nothing, since nothing was lost.
+func TestGapRecordedButNotDroppedIsNotAnnounced(t *testing.T) {
+	d := newDirs(t)
+	n := startNode(t, d, Config{MaxLag: -1})
+	s := n.store(t)
+	ctx := context.Background()
+	if err := s.Set([]byte("a"), []byte("1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	// The target fails (its directory becomes a file); b's segment waits.
+	if err := os.Rename(d.target, d.target+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.target, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Set([]byte("b"), []byte("2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.sh.Drain(ctx, "orders"); err == nil {
+		t.Fatal("a tick to a failed target succeeded")
+	}
+	waiting, _ := filepath.Glob(filepath.Join(d.ship, "orders", "pending", "*", "*"))
+	waiting = slices.DeleteFunc(waiting, func(p string) bool { return strings.HasSuffix(p, ".json") })
+	if len(waiting) != 1 {
+		t.Fatalf("segments waiting: %v, want b's", waiting)
+	}
+	first, next, _ := offsite.ParseSegmentName(filepath.Base(waiting[0]))
+	tl := filepath.Base(filepath.Dir(waiting[0]))
+	if err := n.reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The process stopped after recording the segment's gap, before
+	// dropping it.
+	b, _ := json.Marshal([]Gap{{Timeline: tl, From: first, To: next, Since: time.Now(), Dropped: time.Now()}})
+	if err := os.WriteFile(filepath.Join(d.ship, "orders", gapsFile), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(d.target); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(d.target+".away", d.target); err != nil {
+		t.Fatal(err)
+	}
+
+	n = startNode(t, d, Config{MaxLag: -1})
+	var gaps []Gap
+	n.sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	if len(gaps) != 0 {
+		t.Fatalf("gaps announced %+v for a segment that was never dropped", gaps)
+	}
+	if st := n.sh.Stats("orders"); len(st.Gaps) != 0 || st.Pending != 0 {
+		t.Fatalf("stats %+v: want no gap, nothing pending", st)
+	}
+	if segs, err := n.target.Segments(ctx, "orders", tl); err != nil || !slices.ContainsFunc(segs, func(sg offsite.Segment) bool { return sg.First == first }) {
+		t.Fatalf("the target holds %+v (%v), want b's segment from %d", segs, err, first)
+	}
+	if _, err := os.Stat(filepath.Join(d.ship, "orders", gapsFile)); !os.IsNotExist(err) {
+		t.Fatalf("the false gap is still recorded (%v)", err)
+	}
+}
+
 // A segment damaged on the local disk while a target was down (sealed,
 // not sent yet) is checked when the target comes back: not sent, a gap
 // announced with its cause, and the segments after it shipped; the

@@ -612,13 +612,13 @@ func (ss *storeShip) load(log *slog.Logger) error {
 		return err
 	}
 	ss.sealed, ss.read = st.Sealed, st.Sealed
-	// Gaps recorded and not announced before the process stopped.
+	// Gaps recorded and not announced before the process stopped (kept
+	// only if their segments did go: below).
 	if b, err := os.ReadFile(filepath.Join(ss.dir, gapsFile)); err == nil {
 		if err := json.Unmarshal(b, &ss.unannounced); err != nil {
 			log.Error("the commit log's unannounced gaps are unreadable; restores still find them, but they are not announced", "store", ss.name, "file", filepath.Join(ss.dir, gapsFile), "err", err)
 			ss.unannounced = nil
 		}
-		ss.stats.Gaps = append(ss.stats.Gaps, ss.unannounced...)
 	} else if !os.IsNotExist(err) {
 		return err
 	}
@@ -673,6 +673,20 @@ func (ss *storeShip) load(log *slog.Logger) error {
 		}
 		return cmp.Compare(a.first, b.first)
 	})
+	// A gap is recorded just before its segment is dropped: if the process
+	// stopped in between, the segment is still here, nothing was lost, and
+	// announcing the gap would be false. It is dropped again if it must be.
+	if n := len(ss.unannounced); n > 0 {
+		ss.unannounced = slices.DeleteFunc(ss.unannounced, func(g Gap) bool {
+			return slices.ContainsFunc(ss.pending, func(p pendingSeg) bool { return p.timeline == g.Timeline && p.first == g.From })
+		})
+		if len(ss.unannounced) < n {
+			if err := ss.saveGaps(); err != nil {
+				return err
+			}
+		}
+		ss.stats.Gaps = append(ss.stats.Gaps, ss.unannounced...)
+	}
 	return nil
 }
 
