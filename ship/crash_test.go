@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -43,13 +44,28 @@ func crashRegistry(d nodeDirs) (*store.Registry, error) {
 }
 
 func crashShipper(d nodeDirs, reg *store.Registry) (*Shipper, *offsite.Target, error) {
+	return crashShipperBuffer(d, reg, 0)
+}
+
+// crashShipperBuffer is crashShipper keeping at most buffer bytes of
+// segments locally (0: the default).
+func crashShipperBuffer(d nodeDirs, reg *store.Registry, buffer int64) (*Shipper, *offsite.Target, error) {
 	tg, err := offsite.Open(context.Background(), "t1", "file://"+d.target, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{tg}, SegmentSize: 512, Logger: slog.New(slog.DiscardHandler)}, reg)
+	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{tg}, SegmentSize: 512, Buffer: buffer, Logger: slog.New(slog.DiscardHandler)}, reg)
 	return sh, tg, err
 }
+
+// gapCrashPoints are where a child dies dropping a segment as a gap (its
+// target down, its buffer full): the gap recorded, the segment not yet
+// removed; the segment removed, the gap not yet announced.
+var gapCrashPoints = []string{"ship.gap-recorded", "ship.gap-dropped"}
+
+// gapBuffer is the children's buffer at the gap crash points: any segment
+// overflows it.
+const gapBuffer = 1
 
 // crashChildMain writes keys [from, to) and ships them, dying at point.
 func crashChildMain(spec string) {
@@ -66,10 +82,22 @@ func crashChildMain(spec string) {
 			select {}
 		}
 	}
+	var buffer int64
+	gap := slices.Contains(gapCrashPoints, point)
+	if gap {
+		buffer = gapBuffer
+	}
 	reg, err := crashRegistry(d)
 	if err == nil {
 		var sh *Shipper
-		if sh, _, err = crashShipper(d, reg); err == nil {
+		if sh, _, err = crashShipperBuffer(d, reg, buffer); err == nil && gap {
+			// The target goes down once open (its directory becomes a
+			// file); the parent brings it back.
+			if err = os.Rename(d.target, d.target+".away"); err == nil {
+				err = os.WriteFile(d.target, nil, 0o644)
+			}
+		}
+		if err == nil {
 			s, _ := reg.Store("orders")
 			for i := from; i < to && err == nil; i++ {
 				err = s.Set(fmt.Appendf(nil, "k%04d", i), []byte("v"))
@@ -170,6 +198,105 @@ func TestShippingSurvivesACrashAtEveryPoint(t *testing.T) {
 			got := content(t, s)
 			if len(got) != 150 {
 				t.Fatalf("restored %d keys, want 150", len(got))
+			}
+		})
+	}
+}
+
+// A child whose target is down drops its first segment as a gap (its
+// buffer holds none) and dies at each step of it. The next process tells
+// exactly what happened: a gap recorded whose segment was still there is
+// no gap (the segment is shipped, nothing announced); one whose segment
+// was removed is announced, once, and the shipped log has that hole and
+// no other.
+func TestAGapSurvivesACrash(t *testing.T) {
+	for _, point := range gapCrashPoints {
+		t.Run(point, func(t *testing.T) {
+			d := newDirs(t)
+			reg, err := crashRegistry(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, _ := reg.Store("orders")
+			if err := s.Set([]byte("k0000"), []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Backup(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			sh, tg, err := crashShipper(d, reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sh.Drain(context.Background(), "orders"); err != nil {
+				t.Fatal(err)
+			}
+			_ = tg.Close()
+			if err := reg.Close(); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %s %s %d %d", crashEnv, point, d.data, d.backups, d.ship, d.target, 1, 20))
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+				t.Fatalf("child did not die at %s: %v\n%s", point, err, out)
+			}
+
+			// The target is back; the next process starts.
+			if err := os.Remove(d.target); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(d.target+".away", d.target); err != nil {
+				t.Fatal(err)
+			}
+			reg, err = crashRegistry(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer reg.Close()
+			sh, tg, err = crashShipper(d, reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tg.Close()
+			var gaps []Gap
+			sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+			for range 3 {
+				if err := sh.Drain(context.Background(), "orders"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, _ = reg.Store("orders")
+			tl, _ := s.Timeline()
+			segs, err := tg.Segments(context.Background(), "orders", tl.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var holes []Gap
+			next := tl.Start
+			for _, sg := range segs {
+				if sg.First > next {
+					holes = append(holes, Gap{Timeline: tl.ID, From: next, To: sg.First})
+				}
+				next = max(next, sg.Next)
+			}
+			_, last := s.LastCommitted()
+			if next != last+1 {
+				t.Fatalf("the shipped log ends before %d; the last write is %d", next, last)
+			}
+			switch point {
+			case "ship.gap-recorded":
+				if len(gaps) != 0 || len(holes) != 0 {
+					t.Fatalf("gaps announced %+v, holes %+v: the segment was never dropped, want neither", gaps, holes)
+				}
+			case "ship.gap-dropped":
+				if len(gaps) != 1 || len(holes) != 1 || gaps[0].From != holes[0].From || gaps[0].To != holes[0].To {
+					t.Fatalf("gaps announced %+v, holes in the shipped log %+v: want the one hole, announced once", gaps, holes)
+				}
 			}
 		})
 	}

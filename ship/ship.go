@@ -970,10 +970,12 @@ func (ss *storeShip) bound(sh *Shipper) {
 		// between announces it when it starts again.
 		g := Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC()}
 		ss.recordGap(sh.log, g)
+		crashPoint("ship.gap-recorded")
 		if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
 			ss.forgetGap(sh.log, g)
 			return
 		}
+		crashPoint("ship.gap-dropped")
 		total -= p.size
 		ss.pending = ss.pending[1:]
 		sh.log.Error("commit log dropped: a target did not take it and the local buffer is full; restores cannot cross this gap until a new backup",
