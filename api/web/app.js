@@ -250,7 +250,7 @@ function renderStores() {
       h("td", { class: "num" }, bytes(st.reclaimable_bytes)),
       h("td", { class: "num" }, st.read_amp ?? ""),
       h("td", {}, ago(last.compact || st.last_compaction)),
-      h("td", {}, ago(s.last_backup), restorable(s), shipping(s)),
+      h("td", {}, ago(s.last_backup), restorable(s), shipping(s), offsite(s)),
       h("td", {}, ago(last.verify || st.last_verify)),
       h("td", { class: "chart" }, chart(s.name)),
       h("td", { class: "actions" },
@@ -288,6 +288,20 @@ function shipping(s) {
   const text = worst < 1 ? "log shipped (lag < 1 s)" : `log lag ${worst < 100 ? worst.toFixed(1) : Math.round(worst)} s`;
   return h("div", { class: "small " + (late ? "breach" : "muted"), "data-role": "ship-lag",
     title: (s.targets || []).filter((t) => t.ship_lag != null).map((t) => `${t.target}: ${(t.ship_lag / 1e9).toFixed(1)} s behind`).join("\n") }, text);
+}
+
+// offsite names the store's backup targets (--backup-target) and whether
+// its node encrypts what it uploads to each; the title gives each one's
+// newest backup and, while uploads to it fail, why. Highlighted while one
+// fails (the health condition backup_target_failing says so too).
+function offsite(s) {
+  const ts = s.targets || [];
+  if (!ts.length) return null;
+  const enc = (t) => t.encrypted === true ? " (encrypted)" : t.encrypted === false ? " (unencrypted)" : "";
+  const detail = (t) => t.target + ": " + (t.backup_id ? "newest backup " + t.backup_id + " from " + ago(t.backup_at) : "no backup yet") +
+    (t.error ? "; failing since " + ago(t.failing_since) + ": " + t.error : "");
+  return h("div", { class: "small " + (ts.some((t) => t.error) ? "breach" : "muted"), "data-role": "offsite",
+    title: ts.map(detail).join("\n") }, "off-site: " + ts.map((t) => t.target + enc(t)).join(", "));
 }
 
 // ---- per-store charts from the history stream ------------------------------

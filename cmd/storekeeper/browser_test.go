@@ -275,6 +275,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	// store's log is shipped: the row says how far behind), and the feed
 	// says what came back.
 	do("metrics' shipping lag shown", chromedp.WaitVisible(css(`#stores tr[data-store="metrics"] [data-role="ship-lag"]`)))
+	// Its backup target is named, with whether its node encrypts for it.
+	if offsite, err := chromedp.Run(ctx, chromedp.Text(css(`#stores tr[data-store="metrics"] [data-role="offsite"]`))); err != nil || !strings.Contains(offsite, "vault (unencrypted)") {
+		t.Fatalf("metrics' row names its backup target as %q (%v), want vault (unencrypted)", offsite, err)
+	}
 	click("restore metrics", `button[data-action="restore"][data-store="metrics"]`)
 	do("the restore confirmation", chromedp.WaitVisible(css("#restore-dialog[open]")))
 	// A moment before the store's commit log starts is explained as such.
