@@ -91,11 +91,8 @@ func crashChildMain(spec string) {
 	if err == nil {
 		var sh *Shipper
 		if sh, _, err = crashShipperBuffer(d, reg, buffer); err == nil && gap {
-			// The target goes down once open (its directory becomes a
-			// file); the parent brings it back.
-			if err = os.Rename(d.target, d.target+".away"); err == nil {
-				err = os.WriteFile(d.target, nil, 0o644)
-			}
+			// The target goes down once open; the parent brings it back.
+			err = d.targetDown()
 		}
 		if err == nil {
 			s, _ := reg.Store("orders")
@@ -111,59 +108,67 @@ func crashChildMain(spec string) {
 	os.Exit(3)
 }
 
+// crashChild backs up keys [0, from) of a new store in d, ships them,
+// then runs a child that writes keys [from, to) and dies by SIGKILL at
+// point while shipping them.
+func crashChild(t *testing.T, d nodeDirs, point string, from, to int) {
+	t.Helper()
+	reg, err := crashRegistry(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _ := reg.Store("orders")
+	for i := range from {
+		if err := s.Set(fmt.Appendf(nil, "k%04d", i), []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.Backup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sh, tg, err := crashShipper(d, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.Drain(context.Background(), "orders"); err != nil {
+		t.Fatal(err)
+	}
+	_ = tg.Close()
+	if err := reg.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %s %s %d %d", crashEnv, point, d.data, d.backups, d.ship, d.target, from, to))
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("child did not die at %s: %v\n%s", point, err, out)
+	}
+}
+
 func TestShippingSurvivesACrashAtEveryPoint(t *testing.T) {
 	for _, point := range shipCrashPoints {
 		t.Run(point, func(t *testing.T) {
 			d := newDirs(t)
 			// A backup of the first 50 keys, then a child writes 100 more
 			// and dies shipping them.
+			crashChild(t, d, point, 50, 150)
+
+			// Start again: ship the rest, then restore to now.
 			reg, err := crashRegistry(d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, _ := reg.Store("orders")
-			for i := range 50 {
-				if err := s.Set(fmt.Appendf(nil, "k%04d", i), []byte("v")); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if _, err := s.Backup(context.Background()); err != nil {
-				t.Fatal(err)
-			}
+			defer reg.Close()
 			sh, tg, err := crashShipper(d, reg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := sh.Drain(context.Background(), "orders"); err != nil {
-				t.Fatal(err)
-			}
-			_ = tg.Close()
-			if err := reg.Close(); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %s %s %d %d", crashEnv, point, d.data, d.backups, d.ship, d.target, 50, 150))
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) {
-				t.Fatalf("child: %v\n%s", err, out)
-			}
-			if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-				t.Fatalf("child did not die at %s: %v\n%s", point, err, out)
-			}
-
-			// Start again: ship the rest, then restore to now.
-			reg, err = crashRegistry(d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer reg.Close()
-			sh, tg, err = crashShipper(d, reg)
-			if err != nil {
-				t.Fatal(err)
-			}
 			defer tg.Close()
-			s, _ = reg.Store("orders")
+			s, _ := reg.Store("orders")
 			for range 5 {
 				if err := sh.Drain(context.Background(), "orders"); err != nil {
 					t.Fatal(err)
@@ -213,52 +218,16 @@ func TestAGapSurvivesACrash(t *testing.T) {
 	for _, point := range gapCrashPoints {
 		t.Run(point, func(t *testing.T) {
 			d := newDirs(t)
+			crashChild(t, d, point, 1, 20)
+
+			// The target is back; the next process starts.
+			d.targetBack(t)
 			reg, err := crashRegistry(d)
 			if err != nil {
 				t.Fatal(err)
 			}
-			s, _ := reg.Store("orders")
-			if err := s.Set([]byte("k0000"), []byte("v")); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := s.Backup(context.Background()); err != nil {
-				t.Fatal(err)
-			}
-			sh, tg, err := crashShipper(d, reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := sh.Drain(context.Background(), "orders"); err != nil {
-				t.Fatal(err)
-			}
-			_ = tg.Close()
-			if err := reg.Close(); err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s %s %s %d %d", crashEnv, point, d.data, d.backups, d.ship, d.target, 1, 20))
-			out, err := cmd.CombinedOutput()
-			var exit *exec.ExitError
-			if !errors.As(err, &exit) {
-				t.Fatalf("child: %v\n%s", err, out)
-			}
-			if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-				t.Fatalf("child did not die at %s: %v\n%s", point, err, out)
-			}
-
-			// The target is back; the next process starts.
-			if err := os.Remove(d.target); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(d.target+".away", d.target); err != nil {
-				t.Fatal(err)
-			}
-			reg, err = crashRegistry(d)
-			if err != nil {
-				t.Fatal(err)
-			}
 			defer reg.Close()
-			sh, tg, err = crashShipper(d, reg)
+			sh, tg, err := crashShipper(d, reg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,7 +239,7 @@ func TestAGapSurvivesACrash(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s, _ = reg.Store("orders")
+			s, _ := reg.Store("orders")
 			tl, _ := s.Timeline()
 			segs, err := tg.Segments(context.Background(), "orders", tl.ID)
 			if err != nil {

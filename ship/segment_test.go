@@ -400,10 +400,7 @@ func TestGapRecordedButNotDroppedIsNotAnnounced(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The target fails (its directory becomes a file); b's segment waits.
-	if err := os.Rename(d.target, d.target+".away"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(d.target, nil, 0o644); err != nil {
+	if err := d.targetDown(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Set([]byte("b"), []byte("2")); err != nil {
@@ -412,13 +409,9 @@ func TestGapRecordedButNotDroppedIsNotAnnounced(t *testing.T) {
 	if err := n.sh.Drain(ctx, "orders"); err == nil {
 		t.Fatal("a tick to a failed target succeeded")
 	}
-	waiting, _ := filepath.Glob(filepath.Join(d.ship, "orders", "pending", "*", "*"))
-	waiting = slices.DeleteFunc(waiting, func(p string) bool { return strings.HasSuffix(p, ".json") })
-	if len(waiting) != 1 {
-		t.Fatalf("segments waiting: %v, want b's", waiting)
-	}
-	first, next, _ := offsite.ParseSegmentName(filepath.Base(waiting[0]))
-	tl := filepath.Base(filepath.Dir(waiting[0]))
+	waiting := d.waitingSegment(t) // b's
+	first, next, _ := offsite.ParseSegmentName(filepath.Base(waiting))
+	tl := filepath.Base(filepath.Dir(waiting))
 	if err := n.reg.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -428,12 +421,7 @@ func TestGapRecordedButNotDroppedIsNotAnnounced(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(d.ship, "orders", gapsFile), b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Remove(d.target); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(d.target+".away", d.target); err != nil {
-		t.Fatal(err)
-	}
+	d.targetBack(t)
 
 	n = startNode(t, d, Config{MaxLag: -1})
 	var gaps []Gap
@@ -477,38 +465,26 @@ func TestSegmentDamagedWhileWaitingIsAGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The target fails (its directory becomes a file); b's segment waits.
-	if err := os.Rename(d.target, d.target+".away"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(d.target, nil, 0o644); err != nil {
+	if err := d.targetDown(); err != nil {
 		t.Fatal(err)
 	}
 	set("b")
 	if err := n.sh.Drain(ctx, "orders"); err == nil {
 		t.Fatal("a tick to a failed target succeeded")
 	}
-	waiting, _ := filepath.Glob(filepath.Join(d.ship, "orders", "pending", "*", "*"))
-	waiting = slices.DeleteFunc(waiting, func(p string) bool { return strings.HasSuffix(p, ".json") })
-	if len(waiting) != 1 {
-		t.Fatalf("segments waiting: %v, want b's", waiting)
-	}
-	data, err := os.ReadFile(waiting[0])
+	waiting := d.waitingSegment(t) // b's
+	data, err := os.ReadFile(waiting)
 	if err != nil {
 		t.Fatal(err)
 	}
 	data[len(data)-2] ^= 0x40 // the disk flips a bit
-	if err := os.WriteFile(waiting[0], data, 0o644); err != nil {
+	if err := os.WriteFile(waiting, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	first, next, _ := offsite.ParseSegmentName(filepath.Base(waiting[0]))
+	first, next, _ := offsite.ParseSegmentName(filepath.Base(waiting))
 
 	// The target is back; c is written after the damage.
-	if err := os.Remove(d.target); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(d.target+".away", d.target); err != nil {
-		t.Fatal(err)
-	}
+	d.targetBack(t)
 	set("c")
 	if err := n.sh.Drain(ctx, "orders"); err != nil {
 		t.Fatalf("the tick after the target came back: %v", err)

@@ -8,7 +8,9 @@ import (
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -32,6 +34,37 @@ type nodeDirs struct{ data, backups, ship, target string }
 
 func newDirs(t *testing.T) nodeDirs {
 	return nodeDirs{data: t.TempDir(), backups: t.TempDir(), ship: t.TempDir(), target: t.TempDir()}
+}
+
+// targetDown makes d's file target fail: its directory becomes a file
+// (an error, not a test failure, so the crash tests' children can call
+// it). targetBack undoes it.
+func (d nodeDirs) targetDown() error {
+	if err := os.Rename(d.target, d.target+".away"); err != nil {
+		return err
+	}
+	return os.WriteFile(d.target, nil, 0o644)
+}
+
+func (d nodeDirs) targetBack(t *testing.T) {
+	t.Helper()
+	if err := os.Remove(d.target); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(d.target+".away", d.target); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitingSegment is the one segment of d's store waiting locally.
+func (d nodeDirs) waitingSegment(t *testing.T) string {
+	t.Helper()
+	waiting, _ := filepath.Glob(filepath.Join(d.ship, "orders", "pending", "*", "*"))
+	waiting = slices.DeleteFunc(waiting, func(p string) bool { return strings.HasSuffix(p, ".json") })
+	if len(waiting) != 1 {
+		t.Fatalf("segments waiting: %v, want one", waiting)
+	}
+	return waiting[0]
 }
 
 func logger(t *testing.T) *slog.Logger {
@@ -544,10 +577,7 @@ func TestWritesHeldOnlyWhileShippingWorks(t *testing.T) {
 
 	// The target fails (its directory becomes a file): the next tick
 	// fails, and from then on writes go through unheld, b unshipped.
-	if err := os.Rename(d.target, d.target+".away"); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(d.target, nil, 0o644); err != nil {
+	if err := d.targetDown(); err != nil {
 		t.Fatal(err)
 	}
 	if err := n.sh.Drain(ctx, "orders"); err == nil {
