@@ -149,6 +149,23 @@ func crashChild(t *testing.T, d nodeDirs, point string, from, to int) {
 	}
 }
 
+// crashRestart opens d's registry and shipper again after a child died,
+// closed when t ends.
+func crashRestart(t *testing.T, d nodeDirs) (*store.Registry, *Shipper, *offsite.Target) {
+	t.Helper()
+	reg, err := crashRegistry(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = reg.Close() })
+	sh, tg, err := crashShipper(d, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tg.Close() })
+	return reg, sh, tg
+}
+
 func TestShippingSurvivesACrashAtEveryPoint(t *testing.T) {
 	for _, point := range shipCrashPoints {
 		t.Run(point, func(t *testing.T) {
@@ -158,16 +175,7 @@ func TestShippingSurvivesACrashAtEveryPoint(t *testing.T) {
 			crashChild(t, d, point, 50, 150)
 
 			// Start again: ship the rest, then restore to now.
-			reg, err := crashRegistry(d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer reg.Close()
-			sh, tg, err := crashShipper(d, reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tg.Close()
+			reg, sh, tg := crashRestart(t, d)
 			s, _ := reg.Store("orders")
 			for range 5 {
 				if err := sh.Drain(context.Background(), "orders"); err != nil {
@@ -222,16 +230,7 @@ func TestAGapSurvivesACrash(t *testing.T) {
 
 			// The target is back; the next process starts.
 			d.targetBack(t)
-			reg, err := crashRegistry(d)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer reg.Close()
-			sh, tg, err := crashShipper(d, reg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer tg.Close()
+			reg, sh, tg := crashRestart(t, d)
 			var gaps []Gap
 			sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
 			for range 3 {
