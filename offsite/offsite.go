@@ -227,6 +227,20 @@ const maxHintAhead = 100
 // maxTorn bounds how many malformed generations a reader steps over.
 const maxTorn = 10
 
+// objectsFault reports whether err, from reading one of the store's index
+// generations, is that object's own fault rather than the target's: the
+// target still answers for a key that does not exist. s3rver, killed
+// while writing an object, answers 500 to every HEAD and GET of that one
+// from then on (make chaos met it); such a generation is stepped over as
+// a torn one. A target that is down fails this probe too.
+func (t *Target) objectsFault(ctx context.Context, storeName string, err error) bool {
+	if notFound(err) || ctx.Err() != nil {
+		return false
+	}
+	_, perr := t.bucket.Exists(ctx, indexKey(storeName, 0)) // generations start at 1
+	return perr == nil
+}
+
 // latest reads the store's newest index generation: from the hint, then
 // forward while the next generation exists. A store the target has never
 // seen has generation 0 and no backups.
@@ -239,7 +253,9 @@ const maxTorn = 10
 // server that ignores If-None-Match) does, and a torn generation must not
 // stop every later backup and restore of the store (make chaos found
 // it). Its entry is a backup whose upload did not complete for its
-// uploader, which sends it again.
+// uploader, which sends it again. A generation the target cannot read at
+// all, while it answers for other keys, is stepped over the same way
+// (objectsFault).
 func (t *Target) latest(ctx context.Context, storeName string) (index, error) {
 	ix := index{Store: storeName}
 	gen := 0
@@ -255,10 +271,13 @@ func (t *Target) latest(ctx context.Context, storeName string) (index, error) {
 	} else if ctx.Err() != nil {
 		return ix, fmt.Errorf("target %s: %w", t.Name, err)
 	}
-	for {
+	for unreadable := 0; ; {
 		ok, err := t.bucket.Exists(ctx, indexKey(storeName, gen+1))
 		if err != nil {
-			return ix, fmt.Errorf("target %s: %w", t.Name, err)
+			if unreadable++; unreadable > maxTorn || !t.objectsFault(ctx, storeName, err) {
+				return ix, fmt.Errorf("target %s: %w", t.Name, err)
+			}
+			ok = true // there, but unreadable: stepped over below as torn
 		}
 		if !ok {
 			break
@@ -272,7 +291,7 @@ func (t *Target) latest(ctx context.Context, storeName string) (index, error) {
 			gen-- // a hint ahead of what exists (a target that lost writes): step back
 			continue
 		}
-		if err != nil && !notFound(err) {
+		if err != nil && !notFound(err) && !t.objectsFault(ctx, storeName, err) {
 			return ix, fmt.Errorf("target %s: %w", t.Name, err)
 		}
 		if top == 0 {

@@ -464,6 +464,55 @@ func TestUnreadableIndexHint(t *testing.T) {
 	}
 }
 
+// An index generation the target cannot read (s3rver, killed while
+// writing it, answers 500 to every HEAD and GET of it: make chaos met it)
+// is stepped over as a torn one: its backup's upload did not complete for
+// its uploader, which sends it again, and the next generation goes on
+// after it. A target that answers nothing still fails.
+func TestUnreadableIndexGeneration(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	tg, orders, m1 := uploadedOnce(t, dir)
+	write(t, orders, 500, 600)
+	m2 := backup(t, orders)
+	if _, err := tg.Upload(ctx, orders, m2, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Generation 2's metadata emptied, as s3rver's was; no hint, so the
+	// reader finds it by probing forward from generation 0.
+	attrs := filepath.Join(dir, filepath.FromSlash(indexKey("orders", 2))) + ".attrs"
+	if err := os.WriteFile(attrs, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.bucket.Exists(ctx, indexKey("orders", 2)); err == nil || notFound(err) {
+		t.Fatalf("the test's generation 2 probes as %v; want an error other than not found", err)
+	}
+	if err := tg.bucket.Delete(ctx, hintKey("orders")); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := tg.Backups(ctx, "orders"); err != nil || len(entries) != 1 || entries[0].ID != m1.ID {
+		t.Fatalf("backups with generation 2 unreadable: %+v, %v; want %s", entries, err, m1.ID)
+	}
+	if _, err := tg.Upload(ctx, orders, m2, nil); err != nil {
+		t.Fatalf("m2 sent again after its generation became unreadable: %v", err)
+	}
+	if entries, err := tg.Backups(ctx, "orders"); err != nil || len(entries) != 2 || entries[0].ID != m2.ID {
+		t.Fatalf("backups: %+v, %v; want %s then %s", entries, err, m2.ID, m1.ID)
+	}
+
+	// A target that answers nothing (its directory gone) is an error, not
+	// a store with no backups.
+	if err := os.Rename(dir, dir+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if entries, err := tg.Backups(ctx, "orders"); err == nil {
+		t.Fatalf("backups from a target that answers nothing: %+v, want an error", entries)
+	}
+}
+
 // An object cut off on the target (a server that writes objects in place,
 // killed mid-write: make chaos found an empty sstable object on s3rver)
 // does not count as uploaded: the next upload that needs it sends it
