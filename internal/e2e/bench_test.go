@@ -265,7 +265,7 @@ func BenchmarkWatchers(b *testing.B) {
 			})
 		}
 		b.ResetTimer()
-		cpu0 := processCPU(b)
+		cpu0 := redistest.ProcessCPU(b)
 		total := 0
 		for range b.N {
 			tick := time.NewTicker(time.Second / rate)
@@ -281,13 +281,13 @@ func BenchmarkWatchers(b *testing.B) {
 		// publishing by more than 10 s, so wait up to 30 s for them.
 		testsignal.Poll(30*time.Second, func() bool { return got.Load() >= int64(total*watchers) })
 		b.StopTimer()
-		cpu := processCPU(b) - cpu0
+		cpu := redistest.ProcessCPU(b) - cpu0
 		for _, c := range conns {
 			c.Close()
 		}
 		wg.Wait()
 		b.ReportMetric(float64(got.Load())/float64(total*watchers), "delivered")
-		b.ReportMetric(cpu.Seconds()*1e6/float64(max(got.Load(), 1)), "cpu-us/frame")
+		b.ReportMetric(cpu/float64(max(got.Load(), 1)), "cpu-us/frame")
 		var all []time.Duration
 		for _, l := range lat {
 			all = append(all, l...)

@@ -14,7 +14,7 @@ import (
 // operation (ReportCPU).
 func CPU(tb testing.TB, rdb *redis.Client) (processUS, redisUS float64) {
 	tb.Helper()
-	processUS = processCPU(tb)
+	processUS = ProcessCPU(tb)
 	info, err := rdb.Info(tb.Context(), "cpu").Result()
 	if err != nil {
 		tb.Fatal(err)
@@ -28,6 +28,10 @@ func CPU(tb testing.TB, rdb *redis.Client) (processUS, redisUS float64) {
 	}
 	return processUS, redisUS
 }
+
+// ProcessCPU is the CPU time, in µs, that this process has used so far
+// (user and system both; 0 where getrusage is missing).
+func ProcessCPU(tb testing.TB) float64 { return processCPU(tb) }
 
 // ReportCPU reports the CPU per operation each side used since CPU
 // returned process0 and redis0, as go-cpu-us/<op> and redis-cpu-us/<op>.
