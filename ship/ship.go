@@ -304,6 +304,12 @@ func (ss *storeShip) saveGaps() error {
 // write.
 func (g Gap) same(o Gap) bool { return g.Timeline == o.Timeline && g.From == o.From }
 
+// gap is the gap dropping p at dropped leaves, for cause (empty: the
+// buffer was full).
+func (p pendingSeg) gap(dropped time.Time, cause string) Gap {
+	return Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: dropped.UTC(), Cause: cause}
+}
+
 // pendingSeg is a sealed segment held locally.
 type pendingSeg struct {
 	timeline    string
@@ -678,7 +684,7 @@ func (ss *storeShip) load(log *slog.Logger) error {
 	// announcing the gap would be false. It is dropped again if it must be.
 	if n := len(ss.unannounced); n > 0 {
 		ss.unannounced = slices.DeleteFunc(ss.unannounced, func(g Gap) bool {
-			return slices.ContainsFunc(ss.pending, func(p pendingSeg) bool { return p.timeline == g.Timeline && p.first == g.From })
+			return slices.ContainsFunc(ss.pending, func(p pendingSeg) bool { return g.same(p.gap(time.Time{}, "")) })
 		})
 		if len(ss.unannounced) < n {
 			if err := ss.saveGaps(); err != nil {
@@ -841,8 +847,7 @@ func (ss *storeShip) dropDamaged(sh *Shipper, damaged map[string]error) {
 		if len(holders) == 0 {
 			// Recorded before the segment goes: a process that stops in
 			// between announces it when it starts again.
-			ss.recordGap(sh.log, Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC(),
-				Cause: "damaged on the local disk: " + why.Error()})
+			ss.recordGap(sh.log, p.gap(sh.cfg.Now(), "damaged on the local disk: "+why.Error()))
 		}
 		aside := filepath.Join(ss.dir, "damaged", p.timeline+"-"+filepath.Base(p.path))
 		if os.MkdirAll(filepath.Dir(aside), 0o755) != nil || os.Rename(p.path, aside) != nil {
@@ -968,7 +973,7 @@ func (ss *storeShip) bound(sh *Shipper) {
 		p := ss.pending[0]
 		// Recorded before the segment goes: a process that stops in
 		// between announces it when it starts again.
-		g := Gap{Timeline: p.timeline, From: p.first, To: p.next, Since: p.stamp, Dropped: sh.cfg.Now().UTC()}
+		g := p.gap(sh.cfg.Now(), "")
 		ss.recordGap(sh.log, g)
 		crashPoint("ship.gap-recorded")
 		if err := os.Remove(p.path); err != nil && !os.IsNotExist(err) {
