@@ -426,7 +426,8 @@ func BenchmarkScriptTime(b *testing.B) {
 // commandstats, reset before the side runs, the microseconds per job spent
 // in EVAL/EVALSHA (scripts, what they call included), in the commands
 // the scripts and clients call (every other command: "called-us"), and
-// how many of those there are ("called/job"). What a script costs beyond
+// how many of those there are ("called/job"); XADD and HSET, the two
+// that cost most, also alone. What a script costs beyond
 // what it calls is Lua's own. A diagnostic beside BenchmarkThroughput,
 // not in `make bench`'s report:
 //
@@ -468,6 +469,11 @@ func BenchmarkRedisCommands(b *testing.B) {
 			case "cmdstat_info", "cmdstat_config|resetstat":
 			default:
 				calledUS, called = calledUS+usec, called+calls
+			}
+			if name == "cmdstat_xadd" || name == "cmdstat_hset" { // the two dearest
+				cmd := strings.TrimPrefix(name, "cmdstat_")
+				b.ReportMetric(usec/float64(b.N), cmd+"-us/job")
+				b.ReportMetric(calls/float64(b.N), cmd+"/job")
 			}
 		}
 		n := float64(b.N)
