@@ -383,25 +383,44 @@ func (s *Store) ReadLog(ctx context.Context, cur LogCursor, through uint64, fn f
 	if cur.Timeline != tl.ID {
 		return cur, ErrTimelineChanged
 	}
-	logs, err := s.listWALs()
-	if err != nil {
-		return cur, fmt.Errorf("store %s: list WALs: %w", s.name, err)
-	}
-	for i, ll := range logs {
-		if uint64(ll.Num) < cur.Log {
-			continue
-		}
-		newest := i == len(logs)-1
-		done, err := s.readWAL(ctx, ll, &cur, newest, through, fn)
+	// A WAL Pebble moves into archive/ between the listing and its open
+	// is listed again, there: a caller that reads once (a shipper's
+	// Drain) must get every synced batch, not stop short at the move.
+	// Pebble moves each WAL once, so the lists end; maxRelists bounds
+	// them when writers rotate WALs faster than this reads.
+	const maxRelists = 8
+	for relists := 0; ; relists++ {
+		logs, err := s.listWALs()
 		if err != nil {
-			return cur, err
+			return cur, fmt.Errorf("store %s: list WALs: %w", s.name, err)
 		}
-		if !done {
+		moved := false
+	read:
+		for i, ll := range logs {
+			if uint64(ll.Num) < cur.Log {
+				continue
+			}
+			newest := i == len(logs)-1
+			done, err := s.readWAL(ctx, ll, &cur, newest, through, fn)
+			switch {
+			case errors.Is(err, errWALMoved):
+				moved = true
+				break read
+			case err != nil:
+				return cur, err
+			case !done:
+				return cur, nil
+			}
+		}
+		if !moved || relists == maxRelists {
 			return cur, nil
 		}
 	}
-	return cur, nil
 }
+
+// errWALMoved is readWAL's answer when the WAL is no longer where it was
+// listed: Pebble moved it into archive/ since.
+var errWALMoved = errors.New("store: the WAL moved to archive/ since it was listed")
 
 // listWALs lists the WALs in the store's directory and in archive/, in
 // that order: a WAL Pebble moves to archive/ between the two listings is
@@ -439,12 +458,14 @@ func (s *Store) listWALs() (wal.Logs, error) {
 // readWAL reads one WAL from cur on. done is false when it stopped short
 // of the WAL's end: at an unwritten tail of the newest WAL, or at a batch
 // whose predecessor has not been read (the next WAL is not complete yet).
+// It returns errWALMoved, with cur after what it read, when the WAL moved
+// to archive/ since it was listed.
 func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, newest bool, through uint64, fn func(LogBatch, LogCursor) error) (done bool, err error) {
 	num := uint64(ll.Num)
 	r, err := s.openWAL(ll, cur)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return false, nil // moved to archive/ since the listing
+			return false, errWALMoved
 		}
 		return false, fmt.Errorf("store %s: read WAL %s: %w", s.name, ll.Num, err)
 	}
@@ -463,8 +484,7 @@ func (s *Store) readWAL(ctx context.Context, ll wal.LogicalLog, cur *LogCursor, 
 			// there too). Only the newest WAL is still being written.
 			return !newest, nil
 		case errors.Is(err, os.ErrNotExist):
-			// Moved to archive/ since the listing: read it there next time.
-			return false, nil
+			return false, errWALMoved
 		case err != nil:
 			return false, fmt.Errorf("store %s: read WAL %s: %w", s.name, ll.Num, err)
 		}

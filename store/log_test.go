@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -595,5 +596,86 @@ func TestDecodeBatchRefusesDamagedBatches(t *testing.T) {
 		if _, err := DecodeBatch(repr); err == nil {
 			t.Errorf("%s: decoded", name)
 		}
+	}
+}
+
+// archiveRaceFS holds Pebble's move of the first obsolete WAL into
+// archive/ until a reader opens that WAL where it was listed, and makes
+// the move then: the moment between ReadLog's listing and its open of a
+// WAL that Pebble's archiving can fall into on a busy machine.
+type archiveRaceFS struct {
+	vfs.FS
+	held     testsignal.Signal[string] // the WAL whose move is held
+	once     sync.Once
+	mu       sync.Mutex
+	path     string        // the held WAL's path before its move
+	release  chan struct{} // closed to let the move go
+	released sync.Once
+	moved    chan struct{} // closed once it went
+}
+
+func (fs *archiveRaceFS) Rename(oldname, newname string) error {
+	hold := false
+	if strings.HasSuffix(oldname, ".log") && filepath.Base(filepath.Dir(newname)) == archiveDir {
+		fs.once.Do(func() { hold = true })
+	}
+	if !hold {
+		return fs.FS.Rename(oldname, newname)
+	}
+	fs.mu.Lock()
+	fs.path = oldname
+	fs.mu.Unlock()
+	fs.held.Signal(oldname)
+	<-fs.release
+	defer close(fs.moved)
+	return fs.FS.Rename(oldname, newname)
+}
+
+func (fs *archiveRaceFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	fs.mu.Lock()
+	held := fs.path != "" && name == fs.path
+	fs.mu.Unlock()
+	if held {
+		fs.letGo()
+		<-fs.moved
+	}
+	return fs.FS.Open(name, opts...)
+}
+
+func (fs *archiveRaceFS) letGo() { fs.released.Do(func() { close(fs.release) }) }
+
+// TestReadLogFollowsAWALArchivedWhileReading: a WAL Pebble moves into
+// archive/ after ReadLog listed it and before ReadLog opened it is read
+// from archive/ in the same call. A ReadLog that stopped there handed out
+// nothing, and the shipper's Drain, which reads once, returned with the
+// writes before it unshipped (seen as a CI failure of
+// ship.TestSegmentsAreCompressed: "the segments hold 0 batches").
+func TestReadLogFollowsAWALArchivedWhileReading(t *testing.T) {
+	fs := &archiveRaceFS{FS: vfs.Default, release: make(chan struct{}), moved: make(chan struct{})}
+	fs.held.Init(t)
+	cfg := shipConfig(t)
+	cfg.PebbleOptions = func(string) *pebble.Options {
+		return &pebble.Options{MemTableSize: 256 << 10, FS: fs}
+	}
+	r := openTest(t, cfg)
+	t.Cleanup(fs.letGo) // before the registry closes: Pebble waits for its move
+	s := mustStore(t, r, "orders")
+	const writes = 600 // 600 KB: the first 256 KiB memtable is flushed and its WAL obsolete
+	val := make([]byte, 1000)
+	for i := range writes {
+		if err := s.Set(fmt.Appendf(nil, "k%05d", i), val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs.held.Wait()
+	lr := &logReader{}
+	lr.read(t, s)
+	select {
+	case <-fs.moved:
+	default:
+		t.Fatal("ReadLog did not open the held WAL: the test no longer shows what it is about")
+	}
+	if keys := lr.keys(t); len(keys) != writes {
+		t.Fatalf("one ReadLog handed out %d of %d writes", len(keys), writes)
 	}
 }
