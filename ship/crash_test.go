@@ -23,7 +23,7 @@ import (
 // the parent then ships what is left and restores: nothing written is
 // lost, and nothing is replayed twice.
 
-var shipCrashPoints = []string{"ship.segment-written", "ship.cursor-saved", "ship.sealed", "ship.sent"}
+var shipCrashPoints = []string{"ship.segment-written", "ship.cursor-writing", "ship.cursor-saved", "ship.sealed", "ship.sent"}
 
 const crashEnv = "STOREKEEPER_TEST_SHIP_CRASH"
 

@@ -291,13 +291,7 @@ func (ss *storeShip) saveGaps() error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileSync(path+".tmp", b); err != nil {
-		return err
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
-		return err
-	}
-	return syncDir(ss.dir)
+	return writeFileAtomic(ss.dir, gapsFile, b, "")
 }
 
 // same reports whether g and o are one gap: the same timeline and first
@@ -516,7 +510,7 @@ func (ss *storeShip) startTimeline(sh *Shipper, tl store.Timeline) error {
 		return err
 	}
 	b, _ := json.Marshal(tl)
-	return writeFileSync(filepath.Join(dir, "timeline.json"), b)
+	return writeFileAtomic(dir, "timeline.json", b, "")
 }
 
 // A segment is a magic line, then its batches, each preceded by its
@@ -581,12 +575,12 @@ func (ss *storeShip) seal(timeline string) error {
 	if cap(data) <= 2*sealBufKept {
 		ss.sealBuf = data // not an outsized one's, kept for good
 	}
-	if err := writeFileSync(path+".tmp", data); err != nil {
+	if err := writeFileSync(path+".tmp", data, ""); err != nil {
 		return err
 	}
 	crashPoint("ship.segment-written")
 	b, _ := json.Marshal(state{Sealed: ss.read})
-	if err := writeFileSync(filepath.Join(ss.dir, "state.json"), b); err != nil {
+	if err := writeFileAtomic(ss.dir, "state.json", b, "ship.cursor-writing"); err != nil {
 		return err
 	}
 	crashPoint("ship.cursor-saved")
@@ -1071,10 +1065,15 @@ func (sh *Shipper) Stats(name string) Stats {
 	return st
 }
 
-func writeFileSync(path string, b []byte) error {
+// writeFileSync writes b to path and fsyncs it. point, when not empty, is
+// a crash point between the file's creation and its write.
+func writeFileSync(path string, b []byte, point string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
+	}
+	if point != "" {
+		crashPoint(point)
 	}
 	_, err = f.Write(b)
 	if err == nil {
@@ -1084,6 +1083,21 @@ func writeFileSync(path string, b []byte) error {
 		err = cerr
 	}
 	return err
+}
+
+// writeFileAtomic replaces dir/name with b durably: b is written and
+// fsynced under a temporary name, renamed over name, and dir is fsynced.
+// A crash leaves the old content or the new, never a torn file that
+// load could not read on every tick after. point is writeFileSync's.
+func writeFileAtomic(dir, name string, b []byte, point string) error {
+	path := filepath.Join(dir, name)
+	if err := writeFileSync(path+".tmp", b, point); err != nil {
+		return err
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		return err
+	}
+	return syncDir(dir)
 }
 
 func syncDir(dir string) error {
