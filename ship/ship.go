@@ -606,7 +606,7 @@ func (ss *storeShip) load(log *slog.Logger) error {
 	var st state
 	if b, err := os.ReadFile(filepath.Join(ss.dir, "state.json")); err == nil {
 		if err := json.Unmarshal(b, &st); err != nil {
-			return fmt.Errorf("ship %s: state: %w", ss.name, err)
+			return fmt.Errorf("ship %s: the shipping cursor %s is unreadable: %w", ss.name, filepath.Join(ss.dir, "state.json"), err)
 		}
 	} else if !os.IsNotExist(err) {
 		return err
