@@ -208,18 +208,25 @@ type storeShip struct {
 	// whole by Collect deleting them.
 	use       sync.RWMutex
 	collected time.Time // when Collect last ran for the store
-	readAt    time.Time // when a read of the store's log last completed (or, before one did, when the first began)
-	syncAt    time.Time // when the last read synced the log: what it did not read was committed after
-	lastErr   string    // the last tick's error, for logTick
-	loaded    bool
-	sealed    store.LogCursor // saved: every batch before it is in a local segment
-	read      store.LogCursor // read into open
-	open      []byte          // batches read, not sealed (length-prefixed, uncompressed)
-	sealBuf   []byte          // the last sealed segment's storage, reused
-	first     uint64          // open's first batch
-	since     time.Time       // when open got its first batch
-	stamp     time.Time       // its commit time
-	pending   []pendingSeg    // sealed, not yet on every target, in order
+	// readAt is when the last complete read began (or, before one was,
+	// when the first did), syncAt when it synced the log: every write
+	// not read was committed after them. A read is complete when it
+	// reached every batch its SyncLog synced; one that stops short (a
+	// WAL not readable yet, or a log that does not go on) leaves both
+	// where they were, so the lag grows while reads stall.
+	readAt  time.Time
+	syncAt  time.Time
+	stalled time.Time // since when reads have stopped short at the same cursor (zero: they do not)
+	lastErr string    // the last tick's error, for logTick
+	loaded  bool
+	sealed  store.LogCursor // saved: every batch before it is in a local segment
+	read    store.LogCursor // read into open
+	open    []byte          // batches read, not sealed (length-prefixed, uncompressed)
+	sealBuf []byte          // the last sealed segment's storage, reused
+	first   uint64          // open's first batch
+	since   time.Time       // when open got its first batch
+	stamp   time.Time       // its commit time
+	pending []pendingSeg    // sealed, not yet on every target, in order
 	// sent: target -> segment path -> on it; timelines: target ->
 	// timelines recorded on it.
 	sent      map[string]map[string]bool
@@ -364,15 +371,15 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 		}
 	}
 	ss.findLogStart(ctx, sh, tl)
+	syncAt := time.Now() // the store's clock, which its commit stamps are on (not cfg.Now)
 	if ss.readAt.IsZero() {
-		ss.readAt = sh.cfg.Now()
+		ss.readAt, ss.syncAt = sh.cfg.Now(), syncAt
 	}
-	ss.syncAt = time.Now() // the store's clock, which its commit stamps are on (not cfg.Now)
 	through, err := s.SyncLog(ss.read.Next)
 	if err != nil {
 		return err
 	}
-	readStart := sh.cfg.Now()
+	readStart, before := sh.cfg.Now(), ss.read
 	cur, err := s.ReadLog(ctx, ss.read, through, func(b store.LogBatch, after store.LogCursor) error {
 		if len(ss.open) > 0 && len(ss.open)+len(b.Repr)+binary.MaxVarintLen64 > sh.cfg.SegmentSize {
 			if err := ss.seal(tl.ID); err != nil {
@@ -396,7 +403,8 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	// Past what the callback saw: batches of LogData only, and, on a new
 	// timeline, its start (without this the cursor stayed empty while
 	// nothing was written, and every tick started the timeline again).
-	ss.read, ss.readAt = cur, readStart
+	ss.read = cur
+	stallErr := ss.readEnded(sh, before, through, readStart, syncAt)
 	if len(ss.open) > 0 && (drain || sh.cfg.Now().Sub(ss.since) >= sh.cfg.Interval) {
 		if err := ss.seal(tl.ID); err != nil {
 			return err
@@ -406,7 +414,9 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 		sh.log.Warn("trimming the commit log", "store", name, "err", err)
 	}
 	ss.bound(sh)
-	err = sh.send(ctx, s, ss, tl.ID)
+	if err = sh.send(ctx, s, ss, tl.ID); err == nil {
+		err = stallErr
+	}
 	if now := sh.cfg.Now(); err == nil && now.Sub(ss.collected) >= sh.cfg.CollectEvery {
 		ss.collected = now
 		if _, cerr := sh.collect(ctx, s, ss, tl); cerr != nil {
@@ -415,6 +425,35 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	}
 	sh.announce(ss)
 	return err
+}
+
+// logStallLimit is how long reads of a store's log may stop short at the
+// same cursor before the tick fails: a WAL not readable yet is read on
+// the next tick, a log that does not go on (its next batch in no WAL
+// kept) never is.
+const logStallLimit = 30 * time.Second
+
+// readEnded records how a read from before ended, the log synced through
+// through at syncAt and the read begun at readStart: a complete read
+// moves readAt and syncAt on. It returns an error once reads have stopped
+// short at the same cursor for logStallLimit: shipping has stopped, and
+// only the lag, growing, would say so.
+func (ss *storeShip) readEnded(sh *Shipper, before store.LogCursor, through uint64, readStart, syncAt time.Time) error {
+	if ss.read.Next > through {
+		ss.readAt, ss.syncAt, ss.stalled = readStart, syncAt, time.Time{}
+		return nil
+	}
+	now := sh.cfg.Now()
+	if ss.read != before || ss.stalled.IsZero() {
+		ss.stalled = now
+		return nil
+	}
+	if d := now.Sub(ss.stalled); d >= logStallLimit {
+		return fmt.Errorf("ship %s: the commit log stops at sequence %d: writes through %d are synced, but no WAL kept goes on from it (stalled %s), "+
+			"so nothing after it ships; the shipping cursor %s may have been removed or moved back",
+			ss.name, ss.read.Next, through, d.Round(time.Second), filepath.Join(ss.dir, "state.json"))
+	}
+	return nil
 }
 
 // announce offers the store's unannounced gaps to the OnGap functions,

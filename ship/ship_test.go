@@ -551,6 +551,67 @@ func TestLagCountsUnreadWrites(t *testing.T) {
 	}
 }
 
+// Reads that stop short of what the log synced are not progress: the lag
+// grows from the last read that was complete, and once they have stopped
+// at the same place for logStallLimit, every tick fails saying where.
+// Seen with a cursor lost (state.json removed by hand, or torn by a
+// crash before it was replaced whole): the new cursor's first batch is
+// in no WAL kept, every read stopped there, and the shipper shipped
+// nothing while its lag read as zero.
+func TestAStalledLogIsNotShippingAtNoLag(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
+	d := newDirs(t)
+	n := startNode(t, d, Config{Now: clock, SegmentSize: 1 << 20})
+	s := n.store(t)
+	ctx := context.Background()
+	val := make([]byte, 1000)
+	write := func(prefix string, count int) {
+		t.Helper()
+		for i := range count {
+			if err := s.Set(fmt.Appendf(nil, "%s%05d", prefix, i), val); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write("a", 2000) // WALs rotate, and go once read and shipped
+	for range 2 {
+		if err := n.sh.Drain(ctx, "orders"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Remove(filepath.Join(d.ship, "orders", "state.json")); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write("b", 10)
+	for range 2 {
+		if err := sh.Drain(ctx, "orders"); err != nil {
+			t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
+		}
+	}
+	advance(10 * time.Second)
+	if err := sh.Drain(ctx, "orders"); err != nil {
+		t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
+	}
+	if st := sh.Stats("orders"); st.Sealed != 0 {
+		t.Fatalf("%d segments sealed from a log whose cursor's batch is gone: the test no longer shows what it is about", st.Sealed)
+	}
+	if lag := sh.Stats("orders").Lag["t1"]; lag < 10*time.Second {
+		t.Fatalf("lag %v with nothing read for 10 s", lag)
+	}
+	advance(logStallLimit)
+	err = sh.Drain(ctx, "orders")
+	if err == nil || !strings.Contains(err.Error(), "the commit log stops at sequence") {
+		t.Fatalf("after %v stalled the tick says %v, want that the log stops", 10*time.Second+logStallLimit, err)
+	}
+}
+
 // The shipper holds a store's writes (store.Store.HoldWrites) only while
 // every target takes its segments: a write made while shipping is behind
 // waits for the next tick; once a target fails, writes are not held.
