@@ -29,10 +29,6 @@ func CPU(tb testing.TB, rdb *redis.Client) (processUS, redisUS float64) {
 	return processUS, redisUS
 }
 
-// ProcessCPU is the CPU time, in µs, that this process has used so far
-// (user and system both; 0 where getrusage is missing).
-func ProcessCPU(tb testing.TB) float64 { return processCPU(tb) }
-
 // ReportCPU reports the CPU per operation each side used since CPU
 // returned process0 and redis0, as go-cpu-us/<op> and redis-cpu-us/<op>.
 func ReportCPU(b *testing.B, rdb *redis.Client, process0, redis0 float64, op string) {
