@@ -442,38 +442,18 @@ func BenchmarkRedisCommands(b *testing.B) {
 		}
 		closedLoop(b, slots, job)
 		b.StopTimer()
-		info, err := rdb.Info(ctx, "commandstats").Result()
-		if err != nil {
-			b.Fatal(err)
-		}
 		var scriptUS, calledUS, called float64
-		for _, l := range strings.Split(info, "\r\n") {
-			name, stats, ok := strings.Cut(l, ":")
-			if !ok || !strings.HasPrefix(name, "cmdstat_") {
-				continue
-			}
-			var calls, usec float64
-			for _, kv := range strings.Split(stats, ",") {
-				k, v, _ := strings.Cut(kv, "=")
-				f, _ := strconv.ParseFloat(v, 64)
-				switch k {
-				case "calls":
-					calls = f
-				case "usec":
-					usec = f
-				}
-			}
+		for name, st := range redistest.CommandStats(b, rdb) {
 			switch name {
-			case "cmdstat_eval", "cmdstat_evalsha":
-				scriptUS += usec
-			case "cmdstat_info", "cmdstat_config|resetstat":
+			case "eval", "evalsha":
+				scriptUS += st.Usec
+			case "info", "config|resetstat":
 			default:
-				calledUS, called = calledUS+usec, called+calls
+				calledUS, called = calledUS+st.Usec, called+st.Calls
 			}
-			if name == "cmdstat_xadd" || name == "cmdstat_hset" { // the two dearest
-				cmd := strings.TrimPrefix(name, "cmdstat_")
-				b.ReportMetric(usec/float64(b.N), cmd+"-us/job")
-				b.ReportMetric(calls/float64(b.N), cmd+"/job")
+			if name == "xadd" || name == "hset" { // the two dearest
+				b.ReportMetric(st.Usec/float64(b.N), name+"-us/job")
+				b.ReportMetric(st.Calls/float64(b.N), name+"/job")
 			}
 		}
 		n := float64(b.N)

@@ -2,8 +2,6 @@ package keyspace
 
 import (
 	"fmt"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -33,18 +31,7 @@ func BenchmarkLuaCosts(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			info, err := rdb.Info(b.Context(), "commandstats").Result()
-			if err != nil {
-				b.Fatal(err)
-			}
-			_, stats, _ := strings.Cut(info, "cmdstat_evalsha:")
-			stats, _, _ = strings.Cut(stats, "\r\n")
-			for _, kv := range strings.Split(stats, ",") {
-				if k, v, _ := strings.Cut(kv, "="); k == "usec_per_call" {
-					f, _ := strconv.ParseFloat(v, 64)
-					b.ReportMetric(f, "evalsha-us")
-				}
-			}
+			b.ReportMetric(redistest.CommandStats(b, rdb)["evalsha"].UsecPerCall, "evalsha-us")
 		})
 	}
 	for _, n := range []int{0, 10, 40} {

@@ -37,3 +37,43 @@ func ReportCPU(b *testing.B, rdb *redis.Client, process0, redis0 float64, op str
 	b.ReportMetric((process1-process0)/float64(b.N), "go-cpu-us/"+op)
 	b.ReportMetric((redis1-redis0)/float64(b.N), "redis-cpu-us/"+op)
 }
+
+// CommandStat is one command's line of INFO commandstats.
+type CommandStat struct {
+	Calls       float64
+	Usec        float64 // time inside the command, all calls
+	UsecPerCall float64
+}
+
+// CommandStats is INFO commandstats since the last CONFIG RESETSTAT, by
+// command name as Redis spells it ("evalsha", "xadd", "config|resetstat").
+func CommandStats(tb testing.TB, rdb *redis.Client) map[string]CommandStat {
+	tb.Helper()
+	info, err := rdb.Info(tb.Context(), "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]CommandStat{}
+	for _, l := range strings.Split(info, "\r\n") {
+		name, stats, ok := strings.Cut(l, ":")
+		name, isCmd := strings.CutPrefix(name, "cmdstat_")
+		if !ok || !isCmd {
+			continue
+		}
+		var st CommandStat
+		for _, kv := range strings.Split(stats, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			f, _ := strconv.ParseFloat(v, 64)
+			switch k {
+			case "calls":
+				st.Calls = f
+			case "usec":
+				st.Usec = f
+			case "usec_per_call":
+				st.UsecPerCall = f
+			}
+		}
+		out[name] = st
+	}
+	return out
+}
