@@ -252,6 +252,10 @@ type storeShip struct {
 // gapsFile, in a store's ship directory, holds its unannounced gaps.
 const gapsFile = "gaps.json"
 
+// stateFile, in a store's shipping directory, is the shipping cursor:
+// every batch before it is in a local segment (state).
+const stateFile = "state.json"
+
 // gapRetry is how long a gap whose announcement failed waits before it is
 // offered again.
 const gapRetry = 30 * time.Second
@@ -451,7 +455,7 @@ func (ss *storeShip) readEnded(sh *Shipper, before store.LogCursor, through uint
 	if d := now.Sub(ss.stalled); d >= logStallLimit {
 		return fmt.Errorf("ship %s: the commit log stops at sequence %d: writes through %d are synced, but no WAL kept goes on from it (stalled %s), "+
 			"so nothing after it ships; the shipping cursor %s may have been removed or moved back",
-			ss.name, ss.read.Next, through, d.Round(time.Second), filepath.Join(ss.dir, "state.json"))
+			ss.name, ss.read.Next, through, d.Round(time.Second), filepath.Join(ss.dir, stateFile))
 	}
 	return nil
 }
@@ -619,7 +623,7 @@ func (ss *storeShip) seal(timeline string) error {
 	}
 	crashPoint("ship.segment-written")
 	b, _ := json.Marshal(state{Sealed: ss.read})
-	if err := writeFileAtomic(ss.dir, "state.json", b, "ship.cursor-writing"); err != nil {
+	if err := writeFileAtomic(ss.dir, stateFile, b, "ship.cursor-writing"); err != nil {
 		return err
 	}
 	crashPoint("ship.cursor-saved")
@@ -643,9 +647,10 @@ func (ss *storeShip) load(log *slog.Logger) error {
 		return err
 	}
 	var st state
-	if b, err := os.ReadFile(filepath.Join(ss.dir, "state.json")); err == nil {
+	statePath := filepath.Join(ss.dir, stateFile)
+	if b, err := os.ReadFile(statePath); err == nil {
 		if err := json.Unmarshal(b, &st); err != nil {
-			return fmt.Errorf("ship %s: the shipping cursor %s is unreadable: %w", ss.name, filepath.Join(ss.dir, "state.json"), err)
+			return fmt.Errorf("ship %s: the shipping cursor %s is unreadable: %w", ss.name, statePath, err)
 		}
 	} else if !os.IsNotExist(err) {
 		return err

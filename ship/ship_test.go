@@ -587,7 +587,7 @@ func TestAStalledLogIsNotShippingAtNoLag(t *testing.T) {
 		archived, _ := filepath.Glob(filepath.Join(s.Dir(), "archive", "*.log"))
 		return len(live)+len(archived) == 1
 	})
-	if err := os.Remove(filepath.Join(d.ship, "orders", "state.json")); err != nil {
+	if err := os.Remove(filepath.Join(d.ship, "orders", stateFile)); err != nil {
 		t.Fatal(err)
 	}
 	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
