@@ -390,32 +390,34 @@ func (s *Store) ReadLog(ctx context.Context, cur LogCursor, through uint64, fn f
 	// them when writers rotate WALs faster than this reads.
 	const maxRelists = 8
 	for relists := 0; ; relists++ {
-		logs, err := s.listWALs()
-		if err != nil {
-			return cur, fmt.Errorf("store %s: list WALs: %w", s.name, err)
-		}
-		moved := false
-	read:
-		for i, ll := range logs {
-			if uint64(ll.Num) < cur.Log {
-				continue
-			}
-			newest := i == len(logs)-1
-			done, err := s.readWAL(ctx, ll, &cur, newest, through, fn)
-			switch {
-			case errors.Is(err, errWALMoved):
-				moved = true
-				break read
-			case err != nil:
-				return cur, err
-			case !done:
-				return cur, nil
-			}
-		}
-		if !moved || relists == maxRelists {
-			return cur, nil
+		moved, err := s.readListed(ctx, &cur, through, fn)
+		if err != nil || !moved || relists == maxRelists {
+			return cur, err
 		}
 	}
+}
+
+// readListed lists the WALs and reads them from cur on, as ReadLog does
+// once. moved is true when it stopped at a WAL that moved to archive/
+// since the listing.
+func (s *Store) readListed(ctx context.Context, cur *LogCursor, through uint64, fn func(LogBatch, LogCursor) error) (moved bool, err error) {
+	logs, err := s.listWALs()
+	if err != nil {
+		return false, fmt.Errorf("store %s: list WALs: %w", s.name, err)
+	}
+	for i, ll := range logs {
+		if uint64(ll.Num) < cur.Log {
+			continue
+		}
+		done, err := s.readWAL(ctx, ll, cur, i == len(logs)-1, through, fn)
+		switch {
+		case errors.Is(err, errWALMoved):
+			return true, nil
+		case err != nil || !done:
+			return false, err
+		}
+	}
+	return false, nil
 }
 
 // errWALMoved is readWAL's answer when the WAL is no longer where it was
