@@ -28,9 +28,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/klauspost/compress/s2"
 	"golang.org/x/sync/errgroup"
 
+	"storekeeper/internal/durable"
 	"storekeeper/offsite"
 	"storekeeper/store"
 )
@@ -302,7 +304,7 @@ func (ss *storeShip) saveGaps() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(ss.dir, gapsFile, b, "")
+	return durable.Replace(vfs.Default, ss.dir, gapsFile, b, nil)
 }
 
 // same reports whether g and o are one gap: the same timeline and first
@@ -553,7 +555,7 @@ func (ss *storeShip) startTimeline(sh *Shipper, tl store.Timeline) error {
 		return err
 	}
 	b, _ := json.Marshal(tl)
-	return writeFileAtomic(dir, "timeline.json", b, "")
+	return durable.Replace(vfs.Default, dir, "timeline.json", b, nil)
 }
 
 // A segment is a magic line, then its batches, each preceded by its
@@ -618,19 +620,19 @@ func (ss *storeShip) seal(timeline string) error {
 	if cap(data) <= 2*sealBufKept {
 		ss.sealBuf = data // not an outsized one's, kept for good
 	}
-	if err := writeFileSync(path+".tmp", data, ""); err != nil {
+	if err := durable.WriteFileSync(vfs.Default, path+".tmp", data); err != nil {
 		return err
 	}
 	crashPoint("ship.segment-written")
 	b, _ := json.Marshal(state{Sealed: ss.read})
-	if err := writeFileAtomic(ss.dir, stateFile, b, "ship.cursor-writing"); err != nil {
+	if err := durable.Replace(vfs.Default, ss.dir, stateFile, b, func() { crashPoint("ship.cursor-writing") }); err != nil {
 		return err
 	}
 	crashPoint("ship.cursor-saved")
 	if err := os.Rename(path+".tmp", path); err != nil {
 		return err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(vfs.Default, dir); err != nil {
 		return err
 	}
 	crashPoint("ship.sealed")
@@ -1107,50 +1109,6 @@ func (sh *Shipper) Stats(name string) Stats {
 		st.PendingBytes += p.size
 	}
 	return st
-}
-
-// writeFileSync writes b to path and fsyncs it. point, when not empty, is
-// a crash point between the file's creation and its write.
-func writeFileSync(path string, b []byte, point string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if point != "" {
-		crashPoint(point)
-	}
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// writeFileAtomic replaces dir/name with b durably: b is written and
-// fsynced under a temporary name, renamed over name, and dir is fsynced.
-// A crash leaves the old content or the new, never a torn file that
-// load could not read on every tick after. point is writeFileSync's.
-func writeFileAtomic(dir, name string, b []byte, point string) error {
-	path := filepath.Join(dir, name)
-	if err := writeFileSync(path+".tmp", b, point); err != nil {
-		return err
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // crashHook, when set, is called at every named crash point; the crash

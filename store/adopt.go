@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"storekeeper/internal/durable"
 )
 
 // Adopt creates store name in this registry from backup m of it, made on
@@ -132,7 +134,7 @@ func (r *Registry) Adopt(ctx context.Context, name, key string, m BackupManifest
 	}
 	moved = true
 	for _, d := range []string{r.cfg.DataDir, filepath.Dir(staged)} {
-		if err := syncDir(r.dataFS(), d); err != nil {
+		if err := durable.SyncDir(r.dataFS(), d); err != nil {
 			return nil, res, fmt.Errorf("adopt %s: %w", name, err)
 		}
 	}

@@ -17,6 +17,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sync/errgroup"
+
+	"storekeeper/internal/durable"
 )
 
 // Layout of <backup-dir>/<store>/:
@@ -397,11 +399,11 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if err := writeFileSync(bfs, filepath.Join(staging, backupManifestName), b); err != nil {
+	if err := durable.WriteFileSync(bfs, filepath.Join(staging, backupManifestName), b); err != nil {
 		return res, err
 	}
 	for _, d := range []string{staging, paths.objects()} {
-		if err := syncDir(bfs, d); err != nil {
+		if err := durable.SyncDir(bfs, d); err != nil {
 			return res, err
 		}
 	}
@@ -411,7 +413,7 @@ func (s *Store) Backup(ctx context.Context) (BackupResult, error) {
 	}
 	ok = true
 	crashPoint("backup.renamed")
-	if err := syncDir(bfs, paths.backups()); err != nil {
+	if err := durable.SyncDir(bfs, paths.backups()); err != nil {
 		return res, err
 	}
 	res.Timing.Publish = time.Since(t)
@@ -599,7 +601,7 @@ func (s *Store) prune(paths backupPaths, keep string) ([]string, error) {
 		s.listed.forget(b.ID)
 		pruned = append(pruned, b.ID)
 	}
-	if err := syncDir(bfs, paths.backups()); err != nil {
+	if err := durable.SyncDir(bfs, paths.backups()); err != nil {
 		return pruned, err
 	}
 	// Objects are only collected when every backup directory could be
@@ -767,22 +769,6 @@ func readFile(fs vfs.FS, path string) ([]byte, error) {
 	return b, err
 }
 
-// writeFileSync creates path with b and syncs it.
-func writeFileSync(fs vfs.FS, path string, b []byte) error {
-	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(slices.Clone(b))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
 // writeJSONAtomic replaces path with v's JSON through a synced temporary
 // file and a rename.
 func writeJSONAtomic(fs vfs.FS, path string, v any) error {
@@ -791,7 +777,7 @@ func writeJSONAtomic(fs vfs.FS, path string, v any) error {
 		return err
 	}
 	tmp := path + ".tmp"
-	if err := writeFileSync(fs, tmp, b); err != nil {
+	if err := durable.WriteFileSync(fs, tmp, b); err != nil {
 		return err
 	}
 	return fs.Rename(tmp, path)

@@ -12,6 +12,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sync/errgroup"
+
+	"storekeeper/internal/durable"
 )
 
 // DrillReport is what a restore drill proved of one backup: it was
@@ -92,7 +94,7 @@ func (s *Store) DrillWith(ctx context.Context, m BackupManifest, open func(conte
 		return rep, err
 	}
 	rep.Timing.Fetch = time.Since(start)
-	if err := syncDir(fs, dir); err != nil {
+	if err := durable.SyncDir(fs, dir); err != nil {
 		return rep, err
 	}
 

@@ -10,6 +10,9 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"storekeeper/internal/durable"
 )
 
 // guard protects a store from a torn MANIFEST. Pebble v2.1.7 opens a
@@ -146,21 +149,11 @@ func liveTables(db *pebble.DB) ([]uint64, error) {
 
 // writeFileAtomic writes b to path through a synced temporary file and a
 // rename, so a crash leaves the old content or the new, never a torn file.
+// The directory is not synced: the guard is rewritten on every flush and
+// compaction.
 func writeFileAtomic(path string, b []byte) error {
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
+	if err := durable.WriteFileSync(vfs.Default, tmp, b); err != nil {
 		return err
 	}
 	return os.Rename(tmp, path)

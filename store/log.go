@@ -21,6 +21,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/wal"
+
+	"storekeeper/internal/durable"
 )
 
 // The commit log: what point-in-time recovery ships (see docs/design.md,
@@ -330,7 +332,7 @@ func writeTimeline(dir string, tl Timeline) error {
 	if err := writeJSONAtomic(vfs.Default, filepath.Join(dir, TimelineFile), tl); err != nil {
 		return err
 	}
-	return syncDir(vfs.Default, dir)
+	return durable.SyncDir(vfs.Default, dir)
 }
 
 // Timeline returns the store's current timeline.

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"storekeeper/internal/durable"
 )
 
 // RestoreResult reports a restore. BackupAt is the rollback window: writes
@@ -487,7 +489,7 @@ func (s *Store) stage(ctx context.Context, paths backupPaths, m BackupManifest, 
 	if err := g.Wait(); err != nil {
 		return err
 	}
-	return syncDir(fs, staged)
+	return durable.SyncDir(fs, staged)
 }
 
 // stageFrom writes the backup's files, read from open, into staged,
@@ -509,7 +511,7 @@ func (s *Store) stageFrom(ctx context.Context, m BackupManifest, staged string, 
 	if err != nil {
 		return err
 	}
-	return syncDir(fs, staged)
+	return durable.SyncDir(fs, staged)
 }
 
 // verifyStaged checks that Pebble opens the staged store. Its bytes were
@@ -559,7 +561,7 @@ func (r *Registry) finishSwap(name string, j restoreJournal) (string, error) {
 	}
 	crashPoint("restore.swapped")
 	for _, d := range []string{r.cfg.DataDir, filepath.Dir(staged)} {
-		if err := syncDir(r.dataFS(), d); err != nil {
+		if err := durable.SyncDir(r.dataFS(), d); err != nil {
 			return "", err
 		}
 	}
@@ -577,7 +579,7 @@ func (r *Registry) finishSwap(name string, j restoreJournal) (string, error) {
 		if err := os.Rename(staged, quarantine); err != nil {
 			return "", err
 		}
-		if err := syncDir(r.dataFS(), qdir); err != nil {
+		if err := durable.SyncDir(r.dataFS(), qdir); err != nil {
 			return "", err
 		}
 	}
@@ -596,7 +598,7 @@ func (r *Registry) finishSwap(name string, j restoreJournal) (string, error) {
 	if err := os.Remove(r.journalPath(name)); err != nil && !isNotExist(err) {
 		return quarantine, err
 	}
-	return quarantine, syncDir(r.dataFS(), filepath.Dir(r.journalPath(name)))
+	return quarantine, durable.SyncDir(r.dataFS(), filepath.Dir(r.journalPath(name)))
 }
 
 // recoverRestore settles a journal left by an interrupted restore: before
@@ -642,7 +644,7 @@ func (r *Registry) writeJournal(name string, j restoreJournal) error {
 	if err := writeJSONAtomic(r.dataFS(), path, j); err != nil {
 		return err
 	}
-	return syncDir(r.dataFS(), filepath.Dir(path))
+	return durable.SyncDir(r.dataFS(), filepath.Dir(path))
 }
 
 // pruneQuarantine keeps at most MaxCount generations (and MaxBytes) per

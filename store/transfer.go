@@ -14,6 +14,8 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"golang.org/x/sync/errgroup"
+
+	"storekeeper/internal/durable"
 )
 
 // Moving backups between machines: a published backup's files are read
@@ -139,11 +141,11 @@ func (s *Store) ImportBackup(ctx context.Context, m BackupManifest, open func(co
 	if err != nil {
 		return BackupInfo{}, err
 	}
-	if err := writeFileSync(bfs, filepath.Join(staging, backupManifestName), b); err != nil {
+	if err := durable.WriteFileSync(bfs, filepath.Join(staging, backupManifestName), b); err != nil {
 		return BackupInfo{}, err
 	}
 	for _, d := range []string{staging, paths.objects()} {
-		if err := syncDir(bfs, d); err != nil {
+		if err := durable.SyncDir(bfs, d); err != nil {
 			return BackupInfo{}, err
 		}
 	}
@@ -151,7 +153,7 @@ func (s *Store) ImportBackup(ctx context.Context, m BackupManifest, open func(co
 		return BackupInfo{}, fmt.Errorf("import backup %s of %s: publish: %w", m.ID, s.name, err)
 	}
 	published = true
-	if err := syncDir(bfs, paths.backups()); err != nil {
+	if err := durable.SyncDir(bfs, paths.backups()); err != nil {
 		return BackupInfo{}, err
 	}
 	now := time.Now().UTC()

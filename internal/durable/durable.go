@@ -1,0 +1,70 @@
+// Package durable writes files so that they survive a crash: synced
+// before they are relied on, and replaced whole, never torn. The store
+// and the shipper both write their records through it.
+package durable
+
+import (
+	"fmt"
+	"path/filepath"
+	"slices"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// WriteFileSync creates path on fs with b and syncs it.
+func WriteFileSync(fs vfs.FS, path string, b []byte) error {
+	return writeFileSync(fs, path, b, nil)
+}
+
+func writeFileSync(fs vfs.FS, path string, b []byte, created func()) error {
+	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	if created != nil {
+		created()
+	}
+	if fs != vfs.Default {
+		b = slices.Clone(b) // a vfs.File's Write may modify its input (the OS's does not)
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// SyncDir makes a directory's entries (creations, renames) durable.
+func SyncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Replace replaces dir/name with b durably: b is written and synced
+// under a temporary name (name + ".tmp"), renamed over name, and dir is
+// synced. A crash leaves the old content or the new, never a torn file.
+// created, when not nil, runs once the temporary file exists, before
+// anything is written to it (a crash point for tests).
+func Replace(fs vfs.FS, dir, name string, b []byte, created func()) error {
+	path := filepath.Join(dir, name)
+	if err := writeFileSync(fs, path+".tmp", b, created); err != nil {
+		return err
+	}
+	if err := fs.Rename(path+".tmp", path); err != nil {
+		return err
+	}
+	return SyncDir(fs, dir)
+}
