@@ -53,9 +53,14 @@ func CommandStats(tb testing.TB, rdb *redis.Client) map[string]CommandStat {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return ParseCommandStats(info)
+}
+
+// ParseCommandStats reads the reply to INFO commandstats.
+func ParseCommandStats(info string) map[string]CommandStat {
 	out := map[string]CommandStat{}
-	for _, l := range strings.Split(info, "\r\n") {
-		name, stats, ok := strings.Cut(l, ":")
+	for _, l := range strings.Split(info, "\n") {
+		name, stats, ok := strings.Cut(strings.TrimSpace(l), ":")
 		name, isCmd := strings.CutPrefix(name, "cmdstat_")
 		if !ok || !isCmd {
 			continue

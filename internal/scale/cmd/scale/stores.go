@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/robfig/cron/v3"
 
 	"storekeeper/internal/keyspace"
+	"storekeeper/internal/redistest"
 	"storekeeper/internal/scale/fakestores"
 	"storekeeper/jobs"
 	"storekeeper/jobsdb"
@@ -397,31 +397,16 @@ func topCommands(ctx context.Context, rdb *redis.Client, elapsed float64) error 
 		return err
 	}
 	type stat struct {
-		name        string
-		calls, usec float64
+		name string
+		redistest.CommandStat
 	}
 	var stats []stat
-	for _, line := range strings.Split(info, "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if !ok || !strings.HasPrefix(name, "cmdstat_") {
-			continue
-		}
-		st := stat{name: strings.TrimPrefix(name, "cmdstat_")}
-		for _, kv := range strings.Split(rest, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			f, _ := strconv.ParseFloat(v, 64)
-			switch k {
-			case "calls":
-				st.calls = f
-			case "usec":
-				st.usec = f
-			}
-		}
-		stats = append(stats, st)
+	for name, st := range redistest.ParseCommandStats(info) {
+		stats = append(stats, stat{name, st})
 	}
-	slices.SortFunc(stats, func(a, b stat) int { return cmp.Compare(b.usec, a.usec) })
+	slices.SortFunc(stats, func(a, b stat) int { return cmp.Compare(b.Usec, a.Usec) })
 	for _, st := range stats[:min(10, len(stats))] {
-		progress("  %-12s %8.0f calls/s %6.1f%% of a core %6.0f µs/call", st.name, st.calls/elapsed, st.usec/elapsed/1e4, st.usec/max(st.calls, 1))
+		progress("  %-12s %8.0f calls/s %6.1f%% of a core %6.0f µs/call", st.name, st.Calls/elapsed, st.Usec/elapsed/1e4, st.Usec/max(st.Calls, 1))
 	}
 	return nil
 }
