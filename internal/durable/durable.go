@@ -55,15 +55,19 @@ func SyncDir(fs vfs.FS, dir string) error {
 
 // Replace replaces dir/name with b durably: b is written and synced
 // under a temporary name (name + ".tmp"), renamed over name, and dir is
-// synced. A crash leaves the old content or the new, never a torn file.
-// created, when not nil, runs once the temporary file exists, before
-// anything is written to it (a crash point for tests).
+// synced. A crash leaves the old content or the new, never a torn file;
+// an error before the rename leaves the old content and removes the
+// temporary file (a full disk is not left fuller). created, when not
+// nil, runs once the temporary file exists, before anything is written
+// to it (a crash point for tests).
 func Replace(fs vfs.FS, dir, name string, b []byte, created func()) error {
 	path := filepath.Join(dir, name)
-	if err := writeFileSync(fs, path+".tmp", b, created); err != nil {
-		return err
+	err := writeFileSync(fs, path+".tmp", b, created)
+	if err == nil {
+		err = fs.Rename(path+".tmp", path)
 	}
-	if err := fs.Rename(path+".tmp", path); err != nil {
+	if err != nil {
+		_ = fs.Remove(path + ".tmp") // gone already if its creation failed
 		return err
 	}
 	return SyncDir(fs, dir)
