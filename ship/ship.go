@@ -385,32 +385,26 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	if err != nil {
 		return err
 	}
-	readStart, before := sh.cfg.Now(), ss.read
-	cur, err := s.ReadLog(ctx, ss.read, through, func(b store.LogBatch, after store.LogCursor) error {
-		if len(ss.open) > 0 && len(ss.open)+len(b.Repr)+binary.MaxVarintLen64 > sh.cfg.SegmentSize {
-			if err := ss.seal(tl.ID); err != nil {
-				return err
-			}
-		}
-		if len(ss.open) == 0 {
-			ss.first, ss.since, ss.stamp = b.Seq, sh.cfg.Now(), b.Stamp
-		}
-		ss.open = binary.AppendUvarint(ss.open, uint64(len(b.Repr)))
-		ss.open = append(ss.open, b.Repr...)
-		ss.read = after
-		return nil
-	})
+	stallErr, err := ss.readLog(ctx, sh, s, tl.ID, through, syncAt)
 	if errors.Is(err, store.ErrTimelineChanged) {
 		return nil // the next tick starts the new timeline
 	}
 	if err != nil {
 		return err
 	}
-	// Past what the callback saw: batches of LogData only, and, on a new
-	// timeline, its start (without this the cursor stayed empty while
-	// nothing was written, and every tick started the timeline again).
-	ss.read = cur
-	stallErr := ss.readEnded(sh, before, through, readStart, syncAt)
+	if stallErr != nil {
+		// The log does not go on from the cursor: go on from where it
+		// does, recording what is in no WAL kept and on no target as a
+		// gap, and read from there now.
+		if rerr := ss.reanchor(ctx, sh, s, tl, through); rerr != nil {
+			stallErr = fmt.Errorf("%w; shipping cannot go on from elsewhere yet: %w", stallErr, rerr)
+		} else if stallErr, err = ss.readLog(ctx, sh, s, tl.ID, through, syncAt); err != nil {
+			if errors.Is(err, store.ErrTimelineChanged) {
+				return nil
+			}
+			return err
+		}
+	}
 	if len(ss.open) > 0 && (drain || sh.cfg.Now().Sub(ss.since) >= sh.cfg.Interval) {
 		if err := ss.seal(tl.ID); err != nil {
 			return err
@@ -431,6 +425,110 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 	}
 	sh.announce(ss)
 	return err
+}
+
+// readLog reads the store's log from ss.read through through into the
+// open segment, sealing as it fills, and records how the read ended
+// (readEnded): stalled is not nil once reads have stopped short at the
+// same cursor for logStallLimit. A gap in the WALs kept (store.ErrLogGap)
+// is a read that stopped short, not a failure of the tick: it is what a
+// stall is, and re-anchoring is its remedy.
+func (ss *storeShip) readLog(ctx context.Context, sh *Shipper, s *store.Store, timeline string, through uint64, syncAt time.Time) (stalled, err error) {
+	readStart, before := sh.cfg.Now(), ss.read
+	cur, err := s.ReadLog(ctx, ss.read, through, func(b store.LogBatch, after store.LogCursor) error {
+		if len(ss.open) > 0 && len(ss.open)+len(b.Repr)+binary.MaxVarintLen64 > sh.cfg.SegmentSize {
+			if err := ss.seal(timeline); err != nil {
+				return err
+			}
+		}
+		if len(ss.open) == 0 {
+			ss.first, ss.since, ss.stamp = b.Seq, sh.cfg.Now(), b.Stamp
+		}
+		ss.open = binary.AppendUvarint(ss.open, uint64(len(b.Repr)))
+		ss.open = append(ss.open, b.Repr...)
+		ss.read = after
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrLogGap) {
+		return nil, err
+	}
+	// Past what the callback saw: batches of LogData only, and, on a new
+	// timeline, its start (without this the cursor stayed empty while
+	// nothing was written, and every tick started the timeline again).
+	ss.read = cur
+	return ss.readEnded(sh, before, through, readStart, syncAt), nil
+}
+
+// reanchor moves the cursor of a store whose log does not go on from it
+// (its batch is in no WAL kept: the cursor was lost or moved back, or
+// WALs were removed) to where shipping can go on without shipping
+// anything twice that every target holds: the first batch the WALs keep,
+// or, when every target (with the segments waiting locally) already
+// holds more, the least any of them holds. What lies between what a
+// target holds and the first batch kept is lost: it is recorded as a gap
+// (announced, and restores refuse to cross it). The targets are listed to
+// know what they hold; if one cannot be, nothing moves.
+//
+// What a target holds is judged by its newest segment of the timeline,
+// and is at least the timeline's start and what this shipper read: a
+// timeline whose every segment Collect deleted (nothing written for a
+// whole --pitr-window) counts as holding nothing, so losing its cursor
+// then reports a gap back to the timeline's start.
+func (ss *storeShip) reanchor(ctx context.Context, sh *Shipper, s *store.Store, tl store.Timeline, through uint64) error {
+	first := through + 1 // no synced batch kept
+	errFound := errors.New("found")
+	_, err := s.ReadLog(ctx, store.LogCursor{Timeline: tl.ID}, through, func(b store.LogBatch, _ store.LogCursor) error {
+		first = b.Seq
+		return errFound
+	})
+	if err != nil && !errors.Is(err, errFound) {
+		return fmt.Errorf("finding the first batch the WALs keep: %w", err)
+	}
+	held := max(ss.read.Next, tl.Start)
+	for _, p := range ss.pending {
+		if p.timeline == tl.ID {
+			held = max(held, p.next)
+		}
+	}
+	least := uint64(0)
+	for i, t := range sh.cfg.Targets {
+		segs, err := t.Segments(ctx, ss.name, tl.ID)
+		if err != nil {
+			return err
+		}
+		h := held
+		for _, sg := range segs {
+			h = max(h, sg.Next)
+		}
+		if i == 0 || h < least {
+			least = h
+		}
+	}
+	next := max(first, least)
+	if next <= ss.read.Next {
+		return fmt.Errorf("the WALs keep sequence %d on, which the cursor is past", first)
+	}
+	if len(ss.open) > 0 {
+		if err := ss.seal(tl.ID); err != nil {
+			return err
+		}
+	}
+	from := ss.read.Next
+	if least < first {
+		ss.recordGap(sh.log, Gap{Timeline: tl.ID, From: least, To: first, Dropped: sh.cfg.Now().UTC(),
+			Cause: "in no WAL kept and on no target when shipping went on from the first batch kept (the shipping cursor was lost or moved back, or WALs were removed)"})
+		sh.log.Error("commit log lost: shipping stopped at a batch no WAL keeps and goes on from the first one kept; restores cannot cross this gap until a new backup",
+			"store", ss.name, "timeline", tl.ID, "from", least, "to", first)
+	}
+	ss.read = store.LogCursor{Timeline: tl.ID, Next: next}
+	b, _ := json.Marshal(state{Sealed: ss.read})
+	if err := durable.Replace(vfs.Default, ss.dir, stateFile, b, nil); err != nil {
+		return err
+	}
+	ss.sealed, ss.stalled = ss.read, time.Time{}
+	sh.log.Warn("shipping went on from elsewhere: the commit log did not go on from its cursor", "store", ss.name, "timeline", tl.ID,
+		"stopped_at", from, "goes_on_at", next, "first_kept", first, "least_on_a_target", least)
+	return nil
 }
 
 // logStallLimit is how long reads of a store's log may stop short at the

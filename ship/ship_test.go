@@ -551,56 +551,98 @@ func TestLagCountsUnreadWrites(t *testing.T) {
 	}
 }
 
-// Reads that stop short of what the log synced are not progress: the lag
-// grows from the last read that was complete, and once they have stopped
-// at the same place for logStallLimit, every tick fails saying where.
-// Seen with a cursor lost (state.json removed by hand, or torn by a
-// crash before it was replaced whole): the new cursor's first batch is
-// in no WAL kept, every read stopped there, and the shipper shipped
-// nothing while its lag read as zero.
-func TestAStalledLogIsNotShippingAtNoLag(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); defer mu.Unlock(); now = now.Add(d) }
-	d := newDirs(t)
-	n := startNode(t, d, Config{Now: clock, SegmentSize: 1 << 20})
-	s := n.store(t)
-	ctx := context.Background()
+// stallClock is an injected clock for the stall tests.
+type stallClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *stallClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *stallClock) advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
+
+// writeKeys sets count keys named prefix and a number, 1000-byte values.
+func writeKeys(t *testing.T, s *store.Store, prefix string, count int) {
+	t.Helper()
 	val := make([]byte, 1000)
-	write := func(prefix string, count int) {
-		t.Helper()
-		for i := range count {
-			if err := s.Set(fmt.Appendf(nil, "%s%05d", prefix, i), val); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	write("a", 2000) // WALs rotate, and go once read and shipped
-	// Pebble archives a flushed WAL some time after its flush, and only an
-	// archived one is trimmed: ship until the newest WAL is the only one.
-	testsignal.WaitFor(t, "every WAL but the newest trimmed", func() bool {
-		if err := n.sh.Drain(ctx, "orders"); err != nil {
+	for i := range count {
+		if err := s.Set(fmt.Appendf(nil, "%s%05d", prefix, i), val); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// shipUntilOneWAL drains sh until the store keeps only its newest WAL
+// (Pebble archives a flushed WAL some time after its flush, and only an
+// archived one is trimmed). A drain may fail (a target down): the WALs
+// are trimmed once sealed locally, shipped or not.
+func shipUntilOneWAL(t *testing.T, sh *Shipper, s *store.Store) {
+	t.Helper()
+	testsignal.WaitFor(t, "every WAL but the newest trimmed", func() bool {
+		_ = sh.Drain(context.Background(), "orders")
 		live, _ := filepath.Glob(filepath.Join(s.Dir(), "*.log"))
 		archived, _ := filepath.Glob(filepath.Join(s.Dir(), "archive", "*.log"))
 		return len(live)+len(archived) == 1
 	})
-	if err := os.Remove(filepath.Join(d.ship, "orders", stateFile)); err != nil {
-		t.Fatal(err)
-	}
-	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
+}
+
+// shippedThrough is the sequence number after the newest segment of the
+// store's current timeline on n's target.
+func shippedThrough(t *testing.T, n *node, s *store.Store) uint64 {
+	t.Helper()
+	tl, err := s.Timeline()
 	if err != nil {
 		t.Fatal(err)
 	}
-	write("b", 10)
+	segs, err := n.target.Segments(context.Background(), "orders", tl.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var next uint64
+	for _, sg := range segs {
+		next = max(next, sg.Next)
+	}
+	return next
+}
+
+// Reads that stop short of what the log synced are not progress: the lag
+// grows from the last read that was complete. Once they have stopped at
+// the same place for logStallLimit, the log does not go on from the
+// cursor, and the shipper goes on from where it does. Seen with a cursor
+// lost (state.json removed by hand, or torn by a crash before it was
+// replaced whole): the new cursor's first batch is in no WAL kept, every
+// read stopped there, and the shipper shipped nothing while its lag read
+// as zero; then, once the lag said so, it failed every tick for good.
+// Nothing is lost here (the target holds every batch before the first
+// one kept), so no gap is announced, and a restore to now has every
+// write.
+func TestALostCursorStallsThenShippingGoesOn(t *testing.T) {
+	clock := &stallClock{now: time.Now()}
+	d := newDirs(t)
+	n := startNode(t, d, Config{Now: clock.Now, SegmentSize: 1 << 20})
+	s := n.store(t)
+	ctx := context.Background()
+	if _, err := s.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeKeys(t, s, "a", 2000) // WALs rotate, and go once read and shipped
+	shipUntilOneWAL(t, n.sh, s)
+	if err := os.Remove(filepath.Join(d.ship, "orders", stateFile)); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock.Now, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gaps []Gap
+	sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+	writeKeys(t, s, "b", 10)
 	for range 2 {
 		if err := sh.Drain(ctx, "orders"); err != nil {
 			t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
 		}
 	}
-	advance(10 * time.Second)
+	clock.advance(10 * time.Second)
 	if err := sh.Drain(ctx, "orders"); err != nil {
 		t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
 	}
@@ -610,10 +652,81 @@ func TestAStalledLogIsNotShippingAtNoLag(t *testing.T) {
 	if lag := sh.Stats("orders").Lag["t1"]; lag < 10*time.Second {
 		t.Fatalf("lag %v with nothing read for 10 s", lag)
 	}
-	advance(logStallLimit)
-	err = sh.Drain(ctx, "orders")
-	if err == nil || !strings.Contains(err.Error(), "the commit log stops at sequence") {
-		t.Fatalf("after %v stalled the tick says %v, want that the log stops", 10*time.Second+logStallLimit, err)
+	before := shippedThrough(t, n, s)
+	clock.advance(logStallLimit)
+	if err := sh.Drain(ctx, "orders"); err != nil {
+		t.Fatalf("after %v stalled the tick fails instead of going on: %v", 10*time.Second+logStallLimit, err)
+	}
+	if got := shippedThrough(t, n, s); got != before+10 {
+		t.Fatalf("the target holds the log through %d, want %d: the ten writes after the stall, no more, no less", got, before+10)
+	}
+	if st := sh.Stats("orders"); len(gaps) != 0 || len(st.Gaps) != 0 || st.Lag["t1"] != 0 {
+		t.Fatalf("gaps announced %+v, stats %+v: nothing was lost, and everything is shipped", gaps, st)
+	}
+	want := content(t, s)
+	if _, _, err := sh.RestoreAt(ctx, "orders", "", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if got := content(t, s); !maps.Equal(got, want) {
+		t.Fatalf("restored to now: %d keys, want %d (%s)", len(got), len(want), firstDiff(got, want))
+	}
+}
+
+// When the shipping directory is lost with segments no target took yet
+// (the target down, the WALs let go once the segments were sealed
+// locally), those writes are gone: the stalled shipper goes on from the
+// first batch the WALs keep and announces the hole between what the
+// target holds and it as a gap, which a restore then refuses to cross.
+func TestALostShippingDirectoryIsAGap(t *testing.T) {
+	clock := &stallClock{now: time.Now()}
+	d := newDirs(t)
+	n := startNode(t, d, Config{Now: clock.Now, SegmentSize: 1 << 20})
+	s := n.store(t)
+	ctx := context.Background()
+	if _, err := s.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeKeys(t, s, "a", 10)
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	held := shippedThrough(t, n, s)
+	if err := d.targetDown(); err != nil {
+		t.Fatal(err)
+	}
+	writeKeys(t, s, "c", 2000)
+	shipUntilOneWAL(t, n.sh, s)
+	if err := os.RemoveAll(filepath.Join(d.ship, "orders")); err != nil {
+		t.Fatal(err)
+	}
+	d.targetBack(t)
+	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock.Now, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gaps []Gap
+	sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+	writeKeys(t, s, "d", 10)
+	if err := sh.Drain(ctx, "orders"); err != nil {
+		t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
+	}
+	clock.advance(logStallLimit)
+	if err := sh.Drain(ctx, "orders"); err != nil {
+		t.Fatalf("after %v stalled the tick fails instead of going on: %v", logStallLimit, err)
+	}
+	if len(gaps) != 1 || gaps[0].From != held || gaps[0].To <= held || !strings.Contains(gaps[0].Cause, "cursor") {
+		t.Fatalf("gaps announced: %+v, want one from %d, where the target's log ends", gaps, held)
+	}
+	tl, _ := s.Timeline()
+	segs, err := n.target.Segments(ctx, "orders", tl.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(segs, func(sg offsite.Segment) bool { return sg.First == gaps[0].To }) {
+		t.Fatalf("the target holds %+v: shipping did not go on from the first batch kept, %d", segs, gaps[0].To)
+	}
+	if _, _, err := sh.RestoreAt(ctx, "orders", "", time.Now()); !errors.Is(err, ErrGap) {
+		t.Fatalf("a restore across the gap: %v, want ErrGap", err)
 	}
 }
 
