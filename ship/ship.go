@@ -475,10 +475,10 @@ func (ss *storeShip) readLog(ctx context.Context, sh *Shipper, s *store.Store, t
 // whole --pitr-window) counts as holding nothing, so losing its cursor
 // then reports a gap back to the timeline's start.
 func (ss *storeShip) reanchor(ctx context.Context, sh *Shipper, s *store.Store, tl store.Timeline, through uint64) error {
-	first := through + 1 // no synced batch kept
+	first, firstAt := through+1, time.Time{} // no synced batch kept
 	errFound := errors.New("found")
 	_, err := s.ReadLog(ctx, store.LogCursor{Timeline: tl.ID}, through, func(b store.LogBatch, _ store.LogCursor) error {
-		first = b.Seq
+		first, firstAt = b.Seq, b.Stamp
 		return errFound
 	})
 	if err != nil && !errors.Is(err, errFound) {
@@ -515,7 +515,7 @@ func (ss *storeShip) reanchor(ctx context.Context, sh *Shipper, s *store.Store, 
 	}
 	from := ss.read.Next
 	if least < first {
-		ss.recordGap(sh.log, Gap{Timeline: tl.ID, From: least, To: first, Dropped: sh.cfg.Now().UTC(),
+		ss.recordGap(sh.log, Gap{Timeline: tl.ID, From: least, To: first, Before: firstAt.UTC(), Dropped: sh.cfg.Now().UTC(),
 			Cause: "in no WAL kept and on no target when shipping went on from the first batch kept (the shipping cursor was lost or moved back, or WALs were removed)"})
 		sh.log.Error("commit log lost: shipping stopped at a batch no WAL keeps and goes on from the first one kept; restores cannot cross this gap until a new backup",
 			"store", ss.name, "timeline", tl.ID, "from", least, "to", first)
@@ -1132,8 +1132,11 @@ type Gap struct {
 	Timeline string    `json:"timeline"`
 	From     uint64    `json:"from"`
 	To       uint64    `json:"to"`
-	Since    time.Time `json:"since"` // its first write's commit time; zero when unknown (a damaged segment)
-	Dropped  time.Time `json:"dropped"`
+	Since    time.Time `json:"since"` // its first write's commit time; zero when unknown (a damaged segment, a re-anchoring)
+	// Before, when known, is a time its writes were all committed before:
+	// the first kept write's, for a gap a re-anchoring found.
+	Before  time.Time `json:"before,omitzero"`
+	Dropped time.Time `json:"dropped"`
 	// Cause is why, when not the buffer (--ship-buffer) running full while
 	// a target was down: a local segment found damaged before any target
 	// took it.

@@ -714,7 +714,7 @@ func TestALostShippingDirectoryIsAGap(t *testing.T) {
 	if err := sh.Drain(ctx, "orders"); err != nil {
 		t.Fatalf("after %v stalled the tick fails instead of going on: %v", logStallLimit, err)
 	}
-	if len(gaps) != 1 || gaps[0].From != held || gaps[0].To <= held || !strings.Contains(gaps[0].Cause, "cursor") {
+	if len(gaps) != 1 || gaps[0].From != held || gaps[0].To <= held || !strings.Contains(gaps[0].Cause, "cursor") || gaps[0].Before.IsZero() {
 		t.Fatalf("gaps announced: %+v, want one from %d, where the target's log ends", gaps, held)
 	}
 	tl, _ := s.Timeline()

@@ -290,8 +290,9 @@ func randomBytes(t *testing.T, n int) []byte {
 }
 
 // A gap's announcement says why the writes were lost: the buffer running
-// full while a target was down, or a local segment found damaged (whose
-// first write's time the damage may hide).
+// full while a target was down, a local segment found damaged (whose
+// first write's time the damage may hide), or writes a re-anchoring found
+// in no WAL and on no target (committed before the first write kept).
 func TestGapTextSaysWhy(t *testing.T) {
 	since := time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC)
 	full := gapText(ship.Gap{Timeline: "tl", From: 10, To: 20, Since: since}, "n1")
@@ -302,5 +303,9 @@ func TestGapTextSaysWhy(t *testing.T) {
 	damaged := gapText(ship.Gap{Timeline: "tl", From: 10, To: 20, Cause: "damaged on the local disk: checksum"}, "n1")
 	if !strings.Contains(damaged, "damaged on the local disk: checksum") || strings.Contains(damaged, "--ship-buffer") || strings.Contains(damaged, "0001-01-01") {
 		t.Errorf("a damaged segment's gap: %s", damaged)
+	}
+	lost := gapText(ship.Gap{Timeline: "tl", From: 10, To: 20, Before: since, Cause: "in no WAL kept and on no target"}, "n1")
+	if !strings.Contains(lost, "committed before 2026-12-05T10:00:00Z") || !strings.Contains(lost, "in no WAL kept") || strings.Contains(lost, "damage") {
+		t.Errorf("a re-anchoring's gap: %s", lost)
 	}
 }

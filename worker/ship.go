@@ -49,7 +49,10 @@ func (w *Worker) shipGap(name string, g ship.Gap) error {
 func gapText(g ship.Gap, node string) string {
 	at := g.Since.UTC().Format(time.RFC3339Nano)
 	since, refused := "committed from "+at, "between "+at+" and the next backup"
-	if g.Since.IsZero() { // a damaged segment's first write cannot be read
+	switch {
+	case g.Since.IsZero() && !g.Before.IsZero(): // a re-anchoring: the lost writes are not here to read
+		since, refused = "committed before "+g.Before.UTC().Format(time.RFC3339Nano), "from their first write to the next backup"
+	case g.Since.IsZero(): // a damaged segment's first write cannot be read
 		since, refused = "committed at a time the damage hides", "from their first write to the next backup"
 	}
 	why := fmt.Sprintf("were dropped on node %s before every backup target had them (a target was down past --ship-buffer)", node)
