@@ -475,16 +475,18 @@ func (ss *storeShip) readLog(ctx context.Context, sh *Shipper, s *store.Store, t
 // whole --pitr-window) counts as holding nothing, so losing its cursor
 // then reports a gap back to the timeline's start.
 func (ss *storeShip) reanchor(ctx context.Context, sh *Shipper, s *store.Store, tl store.Timeline, through uint64) error {
-	first, firstAt := through+1, time.Time{} // no synced batch kept
-	errFound := errors.New("found")
-	_, err := s.ReadLog(ctx, store.LogCursor{Timeline: tl.ID}, through, func(b store.LogBatch, _ store.LogCursor) error {
-		first, firstAt = b.Seq, b.Stamp
-		return errFound
-	})
-	if err != nil && !errors.Is(err, errFound) {
+	// The first batch kept at or past the cursor (not before it: those are
+	// read, or, below the timeline's start, an earlier timeline's that a
+	// restore replayed into the WALs).
+	from := max(ss.read.Next, tl.Start)
+	first, firstAt, ok, err := s.FirstKept(ctx, from, through)
+	if err != nil {
 		return fmt.Errorf("finding the first batch the WALs keep: %w", err)
 	}
-	held := max(ss.read.Next, tl.Start)
+	if !ok {
+		first, firstAt = through+1, time.Time{} // no synced batch kept
+	}
+	held := from
 	for _, p := range ss.pending {
 		if p.timeline == tl.ID {
 			held = max(held, p.next)
@@ -513,7 +515,6 @@ func (ss *storeShip) reanchor(ctx context.Context, sh *Shipper, s *store.Store, 
 			return err
 		}
 	}
-	from := ss.read.Next
 	if least < first {
 		ss.recordGap(sh.log, Gap{Timeline: tl.ID, From: least, To: first, Before: firstAt.UTC(), Dropped: sh.cfg.Now().UTC(),
 			Cause: "in no WAL kept and on no target when shipping went on from the first batch kept (the shipping cursor was lost or moved back, or WALs were removed)"})
@@ -1139,7 +1140,7 @@ type Gap struct {
 	Dropped time.Time `json:"dropped"`
 	// Cause is why, when not the buffer (--ship-buffer) running full while
 	// a target was down: a local segment found damaged before any target
-	// took it.
+	// took it, or writes a re-anchoring found in no WAL and on no target.
 	Cause string `json:"cause,omitempty"`
 }
 

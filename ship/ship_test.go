@@ -730,6 +730,64 @@ func TestALostShippingDirectoryIsAGap(t *testing.T) {
 	}
 }
 
+// WALs removed by hand from the middle of the log (archived ones, not
+// yet read) leave a hole after the cursor: the shipper reads up to it,
+// stalls, and then goes on from the first batch kept after it, announcing
+// the hole, and not from the first batch kept anywhere (that one is
+// before the cursor, and going on from there went nowhere).
+func TestWALsRemovedByHandAreAGap(t *testing.T) {
+	clock := &stallClock{now: time.Now()}
+	d := newDirs(t)
+	n := startNode(t, d, Config{Now: clock.Now, SegmentSize: 1 << 20})
+	var gaps []Gap
+	n.sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+	s := n.store(t)
+	ctx := context.Background()
+	if _, err := s.Backup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	writeKeys(t, s, "a", 10)
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	held := shippedThrough(t, n, s)
+	writeKeys(t, s, "c", 2000) // several WALs, not read yet
+	archive := filepath.Join(s.Dir(), "archive")
+	var archived []string
+	testsignal.WaitFor(t, "three WALs archived", func() bool {
+		archived, _ = filepath.Glob(filepath.Join(archive, "*.log"))
+		return len(archived) >= 3
+	})
+	slices.Sort(archived) // by number: the first holds the cursor's batch
+	for _, p := range archived[1:] {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
+	}
+	clock.advance(logStallLimit)
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatalf("after %v stalled the tick fails instead of going on: %v", logStallLimit, err)
+	}
+	if len(gaps) != 1 || gaps[0].From <= held || gaps[0].To <= gaps[0].From {
+		t.Fatalf("gaps announced: %+v, want one after %d, the target's log before the c writes", gaps, held)
+	}
+	tl, _ := s.Timeline()
+	segs, err := n.target.Segments(ctx, "orders", tl.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(segs, func(sg offsite.Segment) bool { return sg.Next == gaps[0].From }) ||
+		!slices.ContainsFunc(segs, func(sg offsite.Segment) bool { return sg.First == gaps[0].To }) {
+		t.Fatalf("the target holds %+v: want the log up to the gap's start, %d, and on from its end, %d", segs, gaps[0].From, gaps[0].To)
+	}
+	if got := shippedThrough(t, n, s); got != held+2000 {
+		t.Fatalf("the target's log ends at %d, want %d: every c write but the lost ones", got, held+2000)
+	}
+}
+
 // The shipper holds a store's writes (store.Store.HoldWrites) only while
 // every target takes its segments: a write made while shipping is behind
 // waits for the next tick; once a target fails, writes are not held.

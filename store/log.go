@@ -388,15 +388,70 @@ func (s *Store) ReadLog(ctx context.Context, cur LogCursor, through uint64, fn f
 	// A WAL Pebble moves into archive/ between the listing and its open
 	// is listed again, there: a caller that reads once (a shipper's
 	// Drain) must get every synced batch, not stop short at the move.
-	// Pebble moves each WAL once, so the lists end; maxRelists bounds
-	// them when writers rotate WALs faster than this reads.
-	const maxRelists = 8
 	for relists := 0; ; relists++ {
 		moved, err := s.readListed(ctx, &cur, through, fn)
 		if err != nil || !moved || relists == maxRelists {
 			return cur, err
 		}
 	}
+}
+
+// maxRelists bounds how many times a read lists the WALs again after one
+// moved to archive/ under it. Pebble moves each WAL once, so the lists
+// end; the bound is for writers that rotate WALs faster than a read
+// reads.
+const maxRelists = 8
+
+// FirstKept returns the sequence number and commit time of the first
+// batch at or after sequence number from, and at most through, that the
+// store's kept WALs hold (ok false when none does). Unlike ReadLog it
+// reads each WAL on its own, so it looks past a hole in the WALs: what a
+// shipper whose log does not go on from its cursor (the cursor lost, WALs
+// removed) needs, to go on from the next batch kept.
+func (s *Store) FirstKept(ctx context.Context, from, through uint64) (seq uint64, stamp time.Time, ok bool, err error) {
+	if !s.reg.cfg.Ship {
+		return 0, time.Time{}, false, ErrNotShipping
+	}
+	if _, err := s.acquire(); err != nil {
+		return 0, time.Time{}, false, err
+	}
+	defer s.release()
+	tl, err := s.Timeline()
+	if err != nil {
+		return 0, time.Time{}, false, err
+	}
+	errFound := errors.New("found")
+	for relists := 0; relists <= maxRelists; relists++ {
+		logs, err := s.listWALs()
+		if err != nil {
+			return 0, time.Time{}, false, fmt.Errorf("store %s: list WALs: %w", s.name, err)
+		}
+		moved := false
+		for i, ll := range logs {
+			cur := LogCursor{Timeline: tl.ID}
+			_, err := s.readWAL(ctx, ll, &cur, i == len(logs)-1, through, func(b LogBatch, _ LogCursor) error {
+				if b.Seq < from {
+					return nil
+				}
+				seq, stamp, ok = b.Seq, b.Stamp, true
+				return errFound
+			})
+			if errors.Is(err, errFound) {
+				return seq, stamp, true, nil
+			}
+			if errors.Is(err, errWALMoved) {
+				moved = true
+				break
+			}
+			if err != nil {
+				return 0, time.Time{}, false, err
+			}
+		}
+		if !moved {
+			return 0, time.Time{}, false, nil
+		}
+	}
+	return 0, time.Time{}, false, fmt.Errorf("store %s: the WALs kept moving while listed", s.name)
 }
 
 // readListed lists the WALs and reads them from cur on, as ReadLog does
