@@ -561,6 +561,34 @@ func (c *stallClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return 
 
 func (c *stallClock) advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
 
+// stallNode starts a node whose shipper runs on an injected clock, with a
+// backup of its store taken (a restore's base).
+func stallNode(t *testing.T) (*stallClock, nodeDirs, *node, *store.Store) {
+	t.Helper()
+	clock := &stallClock{now: time.Now()}
+	d := newDirs(t)
+	n := startNode(t, d, Config{Now: clock.Now, SegmentSize: 1 << 20})
+	s := n.store(t)
+	if _, err := s.Backup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return clock, d, n, s
+}
+
+// stallPastTheLimit drains sh, whose log stalls, once, and again
+// logStallLimit later: the first tick must not fail yet, and the second
+// must go on.
+func stallPastTheLimit(t *testing.T, sh *Shipper, clock *stallClock) {
+	t.Helper()
+	if err := sh.Drain(context.Background(), "orders"); err != nil {
+		t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
+	}
+	clock.advance(logStallLimit)
+	if err := sh.Drain(context.Background(), "orders"); err != nil {
+		t.Fatalf("after %v stalled the tick fails instead of going on: %v", logStallLimit, err)
+	}
+}
+
 // writeKeys sets count keys named prefix and a number, 1000-byte values.
 func writeKeys(t *testing.T, s *store.Store, prefix string, count int) {
 	t.Helper()
@@ -617,14 +645,8 @@ func shippedThrough(t *testing.T, n *node, s *store.Store) uint64 {
 // one kept), so no gap is announced, and a restore to now has every
 // write.
 func TestALostCursorStallsThenShippingGoesOn(t *testing.T) {
-	clock := &stallClock{now: time.Now()}
-	d := newDirs(t)
-	n := startNode(t, d, Config{Now: clock.Now, SegmentSize: 1 << 20})
-	s := n.store(t)
+	clock, d, n, s := stallNode(t)
 	ctx := context.Background()
-	if _, err := s.Backup(ctx); err != nil {
-		t.Fatal(err)
-	}
 	writeKeys(t, s, "a", 2000) // WALs rotate, and go once read and shipped
 	shipUntilOneWAL(t, n.sh, s)
 	if err := os.Remove(filepath.Join(d.ship, "orders", stateFile)); err != nil {
@@ -678,14 +700,8 @@ func TestALostCursorStallsThenShippingGoesOn(t *testing.T) {
 // first batch the WALs keep and announces the hole between what the
 // target holds and it as a gap, which a restore then refuses to cross.
 func TestALostShippingDirectoryIsAGap(t *testing.T) {
-	clock := &stallClock{now: time.Now()}
-	d := newDirs(t)
-	n := startNode(t, d, Config{Now: clock.Now, SegmentSize: 1 << 20})
-	s := n.store(t)
+	clock, d, n, s := stallNode(t)
 	ctx := context.Background()
-	if _, err := s.Backup(ctx); err != nil {
-		t.Fatal(err)
-	}
 	writeKeys(t, s, "a", 10)
 	if err := n.sh.Drain(ctx, "orders"); err != nil {
 		t.Fatal(err)
@@ -707,13 +723,7 @@ func TestALostShippingDirectoryIsAGap(t *testing.T) {
 	var gaps []Gap
 	sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
 	writeKeys(t, s, "d", 10)
-	if err := sh.Drain(ctx, "orders"); err != nil {
-		t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
-	}
-	clock.advance(logStallLimit)
-	if err := sh.Drain(ctx, "orders"); err != nil {
-		t.Fatalf("after %v stalled the tick fails instead of going on: %v", logStallLimit, err)
-	}
+	stallPastTheLimit(t, sh, clock)
 	if len(gaps) != 1 || gaps[0].From != held || gaps[0].To <= held || !strings.Contains(gaps[0].Cause, "cursor") || gaps[0].Before.IsZero() {
 		t.Fatalf("gaps announced: %+v, want one from %d, where the target's log ends", gaps, held)
 	}
@@ -736,16 +746,10 @@ func TestALostShippingDirectoryIsAGap(t *testing.T) {
 // the hole, and not from the first batch kept anywhere (that one is
 // before the cursor, and going on from there went nowhere).
 func TestWALsRemovedByHandAreAGap(t *testing.T) {
-	clock := &stallClock{now: time.Now()}
-	d := newDirs(t)
-	n := startNode(t, d, Config{Now: clock.Now, SegmentSize: 1 << 20})
+	clock, _, n, s := stallNode(t)
 	var gaps []Gap
 	n.sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
-	s := n.store(t)
 	ctx := context.Background()
-	if _, err := s.Backup(ctx); err != nil {
-		t.Fatal(err)
-	}
 	writeKeys(t, s, "a", 10)
 	if err := n.sh.Drain(ctx, "orders"); err != nil {
 		t.Fatal(err)
@@ -764,13 +768,7 @@ func TestWALsRemovedByHandAreAGap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := n.sh.Drain(ctx, "orders"); err != nil {
-		t.Fatalf("a stall shorter than the limit fails the tick: %v", err)
-	}
-	clock.advance(logStallLimit)
-	if err := n.sh.Drain(ctx, "orders"); err != nil {
-		t.Fatalf("after %v stalled the tick fails instead of going on: %v", logStallLimit, err)
-	}
+	stallPastTheLimit(t, n.sh, clock)
 	if len(gaps) != 1 || gaps[0].From <= held || gaps[0].To <= gaps[0].From {
 		t.Fatalf("gaps announced: %+v, want one after %d, the target's log before the c writes", gaps, held)
 	}
