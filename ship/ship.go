@@ -751,7 +751,16 @@ func (ss *storeShip) load(log *slog.Logger) error {
 	statePath := filepath.Join(ss.dir, stateFile)
 	if b, err := os.ReadFile(statePath); err == nil {
 		if err := json.Unmarshal(b, &st); err != nil {
-			return fmt.Errorf("ship %s: the shipping cursor %s is unreadable: %w", ss.name, statePath, err)
+			// Torn (by a version that rewrote it in place) or damaged: it
+			// is moved aside, kept for whoever looks, and shipping goes on
+			// as with no cursor, re-anchoring if the log it names is gone.
+			aside := statePath + ".unreadable"
+			if rerr := os.Rename(statePath, aside); rerr != nil {
+				return fmt.Errorf("ship %s: the shipping cursor %s is unreadable (%w) and cannot be moved aside: %w", ss.name, statePath, err, rerr)
+			}
+			log.Error("the shipping cursor is unreadable: moved aside; shipping goes on from the start of the log the WALs keep, or, once that has stalled 30 s, from where the targets' log ends",
+				"store", ss.name, "cursor", statePath, "moved_to", aside, "err", err)
+			st = state{}
 		}
 	} else if !os.IsNotExist(err) {
 		return err

@@ -645,11 +645,29 @@ func shippedThrough(t *testing.T, n *node, s *store.Store) uint64 {
 // one kept), so no gap is announced, and a restore to now has every
 // write.
 func TestALostCursorStallsThenShippingGoesOn(t *testing.T) {
+	t.Run("removed", func(t *testing.T) {
+		lostCursorGoesOn(t, func(path string) error { return os.Remove(path) })
+	})
+	// A cursor torn by an older version (it rewrote the file in place)
+	// used to fail every tick; it is moved aside and counts as lost.
+	t.Run("torn", func(t *testing.T) {
+		var cursor string
+		lostCursorGoesOn(t, func(path string) error {
+			cursor = path
+			return os.WriteFile(path, []byte(`{"sealed":{"timel`), 0o644)
+		})
+		if b, err := os.ReadFile(cursor + ".unreadable"); err != nil || string(b) != `{"sealed":{"timel` {
+			t.Fatalf("the torn cursor was not kept aside: %q, %v", b, err)
+		}
+	})
+}
+
+func lostCursorGoesOn(t *testing.T, lose func(path string) error) {
 	clock, d, n, s := stallNode(t)
 	ctx := context.Background()
 	writeKeys(t, s, "a", 2000) // WALs rotate, and go once read and shipped
 	shipUntilOneWAL(t, n.sh, s)
-	if err := os.Remove(filepath.Join(d.ship, "orders", stateFile)); err != nil {
+	if err := lose(filepath.Join(d.ship, "orders", stateFile)); err != nil {
 		t.Fatal(err)
 	}
 	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock.Now, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
