@@ -221,14 +221,17 @@ type storeShip struct {
 	stalled time.Time // since when reads have stopped short at the same cursor (zero: they do not)
 	lastErr string    // the last tick's error, for logTick
 	loaded  bool
-	sealed  store.LogCursor // saved: every batch before it is in a local segment
-	read    store.LogCursor // read into open
-	open    []byte          // batches read, not sealed (length-prefixed, uncompressed)
-	sealBuf []byte          // the last sealed segment's storage, reused
-	first   uint64          // open's first batch
-	since   time.Time       // when open got its first batch
-	stamp   time.Time       // its commit time
-	pending []pendingSeg    // sealed, not yet on every target, in order
+	// recorded is the timeline whose local record (timeline.json) this
+	// process wrote.
+	recorded string
+	sealed   store.LogCursor // saved: every batch before it is in a local segment
+	read     store.LogCursor // read into open
+	open     []byte          // batches read, not sealed (length-prefixed, uncompressed)
+	sealBuf  []byte          // the last sealed segment's storage, reused
+	first    uint64          // open's first batch
+	since    time.Time       // when open got its first batch
+	stamp    time.Time       // its commit time
+	pending  []pendingSeg    // sealed, not yet on every target, in order
 	// sent: target -> segment path -> on it; timelines: target ->
 	// timelines recorded on it.
 	sent      map[string]map[string]bool
@@ -371,7 +374,10 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 		sh.announce(ss)
 		return err
 	}
-	if ss.read.Timeline != tl.ID {
+	if ss.read.Timeline != tl.ID || ss.recorded != tl.ID {
+		// A new timeline, or the first tick of this process on this one:
+		// its local record is written (again) whole, which also mends
+		// one an older version tore by rewriting it in place.
 		if err := ss.startTimeline(sh, tl); err != nil {
 			return err
 		}
@@ -635,7 +641,8 @@ func (ss *storeShip) findLogStart(ctx context.Context, sh *Shipper, tl store.Tim
 
 // startTimeline switches to the store's new timeline: what was read of
 // the old one is sealed under it, and the new one's record is kept with
-// its segments.
+// its segments. On the timeline already being shipped (a process's first
+// tick) it only writes that record again.
 func (ss *storeShip) startTimeline(sh *Shipper, tl store.Timeline) error {
 	if len(ss.open) > 0 {
 		if err := ss.seal(ss.read.Timeline); err != nil {
@@ -654,7 +661,11 @@ func (ss *storeShip) startTimeline(sh *Shipper, tl store.Timeline) error {
 		return err
 	}
 	b, _ := json.Marshal(tl)
-	return durable.Replace(vfs.Default, dir, "timeline.json", b, nil)
+	if err := durable.Replace(vfs.Default, dir, "timeline.json", b, nil); err != nil {
+		return err
+	}
+	ss.recorded = tl.ID
+	return nil
 }
 
 // A segment is a magic line, then its batches, each preceded by its

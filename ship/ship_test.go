@@ -758,6 +758,41 @@ func TestALostShippingDirectoryIsAGap(t *testing.T) {
 	}
 }
 
+// A timeline's local record (pending/<timeline>/timeline.json) torn by an
+// older version, which rewrote it in place, made every send of the
+// timeline's first segment to a target fail after a restart, so nothing
+// shipped until the buffer filled and dropped it as a gap. The first tick
+// of a process writes the current timeline's record whole again, from
+// the store's own.
+func TestATornTimelineRecordIsWrittenAgain(t *testing.T) {
+	d := newDirs(t)
+	n := startNode(t, d, Config{})
+	s := n.store(t)
+	ctx := context.Background()
+	writeKeys(t, s, "a", 10)
+	if err := n.sh.Drain(ctx, "orders"); err != nil {
+		t.Fatal(err)
+	}
+	tl, err := s.Timeline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(d.ship, "orders", "pending", tl.ID, "timeline.json"), []byte(`{"id":"20`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Logger: logger(t)}, n.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeKeys(t, s, "b", 10)
+	if err := sh.Drain(ctx, "orders"); err != nil {
+		t.Fatalf("after a restart with the timeline's record torn: %v", err)
+	}
+	if got := shippedThrough(t, n, s); got != tl.Start+20 {
+		t.Fatalf("the target's log ends at %d, want %d", got, tl.Start+20)
+	}
+}
+
 // WALs removed by hand from the middle of the log (archived ones, not
 // yet read) leave a hole after the cursor: the shipper reads up to it,
 // stalls, and then goes on from the first batch kept after it, announcing
