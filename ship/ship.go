@@ -514,7 +514,7 @@ func (ss *storeShip) reanchor(ctx context.Context, sh *Shipper, s *store.Store, 
 	}
 	next := max(first, least)
 	if next <= ss.read.Next {
-		return fmt.Errorf("the WALs keep sequence %d on, which the cursor is past", first)
+		return fmt.Errorf("the WALs keep the cursor's batch %d, and no target holds more: nothing to go on from but the cursor", first)
 	}
 	if len(ss.open) > 0 {
 		if err := ss.seal(tl.ID); err != nil {
