@@ -769,18 +769,13 @@ func readFile(fs vfs.FS, path string) ([]byte, error) {
 	return b, err
 }
 
-// writeJSONAtomic replaces path with v's JSON through a synced temporary
-// file and a rename.
+// writeJSONAtomic replaces path with v's JSON (durable.WriteAtomic).
 func writeJSONAtomic(fs vfs.FS, path string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	if err := durable.WriteFileSync(fs, tmp, b); err != nil {
-		return err
-	}
-	return fs.Rename(tmp, path)
+	return durable.WriteAtomic(fs, path, b)
 }
 
 // BackupVerifyResult reports a backup verification.

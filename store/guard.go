@@ -129,7 +129,9 @@ func (g *guard) saveLocked() error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(g.path, b)
+	// The directory is not synced: the guard is rewritten on every flush
+	// and compaction.
+	return durable.WriteAtomic(vfs.Default, g.path, b)
 }
 
 func liveTables(db *pebble.DB) ([]uint64, error) {
@@ -145,16 +147,4 @@ func liveTables(db *pebble.DB) ([]uint64, error) {
 	}
 	slices.Sort(out)
 	return out, nil
-}
-
-// writeFileAtomic writes b to path through a synced temporary file and a
-// rename, so a crash leaves the old content or the new, never a torn file.
-// The directory is not synced: the guard is rewritten on every flush and
-// compaction.
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := durable.WriteFileSync(vfs.Default, tmp, b); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

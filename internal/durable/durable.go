@@ -53,21 +53,33 @@ func SyncDir(fs vfs.FS, dir string) error {
 	return nil
 }
 
-// Replace replaces dir/name with b durably: b is written and synced
-// under a temporary name (name + ".tmp"), renamed over name, and dir is
-// synced. A crash leaves the old content or the new, never a torn file;
-// an error before the rename leaves the old content and removes the
-// temporary file (a full disk is not left fuller). created, when not
-// nil, runs once the temporary file exists, before anything is written
-// to it (a crash point for tests).
-func Replace(fs vfs.FS, dir, name string, b []byte, created func()) error {
-	path := filepath.Join(dir, name)
+// WriteAtomic replaces path with b through a synced temporary file
+// (path + ".tmp") and a rename, so a crash leaves the old content or the
+// new, never a torn file. An error before the rename leaves the old
+// content and removes the temporary file (a full disk is not left
+// fuller). The directory is not synced: a caller whose rename must
+// survive a crash uses Replace, or syncs it itself.
+func WriteAtomic(fs vfs.FS, path string, b []byte) error {
+	return writeAtomic(fs, path, b, nil)
+}
+
+func writeAtomic(fs vfs.FS, path string, b []byte, created func()) error {
 	err := writeFileSync(fs, path+".tmp", b, created)
 	if err == nil {
 		err = fs.Rename(path+".tmp", path)
 	}
 	if err != nil {
 		_ = fs.Remove(path + ".tmp") // gone already if its creation failed
+	}
+	return err
+}
+
+// Replace replaces dir/name with b durably: WriteAtomic, then dir is
+// synced so that the rename survives a crash. created, when not nil,
+// runs once the temporary file exists, before anything is written to it
+// (a crash point for tests).
+func Replace(fs vfs.FS, dir, name string, b []byte, created func()) error {
+	if err := writeAtomic(fs, filepath.Join(dir, name), b, created); err != nil {
 		return err
 	}
 	return SyncDir(fs, dir)

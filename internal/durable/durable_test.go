@@ -23,44 +23,52 @@ func failOn(kind errorfs.OpKind, suffix string) errorfs.Injector {
 	})
 }
 
-// TestReplaceKeepsTheOldFileWhenADiskErrs: whichever step of Replace
-// fails (the temporary file's creation, its write, its sync, the rename),
-// it reports the error, the file still holds what it held, and no
-// temporary file is left behind for a full disk to keep.
+// TestReplaceKeepsTheOldFileWhenADiskErrs: whichever step of Replace or
+// WriteAtomic fails (the temporary file's creation, its write, its sync,
+// the rename), it reports the error, the file still holds what it held,
+// and no temporary file is left behind for a full disk to keep.
 func TestReplaceKeepsTheOldFileWhenADiskErrs(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		kind errorfs.OpKind
-	}{
-		{"create", errorfs.OpCreate},
-		{"write", errorfs.OpFileWrite},
-		{"sync", errorfs.OpFileSync},
-		{"rename", errorfs.OpRename},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := Replace(vfs.Default, dir, "state.json", []byte(`{"old":true}`), nil); err != nil {
-				t.Fatal(err)
-			}
-			fs := errorfs.Wrap(vfs.Default, failOn(tc.kind, "state.json.tmp"))
-			err := Replace(fs, dir, "state.json", []byte(`{"new":true}`), nil)
-			if !errors.Is(err, syscall.ENOSPC) {
-				t.Fatalf("Replace with %s failing: %v, want ENOSPC", tc.name, err)
-			}
-			if b, err := os.ReadFile(filepath.Join(dir, "state.json")); err != nil || string(b) != `{"old":true}` {
-				t.Fatalf("after a failed Replace the file holds %q (%v), want the old content", b, err)
-			}
-			if _, err := os.Stat(filepath.Join(dir, "state.json.tmp")); !os.IsNotExist(err) {
-				t.Fatalf("a failed Replace left its temporary file: %v", err)
-			}
-			// The disk recovers: the next Replace works.
-			if err := Replace(vfs.Default, dir, "state.json", []byte(`{"new":true}`), nil); err != nil {
-				t.Fatal(err)
-			}
-			if b, _ := os.ReadFile(filepath.Join(dir, "state.json")); string(b) != `{"new":true}` {
-				t.Fatalf("after the disk recovered the file holds %q", b)
-			}
-		})
+	writers := map[string]func(fs vfs.FS, dir string, b []byte) error{
+		"Replace": func(fs vfs.FS, dir string, b []byte) error { return Replace(fs, dir, "state.json", b, nil) },
+		"WriteAtomic": func(fs vfs.FS, dir string, b []byte) error {
+			return WriteAtomic(fs, filepath.Join(dir, "state.json"), b)
+		},
+	}
+	for wname, write := range writers {
+		for _, tc := range []struct {
+			name string
+			kind errorfs.OpKind
+		}{
+			{"create", errorfs.OpCreate},
+			{"write", errorfs.OpFileWrite},
+			{"sync", errorfs.OpFileSync},
+			{"rename", errorfs.OpRename},
+		} {
+			t.Run(wname+"/"+tc.name, func(t *testing.T) {
+				dir := t.TempDir()
+				if err := write(vfs.Default, dir, []byte(`{"old":true}`)); err != nil {
+					t.Fatal(err)
+				}
+				fs := errorfs.Wrap(vfs.Default, failOn(tc.kind, "state.json.tmp"))
+				err := write(fs, dir, []byte(`{"new":true}`))
+				if !errors.Is(err, syscall.ENOSPC) {
+					t.Fatalf("%s with %s failing: %v, want ENOSPC", wname, tc.name, err)
+				}
+				if b, err := os.ReadFile(filepath.Join(dir, "state.json")); err != nil || string(b) != `{"old":true}` {
+					t.Fatalf("after a failed %s the file holds %q (%v), want the old content", wname, b, err)
+				}
+				if _, err := os.Stat(filepath.Join(dir, "state.json.tmp")); !os.IsNotExist(err) {
+					t.Fatalf("a failed %s left its temporary file: %v", wname, err)
+				}
+				// The disk recovers: the next write works.
+				if err := write(vfs.Default, dir, []byte(`{"new":true}`)); err != nil {
+					t.Fatal(err)
+				}
+				if b, _ := os.ReadFile(filepath.Join(dir, "state.json")); string(b) != `{"new":true}` {
+					t.Fatalf("after the disk recovered the file holds %q", b)
+				}
+			})
+		}
 	}
 }
 
