@@ -392,24 +392,21 @@ func (sh *Shipper) tick(ctx context.Context, name string, drain bool) (err error
 		return err
 	}
 	stallErr, err := ss.readLog(ctx, sh, s, tl.ID, through, syncAt)
-	if errors.Is(err, store.ErrTimelineChanged) {
-		return nil // the next tick starts the new timeline
-	}
-	if err != nil {
-		return err
-	}
-	if stallErr != nil {
+	if err == nil && stallErr != nil {
 		// The log does not go on from the cursor: go on from where it
 		// does, recording what is in no WAL kept and on no target as a
 		// gap, and read from there now.
 		if rerr := ss.reanchor(ctx, sh, s, tl, through); rerr != nil {
 			stallErr = fmt.Errorf("%w; shipping cannot go on from elsewhere yet: %w", stallErr, rerr)
-		} else if stallErr, err = ss.readLog(ctx, sh, s, tl.ID, through, syncAt); err != nil {
-			if errors.Is(err, store.ErrTimelineChanged) {
-				return nil
-			}
-			return err
+		} else {
+			stallErr, err = ss.readLog(ctx, sh, s, tl.ID, through, syncAt)
 		}
+	}
+	if errors.Is(err, store.ErrTimelineChanged) {
+		return nil // the next tick starts the new timeline
+	}
+	if err != nil {
+		return err
 	}
 	if len(ss.open) > 0 && (drain || sh.cfg.Now().Sub(ss.since) >= sh.cfg.Interval) {
 		if err := ss.seal(tl.ID); err != nil {
@@ -528,8 +525,7 @@ func (ss *storeShip) reanchor(ctx context.Context, sh *Shipper, s *store.Store, 
 			"store", ss.name, "timeline", tl.ID, "from", least, "to", first)
 	}
 	ss.read = store.LogCursor{Timeline: tl.ID, Next: next}
-	b, _ := json.Marshal(state{Sealed: ss.read})
-	if err := durable.Replace(vfs.Default, ss.dir, stateFile, b, nil); err != nil {
+	if err := ss.saveCursor(nil); err != nil {
 		return err
 	}
 	ss.sealed, ss.stalled = ss.read, time.Time{}
@@ -734,8 +730,7 @@ func (ss *storeShip) seal(timeline string) error {
 		return err
 	}
 	crashPoint("ship.segment-written")
-	b, _ := json.Marshal(state{Sealed: ss.read})
-	if err := durable.Replace(vfs.Default, ss.dir, stateFile, b, func() { crashPoint("ship.cursor-writing") }); err != nil {
+	if err := ss.saveCursor(func() { crashPoint("ship.cursor-writing") }); err != nil {
 		return err
 	}
 	crashPoint("ship.cursor-saved")
@@ -751,6 +746,14 @@ func (ss *storeShip) seal(timeline string) error {
 	ss.open, ss.first = ss.open[:0], 0
 	ss.stats.Sealed++
 	return nil
+}
+
+// saveCursor saves ss.read as the shipping cursor (stateFile), replaced
+// whole; created runs once the new file exists, before it is written (a
+// crash point).
+func (ss *storeShip) saveCursor(created func()) error {
+	b, _ := json.Marshal(state{Sealed: ss.read})
+	return durable.Replace(vfs.Default, ss.dir, stateFile, b, created)
 }
 
 // load reads the saved cursor and the local segments.
@@ -769,8 +772,8 @@ func (ss *storeShip) load(log *slog.Logger) error {
 			if rerr := os.Rename(statePath, aside); rerr != nil {
 				return fmt.Errorf("ship %s: the shipping cursor %s is unreadable (%w) and cannot be moved aside: %w", ss.name, statePath, err, rerr)
 			}
-			log.Error("the shipping cursor is unreadable: moved aside; shipping goes on from the start of the log the WALs keep, or, once that has stalled 30 s, from where the targets' log ends",
-				"store", ss.name, "cursor", statePath, "moved_to", aside, "err", err)
+			log.Error("the shipping cursor is unreadable: moved aside; shipping goes on from the start of the log the WALs keep, or, once that has stalled for stall_limit, from where the targets' log ends",
+				"store", ss.name, "cursor", statePath, "moved_to", aside, "stall_limit", logStallLimit, "err", err)
 			st = state{}
 		}
 	} else if !os.IsNotExist(err) {

@@ -575,6 +575,21 @@ func stallNode(t *testing.T) (*stallClock, nodeDirs, *node, *store.Store) {
 	return clock, d, n, s
 }
 
+// restartShipper starts a second shipper on n's registry, directories
+// and target, as a process started again would, on clock. announced
+// returns the gaps it has announced so far.
+func restartShipper(t *testing.T, d nodeDirs, n *node, clock *stallClock) (sh *Shipper, announced func() []Gap) {
+	t.Helper()
+	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock.Now, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var gaps []Gap
+	sh.OnGap(func(_ string, g Gap) error { mu.Lock(); defer mu.Unlock(); gaps = append(gaps, g); return nil })
+	return sh, func() []Gap { mu.Lock(); defer mu.Unlock(); return slices.Clone(gaps) }
+}
+
 // stallPastTheLimit drains sh, whose log stalls, once, and again
 // logStallLimit later: the first tick must not fail yet, and the second
 // must go on.
@@ -670,12 +685,7 @@ func lostCursorGoesOn(t *testing.T, lose func(path string) error) {
 	if err := lose(filepath.Join(d.ship, "orders", stateFile)); err != nil {
 		t.Fatal(err)
 	}
-	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock.Now, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gaps []Gap
-	sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+	sh, announced := restartShipper(t, d, n, clock)
 	writeKeys(t, s, "b", 10)
 	for range 2 {
 		if err := sh.Drain(ctx, "orders"); err != nil {
@@ -700,7 +710,7 @@ func lostCursorGoesOn(t *testing.T, lose func(path string) error) {
 	if got := shippedThrough(t, n, s); got != before+10 {
 		t.Fatalf("the target holds the log through %d, want %d: the ten writes after the stall, no more, no less", got, before+10)
 	}
-	if st := sh.Stats("orders"); len(gaps) != 0 || len(st.Gaps) != 0 || st.Lag["t1"] != 0 {
+	if gaps, st := announced(), sh.Stats("orders"); len(gaps) != 0 || len(st.Gaps) != 0 || st.Lag["t1"] != 0 {
 		t.Fatalf("gaps announced %+v, stats %+v: nothing was lost, and everything is shipped", gaps, st)
 	}
 	want := content(t, s)
@@ -734,14 +744,10 @@ func TestALostShippingDirectoryIsAGap(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.targetBack(t)
-	sh, err := New(Config{Dir: d.ship, Targets: []*offsite.Target{n.target}, Now: clock.Now, SegmentSize: 1 << 20, Logger: logger(t)}, n.reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var gaps []Gap
-	sh.OnGap(func(_ string, g Gap) error { gaps = append(gaps, g); return nil })
+	sh, announced := restartShipper(t, d, n, clock)
 	writeKeys(t, s, "d", 10)
 	stallPastTheLimit(t, sh, clock)
+	gaps := announced()
 	if len(gaps) != 1 || gaps[0].From != held || gaps[0].To <= held || !strings.Contains(gaps[0].Cause, "cursor") || gaps[0].Before.IsZero() {
 		t.Fatalf("gaps announced: %+v, want one from %d, where the target's log ends", gaps, held)
 	}
